@@ -1,0 +1,66 @@
+"""agentfsm: Claude agent loops (the Anthropic Messages API) as explicit finite-state machines.
+
+The pieces, one module each:
+
+* ``agent``        — ``Agent``, the class you subclass (model, system, tools, policy, hooks)
+* ``table``        — the state table: states named for the stop reasons, transitions as data
+* ``guards``       — the conditions on transitions (``continuations < max_continuations``)
+* ``actions``      — what each transition does to the history
+* ``conversation`` — one run: state, history, counters; ``step()`` and ``run()``
+* ``api``          — one request out, one reply (or failure) back
+* ``tools``        — ``@tool``: functions as tools, schemas, validation, results
+* ``executor``     — the ``ToolExecutor`` protocol and the default concurrent executor
+* ``policy``       — every limit of a run
+* ``events``       — structured events (structlog) and their stable names
+* ``result``       — ``RunResult``, ``Usage``, the trace
+* ``history``      — checking a message history; the wire rules
+* ``stitch``       — joining continuation chunks without lost or doubled characters
+* ``errors``       — every exception
+* ``sim``          — the Messages API simulator the demo and tests run on
+"""
+
+from agentfsm.agent import Agent
+from agentfsm.conversation import Conversation
+from agentfsm.errors import (
+    AgentfsmError,
+    ConfigurationError,
+    InvalidHistoryError,
+    InvalidTransitionError,
+    MissingAPIKeyError,
+)
+from agentfsm.events import EVENT_NAMES, Event, redact_processor
+from agentfsm.executor import DefaultExecutor, ToolExecutor
+from agentfsm.guards import guard
+from agentfsm.policy import Policy
+from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition
+from agentfsm.tools import Tool, ToolCall, ToolResult, tool
+
+__all__ = [
+    "EVENT_NAMES",
+    "REQUESTING",
+    "STOP_REASONS",
+    "TERMINAL_STATES",
+    "Agent",
+    "AgentfsmError",
+    "ConfigurationError",
+    "Conversation",
+    "DefaultExecutor",
+    "Event",
+    "InvalidHistoryError",
+    "InvalidTransitionError",
+    "MissingAPIKeyError",
+    "Policy",
+    "RunError",
+    "RunResult",
+    "Tool",
+    "ToolCall",
+    "ToolExecutor",
+    "ToolResult",
+    "TraceStep",
+    "Transition",
+    "Usage",
+    "guard",
+    "redact_processor",
+    "tool",
+]

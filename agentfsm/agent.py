@@ -1,0 +1,249 @@
+"""Agent: the class users subclass to build an agent.
+
+Class attributes configure it (model, system prompt, tools, policy); the
+constructor's arguments override them for one instance, so an ``Agent`` is
+also usable without subclassing. A subclass may add states and transitions
+(``states``, ``transitions``), which are merged with the inherited table once
+per class, and may override one hook per state, ``on_<state>``, to choose the
+transition taken from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import anthropic
+
+from agentfsm.conversation import Conversation
+from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError
+from agentfsm.events import default_logger
+from agentfsm.executor import DefaultExecutor, ToolExecutor
+from agentfsm.history import Message, validate_history
+from agentfsm.policy import Policy
+from agentfsm.result import RunResult
+from agentfsm.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, merge
+from agentfsm.tools import Tool, ToolCall, ToolResult, tool_params
+
+_UNSET: Any = object()
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
+
+class Agent:
+    """A Claude agent run as a finite-state machine over the API's stop reasons.
+
+    Subclass and set the class attributes, or pass them to the constructor::
+
+        class WeatherAgent(Agent):
+            model = "claude-sonnet-5-5"
+            system = "You are a concise weather assistant."
+            tools = [get_weather, {"type": "web_search_20250305", "name": "web_search"}]
+            policy = Policy(max_tokens=1024)
+
+        result = WeatherAgent(client=anthropic.Anthropic()).run("Weather in Hanoi?")
+    """
+
+    model: str = DEFAULT_MODEL
+    system: str | list[dict[str, Any]] | None = None
+    tools: Sequence[Tool | dict[str, Any]] = ()
+    policy: Policy = Policy()
+    #: Any other Messages API parameters sent with every request (temperature, stop_sequences, thinking, ...).
+    request_params: Mapping[str, Any] = {}
+    #: Beta feature names; when set, requests go through ``client.beta.messages``.
+    betas: Sequence[str] = ()
+
+    #: States and transitions this class adds to its parent's table (see ``agentfsm.table``).
+    states: ClassVar[Sequence[str]] = ()
+    transitions: ClassVar[Sequence[Transition]] = ()
+    _table: ClassVar[Table | None] = None
+
+    def __init__(
+        self,
+        client: anthropic.Anthropic | None = None,
+        *,
+        model: str | None = None,
+        system: str | list[dict[str, Any]] | None = _UNSET,
+        tools: Sequence[Tool | dict[str, Any]] | None = None,
+        policy: Policy | None = None,
+        executor: ToolExecutor | None = None,
+        request_params: Mapping[str, Any] | None = None,
+        betas: Sequence[str] | None = None,
+        logger: Any = _UNSET,
+    ) -> None:
+        self._client = client
+        if model is not None:
+            self.model = model
+        if system is not _UNSET:
+            self.system = system
+        if tools is not None:
+            self.tools = tools
+        if policy is not None:
+            self.policy = policy
+        if request_params is not None:
+            self.request_params = request_params
+        if betas is not None:
+            self.betas = betas
+        if not isinstance(self.policy, Policy):
+            raise ConfigurationError(f"policy must be an agentfsm.Policy, got {type(self.policy).__name__}")
+        self.executor: ToolExecutor = executor if executor is not None else DefaultExecutor()
+        self.logger: Any = default_logger() if logger is _UNSET else logger
+        self._tool_map: dict[str, Tool] = {t.name: t for t in self.tools if isinstance(t, Tool)}
+        self._static_params = self._build_static_params()
+        self._no_prefill: set[str] = set()
+
+    # --- the state table, once per class ----------------------------------------------------
+
+    @classmethod
+    def table(cls) -> Table:
+        """This class's states and transitions (its own, then its parents')."""
+        table = cls.__dict__.get("_table")
+        if table is None:
+            parent = next((b for b in cls.__mro__[1:] if issubclass(b, Agent)), None)
+            if parent is None:
+                table = merge(None, BASE_STATES, BASE_TRANSITIONS)
+            else:
+                table = merge(parent.table(), cls.__dict__.get("states", ()), cls.__dict__.get("transitions", ()))
+            cls._table = table
+        return table
+
+    # --- running --------------------------------------------------------------------------------
+
+    def run(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> RunResult:
+        """Run one conversation to a final state: done, truncated, refused or failed.
+
+        ``prompt`` is a string or a Messages API history (which may end in an
+        assistant prefill). An invalid history raises ``ValueError`` before
+        any request is sent. API errors do not raise: they end the run in
+        ``failed`` with ``result.error`` set and the history kept.
+        """
+        return self.start(prompt, conversation_id=conversation_id).run()
+
+    def start(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> Conversation:
+        """Begin a conversation without running it: step it with ``conversation.step()``."""
+        messages = self._initial_messages(prompt)
+        _ = self.client  # a missing API key is reported now, not at the first request
+        return Conversation(self, messages, conversation_id)
+
+    @staticmethod
+    def _initial_messages(prompt: str | Sequence[Message]) -> list[Message]:
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise InvalidHistoryError("the prompt is empty")
+            return [{"role": "user", "content": prompt}]
+        return validate_history(list(prompt) if isinstance(prompt, Sequence) else prompt)
+
+    @property
+    def client(self) -> anthropic.Anthropic:
+        """The SDK client; made from the environment (``ANTHROPIC_API_KEY``) when none was given."""
+        if self._client is None:
+            try:
+                self._client = anthropic.Anthropic()
+            except anthropic.AnthropicError as exc:
+                raise MissingAPIKeyError() from exc
+        return self._client
+
+    # --- hooks: one per state -------------------------------------------------------------------
+
+    def hook(self, state: str, conv: Conversation) -> str | None:
+        """Ask ``on_<state>`` which trigger to fire; None lets the table decide (first allowed)."""
+        method = getattr(self, f"on_{state}", None)
+        if method is None:
+            return None
+        choice = method(conv)
+        return None if choice is None else str(choice)
+
+    def on_requesting(self, conv: Conversation) -> str | None:
+        """Before a request. Return a trigger to leave ``requesting`` without sending one."""
+        return None
+
+    def on_end_turn(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_max_tokens(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_stop_sequence(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_tool_use(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_pause_turn(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_refusal(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_model_context_window_exceeded(self, conv: Conversation) -> str | None:
+        return None
+
+    def on_unknown_stop_reason(self, conv: Conversation) -> str | None:
+        return None
+
+    # --- what conversations ask of their agent ------------------------------------------------
+
+    def static_params(self) -> dict[str, Any]:
+        """Request parameters that are the same for every request of every run."""
+        return self._static_params
+
+    def _build_static_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.system:
+            params["system"] = self.system
+        if self.tools:
+            params["tools"] = tool_params(self.tools)
+        reserved = {"model", "max_tokens", "messages", "stream"} & set(self.request_params)
+        if reserved:
+            raise ConfigurationError(
+                f"request_params may not set {sorted(reserved)}: the machine controls them "
+                "(use model= and Policy.max_tokens)"
+            )
+        params.update(self.request_params)
+        return params
+
+    def run_tool_calls(self, conv: Conversation, calls: list[ToolCall]) -> list[ToolResult]:
+        """Run one reply's tool calls through the executor; one result per call, in call order."""
+        for call in calls:
+            conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
+        results = self.executor.execute(calls, self._tool_map, self.policy.tool_timeout)
+        return self.collect_results(conv, calls, results)
+
+    def collect_results(
+        self, conv: Conversation, calls: list[ToolCall], results: Sequence[ToolResult]
+    ) -> list[ToolResult]:
+        """Match an executor's results to the calls; a call left unanswered gets an is_error result."""
+        by_id = {r.tool_use_id: r for r in results}
+        ordered: list[ToolResult] = []
+        for call in calls:
+            result = by_id.get(call.id)
+            if result is None:
+                result = ToolResult(
+                    tool_use_id=call.id,
+                    content=f"the tool executor returned no result for call {call.id} of tool {call.name!r}",
+                    is_error=True,
+                )
+            ordered.append(result)
+            conv.emit(
+                "tool.finished",
+                level="warning" if result.is_error else "info",
+                tool=call.name,
+                tool_use_id=call.id,
+                is_error=result.is_error,
+                duration_ms=result.duration_ms,
+            )
+        return ordered
+
+    def secrets(self) -> list[str]:
+        """Credential strings that must never reach an event."""
+        client = self._client
+        if client is None:
+            return []
+        return [s for s in (getattr(client, "api_key", None), getattr(client, "auth_token", None)) if s]
+
+    def prefill_unsupported(self, model: str) -> bool:
+        return model in self._no_prefill
+
+    def remember_prefill_unsupported(self, model: str) -> None:
+        """Remember that ``model`` rejects assistant prefill, so later runs of this agent skip the attempt."""
+        self._no_prefill.add(model)

@@ -1,0 +1,279 @@
+"""Conversation: one run of an agent, the model of its state machine.
+
+It carries everything that changes during a run — the state, the message
+history, the counters the guards read, usage, the trace — and nothing that
+does not (that is the ``Agent``). ``step()`` advances exactly one transition,
+so a debugger can stop between any two; ``run()`` steps to a final state.
+
+Each step is planned (which transition, and what I/O it needs), performed
+(the request or the tool calls), and completed (the transition fires). Only
+the middle part touches the network or runs tools, which is what lets other
+drivers (async, streaming) reuse the plan and the completion unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentfsm import api
+from agentfsm.errors import InvalidTransitionError
+from agentfsm.events import EventLog, Level
+from agentfsm.history import Message, blocks, text_of
+from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.table import API_ERROR, PREFILL_REJECTED, REQUESTING, STOP_REASONS, UNKNOWN_STOP_REASON, Transition
+from agentfsm.tools import ToolCall, ToolResult
+
+if TYPE_CHECKING:
+    from agentfsm.agent import Agent
+
+#: What the pending request is, which decides how its reply joins the history.
+PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill"]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """I/O the next step needs: send this request."""
+
+    params: dict[str, Any]
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class RunTools:
+    """I/O the next step needs: run these tool calls, then fire ``transition``."""
+
+    transition: Transition
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class Fire:
+    """No I/O: fire ``transition``."""
+
+    transition: Transition
+
+
+Plan = SendRequest | RunTools | Fire
+
+
+class Conversation:
+    """The state, history and counters of one run. Made by ``Agent.start``."""
+
+    def __init__(self, agent: Agent, messages: list[Message], conversation_id: str | None = None) -> None:
+        self.agent = agent
+        self.policy = agent.policy
+        self.table = agent.table()
+        self.id = conversation_id or f"conv_{uuid.uuid4().hex[:16]}"
+        self.state: str = REQUESTING
+        self.messages: list[Message] = messages
+        self.model: str = agent.model
+        self.max_tokens: int = self.policy.max_tokens
+        # Counters read by the guards; each bounds one loop of the machine.
+        self.turns = 0
+        self.continuations = 0
+        self.pause_resumes = 0
+        self.empty_retries = 0
+        self.rung = 0
+        self.fallback_used = False
+        # Continuation strategy in force: "auto" starts as prefill unless the model is known to refuse it.
+        self.continuation_mode: Literal["prefill", "prompt"] = (
+            "prompt"
+            if self.policy.continuation == "prompt"
+            or (self.policy.continuation == "auto" and agent.prefill_unsupported(self.model))
+            else "prefill"
+        )
+        # The request in flight and its outcome.
+        self.pending_kind: PendingKind | None = None
+        self.reply: api.Reply | None = None
+        self.prefill_was_rejected = False
+        self.tool_results: list[ToolResult] = []
+        # The outcome so far.
+        self.answer = ""
+        self.reason: str | None = None
+        self.error: RunError | None = None
+        self.usage = Usage()
+        self.trace: list[TraceStep] = []
+        self.log = EventLog(self.id, agent.logger, agent.secrets())
+        self._started = time.perf_counter()
+        if messages and messages[-1].get("role") == "assistant":
+            self.pending_kind = "caller_prefill"
+            self.answer = text_of(blocks(messages[-1]))
+        self.emit("run.started", model=self.model, messages=len(messages))
+
+    # --- reading ------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.state in self.table.terminal
+
+    @property
+    def pending(self) -> Plan | None:
+        """What the next step will do: the request to send, the tool calls to run, or the transition to fire."""
+        return None if self.finished else self.plan()
+
+    def require_reply(self) -> api.Reply:
+        if self.reply is None:
+            raise InvalidTransitionError(f"state {self.state!r} needs a reply and there is none")
+        return self.reply
+
+    # --- stepping -----------------------------------------------------------------------
+
+    def step(self) -> TraceStep | None:
+        """Advance exactly one transition (doing its I/O); None once the run is finished."""
+        if self.finished:
+            return None
+        plan = self.plan()
+        if isinstance(plan, SendRequest):
+            self.begin_request()
+            started = time.perf_counter()
+            outcome = api.send(self.agent.client, plan.params, betas=self.agent.betas, timeout=plan.timeout)
+            self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
+        elif isinstance(plan, RunTools):
+            self.complete_tools(plan, self.agent.run_tool_calls(self, plan.calls))
+        else:
+            self.fire(plan.transition)
+        return self.trace[-1] if self.trace else None
+
+    def run(self) -> RunResult:
+        """Step until a final state and return the result. Bounded: every loop is counted by the policy."""
+        while not self.finished:
+            self.step()
+        return self.result()
+
+    def plan(self) -> Plan:
+        """Decide the next transition (and the I/O it needs) without doing anything."""
+        chosen = self.agent.hook(self.state, self)
+        if self.state == REQUESTING and chosen is None:
+            limit = self.table.first_allowed(self, "out_of_turns")
+            if limit is not None:
+                return Fire(limit)
+            return SendRequest(
+                self.request_params(),
+                api.request_timeout(self.max_tokens, self.policy.request_timeout, self.policy.long_request_timeout),
+            )
+        transition = self.table.first_allowed(self, chosen)
+        if transition is None:
+            if chosen is not None:
+                raise InvalidTransitionError(
+                    f"hook on_{self.state} chose trigger {chosen!r}, but no transition with that trigger leaves "
+                    f"{self.state!r} with its guards passing; triggers from here: {self.table.triggers(self.state)}"
+                )
+            raise InvalidTransitionError(f"no transition leaves state {self.state!r} with its guards passing")
+        if transition.runs_tools:
+            reply = self.require_reply()
+            return RunTools(transition, [ToolCall.from_block(b) for b in reply.content if b.get("type") == "tool_use"])
+        return Fire(transition)
+
+    def request_params(self) -> dict[str, Any]:
+        """The body of the next request."""
+        params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": self._wire_messages()}
+        params.update(self.agent.static_params())
+        return params
+
+    def begin_request(self) -> None:
+        """Count the request about to go out (the turn) and say so."""
+        self.turns += 1
+        self.emit("request.sent", max_tokens=self.max_tokens, messages=len(self.messages), model=self.model)
+
+    def _wire_messages(self) -> list[Message]:
+        """The history as sent: a prefill loses its trailing whitespace, which the API rejects."""
+        if self.pending_kind not in ("prefill", "caller_prefill"):
+            return self.messages
+        last = self.messages[-1]
+        content = blocks(last)
+        if content and content[-1].get("type") == "text":
+            stripped = content[-1].get("text", "").rstrip()
+            content = [*content[:-1], {**content[-1], "text": stripped}] if stripped else content[:-1]
+        return [*self.messages[:-1], {"role": "assistant", "content": content}]
+
+    def complete_request(self, outcome: api.Reply | api.RequestFailure, latency_ms: float) -> None:
+        """Feed the outcome of the request from ``requesting`` and fire the transition it calls for."""
+        if isinstance(outcome, api.RequestFailure):
+            self.emit(
+                "request.failed",
+                level="error",
+                error_type=outcome.type,
+                status_code=outcome.status_code,
+                message=outcome.message,
+                latency_ms=round(latency_ms, 3),
+            )
+            self.error = RunError(type=outcome.type, message=outcome.message, status_code=outcome.status_code)
+            self.prefill_was_rejected = outcome.rejects_prefill
+            rejected = self.table.first_allowed(self, PREFILL_REJECTED)
+            self.fire(rejected or self._require(API_ERROR))
+            return
+        self.reply = outcome
+        self.usage.add(outcome.usage)
+        self.emit(
+            "response.received",
+            stop_reason=outcome.stop_reason,
+            usage=outcome.usage or {},
+            latency_ms=round(latency_ms, 3),
+            block_types=[b.get("type") for b in outcome.content],
+        )
+        trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
+        self.fire(self._require(str(trigger)))
+
+    def complete_tools(self, plan: RunTools, results: list[ToolResult]) -> None:
+        self.tool_results = results
+        self.fire(plan.transition)
+
+    def _require(self, trigger: str) -> Transition:
+        transition = self.table.first_allowed(self, trigger)
+        if transition is None:
+            raise InvalidTransitionError(f"no transition {trigger!r} leaves {self.state!r}")
+        return transition
+
+    def fire(self, transition: Transition) -> None:
+        """Take ``transition`` through the class's ``transitions`` Machine."""
+        if not self.table.machine.events[transition.trigger].trigger(self):
+            raise InvalidTransitionError(f"transition {transition.trigger!r} from {self.state!r} did not fire")
+
+    def record_transition(self, source: str, dest: str, trigger: str) -> None:
+        """Called by the machine after every state change."""
+        self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=self.turns))
+        self.emit(
+            "transition",
+            source=source,
+            dest=dest,
+            trigger=trigger,
+            stop_reason=self.reply.stop_reason if self.reply else None,
+        )
+        if dest in self.table.terminal:
+            self.emit(
+                "run.finished",
+                level="warning" if dest != "done" else "info",
+                final_state=dest,
+                reason=self.reason,
+                stop_reason=self.reply.stop_reason if self.reply else None,
+                usage=self.usage.model_dump(),
+                turns=self.turns,
+                latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
+            )
+
+    def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
+        self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
+
+    # --- the outcome ----------------------------------------------------------------------
+
+    def result(self) -> RunResult:
+        reply = self.reply
+        return RunResult(
+            conversation_id=self.id,
+            final_state=self.state,
+            reason=self.reason,
+            stop_reason=reply.stop_reason if reply else None,
+            stop_sequence=reply.stop_sequence if reply else None,
+            stop_details=reply.stop_details if reply else None,
+            text=self.answer,
+            error=self.error,
+            messages=self.messages,
+            usage=self.usage,
+            trace=self.trace,
+            events=self.log.events,
+            model=self.model,
+            turns=self.turns,
+        )

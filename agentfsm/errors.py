@@ -1,0 +1,102 @@
+"""Every exception agentfsm raises, in one place.
+
+Two families:
+
+* Errors raised to the *caller* (``AgentfsmError`` and its children): bad
+  configuration, an invalid message history, a missing API key. They are
+  raised before any request is sent, so nothing is lost.
+* Errors that describe a *tool call* that went wrong (``ToolCallError`` and its
+  children). They are never raised out of a run: the executor turns them into
+  an ``is_error`` tool_result whose text is ``str(error)``, so every message
+  here is written for the model to read and act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AgentfsmError(Exception):
+    """Base class of every error agentfsm raises."""
+
+
+class ConfigurationError(AgentfsmError):
+    """An Agent or Policy is set up in a way that cannot work."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """No client was given and none can be made from the environment."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Anthropic API key: set ANTHROPIC_API_KEY, or pass client=anthropic.Anthropic(api_key=...), "
+            "or run on the simulator (agentfsm.sim.Simulator(...).client())"
+        )
+
+
+class InvalidHistoryError(AgentfsmError, ValueError):
+    """A message list given to ``run()`` is not a valid Messages API history.
+
+    A ``ValueError`` too, so ``except ValueError`` catches it.
+    """
+
+    def __init__(self, problem: str, index: int | None = None) -> None:
+        self.problem = problem
+        self.index = index
+        where = f"messages[{index}]: " if index is not None else ""
+        super().__init__(f"invalid message history: {where}{problem}")
+
+
+class InvalidTransitionError(AgentfsmError):
+    """A hook chose a trigger that does not leave the current state, or whose guard failed."""
+
+
+# --- tool call errors: become is_error tool_results, never raised out of a run ---
+
+
+class ToolCallError(AgentfsmError):
+    """A tool call could not produce a result; ``str(self)`` is what the model reads."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class UnknownToolError(ToolCallError):
+    def __init__(self, tool: str, known: Sequence[str]) -> None:
+        names = ", ".join(repr(n) for n in sorted(known)) or "none"
+        super().__init__(tool, f"unknown tool {tool!r}; the tools you can call are: {names}")
+
+
+class ToolInputError(ToolCallError):
+    """The input the model sent does not match the tool's input schema."""
+
+    def __init__(self, tool: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        lines = "; ".join(self.problems)
+        super().__init__(tool, f"invalid input for tool {tool!r}: {lines}. Fix the input and call the tool again.")
+
+
+class ToolExecutionError(ToolCallError):
+    """The tool function raised."""
+
+    def __init__(self, tool: str, exc: BaseException) -> None:
+        self.exc = exc
+        super().__init__(tool, f"tool {tool!r} raised {type(exc).__name__}: {exc}")
+
+
+class ToolTimeoutError(ToolCallError):
+    def __init__(self, tool: str, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(tool, f"tool {tool!r} did not finish within {seconds:g} s and was abandoned")
+
+
+class ToolReturnError(ToolCallError):
+    """The tool returned something that cannot be sent to the API."""
+
+    def __init__(self, tool: str, value: object) -> None:
+        super().__init__(
+            tool,
+            f"tool {tool!r} returned a non-serialisable value of type {type(value).__name__}; "
+            "return str, a list of content blocks, a pydantic model, or a JSON-serialisable value",
+        )

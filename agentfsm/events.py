@@ -1,0 +1,117 @@
+"""Structured events: every step of a run, as data.
+
+Each event is emitted twice: to structlog (so applications route, filter and
+render it with their own processors) and onto the run's ``RunResult.events``
+as an ``Event`` model (so tests and tools can assert on it). Event names are
+a stable public interface: they are listed in ``EVENT_NAMES`` and in the
+README, and a test keeps the two in step.
+
+Secrets never leave this module: every value is scrubbed of the client's API
+key and anything shaped like an Anthropic key before it is recorded or logged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+Level = Literal["debug", "info", "warning", "error"]
+
+#: name → meaning. Stable: renaming one is a breaking change.
+EVENT_NAMES: dict[str, str] = {
+    "run.started": "a run began: model, number of input messages",
+    "request.sent": "a Messages API request is about to go out: max_tokens, message count",
+    "response.received": "a reply arrived: stop_reason, usage, latency_ms",
+    "request.failed": "a request failed after the SDK's own retries: error type, HTTP status, message, latency_ms",
+    "transition": "the machine moved: source, dest, trigger",
+    "tool.started": "a client tool call is about to run: tool, tool_use_id",
+    "tool.finished": "a client tool call ended: tool, tool_use_id, is_error, duration_ms",
+    "continuation.requested": "a cut-off text is being continued: strategy, continuation number",
+    "continuation.fallback": "the model rejected prefill; continuing with a user prompt for the rest of the run",
+    "ladder.climbed": "a reply cut inside a tool_use block is retried with a larger max_tokens: from, to",
+    "pause.resumed": "a pause_turn reply is sent back unchanged: resume number",
+    "empty.nudged": "an empty end_turn after tool results gets a continuation prompt: retry number",
+    "refusal.fallback": "a refusal is retried once on the policy's fallback model",
+    "reply.discarded": "a reply is dropped from the history (cut tool call, empty reply, refusal retried): reason",
+    "stop_reason.unknown": "the API sent a stop_reason this version does not know: raw value",
+    "run.finished": "a run ended: final_state, reason, stop_reason, usage, turns, latency_ms",
+}
+
+_KEY_SHAPE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
+_REDACTED = "[REDACTED]"
+
+
+class Event(BaseModel):
+    """One step of a run, as recorded on ``RunResult.events``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: str
+    level: Level = "info"
+    conversation_id: str
+    turn: int
+    state: str
+    timestamp: float
+    data: dict[str, Any] = {}
+
+
+def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """Return ``value`` with API keys replaced by ``[REDACTED]``, recursively.
+
+    Also usable as a building block of an application's own structlog processor.
+    """
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret and secret in value:
+                value = value.replace(secret, _REDACTED)
+        return _KEY_SHAPE.sub(_REDACTED, value)
+    if isinstance(value, dict):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+def redact_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor that scrubs Anthropic-shaped API keys from every field."""
+    return {k: redact(v) for k, v in event_dict.items()}
+
+
+class EventLog:
+    """Emits the events of one conversation and keeps them for its result."""
+
+    __slots__ = ("_logger", "_secrets", "conversation_id", "events")
+
+    def __init__(self, conversation_id: str, logger: Any | None, secrets: Iterable[str] = ()) -> None:
+        self.conversation_id = conversation_id
+        self.events: list[Event] = []
+        self._secrets = tuple(s for s in secrets if s)
+        self._logger = logger
+
+    def emit(self, name: str, *, turn: int, state: str, level: Level = "info", **data: Any) -> Event:
+        if name not in EVENT_NAMES:
+            raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.events.EVENT_NAMES")
+        clean: dict[str, Any] = redact(data, self._secrets)
+        event = Event(
+            event=name,
+            level=level,
+            conversation_id=self.conversation_id,
+            turn=turn,
+            state=state,
+            timestamp=time.time(),
+            data=clean,
+        )
+        self.events.append(event)
+        if self._logger is not None:
+            getattr(self._logger, level)(name, conversation_id=self.conversation_id, turn=turn, state=state, **clean)
+        return event
+
+
+def default_logger() -> Any:
+    """The structlog logger agentfsm writes to unless an Agent is given another (or None)."""
+    return structlog.get_logger("agentfsm")

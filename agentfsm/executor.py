@@ -1,0 +1,338 @@
+"""Running the client tool calls of one assistant reply.
+
+:class:`ToolExecutor` is the plug-in point (a sandbox, an approval gate, a
+remote worker, an MCP bridge); :class:`DefaultExecutor` runs the tools in this
+process, concurrently, with a per-call timeout. Either way a failing call never
+raises: it becomes an ``is_error`` :class:`~agentfsm.tools.ToolResult` the model
+can read and act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from agentfsm.errors import (
+    ConfigurationError,
+    ToolCallError,
+    ToolExecutionError,
+    ToolInputError,
+    ToolTimeoutError,
+    UnknownToolError,
+)
+from agentfsm.tools import Tool, ToolCall, ToolResult, error_result, to_tool_result
+
+__all__ = ["DefaultExecutor", "ToolExecutor"]
+
+
+@runtime_checkable
+class ToolExecutor(Protocol):
+    """Runs the client tool calls of ONE assistant reply and returns their results.
+
+    The contract every implementation keeps (the state machine relies on it to
+    build the next user message, rule 2 of the spec):
+
+    * exactly one :class:`ToolResult` per call, **in call order**, each with
+      ``tool_use_id == call.id``;
+    * never raise for a failing call: every failure becomes an ``is_error``
+      result whose text says exactly what was wrong, using the classes in
+      :mod:`agentfsm.errors`: :class:`~agentfsm.errors.UnknownToolError` (a name
+      not in ``tools``; lists the known names),
+      :class:`~agentfsm.errors.ToolInputError` (input fails validation; checked
+      before the call), :class:`~agentfsm.errors.ToolExecutionError` (the
+      function raised), :class:`~agentfsm.errors.ToolTimeoutError` (a call ran
+      longer than ``timeout`` seconds, measured from when the batch started),
+      :class:`~agentfsm.errors.ToolReturnError` (the value cannot be sent);
+    * ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
+      ``SystemExit``, and ``CancelledError`` of the awaiting task) propagates;
+    * each result carries ``duration_ms``.
+
+    ``tools`` maps tool name to :class:`Tool` (client tools only; server tools
+    never reach an executor). ``execute`` is called from synchronous runs,
+    ``aexecute`` from async runs; both must keep the contract.
+    """
+
+    def execute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
+        """Run ``calls`` and block until every one has a result (or timed out)."""
+        ...
+
+    async def aexecute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
+        """Run ``calls`` on the running event loop; same contract as :meth:`execute`."""
+        ...
+
+
+class DefaultExecutor:
+    """Runs tools in this process, all calls of a batch concurrently.
+
+    Sync tools run in a shared thread pool (created on first use, ``max_workers``
+    threads named ``agentfsm-tool-N``). In :meth:`execute`, async tools run there
+    too, each under its own ``asyncio.run`` (so ``execute`` works even from a
+    thread that already runs an event loop); in :meth:`aexecute` they are awaited
+    on the caller's loop. Each call runs in a copy of the caller's
+    ``contextvars`` context, so structlog context variables reach tool code.
+
+    **Timeouts.** An async tool that times out is cancelled. A sync tool cannot
+    be stopped: its result is reported as a :class:`ToolTimeoutError` and the
+    thread is *abandoned* (left to finish in the background; its result is
+    dropped). A call still queued when its time is up is never started. If the
+    abandoned calls still running would leave a new batch too few threads
+    (``abandoned + calls > max_workers``), the pool is *replaced* by a fresh one
+    and the old one is shut down without waiting, so a hung tool can never block
+    later batches. The price: a tool that never returns keeps its thread forever,
+    and because ``concurrent.futures`` joins its workers at interpreter exit, it
+    also delays exit. Give blocking tools their own timeouts (HTTP, subprocess).
+    """
+
+    def __init__(self, max_workers: int = 16) -> None:
+        if max_workers < 1:
+            raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
+        self.max_workers = max_workers
+        self.pools_replaced = 0  # how many times abandoned calls forced a fresh pool
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._abandoned: set[Future[ToolResult]] = set()  # timed-out calls still running in self._pool
+
+    # --- the two drivers --------------------------------------------------------
+
+    def execute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
+        """Run every call concurrently in the pool; wait at most ``timeout`` s from now for each."""
+        limit = _check_timeout(timeout)
+        started = time.monotonic()
+        deadline = None if limit is None else started + limit
+        results: list[ToolResult | None] = [None] * len(calls)
+        jobs: list[tuple[int, Tool, ToolCall, Callable[[], ToolResult]]] = []
+        for i, call in enumerate(calls):
+            prepared = _prepare(call, tools)
+            if isinstance(prepared, ToolResult):
+                results[i] = prepared
+                continue
+            tool, kwargs = prepared
+            if tool.is_async:
+                job = _bind(_run_async_in_thread, tool, kwargs, call, limit, deadline)
+            else:
+                job = _bind(_run_sync, tool, kwargs, call, limit, deadline)
+            jobs.append((i, tool, call, job))
+        if jobs:
+            pool, futures = self._submit([job for *_, job in jobs])
+            for (i, tool, call, _), fut in zip(jobs, futures, strict=True):
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    results[i] = fut.result(timeout=remaining)
+                except TimeoutError:  # the wait timed out: job bodies never raise an Exception
+                    self._abandon(fut, pool)
+                    results[i] = _timeout_result(call, tool, timeout, started)
+        return _all(results)
+
+    async def aexecute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
+        """Run every call concurrently: async tools on this loop, sync tools in the pool."""
+        limit = _check_timeout(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+
+        async def one(call: ToolCall) -> ToolResult:
+            prepared = _prepare(call, tools)
+            if isinstance(prepared, ToolResult):
+                return prepared
+            tool, kwargs = prepared
+            if tool.is_async:
+                return await _run_async(tool, kwargs, call, limit)
+            return await self._await_sync(tool, kwargs, call, limit, deadline)
+
+        return list(await asyncio.gather(*(one(call) for call in calls)))
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut the pool down without waiting for running calls; a later batch starts a new pool."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._abandoned = set()
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __enter__(self) -> DefaultExecutor:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DefaultExecutor(max_workers={self.max_workers})"
+
+    # --- pool management --------------------------------------------------------
+
+    def _submit(self, jobs: Sequence[Callable[[], ToolResult]]) -> tuple[ThreadPoolExecutor, list[Future[ToolResult]]]:
+        """Submit a batch to the pool, first replacing it if abandoned calls would starve the batch."""
+        with self._lock:
+            pool = self._pool
+            if pool is not None and self._abandoned and len(self._abandoned) + len(jobs) > self.max_workers:
+                pool.shutdown(wait=False)  # running calls finish in the background; queued ones still run
+                self.pools_replaced += 1
+                pool = None
+            if pool is None:
+                pool = self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="agentfsm-tool")
+                self._abandoned = set()
+            # each job runs in its own copy of the caller's context (a Context cannot be entered twice at once)
+            futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
+        return pool, futures
+
+    def _abandon(self, fut: Future[ToolResult], pool: ThreadPoolExecutor) -> None:
+        """Give up on a timed-out call: cancel it if it never started, else count it until it ends."""
+        if fut.cancel():
+            return
+        with self._lock:
+            if pool is not self._pool:
+                return  # that pool was already replaced
+            self._abandoned.add(fut)
+        fut.add_done_callback(self._forget)  # runs at once if it has finished meanwhile
+
+    def _forget(self, fut: Future[ToolResult]) -> None:
+        with self._lock:
+            self._abandoned.discard(fut)
+
+    async def _await_sync(
+        self, tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None, deadline: float | None
+    ) -> ToolResult:
+        """Run a sync tool in the pool and await it under the timeout; cancellation propagates."""
+        started = time.monotonic()
+        pool, (fut,) = self._submit([_bind(_run_sync, tool, kwargs, call, limit, deadline)])
+        scope = asyncio.timeout(limit)
+        try:
+            async with scope:
+                return await asyncio.wrap_future(fut)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            self._abandon(fut, pool)
+            return _timeout_result(call, tool, limit, started)
+        except BaseException:  # our task was cancelled (or is dying): let the thread go, re-raise
+            if not fut.done():
+                self._abandon(fut, pool)
+            raise
+
+
+# --- what runs for one call --------------------------------------------------------
+
+
+def _prepare(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult | tuple[Tool, dict[str, Any]]:
+    """Find and validate in the caller's thread: unknown names and bad input cost no thread round trip."""
+    t0 = time.perf_counter()
+    err: ToolCallError
+    tool = tools.get(call.name)
+    if tool is None:
+        err = UnknownToolError(call.name, list(tools))
+    else:
+        try:
+            return tool, tool.validate(call.input)
+        except ToolInputError as exc:
+            err = exc
+        except Exception as exc:  # a user validator raised something pydantic does not wrap
+            err = ToolInputError(tool.name, [f"the input could not be validated: {type(exc).__name__}: {exc}"])
+    result = error_result(call, err)
+    result.duration_ms = (time.perf_counter() - t0) * 1000
+    return result
+
+
+def _run_sync(
+    tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None, deadline: float | None
+) -> ToolResult:
+    """Call a sync tool (in a pool thread). Raises only non-Exception BaseExceptions."""
+    t0 = time.perf_counter()
+    if deadline is not None and time.monotonic() >= deadline:  # queued past its deadline: never start it
+        result = error_result(call, ToolTimeoutError(tool.name, limit or 0.0))
+    else:
+        try:
+            value = tool.fn(**kwargs)
+        except ToolCallError as exc:  # the tool wrote its own message for the model
+            result = error_result(call, exc)
+        except Exception as exc:
+            result = error_result(call, ToolExecutionError(tool.name, exc))
+        else:
+            result = to_tool_result(call, value, tool.name)
+    result.duration_ms = (time.perf_counter() - t0) * 1000
+    return result
+
+
+def _run_async_in_thread(
+    tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None, deadline: float | None
+) -> ToolResult:
+    """Run an async tool on a private event loop in a pool thread, with the time left until ``deadline``."""
+    remaining = None if deadline is None else deadline - time.monotonic()
+    if remaining is not None and remaining <= 0:
+        result = error_result(call, ToolTimeoutError(tool.name, limit or 0.0))
+        result.duration_ms = 0.0
+        return result
+    return asyncio.run(_run_async(tool, kwargs, call, remaining, reported=limit))
+
+
+async def _run_async(
+    tool: Tool,
+    kwargs: dict[str, Any],
+    call: ToolCall,
+    limit: float | None,
+    *,
+    reported: float | None = None,
+) -> ToolResult:
+    """Await an async tool, cancelling it after ``limit`` s. Cancellation of the caller propagates."""
+    t0 = time.perf_counter()
+    scope = asyncio.timeout(limit)
+    try:
+        async with scope:
+            value = await tool.fn(**kwargs)
+    except ToolCallError as exc:
+        result = error_result(call, exc)
+    except TimeoutError as exc:
+        if scope.expired():
+            seconds = reported if reported is not None else limit
+            result = error_result(call, ToolTimeoutError(tool.name, seconds or 0.0))
+        else:  # the tool's own timeout (an HTTP call, say): an ordinary failure
+            result = error_result(call, ToolExecutionError(tool.name, exc))
+    except Exception as exc:
+        result = error_result(call, ToolExecutionError(tool.name, exc))
+    else:
+        result = to_tool_result(call, value, tool.name)
+    result.duration_ms = (time.perf_counter() - t0) * 1000
+    return result
+
+
+# --- small helpers -----------------------------------------------------------------
+
+
+def _bind(
+    fn: Callable[[Tool, dict[str, Any], ToolCall, float | None, float | None], ToolResult],
+    tool: Tool,
+    kwargs: dict[str, Any],
+    call: ToolCall,
+    limit: float | None,
+    deadline: float | None,
+) -> Callable[[], ToolResult]:
+    def job() -> ToolResult:
+        return fn(tool, kwargs, call, limit, deadline)
+
+    return job
+
+
+def _check_timeout(timeout: float) -> float | None:
+    """Seconds, or None for no limit (``math.inf``)."""
+    if not timeout > 0:  # also rejects NaN
+        raise ConfigurationError(f"tool timeout must be a positive number of seconds, got {timeout!r}")
+    return None if timeout == float("inf") else float(timeout)
+
+
+def _timeout_result(call: ToolCall, tool: Tool, timeout: float | None, started: float) -> ToolResult:
+    result = error_result(call, ToolTimeoutError(tool.name, timeout or 0.0))
+    result.duration_ms = (time.monotonic() - started) * 1000
+    return result
+
+
+def _all(results: list[ToolResult | None]) -> list[ToolResult]:
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results), "every call has a result"
+    return done

@@ -1,0 +1,96 @@
+"""Guards: the conditions on the state table's transitions.
+
+A guard is a plain predicate over the conversation. Its ``label`` is what a
+graph shows on the edge (``continuations < max_continuations``), so a label
+should read as the condition itself. Use ``@guard("...")`` for your own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from agentfsm import history
+
+if TYPE_CHECKING:
+    from agentfsm.conversation import Conversation
+
+
+class Guard(Protocol):
+    label: str
+    __name__: str
+
+    def __call__(self, conv: Conversation, /) -> bool: ...
+
+
+def guard(label: str) -> Callable[[Callable[[Conversation], bool]], Guard]:
+    """Mark a predicate as a guard, with the label graphs show for it."""
+
+    def mark(fn: Callable[[Conversation], bool]) -> Guard:
+        fn.label = label  # type: ignore[attr-defined]
+        return fn  # type: ignore[return-value]
+
+    return mark
+
+
+def label_of(fn: Callable[..., object]) -> str:
+    return str(getattr(fn, "label", getattr(fn, "__name__", repr(fn))))
+
+
+@guard("turns >= max_turns")
+def no_turns_left(conv: Conversation) -> bool:
+    return conv.turns >= conv.policy.max_turns
+
+
+@guard("our prefill was rejected and strategy is auto")
+def prefill_rejected_in_auto(conv: Conversation) -> bool:
+    return conv.policy.continuation == "auto" and conv.pending_kind == "prefill" and conv.prefill_was_rejected
+
+
+@guard("reply empty after tool results")
+def empty_after_tool_results(conv: Conversation) -> bool:
+    return (
+        conv.reply is not None
+        and history.is_empty_content(conv.reply.content)
+        and bool(conv.messages)
+        and history.is_tool_result_message(conv.messages[-1])
+    )
+
+
+@guard("empty_retries < max_empty_retries")
+def empty_retries_left(conv: Conversation) -> bool:
+    return conv.empty_retries < conv.policy.max_empty_retries
+
+
+@guard("reply cut inside a tool_use or thinking block")
+def cut_mid_block(conv: Conversation) -> bool:
+    if conv.reply is None:
+        return False
+    content = conv.reply.content
+    return not content or content[-1].get("type") in history.CUT_BLOCK_TYPES
+
+
+@guard("rung < len(max_tokens_ladder)")
+def rungs_left(conv: Conversation) -> bool:
+    return conv.rung < len(conv.policy.max_tokens_ladder)
+
+
+@guard("continuations < max_continuations")
+def continuations_left(conv: Conversation) -> bool:
+    return conv.continuations < conv.policy.max_continuations
+
+
+@guard("reply has client tool_use blocks")
+def has_tool_calls(conv: Conversation) -> bool:
+    return conv.reply is not None and any(b.get("type") == "tool_use" for b in conv.reply.content)
+
+
+@guard("pause_resumes < max_pause_resumes")
+def pause_resumes_left(conv: Conversation) -> bool:
+    return conv.pause_resumes < conv.policy.max_pause_resumes
+
+
+@guard("fallback_model set and not yet tried")
+def fallback_unused(conv: Conversation) -> bool:
+    fallback = conv.policy.fallback_model
+    return fallback is not None and not conv.fallback_used and fallback != conv.model

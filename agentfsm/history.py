@@ -1,0 +1,161 @@
+"""The message history: checking it, and reading facts off it.
+
+Two checks live here. ``validate_history`` runs on what a caller hands to
+``run()`` and raises ``InvalidHistoryError`` (a ``ValueError``) naming the
+first problem, before any request is sent. ``wire_problems`` states the
+stricter rules of SPEC.md §3 that every request *agentfsm* sends must keep;
+the test suite runs it on every request the simulator receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agentfsm.errors import InvalidHistoryError
+
+Message = dict[str, Any]
+Block = dict[str, Any]
+
+# Blocks that end a reply "mid-thought": a reply cut by max_tokens after one of
+# these cannot be continued by appending text, only retried with more room.
+CUT_BLOCK_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use", "thinking", "redacted_thinking"})
+THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+
+
+def blocks(message: Message) -> list[Block]:
+    """A message's content as a list of blocks (a plain string becomes one text block)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return list(content) if isinstance(content, list) else []
+
+
+def text_of(content: Sequence[Block]) -> str:
+    """The concatenated text of the text blocks in ``content``."""
+    return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def tool_use_ids(message: Message) -> list[str]:
+    return [b["id"] for b in blocks(message) if b.get("type") == "tool_use" and "id" in b]
+
+
+def tool_result_ids(message: Message) -> list[str]:
+    return [b["tool_use_id"] for b in blocks(message) if b.get("type") == "tool_result" and "tool_use_id" in b]
+
+
+def is_tool_result_message(message: Message) -> bool:
+    content = blocks(message)
+    return message.get("role") == "user" and bool(content) and all(b.get("type") == "tool_result" for b in content)
+
+
+def is_empty_content(content: Sequence[Block]) -> bool:
+    """True for a reply with nothing in it: no blocks, or only whitespace text."""
+    return all(b.get("type") == "text" and not b.get("text", "").strip() for b in content)
+
+
+def validate_history(messages: object) -> list[Message]:
+    """Check a caller-supplied history and return it as a list of message dicts.
+
+    Accepts any history the API accepts, including one ending in an assistant
+    prefill. Raises ``InvalidHistoryError`` naming the first problem.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise InvalidHistoryError("expected a non-empty list of message dicts (or a prompt string)")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidHistoryError(f"expected a dict, got {type(message).__name__}", i)
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise InvalidHistoryError(f"role must be 'user' or 'assistant', got {role!r}", i)
+        content = message.get("content")
+        if isinstance(content, str):
+            if not content and not (role == "assistant" and i == len(messages) - 1):
+                raise InvalidHistoryError("content is an empty string", i)
+        elif isinstance(content, list):
+            if not content:
+                raise InvalidHistoryError("content is an empty list", i)
+            for j, block in enumerate(content):
+                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                    raise InvalidHistoryError(f"content[{j}] must be a dict with a string 'type'", i)
+        else:
+            raise InvalidHistoryError(f"content must be a string or a list of blocks, got {type(content).__name__}", i)
+    if messages[0]["role"] != "user":
+        raise InvalidHistoryError("the first message must have role 'user'", 0)
+    for i in range(1, len(messages)):
+        if messages[i]["role"] == "assistant" and messages[i - 1]["role"] == "assistant":
+            raise InvalidHistoryError("two assistant messages in a row", i)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        ids = tool_use_ids(message)
+        if not ids:
+            continue
+        if i == len(messages) - 1:
+            raise InvalidHistoryError(
+                f"the history ends with tool_use block(s) {ids} that have no tool_result; "
+                "append a user message with their tool_result blocks",
+                i,
+            )
+        answered = tool_result_ids(messages[i + 1])
+        missing = [t for t in ids if t not in answered]
+        if missing:
+            raise InvalidHistoryError(f"tool_use id(s) {missing} have no tool_result in the next message", i + 1)
+    for i, message in enumerate(messages):
+        if message["role"] == "user":
+            results = tool_result_ids(message)
+            expected = tool_use_ids(messages[i - 1]) if i > 0 else []
+            stray = [t for t in results if t not in expected]
+            if stray:
+                raise InvalidHistoryError(f"tool_result id(s) {stray} answer no tool_use in the previous message", i)
+    last = messages[-1]
+    if last["role"] == "assistant":
+        content = blocks(last)
+        if content and content[-1].get("type") in THINKING_TYPES:
+            raise InvalidHistoryError(
+                "a final assistant message (prefill) cannot end with a thinking block", len(messages) - 1
+            )
+    return messages
+
+
+def wire_problems(messages: Sequence[Message]) -> list[str]:
+    """Violations of SPEC.md §3 in a request's ``messages`` (empty when the request is sound)."""
+    problems: list[str] = []
+    if not messages:
+        return ["no messages"]
+    if messages[0].get("role") != "user":
+        problems.append("messages[0] is not a user message")
+    for i in range(1, len(messages)):
+        prev, cur = messages[i - 1], messages[i]
+        # The one allowed repeat: a nudge after an empty end_turn follows the tool results.
+        nudge = cur.get("role") == "user" and is_tool_result_message(prev) and not is_tool_result_message(cur)
+        if prev.get("role") == cur.get("role") and not nudge:
+            problems.append(f"messages[{i}]: two {cur.get('role')} messages in a row")
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        ids = tool_use_ids(message)
+        if not ids:
+            continue
+        if i == len(messages) - 1:
+            problems.append(f"messages[{i}]: client tool_use {ids} sent without results (a cut call sent back?)")
+            continue
+        nxt = messages[i + 1]
+        if not is_tool_result_message(nxt):
+            problems.append(f"messages[{i + 1}]: must hold only tool_result blocks")
+        if tool_result_ids(nxt) != ids:
+            problems.append(
+                f"messages[{i + 1}]: tool_result ids {tool_result_ids(nxt)} do not match tool_use ids {ids}"
+            )
+    last = messages[-1]
+    if last.get("role") == "assistant":
+        content = blocks(last)
+        if content and content[-1].get("type") in THINKING_TYPES:
+            problems.append("final assistant message ends with a thinking block")
+        if (
+            content
+            and content[-1].get("type") == "text"
+            and content[-1].get("text", "") != content[-1].get("text", "").rstrip()
+        ):
+            problems.append("final assistant message ends with whitespace")
+    return problems

@@ -1,0 +1,59 @@
+"""Policy: every limit and strategy of a run, in one validated model.
+
+The state table's guards read these numbers; nothing else bounds a loop, so
+every loop in the machine is bounded by exactly one field here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ContinuationStrategy = Literal["auto", "prefill", "prompt"]
+
+DEFAULT_CONTINUATION_PROMPT = "Continue exactly where you stopped; do not repeat anything."
+DEFAULT_NUDGE_PROMPT = "Please continue: use the tool results above to answer my request."
+
+
+class Policy(BaseModel):
+    """Limits and strategies for one agent. Immutable; copy with ``model_copy(update=...)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(1024, ge=1, description="max_tokens of an ordinary request")
+    max_tokens_ladder: tuple[int, ...] = Field(
+        (4096, 16384),
+        description="larger max_tokens to retry with, in order, when a reply is cut inside a tool_use block",
+    )
+    max_continuations: int = Field(4, ge=0, description="text continuations after max_tokens before giving up")
+    max_pause_resumes: int = Field(5, ge=0, description="pause_turn resumes before giving up")
+    max_empty_retries: int = Field(1, ge=0, description="nudges after an empty end_turn before accepting it")
+    max_turns: int = Field(25, ge=1, description="requests per run, every kind counted: the bound of all loops")
+    continuation: ContinuationStrategy = Field(
+        "auto",
+        description="how to ask for the rest of a cut-off text: prefill the partial assistant turn, "
+        "send a user prompt, or auto (prefill, falling back to prompt when the model rejects prefill)",
+    )
+    continuation_prompt: str = DEFAULT_CONTINUATION_PROMPT
+    nudge_prompt: str = DEFAULT_NUDGE_PROMPT
+    fallback_model: str | None = Field(None, description="model to retry once on after a refusal")
+    tool_timeout: float = Field(60.0, gt=0, description="seconds one tool call may run")
+    request_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds per request, passed to the SDK; None keeps the client's own timeout, "
+        "except on rungs too large for a non-streaming request, which get long_request_timeout",
+    )
+    long_request_timeout: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ladder_climbs(self) -> Self:
+        rungs = (self.max_tokens, *self.max_tokens_ladder)
+        if any(b <= a for a, b in itertools.pairwise(rungs)):
+            raise ValueError(
+                f"max_tokens_ladder must climb strictly above max_tokens={self.max_tokens}; "
+                f"got {self.max_tokens_ladder}"
+            )
+        return self

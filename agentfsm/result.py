@@ -1,0 +1,94 @@
+"""What a run returns: the final state, the answer, the history, usage and the path taken."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from agentfsm.events import Event
+
+FinalState = Literal["done", "truncated", "refused", "failed"]
+
+
+class Usage(BaseModel):
+    """Tokens summed over every request of a run (failed requests add nothing)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    requests: int = 0
+
+    def add(self, usage: dict[str, Any] | None) -> None:
+        """Add one reply's ``usage`` object (as the API sent it; missing or null fields count 0)."""
+        self.requests += 1
+        if not usage:
+            return
+        self.input_tokens += int(usage.get("input_tokens") or 0)
+        self.output_tokens += int(usage.get("output_tokens") or 0)
+        self.cache_creation_input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
+        self.cache_read_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+class TraceStep(BaseModel):
+    """One transition of the machine."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    dest: str
+    trigger: str
+    turn: int
+
+
+class RunError(BaseModel):
+    """Why a run ended in ``failed``: a request that could not be completed, or a limit of the machine."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    message: str
+    status_code: int | None = None
+
+
+class RunResult(BaseModel):
+    """The outcome of ``Agent.run``. Everything here is plain data (JSON-serialisable)."""
+
+    conversation_id: str
+    final_state: FinalState | str
+    reason: str | None = None
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    stop_details: dict[str, Any] | None = None
+    text: str = ""
+    error: RunError | None = None
+    messages: list[dict[str, Any]]
+    usage: Usage
+    trace: list[TraceStep]
+    events: list[Event]
+    model: str
+    turns: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.final_state == "truncated"
+
+    @property
+    def refused(self) -> bool:
+        return self.final_state == "refused"
+
+    @property
+    def ok(self) -> bool:
+        return self.final_state == "done"
+
+    @property
+    def path(self) -> list[str]:
+        """The states visited, in order, starting with the first."""
+        if not self.trace:
+            return []
+        return [self.trace[0].source, *(step.dest for step in self.trace)]

@@ -1,0 +1,582 @@
+"""The tool executor: one result per call, in order; failures as is_error results; timeouts; concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
+
+import pytest
+
+from agentfsm.errors import ConfigurationError, ToolInputError
+from agentfsm.executor import DefaultExecutor, ToolExecutor
+from agentfsm.tools import Tool, ToolCall, ToolResult, tool
+
+# Generous: only ever used as an upper bound that a correct executor beats by far.
+SLACK = 2.0
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@tool
+def nap(seconds: float, label: str = "") -> str:
+    """Sleep, then say which call this was."""
+    time.sleep(seconds)
+    return label or f"slept {seconds}"
+
+
+@tool
+async def anap(seconds: float, label: str = "") -> str:
+    """Sleep asynchronously, then say which call this was."""
+    await asyncio.sleep(seconds)
+    return label or f"slept {seconds}"
+
+
+@tool
+def explode(message: str) -> str:
+    """Raise."""
+    raise ValueError(message)
+
+
+@tool
+async def aexplode(message: str) -> str:
+    """Raise, asynchronously."""
+    raise RuntimeError(message)
+
+
+@tool
+def refuse(reason: str) -> str:
+    """Raise an error written for the model."""
+    raise ToolInputError("refuse", [f"'reason': {reason}"])
+
+
+@tool
+def weird() -> object:
+    """Return something that cannot be sent."""
+    return object()
+
+
+@tool
+def whoami() -> str:
+    """Name the thread and the context variable the tool sees."""
+    return f"{threading.current_thread().name}|{request_id.get()}"
+
+
+@tool
+async def awhoami() -> str:
+    """The same, from an async tool."""
+    return f"{threading.current_thread().name}|{request_id.get()}"
+
+
+@tool
+def interrupt() -> str:
+    """Raise KeyboardInterrupt."""
+    raise KeyboardInterrupt
+
+
+@tool
+async def ainterrupt() -> str:
+    """Raise KeyboardInterrupt, asynchronously."""
+    raise KeyboardInterrupt
+
+
+@tool
+def exit_now() -> str:
+    """Raise SystemExit."""
+    raise SystemExit(3)
+
+
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (add, nap, anap, explode, aexplode, refuse, weird, whoami, awhoami, interrupt, ainterrupt, exit_now)
+}
+
+
+def call(name: str, id: str | None = None, **input: object) -> ToolCall:
+    return ToolCall(id=id or f"toolu_{name}", name=name, input=input)
+
+
+@pytest.fixture
+def executor() -> Iterator[DefaultExecutor]:
+    ex = DefaultExecutor()
+    yield ex
+    ex.close()
+
+
+class Driver(Protocol):
+    def __call__(
+        self, ex: DefaultExecutor, calls: Sequence[ToolCall], timeout: float = ..., tools: Mapping[str, Tool] = ...
+    ) -> list[ToolResult]: ...
+
+
+def run_sync(
+    ex: DefaultExecutor, calls: Sequence[ToolCall], timeout: float = 5.0, tools: Mapping[str, Tool] = TOOLS
+) -> list[ToolResult]:
+    """Drive ``execute``."""
+    return ex.execute(calls, tools, timeout)
+
+
+def run_async(
+    ex: DefaultExecutor, calls: Sequence[ToolCall], timeout: float = 5.0, tools: Mapping[str, Tool] = TOOLS
+) -> list[ToolResult]:
+    """Drive ``aexecute`` on a fresh event loop."""
+    return asyncio.run(ex.aexecute(calls, tools, timeout))
+
+
+DRIVERS = [pytest.param(run_sync, id="execute"), pytest.param(run_async, id="aexecute")]
+
+
+def barrier_tools(n: int) -> tuple[dict[str, Tool], threading.Barrier]:
+    """A sync and an async tool that only succeed if ``n`` calls wait at the barrier at the same time."""
+    barrier = threading.Barrier(n, timeout=SLACK)
+
+    @tool
+    def meet(label: str) -> str:
+        """Wait for the others."""
+        barrier.wait()
+        return label
+
+    @tool
+    async def ameet(label: str) -> str:
+        """Wait for the others without blocking the loop."""
+        await asyncio.to_thread(barrier.wait)
+        return label
+
+    return {"meet": meet, "ameet": ameet}, barrier
+
+
+# --- the protocol ----------------------------------------------------------------------------------
+
+
+def test_default_executor_implements_the_protocol() -> None:
+    assert isinstance(DefaultExecutor(), ToolExecutor)
+
+
+def test_a_custom_executor_is_a_tool_executor() -> None:
+    class Approve:
+        def execute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
+            return [ToolResult(tool_use_id=c.id, content="denied", is_error=True) for c in calls]
+
+        async def aexecute(
+            self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float
+        ) -> list[ToolResult]:
+            return self.execute(calls, tools, timeout)
+
+    assert isinstance(Approve(), ToolExecutor)
+    assert not isinstance(object(), ToolExecutor)
+
+
+# --- results: order, ids, success -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_results_are_in_call_order_when_calls_finish_out_of_order(driver: Driver, executor: DefaultExecutor) -> None:
+    calls = [
+        call("nap", "c1", seconds=0.3, label="first"),
+        call("anap", "c2", seconds=0.0, label="second"),
+        call("nap", "c3", seconds=0.1, label="third"),
+        call("add", "c4", a=2, b=3),
+        call("anap", "c5", seconds=0.2, label="fifth"),
+    ]
+    results = driver(executor, calls)
+    assert [r.tool_use_id for r in results] == ["c1", "c2", "c3", "c4", "c5"]
+    assert [r.content for r in results] == ["first", "second", "third", "5", "fifth"]
+    assert not any(r.is_error for r in results)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_every_result_has_a_duration(driver: Driver, executor: DefaultExecutor) -> None:
+    calls = [call("nap", seconds=0.05), call("add", a=1, b=1), call("nope"), call("add", a="x", b=1)]
+    results = driver(executor, calls)
+    assert all(r.duration_ms is not None and r.duration_ms >= 0 for r in results)
+    assert results[0].duration_ms is not None and results[0].duration_ms >= 40
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_empty_batch(driver: Driver, executor: DefaultExecutor) -> None:
+    assert driver(executor, []) == []
+
+
+# --- concurrency -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("names", [("meet", "meet", "meet"), ("ameet", "ameet", "ameet"), ("meet", "ameet", "meet")])
+def test_calls_of_one_batch_run_at_the_same_time(
+    driver: Driver, names: tuple[str, ...], executor: DefaultExecutor
+) -> None:
+    # Each call blocks until all three are waiting: run one after another, the barrier would break.
+    tools, barrier = barrier_tools(len(names))
+    calls = [ToolCall(id=f"c{i}", name=n, input={"label": str(i)}) for i, n in enumerate(names)]
+    results = driver(executor, calls, 5.0, tools)
+    assert [r.content for r in results] == ["0", "1", "2"]
+    assert not barrier.broken
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("name", ["nap", "anap"])
+def test_three_sleeps_take_the_time_of_one(driver: Driver, name: str, executor: DefaultExecutor) -> None:
+    started = time.monotonic()
+    results = driver(executor, [call(name, f"c{i}", seconds=0.2) for i in range(3)])
+    elapsed = time.monotonic() - started
+    assert [r.content for r in results] == ["slept 0.2"] * 3
+    assert elapsed < 0.5  # one after another would take at least 0.6 s
+
+
+# --- failures become is_error results ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unknown_tool_lists_the_known_names(driver: Driver, executor: DefaultExecutor) -> None:
+    (result,) = driver(executor, [call("get_wether", "c1", city="Paris")])
+    assert result.is_error and result.tool_use_id == "c1"
+    assert str(result.content).startswith("unknown tool 'get_wether'; the tools you can call are: 'add', 'aexplode', ")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_invalid_input_names_the_field_and_the_tool_is_not_called(driver: Driver, executor: DefaultExecutor) -> None:
+    called: list[str] = []
+
+    @tool
+    def record(n: int) -> str:
+        """Record a call."""
+        called.append("yes")
+        return "recorded"
+
+    tools = {"record": record}
+    calls = [ToolCall(id="c1", name="record", input={"n": "many"}), ToolCall(id="c2", name="record", input=[1])]
+    results = driver(executor, calls, 5.0, tools)
+    assert [r.is_error for r in results] == [True, True]
+    assert "'n': input should be a valid integer (got 'many')" in results[0].content
+    assert "input must be a JSON object" in results[1].content
+    assert called == []
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unknown_names_and_bad_input_cost_no_thread(driver: Driver, executor: DefaultExecutor) -> None:
+    results = driver(executor, [call("nope"), call("add", a=1), call("nap", seconds="long")])
+    assert all(r.is_error for r in results)
+    assert executor._pool is None  # the pool is created lazily: no call reached it
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("name", "kind"), [("explode", "ValueError"), ("aexplode", "RuntimeError")])
+def test_exception_becomes_an_error_with_type_and_message(
+    driver: Driver, name: str, kind: str, executor: DefaultExecutor
+) -> None:
+    results = driver(executor, [call(name, "c1", message="disk full"), call("add", "c2", a=1, b=2)])
+    assert results[0] == ToolResult(
+        tool_use_id="c1",
+        content=f"tool '{name}' raised {kind}: disk full",
+        is_error=True,
+        duration_ms=results[0].duration_ms,
+    )
+    assert results[1].content == "3" and not results[1].is_error
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_tool_call_error_raised_by_the_tool_is_passed_on_verbatim(driver: Driver, executor: DefaultExecutor) -> None:
+    (result,) = driver(executor, [call("refuse", reason="must be polite")])
+    assert result.is_error
+    assert result.content == (
+        "invalid input for tool 'refuse': 'reason': must be polite. Fix the input and call the tool again."
+    )
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unserialisable_return_value(driver: Driver, executor: DefaultExecutor) -> None:
+    (result,) = driver(executor, [call("weird")])
+    assert result.is_error
+    assert str(result.content).startswith("tool 'weird' returned a non-serialisable value of type object")
+
+
+# --- timeouts ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("name", ["nap", "anap"])
+def test_a_slow_call_times_out_and_the_others_still_answer(
+    driver: Driver, name: str, executor: DefaultExecutor
+) -> None:
+    started = time.monotonic()
+    results = driver(executor, [call(name, "slow", seconds=1.5), call("add", "fast", a=1, b=2)], 0.2)
+    elapsed = time.monotonic() - started
+    assert results[0].tool_use_id == "slow" and results[0].is_error
+    assert results[0].content == f"tool '{name}' did not finish within 0.2 s and was abandoned"
+    assert results[0].duration_ms is not None and results[0].duration_ms >= 150
+    assert results[1].content == "3" and not results[1].is_error
+    assert elapsed < 1.0  # did not wait for the slow call
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_timed_out_async_tool_is_cancelled(driver: Driver, executor: DefaultExecutor) -> None:
+    cancelled = threading.Event()
+
+    @tool
+    async def hang() -> str:
+        """Wait forever."""
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "woke"
+
+    (result,) = driver(executor, [ToolCall(id="h", name="hang")], 0.1, {"hang": hang})
+    assert result.is_error and "did not finish within 0.1 s" in result.content
+    assert cancelled.wait(SLACK)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_tools_own_timeout_error_is_an_execution_error(driver: Driver, executor: DefaultExecutor) -> None:
+    @tool
+    async def fetch() -> str:
+        """Fail with the tool's own timeout."""
+        raise TimeoutError("upstream took too long")
+
+    (result,) = driver(executor, [ToolCall(id="f", name="fetch")], 5.0, {"fetch": fetch})
+    assert result.content == "tool 'fetch' raised TimeoutError: upstream took too long"
+
+
+def test_timeout_is_measured_from_the_start_of_the_batch() -> None:
+    # One worker: the second call queues behind the first and cannot finish within the batch's 0.25 s.
+    with DefaultExecutor(max_workers=1) as ex:
+        results = ex.execute([call("nap", "a", seconds=0.15), call("nap", "b", seconds=0.15)], TOOLS, 0.25)
+    assert [r.is_error for r in results] == [False, True]
+    assert "did not finish within 0.25 s" in results[1].content
+
+
+def test_a_call_still_queued_at_its_deadline_never_runs() -> None:
+    release, block_done = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @tool
+    def block() -> str:
+        """Hold the only worker."""
+        release.wait(SLACK)
+        block_done.set()
+        return "released"
+
+    @tool
+    def record(tag: str) -> str:
+        """Record that it ran."""
+        ran.append(tag)
+        return tag
+
+    tools = {"block": block, "record": record}
+    ex = DefaultExecutor(max_workers=1)
+    try:
+        calls = [ToolCall(id="b", name="block"), ToolCall(id="r", name="record", input={"tag": "queued"})]
+        results = ex.execute(calls, tools, 0.1)
+        assert [r.is_error for r in results] == [True, True]
+        release.set()
+        assert block_done.wait(SLACK)
+        time.sleep(0.2)  # ample time for the queued call to run on the freed worker, if it were going to
+        assert ran == []
+        (after,) = ex.execute([ToolCall(id="r2", name="record", input={"tag": "later"})], tools, SLACK)
+        assert after.content == "later" and ran == ["later"]
+    finally:
+        release.set()
+        ex.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_infinite_timeout_means_no_limit(driver: Driver, executor: DefaultExecutor) -> None:
+    (result,) = driver(executor, [call("anap", seconds=0.05, label="done")], float("inf"))
+    assert result.content == "done"
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan")])
+def test_a_timeout_that_is_not_positive_is_a_configuration_error(
+    driver: Driver, timeout: float, executor: DefaultExecutor
+) -> None:
+    with pytest.raises(ConfigurationError, match="tool timeout must be a positive number"):
+        driver(executor, [call("add", a=1, b=2)], timeout)
+
+
+# --- a saturated pool ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_abandoned_calls_that_fill_the_pool_do_not_block_later_batches(driver: Driver) -> None:
+    release = threading.Event()
+
+    @tool
+    def stuck() -> str:
+        """Never return (until the test ends)."""
+        release.wait(30)
+        return "unstuck"
+
+    tools = {"stuck": stuck, "add": add}
+    ex = DefaultExecutor(max_workers=2)
+    try:
+        first = ex.execute([ToolCall(id="s1", name="stuck"), ToolCall(id="s2", name="stuck")], tools, 0.1)
+        assert all(r.is_error and "did not finish" in r.content for r in first)
+        # Both threads of the pool are now held by abandoned calls.
+        started = time.monotonic()
+        later = [ToolCall(id="a", name="add", input={"a": 2, "b": 2})]
+        (result,) = driver(ex, later, SLACK, tools)
+        assert result.content == "4" and not result.is_error
+        assert time.monotonic() - started < SLACK / 2
+        assert ex.pools_replaced == 1
+    finally:
+        release.set()
+        ex.close()
+
+
+def test_the_pool_is_kept_while_abandoned_calls_leave_room() -> None:
+    release = threading.Event()
+
+    @tool
+    def stuck() -> str:
+        """Never return (until the test ends)."""
+        release.wait(30)
+        return "unstuck"
+
+    tools = {"stuck": stuck, "add": add}
+    ex = DefaultExecutor(max_workers=2)
+    try:
+        ex.execute([ToolCall(id="s1", name="stuck")], tools, 0.1)
+        (result,) = ex.execute([ToolCall(id="a", name="add", input={"a": 1, "b": 1})], tools, SLACK)
+        assert result.content == "2"
+        assert ex.pools_replaced == 0
+        release.set()
+    finally:
+        release.set()
+        ex.close()
+
+
+def test_an_abandoned_call_that_finishes_frees_its_place() -> None:
+    ex = DefaultExecutor(max_workers=1)
+    try:
+        ex.execute([call("nap", seconds=0.2)], TOOLS, 0.05)
+        time.sleep(0.4)  # the abandoned nap has ended by now
+        (result,) = ex.execute([call("add", a=1, b=1)], TOOLS, SLACK)
+        assert result.content == "2"
+        assert ex.pools_replaced == 0
+    finally:
+        ex.close()
+
+
+# --- BaseException and cancellation propagate ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("name", ["interrupt", "ainterrupt"])
+def test_keyboard_interrupt_propagates(driver: Driver, name: str, executor: DefaultExecutor) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        driver(executor, [call("add", a=1, b=1), call(name)])
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_system_exit_propagates(driver: Driver, executor: DefaultExecutor) -> None:
+    with pytest.raises(SystemExit):
+        driver(executor, [call("exit_now")])
+
+
+@pytest.mark.parametrize("name", ["nap", "anap"])
+def test_cancelling_aexecute_propagates(name: str, executor: DefaultExecutor) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(executor.aexecute([call(name, seconds=1.0), call("add", a=1, b=1)], TOOLS, SLACK))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - started < 0.9  # did not wait for the tool
+
+
+def test_cancelling_aexecute_cancels_async_tools(executor: DefaultExecutor) -> None:
+    seen: list[str] = []
+
+    @tool
+    async def hang() -> str:
+        """Wait forever."""
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return "woke"
+
+    async def main() -> None:
+        task = asyncio.create_task(executor.aexecute([ToolCall(id="h", name="hang")], {"hang": hang}, SLACK))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert seen == ["cancelled"]
+
+
+def test_an_outer_timeout_around_aexecute_is_not_swallowed(executor: DefaultExecutor) -> None:
+    async def main() -> None:
+        async with asyncio.timeout(0.05):
+            await executor.aexecute([call("anap", seconds=1.0)], TOOLS, SLACK)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
+
+
+# --- where tools run ---------------------------------------------------------------------------------------
+
+
+def test_async_tools_in_execute_work_from_inside_a_running_event_loop(executor: DefaultExecutor) -> None:
+    async def main() -> list[ToolResult]:
+        # a synchronous run called from async code: execute must not need this thread's loop
+        return executor.execute([call("anap", seconds=0.01, label="ok"), call("add", a=1, b=2)], TOOLS, SLACK)
+
+    results = asyncio.run(main())
+    assert [r.content for r in results] == ["ok", "3"]
+
+
+def test_sync_tools_run_in_pool_threads_and_see_the_callers_context(executor: DefaultExecutor) -> None:
+    request_id.set("req-42")
+    try:
+        results = run_sync(executor, [call("whoami"), call("awhoami")])
+        for r in results:
+            thread, seen = str(r.content).split("|")
+            assert thread.startswith("agentfsm-tool")
+            assert seen == "req-42"
+    finally:
+        request_id.set("-")
+
+
+def test_aexecute_runs_sync_tools_in_the_pool_and_async_tools_on_the_loop(executor: DefaultExecutor) -> None:
+    async def main() -> tuple[str, list[ToolResult]]:
+        request_id.set("req-7")
+        results = await executor.aexecute([call("whoami"), call("awhoami")], TOOLS, SLACK)
+        return threading.current_thread().name, results
+
+    loop_thread, (sync_result, async_result) = asyncio.run(main())
+    assert str(sync_result.content).startswith("agentfsm-tool")
+    assert str(sync_result.content).endswith("|req-7")
+    assert async_result.content == f"{loop_thread}|req-7"
+
+
+def test_close_then_reuse_and_context_manager() -> None:
+    with DefaultExecutor(max_workers=2) as ex:
+        assert run_sync(ex, [call("add", a=1, b=1)])[0].content == "2"
+        ex.close()
+        assert ex._pool is None
+        assert run_sync(ex, [call("add", a=2, b=2)])[0].content == "4"
+    assert ex._pool is None
+
+
+def test_max_workers_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="max_workers"):
+        DefaultExecutor(max_workers=0)
