@@ -138,9 +138,13 @@ class Agent:
         """The SDK client; made from the environment (``ANTHROPIC_API_KEY``) when none was given."""
         if self._client is None:
             try:
-                self._client = anthropic.Anthropic()
+                client = anthropic.Anthropic()
             except anthropic.AnthropicError as exc:
                 raise MissingAPIKeyError() from exc
+            # The SDK defers a missing credential to the first request; report it now, clearly.
+            if not (client.api_key or client.auth_token or getattr(client, "credentials", None)):
+                raise MissingAPIKeyError()
+            self._client = client
         return self._client
 
     # --- hooks: one per state -------------------------------------------------------------------

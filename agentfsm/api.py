@@ -8,6 +8,7 @@ as the API sent them.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,20 +71,37 @@ def send(
     timeout: float | None = None,
 ) -> Reply | RequestFailure:
     """Send one non-streaming request; never raises for API or transport errors."""
-    extra: dict[str, Any] = {}
+    resource: Any = client.beta.messages if betas else client.messages
+    known = _parameters_of(resource)
+    kwargs: dict[str, Any] = {k: v for k, v in params.items() if k in known}
+    unknown = {k: v for k, v in params.items() if k not in known}
+    if unknown:
+        # Parameters this SDK version has no argument for still reach the API, in the body.
+        kwargs["extra_body"] = unknown
+    if betas:
+        kwargs["betas"] = list(betas)
     if timeout is not None:
-        extra["timeout"] = timeout
+        kwargs["timeout"] = timeout
     try:
-        if betas:
-            raw = client.beta.messages.with_raw_response.create(betas=list(betas), **params, **extra)
-        else:
-            raw = client.messages.with_raw_response.create(**params, **extra)
+        raw = resource.with_raw_response.create(**kwargs)
         body = raw.http_response.json()
     except Exception as exc:  # every failure of the request is data for the machine, not a crash
         return failure_from(exc)
     if not isinstance(body, dict):
         return RequestFailure(type="invalid_response", message=f"expected a JSON object, got {body!r:.200}")
     return Reply.model_validate(body)
+
+
+_CREATE_PARAMETERS: dict[type, frozenset[str]] = {}
+
+
+def _parameters_of(resource: Any) -> frozenset[str]:
+    """The keyword arguments the installed SDK's ``create`` accepts (looked up once per resource class)."""
+    kind = type(resource)
+    known = _CREATE_PARAMETERS.get(kind)
+    if known is None:
+        known = _CREATE_PARAMETERS[kind] = frozenset(inspect.signature(kind.create).parameters) - {"self"}
+    return known
 
 
 def failure_from(exc: BaseException) -> RequestFailure:

@@ -49,12 +49,13 @@ def prefill_rejected_in_auto(conv: Conversation) -> bool:
 
 @guard("reply empty after tool results")
 def empty_after_tool_results(conv: Conversation) -> bool:
-    return (
-        conv.reply is not None
-        and history.is_empty_content(conv.reply.content)
-        and bool(conv.messages)
-        and history.is_tool_result_message(conv.messages[-1])
-    )
+    if conv.reply is None or not history.is_empty_content(conv.reply.content):
+        return False
+    messages = conv.messages
+    if messages and history.is_tool_result_message(messages[-1]):
+        return True
+    # ... or after the nudge that followed them (the retry came back empty too)
+    return len(messages) >= 2 and history.is_tool_result_message(messages[-2]) and messages[-1]["role"] == "user"
 
 
 @guard("empty_retries < max_empty_retries")

@@ -1,0 +1,19 @@
+"""A Messages API simulator: the real ``anthropic`` client talks to a scripted model, offline.
+
+    from agentfsm.sim import Simulator, replies as r
+
+    sim = Simulator([r.tool_use("get_weather", {"location": "Hanoi"}), r.text("It is 31°C.")])
+    client = sim.client()          # or sim.async_client(), or `with sim.serve() as base_url: ...`
+
+It speaks the real wire protocol (JSON and SSE), validates requests the way the
+API does (HTTP 400), and can produce every stop reason, error and stream fault
+on demand. ``replies.writer(document)`` writes a long text across requests to
+test continuation.
+"""
+
+from agentfsm.sim import replies
+from agentfsm.sim.model import ErrorReply, ScriptedReply, ScriptError, SimRequest
+from agentfsm.sim.simulator import Simulator
+from agentfsm.sim.tokens import count_tokens
+
+__all__ = ["ErrorReply", "ScriptError", "ScriptedReply", "SimRequest", "Simulator", "count_tokens", "replies"]

@@ -1,0 +1,129 @@
+"""The simulator's data: what a request looked like and what the script answers with.
+
+A script is a list of replies (or functions that build one from the request).
+``ScriptedReply`` holds raw content blocks exactly as the API sends them, so
+anything the real API can return (including block types this project does not
+model) can be scripted. ``ErrorReply`` is an HTTP error answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Fault = Literal["drop", "error_event", "no_message_delta"]
+"""A failure injected into a reply; see ``ScriptedReply.fault``."""
+
+
+class ScriptError(ValueError):
+    """A script item cannot answer the request (for example ``writer`` got a conversation it did not write).
+
+    The simulator answers such a request with HTTP 400 ``invalid_request_error``
+    carrying this message, so the client fails clearly instead of retrying.
+    """
+
+
+class SimRequest(BaseModel):
+    """One HTTP request the simulator received, as parsed from the wire.
+
+    ``status`` and ``error`` are filled in once the request has been answered
+    (observers see them still ``None``).
+    """
+
+    n: int = Field(description="1-based position of this request among all requests to this simulator")
+    method: str = "POST"
+    path: str = "/v1/messages"
+    query: str = ""
+    headers: dict[str, str] = Field(default_factory=dict, description="lower-cased header names")
+    body: dict[str, Any] = Field(default_factory=dict, description="the parsed JSON body ({} if it did not parse)")
+    raw_body: bytes = b""
+    status: int | None = None
+    error: str | None = Field(default=None, description="the error message if the simulator answered with an error")
+
+    @property
+    def model(self) -> str:
+        value = self.body.get("model")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        value = self.body.get("messages")
+        return [m for m in value if isinstance(m, dict)] if isinstance(value, list) else []
+
+    @property
+    def max_tokens(self) -> int | None:
+        value = self.body.get("max_tokens")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        value = self.body.get("tools")
+        return [t for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+
+    @property
+    def system(self) -> str | list[dict[str, Any]] | None:
+        value = self.body.get("system")
+        if isinstance(value, str | list):
+            return value
+        return None
+
+    @property
+    def last_message(self) -> dict[str, Any] | None:
+        messages = self.messages
+        return messages[-1] if messages else None
+
+
+class ScriptedReply(BaseModel):
+    """A model reply: the content blocks and stop reason of one Message.
+
+    ``id`` fields left ``None`` in ``tool_use`` / ``server_tool_use`` blocks (and
+    ``tool_use_id`` left ``None`` in server tool results) are filled with fresh,
+    deterministic ids each time the reply is served.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    stop_sequence: str | None = None
+    stop_details: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = Field(default=None, description="merged over the computed usage")
+    model: str | None = Field(default=None, description="default: echo the request's model")
+    fault: Fault | None = Field(
+        default=None,
+        description=(
+            "streamed: drop = connection cut after some deltas; error_event = SSE error event mid-stream; "
+            "no_message_delta = clean end before message_delta. Not streamed: drop = connection closed "
+            "without a response; error_event = HTTP 529; no_message_delta = stop_reason null"
+        ),
+    )
+    truncated_input_json: str | None = Field(
+        default=None,
+        description=(
+            "the final block is a tool_use cut off by max_tokens: streamed, this partial JSON is sent as "
+            "input_json_delta chunks and the block gets no content_block_stop"
+        ),
+    )
+
+
+class ErrorReply(BaseModel):
+    """An HTTP error answer in the API's error shape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: int
+    error_type: str
+    message: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+Reply: TypeAlias = ScriptedReply | ErrorReply
+ReplyFn: TypeAlias = Callable[[SimRequest], Reply]
+ScriptItem: TypeAlias = ScriptedReply | ErrorReply | ReplyFn
+Script: TypeAlias = Sequence[ScriptItem] | ReplyFn

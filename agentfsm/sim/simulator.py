@@ -1,0 +1,260 @@
+"""``Simulator``: a scripted stand-in for the Messages API that the real ``anthropic`` client talks to.
+
+Every request is recorded, shown to the class-wide ``observers``, validated
+like the real API (a rejected request answers 400 and consumes nothing), then
+answered by the next script item. The answer goes out through
+``httpx2.MockTransport`` (``client()``, ``async_client()``) or a loopback
+socket (``serve()``), in exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import anthropic
+import httpx2
+
+from agentfsm.sim.ids import IdSource
+from agentfsm.sim.model import ErrorReply, Reply, ReplyFn, Script, ScriptedReply, ScriptError, ScriptItem, SimRequest
+from agentfsm.sim.server import SimHTTPServer
+from agentfsm.sim.transport import to_httpx
+from agentfsm.sim.validation import PrefillPolicy, prefill_predicate, validate
+from agentfsm.sim.wire import MESSAGES_PATH, RETRY_NOW, WireResponse, error_response, is_retryable, reply_response
+
+log = logging.getLogger(__name__)
+
+SIM_API_KEY = "sk-ant-sim-0000000000000000"
+_ID_KINDS = {"tool_use": "toolu", "server_tool_use": "srvtoolu", "mcp_tool_use": "mcptoolu"}
+
+
+class Simulator:
+    """A scripted Messages API.
+
+    ``script`` is a list of ``ScriptedReply`` / ``ErrorReply`` / callables
+    ``(SimRequest) -> reply`` used one per accepted request, or a single
+    callable that answers every request.
+    """
+
+    observers: ClassVar[list[Callable[[SimRequest], None]]] = []
+    """Called with every request of every Simulator, before it is answered (wire-rule checkers).
+
+    An observer's exception propagates out of the transport (the SDK wraps it in
+    ``APIConnectionError``); on the loopback server it becomes a 400.
+    """
+
+    def __init__(
+        self,
+        script: Script,
+        *,
+        prefill_unsupported: PrefillPolicy = None,
+        model_max_tokens: int = 64000,
+    ) -> None:
+        if isinstance(script, ScriptedReply | ErrorReply):
+            raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
+        self._responder: ReplyFn | None = script if callable(script) else None
+        self.script: list[ScriptItem] = [] if callable(script) else list(script)
+        for i, item in enumerate(self.script):
+            if not (isinstance(item, ScriptedReply | ErrorReply) or callable(item)):
+                raise TypeError(
+                    f"script item {i} is a {type(item).__name__}: expected a ScriptedReply, ErrorReply or callable"
+                )
+        self.model_max_tokens = model_max_tokens
+        self.prefill_unsupported = prefill_predicate(prefill_unsupported)
+        self.requests: list[SimRequest] = []
+        self.replies_served = 0
+        self._next = 0
+        self._ids = IdSource()
+        self._lock = threading.Lock()
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        """``httpx2.MockTransport`` handler for a sync client."""
+        return to_httpx(self._respond_to(request), request, asynchronous=False)
+
+    async def ahandle(self, request: httpx2.Request) -> httpx2.Response:
+        """``httpx2.MockTransport`` handler for an async client."""
+        return to_httpx(self._respond_to(request), request, asynchronous=True)
+
+    def client(self, **kwargs: Any) -> anthropic.Anthropic:
+        """A real ``anthropic.Anthropic`` whose HTTP goes to this simulator in-process; kwargs pass through."""
+        kwargs.setdefault("api_key", SIM_API_KEY)
+        kwargs.setdefault("http_client", httpx2.Client(transport=httpx2.MockTransport(self.handle)))
+        return anthropic.Anthropic(**kwargs)
+
+    def async_client(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
+        """A real ``anthropic.AsyncAnthropic`` on this simulator, in-process; kwargs pass through."""
+        kwargs.setdefault("api_key", SIM_API_KEY)
+        kwargs.setdefault("http_client", httpx2.AsyncClient(transport=httpx2.MockTransport(self.ahandle)))
+        return anthropic.AsyncAnthropic(**kwargs)
+
+    @contextmanager
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+        """Serve on a loopback socket (ephemeral port by default) for the ``with`` block; yields the base URL."""
+        server = SimHTTPServer((host, port), self.respond)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield server.base_url
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    def serve_forever(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        on_ready: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Serve until Ctrl-C (or until ``stop`` is set); ``on_ready`` gets the base URL once the socket listens."""
+        server = SimHTTPServer((host, port), self.respond)
+        if stop is not None:
+
+            def stop_when_set() -> None:
+                stop.wait()
+                server.shutdown()
+
+            threading.Thread(target=stop_when_set, daemon=True).start()
+        if on_ready is not None:
+            on_ready(server.base_url)
+        try:
+            server.serve_forever(poll_interval=0.05)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+    # --- answering -----------------------------------------------------------------------------
+
+    def _respond_to(self, request: httpx2.Request) -> WireResponse:
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        query = request.url.query
+        return self.respond(
+            request.method,
+            request.url.path,
+            query.decode() if isinstance(query, bytes) else str(query),
+            headers,
+            request.content,
+        )
+
+    def respond(self, method: str, path: str, query: str, headers: dict[str, str], raw_body: bytes) -> WireResponse:
+        """Record, observe, validate and answer one HTTP request (the transport-neutral entry point)."""
+        body, parse_error = _parse(raw_body)
+        with self._lock:
+            request = SimRequest(
+                n=len(self.requests) + 1,
+                method=method.upper(),
+                path=path,
+                query=query,
+                headers=headers,
+                body=body,
+                raw_body=raw_body,
+            )
+            self.requests.append(request)
+        for observer in list(Simulator.observers):
+            observer(request)
+        wire = self._answer(request, parse_error)
+        request.status = wire.status if not (wire.drop and not wire.chunks) else None
+        if wire.status >= 400:
+            request.error = _error_message(wire)
+        return wire
+
+    def _answer(self, request: SimRequest, parse_error: str | None) -> WireResponse:
+        request_id = self._ids.new("req")
+        if request.method != "POST" or request.path != MESSAGES_PATH:
+            return error_response(404, "not_found_error", "Not Found", request_id=request_id)
+        problem = parse_error or validate(
+            request.body, model_max_tokens=self.model_max_tokens, prefill_unsupported=self.prefill_unsupported
+        )
+        if problem is not None:
+            return error_response(400, "invalid_request_error", problem, request_id=request_id)
+        taken = self._take()
+        if taken is None:
+            n = len(self.script)
+            message = f"simulator script exhausted: {n} replies were scripted and request #{n + 1} has none"
+            return error_response(400, "invalid_request_error", message, request_id=request_id)
+        index, item = taken
+        try:
+            reply = item(request) if callable(item) else item
+        except Exception as exc:
+            self._untake(index)  # the item could not answer: it stays next in line
+            if isinstance(exc, ScriptError):
+                message = str(exc)
+            else:
+                log.warning("simulator script item raised on request #%d", request.n, exc_info=True)
+                message = f"simulator script item raised {type(exc).__name__}: {exc}"
+            return error_response(400, "invalid_request_error", message, request_id=request_id)
+        with self._lock:
+            self.replies_served += 1
+        return self._render(request, reply, request_id)
+
+    def _take(self) -> tuple[int | None, ScriptItem] | None:
+        """The next script item (and its index; ``None`` for a single-callable script), or None when exhausted."""
+        if self._responder is not None:
+            return None, self._responder
+        with self._lock:
+            if self._next >= len(self.script):
+                return None
+            self._next += 1
+            return self._next - 1, self.script[self._next - 1]
+
+    def _untake(self, index: int | None) -> None:
+        with self._lock:
+            if index is not None and self._next == index + 1:
+                self._next = index
+
+    def _render(self, request: SimRequest, reply: Reply, request_id: str) -> WireResponse:
+        if isinstance(reply, ErrorReply):
+            headers = dict(reply.headers)
+            if is_retryable(reply.status):
+                headers = {**RETRY_NOW, **headers}
+            return error_response(reply.status, reply.error_type, reply.message, request_id=request_id, headers=headers)
+        if not isinstance(reply, ScriptedReply):
+            message = f"simulator script item returned {type(reply).__name__}, not a ScriptedReply or ErrorReply"
+            return error_response(400, "invalid_request_error", message, request_id=request_id)
+        content = self._fill_ids(reply.content)
+        return reply_response(request, reply, content, message_id=self._ids.new("msg"), request_id=request_id)
+
+    def _fill_ids(self, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A copy of ``content`` with missing tool ids filled (server tool results point at their call)."""
+        filled = copy.deepcopy(content)
+        last_call: str | None = None
+        for block in filled:
+            kind = block.get("type")
+            if kind in _ID_KINDS:
+                if block.get("id") is None:
+                    block["id"] = self._ids.new(_ID_KINDS[kind])
+                if kind != "tool_use":
+                    last_call = block["id"]
+            elif "tool_use_id" in block and block["tool_use_id"] is None:
+                block["tool_use_id"] = last_call
+        return filled
+
+
+def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
+    if not raw:
+        return {}, "There was an issue with the request body: the body is empty"
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return {}, f"There was an issue with the request body: invalid JSON ({exc})"
+    if not isinstance(body, dict):
+        return {}, "There was an issue with the request body: expected a JSON object"
+    return body, None
+
+
+def _error_message(wire: WireResponse) -> str | None:
+    try:
+        body = json.loads(b"".join(wire.chunks))
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,206 @@
+"""The Messages API's own request validation, as HTTP 400 messages.
+
+Only the rules an agent loop can break are modelled, with the wording the real
+API uses (taken from recorded error bodies). ``validate`` returns the first
+problem found, or ``None`` for a request the real API would accept.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+PrefillPolicy = Collection[str] | Callable[[str], bool] | None
+"""Which models reject an assistant prefill: model-name prefixes, a predicate, or None for the default."""
+
+_NO_PREFILL_PREFIXES = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-7", "claude-opus-4-8")
+_GENERATION_5 = re.compile(r"^claude-[a-z]+-5(?:$|[-.@])")
+
+PREFILL_NOT_SUPPORTED = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+
+
+def default_prefill_unsupported(model: str) -> bool:
+    """Models reported to reject prefill: Opus/Sonnet 4.6, Opus 4.7 and 4.8, and every ``claude-<family>-5…``."""
+    return model.startswith(_NO_PREFILL_PREFIXES) or bool(_GENERATION_5.match(model))
+
+
+def prefill_predicate(policy: PrefillPolicy) -> Callable[[str], bool]:
+    """Turn the ``prefill_unsupported`` argument of ``Simulator`` into a predicate on the model name."""
+    if policy is None:
+        return default_prefill_unsupported
+    if callable(policy):
+        return policy
+    prefixes = tuple(policy)
+    return lambda model: model.startswith(prefixes)
+
+
+def _blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [b for b in content if isinstance(b, dict)]
+    return []
+
+
+def _is_empty(message: Mapping[str, Any]) -> bool:
+    content = message.get("content")
+    return content == "" or content == []
+
+
+def _check_shape(body: Mapping[str, Any], model_max_tokens: int) -> str | None:
+    model = body.get("model")
+    if "model" not in body:
+        return "model: Field required"
+    if not isinstance(model, str):
+        return "model: Input should be a valid string"
+    if "max_tokens" not in body:
+        return "max_tokens: Field required"
+    max_tokens = body["max_tokens"]
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        return "max_tokens: Input should be a valid integer"
+    if max_tokens < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    if max_tokens > model_max_tokens:
+        return (
+            f"max_tokens: {max_tokens} > {model_max_tokens}, which is the maximum allowed number of output tokens "
+            f"for {model}"
+        )
+    if "stream" in body and not isinstance(body["stream"], bool):
+        return "stream: Input should be a valid boolean"
+    if "messages" not in body:
+        return "messages: Field required"
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        return "messages: Input should be a valid list"
+    if not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"messages.{i}: Input should be a valid dictionary"
+        if message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if "content" not in message:
+            return f"messages.{i}.content: Field required"
+        content = message["content"]
+        if not isinstance(content, str | list):
+            return f"messages.{i}.content: Input should be a valid string or a valid list"
+        if isinstance(content, list):
+            for k, block in enumerate(content):
+                if not isinstance(block, dict) or "type" not in block:
+                    return f"messages.{i}.content.{k}.type: Field required"
+    return None
+
+
+def _check_roles(messages: list[dict[str, Any]]) -> str | None:
+    if messages[0]["role"] != "user":
+        return 'messages: first message must use the "user" role'
+    for prev, cur in itertools.pairwise(messages):
+        if prev["role"] == cur["role"] == "assistant":
+            return (
+                'messages: roles must alternate between "user" and "assistant", '
+                'but found multiple "assistant" roles in a row'
+            )
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
+        if _is_empty(message) and not (i == last and message["role"] == "assistant"):
+            return (
+                f"messages.{i}: all messages must have non-empty content except for the optional final assistant "
+                "message"
+            )
+    for message in messages:
+        if isinstance(message["content"], str):
+            continue
+        for block in _blocks(message):
+            if block.get("type") == "text":
+                text = block.get("text")
+                if text == "":
+                    return "messages: text content blocks must be non-empty"
+                if isinstance(text, str) and not text.strip():
+                    return "messages: text content blocks must contain non-whitespace text"
+    return None
+
+
+def _tool_use_ids(message: Mapping[str, Any]) -> list[str]:
+    return [str(b.get("id")) for b in _blocks(message) if b.get("type") == "tool_use"]
+
+
+def _check_tool_pairing(messages: list[dict[str, Any]]) -> str | None:
+    """tool_use ↔ tool_result pairing; consecutive user messages count as one (the API merges them)."""
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant" or i == len(messages) - 1:
+            continue
+        wanted = _tool_use_ids(message)
+        if not wanted:
+            continue
+        answered: set[str] = set()
+        j = i + 1
+        while j < len(messages) and messages[j]["role"] == "user":
+            answered.update(str(b.get("tool_use_id")) for b in _blocks(messages[j]) if b.get("type") == "tool_result")
+            j += 1
+        missing = [tool_id for tool_id in wanted if tool_id not in answered]
+        if missing:
+            return (
+                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                f"{', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` block "
+                "in the next message."
+            )
+    previous_ids: list[str] = []
+    for j, message in enumerate(messages):
+        if message["role"] == "assistant":
+            previous_ids = _tool_use_ids(message)
+            continue
+        for k, block in enumerate(_blocks(message)):
+            if block.get("type") == "tool_result" and str(block.get("tool_use_id")) not in previous_ids:
+                return (
+                    f"messages.{j}.content.{k}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message."
+                )
+    return None
+
+
+def is_pause_resume(message: Mapping[str, Any]) -> bool:
+    """A final assistant message ending in an unanswered ``server_tool_use``: a pause_turn sent back, not a prefill."""
+    blocks = _blocks(message)
+    return bool(blocks) and blocks[-1].get("type") == "server_tool_use"
+
+
+def _check_final_assistant(messages: list[dict[str, Any]], model: str, no_prefill: Callable[[str], bool]) -> str | None:
+    last = messages[-1]
+    if last["role"] != "assistant":
+        return None
+    blocks = _blocks(last)
+    if blocks:
+        final = blocks[-1]
+        kind = final.get("type")
+        if kind in ("thinking", "redacted_thinking"):
+            return f"messages.{len(messages) - 1}: The final block in an assistant message cannot be `{kind}`."
+        text = final.get("text")
+        if kind == "text" and isinstance(text, str) and text != text.rstrip():
+            return "messages: final assistant content cannot end with trailing whitespace"
+    if no_prefill(model) and not is_pause_resume(last):
+        return PREFILL_NOT_SUPPORTED
+    return None
+
+
+def validate(
+    body: Mapping[str, Any],
+    *,
+    model_max_tokens: int,
+    prefill_unsupported: Callable[[str], bool] = default_prefill_unsupported,
+) -> str | None:
+    """The 400 ``invalid_request_error`` message the real API would give this body, or ``None`` if it is valid."""
+    problem = _check_shape(body, model_max_tokens)
+    if problem is not None:
+        return problem
+    messages: list[dict[str, Any]] = body["messages"]
+    return (
+        _check_roles(messages)
+        or _check_tool_pairing(messages)
+        or _check_final_assistant(messages, str(body["model"]), prefill_unsupported)
+    )
