@@ -65,6 +65,7 @@ def _merge_prefill(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list
 
 def discard_reply(conv: Conversation, reason: str) -> None:
     reply = conv.require_reply()
+    conv.discards += 1
     conv.emit(
         "reply.discarded",
         reason=reason,

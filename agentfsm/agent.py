@@ -10,8 +10,8 @@ transition taken from it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import anthropic
 
@@ -22,10 +22,12 @@ from agentfsm.executor import DefaultExecutor, ToolExecutor
 from agentfsm.history import Message, validate_history
 from agentfsm.policy import Policy
 from agentfsm.result import RunResult
+from agentfsm.streaming import StreamEvent
 from agentfsm.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, merge
-from agentfsm.tools import Tool, ToolCall, ToolResult, tool_params
+from agentfsm.tools import Tool, tool_params
 
 _UNSET: Any = object()
+_C = TypeVar("_C", anthropic.Anthropic, anthropic.AsyncAnthropic)
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 
@@ -60,7 +62,7 @@ class Agent:
 
     def __init__(
         self,
-        client: anthropic.Anthropic | None = None,
+        client: anthropic.Anthropic | anthropic.AsyncAnthropic | None = None,
         *,
         model: str | None = None,
         system: str | list[dict[str, Any]] | None = _UNSET,
@@ -71,7 +73,12 @@ class Agent:
         betas: Sequence[str] | None = None,
         logger: Any = _UNSET,
     ) -> None:
-        self._client = client
+        self._client: anthropic.Anthropic | anthropic.AsyncAnthropic | None = None
+        self._aclient: anthropic.AsyncAnthropic | None = None
+        if isinstance(client, anthropic.AsyncAnthropic):
+            self._aclient = client
+        elif client is not None:
+            self._client = client
         if model is not None:
             self.model = model
         if system is not _UNSET:
@@ -119,10 +126,30 @@ class Agent:
         """
         return self.start(prompt, conversation_id=conversation_id).run()
 
-    def start(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> Conversation:
-        """Begin a conversation without running it: step it with ``conversation.step()``."""
+    def stream(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> Iterator[StreamEvent]:
+        """Run over streamed requests, yielding text deltas, transitions and tool calls as they happen.
+
+        The last event is a ``ResultEvent`` carrying the same ``RunResult`` ``run`` returns.
+        """
+        return self.start(prompt, conversation_id=conversation_id).stream()
+
+    async def arun(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> RunResult:
+        """``run`` with an ``anthropic.AsyncAnthropic`` client."""
+        return await self.start(prompt, conversation_id=conversation_id, asynchronous=True).arun()
+
+    def astream(
+        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """``stream`` with an ``anthropic.AsyncAnthropic`` client."""
+        return self.start(prompt, conversation_id=conversation_id, asynchronous=True).astream()
+
+    def start(
+        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, asynchronous: bool = False
+    ) -> Conversation:
+        """Begin a conversation without running it: step it with ``conversation.step()`` (or ``astep``)."""
         messages = self._initial_messages(prompt)
-        _ = self.client  # a missing API key is reported now, not at the first request
+        # A missing key or a client of the wrong kind is reported now, not at the first request.
+        _ = self.aclient if asynchronous else self.client
         return Conversation(self, messages, conversation_id)
 
     @staticmethod
@@ -135,17 +162,33 @@ class Agent:
 
     @property
     def client(self) -> anthropic.Anthropic:
-        """The SDK client; made from the environment (``ANTHROPIC_API_KEY``) when none was given."""
+        """The sync SDK client; made from the environment (``ANTHROPIC_API_KEY``) when none was given."""
         if self._client is None:
-            try:
-                client = anthropic.Anthropic()
-            except anthropic.AnthropicError as exc:
-                raise MissingAPIKeyError() from exc
-            # The SDK defers a missing credential to the first request; report it now, clearly.
-            if not (client.api_key or client.auth_token or getattr(client, "credentials", None)):
-                raise MissingAPIKeyError()
-            self._client = client
+            self._client = self._client_from_environment(anthropic.Anthropic)
+        if not isinstance(self._client, anthropic.Anthropic):
+            raise ConfigurationError(
+                f"run() and stream() need an anthropic.Anthropic client; this agent has a "
+                f"{type(self._client).__name__}: use arun() / astream()"
+            )
         return self._client
+
+    @property
+    def aclient(self) -> anthropic.AsyncAnthropic:
+        """The async SDK client; made from the environment when none was given."""
+        if self._aclient is None:
+            self._aclient = self._client_from_environment(anthropic.AsyncAnthropic)
+        return self._aclient
+
+    @staticmethod
+    def _client_from_environment(kind: type[_C]) -> _C:
+        try:
+            client = kind()
+        except anthropic.AnthropicError as exc:
+            raise MissingAPIKeyError() from exc
+        # The SDK defers a missing credential to the first request; report it now, clearly.
+        if not (client.api_key or client.auth_token or getattr(client, "credentials", None)):
+            raise MissingAPIKeyError()
+        return client
 
     # --- hooks: one per state -------------------------------------------------------------------
 
@@ -206,44 +249,18 @@ class Agent:
         params.update(self.request_params)
         return params
 
-    def run_tool_calls(self, conv: Conversation, calls: list[ToolCall]) -> list[ToolResult]:
-        """Run one reply's tool calls through the executor; one result per call, in call order."""
-        for call in calls:
-            conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
-        results = self.executor.execute(calls, self._tool_map, self.policy.tool_timeout)
-        return self.collect_results(conv, calls, results)
-
-    def collect_results(
-        self, conv: Conversation, calls: list[ToolCall], results: Sequence[ToolResult]
-    ) -> list[ToolResult]:
-        """Match an executor's results to the calls; a call left unanswered gets an is_error result."""
-        by_id = {r.tool_use_id: r for r in results}
-        ordered: list[ToolResult] = []
-        for call in calls:
-            result = by_id.get(call.id)
-            if result is None:
-                result = ToolResult(
-                    tool_use_id=call.id,
-                    content=f"the tool executor returned no result for call {call.id} of tool {call.name!r}",
-                    is_error=True,
-                )
-            ordered.append(result)
-            conv.emit(
-                "tool.finished",
-                level="warning" if result.is_error else "info",
-                tool=call.name,
-                tool_use_id=call.id,
-                is_error=result.is_error,
-                duration_ms=result.duration_ms,
-            )
-        return ordered
+    @property
+    def tool_map(self) -> dict[str, Tool]:
+        """The client tools by name, as executors receive them."""
+        return self._tool_map
 
     def secrets(self) -> list[str]:
         """Credential strings that must never reach an event."""
-        client = self._client
-        if client is None:
-            return []
-        return [s for s in (getattr(client, "api_key", None), getattr(client, "auth_token", None)) if s]
+        found: list[str] = []
+        for client in (self._client, self._aclient):
+            if client is not None:
+                found += [s for s in (client.api_key, client.auth_token) if s]
+        return found
 
     def prefill_unsupported(self, model: str) -> bool:
         return model in self._no_prefill

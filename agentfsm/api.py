@@ -1,5 +1,9 @@
 """The boundary with the Messages API: one request out, one ``Reply`` or ``RequestFailure`` back.
 
+Four ways to send, one shape of answer: ``send`` / ``asend`` (plain JSON,
+sync and async) and ``StreamCall`` (streamed, iterated sync or async for its
+text deltas).
+
 Replies are read from the raw JSON body (``with_raw_response``), not from the
 SDK's typed objects, so content blocks this version does not know — and
 fields the SDK would drop or default — are carried into the history exactly
@@ -9,11 +13,13 @@ as the API sent them.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import anthropic
 from pydantic import BaseModel, ConfigDict
+
+from agentfsm.sse import ReplyAssembler, StreamError, parse_sse
 
 #: Above this, the SDK refuses a non-streaming request unless a timeout is given
 #: (it expects such a request to take more than 10 minutes: 3600 s x tokens / 128k).
@@ -42,6 +48,9 @@ class RequestFailure(BaseModel):
     type: str
     message: str
     status_code: int | None = None
+    #: Set when a stream broke after it opened ("dropped", "error_event", "incomplete"): the SDK
+    #: does not retry those, so the driver does, per ``Policy.stream_retries``.
+    fault: str | None = None
 
     @property
     def rejects_prefill(self) -> bool:
@@ -72,6 +81,121 @@ def send(
 ) -> Reply | RequestFailure:
     """Send one non-streaming request; never raises for API or transport errors."""
     resource: Any = client.beta.messages if betas else client.messages
+    try:
+        raw = resource.with_raw_response.create(**_create_kwargs(resource, params, betas, timeout))
+        body = raw.http_response.json()
+    except Exception as exc:  # every failure of the request is data for the machine, not a crash
+        return failure_from(exc)
+    return _reply_from(body)
+
+
+async def asend(
+    client: anthropic.AsyncAnthropic,
+    params: Mapping[str, Any],
+    *,
+    betas: Sequence[str] = (),
+    timeout: float | None = None,
+) -> Reply | RequestFailure:
+    """``send`` for an ``AsyncAnthropic`` client."""
+    resource: Any = client.beta.messages if betas else client.messages
+    try:
+        raw = await resource.with_raw_response.create(**_create_kwargs(resource, params, betas, timeout))
+        body = raw.http_response.json()
+    except Exception as exc:
+        return failure_from(exc)
+    return _reply_from(body)
+
+
+class StreamCall:
+    """One streamed request: iterate it for text deltas as they arrive; ``outcome`` is set when it ends.
+
+    Never raises for API or transport errors: a stream that drops, carries an
+    ``error`` event, or ends before its stop_reason becomes a ``RequestFailure``
+    with ``fault`` set, which the driver may retry.
+    """
+
+    def __init__(
+        self,
+        client: anthropic.Anthropic | anthropic.AsyncAnthropic,
+        params: Mapping[str, Any],
+        *,
+        betas: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> None:
+        self._resource: Any = client.beta.messages if betas else client.messages
+        self._kwargs = _create_kwargs(self._resource, params, betas, timeout)
+        self._kwargs["stream"] = True
+        self.outcome: Reply | RequestFailure | None = None
+        self._opened = False
+
+    def __iter__(self) -> Iterator[str]:
+        assembler = ReplyAssembler()
+        try:
+            with self._resource.with_streaming_response.create(**self._kwargs) as response:
+                self._opened = True
+                for event, data in parse_sse(response.iter_lines()):
+                    text = assembler.feed(event, data)
+                    if text:
+                        yield text
+        except Exception as exc:
+            self.outcome = self._failure(exc)
+            return
+        self.outcome = self._finish(assembler)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        assembler = ReplyAssembler()
+        try:
+            async with self._resource.with_streaming_response.create(**self._kwargs) as response:
+                self._opened = True
+                async for event, data in _aparse(response.iter_lines()):
+                    text = assembler.feed(event, data)
+                    if text:
+                        yield text
+        except Exception as exc:
+            self.outcome = self._failure(exc)
+            return
+        self.outcome = self._finish(assembler)
+
+    def _failure(self, exc: Exception) -> RequestFailure:
+        if isinstance(exc, StreamError):
+            return RequestFailure(type=exc.error_type, message=str(exc), fault="error_event")
+        failure = failure_from(exc)
+        if self._opened:  # the SDK retries failures before the stream opens, never after
+            failure = failure.model_copy(update={"fault": "dropped"})
+        return failure
+
+    @staticmethod
+    def _finish(assembler: ReplyAssembler) -> Reply | RequestFailure:
+        if not assembler.stopped:
+            return RequestFailure(
+                type="incomplete_stream",
+                message="the stream ended before message_delta: the reply has no stop_reason",
+                fault="incomplete",
+            )
+        return _reply_from(assembler.body())
+
+
+async def _aparse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    buffered: list[str] = []
+    async for line in lines:
+        buffered.append(line)
+        if not line:
+            for item in parse_sse(buffered):
+                yield item
+            buffered = []
+    for item in parse_sse(buffered):
+        yield item
+
+
+def _reply_from(body: object) -> Reply | RequestFailure:
+    if not isinstance(body, dict):
+        return RequestFailure(type="invalid_response", message=f"expected a JSON object, got {body!r:.200}")
+    return Reply.model_validate(body)
+
+
+def _create_kwargs(
+    resource: Any, params: Mapping[str, Any], betas: Sequence[str], timeout: float | None
+) -> dict[str, Any]:
     known = _parameters_of(resource)
     kwargs: dict[str, Any] = {k: v for k, v in params.items() if k in known}
     unknown = {k: v for k, v in params.items() if k not in known}
@@ -82,14 +206,7 @@ def send(
         kwargs["betas"] = list(betas)
     if timeout is not None:
         kwargs["timeout"] = timeout
-    try:
-        raw = resource.with_raw_response.create(**kwargs)
-        body = raw.http_response.json()
-    except Exception as exc:  # every failure of the request is data for the machine, not a crash
-        return failure_from(exc)
-    if not isinstance(body, dict):
-        return RequestFailure(type="invalid_response", message=f"expected a JSON object, got {body!r:.200}")
-    return Reply.model_validate(body)
+    return kwargs
 
 
 _CREATE_PARAMETERS: dict[type, frozenset[str]] = {}

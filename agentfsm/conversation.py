@@ -13,8 +13,10 @@ drivers (async, streaming) reuse the plan and the completion unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +25,7 @@ from agentfsm.errors import InvalidTransitionError
 from agentfsm.events import EventLog, Level
 from agentfsm.history import Message, blocks, text_of
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.streaming import ResultEvent, StreamEvent, TextView, stream_event_for
 from agentfsm.table import API_ERROR, PREFILL_REJECTED, REQUESTING, STOP_REASONS, UNKNOWN_STOP_REASON, Transition
 from agentfsm.tools import ToolCall, ToolResult
 
@@ -90,6 +93,8 @@ class Conversation:
         self.reply: api.Reply | None = None
         self.prefill_was_rejected = False
         self.tool_results: list[ToolResult] = []
+        self.discards = 0  # replies dropped so far (a streamed view must not show their text twice)
+        self._outbox: list[StreamEvent] | None = None  # set while a streaming driver runs
         # The outcome so far.
         self.answer = ""
         self.reason: str | None = None
@@ -121,27 +126,167 @@ class Conversation:
 
     # --- stepping -----------------------------------------------------------------------
 
+    # --- drivers: the same steps, sync or async, plain or streamed ---------------------------
+    #
+    # A step is: plan (pure), perform its I/O (the only part that differs between
+    # drivers), complete (fire the transition). Streamed drivers also yield what the
+    # caller sees while the step runs.
+
     def step(self) -> TraceStep | None:
         """Advance exactly one transition (doing its I/O); None once the run is finished."""
         if self.finished:
             return None
-        plan = self.plan()
-        if isinstance(plan, SendRequest):
-            self.begin_request()
-            started = time.perf_counter()
-            outcome = api.send(self.agent.client, plan.params, betas=self.agent.betas, timeout=plan.timeout)
-            self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
-        elif isinstance(plan, RunTools):
-            self.complete_tools(plan, self.agent.run_tool_calls(self, plan.calls))
-        else:
-            self.fire(plan.transition)
+        for _ in self._step(None):
+            pass
         return self.trace[-1] if self.trace else None
 
     def run(self) -> RunResult:
         """Step until a final state and return the result. Bounded: every loop is counted by the policy."""
         while not self.finished:
-            self.step()
+            for _ in self._step(None):
+                pass
         return self.result()
+
+    def stream(self) -> Iterator[StreamEvent]:
+        """Run to a final state over streamed requests, yielding text, transitions and tool calls as they
+        happen; the last event is a ``ResultEvent``."""
+        view = TextView()
+        self._outbox = []
+        try:
+            while not self.finished:
+                yield from self._step(view)
+        finally:
+            self._outbox = None
+        yield ResultEvent(result=self.result())
+
+    async def astep(self) -> TraceStep | None:
+        """``step`` for an ``AsyncAnthropic`` client."""
+        if self.finished:
+            return None
+        async for _ in self._astep(None):
+            pass
+        return self.trace[-1] if self.trace else None
+
+    async def arun(self) -> RunResult:
+        """``run`` for an ``AsyncAnthropic`` client. Cancelling it leaves the conversation consistent:
+        history only changes inside a transition, never across an ``await``."""
+        while not self.finished:
+            async for _ in self._astep(None):
+                pass
+        return self.result()
+
+    async def astream(self) -> AsyncIterator[StreamEvent]:
+        """``stream`` for an ``AsyncAnthropic`` client."""
+        view = TextView()
+        self._outbox = []
+        try:
+            while not self.finished:
+                async for event in self._astep(view):
+                    yield event
+        finally:
+            self._outbox = None
+        yield ResultEvent(result=self.result())
+
+    def _step(self, view: TextView | None) -> Iterator[StreamEvent]:
+        plan = self.plan()
+        if isinstance(plan, SendRequest):
+            self.begin_request()
+            attempt = 0
+            while True:
+                started = time.perf_counter()
+                if view is None:
+                    outcome = api.send(self.agent.client, plan.params, betas=self.agent.betas, timeout=plan.timeout)
+                else:
+                    call = api.StreamCall(self.agent.client, plan.params, betas=self.agent.betas, timeout=plan.timeout)
+                    view.begin(self, retry=attempt > 0)
+                    for delta in call:
+                        yield from view.feed(delta)
+                    outcome = call.outcome or api.RequestFailure(type="no_outcome", message="stream never ran")
+                    yield from view.end(ok=isinstance(outcome, api.Reply))
+                delay = self._retry_delay(outcome, attempt)
+                if delay is None:
+                    break
+                attempt += 1
+                yield from self._drain()
+                time.sleep(delay)
+            self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
+        elif isinstance(plan, RunTools):
+            self._announce_tools(plan.calls)
+            yield from self._drain()
+            results = self.agent.executor.execute(plan.calls, self.agent.tool_map, self.policy.tool_timeout)
+            self.complete_tools(plan, results)
+        else:
+            self.fire(plan.transition)
+        yield from self._drain()
+
+    async def _astep(self, view: TextView | None) -> AsyncIterator[StreamEvent]:
+        plan = self.plan()
+        if isinstance(plan, SendRequest):
+            self.begin_request()
+            attempt = 0
+            while True:
+                started = time.perf_counter()
+                if view is None:
+                    outcome = await api.asend(
+                        self.agent.aclient, plan.params, betas=self.agent.betas, timeout=plan.timeout
+                    )
+                else:
+                    call = api.StreamCall(self.agent.aclient, plan.params, betas=self.agent.betas, timeout=plan.timeout)
+                    view.begin(self, retry=attempt > 0)
+                    async for delta in call:
+                        for event in view.feed(delta):
+                            yield event
+                    outcome = call.outcome or api.RequestFailure(type="no_outcome", message="stream never ran")
+                    for event in view.end(ok=isinstance(outcome, api.Reply)):
+                        yield event
+                delay = self._retry_delay(outcome, attempt)
+                if delay is None:
+                    break
+                attempt += 1
+                for event in self._drain():
+                    yield event
+                await asyncio.sleep(delay)
+            self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
+        elif isinstance(plan, RunTools):
+            self._announce_tools(plan.calls)
+            for event in self._drain():
+                yield event
+            results = await self.agent.executor.aexecute(plan.calls, self.agent.tool_map, self.policy.tool_timeout)
+            self.complete_tools(plan, results)
+        else:
+            self.fire(plan.transition)
+        for event in self._drain():
+            yield event
+
+    def _retry_delay(self, outcome: api.Reply | api.RequestFailure, attempt: int) -> float | None:
+        """Seconds to wait before sending a broken stream's request again, or None to stop retrying."""
+        if not isinstance(outcome, api.RequestFailure) or outcome.fault is None:
+            return None
+        if attempt >= self.policy.stream_retries:
+            return None
+        delay: float = min(self.policy.stream_retry_backoff * 2**attempt, self.policy.stream_retry_max_backoff)
+        self.emit(
+            "request.retried",
+            level="warning",
+            attempt=attempt + 1,
+            error_type=outcome.type,
+            message=outcome.message,
+            fault=outcome.fault,
+            delay_s=delay,
+        )
+        return delay
+
+    def _drain(self) -> list[StreamEvent]:
+        outbox = self._outbox
+        if not outbox:
+            return []
+        drained = list(outbox)
+        outbox.clear()
+        return drained
+
+    def _announce_tools(self, calls: list[ToolCall]) -> None:
+        for call in calls:
+            self.emit("tool.started", tool=call.name, tool_use_id=call.id)
 
     def plan(self) -> Plan:
         """Decide the next transition (and the I/O it needs) without doing anything."""
@@ -217,8 +362,32 @@ class Conversation:
         trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
         self.fire(self._require(str(trigger)))
 
-    def complete_tools(self, plan: RunTools, results: list[ToolResult]) -> None:
-        self.tool_results = results
+    def complete_tools(self, plan: RunTools, results: Sequence[ToolResult]) -> None:
+        """Feed an executor's results for ``plan.calls`` and fire the transition that answers them.
+
+        One result per call, in call order: a call the executor left unanswered
+        gets an is_error result rather than breaking the history.
+        """
+        by_id = {r.tool_use_id: r for r in results}
+        ordered: list[ToolResult] = []
+        for call in plan.calls:
+            result = by_id.get(call.id)
+            if result is None:
+                result = ToolResult(
+                    tool_use_id=call.id,
+                    content=f"the tool executor returned no result for call {call.id} of tool {call.name!r}",
+                    is_error=True,
+                )
+            ordered.append(result)
+            self.emit(
+                "tool.finished",
+                level="warning" if result.is_error else "info",
+                tool=call.name,
+                tool_use_id=call.id,
+                is_error=result.is_error,
+                duration_ms=result.duration_ms,
+            )
+        self.tool_results = ordered
         self.fire(plan.transition)
 
     def _require(self, trigger: str) -> Transition:
@@ -255,7 +424,11 @@ class Conversation:
             )
 
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
-        self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
+        event = self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
+        if self._outbox is not None:
+            mirrored = stream_event_for(name, self.turns, event.data)
+            if mirrored is not None:
+                self._outbox.append(mirrored)
 
     # --- the outcome ----------------------------------------------------------------------
 

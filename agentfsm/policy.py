@@ -47,6 +47,14 @@ class Policy(BaseModel):
         "except on rungs too large for a non-streaming request, which get long_request_timeout",
     )
     long_request_timeout: float = Field(3600.0, gt=0)
+    stream_retries: int = Field(
+        2,
+        ge=0,
+        description="resends of a request whose stream broke (dropped, SSE error event, no stop_reason); "
+        "the SDK retries HTTP errors itself but never a stream that has started",
+    )
+    stream_retry_backoff: float = Field(0.5, ge=0, description="seconds before the first resend; doubles each time")
+    stream_retry_max_backoff: float = Field(8.0, ge=0)
 
     @model_validator(mode="after")
     def _ladder_climbs(self) -> Self:
