@@ -14,6 +14,7 @@ drivers (async, streaming) reuse the plan and the completion unchanged.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -213,7 +214,7 @@ class Conversation:
         elif isinstance(plan, RunTools):
             self._announce_tools(plan.calls)
             yield from self._drain()
-            results = self.agent.executor.execute(plan.calls, self.agent.tool_map, self.policy.tool_timeout)
+            results = self.agent.executor.execute(plan.calls, self.agent.tool_map, self._tool_timeout)
             self.complete_tools(plan, results)
         else:
             self.fire(plan.transition)
@@ -251,12 +252,16 @@ class Conversation:
             self._announce_tools(plan.calls)
             for event in self._drain():
                 yield event
-            results = await self.agent.executor.aexecute(plan.calls, self.agent.tool_map, self.policy.tool_timeout)
+            results = await self.agent.executor.aexecute(plan.calls, self.agent.tool_map, self._tool_timeout)
             self.complete_tools(plan, results)
         else:
             self.fire(plan.transition)
         for event in self._drain():
             yield event
+
+    @property
+    def _tool_timeout(self) -> float:
+        return self.policy.tool_timeout or math.inf
 
     def _retry_delay(self, outcome: api.Reply | api.RequestFailure, attempt: int) -> float | None:
         """Seconds to wait before sending a broken stream's request again, or None to stop retrying."""
@@ -450,3 +455,9 @@ class Conversation:
             model=self.model,
             turns=self.turns,
         )
+
+    def graph(self, format: str = "mermaid") -> str:
+        """The agent's graph with the path so far and the current state highlighted: ``mermaid``, ``dot`` or ``svg``."""
+        from agentfsm.graph import conversation_graph
+
+        return conversation_graph(self, format)

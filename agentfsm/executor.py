@@ -77,6 +77,10 @@ class DefaultExecutor:
     on the caller's loop. Each call runs in a copy of the caller's
     ``contextvars`` context, so structlog context variables reach tool code.
 
+    **No timeout** (``math.inf``, what ``Policy(tool_timeout=None)`` passes): a
+    batch of one sync call runs inline in the calling thread, saving the thread
+    hop (~50 µs); batches of several calls still run concurrently in the pool.
+
     **Timeouts.** An async tool that times out is cancelled. A sync tool cannot
     be stopped: its result is reported as a :class:`ToolTimeoutError` and the
     thread is *abandoned* (left to finish in the background; its result is
@@ -118,7 +122,11 @@ class DefaultExecutor:
             else:
                 job = _bind(_run_sync, tool, kwargs, call, limit, deadline)
             jobs.append((i, tool, call, job))
-        if jobs:
+        if len(jobs) == 1 and limit is None and not jobs[0][1].is_async:
+            # No timeout to enforce and nothing to overlap with: run it here, without a thread hop.
+            i, _, _, job = jobs[0]
+            results[i] = job()
+        elif jobs:
             pool, futures = self._submit([job for *_, job in jobs])
             for (i, tool, call, _), fut in zip(jobs, futures, strict=True):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

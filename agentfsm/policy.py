@@ -39,7 +39,12 @@ class Policy(BaseModel):
     continuation_prompt: str = DEFAULT_CONTINUATION_PROMPT
     nudge_prompt: str = DEFAULT_NUDGE_PROMPT
     fallback_model: str | None = Field(None, description="model to retry once on after a refusal")
-    tool_timeout: float = Field(60.0, gt=0, description="seconds one tool call may run")
+    tool_timeout: float | None = Field(
+        60.0,
+        gt=0,
+        description="seconds one tool call may run; None for no limit (a lone sync call then runs inline, "
+        "without the thread hop a timeout needs)",
+    )
     request_timeout: float | None = Field(
         None,
         gt=0,

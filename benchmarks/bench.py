@@ -1,0 +1,297 @@
+"""Benchmarks: agentfsm next to the loops it replaces, in one process, on the same in-process simulator.
+
+    .venv/bin/python benchmarks/bench.py            # full run (prints the README table)
+    .venv/bin/python benchmarks/bench.py --quick    # small N, for CI: keeps the script from rotting
+
+Every contender talks to the same ``Simulator`` over the SDK's real HTTP
+stack (httpx2 MockTransport), so the simulator's own cost is in every row
+alike; compare rows, not absolute numbers. Rounds are interleaved so a noisy
+neighbour hurts every contender the same.
+
+1. Per-turn cost of a 20-turn tool conversation: a hand-written
+   ``messages.create`` loop (the baseline), the SDK's
+   ``client.beta.messages.tool_runner(..., thread=False)``, agentfsm ``run``
+   and ``arun``; then the streamed versions (``messages.stream`` loop,
+   agentfsm ``stream`` and ``astream``).
+2. Many concurrent conversations (10,000 by default) through ``arun`` on one
+   event loop, in a fresh subprocess: wall time, conversations per second,
+   peak RSS above the process's baseline, bytes per conversation.
+3. Time to first text delta: ``astream`` against a raw SDK async stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+
+from agentfsm import Agent, Policy, tool
+from agentfsm.sim import SimRequest, Simulator
+from agentfsm.sim import replies as r
+
+MODEL = "claude-opus-4-5"
+TURNS = 20
+TOOL_SPEC = {
+    "name": "lookup",
+    "description": "Look a key up.",
+    "input_schema": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]},
+}
+
+
+def lookup_impl(key: str) -> str:
+    return f"value of {key}"
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look a key up."""
+    return lookup_impl(key)
+
+
+def conversation_script(turns: int) -> Callable[[SimRequest], Any]:
+    """A model that calls the tool until ``turns`` requests have been made, then answers."""
+
+    def reply(request: SimRequest) -> Any:
+        done = sum(1 for m in request.messages if m["role"] == "assistant")
+        if done + 1 < turns:
+            return r.tool_use("lookup", {"key": f"k{done}"}, text="Looking that up.")
+        return r.text("All keys looked up; here is the summary you asked for.")
+
+    return reply
+
+
+# --- contenders: one 20-turn conversation each --------------------------------------------------
+
+
+def hand_loop(client: anthropic.Anthropic) -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Look up twenty keys."}]
+    while True:
+        reply = client.messages.create(model=MODEL, max_tokens=1024, messages=messages, tools=[TOOL_SPEC])  # type: ignore[arg-type,list-item]
+        if reply.stop_reason != "tool_use":
+            return
+        content = [b.model_dump(exclude_none=True) for b in reply.content]
+        results = [
+            {"type": "tool_result", "tool_use_id": b.id, "content": lookup_impl(**b.input)}  # type: ignore[arg-type]
+            for b in reply.content
+            if b.type == "tool_use"
+        ]
+        messages += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
+
+
+def hand_stream_loop(client: anthropic.Anthropic) -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Look up twenty keys."}]
+    while True:
+        with client.messages.stream(model=MODEL, max_tokens=1024, messages=messages, tools=[TOOL_SPEC]) as s:  # type: ignore[arg-type,list-item]
+            for _ in s.text_stream:
+                pass
+            reply = s.get_final_message()
+        if reply.stop_reason != "tool_use":
+            return
+        content = [b.model_dump(exclude_none=True) for b in reply.content]
+        results = [
+            {"type": "tool_result", "tool_use_id": b.id, "content": lookup_impl(**b.input)}  # type: ignore[arg-type]
+            for b in reply.content
+            if b.type == "tool_use"
+        ]
+        messages += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
+
+
+def sdk_runner(client: anthropic.Anthropic) -> None:
+    @anthropic.beta_tool
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        return lookup_impl(key)
+
+    runner = client.beta.messages.tool_runner(
+        model=MODEL,
+        max_tokens=1024,
+        tools=[lookup],
+        messages=[{"role": "user", "content": "Look up twenty keys."}],
+        thread=False,
+    )
+    for _ in runner:
+        pass
+
+
+def agent_for(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> Agent:
+    return Agent(client=client, model=MODEL, tools=[lookup], logger=None, policy=Policy(max_turns=TURNS + 5))
+
+
+def fsm_run(client: anthropic.Anthropic) -> None:
+    assert agent_for(client).run("Look up twenty keys.").final_state == "done"
+
+
+def fsm_stream(client: anthropic.Anthropic) -> None:
+    for _ in agent_for(client).stream("Look up twenty keys."):
+        pass
+
+
+def fsm_arun(client: anthropic.AsyncAnthropic) -> None:
+    assert asyncio.run(agent_for(client).arun("Look up twenty keys.")).final_state == "done"
+
+
+def fsm_astream(client: anthropic.AsyncAnthropic) -> None:
+    async def go() -> None:
+        async for _ in agent_for(client).astream("Look up twenty keys."):
+            pass
+
+    asyncio.run(go())
+
+
+CONTENDERS: list[tuple[str, str, Callable[[Any], None], bool]] = [
+    # group, name, function, async client?
+    ("plain", "hand-written messages.create loop (baseline)", hand_loop, False),
+    ("plain", "SDK beta tool_runner(thread=False)", sdk_runner, False),
+    ("plain", "agentfsm run", fsm_run, False),
+    ("plain", "agentfsm arun", fsm_arun, True),
+    ("streamed", "hand-written messages.stream loop (baseline)", hand_stream_loop, False),
+    ("streamed", "agentfsm stream", fsm_stream, False),
+    ("streamed", "agentfsm astream", fsm_astream, True),
+]
+
+
+def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float]]]:
+    """Median per-turn milliseconds of each contender, several interleaved rounds."""
+    samples: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
+    for _ in range(rounds):
+        for _, name, fn, is_async in CONTENDERS:
+            sim = Simulator(conversation_script(TURNS))
+            client: Any = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
+            fn(client)  # warm-up conversation (connection pool, caches)
+            started = time.perf_counter()
+            for _ in range(conversations):
+                fn(client)
+            elapsed = time.perf_counter() - started
+            samples[name].append(elapsed / (conversations * TURNS) * 1000)
+    return [(group, name, samples[name]) for group, name, _, _ in CONTENDERS]
+
+
+# --- many conversations, in a fresh process ---------------------------------------------------------
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def many_child(n: int) -> None:
+    """Run ``n`` concurrent two-turn conversations; print one JSON line of measurements."""
+    script = conversation_script(2)
+    sim = Simulator(script)
+    agent = agent_for(sim.async_client(max_retries=0))
+    asyncio.run(agent.arun("warm up"))
+    baseline = _rss_kib("VmRSS:")
+
+    async def go() -> list[Any]:
+        return await asyncio.gather(*(agent.arun(f"conversation {i}") for i in range(n)))
+
+    started = time.perf_counter()
+    results = asyncio.run(go())
+    wall = time.perf_counter() - started
+    peak = _rss_kib("VmHWM:")
+    payload = sum(len(json.dumps(res.messages)) for res in results)
+    assert all(res.final_state == "done" for res in results)
+    print(json.dumps({"n": n, "wall_s": wall, "peak_above_baseline_kib": peak - baseline, "payload_bytes": payload}))
+
+
+def many(n: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--many-child", str(n)], capture_output=True, text=True, check=True, timeout=1800
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# --- time to first text delta ---------------------------------------------------------------------
+
+
+def first_delta(rounds: int) -> dict[str, list[float]]:
+    text = "A first sentence arrives, and then a great many more follow it. " * 20
+    samples: dict[str, list[float]] = {"raw SDK async stream": [], "agentfsm astream": []}
+
+    async def raw(client: anthropic.AsyncAnthropic) -> float:
+        started = time.perf_counter()
+        async with client.messages.stream(
+            model=MODEL, max_tokens=1024, messages=[{"role": "user", "content": "Go"}]
+        ) as s:
+            async for _ in s.text_stream:
+                first = time.perf_counter() - started
+                break
+            async for _ in s.text_stream:
+                pass
+        return first * 1000
+
+    async def fsm(client: anthropic.AsyncAnthropic) -> float:
+        started = time.perf_counter()
+        first = 0.0
+        async for event in agent_for(client).astream("Go"):
+            if event.type == "text" and not first:
+                first = time.perf_counter() - started
+        return first * 1000
+
+    for _ in range(rounds):
+        for name, fn in (("raw SDK async stream", raw), ("agentfsm astream", fsm)):
+            sim = Simulator(lambda req: r.text(text))
+            client = sim.async_client(max_retries=0)
+            samples[name].append(asyncio.run(fn(client)))
+    return samples
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N: a smoke run for CI")
+    parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.many_child:
+        many_child(args.many_child)
+        return
+    rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (7, 10, 10_000, 30)
+
+    print(
+        f"agentfsm benchmarks ({'quick' if args.quick else 'full'}; Python {sys.version.split()[0]}, "
+        f"anthropic {anthropic.__version__}, {os.cpu_count()} CPUs)\n"
+    )
+    print(
+        f"1. Per-turn cost, {TURNS}-turn tool conversation, ms/turn: median (min–max) of {rounds} rounds "
+        f"x {conversations} conversations"
+    )
+    rows = per_turn(rounds, conversations)
+    baselines = {group: statistics.median(s) for group, name, s in rows if "baseline" in name}
+    print(f"   {'contender':<48} {'ms/turn':>22} {'vs baseline':>12}")
+    for group, name, s in rows:
+        print(f"   {name:<48} {spread(s):>22} {statistics.median(s) / baselines[group]:>11.2f}x")
+
+    print(f"\n2. {n:,} concurrent conversations (2 turns each) through arun, one event loop, fresh process")
+    m = many(n)
+    print(
+        f"   wall {m['wall_s']:.2f} s · {n / m['wall_s']:,.0f} conversations/s · "
+        f"peak RSS +{m['peak_above_baseline_kib'] / 1024:.1f} MiB · "
+        f"{m['peak_above_baseline_kib'] * 1024 / n:,.0f} bytes/conversation "
+        f"(message payloads {m['payload_bytes'] / n:,.0f} bytes/conversation)"
+    )
+
+    print(f"\n3. Time to first text delta, ms: median (min–max) of {first_rounds} rounds")
+    for name, s in first_delta(first_rounds).items():
+        print(f"   {name:<48} {spread(s):>22}")
+
+
+if __name__ == "__main__":
+    main()
