@@ -24,6 +24,8 @@ from agentfsm.conversation import Conversation
 from agentfsm.errors import (
     AgentfsmError,
     ConfigurationError,
+    EventsFileError,
+    GraphvizNotFoundError,
     InvalidHistoryError,
     InvalidTransitionError,
     MissingAPIKeyError,
@@ -31,7 +33,9 @@ from agentfsm.errors import (
 from agentfsm.events import EVENT_NAMES, Event, redact_processor
 from agentfsm.executor import DefaultExecutor, ToolExecutor
 from agentfsm.guards import guard
+from agentfsm.live import LiveView
 from agentfsm.policy import Policy
+from agentfsm.replay import EventsWriter, ReplayedRun
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
 from agentfsm.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition
 from agentfsm.tools import Tool, ToolCall, ToolResult, tool
@@ -47,10 +51,15 @@ __all__ = [
     "Conversation",
     "DefaultExecutor",
     "Event",
+    "EventsFileError",
+    "EventsWriter",
+    "GraphvizNotFoundError",
     "InvalidHistoryError",
     "InvalidTransitionError",
+    "LiveView",
     "MissingAPIKeyError",
     "Policy",
+    "ReplayedRun",
     "RunError",
     "RunResult",
     "Tool",

@@ -18,7 +18,7 @@ import anthropic
 from agentfsm.conversation import Conversation
 from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError
 from agentfsm.events import default_logger
-from agentfsm.executor import DefaultExecutor, ToolExecutor
+from agentfsm.executor import ToolExecutor, shared_executor
 from agentfsm.history import Message, validate_history
 from agentfsm.policy import Policy
 from agentfsm.result import RunResult
@@ -93,7 +93,7 @@ class Agent:
             self.betas = betas
         if not isinstance(self.policy, Policy):
             raise ConfigurationError(f"policy must be an agentfsm.Policy, got {type(self.policy).__name__}")
-        self.executor: ToolExecutor = executor if executor is not None else DefaultExecutor()
+        self.executor: ToolExecutor = executor if executor is not None else shared_executor()
         self.logger: Any = default_logger() if logger is _UNSET else logger
         self._tool_map: dict[str, Tool] = {t.name: t for t in self.tools if isinstance(t, Tool)}
         self._static_params = self._build_static_params()
@@ -268,3 +268,12 @@ class Agent:
     def remember_prefill_unsupported(self, model: str) -> None:
         """Remember that ``model`` rejects assistant prefill, so later runs of this agent skip the attempt."""
         self._no_prefill.add(model)
+
+    # --- drawing ---------------------------------------------------------------------------------
+
+    @classmethod
+    def graph(cls, format: str = "mermaid") -> str:
+        """This class's state graph, added states and transitions included: ``mermaid``, ``dot`` or ``svg`` text."""
+        from agentfsm.graph import agent_graph
+
+        return agent_graph(cls, format)

@@ -41,6 +41,14 @@ class Reply(BaseModel):
     stop_details: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
 
+    @property
+    def container_id(self) -> str | None:
+        """The id of the code-execution container the reply ran in (``container.id``), if any."""
+        container = (self.model_extra or {}).get("container")
+        if isinstance(container, dict) and isinstance(container.get("id"), str):
+            return str(container["id"])
+        return None
+
 
 class RequestFailure(BaseModel):
     """A request that produced no reply: an HTTP error after the SDK's retries, or a transport fault."""

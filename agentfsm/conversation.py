@@ -94,6 +94,9 @@ class Conversation:
         self.reply: api.Reply | None = None
         self.prefill_was_rejected = False
         self.tool_results: list[ToolResult] = []
+        # The code-execution container the replies ran in: later requests must name it (a programmatic
+        # tool call waits in it for its result).
+        self.container: str | None = None
         self.discards = 0  # replies dropped so far (a streamed view must not show their text twice)
         self._outbox: list[StreamEvent] | None = None  # set while a streaming driver runs
         # The outcome so far.
@@ -321,6 +324,9 @@ class Conversation:
         """The body of the next request."""
         params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": self._wire_messages()}
         params.update(self.agent.static_params())
+        if self.container is not None:
+            given = params.get("container")
+            params["container"] = {**given, "id": self.container} if isinstance(given, dict) else self.container
         return params
 
     def begin_request(self) -> None:
@@ -356,6 +362,7 @@ class Conversation:
             self.fire(rejected or self._require(API_ERROR))
             return
         self.reply = outcome
+        self.container = outcome.container_id or self.container
         self.usage.add(outcome.usage)
         self.emit(
             "response.received",
@@ -429,9 +436,9 @@ class Conversation:
             )
 
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
-        event = self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
+        clean = self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
         if self._outbox is not None:
-            mirrored = stream_event_for(name, self.turns, event.data)
+            mirrored = stream_event_for(name, self.turns, clean)
             if mirrored is not None:
                 self._outbox.append(mirrored)
 
@@ -439,7 +446,7 @@ class Conversation:
 
     def result(self) -> RunResult:
         reply = self.reply
-        return RunResult(
+        result = RunResult(
             conversation_id=self.id,
             final_state=self.state,
             reason=self.reason,
@@ -451,10 +458,11 @@ class Conversation:
             messages=self.messages,
             usage=self.usage,
             trace=self.trace,
-            events=self.log.events,
             model=self.model,
             turns=self.turns,
         )
+        result.attach_events(self.log.raw)
+        return result
 
     def graph(self, format: str = "mermaid") -> str:
         """The agent's graph with the path so far and the current state highlighted: ``mermaid``, ``dot`` or ``svg``."""

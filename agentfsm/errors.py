@@ -100,3 +100,39 @@ class ToolReturnError(ToolCallError):
             f"tool {tool!r} returned a non-serialisable value of type {type(value).__name__}; "
             "return str, a list of content blocks, a pydantic model, or a JSON-serialisable value",
         )
+
+
+# --- graphs, replay and the command line ---
+
+
+class GraphvizNotFoundError(AgentfsmError):
+    """SVG or PNG output was asked for and Graphviz's ``dot`` program is not installed."""
+
+    def __init__(self, format: str = "svg") -> None:
+        self.format = format
+        super().__init__(
+            f"{format.upper()} output needs Graphviz's `dot` program, which is not installed: install the "
+            "system package `graphviz` (apt-get install graphviz, brew install graphviz, or "
+            "conda install graphviz), or ask for format 'mermaid' or 'dot', which need nothing"
+        )
+
+
+class GraphvizRenderError(AgentfsmError):
+    """Graphviz's ``dot`` ran and failed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Graphviz's dot failed: {detail}")
+
+
+class EventsFileError(AgentfsmError, ValueError):
+    """An events file (JSON lines) cannot be replayed: not JSON, not agentfsm events, or a broken trace."""
+
+    def __init__(self, problem: str, source: str = "events", line: int | None = None) -> None:
+        self.problem = problem
+        self.line = line
+        where = f"{source} line {line}" if line is not None else source
+        super().__init__(f"{where}: {problem}")
+
+
+class TargetNotFoundError(AgentfsmError):
+    """A ``MODULE:NAME`` given on the command line does not name something that can be loaded."""

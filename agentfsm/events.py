@@ -83,34 +83,45 @@ def redact_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) 
     return {k: redact(v) for k, v in event_dict.items()}
 
 
+#: One event as kept while a run is going: (event, level, turn, state, timestamp, data).
+#: Tuples, not models: a run keeps every event, and a model costs ~1 KiB where this costs a few
+#: hundred bytes; ``Event`` models are built when someone reads them.
+RawEvent = tuple[str, Level, int, str, float, dict[str, Any]]
+
+
+def materialise(conversation_id: str, raw: Iterable[RawEvent]) -> list[Event]:
+    """``Event`` models for raw events."""
+    return [
+        Event(event=e, level=lv, conversation_id=conversation_id, turn=t, state=st, timestamp=ts, data=d)
+        for e, lv, t, st, ts, d in raw
+    ]
+
+
 class EventLog:
     """Emits the events of one conversation and keeps them for its result."""
 
-    __slots__ = ("_logger", "_secrets", "conversation_id", "events")
+    __slots__ = ("_logger", "_secrets", "conversation_id", "raw")
 
     def __init__(self, conversation_id: str, logger: Any | None, secrets: Iterable[str] = ()) -> None:
         self.conversation_id = conversation_id
-        self.events: list[Event] = []
+        self.raw: list[RawEvent] = []
         self._secrets = tuple(s for s in secrets if s)
         self._logger = logger
 
-    def emit(self, name: str, *, turn: int, state: str, level: Level = "info", **data: Any) -> Event:
+    @property
+    def events(self) -> list[Event]:
+        """The events so far, as models."""
+        return materialise(self.conversation_id, self.raw)
+
+    def emit(self, name: str, *, turn: int, state: str, level: Level = "info", **data: Any) -> dict[str, Any]:
+        """Record and log one event; return its (redacted) data."""
         if name not in EVENT_NAMES:
             raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.events.EVENT_NAMES")
         clean: dict[str, Any] = redact(data, self._secrets)
-        event = Event(
-            event=name,
-            level=level,
-            conversation_id=self.conversation_id,
-            turn=turn,
-            state=state,
-            timestamp=time.time(),
-            data=clean,
-        )
-        self.events.append(event)
+        self.raw.append((name, level, turn, state, time.time(), clean))
         if self._logger is not None:
             getattr(self._logger, level)(name, conversation_id=self.conversation_id, turn=turn, state=state, **clean)
-        return event
+        return clean
 
 
 def default_logger() -> Any:

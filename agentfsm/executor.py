@@ -28,7 +28,7 @@ from agentfsm.errors import (
 )
 from agentfsm.tools import Tool, ToolCall, ToolResult, error_result, to_tool_result
 
-__all__ = ["DefaultExecutor", "ToolExecutor"]
+__all__ = ["DefaultExecutor", "ToolExecutor", "shared_executor"]
 
 
 @runtime_checkable
@@ -227,6 +227,24 @@ class DefaultExecutor:
 
 
 # --- what runs for one call --------------------------------------------------------
+
+
+_SHARED: DefaultExecutor | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_executor() -> DefaultExecutor:
+    """The process-wide ``DefaultExecutor`` that agents use unless given their own.
+
+    One pool for the process, like the SDK's one connection pool per client:
+    making an agent must not cost a thread pool, and idle threads are shared.
+    """
+    global _SHARED
+    if _SHARED is None:
+        with _SHARED_LOCK:
+            if _SHARED is None:
+                _SHARED = DefaultExecutor()
+    return _SHARED
 
 
 def _prepare(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult | tuple[Tool, dict[str, Any]]:

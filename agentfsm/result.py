@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
 
-from agentfsm.events import Event
+from agentfsm.events import Event, RawEvent, materialise
+
+if TYPE_CHECKING:
+    from agentfsm.agent import Agent
 
 FinalState = Literal["done", "truncated", "refused", "failed"]
 
@@ -70,9 +75,20 @@ class RunResult(BaseModel):
     messages: list[dict[str, Any]]
     usage: Usage
     trace: list[TraceStep]
-    events: list[Event]
     model: str
     turns: int
+
+    _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
+
+    def attach_events(self, raw: Sequence[RawEvent]) -> None:
+        """Attach the run's events (kept raw; built into models on first read)."""
+        self._raw_events = raw
+
+    @computed_field  # type: ignore[prop-decorator]
+    @cached_property
+    def events(self) -> list[Event]:
+        """Every event of the run, in order."""
+        return materialise(self.conversation_id, self._raw_events)
 
     @property
     def truncated(self) -> bool:
@@ -92,3 +108,9 @@ class RunResult(BaseModel):
         if not self.trace:
             return []
         return [self.trace[0].source, *(step.dest for step in self.trace)]
+
+    def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
+        """The path this run took, drawn on ``agent``'s graph (the base Agent's by default), final state marked."""
+        from agentfsm.graph import path_graph
+
+        return path_graph(self.trace, self.final_state, format, agent=agent)

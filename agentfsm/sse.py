@@ -75,11 +75,9 @@ class ReplyAssembler:
             message["content"] = self.content
             self.message = message
         elif kind == "content_block_start":
-            index = int(body.get("index", len(self.content)))
+            # Appended, as the SDK does: the block's position is its arrival order.
             block = dict(body.get("content_block") or {})
-            while len(self.content) <= index:
-                self.content.append({})
-            self.content[index] = block
+            self.content.append(block)
             if block.get("type") == "text" and block.get("text"):
                 return str(block["text"])
         elif kind == "content_block_delta":
@@ -88,6 +86,10 @@ class ReplyAssembler:
             self._close(int(body.get("index", 0)))
         elif kind == "message_delta":
             self._message_delta(body)
+        elif kind == "message_stop" and self.message is not None and self.message.get("stop_reason") is not None:
+            # Some replies (programmatic tool calling) arrive whole in message_start, stop_reason
+            # included, and end with message_stop and no message_delta: that is a finished reply.
+            self.stopped = True
         return ""
 
     def _delta(self, index: int, delta: dict[str, Any]) -> str:
@@ -135,9 +137,9 @@ class ReplyAssembler:
         if self.message is None:
             self.message = {"content": self.content}
         delta = body.get("delta") or {}
-        for key in ("stop_reason", "stop_sequence", "stop_details"):
-            if key in delta:
-                self.message[key] = delta[key]
+        for key, value in delta.items():  # stop_reason, stop_sequence, stop_details, container, ...
+            if value is not None or key not in self.message or key in ("stop_sequence", "stop_details"):
+                self.message[key] = value
         usage = body.get("usage")
         if isinstance(usage, dict):
             merged = dict(self.message.get("usage") or {})

@@ -1,25 +1,44 @@
 """Suite-wide checks.
 
 Every request any agent sends to the simulator, in every test, is checked
-against the wire rules of SPEC.md §3 (``agentfsm.history.wire_problems``).
-Only the simulator's own tests, which send hand-made bad requests on
-purpose, are exempt.
+twice: against the wire rules of SPEC.md §3 (``agentfsm.history.wire_problems``)
+and against the official request schema (``CreateMessageParams``, or
+``BetaCreateMessageParams`` for beta calls) from the OpenAPI spec kept beside
+the real-traffic corpus, with a JSON Schema validator built once per session.
+Only the simulator's own tests (``test_sim*``), which send hand-made bad
+requests on purpose, are exempt from both; a test marked ``beyond_schema``
+(content the vendored schema does not know, sent on purpose) is exempt from
+the schema check. Exempt requests are still counted: the terminal summary
+says how many requests were validated. Without the corpus folder the schema
+check is skipped, and the summary says so.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import realtraffic
 
 from agentfsm.history import wire_problems
 from agentfsm.sim import SimRequest, Simulator
+from agentfsm.sim.wire import MESSAGES_PATH
+
+#: Session totals of the schema check, for the terminal summary.
+SCHEMA_TALLY: Counter[str] = Counter()
+_TALLY_LOCK = threading.Lock()
+
+
+def _exempt(request: pytest.FixtureRequest) -> bool:
+    return str(request.node.module.__name__).split(".")[-1].startswith("test_sim")
 
 
 @pytest.fixture(autouse=True)
 def wire_rules_on_every_request(request: pytest.FixtureRequest) -> Iterator[list[str]]:
     problems: list[str] = []
-    exempt = request.node.module.__name__.split(".")[-1].startswith("test_sim")
+    exempt = _exempt(request)
 
     def check(sim_request: SimRequest) -> None:
         for problem in wire_problems(sim_request.messages):
@@ -32,3 +51,56 @@ def wire_rules_on_every_request(request: pytest.FixtureRequest) -> Iterator[list
         Simulator.observers.remove(check)
     if not exempt:
         assert not problems, "requests broke the wire rules of SPEC.md §3:\n" + "\n".join(problems)
+
+
+@pytest.fixture(autouse=True)
+def request_schema_on_every_request(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Validate every Messages request body against the API's own schema (skipped if the spec is absent).
+
+    Yields the problems found; a test that sends a bad request on purpose may inspect and clear them.
+    """
+    problems: list[str] = []
+    exempt = _exempt(request) or request.node.get_closest_marker("beyond_schema") is not None
+    invalid = 0
+
+    def check(sim_request: SimRequest) -> None:
+        nonlocal invalid
+        if sim_request.method != "POST" or sim_request.path != MESSAGES_PATH or not sim_request.body:
+            outcome = "not a Messages request"
+        else:
+            name = realtraffic.schema_name(sim_request.query, sim_request.headers)
+            found = realtraffic.schema_problems(sim_request.body, name)
+            if found is None:
+                outcome = "not checked (no spec)"
+            elif not found:
+                outcome = f"valid {name}"
+            elif exempt:
+                outcome = "invalid on purpose (test_sim*, or marked beyond_schema)"
+            else:
+                outcome = ""
+                with _TALLY_LOCK:
+                    invalid += 1
+                    problems.append(f"request #{sim_request.n}: {found[0]}")
+        if outcome:
+            with _TALLY_LOCK:
+                SCHEMA_TALLY[outcome] += 1
+
+    Simulator.observers.append(check)
+    try:
+        yield problems
+    finally:
+        Simulator.observers.remove(check)
+    with _TALLY_LOCK:
+        SCHEMA_TALLY["invalid"] += len(problems)
+        SCHEMA_TALLY["invalid, caught on purpose by a test"] += invalid - len(problems)
+    assert not problems, "requests do not validate against the API's OpenAPI schema:\n" + "\n".join(problems)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not SCHEMA_TALLY:
+        return
+    total = sum(SCHEMA_TALLY.values())
+    parts = ", ".join(f"{outcome}: {n}" for outcome, n in sorted(SCHEMA_TALLY.items()) if n)
+    terminalreporter.write_line(f"request schema check: {total} simulator requests ({parts})")
+    if not realtraffic.available():
+        terminalreporter.write_line(f"request schema check skipped: {realtraffic.SKIP_REASON}")

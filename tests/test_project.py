@@ -127,3 +127,18 @@ def test_mypy_strict_is_clean() -> None:
 def test_ruff_is_clean() -> None:
     proc = subprocess.run([*_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_benchmark_script_runs_in_quick_mode() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    for row in ("baseline", "tool_runner", "agentfsm run", "agentfsm arun", "agentfsm stream", "agentfsm astream"):
+        assert row in out
+    assert "concurrent conversations" in out and "bytes/conversation" in out and "first text delta" in out

@@ -8,12 +8,24 @@
 It speaks the real wire protocol (JSON and SSE), validates requests the way the
 API does (HTTP 400), and can produce every stop reason, error and stream fault
 on demand. ``replies.writer(document)`` writes a long text across requests to
-test continuation.
+test continuation. ``replies.recorded(path)`` and ``Simulator.from_recording(...)``
+replay exchanges recorded from the real API, byte for byte.
 """
 
 from agentfsm.sim import replies
-from agentfsm.sim.model import ErrorReply, ScriptedReply, ScriptError, SimRequest
+from agentfsm.sim.model import ErrorReply, RecordedReply, ScriptedReply, ScriptError, SimRequest
+from agentfsm.sim.recorded import Recording
 from agentfsm.sim.simulator import Simulator
 from agentfsm.sim.tokens import count_tokens
 
-__all__ = ["ErrorReply", "ScriptError", "ScriptedReply", "SimRequest", "Simulator", "count_tokens", "replies"]
+__all__ = [
+    "ErrorReply",
+    "RecordedReply",
+    "Recording",
+    "ScriptError",
+    "ScriptedReply",
+    "SimRequest",
+    "Simulator",
+    "count_tokens",
+    "replies",
+]

@@ -4,6 +4,7 @@ A script is a list of replies (or functions that build one from the request).
 ``ScriptedReply`` holds raw content blocks exactly as the API sends them, so
 anything the real API can return (including block types this project does not
 model) can be scripted. ``ErrorReply`` is an HTTP error answer.
+``RecordedReply`` is an exchange recorded from the real API, replayed as is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Fault = Literal["drop", "error_event", "no_message_delta"]
 """A failure injected into a reply; see ``ScriptedReply.fault``."""
@@ -123,7 +124,30 @@ class ErrorReply(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-Reply: TypeAlias = ScriptedReply | ErrorReply
+class RecordedReply(BaseModel):
+    """An exchange recorded from the real API, served as it was recorded (see ``agentfsm.sim.recorded``).
+
+    ``body`` is the recorded JSON body (a Message or an error), ``sse`` the
+    recorded event stream; at least one is set. A streaming request gets
+    ``sse`` byte for byte, a non-streaming one gets ``body`` (or the Message
+    folded from ``sse`` when only the stream was recorded).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    status: int = 200
+    body: dict[str, Any] | None = None
+    sse: str | None = None
+    source: str = Field(default="", description="where the recording came from (a file name), for messages")
+
+    @model_validator(mode="after")
+    def _has_an_answer(self) -> RecordedReply:
+        if self.body is None and self.sse is None:
+            raise ValueError("a RecordedReply needs the recorded JSON body or the recorded SSE text")
+        return self
+
+
+Reply: TypeAlias = ScriptedReply | ErrorReply | RecordedReply
 ReplyFn: TypeAlias = Callable[[SimRequest], Reply]
-ScriptItem: TypeAlias = ScriptedReply | ErrorReply | ReplyFn
+ScriptItem: TypeAlias = ScriptedReply | ErrorReply | RecordedReply | ReplyFn
 Script: TypeAlias = Sequence[ScriptItem] | ReplyFn

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from agentfsm.sim.model import ErrorReply, Fault, ScriptedReply
+from agentfsm.sim.model import ErrorReply, Fault, RecordedReply, ScriptedReply
+from agentfsm.sim.recorded import Recording, load
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED
 from agentfsm.sim.wire import RETRY_NOW, is_retryable
 from agentfsm.sim.writer import writer
@@ -29,6 +32,7 @@ __all__ = [
     "prefill_not_supported",
     "prompt_too_long",
     "rate_limited",
+    "recorded",
     "redacted_thinking_block",
     "refusal",
     "server_error",
@@ -192,6 +196,16 @@ def context_window_exceeded(text: str) -> ScriptedReply:
 def unknown(stop_reason: str | None, text: str = "Done.") -> ScriptedReply:
     """A reply with any raw stop_reason, including values no client knows and ``None``."""
     return ScriptedReply(content=[text_block(text)], stop_reason=stop_reason)
+
+
+def recorded(source: str | Path | Mapping[str, Any] | Recording) -> RecordedReply:
+    """A reply recorded from the real API, served as recorded: a path to a recording file, its JSON, or a Recording.
+
+    A streaming request gets the recorded SSE byte for byte; a non-streaming one
+    the recorded JSON body (folded from the SSE if only that was recorded).
+    Error recordings answer with their recorded status and body.
+    """
+    return load(source).reply()
 
 
 def with_fault(reply: ScriptedReply, fault: Fault) -> ScriptedReply:

@@ -13,15 +13,27 @@ import copy
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import anthropic
 import httpx2
 
 from agentfsm.sim.ids import IdSource
-from agentfsm.sim.model import ErrorReply, Reply, ReplyFn, Script, ScriptedReply, ScriptError, ScriptItem, SimRequest
+from agentfsm.sim.model import (
+    ErrorReply,
+    RecordedReply,
+    Reply,
+    ReplyFn,
+    Script,
+    ScriptedReply,
+    ScriptError,
+    ScriptItem,
+    SimRequest,
+)
+from agentfsm.sim.recorded import Recording, load, recorded_response
 from agentfsm.sim.server import SimHTTPServer
 from agentfsm.sim.transport import to_httpx
 from agentfsm.sim.validation import PrefillPolicy, prefill_predicate, validate
@@ -55,14 +67,15 @@ class Simulator:
         prefill_unsupported: PrefillPolicy = None,
         model_max_tokens: int = 64000,
     ) -> None:
-        if isinstance(script, ScriptedReply | ErrorReply):
+        if isinstance(script, ScriptedReply | ErrorReply | RecordedReply):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
         self._responder: ReplyFn | None = script if callable(script) else None
         self.script: list[ScriptItem] = [] if callable(script) else list(script)
         for i, item in enumerate(self.script):
-            if not (isinstance(item, ScriptedReply | ErrorReply) or callable(item)):
+            if not (isinstance(item, ScriptedReply | ErrorReply | RecordedReply) or callable(item)):
                 raise TypeError(
-                    f"script item {i} is a {type(item).__name__}: expected a ScriptedReply, ErrorReply or callable"
+                    f"script item {i} is a {type(item).__name__}: "
+                    "expected a ScriptedReply, ErrorReply, RecordedReply or callable"
                 )
         self.model_max_tokens = model_max_tokens
         self.prefill_unsupported = prefill_predicate(prefill_unsupported)
@@ -71,6 +84,20 @@ class Simulator:
         self._next = 0
         self._ids = IdSource()
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_recording(
+        cls,
+        *recordings: str | Path | Mapping[str, Any] | Recording,
+        then: Sequence[ScriptItem] = (),
+        **kwargs: Any,
+    ) -> Simulator:
+        """A simulator that replays real recorded exchanges in order, then the ``then`` items.
+
+        Each recording is a path to a recording file, its parsed JSON, or a
+        ``Recording`` (see ``agentfsm.sim.recorded``); ``kwargs`` go to the constructor.
+        """
+        return cls([*(load(r).reply() for r in recordings), *then], **kwargs)
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -218,8 +245,11 @@ class Simulator:
             if is_retryable(reply.status):
                 headers = {**RETRY_NOW, **headers}
             return error_response(reply.status, reply.error_type, reply.message, request_id=request_id, headers=headers)
+        if isinstance(reply, RecordedReply):
+            return recorded_response(request, reply, request_id=request_id)
         if not isinstance(reply, ScriptedReply):
-            message = f"simulator script item returned {type(reply).__name__}, not a ScriptedReply or ErrorReply"
+            kind = type(reply).__name__
+            message = f"simulator script item returned {kind}, not a ScriptedReply, ErrorReply or RecordedReply"
             return error_response(400, "invalid_request_error", message, request_id=request_id)
         content = self._fill_ids(reply.content)
         return reply_response(request, reply, content, message_id=self._ids.new("msg"), request_id=request_id)

@@ -107,7 +107,8 @@ def message_body(
     }
 
 
-def _stream_usages(usage: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def stream_usages(usage: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The usage a stream reports in ``message_start`` and in ``message_delta``, from the final usage."""
     start = {k: v for k, v in usage.items() if k not in ("server_tool_use", "output_tokens_details")}
     start["output_tokens"] = min(1, int(usage.get("output_tokens", 1)))
     keys = (
@@ -140,7 +141,7 @@ def reply_response(
     if not request.stream:
         headers = {"content-type": "application/json", "request-id": request_id}
         return WireResponse(status=200, headers=headers, chunks=(_compact(body),))
-    start_usage, delta_usage = _stream_usages(body["usage"])
+    start_usage, delta_usage = stream_usages(body["usage"])
     events = sse.message_events(
         body, start_usage=start_usage, delta_usage=delta_usage, truncated_input_json=reply.truncated_input_json
     )
