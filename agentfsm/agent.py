@@ -114,6 +114,11 @@ class Agent:
             cls._table = table
         return table
 
+    @classmethod
+    def qualified_name(cls) -> str:
+        """``module:QualName``: how events and results name the class, and how the CLI loads it."""
+        return f"{cls.__module__}:{cls.__qualname__}"
+
     # --- running --------------------------------------------------------------------------------
 
     def run(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> RunResult:

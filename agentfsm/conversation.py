@@ -110,7 +110,7 @@ class Conversation:
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
             self.answer = text_of(blocks(messages[-1]))
-        self.emit("run.started", model=self.model, messages=len(messages))
+        self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(messages))
 
     # --- reading ------------------------------------------------------------------------
 
@@ -460,6 +460,7 @@ class Conversation:
             trace=self.trace,
             model=self.model,
             turns=self.turns,
+            agent=type(self.agent).qualified_name(),
         )
         result.attach_events(self.log.raw)
         return result

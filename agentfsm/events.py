@@ -24,7 +24,7 @@ Level = Literal["debug", "info", "warning", "error"]
 
 #: name → meaning. Stable: renaming one is a breaking change.
 EVENT_NAMES: dict[str, str] = {
-    "run.started": "a run began: model, number of input messages",
+    "run.started": "a run began: the Agent class (module:QualName), model, number of input messages",
     "request.sent": "a Messages API request is about to go out: max_tokens, message count",
     "response.received": "a reply arrived: stop_reason, usage, latency_ms",
     "request.failed": "a request failed after the SDK's own retries: error type, HTTP status, message, latency_ms",
@@ -65,16 +65,23 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     """Return ``value`` with API keys replaced by ``[REDACTED]``, recursively.
 
     Also usable as a building block of an application's own structlog processor.
+    Runs on every event, so the common cases (numbers, short strings without a
+    key in them) return at once.
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         for secret in secrets:
             if secret and secret in value:
                 value = value.replace(secret, _REDACTED)
-        return _KEY_SHAPE.sub(_REDACTED, value)
+        return _KEY_SHAPE.sub(_REDACTED, value) if "sk-ant-" in value else value
+    if kind is int or kind is float or kind is bool or value is None:
+        return value
     if isinstance(value, dict):
         return {k: redact(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, secrets) for v in value]
+    if isinstance(value, str):  # a str subclass
+        return redact(str(value), secrets)
     return value
 
 

@@ -11,6 +11,7 @@ and DOT are plain text and need nothing installed; SVG and PNG run Graphviz's
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 import shutil
@@ -20,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from agentfsm.errors import GraphvizNotFoundError, GraphvizRenderError
 from agentfsm.result import TraceStep
@@ -149,19 +150,43 @@ def draw(
     return render_text(build(table, title=title, trace=trace, current=current), format)
 
 
+def resolve_agent(agent: type[Agent] | str | None) -> type[Agent]:
+    """An Agent class from a class, a ``module:QualName``, or None (the base Agent)."""
+    from agentfsm.agent import Agent
+
+    if isinstance(agent, type) and issubclass(agent, Agent):
+        return agent
+    if isinstance(agent, str) and ":" in agent:
+        module_name, _, qualname = agent.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            return Agent
+        if isinstance(found, type) and issubclass(found, Agent):
+            return found
+    return Agent
+
+
 def agent_graph(agent: type[Agent], format: str = "mermaid") -> str:
     """An Agent class's graph (what ``Agent.graph`` returns)."""
     return draw(agent.table(), text_format(format), title=agent.__name__)
 
 
 def path_graph(
-    trace: Sequence[TraceStep], current: str | None, format: str = "mermaid", *, agent: type[Agent] | None = None
+    trace: Sequence[TraceStep],
+    current: str | None,
+    format: str = "mermaid",
+    *,
+    agent: type[Agent] | str | None = None,
 ) -> str:
-    """A path drawn on ``agent``'s graph (the base Agent's by default; steps it lacks are added, dashed)."""
-    if agent is None:
-        from agentfsm.agent import Agent
+    """A path drawn on ``agent``'s graph (the base Agent's by default; steps it lacks are added, dashed).
 
-        agent = Agent
+    ``agent`` may be a class or its ``module:QualName`` as recorded in ``run.started``; a name that
+    cannot be imported here falls back to the base Agent.
+    """
+    agent = resolve_agent(agent)
     title = f"{agent.__name__} ({current})" if current else agent.__name__
     return draw(agent.table(), text_format(format), title=title, trace=trace, current=current)
 

@@ -56,6 +56,8 @@ class ReplayedRun(BaseModel):
     reason: str | None = None
     stop_reason: str | None = None
     turns: int = 0
+    #: The Agent class that ran, as ``module:QualName`` (from ``run.started``), when recorded.
+    agent: str | None = None
     events: list[Event]
 
     @property
@@ -73,10 +75,11 @@ class ReplayedRun(BaseModel):
         return self.trace[-1].dest if self.trace else REQUESTING
 
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
-        """The path drawn on ``agent``'s graph (an Agent class; the base Agent's by default)."""
+        """The path drawn on ``agent``'s graph (an Agent class; by default the class that ran, when it can be
+        imported here, else the base Agent's)."""
         from agentfsm.graph import path_graph
 
-        return path_graph(self.trace, self.state, format, agent=agent)
+        return path_graph(self.trace, self.state, format, agent=agent or self.agent)
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -241,6 +244,9 @@ class _Builder:
             reason=reason if isinstance(reason, str) else None,
             stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             turns=turns if isinstance(turns, int) else max((e.turn for e in self.events), default=0),
+            agent=next(
+                (str(e.data["agent"]) for e in self.events if e.event == "run.started" and e.data.get("agent")), None
+            ),
             events=self.events,
         )
 

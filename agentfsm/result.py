@@ -77,6 +77,8 @@ class RunResult(BaseModel):
     trace: list[TraceStep]
     model: str
     turns: int
+    #: The Agent class that ran, as ``module:QualName``.
+    agent: str | None = None
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
 
@@ -110,7 +112,7 @@ class RunResult(BaseModel):
         return [self.trace[0].source, *(step.dest for step in self.trace)]
 
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
-        """The path this run took, drawn on ``agent``'s graph (the base Agent's by default), final state marked."""
+        """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked."""
         from agentfsm.graph import path_graph
 
-        return path_graph(self.trace, self.final_state, format, agent=agent)
+        return path_graph(self.trace, self.final_state, format, agent=agent or self.agent)

@@ -122,12 +122,17 @@ def sdk_runner(client: anthropic.Anthropic) -> None:
         pass
 
 
-def agent_for(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> Agent:
-    return Agent(client=client, model=MODEL, tools=[lookup], logger=None, policy=Policy(max_turns=TURNS + 5))
+def agent_for(client: anthropic.Anthropic | anthropic.AsyncAnthropic, *, timeout: bool = True) -> Agent:
+    policy = Policy(max_turns=TURNS + 5) if timeout else Policy(max_turns=TURNS + 5, tool_timeout=None)
+    return Agent(client=client, model=MODEL, tools=[lookup], logger=None, policy=policy)
 
 
 def fsm_run(client: anthropic.Anthropic) -> None:
     assert agent_for(client).run("Look up twenty keys.").final_state == "done"
+
+
+def fsm_run_inline(client: anthropic.Anthropic) -> None:
+    assert agent_for(client, timeout=False).run("Look up twenty keys.").final_state == "done"
 
 
 def fsm_stream(client: anthropic.Anthropic) -> None:
@@ -151,7 +156,8 @@ CONTENDERS: list[tuple[str, str, Callable[[Any], None], bool]] = [
     # group, name, function, async client?
     ("plain", "hand-written messages.create loop (baseline)", hand_loop, False),
     ("plain", "SDK beta tool_runner(thread=False)", sdk_runner, False),
-    ("plain", "agentfsm run", fsm_run, False),
+    ("plain", "agentfsm run (tool_timeout=None: tool inline)", fsm_run_inline, False),
+    ("plain", "agentfsm run (60 s tool timeout: thread hop)", fsm_run, False),
     ("plain", "agentfsm arun", fsm_arun, True),
     ("streamed", "hand-written messages.stream loop (baseline)", hand_stream_loop, False),
     ("streamed", "agentfsm stream", fsm_stream, False),
@@ -189,7 +195,7 @@ def _rss_kib(field: str) -> int:
 def many_child(n: int) -> None:
     """Run ``n`` concurrent two-turn conversations; print one JSON line of measurements."""
     script = conversation_script(2)
-    sim = Simulator(script)
+    sim = Simulator(script, keep_requests=False)  # the harness keeps nothing: what grows is agentfsm
     agent = agent_for(sim.async_client(max_retries=0))
     asyncio.run(agent.arun("warm up"))
     baseline = _rss_kib("VmRSS:")

@@ -175,11 +175,15 @@ def test_a_result_drawn_on_its_subclass_graph() -> None:
     on_class = result.graph(agent=ApprovalAgent)
     assert "tool_use --> awaiting_approval: ask_approval [a dangerous tool was called] ×1" in on_class
     assert "awaiting_approval" in classes(on_class)["visited"]
+    # By default it is drawn on the class that ran (recorded as module:QualName on the result).
+    assert result.agent == f"{ApprovalAgent.__module__}:ApprovalAgent"
+    assert result.graph() == on_class
     # Drawn on the base graph, the steps it does not declare are still drawn (dashed in DOT).
-    on_base = result.graph()
+    on_base = result.graph(agent=Agent)
     assert "tool_use --> awaiting_approval: ask_approval ×1" in edges(on_base)
-    assert '"tool_use" -> "awaiting_approval" [label="ask_approval ×1", color="#c99a06"' in result.graph(format="dot")
-    assert 'style="dashed"' in result.graph(format="dot")
+    dot = result.graph(format="dot", agent=Agent)
+    assert '"tool_use" -> "awaiting_approval" [label="ask_approval ×1", color="#c99a06"' in dot
+    assert 'style="dashed"' in dot
 
 
 def test_a_failed_run_marks_failed_as_current() -> None:

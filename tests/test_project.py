@@ -87,7 +87,7 @@ def test_cli_errors_are_one_line_without_traceback() -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["weather_agent", "long_writer", "custom_executor"])
+@pytest.mark.parametrize("name", ["weather_agent", "long_writer", "custom_executor", "approval_agent"])
 def test_examples_run_on_the_simulator(name: str) -> None:
     module = load_example(name)
     outcome: Any = module.main()
@@ -95,6 +95,9 @@ def test_examples_run_on_the_simulator(name: str) -> None:
     assert result.final_state == "done"
     if name == "long_writer":
         assert result.text == module.DOCUMENT and result.turns > 5
+    if name == "approval_agent":
+        assert result.path.count("awaiting_approval") == 1  # only the delete waited, and was refused
+        assert "awaiting_approval" in module.ApprovalAgent.graph()
     if name == "custom_executor":
         audit = outcome[1].audit
         assert audit == ["run read_file {'path': 'notes.txt'}", "refused delete_file {'path': 'notes.txt'}"]

@@ -66,6 +66,7 @@ class Simulator:
         *,
         prefill_unsupported: PrefillPolicy = None,
         model_max_tokens: int = 64000,
+        keep_requests: bool = True,
     ) -> None:
         if isinstance(script, ScriptedReply | ErrorReply | RecordedReply):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
@@ -80,6 +81,9 @@ class Simulator:
         self.model_max_tokens = model_max_tokens
         self.prefill_unsupported = prefill_predicate(prefill_unsupported)
         self.requests: list[SimRequest] = []
+        #: False for load tests: requests are still observed and answered, but not kept in ``requests``.
+        self.keep_requests = keep_requests
+        self.requests_received = 0
         self.replies_served = 0
         self._next = 0
         self._ids = IdSource()
@@ -178,7 +182,7 @@ class Simulator:
         body, parse_error = _parse(raw_body)
         with self._lock:
             request = SimRequest(
-                n=len(self.requests) + 1,
+                n=self.requests_received + 1,
                 method=method.upper(),
                 path=path,
                 query=query,
@@ -186,7 +190,9 @@ class Simulator:
                 body=body,
                 raw_body=raw_body,
             )
-            self.requests.append(request)
+            self.requests_received += 1
+            if self.keep_requests:
+                self.requests.append(request)
         for observer in list(Simulator.observers):
             observer(request)
         wire = self._answer(request, parse_error)
