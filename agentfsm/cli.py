@@ -286,9 +286,8 @@ def _emit(out: str | bytes, output: str | None) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Print each recorded run's trace and draw its path: printed as Mermaid, or to ``--graph FILE``."""
-    from agentfsm.agent import Agent
     from agentfsm.errors import EventsFileError
-    from agentfsm.graph import build, format_for, render
+    from agentfsm.graph import build, format_for, render, resolve_agent
     from agentfsm.live import edge_counts
     from agentfsm.replay import replay
 
@@ -304,7 +303,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     fmt = args.format or (format_for(args.graph) if to_file else "mermaid")
     if fmt in ("svg", "png") and not to_file:
         raise AgentfsmError(f"{fmt.upper()} is not for a terminal: write it to a file with --graph FILE.{fmt}")
-    cls = load_agent_class(args.agent) if args.agent else Agent
+    chosen = load_agent_class(args.agent) if args.agent else None
     out = sys.stderr if args.graph == "-" else sys.stdout  # the graph alone goes to stdout with --graph -
     for run in runs:
         finished = f"{run.final_state} ({run.reason})" if run.final_state else f"unfinished, at {run.state}"
@@ -316,6 +315,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for step in run.trace:
             print(f"  turn {step.turn:>2}  {step.source:>14} --{step.trigger}--> {step.dest}", file=out)
         print(f"edges taken : {edge_counts([(s.turn, s.source, s.trigger, s.dest) for s in run.trace])}", file=out)
+        cls = chosen or resolve_agent(run.agent)  # the class the run recorded, when importable here
         graph = build(cls.table(), title=f"{cls.__name__} ({run.state})", trace=run.trace, current=run.state)
         if to_file:
             _emit(render(graph, fmt), args.graph)

@@ -331,9 +331,10 @@ def test_replay_draws_the_path_as_mermaid_by_default(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     assert main(["replay", str(events)]) == 0
     out = capsys.readouterr().out
-    assert 'graph (mermaid) :\n---\ntitle: "Agent (done)"\n---\nstateDiagram-v2\n' in out
+    # drawn on the class the run recorded in run.started (the demo's WeatherAgent)
+    assert 'graph (mermaid) :\n---\ntitle: "WeatherAgent (done)"\n---\nstateDiagram-v2\n' in out
     assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×2" in out
     assert main(["replay", str(events), "--format", "svg"]) == EXIT_ERROR
     assert "write it to a file with --graph FILE.svg" in one_line_error(capsys)
-    assert main(["replay", str(events), "--agent", "agentfsm.demo:WeatherAgent", "--format", "dot"]) == 0
-    assert 'digraph "WeatherAgent (done)"' in capsys.readouterr().out
+    assert main(["replay", str(events), "--agent", "agentfsm:Agent", "--format", "dot"]) == 0
+    assert 'digraph "Agent (done)"' in capsys.readouterr().out  # --agent overrides what was recorded
