@@ -81,6 +81,10 @@ def stop_at_turn_limit(conv: Conversation) -> None:
     conv.reason = "max_turns"
 
 
+def stop_over_budget(conv: Conversation) -> None:
+    conv.reason = conv.spent_budget()
+
+
 def switch_to_prompt(conv: Conversation) -> None:
     """The model refused our prefill: continue with a user prompt, now and for the rest of the run."""
     conv.continuation_mode = "prompt"

@@ -22,6 +22,7 @@ from agentfsm.executor import ToolExecutor, shared_executor
 from agentfsm.history import Message, validate_history
 from agentfsm.policy import Policy
 from agentfsm.result import RunResult
+from agentfsm.store import Store
 from agentfsm.streaming import StreamEvent
 from agentfsm.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, merge
 from agentfsm.tools import Tool, tool_params
@@ -121,41 +122,81 @@ class Agent:
 
     # --- running --------------------------------------------------------------------------------
 
-    def run(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> RunResult:
+    def run(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        conversation_id: str | None = None,
+        store: Store | None = None,
+    ) -> RunResult:
         """Run one conversation to a final state: done, truncated, refused or failed.
 
         ``prompt`` is a string or a Messages API history (which may end in an
         assistant prefill). An invalid history raises ``ValueError`` before
         any request is sent. API errors do not raise: they end the run in
-        ``failed`` with ``result.error`` set and the history kept.
+        ``failed`` with ``result.error`` set and the history kept. With a
+        ``store``, the conversation is saved after every transition and can be
+        carried on with ``resume`` after a crash.
         """
-        return self.start(prompt, conversation_id=conversation_id).run()
+        return self.start(prompt, conversation_id=conversation_id, store=store).run()
 
-    def stream(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> Iterator[StreamEvent]:
+    def stream(
+        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, store: Store | None = None
+    ) -> Iterator[StreamEvent]:
         """Run over streamed requests, yielding text deltas, transitions and tool calls as they happen.
 
         The last event is a ``ResultEvent`` carrying the same ``RunResult`` ``run`` returns.
         """
-        return self.start(prompt, conversation_id=conversation_id).stream()
+        return self.start(prompt, conversation_id=conversation_id, store=store).stream()
 
-    async def arun(self, prompt: str | Sequence[Message], *, conversation_id: str | None = None) -> RunResult:
+    async def arun(
+        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, store: Store | None = None
+    ) -> RunResult:
         """``run`` with an ``anthropic.AsyncAnthropic`` client."""
-        return await self.start(prompt, conversation_id=conversation_id, asynchronous=True).arun()
+        return await self.start(prompt, conversation_id=conversation_id, store=store, asynchronous=True).arun()
 
     def astream(
-        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None
+        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, store: Store | None = None
     ) -> AsyncIterator[StreamEvent]:
         """``stream`` with an ``anthropic.AsyncAnthropic`` client."""
-        return self.start(prompt, conversation_id=conversation_id, asynchronous=True).astream()
+        return self.start(prompt, conversation_id=conversation_id, store=store, asynchronous=True).astream()
 
     def start(
-        self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, asynchronous: bool = False
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        conversation_id: str | None = None,
+        store: Store | None = None,
+        asynchronous: bool = False,
     ) -> Conversation:
         """Begin a conversation without running it: step it with ``conversation.step()`` (or ``astep``)."""
         messages = self._initial_messages(prompt)
         # A missing key or a client of the wrong kind is reported now, not at the first request.
         _ = self.aclient if asynchronous else self.client
-        return Conversation(self, messages, conversation_id)
+        if store is not None and conversation_id is not None:
+            try:
+                store.load(conversation_id)
+            except KeyError:
+                pass
+            else:
+                raise ConfigurationError(
+                    f"conversation {conversation_id!r} is already in the store: carry it on with "
+                    "agent.resume(conversation_id, store=...), or pick a new id"
+                )
+        return Conversation(self, messages, conversation_id, store=store)
+
+    def load(self, conversation_id: str, *, store: Store, asynchronous: bool = False) -> Conversation:
+        """A stored conversation, rebuilt at its last transition (step it, inspect it, or run it)."""
+        _ = self.aclient if asynchronous else self.client
+        return Conversation.restore(self, store.load(conversation_id), store)
+
+    def resume(self, conversation_id: str, *, store: Store) -> RunResult:
+        """Carry a stored conversation on to a final state (committed tool results are not run again)."""
+        return self.load(conversation_id, store=store).run()
+
+    async def aresume(self, conversation_id: str, *, store: Store) -> RunResult:
+        """``resume`` with an ``anthropic.AsyncAnthropic`` client."""
+        return await self.load(conversation_id, store=store, asynchronous=True).arun()
 
     @staticmethod
     def _initial_messages(prompt: str | Sequence[Message]) -> list[Message]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -22,13 +23,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentfsm import api
-from agentfsm.errors import InvalidTransitionError
+from agentfsm.errors import ConversationLockedError, InvalidTransitionError, ToolInterruptedError
 from agentfsm.events import EventLog, Level
 from agentfsm.history import Message, blocks, text_of
+from agentfsm.pricing import price_for
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.store import Counters, Snapshot, Store
 from agentfsm.streaming import ResultEvent, StreamEvent, TextView, stream_event_for
-from agentfsm.table import API_ERROR, PREFILL_REJECTED, REQUESTING, STOP_REASONS, UNKNOWN_STOP_REASON, Transition
-from agentfsm.tools import ToolCall, ToolResult
+from agentfsm.table import (
+    API_ERROR,
+    LIMIT_TRIGGERS,
+    PREFILL_REJECTED,
+    REQUESTING,
+    STOP_REASONS,
+    UNKNOWN_STOP_REASON,
+    Transition,
+)
+from agentfsm.tools import ToolCall, ToolResult, error_result
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -66,7 +77,15 @@ Plan = SendRequest | RunTools | Fire
 class Conversation:
     """The state, history and counters of one run. Made by ``Agent.start``."""
 
-    def __init__(self, agent: Agent, messages: list[Message], conversation_id: str | None = None) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        messages: list[Message],
+        conversation_id: str | None = None,
+        *,
+        store: Store | None = None,
+        announce: bool = True,
+    ) -> None:
         self.agent = agent
         self.policy = agent.policy
         self.table = agent.table()
@@ -104,13 +123,157 @@ class Conversation:
         self.reason: str | None = None
         self.error: RunError | None = None
         self.usage = Usage()
+        self.cost_usd: float | None = 0.0  # None once a reply's model has no known price
         self.trace: list[TraceStep] = []
         self.log = EventLog(self.id, agent.logger, agent.secrets())
         self._started = time.perf_counter()
+        self._elapsed_before = 0.0  # wall time spent in earlier processes (a resumed conversation)
+        # Persistence: the store, the results committed for the tool calls being answered, and the
+        # calls handed to the executor but not committed (running, if the process dies now).
+        self.store = store
+        self.committed: dict[str, ToolResult] = {}
+        self.tools_started: list[str] = []
+        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
             self.answer = text_of(blocks(messages[-1]))
-        self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(messages))
+        if announce:
+            self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(messages))
+            self._save()
+
+    # --- persistence -------------------------------------------------------------------
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall time this conversation has run, across processes."""
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    def snapshot(self) -> Snapshot:
+        """The conversation as stored after a transition."""
+        return Snapshot(
+            conversation_id=self.id,
+            agent=type(self.agent).qualified_name(),
+            state=self.state,
+            messages=self.messages,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            counters=Counters(
+                turns=self.turns,
+                continuations=self.continuations,
+                pause_resumes=self.pause_resumes,
+                empty_retries=self.empty_retries,
+                rung=self.rung,
+                fallback_used=self.fallback_used,
+                discards=self.discards,
+            ),
+            continuation_mode=self.continuation_mode,
+            pending_kind=self.pending_kind,
+            prefill_was_rejected=self.prefill_was_rejected,
+            container=self.container,
+            reply=self.reply.model_dump(mode="json", exclude_unset=True) if self.reply else None,
+            answer=self.answer,
+            reason=self.reason,
+            error=self.error,
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            trace=self.trace,
+            tool_results=self.committed,
+            tools_started=self.tools_started,
+            elapsed_s=self.elapsed_s,
+            finished=self.finished,
+        )
+
+    @classmethod
+    def restore(cls, agent: Agent, snap: Snapshot, store: Store | None = None) -> Conversation:
+        """Rebuild a conversation from its last snapshot, to carry on where it stopped."""
+        conv = cls(agent, list(snap.messages), snap.conversation_id, store=store, announce=False)
+        conv.state = snap.state
+        conv.model, conv.max_tokens = snap.model, snap.max_tokens
+        c = snap.counters
+        conv.turns, conv.continuations, conv.pause_resumes = c.turns, c.continuations, c.pause_resumes
+        conv.empty_retries, conv.rung, conv.fallback_used, conv.discards = (
+            c.empty_retries,
+            c.rung,
+            c.fallback_used,
+            c.discards,
+        )
+        conv.continuation_mode, conv.pending_kind = snap.continuation_mode, snap.pending_kind
+        conv.prefill_was_rejected, conv.container = snap.prefill_was_rejected, snap.container
+        conv.reply = api.Reply.model_validate(snap.reply) if snap.reply is not None else None
+        conv.answer, conv.reason, conv.error = snap.answer, snap.reason, snap.error
+        conv.usage, conv.cost_usd = snap.usage.model_copy(), snap.cost_usd
+        conv.trace = list(snap.trace)
+        conv.committed = dict(snap.tool_results)
+        conv.tools_started = list(snap.tools_started)
+        conv._elapsed_before = snap.elapsed_s
+        conv.emit(
+            "run.resumed",
+            agent=snap.agent,
+            state=snap.state,
+            turns=snap.counters.turns,
+            committed_tool_results=len(snap.tool_results),
+            interrupted_tool_calls=len([t for t in snap.tools_started if t not in snap.tool_results]),
+        )
+        return conv
+
+    def spent_budget(self) -> str | None:
+        """The name of the first budget of the policy that is spent, or None."""
+        p, u = self.policy, self.usage
+        if p.max_input_tokens is not None and (
+            u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens >= p.max_input_tokens
+        ):
+            return "max_input_tokens"
+        if p.max_output_tokens is not None and u.output_tokens >= p.max_output_tokens:
+            return "max_output_tokens"
+        if p.max_cost_usd is not None and self.cost_usd is not None and self.cost_usd >= p.max_cost_usd:
+            return "max_cost_usd"
+        if p.max_wall_seconds is not None and self.elapsed_s >= p.max_wall_seconds:
+            return "max_wall_seconds"
+        return None
+
+    def _save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.snapshot())
+
+    def _claim(self) -> None:
+        """Hold (or renew) this worker's lease on the conversation; refuse to advance without it."""
+        if self.store is not None and not self.store.acquire(self.id, self.owner, self.policy.lease_seconds):
+            raise ConversationLockedError(self.id)
+
+    def release(self) -> None:
+        """Give up this worker's lease (``run``/``arun`` do it when they return)."""
+        if self.store is not None:
+            self.store.release(self.id, self.owner)
+
+    def _tool_work(self, calls: list[ToolCall]) -> tuple[list[ToolCall], dict[str, ToolResult]]:
+        """Which calls to run now, and the results already settled (committed, or interrupted for good).
+
+        Exactly once: a committed result is never run again; a call that was running when the
+        process died is run again only if its tool is idempotent.
+        """
+        settled: dict[str, ToolResult] = {}
+        to_run: list[ToolCall] = []
+        tools = self.agent.tool_map
+        for call in calls:
+            if call.id in self.committed:
+                settled[call.id] = self.committed[call.id]
+            elif call.id in self.tools_started and not (call.name in tools and tools[call.name].idempotent):
+                settled[call.id] = error_result(call, ToolInterruptedError(call.name))
+                self.emit("tool.interrupted", level="warning", tool=call.name, tool_use_id=call.id)
+            else:
+                to_run.append(call)
+        if self.store is not None and to_run:
+            self.tools_started = [c.id for c in to_run]
+            self._save()
+        return to_run, settled
+
+    def _commit(self, results: Sequence[ToolResult]) -> None:
+        if self.store is None:
+            return
+        for result in results:
+            self.committed[result.tool_use_id] = result
+        self.tools_started = []
+        self._save()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -146,9 +309,12 @@ class Conversation:
 
     def run(self) -> RunResult:
         """Step until a final state and return the result. Bounded: every loop is counted by the policy."""
-        while not self.finished:
-            for _ in self._step(None):
-                pass
+        try:
+            while not self.finished:
+                for _ in self._step(None):
+                    pass
+        finally:
+            self.release()
         return self.result()
 
     def stream(self) -> Iterator[StreamEvent]:
@@ -174,9 +340,12 @@ class Conversation:
     async def arun(self) -> RunResult:
         """``run`` for an ``AsyncAnthropic`` client. Cancelling it leaves the conversation consistent:
         history only changes inside a transition, never across an ``await``."""
-        while not self.finished:
-            async for _ in self._astep(None):
-                pass
+        try:
+            while not self.finished:
+                async for _ in self._astep(None):
+                    pass
+        finally:
+            self.release()
         return self.result()
 
     async def astream(self) -> AsyncIterator[StreamEvent]:
@@ -194,6 +363,7 @@ class Conversation:
     def _step(self, view: TextView | None) -> Iterator[StreamEvent]:
         plan = self.plan()
         if isinstance(plan, SendRequest):
+            self._claim()
             self.begin_request()
             attempt = 0
             while True:
@@ -215,10 +385,13 @@ class Conversation:
                 time.sleep(delay)
             self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
         elif isinstance(plan, RunTools):
-            self._announce_tools(plan.calls)
+            self._claim()
+            to_run, settled = self._tool_work(plan.calls)
+            self._announce_tools(to_run)
             yield from self._drain()
-            results = self.agent.executor.execute(plan.calls, self.agent.tool_map, self._tool_timeout)
-            self.complete_tools(plan, results)
+            results = self.agent.executor.execute(to_run, self.agent.tool_map, self._tool_timeout) if to_run else []
+            self._commit(results)
+            self.complete_tools(plan, [*settled.values(), *results])
         else:
             self.fire(plan.transition)
         yield from self._drain()
@@ -226,6 +399,7 @@ class Conversation:
     async def _astep(self, view: TextView | None) -> AsyncIterator[StreamEvent]:
         plan = self.plan()
         if isinstance(plan, SendRequest):
+            self._claim()
             self.begin_request()
             attempt = 0
             while True:
@@ -252,11 +426,16 @@ class Conversation:
                 await asyncio.sleep(delay)
             self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
         elif isinstance(plan, RunTools):
-            self._announce_tools(plan.calls)
+            self._claim()
+            to_run, settled = self._tool_work(plan.calls)
+            self._announce_tools(to_run)
             for event in self._drain():
                 yield event
-            results = await self.agent.executor.aexecute(plan.calls, self.agent.tool_map, self._tool_timeout)
-            self.complete_tools(plan, results)
+            results = (
+                await self.agent.executor.aexecute(to_run, self.agent.tool_map, self._tool_timeout) if to_run else []
+            )
+            self._commit(results)
+            self.complete_tools(plan, [*settled.values(), *results])
         else:
             self.fire(plan.transition)
         for event in self._drain():
@@ -300,9 +479,10 @@ class Conversation:
         """Decide the next transition (and the I/O it needs) without doing anything."""
         chosen = self.agent.hook(self.state, self)
         if self.state == REQUESTING and chosen is None:
-            limit = self.table.first_allowed(self, "out_of_turns")
-            if limit is not None:
-                return Fire(limit)
+            for trigger in LIMIT_TRIGGERS:
+                limit = self.table.first_allowed(self, trigger)
+                if limit is not None:
+                    return Fire(limit)
             return SendRequest(
                 self.request_params(),
                 api.request_timeout(self.max_tokens, self.policy.request_timeout, self.policy.long_request_timeout),
@@ -364,6 +544,11 @@ class Conversation:
         self.reply = outcome
         self.container = outcome.container_id or self.container
         self.usage.add(outcome.usage)
+        if self.cost_usd is not None:
+            price = price_for(outcome.model or self.model, self.policy.prices)
+            self.cost_usd = None if price is None else round(self.cost_usd + price.cost(outcome.usage), 10)
+            if self.cost_usd is None and self.policy.max_cost_usd is not None:
+                self.emit("budget.unknown_cost", level="warning", model=outcome.model or self.model)
         self.emit(
             "response.received",
             stop_reason=outcome.stop_reason,
@@ -400,6 +585,7 @@ class Conversation:
                 duration_ms=result.duration_ms,
             )
         self.tool_results = ordered
+        self.committed, self.tools_started = {}, []  # answered in the history from now on
         self.fire(plan.transition)
 
     def _require(self, trigger: str) -> Transition:
@@ -416,6 +602,7 @@ class Conversation:
     def record_transition(self, source: str, dest: str, trigger: str) -> None:
         """Called by the machine after every state change."""
         self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=self.turns))
+        self._save()
         self.emit(
             "transition",
             source=source,
@@ -431,6 +618,7 @@ class Conversation:
                 reason=self.reason,
                 stop_reason=self.reply.stop_reason if self.reply else None,
                 usage=self.usage.model_dump(),
+                cost_usd=self.cost_usd,
                 turns=self.turns,
                 latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
             )
@@ -461,6 +649,7 @@ class Conversation:
             model=self.model,
             turns=self.turns,
             agent=type(self.agent).qualified_name(),
+            cost_usd=self.cost_usd,
         )
         result.attach_events(self.log.raw)
         return result

@@ -51,6 +51,25 @@ class InvalidTransitionError(AgentfsmError):
     """A hook chose a trigger that does not leave the current state, or whose guard failed."""
 
 
+class ConversationLockedError(AgentfsmError):
+    """Another worker holds the lease on this conversation: two workers must never advance it at once."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation {conversation_id!r} is being advanced by another worker (its lease is held); "
+            "wait for it to finish or for the lease to expire (Policy.lease_seconds), then resume"
+        )
+
+
+class CorruptSnapshotError(AgentfsmError):
+    """A stored conversation cannot be read back."""
+
+    def __init__(self, conversation_id: str, problem: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"stored conversation {conversation_id!r} cannot be read: {problem}")
+
+
 # --- tool call errors: become is_error tool_results, never raised out of a run ---
 
 
@@ -89,6 +108,17 @@ class ToolTimeoutError(ToolCallError):
     def __init__(self, tool: str, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(tool, f"tool {tool!r} did not finish within {seconds:g} s and was abandoned")
+
+
+class ToolInterruptedError(ToolCallError):
+    """The call was running when the agent process stopped, and its tool is not marked idempotent."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(
+            tool,
+            f"tool {tool!r} was running when the agent process stopped; whether it finished is unknown, and it "
+            "was not run again because it is not marked idempotent. Check its effect before calling it again.",
+        )
 
 
 class ToolReturnError(ToolCallError):

@@ -40,7 +40,10 @@ EVENT_NAMES: dict[str, str] = {
     "refusal.fallback": "a refusal is retried once on the policy's fallback model",
     "reply.discarded": "a reply is dropped from the history (cut tool call, empty reply, refusal retried): reason",
     "stop_reason.unknown": "the API sent a stop_reason this version does not know: raw value",
-    "run.finished": "a run ended: final_state, reason, stop_reason, usage, turns, latency_ms",
+    "run.finished": "a run ended: final_state, reason, stop_reason, usage, cost_usd, turns, latency_ms",
+    "run.resumed": "a stored conversation is carried on: state, turns, committed and interrupted tool calls",
+    "tool.interrupted": "a tool call was running when the process stopped and is not idempotent: tool, tool_use_id",
+    "budget.unknown_cost": "max_cost_usd is set but the model has no known price, so cost cannot be enforced",
 }
 
 _KEY_SHAPE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")

@@ -42,6 +42,11 @@ def no_turns_left(conv: Conversation) -> bool:
     return conv.turns >= conv.policy.max_turns
 
 
+@guard("a budget is spent (tokens, cost or wall time)")
+def over_budget(conv: Conversation) -> bool:
+    return conv.spent_budget() is not None
+
+
 @guard("our prefill was rejected and strategy is auto")
 def prefill_rejected_in_auto(conv: Conversation) -> bool:
     return conv.policy.continuation == "auto" and conv.pending_kind == "prefill" and conv.prefill_was_rejected

@@ -11,6 +11,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentfsm.pricing import Price
+
 ContinuationStrategy = Literal["auto", "prefill", "prompt"]
 
 DEFAULT_CONTINUATION_PROMPT = "Continue exactly where you stopped; do not repeat anything."
@@ -60,6 +62,16 @@ class Policy(BaseModel):
     )
     stream_retry_backoff: float = Field(0.5, ge=0, description="seconds before the first resend; doubles each time")
     stream_retry_max_backoff: float = Field(8.0, ge=0)
+    # Budgets: checked before every request, like max_turns; the first request that would start over
+    # budget is not sent, and the run ends truncated with the budget's name as its reason.
+    max_input_tokens: int | None = Field(None, ge=1, description="input tokens (cache reads and writes included)")
+    max_output_tokens: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0, description="dollars, from the price table (see agentfsm.pricing)")
+    max_wall_seconds: float | None = Field(None, gt=0, description="wall time of the run, across resumes")
+    prices: dict[str, Price] | None = Field(None, description="per-model prices overriding the built-in table")
+    lease_seconds: float = Field(
+        600.0, gt=0, description="how long a worker's claim on a stored conversation lasts without renewal"
+    )
 
     @model_validator(mode="after")
     def _ladder_climbs(self) -> Self:

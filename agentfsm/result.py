@@ -79,6 +79,8 @@ class RunResult(BaseModel):
     turns: int
     #: The Agent class that ran, as ``module:QualName``.
     agent: str | None = None
+    #: Dollars spent, from the price table (``agentfsm.pricing``); None when a model's price is unknown.
+    cost_usd: float | None = None
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
 

@@ -40,6 +40,8 @@ STOP_REASONS = (
 )
 #: Where a reply with any other stop_reason (or null) goes.
 UNKNOWN_STOP_REASON = "unknown_stop_reason"
+#: Limits checked in ``requesting`` before each request, in this order.
+LIMIT_TRIGGERS = ("out_of_turns", "over_budget")
 #: Triggers the driver fires from ``requesting`` when a request fails.
 API_ERROR = "api_error"
 PREFILL_REJECTED = "prefill_rejected"
@@ -79,6 +81,7 @@ BASE_STATES: tuple[str, ...] = (REQUESTING, *STOP_REASONS, UNKNOWN_STOP_REASON, 
 BASE_TRANSITIONS: tuple[Transition, ...] = (
     # source                       trigger             dest             guards                                              action
     T(REQUESTING,                  "out_of_turns",     "truncated",     (g.no_turns_left,),                                 actions.stop_at_turn_limit),
+    T(REQUESTING,                  "over_budget",      "truncated",     (g.over_budget,),                                   actions.stop_over_budget),
     # A reply arrives: the driver fires the trigger named for its stop_reason.
     T(REQUESTING,                  "end_turn",         "end_turn"),
     T(REQUESTING,                  "max_tokens",       "max_tokens"),

@@ -1,0 +1,66 @@
+"""Prices: what a reply cost, from its usage and a per-model price table.
+
+The built-in table holds list prices (USD per million tokens) for models whose
+prices were published when this table was written; it is a default, not a
+source of truth. Prices change and new models arrive: pass your own with
+``Policy(prices={"model-name": Price(...)})`` (it wins over the table). A
+model with no price anywhere has an unknown cost (``cost_usd`` is None), and a
+``max_cost_usd`` budget cannot be enforced for it — the run says so in a
+``budget.unknown_cost`` warning rather than guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Price(BaseModel):
+    """USD per million tokens. Cache writes default to 1.25x input (5-minute cache), reads to 0.1x."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float
+    output: float
+    cache_write: float | None = None
+    cache_read: float | None = None
+
+    def cost(self, usage: Mapping[str, Any] | None) -> float:
+        """The cost of one reply's ``usage`` object, as the API sent it."""
+        if not usage:
+            return 0.0
+        write = self.cache_write if self.cache_write is not None else self.input * 1.25
+        read = self.cache_read if self.cache_read is not None else self.input * 0.1
+        return (
+            int(usage.get("input_tokens") or 0) * self.input
+            + int(usage.get("output_tokens") or 0) * self.output
+            + int(usage.get("cache_creation_input_tokens") or 0) * write
+            + int(usage.get("cache_read_input_tokens") or 0) * read
+        ) / 1_000_000
+
+
+#: Published list prices (USD / MTok) by model-name prefix; the longest matching prefix wins.
+DEFAULT_PRICES: dict[str, Price] = {
+    "claude-opus-4-5": Price(input=5.0, output=25.0),
+    "claude-opus-4-1": Price(input=15.0, output=75.0),
+    "claude-opus-4-0": Price(input=15.0, output=75.0),
+    "claude-opus-4-2025": Price(input=15.0, output=75.0),
+    "claude-sonnet-4-5": Price(input=3.0, output=15.0),
+    "claude-sonnet-4-0": Price(input=3.0, output=15.0),
+    "claude-sonnet-4-2025": Price(input=3.0, output=15.0),
+    "claude-haiku-4-5": Price(input=1.0, output=5.0),
+    "claude-3-5-haiku": Price(input=0.8, output=4.0),
+}
+
+
+def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
+    """The price of ``model``: an exact override, else the longest matching prefix, else None."""
+    if overrides and model in overrides:
+        return overrides[model]
+    for table in (overrides or {}, DEFAULT_PRICES):
+        matches = [prefix for prefix in table if model.startswith(prefix)]
+        if matches:
+            return table[max(matches, key=len)]
+    return None
