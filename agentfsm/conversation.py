@@ -209,7 +209,7 @@ class Conversation:
         conv.emit(
             "run.resumed",
             agent=snap.agent,
-            state=snap.state,
+            at_state=snap.state,
             turns=snap.counters.turns,
             committed_tool_results=len(snap.tool_results),
             interrupted_tool_calls=len([t for t in snap.tools_started if t not in snap.tool_results]),
