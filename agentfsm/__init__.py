@@ -14,6 +14,9 @@ The pieces, one module each:
 * ``events``       — structured events (structlog) and their stable names
 * ``result``       — ``RunResult``, ``Usage``, the trace
 * ``history``      — checking a message history; the wire rules
+* ``store``        — persistence: ``Snapshot``, the ``Store`` protocol, ``MemoryStore``
+* ``sqlite_store`` — ``SQLiteStore``, the embedded store (one SQLite file)
+* ``postgres_store`` — ``PostgresStore``, for many workers on many machines (``agentfsm[postgres]``)
 * ``stitch``       — joining continuation chunks without lost or doubled characters
 * ``errors``       — every exception
 * ``sim``          — the Messages API simulator the demo and tests run on
@@ -24,19 +27,27 @@ from agentfsm.conversation import Conversation
 from agentfsm.errors import (
     AgentfsmError,
     ConfigurationError,
+    ConversationLockedError,
+    CorruptSnapshotError,
     EventsFileError,
     GraphvizNotFoundError,
     InvalidHistoryError,
     InvalidTransitionError,
     MissingAPIKeyError,
+    SnapshotVersionError,
+    StaleConversationError,
+    StoreError,
 )
 from agentfsm.events import EVENT_NAMES, Event, redact_processor
 from agentfsm.executor import DefaultExecutor, ToolExecutor
 from agentfsm.guards import guard
 from agentfsm.live import LiveView
 from agentfsm.policy import Policy
+from agentfsm.postgres_store import PostgresStore
 from agentfsm.replay import EventsWriter, ReplayedRun
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.sqlite_store import SQLiteStore
+from agentfsm.store import MemoryStore, RunSummary, Snapshot, Store
 from agentfsm.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition
 from agentfsm.tools import Tool, ToolCall, ToolResult, tool
 
@@ -49,6 +60,8 @@ __all__ = [
     "AgentfsmError",
     "ConfigurationError",
     "Conversation",
+    "ConversationLockedError",
+    "CorruptSnapshotError",
     "DefaultExecutor",
     "Event",
     "EventsFileError",
@@ -57,11 +70,20 @@ __all__ = [
     "InvalidHistoryError",
     "InvalidTransitionError",
     "LiveView",
+    "MemoryStore",
     "MissingAPIKeyError",
     "Policy",
+    "PostgresStore",
     "ReplayedRun",
     "RunError",
     "RunResult",
+    "RunSummary",
+    "SQLiteStore",
+    "Snapshot",
+    "SnapshotVersionError",
+    "StaleConversationError",
+    "Store",
+    "StoreError",
     "Tool",
     "ToolCall",
     "ToolExecutor",

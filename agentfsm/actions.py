@@ -104,10 +104,19 @@ def fail_on_error(conv: Conversation) -> None:
 
 
 def nudge(conv: Conversation) -> None:
-    """An empty reply after tool results: never resend it; ask again in a new user message."""
+    """An empty reply after tool results: never resend it; ask again in a new user message.
+
+    A second nudge goes into the first one's message (one more text block), so the request
+    changes and only one user message follows the tool results, as SPEC.md §3 rule 1 allows.
+    """
     discard_reply(conv, "empty reply after tool results")
     conv.empty_retries += 1
-    conv.messages.append({"role": "user", "content": conv.policy.nudge_prompt})
+    last = conv.messages[-1]
+    if last["role"] == "user" and not history.is_tool_result_message(last):  # an earlier nudge
+        again = {"type": "text", "text": conv.policy.nudge_prompt}
+        conv.messages[-1] = {"role": "user", "content": [*history.blocks(last), again]}
+    else:
+        conv.messages.append({"role": "user", "content": conv.policy.nudge_prompt})
     conv.pending_kind = None
     conv.emit("empty.nudged", retry=conv.empty_retries)
 

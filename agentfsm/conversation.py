@@ -16,15 +16,21 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from agentfsm import api
-from agentfsm.errors import ConversationLockedError, InvalidTransitionError, ToolInterruptedError
-from agentfsm.events import EventLog, Level
+from agentfsm import api, caching
+from agentfsm.errors import (
+    ConversationLockedError,
+    InvalidTransitionError,
+    StaleConversationError,
+    ToolInterruptedError,
+)
+from agentfsm.events import EventLog, Level, redact
 from agentfsm.history import Message, blocks, text_of
 from agentfsm.pricing import price_for
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
@@ -39,7 +45,7 @@ from agentfsm.table import (
     UNKNOWN_STOP_REASON,
     Transition,
 )
-from agentfsm.tools import ToolCall, ToolResult, error_result
+from agentfsm.tools import ToolCall, ToolResult, error_result, for_history
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -133,7 +139,10 @@ class Conversation:
         self.store = store
         self.committed: dict[str, ToolResult] = {}
         self.tools_started: list[str] = []
-        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # host:pid:nonce — a store may free the lease of a dead process on its own host (see SQLiteStore).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.revision = 0  # saves so far, stored with each snapshot
+        self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
             self.answer = text_of(blocks(messages[-1]))
@@ -181,6 +190,7 @@ class Conversation:
             tools_started=self.tools_started,
             elapsed_s=self.elapsed_s,
             finished=self.finished,
+            revision=self.revision,
         )
 
     @classmethod
@@ -206,6 +216,7 @@ class Conversation:
         conv.committed = dict(snap.tool_results)
         conv.tools_started = list(snap.tools_started)
         conv._elapsed_before = snap.elapsed_s
+        conv.revision = snap.revision
         conv.emit(
             "run.resumed",
             agent=snap.agent,
@@ -233,16 +244,34 @@ class Conversation:
 
     def _save(self) -> None:
         if self.store is not None:
+            self.revision += 1
             self.store.save(self.snapshot())
 
     def _claim(self) -> None:
-        """Hold (or renew) this worker's lease on the conversation; refuse to advance without it."""
-        if self.store is not None and not self.store.acquire(self.id, self.owner, self.policy.lease_seconds):
+        """Hold (or renew) this worker's lease on the conversation; refuse to advance without it.
+
+        When the lease is first taken, the stored conversation must still be the one this worker
+        holds: a worker that loaded it while another was advancing it would fork its history (and
+        run again the tools the other committed).
+        """
+        if self.store is None:
+            return
+        if not self.store.acquire(self.id, self.owner, self.policy.lease_seconds):
             raise ConversationLockedError(self.id)
+        if not self._leased:
+            try:
+                stored = self.store.load(self.id).revision
+            except KeyError:  # not stored (yet, or any more): nothing to fork
+                stored = self.revision
+            if stored != self.revision:
+                self.store.release(self.id, self.owner)
+                raise StaleConversationError(self.id, self.revision, stored)
+            self._leased = True
 
     def release(self) -> None:
         """Give up this worker's lease (``run``/``arun`` do it when they return)."""
         if self.store is not None:
+            self._leased = False
             self.store.release(self.id, self.owner)
 
     def _tool_work(self, calls: list[ToolCall]) -> tuple[list[ToolCall], dict[str, ToolResult]]:
@@ -270,8 +299,11 @@ class Conversation:
     def _commit(self, results: Sequence[ToolResult]) -> None:
         if self.store is None:
             return
-        for result in results:
-            self.committed[result.tool_use_id] = result
+        secrets = self.agent.secrets()
+        for result in results:  # stored as they will be sent: cut, credentials redacted
+            self.committed[result.tool_use_id] = for_history(
+                result, limit=self.policy.max_tool_result_chars, secrets=secrets
+            )
         self.tools_started = []
         self._save()
 
@@ -325,8 +357,10 @@ class Conversation:
         try:
             while not self.finished:
                 yield from self._step(view)
+            yield from view.close(self)
         finally:
             self._outbox = None
+            self.release()
         yield ResultEvent(result=self.result())
 
     async def astep(self) -> TraceStep | None:
@@ -356,8 +390,11 @@ class Conversation:
             while not self.finished:
                 async for event in self._astep(view):
                     yield event
+            for event in view.close(self):
+                yield event
         finally:
             self._outbox = None
+            self.release()
         yield ResultEvent(result=self.result())
 
     def _step(self, view: TextView | None) -> Iterator[StreamEvent]:
@@ -507,6 +544,10 @@ class Conversation:
         if self.container is not None:
             given = params.get("container")
             params["container"] = {**given, "id": self.container} if isinstance(given, dict) else self.container
+        if self.policy.prompt_caching and self.turns > 0:
+            # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.caching).
+            prefill = self.pending_kind in ("prefill", "caller_prefill")
+            params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens)
         return params
 
     def begin_request(self) -> None:
@@ -536,7 +577,9 @@ class Conversation:
                 message=outcome.message,
                 latency_ms=round(latency_ms, 3),
             )
-            self.error = RunError(type=outcome.type, message=outcome.message, status_code=outcome.status_code)
+            # The error goes onto the result and into the store: scrubbed of credentials, like an event.
+            message = redact(outcome.message, self.agent.secrets())
+            self.error = RunError(type=outcome.type, message=message, status_code=outcome.status_code)
             self.prefill_was_rejected = outcome.rejects_prefill
             rejected = self.table.first_allowed(self, PREFILL_REJECTED)
             self.fire(rejected or self._require(API_ERROR))
@@ -563,10 +606,13 @@ class Conversation:
         """Feed an executor's results for ``plan.calls`` and fire the transition that answers them.
 
         One result per call, in call order: a call the executor left unanswered
-        gets an is_error result rather than breaking the history.
+        gets an is_error result rather than breaking the history. Every result,
+        whichever executor made it, is made sendable here (``tools.for_history``):
+        cut to ``Policy.max_tool_result_chars``, the client's credentials redacted.
         """
         by_id = {r.tool_use_id: r for r in results}
         ordered: list[ToolResult] = []
+        secrets = self.agent.secrets()
         for call in plan.calls:
             result = by_id.get(call.id)
             if result is None:
@@ -575,6 +621,7 @@ class Conversation:
                     content=f"the tool executor returned no result for call {call.id} of tool {call.name!r}",
                     is_error=True,
                 )
+            result = for_history(result, limit=self.policy.max_tool_result_chars, secrets=secrets)
             ordered.append(result)
             self.emit(
                 "tool.finished",

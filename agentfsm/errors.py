@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agentfsm.events import redact
+
 
 class AgentfsmError(Exception):
     """Base class of every error agentfsm raises."""
@@ -41,7 +43,8 @@ class InvalidHistoryError(AgentfsmError, ValueError):
     """
 
     def __init__(self, problem: str, index: int | None = None) -> None:
-        self.problem = problem
+        # The problem may quote the caller's values (a role, tool ids): never an API key, even one put there.
+        self.problem = problem = redact(problem)
         self.index = index
         where = f"messages[{index}]: " if index is not None else ""
         super().__init__(f"invalid message history: {where}{problem}")
@@ -67,6 +70,7 @@ class CorruptSnapshotError(AgentfsmError):
 
     def __init__(self, conversation_id: str, problem: str) -> None:
         self.conversation_id = conversation_id
+        self.problem = problem
         super().__init__(f"stored conversation {conversation_id!r} cannot be read: {problem}")
 
 
@@ -101,7 +105,11 @@ class ToolExecutionError(ToolCallError):
 
     def __init__(self, tool: str, exc: BaseException) -> None:
         self.exc = exc
-        super().__init__(tool, f"tool {tool!r} raised {type(exc).__name__}: {exc}")
+        try:
+            said = str(exc)
+        except Exception:  # an exception that cannot say what it is must not crash the run
+            said = f"<{type(exc).__name__} whose message cannot be read>"
+        super().__init__(tool, f"tool {tool!r} raised {type(exc).__name__}: {said}")
 
 
 class ToolTimeoutError(ToolCallError):
@@ -166,3 +174,34 @@ class EventsFileError(AgentfsmError, ValueError):
 
 class TargetNotFoundError(AgentfsmError):
     """A ``MODULE:NAME`` given on the command line does not name something that can be loaded."""
+
+
+# --- stores -----------------------------------------------------------------------------------------------
+
+
+class SnapshotVersionError(CorruptSnapshotError):
+    """A stored conversation was written by a newer agentfsm, in a snapshot format this one does not know."""
+
+    def __init__(self, conversation_id: str, version: object, understood: int) -> None:
+        self.version = version
+        super().__init__(
+            conversation_id,
+            f"its snapshot schema_version {version!r} is newer than this agentfsm understands ({understood}); "
+            "upgrade agentfsm to read it",
+        )
+
+
+class StaleConversationError(ConversationLockedError):
+    """Another worker advanced the conversation after this one loaded it: carrying on would fork its history."""
+
+    def __init__(self, conversation_id: str, loaded: int, stored: int) -> None:
+        AgentfsmError.__init__(
+            self,
+            f"conversation {conversation_id!r} was advanced by another worker after this one loaded it (loaded at "
+            f"save #{loaded}, stored at save #{stored}); load it again (agent.resume / agent.load) to carry on",
+        )
+        self.conversation_id = conversation_id
+
+
+class StoreError(AgentfsmError):
+    """A store cannot be opened or used: not a store, made by a newer agentfsm, or its server is unreachable."""

@@ -11,6 +11,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentfsm.limits import MIN_TOOL_RESULT_CHARS
 from agentfsm.pricing import Price
 
 ContinuationStrategy = Literal["auto", "prefill", "prompt"]
@@ -54,6 +55,15 @@ class Policy(BaseModel):
         "except on rungs too large for a non-streaming request, which get long_request_timeout",
     )
     long_request_timeout: float = Field(3600.0, gt=0)
+    # 100,000 characters (about 25k tokens) never cuts an ordinary output (a file, a page of search
+    # results) yet keeps one runaway output (a 50 MB log, a binary dump) from filling the context window
+    # and failing every later request, or being billed again on every turn.
+    max_tool_result_chars: int | None = Field(
+        100_000,
+        ge=MIN_TOOL_RESULT_CHARS,
+        description="characters of text one tool result may put into the history; a longer one keeps its head "
+        "and tail around a marker saying how much was cut; None for no limit",
+    )
     stream_retries: int = Field(
         2,
         ge=0,
@@ -69,6 +79,11 @@ class Policy(BaseModel):
     max_cost_usd: float | None = Field(None, gt=0, description="dollars, from the price table (see agentfsm.pricing)")
     max_wall_seconds: float | None = Field(None, gt=0, description="wall time of the run, across resumes")
     prices: dict[str, Price] | None = Field(None, description="per-model prices overriding the built-in table")
+    prompt_caching: bool = Field(
+        True,
+        description="mark the history that the next request repeats with a cache breakpoint, on every request "
+        "after the first, so it is billed at the cache-read rate (see agentfsm.caching)",
+    )
     lease_seconds: float = Field(
         600.0, gt=0, description="how long a worker's claim on a stored conversation lasts without renewal"
     )

@@ -18,35 +18,54 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Price(BaseModel):
-    """USD per million tokens. Cache writes default to 1.25x input (5-minute cache), reads to 0.1x."""
+    """USD per million tokens. Unless given, cache writes cost 1.25x input (5-minute entries) or 2x
+    (1-hour entries), and cache reads 0.1x: the API's multipliers for every model."""
 
     model_config = ConfigDict(frozen=True)
 
     input: float
     output: float
     cache_write: float | None = None
+    cache_write_1h: float | None = None
     cache_read: float | None = None
 
     def cost(self, usage: Mapping[str, Any] | None) -> float:
-        """The cost of one reply's ``usage`` object, as the API sent it."""
+        """The cost of one reply's ``usage`` object, as the API sent it.
+
+        ``input_tokens`` excludes the tokens read from or written to the cache, as the API reports
+        it; the 1-hour part of the writes is ``cache_creation.ephemeral_1h_input_tokens``.
+        """
         if not usage:
             return 0.0
         write = self.cache_write if self.cache_write is not None else self.input * 1.25
+        write_1h = self.cache_write_1h if self.cache_write_1h is not None else self.input * 2
         read = self.cache_read if self.cache_read is not None else self.input * 0.1
+        written = int(usage.get("cache_creation_input_tokens") or 0)
+        breakdown = usage.get("cache_creation")
+        written_1h = int(breakdown.get("ephemeral_1h_input_tokens") or 0) if isinstance(breakdown, Mapping) else 0
+        written_1h = min(written_1h, written)
         return (
             int(usage.get("input_tokens") or 0) * self.input
             + int(usage.get("output_tokens") or 0) * self.output
-            + int(usage.get("cache_creation_input_tokens") or 0) * write
+            + (written - written_1h) * write
+            + written_1h * write_1h
             + int(usage.get("cache_read_input_tokens") or 0) * read
         ) / 1_000_000
 
 
-#: Published list prices (USD / MTok) by model-name prefix; the longest matching prefix wins.
+#: Published list prices (USD / MTok) by model-name prefix; the longest matching prefix wins. Source: the
+#: pricing table of https://platform.claude.com/docs/en/build-with-claude/prompt-caching#pricing (base
+#: input, output; its cache columns are the default multipliers above). Models whose price that table
+#: does not give, or gives only for a period, are left out rather than guessed.
 DEFAULT_PRICES: dict[str, Price] = {
+    "claude-opus-4-8": Price(input=5.0, output=25.0),
+    "claude-opus-4-7": Price(input=5.0, output=25.0),
+    "claude-opus-4-6": Price(input=5.0, output=25.0),
     "claude-opus-4-5": Price(input=5.0, output=25.0),
     "claude-opus-4-1": Price(input=15.0, output=75.0),
     "claude-opus-4-0": Price(input=15.0, output=75.0),
     "claude-opus-4-2025": Price(input=15.0, output=75.0),
+    "claude-sonnet-4-6": Price(input=3.0, output=15.0),
     "claude-sonnet-4-5": Price(input=3.0, output=15.0),
     "claude-sonnet-4-0": Price(input=3.0, output=15.0),
     "claude-sonnet-4-2025": Price(input=3.0, output=15.0),

@@ -14,17 +14,21 @@ On resume such a call is run again only if its tool is marked idempotent
 result saying it was interrupted, and the model decides what to do.
 
 A snapshot is plain JSON (pydantic), with a ``schema_version``; a newer
-library reads every older version. Stores implement ``Store``; the embedded
-one is ``SQLiteStore`` (``agentfsm.stores``).
+library reads every older version (``read_snapshot``). Stores implement
+``Store``: ``MemoryStore`` here, the embedded ``SQLiteStore``
+(``agentfsm.sqlite_store``) and ``PostgresStore`` (``agentfsm.postgres_store``).
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from agentfsm.errors import CorruptSnapshotError, SnapshotVersionError, StaleConversationError
 from agentfsm.result import RunError, TraceStep, Usage
 from agentfsm.tools import ToolResult
 
@@ -73,6 +77,8 @@ class Snapshot(BaseModel):
     tools_started: list[str] = []
     elapsed_s: float = 0.0
     finished: bool = False
+    #: Saves so far (1 for the first): a worker that takes the lease checks nobody saved since it loaded.
+    revision: int = 0
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> Snapshot:
@@ -86,6 +92,36 @@ class Snapshot(BaseModel):
         return cls.model_validate(data)
 
 
+def read_snapshot(conversation_id: str, raw: str | bytes) -> Snapshot:
+    """A stored row's text as a ``Snapshot`` of any known version, or ``CorruptSnapshotError`` naming the problem."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptSnapshotError(conversation_id, f"the stored row is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CorruptSnapshotError(
+            conversation_id, f"the stored row is JSON {type(data).__name__}, not a snapshot object"
+        )
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CorruptSnapshotError(conversation_id, f"the stored row has schema_version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise SnapshotVersionError(conversation_id, version, SCHEMA_VERSION)
+    try:
+        snap = Snapshot.upgrade(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the row"
+        raise CorruptSnapshotError(
+            conversation_id, f"the stored row is not a conversation snapshot: {where}: {first['msg']}"
+        ) from None
+    if snap.conversation_id != conversation_id:
+        raise CorruptSnapshotError(
+            conversation_id, f"the stored row holds conversation {snap.conversation_id!r} instead"
+        )
+    return snap
+
+
 class RunSummary(BaseModel):
     """One line of ``Store.list()``."""
 
@@ -95,17 +131,26 @@ class RunSummary(BaseModel):
     turns: int
     finished: bool
     updated_at: float
+    #: Why this row cannot be loaded (corrupt, or written by a newer agentfsm); None when it is sound.
+    problem: str | None = None
 
 
 @runtime_checkable
 class Store(Protocol):
     """Where conversations are kept. Every method is atomic.
 
-    ``save`` replaces the conversation's snapshot; ``load`` raises ``KeyError``
-    for an unknown id and ``CorruptSnapshotError`` for a row it cannot read.
-    ``acquire`` takes an exclusive lease on a conversation for ``owner`` (True
-    if taken: free, expired, or already ``owner``'s), so two workers never
-    advance the same conversation at once; ``release`` gives it back.
+    ``save`` replaces the conversation's snapshot, and refuses one whose
+    ``revision`` is not newer than the stored one (``StaleConversationError``:
+    a fencing token, so a worker that lost its lease cannot overwrite the
+    history another worker has moved on); ``load`` raises ``KeyError`` for an
+    unknown id and ``CorruptSnapshotError`` for a row it cannot read (other
+    rows stay readable); ``list`` never fails for one bad row (it is listed,
+    with ``problem`` set where the store can tell without parsing every row). ``acquire`` takes an exclusive lease on a
+    conversation for ``owner`` (True if taken: free, expired, held by a worker
+    known to be dead, or already ``owner``'s — then it is renewed to ``lease_s``
+    from now, or left as it is while more than half of it remains), so two
+    workers never advance the same conversation at once; ``release`` gives it
+    back.
     """
 
     def save(self, snapshot: Snapshot) -> None: ...
@@ -124,30 +169,48 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._rows: dict[str, str] = {}
+        self._revisions: dict[str, int] = {}
         self._updated: dict[str, float] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def save(self, snapshot: Snapshot) -> None:
-        import time
-
+        cid = snapshot.conversation_id
         with self._lock:
-            self._rows[snapshot.conversation_id] = snapshot.model_dump_json()
-            self._updated[snapshot.conversation_id] = time.time()
+            stored = self._revisions.get(cid)
+            if stored is not None and snapshot.revision <= stored:
+                raise StaleConversationError(cid, snapshot.revision - 1, stored)
+            self._rows[cid] = snapshot.model_dump_json()
+            self._revisions[cid] = snapshot.revision
+            self._updated[cid] = time.time()
 
     def load(self, conversation_id: str) -> Snapshot:
         with self._lock:
             row = self._rows.get(conversation_id)
         if row is None:
             raise KeyError(conversation_id)
-        return Snapshot.model_validate_json(row)
+        return read_snapshot(conversation_id, row)
 
     def list(self) -> list[RunSummary]:
         with self._lock:
-            rows = list(self._rows.items())
+            rows = [(cid, row, self._updated[cid]) for cid, row in self._rows.items()]
         out = []
-        for cid, row in rows:
-            snap = Snapshot.model_validate_json(row)
+        for cid, row, updated in rows:
+            try:
+                snap = read_snapshot(cid, row)
+            except CorruptSnapshotError as exc:  # listed, marked, and the others still listed
+                out.append(
+                    RunSummary(
+                        conversation_id=cid,
+                        agent="?",
+                        state="?",
+                        turns=0,
+                        finished=False,
+                        updated_at=updated,
+                        problem=exc.problem,
+                    )
+                )
+                continue
             out.append(
                 RunSummary(
                     conversation_id=cid,
@@ -155,14 +218,12 @@ class MemoryStore:
                     state=snap.state,
                     turns=snap.counters.turns,
                     finished=snap.finished,
-                    updated_at=self._updated[cid],
+                    updated_at=updated,
                 )
             )
         return out
 
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
-        import time
-
         now = time.time()
         with self._lock:
             holder = self._leases.get(conversation_id)

@@ -113,10 +113,15 @@ class TextView:
         self._unconfirmed = ""  # the part of _screen the current attempt has not yet reproduced
         self._seam = Seam("", "none")
         self._discards_seen = 0
+        self._broken = False  # the last attempt ended without a reply
 
     def begin(self, conv: Conversation, *, retry: bool) -> None:
-        """A request is about to stream; ``retry`` when it repeats one whose stream broke."""
-        repeat = retry or conv.discards != self._discards_seen
+        """A request is about to stream; ``retry`` when it repeats one whose stream broke.
+
+        Text shown for a reply that was then discarded, or for an attempt that broke, stays on
+        the caller's screen until an attempt that succeeds confirms or takes it back.
+        """
+        repeat = retry or conv.discards != self._discards_seen or bool(self._unconfirmed)
         self._discards_seen = conv.discards
         if repeat:
             self._unconfirmed = self._screen
@@ -132,9 +137,17 @@ class TextView:
     def end(self, *, ok: bool) -> list[StreamEvent]:
         """The attempt ended; on success, take back anything shown before that it did not repeat."""
         events = self._show(self._seam.finish())
+        self._broken = not ok
         if ok and self._unconfirmed:
             events.append(self._rewind(len(self._unconfirmed)))
         return events
+
+    def close(self, conv: Conversation) -> list[StreamEvent]:
+        """The run is over: take back what the last reply showed if it is not in the answer after all
+        (its stream broke and was not resent, or it was discarded), so the caller ends with the answer."""
+        if (self._broken or conv.discards != self._discards_seen) and self._screen:
+            return [self._rewind(len(self._screen))]
+        return []
 
     def _show(self, visible: str) -> list[StreamEvent]:
         if not visible:

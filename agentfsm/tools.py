@@ -9,7 +9,9 @@ the problem, so the model can fix its call.
 The wire-level values around a call are pydantic models too: :class:`ToolCall`
 (one ``tool_use`` block from the model) and :class:`ToolResult` (one
 ``tool_result`` block going back). :func:`to_tool_result` turns whatever a
-tool returned into a result the API accepts, and :func:`tool_params` builds the
+tool returned into a result the API accepts, :func:`for_history` makes every
+result (whichever executor made it) safe to send and keep — cut to the policy's
+limit, the client's key redacted — and :func:`tool_params` builds the
 ``tools`` request parameter, passing server tools (``web_search_...``) through.
 """
 
@@ -26,12 +28,14 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
 from agentfsm.errors import ConfigurationError, ToolCallError, ToolInputError, ToolReturnError
+from agentfsm.limits import cut_content
 
 __all__ = [
     "Tool",
     "ToolCall",
     "ToolResult",
     "error_result",
+    "for_history",
     "to_tool_result",
     "tool",
     "tool_params",
@@ -231,6 +235,71 @@ def to_tool_result(call: ToolCall, value: object, tool_name: str) -> ToolResult:
     return ToolResult(tool_use_id=call.id, content=content)
 
 
+def for_history(result: ToolResult, *, limit: int | None, secrets: Sequence[str] = ()) -> ToolResult:
+    """``result`` as it may enter the history and be sent: every result passes here, whatever made it.
+
+    A custom executor's list content that is not valid content blocks becomes JSON text (as
+    ``to_tool_result`` does); characters that cannot be sent (lone surrogates, which would fail
+    the request's UTF-8 encoding) become U+FFFD; the client's credentials become ``[REDACTED]``
+    (the model must not read them, nor a store keep them); and the text is cut to ``limit``
+    characters with a marker (``agentfsm.limits``). Idempotent, and the same object when nothing changes.
+    """
+    content: str | list[dict[str, Any]] = result.content
+    if isinstance(content, list) and content and not _is_content_blocks(content):
+        try:
+            content = json.dumps(content, ensure_ascii=False, default=pydantic_core.to_jsonable_python)
+        except Exception:
+            content = f"the tool returned content blocks that cannot be sent (a list of {len(content)} items)"
+    content = _scrub(content, tuple(s for s in secrets if s))
+    content = cut_content(content, limit)
+    if content is result.content:
+        return result
+    return result.model_copy(update={"content": content})
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_REDACTED = "[REDACTED]"
+
+
+#: A run of this many leading characters of a secret is redacted as the secret: a copy cut short
+#: (a quoted value shortened with "...", say) must not leak most of a key either.
+_SECRET_HEAD = 20
+
+
+def _without(text: str, secret: str) -> str:
+    """``text`` with ``secret``, and any copy of its first ``_SECRET_HEAD`` or more characters, redacted."""
+    if secret in text:
+        text = text.replace(secret, _REDACTED)
+    head = secret[:_SECRET_HEAD]
+    if len(secret) <= _SECRET_HEAD or head not in text:
+        return text
+    parts, at = [], 0
+    while (start := text.find(head, at)) >= 0:
+        end = start + len(head)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        parts += [text[at:start], _REDACTED]
+        at = end
+    return "".join(parts) + text[at:]
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with lone surrogates replaced and ``secrets`` redacted in every string; the same object if clean."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):  # a valid pair becomes its character, a lone one U+FFFD
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        for secret in secrets:
+            value = _without(value, secret)
+        return value
+    if isinstance(value, list):
+        items = [_scrub(v, secrets) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        fields = {k: _scrub(v, secrets) for k, v in value.items()}
+        return value if all(fields[k] is v for k, v in value.items()) else fields
+    return value
+
+
 def tool_params(tools: Sequence[Tool | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The ``tools`` request parameter: ``Tool.to_param()`` for Tools, dicts (server tools) unchanged.
 
@@ -399,8 +468,24 @@ def _describe(value: object) -> str:
 
 
 def _is_content_blocks(value: object) -> TypeGuard[list[dict[str, Any]]]:
-    return (
-        isinstance(value, list)
-        and len(value) > 0
-        and all(isinstance(b, dict) and b.get("type") in TOOL_RESULT_BLOCK_TYPES for b in value)
-    )
+    """A non-empty list of blocks the API accepts in a tool_result; anything else is data, sent as JSON."""
+    return isinstance(value, list) and len(value) > 0 and all(_is_content_block(b) for b in value)
+
+
+def _is_content_block(block: object) -> bool:
+    """The fields the API requires of each block type are there (a text block with no text is rejected)."""
+    if not isinstance(block, dict) or block.get("type") not in TOOL_RESULT_BLOCK_TYPES:
+        return False
+    kind = block["type"]
+    if kind == "text":
+        text = block.get("text")
+        return isinstance(text, str) and bool(text.strip())
+    if kind in ("image", "document"):
+        return isinstance(block.get("source"), dict)
+    if kind == "search_result":
+        return (
+            isinstance(block.get("source"), str)
+            and isinstance(block.get("title"), str)
+            and isinstance(block.get("content"), list)
+        )
+    return True

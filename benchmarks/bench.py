@@ -5,7 +5,10 @@
 
 Every contender talks to the same ``Simulator`` over the SDK's real HTTP
 stack (httpx2 MockTransport), so the simulator's own cost is in every row
-alike; compare rows, not absolute numbers. Rounds are interleaved so a noisy
+alike; compare rows, not absolute numbers. (Sections 1-3 run it with
+``prompt_cache=False``: agentfsm marks its follow-up requests for prompt
+caching and the hand-written loops do not, and hashing prompts is the
+server's work, not the client's.) Rounds are interleaved so a noisy
 neighbour hurts every contender the same.
 
 1. Per-turn cost of a 20-turn tool conversation: a hand-written
@@ -17,6 +20,9 @@ neighbour hurts every contender the same.
    event loop, in a fresh subprocess: wall time, conversations per second,
    peak RSS above the process's baseline, bytes per conversation.
 3. Time to first text delta: ``astream`` against a raw SDK async stream.
+4. Billed cost of one long document written in 6 chunks (``--cost`` prints only this; it is
+   deterministic): the seed article's naive continuation loop against agentfsm without and
+   with prompt caching, tokens as the simulator bills them and dollars at the list price.
 """
 
 from __future__ import annotations
@@ -29,12 +35,15 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
 
 from agentfsm import Agent, Policy, tool
+from agentfsm.pricing import DEFAULT_PRICES
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 
@@ -189,7 +198,7 @@ def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float
     samples: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
     for _ in range(rounds):
         for _, name, fn, is_async in CONTENDERS:
-            sim = Simulator(conversation_script(TURNS))
+            sim = Simulator(conversation_script(TURNS), prompt_cache=False)
             client: Any = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
             fn(client)  # warm-up conversation (connection pool, caches)
             started = time.perf_counter()
@@ -214,7 +223,9 @@ def _rss_kib(field: str) -> int:
 def many_child(n: int) -> None:
     """Run ``n`` concurrent two-turn conversations; print one JSON line of measurements."""
     script = conversation_script(2)
-    sim = Simulator(script, keep_requests=False)  # the harness keeps nothing: what grows is agentfsm
+    sim = Simulator(
+        script, keep_requests=False, prompt_cache=False
+    )  # the harness keeps nothing: what grows is agentfsm
     agent = agent_for(sim.async_client(max_retries=0))
     asyncio.run(agent.arun("warm up"))
     baseline = _rss_kib("VmRSS:")
@@ -273,6 +284,181 @@ def first_delta(rounds: int) -> dict[str, list[float]]:
     return samples
 
 
+# --- billed cost of a 6-chunk continuation ---------------------------------------------------------------
+
+COST_MODEL = "claude-sonnet-4-5"  # $3 / $15 per MTok; 5-minute cache writes 1.25x, reads 0.1x the input price
+CHUNK_TOKENS = 2048  # the seed article's max_tokens_per_call
+# The seed article's system prompt and request, with the reference notes a real writer would be given
+# (about 4,000 tokens of context: enough to be cached; the minimum is 1,024 tokens for this model).
+SEED_SYSTEM = (
+    "Viết văn tiếng Việt rõ ràng, súc tích. QUAN TRỌNG: Không dùng dấu chấm lửng (...) khi kết thúc câu. "
+    "Hoàn thành đầy đủ mọi ý tưởng."
+)
+SEED_PROMPT = (
+    "Viết bài viết đầy đủ về lịch sử lập trình từ 1940 đến nay, bao gồm các ngôn ngữ lập trình quan trọng "
+    "và milestone lớn."
+)
+REFERENCE = "\n".join(
+    f"Reference note {i}: in {1940 + i}, milestone {i} of the history of programming is recorded with its "
+    f"people, its machines and its languages; cite it as [{i}] and keep its dates exactly as given here."
+    for i in range(75)
+)
+COST_SYSTEM = f"{SEED_SYSTEM}\n\n{REFERENCE}"
+# A document the writer model writes in exactly 6 chunks of CHUNK_TOKENS tokens (5.6 chunks' worth).
+COST_DOCUMENT = "".join(
+    f"Đoạn {i}: năm {1940 + i % 85}, một cột mốc mới của lịch sử lập trình được ghi lại, số {i * 7919 % 10007}. "
+    for i in range(800)
+)[: int(5.6 * CHUNK_TOKENS * 4)]
+
+
+@dataclass
+class Bill:
+    """What one way of writing the document was billed."""
+
+    name: str
+    requests: int = 0
+    input: int = 0
+    cache_write: int = 0
+    cache_read: int = 0
+    output: int = 0
+    dollars: float = 0.0
+
+    def add(self, usage: dict[str, Any]) -> None:
+        self.requests += 1
+        self.input += int(usage.get("input_tokens") or 0)
+        self.cache_write += int(usage.get("cache_creation_input_tokens") or 0)
+        self.cache_read += int(usage.get("cache_read_input_tokens") or 0)
+        self.output += int(usage.get("output_tokens") or 0)
+        self.dollars += DEFAULT_PRICES[COST_MODEL].cost(usage)
+
+
+def generate_with_continuation(
+    client: anthropic.Anthropic,
+    messages: list[dict[str, Any]],
+    system_prompt: str = "",
+    max_tokens_per_call: int = 4096,
+    max_continuations: int = 10,
+    model: str = COST_MODEL,
+    bill: Bill | None = None,
+) -> dict[str, Any]:
+    """The seed article's naive loop, as written there (its prints left out): every continuation resends
+    the whole history, the chunk so far as an assistant turn and "Tiếp tục." ("Continue.") after it."""
+    full_text = ""
+    total_input_tokens = 0
+    total_output_tokens = 0
+    continuation_count = 0
+    current_messages = messages.copy()
+    while continuation_count <= max_continuations:
+        response = client.messages.create(
+            model=model,
+            max_tokens=max_tokens_per_call,
+            system=system_prompt,
+            messages=current_messages,  # type: ignore[arg-type]
+        )
+        if bill is not None:
+            bill.add(response.usage.model_dump())
+        total_input_tokens += response.usage.input_tokens
+        total_output_tokens += response.usage.output_tokens
+        chunk = response.content[0].text  # type: ignore[union-attr]
+        full_text += chunk
+        if response.stop_reason == "end_turn":
+            return {
+                "full_text": full_text,
+                "total_input_tokens": total_input_tokens,
+                "total_output_tokens": total_output_tokens,
+                "continuation_count": continuation_count,
+                "completed": True,
+            }
+        elif response.stop_reason == "max_tokens":
+            continuation_count += 1
+            if continuation_count > max_continuations:
+                break
+            current_messages.append({"role": "assistant", "content": chunk})
+            current_messages.append({"role": "user", "content": "Tiếp tục."})
+        else:
+            break
+    return {
+        "full_text": full_text,
+        "total_input_tokens": total_input_tokens,
+        "total_output_tokens": total_output_tokens,
+        "continuation_count": continuation_count,
+        "completed": False,
+    }
+
+
+def naive_bill() -> Bill:
+    bill = Bill("naive loop from the seed article (no caching)")
+    sim = Simulator(r.writer(COST_DOCUMENT, continuation_marker="tiếp tục"))
+    out = generate_with_continuation(
+        sim.client(max_retries=0),
+        [{"role": "user", "content": SEED_PROMPT}],
+        system_prompt=COST_SYSTEM,
+        max_tokens_per_call=CHUNK_TOKENS,
+        max_continuations=5,
+        bill=bill,
+    )
+    assert out["completed"] and out["full_text"] == COST_DOCUMENT, "the naive loop did not write the document"
+    assert (out["total_input_tokens"], out["total_output_tokens"]) == (bill.input, bill.output)
+    return bill
+
+
+def agentfsm_bill(name: str, *, system: Any = COST_SYSTEM, **policy: Any) -> Bill:
+    bill = Bill(name)
+    sim = Simulator(r.writer(COST_DOCUMENT))
+    agent = Agent(
+        client=sim.client(max_retries=0),
+        model=COST_MODEL,
+        system=system,
+        policy=Policy(max_tokens=CHUNK_TOKENS, max_continuations=5, **policy),
+        logger=None,
+    )
+    result = agent.run(SEED_PROMPT)
+    assert result.final_state == "done" and result.text == COST_DOCUMENT, f"{name}: {result.reason}"
+    for event in result.events:
+        if event.event == "response.received":
+            bill.add(event.data["usage"])
+    assert result.cost_usd is not None and abs(result.cost_usd - bill.dollars) < 1e-9
+    return bill
+
+
+def continuation_bills() -> list[Bill]:
+    marked_system = [{"type": "text", "text": COST_SYSTEM, "cache_control": {"type": "ephemeral"}}]
+    with warnings.catch_warnings():  # the SDK warns that claude-sonnet-4-5 is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        bills = [
+            naive_bill(),
+            agentfsm_bill("agentfsm, prompt_caching=False", prompt_caching=False),
+            agentfsm_bill("agentfsm, prompt caching (default)"),
+            agentfsm_bill("agentfsm, prompt caching + caller marks the system prompt", system=marked_system),
+            agentfsm_bill("agentfsm, prompt caching, continuation='prompt'", continuation="prompt"),
+        ]
+    assert all(b.requests == 6 for b in bills), [b.requests for b in bills]
+    return bills
+
+
+def print_cost_table() -> None:
+    bills = continuation_bills()
+    price = DEFAULT_PRICES[COST_MODEL]
+    print(
+        f"4. Billed cost of one {len(COST_DOCUMENT):,}-character document written in 6 chunks "
+        f"(max_tokens={CHUNK_TOKENS})"
+    )
+    print(
+        f"   {COST_MODEL} at ${price.input:g} / ${price.output:g} per MTok; cache writes 1.25x, reads 0.1x the input "
+        "price; tokens as the simulator bills them"
+    )
+    header = ("", "requests", "input", "cache write", "cache read", "output", "dollars", "saving")
+    print(f"   {header[0]:<58} {header[1]:>8} {header[2]:>8} {header[3]:>11} {header[4]:>10} {header[5]:>7} "
+          f"{header[6]:>8} {header[7]:>10}")  # fmt: skip
+    naive = bills[0].dollars
+    for b in bills:
+        saving = "(baseline)" if b is bills[0] else f"{(1 - b.dollars / naive) * 100:.0f}%"
+        print(
+            f"   {b.name:<58} {b.requests:>8} {b.input:>8,} {b.cache_write:>11,} {b.cache_read:>10,} "
+            f"{b.output:>7,} {b.dollars:>8.4f} {saving:>10}"
+        )
+
+
 # --- report ---------------------------------------------------------------------------------------------
 
 
@@ -283,10 +469,14 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run for CI")
+    parser.add_argument("--cost", action="store_true", help="only the cost table (section 4; deterministic)")
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.many_child:
         many_child(args.many_child)
+        return
+    if args.cost:
+        print_cost_table()
         return
     rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (7, 10, 10_000, 30)
 
@@ -316,6 +506,9 @@ def main() -> None:
     print(f"\n3. Time to first text delta, ms: median (min–max) of {first_rounds} rounds")
     for name, s in first_delta(first_rounds).items():
         print(f"   {name:<62} {spread(s):>22}")
+
+    print()
+    print_cost_table()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import pytest
 from realtraffic import SKIP_REASON, Record, by_name, ga_input_block_types, load_corpus, params
 
 from agentfsm import Agent, Policy, RunResult, tool
+from agentfsm.caching import unmarked
 from agentfsm.executor import DefaultExecutor
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
@@ -190,7 +191,8 @@ def assert_routed(rp: Replay) -> None:
         assert_max_tokens(rp, content)
     elif expected == "pause_turn":
         resumed = sim.requests[1].messages
-        assert resumed[:-1] == first and as_json(resumed[-1]) == as_json({"role": "assistant", "content": content})
+        assert unmarked(resumed[:-1]) == unmarked(first)
+        assert as_json(resumed[-1]) == as_json({"role": "assistant", "content": content})
     else:  # finished: end_turn, stop_sequence, refusal, unknown stop reasons
         assert len(sim.requests) == 1
         kept = [{"role": "assistant", "content": content}] if content else []
@@ -216,7 +218,8 @@ def assert_max_tokens(rp: Replay, content: list[dict[str, Any]]) -> None:
     if not content or content[-1].get("type") != "text":  # cut inside a block: the ladder, never the cut call
         assert trigger == "retry_larger", result.trace
         again = sim.requests[1]
-        assert again.messages == sim.requests[0].messages and again.max_tokens == Policy().max_tokens_ladder[0]
+        assert unmarked(again.messages) == unmarked(sim.requests[0].messages)
+        assert again.max_tokens == Policy().max_tokens_ladder[0]
         assert rp.executed == []
         assert result.final_state == "done" and result.text == FOLLOW_UP
         return
@@ -227,7 +230,7 @@ def assert_max_tokens(rp: Replay, content: list[dict[str, Any]]) -> None:
     if sent[-1]["role"] == "assistant":  # prefill: the cut text goes back without trailing whitespace
         head = content[-1]
         stripped = [*content[:-1], {**head, "text": head["text"].rstrip()}] if head["text"].strip() else content[:-1]
-        assert as_json(assistant["content"]) == as_json(stripped)
+        assert as_json(unmarked([assistant])) == as_json(unmarked([{**assistant, "content": stripped}]))
     else:
         assert as_json(assistant["content"]) == as_json(content)
     assert result.final_state == "done"
@@ -343,7 +346,7 @@ def test_real_pause_turn_resumes_with_the_paused_content_exactly_as_the_recorded
     assert result.path == ["requesting", "pause_turn", "requesting", "end_turn", "done"]
     assert paused.message is not None and paused.message["content"][-1]["type"] == "server_tool_use"
     sent = sim.requests[1].body
-    assert as_json(sent["messages"]) == as_json(resumed.request["messages"])  # type: ignore[index]
+    assert as_json(unmarked(sent["messages"])) == as_json(unmarked(resumed.request["messages"]))  # type: ignore[index]
     for key in ("model", "max_tokens", "tools", "thinking", "tool_choice"):
         assert sent[key] == resumed.request[key]  # type: ignore[index]
     # The resumed answer continues the same assistant turn: one turn holds both parts, roles alternate.
@@ -368,7 +371,7 @@ def test_real_streamed_pause_turn_folded_to_json_resumes_unchanged() -> None:
     sent = sim.requests[1].body["messages"]
     assert as_json(sent[-1]) == as_json({"role": "assistant", "content": paused.message["content"]})
     recorded = resumed.request["messages"]  # type: ignore[index]
-    assert sent[:-1] == recorded[:-1]
+    assert unmarked(sent[:-1]) == unmarked(recorded[:-1])
     assert ascii_folded(without_key(sent[-1], "caller")) == ascii_folded(recorded[-1])
 
 
@@ -387,7 +390,7 @@ def test_real_streamed_pause_turn_resumes_end_to_end_over_the_stream(driver: Dri
     assert sim.requests[0].stream and sim.requests[1].stream
     # the resume carries the paused turn exactly as it streamed in, and no new user text
     assert as_json(sent[-1]) == as_json({"role": "assistant", "content": paused.message["content"]})
-    assert sent[:-1] == paused.request["messages"]  # type: ignore[index]
+    assert unmarked(sent[:-1]) == unmarked(paused.request["messages"])  # type: ignore[index]
     assert ascii_folded(without_key(sent[-1], "caller")) == ascii_folded(resumed.request["messages"][-1])  # type: ignore[index]
     assert as_json(result.messages[1]["content"]) == as_json(paused.message["content"] + resumed.message["content"])
 
@@ -439,7 +442,7 @@ def test_real_non_streamed_cut_tool_call_climbs_the_ladder_and_never_runs() -> N
     result = agent.run(record.request["messages"])  # type: ignore[index]
     assert [s.trigger for s in result.trace[:2]] == ["max_tokens", "retry_larger"]
     assert [q.max_tokens for q in sim.requests] == [100, 1024, 1024]
-    assert sim.requests[1].messages == sim.requests[0].messages  # the same request, more room
+    assert unmarked(sim.requests[1].messages) == unmarked(sim.requests[0].messages)  # the same request, more room
     # Neither call of the cut reply ran (not even the complete first one), and the reply is in no request.
     assert ran == [
         ("get_weather", {"location": "San Francisco, CA", "unit": "celsius"}),
@@ -469,7 +472,7 @@ def test_real_streamed_cut_tool_call_climbs_the_ladder_over_the_stream(driver: D
     assert [s.trigger for s in rp.result.trace[:2]] == ["max_tokens", "retry_larger"]
     assert rp.executed == []
     assert rp.sim.requests[1].max_tokens > rp.sim.requests[0].max_tokens
-    assert rp.sim.requests[1].messages == rp.sim.requests[0].messages
+    assert unmarked(rp.sim.requests[1].messages) == unmarked(rp.sim.requests[0].messages)
 
 
 # --- not real recordings: hand-made fixtures and pasted error bodies, run apart ------------------------
@@ -556,7 +559,7 @@ def test_real_programmatic_tool_call_is_answered_in_the_reply_s_container() -> N
     result = agent.run(called.request["messages"])  # type: ignore[index]
     assert "container" not in sim.requests[0].body
     recorded = follow_up.request or {}
-    assert as_json(sim.requests[1].body["messages"]) == as_json(recorded["messages"])
+    assert as_json(unmarked(sim.requests[1].body["messages"])) == as_json(unmarked(recorded["messages"]))
     assert sim.requests[1].body["container"] == recorded["container"] == container
     assert sim.requests[2].body["container"] == container  # still the same container on the next turn
     assert result.final_state == "done" and result.text == "20°C in all three."

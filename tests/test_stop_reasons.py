@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pytest
 
 from agentfsm import Agent, Conversation, Policy, RunResult, tool
+from agentfsm.caching import unmarked
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
@@ -120,7 +121,7 @@ def test_empty_end_turn_after_tool_results_gets_a_new_user_nudge() -> None:
     # the empty reply is never sent back; the nudge is a new user message after the tool results
     assert [m["role"] for m in third] == ["user", "assistant", "user", "user"]
     assert third[2]["content"][0]["type"] == "tool_result"
-    assert third[3]["content"] == Policy().nudge_prompt
+    assert unmarked(third)[3]["content"] == Policy().nudge_prompt
     assert len(events(result, "empty.nudged")) == 1
     assert events(result, "reply.discarded")[0]["reason"].startswith("empty reply")
 
@@ -155,7 +156,7 @@ def test_cut_tool_use_is_retried_on_the_next_rung_and_never_run() -> None:
     assert CALLS == [{"location": "Hanoi", "unit": "c"}]  # the cut call never ran
     first, second = sim.requests[0].body, sim.requests[1].body
     assert (first["max_tokens"], second["max_tokens"]) == (1024, 4096)
-    assert first["messages"] == second["messages"]  # the same request, more room
+    assert unmarked(first["messages"]) == unmarked(second["messages"])  # the same request, more room
     assert events(result, "ladder.climbed") == [{"from_max_tokens": 1024, "to_max_tokens": 4096}]
     # the cut reply is in no request and not in the history
     for req in sim.requests:
@@ -389,7 +390,7 @@ def test_pause_turn_is_sent_back_unchanged_with_no_extra_user_text() -> None:
         result = conv.run()
     resumed = sim.requests[1]
     assert resumed.messages[-1] == {"role": "assistant", "content": paused}  # byte for byte
-    assert resumed.messages[:-1] == sim.requests[0].messages  # no new user text
+    assert unmarked(resumed.messages[:-1]) == unmarked(sim.requests[0].messages)  # no new user text
     assert resumed.body["tools"] == sim.requests[0].body["tools"]
     assert result.final_state == "done"
     # the resumed reply continues the same assistant turn
@@ -421,7 +422,7 @@ def test_refusal_retries_once_on_the_fallback_model() -> None:
     result = agent(sim, policy=Policy(fallback_model="claude-haiku-4-5")).run("Q")
     assert result.final_state == "done" and result.text == "Here you go."
     assert [q.model for q in sim.requests] == ["claude-opus-4-5", "claude-haiku-4-5"]
-    assert sim.requests[0].messages == sim.requests[1].messages
+    assert unmarked(sim.requests[0].messages) == unmarked(sim.requests[1].messages)
     assert result.model == "claude-haiku-4-5"
     assert len(events(result, "refusal.fallback")) == 1
 

@@ -6,9 +6,10 @@
     client = sim.client()          # or sim.async_client(), or `with sim.serve() as base_url: ...`
 
 It speaks the real wire protocol (JSON and SSE), validates requests the way the
-API does (HTTP 400), and can produce every stop reason, error and stream fault
-on demand. ``replies.writer(document)`` writes a long text across requests to
-test continuation. ``replies.recorded(path)`` and ``Simulator.from_recording(...)``
+API does (HTTP 400), models prompt caching (``agentfsm.sim.caching``), and can
+produce every stop reason, error and stream fault on demand.
+``replies.writer(document)`` writes a long text across requests to test
+continuation. ``replies.recorded(path)`` and ``Simulator.from_recording(...)``
 replay exchanges recorded from the real API, byte for byte.
 """
 

@@ -2,7 +2,8 @@
 
 Every request is recorded, shown to the class-wide ``observers``, validated
 like the real API (a rejected request answers 400 and consumes nothing), then
-answered by the next script item. The answer goes out through
+answered by the next script item, its prompt billed against this simulator's
+prompt cache (``agentfsm.sim.caching``). The answer goes out through
 ``httpx2.MockTransport`` (``client()``, ``async_client()``) or a loopback
 socket (``serve()``), in exactly the same bytes.
 """
@@ -13,6 +14,7 @@ import copy
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any, ClassVar
 import anthropic
 import httpx2
 
+from agentfsm.sim.caching import DEFAULT_MIN_TOKENS, PromptCache
 from agentfsm.sim.ids import IdSource
 from agentfsm.sim.model import (
     ErrorReply,
@@ -51,6 +54,12 @@ class Simulator:
     ``script`` is a list of ``ScriptedReply`` / ``ErrorReply`` / callables
     ``(SimRequest) -> reply`` used one per accepted request, or a single
     callable that answers every request.
+
+    ``min_cacheable_tokens`` is the shortest prefix a cache breakpoint writes
+    (the model's minimum cacheable prompt length); ``clock`` (seconds,
+    monotonic) times cache entries' lifetimes, so a test can move time on.
+    ``prompt_cache=False`` still validates cache marks but caches nothing: for
+    load tests, where hashing every prompt is the server's work, not the client's.
     """
 
     observers: ClassVar[list[Callable[[SimRequest], None]]] = []
@@ -67,6 +76,9 @@ class Simulator:
         prefill_unsupported: PrefillPolicy = None,
         model_max_tokens: int = 64000,
         keep_requests: bool = True,
+        min_cacheable_tokens: int = DEFAULT_MIN_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+        prompt_cache: bool = True,
     ) -> None:
         if isinstance(script, ScriptedReply | ErrorReply | RecordedReply):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
@@ -80,6 +92,9 @@ class Simulator:
                 )
         self.model_max_tokens = model_max_tokens
         self.prefill_unsupported = prefill_predicate(prefill_unsupported)
+        #: Prompt-cache entries written by this simulator's requests (see ``agentfsm.sim.caching``).
+        self.cache = PromptCache(min_cacheable_tokens, clock)
+        self.prompt_cache = prompt_cache
         self.requests: list[SimRequest] = []
         #: False for load tests: requests are still observed and answered, but not kept in ``requests``.
         self.keep_requests = keep_requests
@@ -205,8 +220,12 @@ class Simulator:
         request_id = self._ids.new("req")
         if request.method != "POST" or request.path != MESSAGES_PATH:
             return error_response(404, "not_found_error", "Not Found", request_id=request_id)
-        problem = parse_error or validate(
-            request.body, model_max_tokens=self.model_max_tokens, prefill_unsupported=self.prefill_unsupported
+        problem = (
+            parse_error
+            or self.cache.problem(request.body)
+            or validate(
+                request.body, model_max_tokens=self.model_max_tokens, prefill_unsupported=self.prefill_unsupported
+            )
         )
         if problem is not None:
             return error_response(400, "invalid_request_error", problem, request_id=request_id)
@@ -258,7 +277,10 @@ class Simulator:
             message = f"simulator script item returned {kind}, not a ScriptedReply, ErrorReply or RecordedReply"
             return error_response(400, "invalid_request_error", message, request_id=request_id)
         content = self._fill_ids(reply.content)
-        return reply_response(request, reply, content, message_id=self._ids.new("msg"), request_id=request_id)
+        cached = self.cache.account(request.body) if self.prompt_cache else None
+        return reply_response(
+            request, reply, content, message_id=self._ids.new("msg"), request_id=request_id, cached=cached
+        )
 
     def _fill_ids(self, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A copy of ``content`` with missing tool ids filled (server tool results point at their call)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentfsm.sim import sse
+from agentfsm.sim.caching import CacheUsage, without_cache_control
 from agentfsm.sim.model import ScriptedReply, SimRequest
 from agentfsm.sim.tokens import count_input_tokens, count_output_tokens
 
@@ -65,17 +66,24 @@ def dropped() -> WireResponse:
     return WireResponse(status=0, drop=True)
 
 
-def compute_usage(request: SimRequest, reply: ScriptedReply, content: list[dict[str, Any]]) -> dict[str, Any]:
-    """Usage like the real API's, from deterministic token counts (``reply.usage`` overrides keys)."""
+def compute_usage(
+    request: SimRequest, reply: ScriptedReply, content: list[dict[str, Any]], cached: CacheUsage | None = None
+) -> dict[str, Any]:
+    """Usage like the real API's, from deterministic token counts (``reply.usage`` overrides keys).
+
+    ``cached`` is how the prompt cache billed the prompt: ``input_tokens`` is what is left after the
+    tokens read from and written to the cache, as the API reports it.
+    """
+    cached = cached or CacheUsage()
     output = count_output_tokens(content)
     limit = request.max_tokens
     if limit is not None:
         output = limit if reply.stop_reason == "max_tokens" else min(output, limit)
     usage: dict[str, Any] = {
-        "input_tokens": count_input_tokens(request.body),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "input_tokens": max(0, count_input_tokens(without_cache_control(request.body)) - cached.read - cached.write),
+        "cache_creation_input_tokens": cached.write,
+        "cache_read_input_tokens": cached.read,
+        "cache_creation": {"ephemeral_5m_input_tokens": cached.write_5m, "ephemeral_1h_input_tokens": cached.write_1h},
         "output_tokens": output,
         "service_tier": "standard",
         "inference_geo": "not_available",
@@ -91,7 +99,12 @@ def compute_usage(request: SimRequest, reply: ScriptedReply, content: list[dict[
 
 
 def message_body(
-    request: SimRequest, reply: ScriptedReply, content: list[dict[str, Any]], *, message_id: str
+    request: SimRequest,
+    reply: ScriptedReply,
+    content: list[dict[str, Any]],
+    *,
+    message_id: str,
+    cached: CacheUsage | None = None,
 ) -> dict[str, Any]:
     """The full Message object, keys in the real API's order."""
     return {
@@ -103,7 +116,7 @@ def message_body(
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
         "stop_details": reply.stop_details,
-        "usage": compute_usage(request, reply, content),
+        "usage": compute_usage(request, reply, content, cached),
     }
 
 
@@ -129,6 +142,7 @@ def reply_response(
     *,
     message_id: str,
     request_id: str,
+    cached: CacheUsage | None = None,
 ) -> WireResponse:
     """A served reply as JSON or SSE (as the request asked), with its fault applied."""
     if reply.fault is not None and not request.stream:
@@ -137,7 +151,7 @@ def reply_response(
         if reply.fault == "error_event":
             return error_response(529, "overloaded_error", "Overloaded", request_id=request_id, headers=RETRY_NOW)
         reply = reply.model_copy(update={"stop_reason": None, "stop_sequence": None, "stop_details": None})
-    body = message_body(request, reply, content, message_id=message_id)
+    body = message_body(request, reply, content, message_id=message_id, cached=cached)
     if not request.stream:
         headers = {"content-type": "application/json", "request-id": request_id}
         return WireResponse(status=200, headers=headers, chunks=(_compact(body),))

@@ -1,0 +1,340 @@
+"""SQLiteStore: the embedded store — one SQLite file, WAL mode, no server.
+
+A conversation is one row of ``agentfsm_conversations``: its ``Snapshot`` as
+plain JSON text (what pydantic writes, readable by any later agentfsm), plus
+a few columns copied out of it so ``list()`` needs no JSON (agent, state,
+turns, finished, schema_version) and the ``revision`` that fences ``save``.
+Leases are rows of ``agentfsm_leases``. Every method is one transaction, so
+a process killed at any instant leaves either the previous snapshot or the
+new one, never half of one. ``PRAGMA user_version`` numbers the layout.
+
+Several processes may share the file (WAL: readers never block the writer;
+writers wait up to ``timeout`` seconds for each other), and one store object
+may be shared by threads (one connection per process, behind a lock; a
+forked child opens its own).
+
+Leases and dead processes. A lease records the host, pid and start time of
+the process that took it. It is free when it is released, when it expires,
+or — so that a crashed worker never blocks a resume for the rest of its
+lease — when its holder is on this host and is no longer running (no such
+pid, a zombie, or a different process that reused the pid). A holder on
+another host (a file on a network share) is trusted until its lease expires.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
+from agentfsm.store import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
+
+#: The table layout this version writes (``PRAGMA user_version``).
+LAYOUT_VERSION = 1
+
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS agentfsm_conversations (
+    id             TEXT PRIMARY KEY NOT NULL,
+    snapshot       TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    revision       INTEGER NOT NULL,
+    agent          TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    turns          INTEGER NOT NULL,
+    finished       INTEGER NOT NULL,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS agentfsm_leases (
+    conversation_id TEXT PRIMARY KEY NOT NULL,
+    owner           TEXT NOT NULL,
+    expires_at      REAL NOT NULL,
+    host            TEXT NOT NULL,
+    pid             INTEGER NOT NULL,
+    pid_started     INTEGER
+)""",
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+HOST = socket.gethostname()
+_HAS_PROC = os.path.isdir("/proc/self")
+
+
+def process_state(pid: int) -> tuple[bool, int | None]:
+    """Whether ``pid`` is a running (not zombie) process on this host, and its start time when known.
+
+    The start time (clock ticks after boot, from ``/proc``) tells a reused pid from the process that had it.
+    """
+    if _HAS_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return False, None
+        except OSError:
+            pass
+        else:
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            return fields[0] not in (b"Z", b"X", b"x"), int(fields[19])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False, None
+    except PermissionError:  # it exists, under another user
+        return True, None
+    return True, None
+
+
+def holder_alive(host: str, pid: int, started: int | None) -> bool:
+    """Whether the process that took a lease may still be running (True unless known dead)."""
+    if host != HOST or pid == os.getpid():
+        return True
+    alive, now_started = process_state(pid)
+    if not alive:
+        return False
+    return started is None or now_started is None or started == now_started
+
+
+def _errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """SQLite's own failures (not a database, locked too long, disk full) as one clear ``StoreError``."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            store = args[0]
+            raise StoreError(f"SQLite store {getattr(store, 'path', '?')}: {_explain(exc)}") from exc
+
+    return wrapper
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{text}: this file is not an agentfsm store (or it is damaged)"
+    if "locked" in text or "busy" in text:
+        return f"{text}: another process kept the file locked longer than the store's timeout"
+    return f"{type(exc).__name__}: {text}"
+
+
+class SQLiteStore:
+    """A ``Store`` in one SQLite file: ``SQLiteStore("agentfsm.db")``.
+
+    ``timeout`` is how long a call waits for another process's write (seconds);
+    ``synchronous="NORMAL"`` trades durability across a power cut (not across
+    a process crash) for speed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self.synchronous = synchronous
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._json_valid = True  # SQLite builds before 3.38 may lack json_valid
+        with self._lock:
+            self._connection()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # --- the connection ----------------------------------------------------------------------------
+
+    @_errors
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (a forked child must not use its parent's); caller holds the lock."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self._conn, self._pid = None, os.getpid()  # a parent's connection is dropped, not closed under it
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > LAYOUT_VERSION:
+                raise StoreError(
+                    f"SQLite store {self.path} has table layout {version}, newer than this agentfsm knows "
+                    f"({LAYOUT_VERSION}); upgrade agentfsm to use it"
+                )
+            if version < LAYOUT_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={LAYOUT_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.rollback()
+                    raise
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (taken at once, so a read-then-write cannot deadlock with another writer)."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close this process's connection (the store reopens it if used again)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the Store protocol --------------------------------------------------------------------------
+
+    @_errors
+    def save(self, snapshot: Snapshot) -> None:
+        cid = snapshot.conversation_id
+        now = time.time()
+        with self._write() as conn:
+            cursor = conn.execute(
+                """
+                INSERT INTO agentfsm_conversations
+                    (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET
+                    snapshot = excluded.snapshot, schema_version = excluded.schema_version,
+                    revision = excluded.revision, agent = excluded.agent, state = excluded.state,
+                    turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at
+                WHERE agentfsm_conversations.revision < excluded.revision
+                """,
+                (
+                    cid,
+                    snapshot.model_dump_json(),
+                    snapshot.schema_version,
+                    snapshot.revision,
+                    snapshot.agent,
+                    snapshot.state,
+                    snapshot.counters.turns,
+                    int(snapshot.finished),
+                    now,
+                    now,
+                ),
+            )
+            if cursor.rowcount == 0:
+                (stored,) = conn.execute("SELECT revision FROM agentfsm_conversations WHERE id = ?", (cid,)).fetchone()
+                raise StaleConversationError(cid, snapshot.revision - 1, stored)
+
+    @_errors
+    def load(self, conversation_id: str) -> Snapshot:
+        rows = self._read("SELECT snapshot FROM agentfsm_conversations WHERE id = ?", (conversation_id,))
+        if not rows:
+            raise KeyError(conversation_id)
+        return read_snapshot(conversation_id, rows[0][0])
+
+    @_errors
+    def list(self) -> list[RunSummary]:
+        columns = "id, agent, state, turns, finished, updated_at, schema_version"
+        order = "ORDER BY created_at, id"
+        if self._json_valid:
+            try:
+                rows = self._read(f"SELECT {columns}, json_valid(snapshot) FROM agentfsm_conversations {order}")
+            except sqlite3.OperationalError as exc:
+                if "json_valid" not in str(exc):
+                    raise
+                self._json_valid = False
+        if not self._json_valid:
+            rows = self._read(f"SELECT {columns}, 1 FROM agentfsm_conversations {order}")
+        return [
+            RunSummary(
+                conversation_id=cid,
+                agent=agent,
+                state=state,
+                turns=turns,
+                finished=bool(finished),
+                updated_at=updated,
+                problem=_problem(cid, version, bool(valid)),
+            )
+            for cid, agent, state, turns, finished, updated, version, valid in rows
+        ]
+
+    @_errors
+    def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
+        me = os.getpid()
+        now = time.time()
+        mine = self._read(
+            "SELECT expires_at FROM agentfsm_leases WHERE conversation_id = ? AND owner = ? AND pid = ?",
+            (conversation_id, owner, me),
+        )
+        if mine and mine[0][0] - now > lease_s / 2:
+            return True  # held, with more than half of it left: renewing now would only cost a write
+        started = process_state(me)[1]
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT owner, expires_at, host, pid, pid_started FROM agentfsm_leases WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            if row is not None:
+                holder, expires_at, host, pid, pid_started = row
+                if holder != owner and expires_at > now and holder_alive(host, pid, pid_started):
+                    return False
+            conn.execute(
+                """
+                INSERT INTO agentfsm_leases (conversation_id, owner, expires_at, host, pid, pid_started)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (conversation_id) DO UPDATE SET
+                    owner = excluded.owner, expires_at = excluded.expires_at, host = excluded.host,
+                    pid = excluded.pid, pid_started = excluded.pid_started
+                """,
+                (conversation_id, owner, now + lease_s, HOST, me, started),
+            )
+        return True
+
+    @_errors
+    def release(self, conversation_id: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM agentfsm_leases WHERE conversation_id = ? AND owner = ?", (conversation_id, owner)
+            )
+
+
+def _problem(conversation_id: str, version: int, valid_json: bool) -> str | None:
+    if version > SCHEMA_VERSION:
+        return SnapshotVersionError(conversation_id, version, SCHEMA_VERSION).problem
+    if not valid_json:
+        return "the stored row is not valid JSON"
+    return None

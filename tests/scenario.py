@@ -1,0 +1,292 @@
+"""The conversation the persistence tests crash and resume: a paused server tool, client tools, a continuation.
+
+Everything here is a pure function of the request (same request, same reply, same
+ids), so a resumed process — with a fresh simulator — is answered exactly as the
+original would have been:
+
+1. the prompt is answered with a ``pause_turn`` (a web search left mid-turn);
+2. the resumed turn finishes the search and calls ``count(label="a")``;
+3. the tool result is answered with two parallel calls, ``count("b")`` and ``count("c")``;
+4. then ``writer(DOCUMENT)`` writes the answer across ``max_tokens``-cut replies (continuations).
+
+``count`` appends its label to a log file per real execution, so "ran exactly once"
+is checkable across processes. ``kill_point`` is where a test may SIGKILL the
+process (``KILL_AT``): after a tool's effect, before a reply, around each save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agentfsm import Agent, Policy, Tool
+from agentfsm.sim import ScriptedReply, SimRequest, Simulator
+from agentfsm.sim import replies as r
+from agentfsm.store import Snapshot, Store
+
+DOCUMENT = (
+    "Report. The search found three sources and the counter was called three times, once per label. "
+    "Every call ran exactly once, even though the process running this conversation may have been "
+    "killed at any point along the way; the conversation was resumed from its last committed state, "
+    "and the text you are reading was written across several replies cut at max_tokens and stitched."
+)
+POLICY = Policy(max_tokens=24, max_continuations=20, max_pause_resumes=2, lease_seconds=30)
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search"}
+LABELS = ("a", "b", "c")
+INTERRUPTED = "was running when the agent process stopped"
+
+# --- where the process may be killed -------------------------------------------------------------------
+
+KILL_AT: int | None = None
+POINTS = 0
+PASSED: list[str] = []  # what each point passed so far was: "request", "tool", "save" or "saved:<tools started>"
+_POINTS_LOCK = threading.Lock()
+
+
+def kill_point(what: str) -> None:
+    """Count a point where the process may die; SIGKILL it here if this is point ``KILL_AT``."""
+    global POINTS
+    with _POINTS_LOCK:
+        POINTS += 1
+        PASSED.append(what)
+        if POINTS == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(60)  # never reached
+
+
+# --- the tool --------------------------------------------------------------------------------------------
+
+LOG: Path | None = None  # where count() records its executions (a file, so other processes can count)
+CALLS: list[str] = []  # and, in process, a list
+RAISE_ON: set[str] = set()  # labels whose execution raises KeyboardInterrupt (an in-process "crash")
+DELAY = 0.0
+
+
+def count(label: str) -> str:
+    """Count one call of the given label."""
+    CALLS.append(label)
+    if LOG is not None:
+        with LOG.open("a") as f:
+            f.write(label + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    if DELAY:
+        time.sleep(DELAY)
+    kill_point("tool")
+    if label in RAISE_ON:
+        raise KeyboardInterrupt
+    return f"counted {label}"
+
+
+def counter(idempotent: bool = False) -> Tool:
+    return Tool(count, idempotent=idempotent)
+
+
+def executions() -> dict[str, int]:
+    """How many times each label really ran (from the log file)."""
+    found = {label: 0 for label in LABELS}
+    if LOG is not None and LOG.exists():
+        for line in LOG.read_text().split():
+            found[line] = found.get(line, 0) + 1
+    return found
+
+
+# --- the model ---------------------------------------------------------------------------------------------
+
+
+def _id(kind: str, request: SimRequest, i: int) -> str:
+    digest = hashlib.sha256(f"{kind}:{len(request.messages)}:{i}".encode()).hexdigest()
+    return f"{kind}_01{digest[:22]}"
+
+
+def _paused(request: SimRequest) -> ScriptedReply:
+    reply = r.pause_turn(query="agentfsm persistence")
+    content = [dict(b) for b in reply.content]
+    last_call = None
+    for i, block in enumerate(content):
+        if block.get("type") == "server_tool_use":
+            block["id"] = last_call = _id("srvtoolu", request, i)
+        elif block.get("type") == "web_search_tool_result":
+            block["tool_use_id"] = last_call
+    return r.message(content, "pause_turn")
+
+
+def _resumed(request: SimRequest) -> ScriptedReply:
+    pending = request.messages[-1]["content"][-1]["id"]
+    results = r.server_search("agentfsm persistence (2)", "unused").content[1]
+    return r.message(
+        [
+            {**results, "tool_use_id": pending},
+            r.text_block("Found it; now counting."),
+            r.tool_use_block("count", {"label": "a"}, id=_id("toolu", request, 0)),
+        ],
+        "tool_use",
+    )
+
+
+def _parallel(request: SimRequest) -> ScriptedReply:
+    calls = [r.tool_use_block("count", {"label": label}, id=_id("toolu", request, i)) for i, label in enumerate("bc")]
+    return r.message(calls, "tool_use")
+
+
+_WRITE = r.writer(DOCUMENT)
+
+
+def model(request: SimRequest) -> ScriptedReply:
+    """The scenario's model: the reply depends on the request alone."""
+    kill_point("request")
+    n = len(request.messages)
+    if n == 1:
+        return _paused(request)
+    if n == 2:
+        return _resumed(request)
+    if n == 3:
+        return _parallel(request)
+    return _WRITE(request)
+
+
+def agent(*, idempotent: bool = False, simulator: Simulator | None = None, **kwargs: Any) -> Agent:
+    sim = simulator or Simulator(model)
+    return Agent(
+        client=sim.client(max_retries=0),
+        tools=[counter(idempotent), WEB_SEARCH],
+        policy=POLICY,
+        logger=None,
+        **kwargs,
+    )
+
+
+class KillingStore:
+    """A store whose saves are kill points (just before the write, and just after it committed)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def save(self, snapshot: Snapshot) -> None:
+        kill_point("save")
+        self.inner.save(snapshot)
+        kill_point(f"saved:{len([t for t in snapshot.tools_started if t not in snapshot.tool_results])}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+# --- a worker process ---------------------------------------------------------------------------------------
+
+PROMPT = "Search for agentfsm persistence, count a, b and c, then write the report."
+CONVERSATION = "conv_scenario"
+
+
+def forkserver() -> Any:
+    """A multiprocessing context whose children fork from a server that has agentfsm and the SDK imported.
+
+    Importing ``anthropic`` takes ~1.5 s; forked from a warm server a worker starts in milliseconds.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(
+        ["anthropic", "agentfsm", "agentfsm.sim", "agentfsm.sqlite_store", "psycopg", "pytest", "scenario"]
+    )
+    return ctx
+
+
+def exit_code(process: Any, report: Path | None = None) -> int | None:
+    """A finished worker's exit code, once its process is really gone.
+
+    The forkserver now and then loses a child's status under load and reports 255
+    (CPython gh-140867); then the report file the worker writes last decides: 0 if
+    it is there, else the worker died (for these workers, only SIGKILL does that).
+    """
+    from agentfsm.sqlite_store import process_state
+
+    deadline = time.monotonic() + 10
+    while process.pid is not None and process_state(process.pid)[0] and time.monotonic() < deadline:
+        time.sleep(0.002)
+    code: int | None = process.exitcode
+    if code == 255 and report is not None:
+        code = 0 if report.exists() else -signal.SIGKILL
+    return code
+
+
+def open_store(kind: str, where: str) -> Store:
+    if kind == "sqlite":
+        from agentfsm.sqlite_store import SQLiteStore
+
+        return SQLiteStore(where)
+    from agentfsm.postgres_store import PostgresStore
+
+    return PostgresStore(where)
+
+
+def worker(
+    kind: str,
+    where: str,
+    log: str,
+    out: str,
+    *,
+    kill_at: int | None = None,
+    idempotent: bool = False,
+    delay: float = 0.0,
+    barrier: Any = None,
+) -> None:
+    """Run (or resume, if stored) the scenario's conversation; write what happened to ``out`` as JSON.
+
+    Exits 0 whatever the outcome (written as ``outcome``), unless killed at ``kill_at``. Every request
+    the model gets is checked against the wire rules as it arrives, one line per request in
+    ``out + ".requests"`` (so a killed worker's requests are checked too).
+    """
+    import json
+
+    from agentfsm.errors import ConversationLockedError
+    from agentfsm.history import wire_problems
+
+    global KILL_AT, LOG, DELAY
+    KILL_AT, LOG, DELAY = kill_at, Path(log), delay
+    problems: list[str] = []
+    checked = Path(out + ".requests")
+
+    def check(request: SimRequest) -> None:
+        found = wire_problems(request.messages)
+        problems.extend(found)
+        with checked.open("a") as f:
+            f.write(json.dumps(found) + "\n")
+
+    Simulator.observers.append(check)
+    store = open_store(kind, where)
+    saving = KillingStore(store)
+    report: dict[str, Any] = {"problems": problems}
+    try:
+        if barrier is not None:
+            barrier.wait(10)
+        try:
+            loaded = len(store.load(CONVERSATION).trace)
+        except KeyError:
+            loaded = 0
+            result = agent(idempotent=idempotent).run(PROMPT, store=saving, conversation_id=CONVERSATION)  # type: ignore[arg-type]
+        else:
+            result = agent(idempotent=idempotent).resume(CONVERSATION, store=saving)  # type: ignore[arg-type]
+        report.update(
+            outcome=result.final_state,
+            messages=result.messages,
+            text=result.text,
+            advanced=len(result.trace) > loaded,  # False if it found the conversation already finished
+        )
+    except ConversationLockedError as exc:
+        report.update(outcome="locked", error=f"{type(exc).__name__}: {exc}")
+    report["points"] = POINTS
+    report["passed"] = PASSED
+    Path(out).write_text(json.dumps(report))
+
+
+def hold_lease(kind: str, where: str, conversation_id: str, ready: str) -> None:
+    """Take a long lease, say so, and wait to be killed."""
+    store = open_store(kind, where)
+    assert store.acquire(conversation_id, "doomed-worker", 600)
+    Path(ready).write_text("holding")
+    time.sleep(120)

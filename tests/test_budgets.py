@@ -1,0 +1,234 @@
+"""Budgets (tokens, dollars, wall time) and cost accounting, against the simulator's reported usage.
+
+A budget is checked before every request: the first request that would start over budget is not sent,
+and the run ends ``truncated`` with the budget's name as its reason and the history kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from agentfsm import Agent, Conversation, Policy, RunResult, tool
+from agentfsm.history import validate_history, wire_problems
+from agentfsm.pricing import DEFAULT_PRICES, Price, price_for
+from agentfsm.sim import SimRequest, Simulator
+from agentfsm.sim import replies as r
+from agentfsm.sim.caching import without_cache_control
+from agentfsm.sim.tokens import count_input_tokens
+
+MODEL = "claude-sonnet-4-6"  # $3 / $15 per million tokens
+LONG_SYSTEM = "Answer from the handbook below, citing its sections. " * 150  # about 2,000 tokens
+DOCUMENT = "".join(f"Paragraph {i} carries the story a little further on. " for i in range(120))
+DRIVERS = ["run", "arun"]
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look a key up."""
+    return f"value of {key}"
+
+
+def lookups(n: int, name: str = "lookup") -> Any:
+    def reply(request: SimRequest) -> Any:
+        done = sum(1 for m in request.messages if m["role"] == "assistant")
+        return r.tool_use(name, {"key": f"k{done}"}) if done < n else r.text("All looked up.")
+
+    return reply
+
+
+def run(sim: Simulator, driver: str, prompt: Any = "Go.", **kw: Any) -> RunResult:
+    client = sim.async_client(max_retries=0) if driver == "arun" else sim.client(max_retries=0)
+    kw.setdefault("model", MODEL)
+    kw.setdefault("tools", [lookup])
+    agent = Agent(client=client, logger=None, **kw)
+    return asyncio.run(agent.arun(prompt)) if driver == "arun" else agent.run(prompt)
+
+
+def data(result: RunResult, name: str) -> list[dict[str, Any]]:
+    return [e.data for e in result.events if e.event == name]
+
+
+def served_usage(result: RunResult) -> list[dict[str, Any]]:
+    """The usage of every reply, as the simulator reported it."""
+    return [d["usage"] for d in data(result, "response.received")]
+
+
+def list_price(usage: dict[str, Any], input: float = 3.0, output: float = 15.0) -> float:
+    """A reply's cost by hand: writes at 1.25x the input price, reads at 0.1x."""
+    return (
+        usage["input_tokens"] * input
+        + usage["output_tokens"] * output
+        + usage["cache_creation_input_tokens"] * input * 1.25
+        + usage["cache_read_input_tokens"] * input * 0.1
+    ) / 1e6
+
+
+def assert_stopped_cleanly(result: RunResult, sim: Simulator, reason: str) -> None:
+    """Truncated for ``reason``, the history kept and sendable, and no request sent once over budget."""
+    assert (result.final_state, result.reason, result.error) == ("truncated", reason, None)
+    assert result.path[-2:] == ["requesting", "truncated"] and result.trace[-1].trigger == "over_budget"
+    validate_history(result.messages)
+    assert wire_problems(result.messages) == []
+    assert result.turns == len(sim.requests) == len(served_usage(result))
+    finished = data(result, "run.finished")[-1]
+    assert finished["reason"] == reason and finished["cost_usd"] == result.cost_usd
+
+
+def spent_before_each_request(result: RunResult) -> list[dict[str, float]]:
+    """The budgets' totals at the moment each request went out (from the events, in order)."""
+    totals = {"input": 0.0, "output": 0.0, "cost": 0.0}
+    seen = []
+    for event in result.events:
+        if event.event == "request.sent":
+            seen.append(dict(totals))
+        elif event.event == "response.received":
+            u = event.data["usage"]
+            totals["input"] += u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"]
+            totals["output"] += u["output_tokens"]
+            totals["cost"] += list_price(u)
+    seen.append(totals)
+    return seen
+
+
+# --- each budget ends the run truncated, at the first request that would start over it -------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_output_token_budget(driver: str) -> None:
+    sim = Simulator(r.writer(DOCUMENT))
+    policy = Policy(max_tokens=100, max_continuations=20, max_output_tokens=250, continuation="prompt")
+    result = run(sim, driver, "Write it.", policy=policy)
+    assert_stopped_cleanly(result, sim, "max_output_tokens")
+    *before, after = spent_before_each_request(result)
+    assert all(s["output"] < 250 for s in before) and after["output"] >= 250
+    assert len(sim.requests) == 3 and result.usage.output_tokens == 300
+    assert DOCUMENT.startswith(result.text) and len(result.text) > 0  # what was written is kept
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_input_token_budget_counts_cache_reads_and_writes(driver: str) -> None:
+    sim = Simulator(lookups(10))
+    result = run(sim, driver, system=LONG_SYSTEM, policy=Policy(max_input_tokens=7000))
+    assert_stopped_cleanly(result, sim, "max_input_tokens")
+    *before, after = spent_before_each_request(result)
+    assert all(s["input"] < 7000 for s in before) and after["input"] >= 7000
+    u = result.usage
+    assert (
+        u.cache_read_input_tokens > 0
+        and u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens >= 7000
+    )
+    assert result.messages[-1]["content"][0]["type"] == "tool_result"  # stopped before asking again
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_dollar_budget(driver: str) -> None:
+    sim = Simulator(lookups(10))
+    result = run(sim, driver, system=LONG_SYSTEM, policy=Policy(max_cost_usd=0.015))
+    assert_stopped_cleanly(result, sim, "max_cost_usd")
+    *before, after = spent_before_each_request(result)
+    assert all(s["cost"] < 0.015 for s in before) and after["cost"] >= 0.015
+    assert result.cost_usd == pytest.approx(after["cost"])
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_wall_time_budget(driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = {"elapsed": 0.0}  # a fast clock: each tool call takes ten "seconds"
+
+    @tool
+    def slow(key: str) -> str:
+        """Take a while."""
+        clock["elapsed"] += 10
+        return key
+
+    monkeypatch.setattr(Conversation, "elapsed_s", property(lambda self: clock["elapsed"]))
+    sim = Simulator(lookups(5, name="slow"))
+    result = run(sim, driver, tools=[slow], policy=Policy(max_wall_seconds=25))
+    assert_stopped_cleanly(result, sim, "max_wall_seconds")
+    assert len(sim.requests) == 3  # sent at 0 s, 10 s and 20 s; at 30 s the budget is spent
+    assert result.messages[-1]["content"][0]["type"] == "tool_result"  # the last tool result is kept
+
+
+def test_wall_time_budget_on_the_real_clock() -> None:
+    @tool
+    def sleepy(key: str) -> str:
+        """Take a while."""
+        time.sleep(0.2)
+        return key
+
+    sim = Simulator(lookups(5, name="sleepy"))
+    result = run(sim, "run", tools=[sleepy], policy=Policy(max_wall_seconds=0.1))
+    assert_stopped_cleanly(result, sim, "max_wall_seconds")
+    assert len(sim.requests) == 1
+
+
+def test_a_run_within_every_budget_is_not_stopped() -> None:
+    sim = Simulator(lookups(2))
+    budgets = Policy(max_input_tokens=10**6, max_output_tokens=10**6, max_cost_usd=10.0, max_wall_seconds=60)
+    result = run(sim, "run", policy=budgets)
+    assert result.final_state == "done" and result.reason == "end_turn"
+
+
+# --- usage and cost -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_usage_and_cost_are_the_simulators_usage_times_the_price_table(driver: str) -> None:
+    sim = Simulator(lookups(4))
+    result = run(sim, driver, system=LONG_SYSTEM)
+    assert result.final_state == "done"
+    usages = served_usage(result)
+    assert len(usages) == len(sim.requests) == result.usage.requests == 5
+    for key in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        assert getattr(result.usage, key) == sum(u[key] for u in usages)
+    assert result.usage.cache_read_input_tokens > 0 and result.usage.cache_creation_input_tokens > 0
+    for request, usage in zip(sim.requests, usages, strict=True):  # every prompt token billed exactly once
+        billed = usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
+        assert billed == count_input_tokens(without_cache_control(request.body))
+    assert result.cost_usd == pytest.approx(sum(list_price(u) for u in usages))
+    finished = data(result, "run.finished")[-1]
+    assert finished["cost_usd"] == result.cost_usd and finished["usage"] == result.usage.model_dump()
+
+
+def test_prices_override_the_table() -> None:
+    exact = Policy(prices={MODEL: Price(input=1.0, output=2.0, cache_write=1.0, cache_read=0.5)})
+    result = run(Simulator(lookups(2)), "run", system=LONG_SYSTEM, policy=exact)
+    expected = sum(
+        (
+            u["input_tokens"]
+            + 2 * u["output_tokens"]
+            + u["cache_creation_input_tokens"]
+            + 0.5 * u["cache_read_input_tokens"]
+        )
+        / 1e6
+        for u in served_usage(result)
+    )
+    assert result.cost_usd == pytest.approx(expected)
+    by_prefix = Policy(prices={"claude-sonnet": Price(input=10.0, output=10.0)})
+    assert price_for(MODEL, by_prefix.prices) == Price(input=10.0, output=10.0)
+    assert price_for("claude-sonnet-4-5-20250929") == DEFAULT_PRICES["claude-sonnet-4-5"]
+
+
+def test_an_unknown_price_gives_no_cost_and_a_warning_when_a_dollar_budget_is_set() -> None:
+    model = "claude-future-9"
+    result = run(Simulator(lookups(2)), "run", model=model, policy=Policy(max_cost_usd=0.0001))
+    assert result.final_state == "done" and result.cost_usd is None  # not enforced: not guessed either
+    warnings = [e for e in result.events if e.event == "budget.unknown_cost"]
+    assert len(warnings) == 1 and warnings[0].level == "warning" and warnings[0].data["model"] == model
+    assert data(result, "run.finished")[-1]["cost_usd"] is None
+    quiet = run(Simulator(lookups(1)), "run", model=model)
+    assert quiet.cost_usd is None and not data(quiet, "budget.unknown_cost")
+
+
+def test_a_one_hour_cache_write_is_priced_at_twice_the_input() -> None:
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 3000,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000},
+    }
+    assert Price(input=3.0, output=15.0).cost(usage) == pytest.approx((10 * 3 + 1000 * 3.75 + 2000 * 6) / 1e6)
