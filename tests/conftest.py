@@ -104,3 +104,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"request schema check: {total} simulator requests ({parts})")
     if not realtraffic.available():
         terminalreporter.write_line(f"request schema check skipped: {realtraffic.SKIP_REASON}")
+
+
+@pytest.fixture
+def no_foreign_observers() -> Iterator[None]:
+    """For tests that send invalid requests on purpose: no suite-wide request observer sees them."""
+    saved = list(Simulator.observers)
+    Simulator.observers.clear()
+    yield
+    Simulator.observers[:] = saved

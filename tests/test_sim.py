@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import anthropic
@@ -19,13 +19,8 @@ MODEL = "claude-haiku-4-5"
 USER: list[Any] = [{"role": "user", "content": "What is the weather in Hanoi?"}]
 
 
-@pytest.fixture(autouse=True)
-def _no_foreign_observers() -> Iterator[None]:
-    """These tests send invalid requests on purpose: keep wire-rule checkers registered elsewhere out."""
-    saved = list(Simulator.observers)
-    Simulator.observers.clear()
-    yield
-    Simulator.observers[:] = saved
+# These tests send invalid requests on purpose: keep wire-rule checkers registered elsewhere out.
+pytestmark = pytest.mark.usefixtures("no_foreign_observers")
 
 
 def first_text(message: Any) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -20,13 +19,8 @@ CC: dict[str, str] = {"type": "ephemeral"}
 BIG = "The reference manual, paragraph after paragraph. " * 160  # 8,000 characters: 2,000 tokens
 
 
-@pytest.fixture(autouse=True)
-def _no_foreign_observers() -> Iterator[None]:
-    """These tests send invalid requests on purpose: keep wire-rule checkers registered elsewhere out."""
-    saved = list(Simulator.observers)
-    Simulator.observers.clear()
-    yield
-    Simulator.observers[:] = saved
+# These tests send invalid requests on purpose: keep wire-rule checkers registered elsewhere out.
+pytestmark = pytest.mark.usefixtures("no_foreign_observers")
 
 
 class Clock:

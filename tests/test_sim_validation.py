@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any, cast
 
 import anthropic
@@ -18,13 +17,8 @@ MODEL = "claude-haiku-4-5"  # accepts prefill
 NO_PREFILL = "claude-opus-4-7"
 
 
-@pytest.fixture(autouse=True)
-def _no_foreign_observers() -> Iterator[None]:
-    """These requests are invalid on purpose: keep wire-rule checkers registered elsewhere out."""
-    saved = list(Simulator.observers)
-    Simulator.observers.clear()
-    yield
-    Simulator.observers[:] = saved
+# These tests send invalid requests on purpose: keep wire-rule checkers registered elsewhere out.
+pytestmark = pytest.mark.usefixtures("no_foreign_observers")
 
 
 def first_text(message: Any) -> str:
