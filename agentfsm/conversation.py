@@ -83,6 +83,49 @@ Plan = SendRequest | RunTools | Fire
 class Conversation:
     """The state, history and counters of one run. Made by ``Agent.start``."""
 
+    # Slots keep ten thousand live conversations small; ``__dict__`` stays so that a subclass's
+    # hooks and actions can still keep their own values on the conversation.
+    __slots__ = (
+        "__dict__",
+        "_elapsed_before",
+        "_leased",
+        "_outbox",
+        "_started",
+        "agent",
+        "answer",
+        "committed",
+        "container",
+        "continuation_mode",
+        "continuations",
+        "cost_usd",
+        "discards",
+        "empty_retries",
+        "error",
+        "fallback_used",
+        "id",
+        "log",
+        "max_tokens",
+        "messages",
+        "model",
+        "owner",
+        "pause_resumes",
+        "pending_kind",
+        "policy",
+        "prefill_was_rejected",
+        "reason",
+        "reply",
+        "revision",
+        "rung",
+        "state",
+        "store",
+        "table",
+        "tool_results",
+        "tools_started",
+        "trace",
+        "turns",
+        "usage",
+    )
+
     def __init__(
         self,
         agent: Agent,
@@ -140,7 +183,8 @@ class Conversation:
         self.committed: dict[str, ToolResult] = {}
         self.tools_started: list[str] = []
         # host:pid:nonce — a store may free the lease of a dead process on its own host (see SQLiteStore).
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Who holds the lease: host and pid let a store see that a crashed holder is gone.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self.revision = 0  # saves so far, stored with each snapshot
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
         if messages and messages[-1].get("role") == "assistant":
