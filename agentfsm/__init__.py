@@ -7,7 +7,9 @@ The pieces, one module each:
 * ``guards``       — the conditions on transitions (``continuations < max_continuations``)
 * ``actions``      — what each transition does to the history
 * ``conversation`` — one run: state, history, counters; ``step()`` and ``run()``
-* ``api``          — one request out, one reply (or failure) back
+* ``api``          — one request out, one reply (or failure) back; sync, async, plain or streamed
+* ``sse``          — a streamed reply assembled from raw server-sent events
+* ``streaming``    — what a streaming caller sees: text, rewinds, transitions, tool calls, the result
 * ``tools``        — ``@tool``: functions as tools, schemas, validation, results
 * ``executor``     — the ``ToolExecutor`` protocol and the default concurrent executor
 * ``policy``       — every limit of a run
@@ -17,9 +19,17 @@ The pieces, one module each:
 * ``store``        — persistence: ``Snapshot``, the ``Store`` protocol, ``MemoryStore``
 * ``sqlite_store`` — ``SQLiteStore``, the embedded store (one SQLite file)
 * ``postgres_store`` — ``PostgresStore``, for many workers on many machines (``agentfsm[postgres]``)
+* ``pricing``      — prices per model and the cost of a reply
+* ``caching``      — where prompt-caching breakpoints go on the wire
+* ``limits``       — cutting enormous tool results down to the policy's bound
 * ``stitch``       — joining continuation chunks without lost or doubled characters
+* ``graph``        — drawing an Agent's graph and the path a run took (Mermaid, DOT, SVG)
+* ``replay``       — events written as JSON lines, read back into traces
+* ``testing``      — ``assert_trace`` for golden traces in tests
+* ``live``         — the terminal's live view of a run
 * ``errors``       — every exception
 * ``sim``          — the Messages API simulator the demo and tests run on
+* ``demo``, ``cli`` — the scripted demo and the ``agentfsm`` command line
 """
 
 from agentfsm.agent import Agent
