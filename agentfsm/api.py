@@ -88,9 +88,9 @@ def send(
     timeout: float | None = None,
 ) -> Reply | RequestFailure:
     """Send one non-streaming request; never raises for API or transport errors."""
-    resource: Any = client.beta.messages if betas else client.messages
+    resource, kwargs = _prepare(client, params, betas, timeout)
     try:
-        raw = resource.with_raw_response.create(**_create_kwargs(resource, params, betas, timeout))
+        raw = resource.with_raw_response.create(**kwargs)
         body = raw.http_response.json()
     except Exception as exc:  # every failure of the request is data for the machine, not a crash
         return failure_from(exc)
@@ -105,9 +105,9 @@ async def asend(
     timeout: float | None = None,
 ) -> Reply | RequestFailure:
     """``send`` for an ``AsyncAnthropic`` client."""
-    resource: Any = client.beta.messages if betas else client.messages
+    resource, kwargs = _prepare(client, params, betas, timeout)
     try:
-        raw = await resource.with_raw_response.create(**_create_kwargs(resource, params, betas, timeout))
+        raw = await resource.with_raw_response.create(**kwargs)
         body = raw.http_response.json()
     except Exception as exc:
         return failure_from(exc)
@@ -130,8 +130,7 @@ class StreamCall:
         betas: Sequence[str] = (),
         timeout: float | None = None,
     ) -> None:
-        self._resource: Any = client.beta.messages if betas else client.messages
-        self._kwargs = _create_kwargs(self._resource, params, betas, timeout)
+        self._resource, self._kwargs = _prepare(client, params, betas, timeout)
         self._kwargs["stream"] = True
         self.outcome: Reply | RequestFailure | None = None
         self._opened = False
@@ -199,6 +198,17 @@ def _reply_from(body: object) -> Reply | RequestFailure:
     if not isinstance(body, dict):
         return RequestFailure(type="invalid_response", message=f"expected a JSON object, got {body!r:.200}")
     return Reply.model_validate(body)
+
+
+def _prepare(
+    client: anthropic.Anthropic | anthropic.AsyncAnthropic,
+    params: Mapping[str, Any],
+    betas: Sequence[str],
+    timeout: float | None,
+) -> tuple[Any, dict[str, Any]]:
+    """The SDK resource a request goes through (beta when betas are set) and its keyword arguments."""
+    resource: Any = client.beta.messages if betas else client.messages
+    return resource, _create_kwargs(resource, params, betas, timeout)
 
 
 def _create_kwargs(

@@ -466,13 +466,10 @@ class Conversation:
                 time.sleep(delay)
             self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
         elif isinstance(plan, RunTools):
-            self._claim()
-            to_run, settled = self._tool_work(plan.calls)
-            self._announce_tools(to_run)
+            to_run, settled = self._begin_tools(plan)
             yield from self._drain()
             results = self.agent.executor.execute(to_run, self.agent.tool_map, self._tool_timeout) if to_run else []
-            self._commit(results)
-            self.complete_tools(plan, [*settled.values(), *results])
+            self._finish_tools(plan, settled, results)
         else:
             self.fire(plan.transition)
         yield from self._drain()
@@ -507,16 +504,13 @@ class Conversation:
                 await asyncio.sleep(delay)
             self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
         elif isinstance(plan, RunTools):
-            self._claim()
-            to_run, settled = self._tool_work(plan.calls)
-            self._announce_tools(to_run)
+            to_run, settled = self._begin_tools(plan)
             for event in self._drain():
                 yield event
             results = (
                 await self.agent.executor.aexecute(to_run, self.agent.tool_map, self._tool_timeout) if to_run else []
             )
-            self._commit(results)
-            self.complete_tools(plan, [*settled.values(), *results])
+            self._finish_tools(plan, settled, results)
         else:
             self.fire(plan.transition)
         for event in self._drain():
@@ -552,9 +546,18 @@ class Conversation:
         outbox.clear()
         return drained
 
-    def _announce_tools(self, calls: list[ToolCall]) -> None:
-        for call in calls:
+    def _begin_tools(self, plan: RunTools) -> tuple[list[ToolCall], dict[str, ToolResult]]:
+        """Claim the conversation, settle what needs no run (committed or interrupted), announce the rest."""
+        self._claim()
+        to_run, settled = self._tool_work(plan.calls)
+        for call in to_run:
             self.emit("tool.started", tool=call.name, tool_use_id=call.id)
+        return to_run, settled
+
+    def _finish_tools(self, plan: RunTools, settled: dict[str, ToolResult], results: Sequence[ToolResult]) -> None:
+        """Commit what ran, then answer every call of the reply."""
+        self._commit(results)
+        self.complete_tools(plan, [*settled.values(), *results])
 
     def plan(self) -> Plan:
         """Decide the next transition (and the I/O it needs) without doing anything."""
