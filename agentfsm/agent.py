@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import anthropic
 
 from agentfsm.conversation import Conversation
-from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError
+from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError, UnknownConversationError
 from agentfsm.events import default_logger
 from agentfsm.executor import ToolExecutor, shared_executor
 from agentfsm.history import Message, validate_history
@@ -188,7 +188,11 @@ class Agent:
     def load(self, conversation_id: str, *, store: Store, asynchronous: bool = False) -> Conversation:
         """A stored conversation, rebuilt at its last transition (step it, inspect it, or run it)."""
         _ = self.aclient if asynchronous else self.client
-        return Conversation.restore(self, store.load(conversation_id), store)
+        try:
+            snapshot = store.load(conversation_id)
+        except KeyError:
+            raise UnknownConversationError(conversation_id) from None
+        return Conversation.restore(self, snapshot, store)
 
     def resume(self, conversation_id: str, *, store: Store) -> RunResult:
         """Carry a stored conversation on to a final state (committed tool results are not run again)."""
@@ -204,7 +208,11 @@ class Agent:
             if not prompt.strip():
                 raise InvalidHistoryError("the prompt is empty")
             return [{"role": "user", "content": prompt}]
-        return validate_history(list(prompt) if isinstance(prompt, Sequence) else prompt)
+        if isinstance(prompt, bytes | bytearray) or not isinstance(prompt, Sequence):
+            raise InvalidHistoryError(
+                f"the prompt must be a string or a non-empty list of message dicts, got {type(prompt).__name__}"
+            )
+        return validate_history(list(prompt))
 
     @property
     def client(self) -> anthropic.Anthropic:

@@ -65,6 +65,20 @@ class ConversationLockedError(AgentfsmError):
         )
 
 
+class UnknownConversationError(AgentfsmError, KeyError):
+    """``resume``/``load`` was given an id the store does not hold. A ``KeyError`` too."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"no conversation {conversation_id!r} in the store: start one with "
+            f"agent.run(prompt, store=..., conversation_id={conversation_id!r})"
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 class CorruptSnapshotError(AgentfsmError):
     """A stored conversation cannot be read back."""
 

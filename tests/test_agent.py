@@ -166,6 +166,25 @@ def test_invalid_history_is_a_value_error_before_any_request(history: Any, match
     assert sim.requests == []
 
 
+@pytest.mark.parametrize("prompt", [b"bytes are not text", 42, None, {"role": "user", "content": "a dict"}])
+def test_a_prompt_of_the_wrong_type_names_the_type_before_any_request(prompt: Any) -> None:
+    sim = Simulator([r.text("never")])
+    with pytest.raises(ValueError, match="string or a non-empty list of message dicts") as info:
+        Calculator(client=sim.client()).run(prompt)
+    assert type(prompt).__name__ in str(info.value)
+    assert sim.requests == []
+
+
+def test_resuming_an_unknown_conversation_is_a_clear_error() -> None:
+    from agentfsm import MemoryStore
+    from agentfsm.errors import UnknownConversationError
+
+    sim = Simulator([r.text("never")])
+    with pytest.raises(UnknownConversationError, match="no conversation 'nope' in the store") as info:
+        Calculator(client=sim.client()).resume("nope", store=MemoryStore())
+    assert isinstance(info.value, KeyError) and sim.requests == []
+
+
 def test_a_full_history_with_tool_results_is_accepted() -> None:
     history = [
         {"role": "user", "content": "2+3?"},
