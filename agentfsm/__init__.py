@@ -1,66 +1,95 @@
 """agentfsm: Claude agent loops (the Anthropic Messages API) as explicit finite-state machines.
 
-The pieces, one module each:
+The public face is here, at the top: ``Agent`` (the class you subclass),
+``Policy`` (every limit of a run), ``RunResult`` and ``errors``. The rest is
+one folder per part of the architecture:
 
-* ``agent``        — ``Agent``, the class you subclass (model, system, tools, policy, hooks)
-* ``table``        — the state table: states named for the stop reasons, transitions as data
-* ``guards``       — the conditions on transitions (``continuations < max_continuations``)
-* ``actions``      — what each transition does to the history
-* ``conversation`` — one run: state, history, counters; ``step()`` and ``run()``
-* ``api``          — one request out, one reply (or failure) back; sync, async, plain or streamed
-* ``sse``          — a streamed reply assembled from raw server-sent events
-* ``streaming``    — what a streaming caller sees: text, rewinds, transitions, tool calls, the result
-* ``tools``        — ``@tool``: functions as tools, schemas, validation, results
-* ``executor``     — the ``ToolExecutor`` protocol and the default concurrent executor
-* ``policy``       — every limit of a run
-* ``events``       — structured events (structlog) and their stable names
-* ``result``       — ``RunResult``, ``Usage``, the trace
-* ``history``      — checking a message history; the wire rules
-* ``store``        — persistence: ``Snapshot``, the ``Store`` protocol, ``MemoryStore``
-* ``sqlite_store`` — ``SQLiteStore``, the embedded store (one SQLite file)
-* ``postgres_store`` — ``PostgresStore``, for many workers on many machines (``agentfsm[postgres]``)
-* ``pricing``      — prices per model and the cost of a reply
-* ``caching``      — where prompt-caching breakpoints go on the wire
-* ``limits``       — cutting enormous tool results down to the policy's bound
-* ``stitch``       — joining continuation chunks without lost or doubled characters
-* ``graph``        — drawing an Agent's graph and the path a run took (Mermaid, DOT, SVG)
-* ``replay``       — events written as JSON lines, read back into traces
-* ``testing``      — ``assert_trace`` for golden traces in tests
-* ``live``         — the terminal's live view of a run
-* ``errors``       — every exception
-* ``sim``          — the Messages API simulator the demo and tests run on
-* ``demo``, ``cli`` — the scripted demo and the ``agentfsm`` command line
+* ``machine/`` — the state table and the conversation that runs it
+* ``wire/``    — requests to the Messages API and replies from it; caching, prices
+* ``tools/``   — ``@tool`` and the executors that run tool calls
+* ``stores/``  — snapshots and where they are kept (memory, SQLite, PostgreSQL)
+* ``observe/`` — events, graphs, replay, the live view
+* ``sim/``     — the Messages API simulator the demo and the tests run on
+* ``cli/``     — the ``agentfsm`` command line; ``demo`` is its scripted demo
+
+Names are imported on first use, so ``import agentfsm`` (and ``agentfsm --help``)
+does not pay for the anthropic SDK until something needs it.
 """
 
-from agentfsm.agent import Agent
-from agentfsm.conversation import Conversation
-from agentfsm.errors import (
-    AgentfsmError,
-    ConfigurationError,
-    ConversationLockedError,
-    CorruptSnapshotError,
-    EventsFileError,
-    GraphvizNotFoundError,
-    InvalidHistoryError,
-    InvalidTransitionError,
-    MissingAPIKeyError,
-    SnapshotVersionError,
-    StaleConversationError,
-    StoreError,
-)
-from agentfsm.events import EVENT_NAMES, Event, redact_processor
-from agentfsm.executor import DefaultExecutor, ToolExecutor
-from agentfsm.guards import guard
-from agentfsm.live import LiveView
-from agentfsm.policy import Policy
-from agentfsm.postgres_store import PostgresStore
-from agentfsm.replay import EventsWriter, ReplayedRun
-from agentfsm.result import RunError, RunResult, TraceStep, Usage
-from agentfsm.sqlite_store import SQLiteStore
-from agentfsm.store import MemoryStore, RunSummary, Snapshot, Store
-from agentfsm.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition
-from agentfsm.tools import Tool, ToolCall, ToolResult, tool
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentfsm.agent import Agent
+    from agentfsm.errors import (
+        AgentfsmError,
+        ConfigurationError,
+        ConversationLockedError,
+        CorruptSnapshotError,
+        EventsFileError,
+        GraphvizNotFoundError,
+        InvalidHistoryError,
+        InvalidTransitionError,
+        MissingAPIKeyError,
+        SnapshotVersionError,
+        StaleConversationError,
+        StoreError,
+        UnknownConversationError,
+    )
+    from agentfsm.machine import actions
+    from agentfsm.machine.conversation import Conversation
+    from agentfsm.machine.guards import guard
+    from agentfsm.machine.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition
+    from agentfsm.observe.events import EVENT_NAMES, Event
+    from agentfsm.observe.live import LiveView
+    from agentfsm.observe.redaction import redact_processor
+    from agentfsm.observe.replay import EventsWriter, ReplayedRun
+    from agentfsm.policy import Policy
+    from agentfsm.result import RunError, RunResult, TraceStep, Usage
+    from agentfsm.stores import MemoryStore, PostgresStore, RunSummary, Snapshot, SQLiteStore, Store
+    from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolExecutor, ToolResult, tool
+
+#: Public name -> the module that defines it.
+_WHERE: dict[str, str] = {
+    "Agent": "agentfsm.agent",
+    "Policy": "agentfsm.policy",
+    **dict.fromkeys(("RunError", "RunResult", "TraceStep", "Usage"), "agentfsm.result"),
+    **dict.fromkeys(
+        (
+            "AgentfsmError",
+            "ConfigurationError",
+            "ConversationLockedError",
+            "CorruptSnapshotError",
+            "EventsFileError",
+            "GraphvizNotFoundError",
+            "InvalidHistoryError",
+            "InvalidTransitionError",
+            "MissingAPIKeyError",
+            "SnapshotVersionError",
+            "StaleConversationError",
+            "StoreError",
+            "UnknownConversationError",
+        ),
+        "agentfsm.errors",
+    ),
+    "Conversation": "agentfsm.machine.conversation",
+    "guard": "agentfsm.machine.guards",
+    **dict.fromkeys(("REQUESTING", "STOP_REASONS", "TERMINAL_STATES", "Transition"), "agentfsm.machine.table"),
+    **dict.fromkeys(("EVENT_NAMES", "Event"), "agentfsm.observe.events"),
+    "redact_processor": "agentfsm.observe.redaction",
+    "LiveView": "agentfsm.observe.live",
+    **dict.fromkeys(("EventsWriter", "ReplayedRun"), "agentfsm.observe.replay"),
+    **dict.fromkeys(
+        ("MemoryStore", "PostgresStore", "RunSummary", "SQLiteStore", "Snapshot", "Store"), "agentfsm.stores"
+    ),
+    **dict.fromkeys(("DefaultExecutor", "Tool", "ToolCall", "ToolExecutor", "ToolResult", "tool"), "agentfsm.tools"),
+}
+#: Public modules reachable as attributes (``from agentfsm import actions``).
+_MODULES: dict[str, str] = {"actions": "agentfsm.machine.actions"}
+
+# Literal, so type checkers see what is exported; a test keeps it equal to the two tables above.
 __all__ = [
     "EVENT_NAMES",
     "REQUESTING",
@@ -100,8 +129,25 @@ __all__ = [
     "ToolResult",
     "TraceStep",
     "Transition",
+    "UnknownConversationError",
     "Usage",
+    "actions",
     "guard",
     "redact_processor",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value: Any = importlib.import_module(_MODULES[name])
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'agentfsm' has no attribute {name!r}")
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

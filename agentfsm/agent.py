@@ -15,17 +15,17 @@ from typing import Any, ClassVar, TypeVar
 
 import anthropic
 
-from agentfsm.conversation import Conversation
 from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError, UnknownConversationError
-from agentfsm.events import default_logger
-from agentfsm.executor import ToolExecutor, shared_executor
-from agentfsm.history import Message, validate_history
+from agentfsm.machine.conversation import Conversation
+from agentfsm.machine.history import Message, validate_history
+from agentfsm.machine.streaming import StreamEvent
+from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, merge
+from agentfsm.observe.events import default_logger
 from agentfsm.policy import Policy
 from agentfsm.result import RunResult
-from agentfsm.store import Store
-from agentfsm.streaming import StreamEvent
-from agentfsm.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, merge
-from agentfsm.tools import Tool, tool_params
+from agentfsm.stores.base import Store
+from agentfsm.tools.definition import Tool, tool_params
+from agentfsm.tools.executor import ToolExecutor, shared_executor
 
 _UNSET: Any = object()
 _C = TypeVar("_C", anthropic.Anthropic, anthropic.AsyncAnthropic)
@@ -56,7 +56,7 @@ class Agent:
     #: Beta feature names; when set, requests go through ``client.beta.messages``.
     betas: Sequence[str] = ()
 
-    #: States and transitions this class adds to its parent's table (see ``agentfsm.table``).
+    #: States and transitions this class adds to its parent's table (see ``agentfsm.machine.table``).
     states: ClassVar[Sequence[str]] = ()
     transitions: ClassVar[Sequence[Transition]] = ()
     _table: ClassVar[Table | None] = None
@@ -328,6 +328,6 @@ class Agent:
     @classmethod
     def graph(cls, format: str = "mermaid") -> str:
         """This class's state graph, added states and transitions included: ``mermaid``, ``dot`` or ``svg`` text."""
-        from agentfsm.graph import agent_graph
+        from agentfsm.observe.graph import agent_graph
 
         return agent_graph(cls, format)

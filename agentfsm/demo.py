@@ -16,7 +16,7 @@ from agentfsm.policy import Policy
 from agentfsm.result import RunResult
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
-from agentfsm.tools import tool
+from agentfsm.tools.definition import tool
 
 FORECASTS = {"hanoi": (31, "humid, afternoon thunderstorms"), "hue": (29, "light rain")}
 

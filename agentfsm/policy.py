@@ -11,8 +11,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentfsm.limits import MIN_TOOL_RESULT_CHARS
-from agentfsm.pricing import Price
+from agentfsm.tools.limits import MIN_TOOL_RESULT_CHARS
+from agentfsm.wire.pricing import Price
 
 ContinuationStrategy = Literal["auto", "prefill", "prompt"]
 
@@ -76,13 +76,15 @@ class Policy(BaseModel):
     # budget is not sent, and the run ends truncated with the budget's name as its reason.
     max_input_tokens: int | None = Field(None, ge=1, description="input tokens (cache reads and writes included)")
     max_output_tokens: int | None = Field(None, ge=1)
-    max_cost_usd: float | None = Field(None, gt=0, description="dollars, from the price table (see agentfsm.pricing)")
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="dollars, from the price table (see agentfsm.wire.pricing)"
+    )
     max_wall_seconds: float | None = Field(None, gt=0, description="wall time of the run, across resumes")
     prices: dict[str, Price] | None = Field(None, description="per-model prices overriding the built-in table")
     prompt_caching: bool = Field(
         True,
         description="mark the history that the next request repeats with a cache breakpoint, on every request "
-        "after the first, so it is billed at the cache-read rate (see agentfsm.caching)",
+        "after the first, so it is billed at the cache-read rate (see agentfsm.wire.caching)",
     )
     lease_seconds: float = Field(
         600.0, gt=0, description="how long a worker's claim on a stored conversation lasts without renewal"

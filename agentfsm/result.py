@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
 
-from agentfsm.events import Event, RawEvent, materialise
+from agentfsm.observe.events import Event, RawEvent, materialise
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -79,7 +79,7 @@ class RunResult(BaseModel):
     turns: int
     #: The Agent class that ran, as ``module:QualName``.
     agent: str | None = None
-    #: Dollars spent, from the price table (``agentfsm.pricing``); None when a model's price is unknown.
+    #: Dollars spent, from the price table (``agentfsm.wire.pricing``); None when a model's price is unknown.
     cost_usd: float | None = None
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
@@ -115,6 +115,6 @@ class RunResult(BaseModel):
 
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
         """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked."""
-        from agentfsm.graph import path_graph
+        from agentfsm.observe.graph import path_graph
 
         return path_graph(self.trace, self.final_state, format, agent=agent or self.agent)

@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,11 +42,11 @@ from typing import Any
 import anthropic
 
 from agentfsm import Agent, Policy, tool
-from agentfsm.pricing import DEFAULT_PRICES
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
+from agentfsm.wire.pricing import DEFAULT_PRICES
 
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 TURNS = 20
 TOOL_SPEC = {
     "name": "lookup",
@@ -286,7 +285,7 @@ def first_delta(rounds: int) -> dict[str, list[float]]:
 
 # --- billed cost of a 6-chunk continuation ---------------------------------------------------------------
 
-COST_MODEL = "claude-sonnet-4-5"  # $3 / $15 per MTok; 5-minute cache writes 1.25x, reads 0.1x the input price
+COST_MODEL = "claude-haiku-4-5"  # $1 / $5 per MTok; cache writes 1.25x, reads 0.1x the input price; accepts prefill
 CHUNK_TOKENS = 2048  # the seed article's max_tokens_per_call
 # The seed article's system prompt and request, with the reference notes a real writer would be given
 # (about 4,000 tokens of context: enough to be cached; the minimum is 1,024 tokens for this model).
@@ -423,15 +422,13 @@ def agentfsm_bill(name: str, *, system: Any = COST_SYSTEM, **policy: Any) -> Bil
 
 def continuation_bills() -> list[Bill]:
     marked_system = [{"type": "text", "text": COST_SYSTEM, "cache_control": {"type": "ephemeral"}}]
-    with warnings.catch_warnings():  # the SDK warns that claude-sonnet-4-5 is deprecated
-        warnings.simplefilter("ignore", DeprecationWarning)
-        bills = [
-            naive_bill(),
-            agentfsm_bill("agentfsm, prompt_caching=False", prompt_caching=False),
-            agentfsm_bill("agentfsm, prompt caching (default)"),
-            agentfsm_bill("agentfsm, prompt caching + caller marks the system prompt", system=marked_system),
-            agentfsm_bill("agentfsm, prompt caching, continuation='prompt'", continuation="prompt"),
-        ]
+    bills = [
+        naive_bill(),
+        agentfsm_bill("agentfsm, prompt_caching=False", prompt_caching=False),
+        agentfsm_bill("agentfsm, prompt caching (default)"),
+        agentfsm_bill("agentfsm, prompt caching + caller marks the system prompt", system=marked_system),
+        agentfsm_bill("agentfsm, prompt caching, continuation='prompt'", continuation="prompt"),
+    ]
     assert all(b.requests == 6 for b in bills), [b.requests for b in bills]
     return bills
 

@@ -52,7 +52,7 @@ def refuse_calls(conv: Conversation) -> None:
 
 
 class ApprovalAgent(Agent):
-    model = "claude-opus-4-5"
+    model = "claude-haiku-4-5"
     tools = [read_file, delete_file]
     states = ["awaiting_approval"]
     transitions = [

@@ -65,7 +65,7 @@ def main() -> tuple[RunResult, AuditingExecutor]:
         ]
     )
     agent = Agent(
-        client=sim.client(), model="claude-opus-4-5", tools=[read_file, delete_file], executor=executor, logger=None
+        client=sim.client(), model="claude-haiku-4-5", tools=[read_file, delete_file], executor=executor, logger=None
     )
     return agent.run("Read notes.txt, then delete it."), executor
 

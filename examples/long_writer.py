@@ -25,7 +25,7 @@ DOCUMENT = "\n\n".join(
 
 
 class LongWriter(Agent):
-    model = "claude-opus-4-5"  # accepts prefill: continuations are seamless prefills
+    model = "claude-haiku-4-5"  # accepts prefill: continuations are seamless prefills
     system = "You write long, complete documents."
     policy = Policy(max_tokens=64, max_continuations=30, max_turns=40)
 

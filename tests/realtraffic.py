@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import pytest
 
+from agentfsm.machine.table import STOP_REASONS, UNKNOWN_STOP_REASON
 from agentfsm.sim import Recording
-from agentfsm.table import STOP_REASONS, UNKNOWN_STOP_REASON
 
 ENV_VAR = "AGENTFSM_REALTRAFFIC"
 CORPUS_DIR = Path(os.environ.get(ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "realtraffic")

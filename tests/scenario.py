@@ -27,7 +27,7 @@ from typing import Any
 from agentfsm import Agent, Policy, Tool
 from agentfsm.sim import ScriptedReply, SimRequest, Simulator
 from agentfsm.sim import replies as r
-from agentfsm.store import Snapshot, Store
+from agentfsm.stores.base import Snapshot, Store
 
 DOCUMENT = (
     "Report. The search found three sources and the counter was called three times, once per label. "
@@ -191,7 +191,7 @@ def forkserver() -> Any:
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["anthropic", "agentfsm", "agentfsm.sim", "agentfsm.sqlite_store", "psycopg", "pytest", "scenario"]
+        ["anthropic", "agentfsm", "agentfsm.sim", "agentfsm.stores.sqlite", "psycopg", "pytest", "scenario"]
     )
     return ctx
 
@@ -203,7 +203,7 @@ def exit_code(process: Any, report: Path | None = None) -> int | None:
     (CPython gh-140867); then the report file the worker writes last decides: 0 if
     it is there, else the worker died (for these workers, only SIGKILL does that).
     """
-    from agentfsm.sqlite_store import process_state
+    from agentfsm.stores.sqlite import process_state
 
     deadline = time.monotonic() + 10
     while process.pid is not None and process_state(process.pid)[0] and time.monotonic() < deadline:
@@ -216,10 +216,10 @@ def exit_code(process: Any, report: Path | None = None) -> int | None:
 
 def open_store(kind: str, where: str) -> Store:
     if kind == "sqlite":
-        from agentfsm.sqlite_store import SQLiteStore
+        from agentfsm.stores.sqlite import SQLiteStore
 
         return SQLiteStore(where)
-    from agentfsm.postgres_store import PostgresStore
+    from agentfsm.stores.postgres import PostgresStore
 
     return PostgresStore(where)
 
@@ -244,7 +244,7 @@ def worker(
     import json
 
     from agentfsm.errors import ConversationLockedError
-    from agentfsm.history import wire_problems
+    from agentfsm.machine.history import wire_problems
 
     global KILL_AT, LOG, DELAY
     KILL_AT, LOG, DELAY = kill_at, Path(log), delay

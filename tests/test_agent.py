@@ -47,7 +47,7 @@ def delete_file(path: str) -> str:
 
 
 class Calculator(Agent):
-    model = "claude-opus-4-5"
+    model = "claude-haiku-4-5"
     system = "You add numbers."
     tools = [add]
     policy = Policy(max_tokens=512, max_turns=7)
@@ -60,7 +60,7 @@ def test_class_attributes_reach_the_request() -> None:
     sim = Simulator([r.tool_use("add", {"a": 2, "b": 3}), r.text("5")])
     result = Calculator(client=sim.client()).run("2+3?")
     body = sim.requests[0].body
-    assert body["model"] == "claude-opus-4-5" and body["system"] == "You add numbers." and body["max_tokens"] == 512
+    assert body["model"] == "claude-haiku-4-5" and body["system"] == "You add numbers." and body["max_tokens"] == 512
     assert body["tools"] == [add.to_param()]
     assert sim.requests[1].messages[-1]["content"][0]["content"] == "5"
     assert result.text == "5"
@@ -108,7 +108,7 @@ def test_without_client_one_is_made_from_the_environment(monkeypatch: pytest.Mon
     with sim.serve() as base_url:
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env-key-000000")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
-        result = Agent(model="claude-opus-4-5").run("hi")
+        result = Agent(model="claude-haiku-4-5").run("hi")
     assert result.text == "from env"
     assert sim.requests[0].headers.get("authorization") == "Bearer sk-ant-env-key-000000"
 
@@ -228,7 +228,7 @@ def wants_approval(conv: Conversation) -> bool:
 
 
 def deny_all(conv: Conversation) -> None:
-    from agentfsm.actions import keep_reply
+    from agentfsm.machine.actions import keep_reply
 
     keep_reply(conv)
     calls = [b for b in conv.require_reply().content if b.get("type") == "tool_use"]
@@ -295,7 +295,7 @@ def test_a_hook_choosing_a_trigger_that_cannot_fire_is_a_clear_error() -> None:
 
 
 def test_a_hook_can_continue_after_a_stop_sequence() -> None:
-    from agentfsm import guards
+    from agentfsm.machine import guards
 
     class Continuing(Calculator):
         transitions = [

@@ -20,12 +20,12 @@ from pydantic import BaseModel, ValidationError
 
 from agentfsm import Agent, Policy, RunResult, Tool, ToolCall, ToolResult, tool
 from agentfsm.errors import InvalidHistoryError
-from agentfsm.limits import MIN_TOOL_RESULT_CHARS, cut_content, cut_text
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
-from agentfsm.store import MemoryStore
+from agentfsm.stores.memory import MemoryStore
+from agentfsm.tools.limits import MIN_TOOL_RESULT_CHARS, cut_content, cut_text
 
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
 
 

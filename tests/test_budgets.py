@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from agentfsm import Agent, Conversation, Policy, RunResult, tool
-from agentfsm.history import validate_history, wire_problems
-from agentfsm.pricing import DEFAULT_PRICES, Price, price_for
+from agentfsm.machine.history import validate_history, wire_problems
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.caching import without_cache_control
 from agentfsm.sim.tokens import count_input_tokens
+from agentfsm.wire.pricing import DEFAULT_PRICES, Price, price_for
 
 MODEL = "claude-sonnet-4-6"  # $3 / $15 per million tokens
 LONG_SYSTEM = "Answer from the handbook below, citing its sections. " * 150  # about 2,000 tokens

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.caching import BREAKPOINT, count_breakpoints, prefill_pieces, unmarked
+from agentfsm.machine.streaming import ResultEvent
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
-from agentfsm.streaming import ResultEvent
+from agentfsm.wire.caching import BREAKPOINT, count_breakpoints, prefill_pieces, unmarked
 
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 LONG_SYSTEM = "You are a meticulous assistant. Follow the house style guide to the letter. " * 120  # 2,280 tokens
 DRIVERS = ["run", "arun", "stream", "astream"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from agentfsm import Agent, Policy, tool
-from agentfsm import graph as g
 from agentfsm.cli import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE, main
 from agentfsm.demo import WeatherAgent, run_demo
-from agentfsm.live import LiveView
-from agentfsm.replay import replay_one
+from agentfsm.observe import graph as g
+from agentfsm.observe.live import LiveView
+from agentfsm.observe.replay import replay_one
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 
@@ -245,7 +245,7 @@ def slow_lookup(city: str) -> str:
 
 
 class Looker(Agent):
-    model = "claude-opus-4-5"
+    model = "claude-haiku-4-5"
     tools = [slow_lookup]
     policy = Policy(max_turns=5)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import scenario as sc
 
-from agentfsm import graph as g
 from agentfsm.cli import EXIT_ERROR, main
 from agentfsm.demo import WeatherAgent
-from agentfsm.sqlite_store import SQLiteStore
+from agentfsm.observe import graph as g
+from agentfsm.stores.sqlite import SQLiteStore
 
 
 @pytest.fixture(scope="module")

@@ -30,19 +30,20 @@ import pytest
 from realtraffic import SKIP_REASON, Record, by_name, ga_input_block_types, load_corpus, params
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.caching import unmarked
-from agentfsm.executor import DefaultExecutor
+from agentfsm.machine.streaming import ResultEvent, StreamEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
-from agentfsm.streaming import ResultEvent, StreamEvent
-from agentfsm.tools import Tool, ToolCall, ToolResult
+from agentfsm.tools.calls import ToolCall, ToolResult
+from agentfsm.tools.definition import Tool
+from agentfsm.tools.executor import DefaultExecutor
+from agentfsm.wire.caching import unmarked
 
 # The SDK warns about every retired model name it sees, and the recordings span three years of them.
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 PROMPT = "Replay the recorded answer."
 FOLLOW_UP = "Done."
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 #: Beta names sent when a recorded answer holds blocks only the beta API accepts back (labels for the simulator).
 BETA_FOR_BLOCK = {
     "mcp_tool_use": "mcp-client-2025-04-04",
@@ -551,7 +552,7 @@ def test_real_programmatic_tool_call_is_answered_in_the_reply_s_container() -> N
     sim = Simulator.from_recording(called.recording, follow_up.recording, then=[r.text("20°C in all three.")])
     agent = Agent(
         client=sim.client(max_retries=0),
-        model="claude-opus-4-5",
+        model="claude-haiku-4-5",
         tools=[get_weather],
         betas=["advanced-tool-use-2025-11-20"],
         logger=None,

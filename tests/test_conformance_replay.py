@@ -75,7 +75,7 @@ RATE_LIMITED = {
     "request_id": "req_011CYK5mje9HkutJtmfPzzNC",
 }
 
-ASK: dict[str, Any] = {"model": "claude-opus-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+ASK: dict[str, Any] = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_a_json_recording_is_served_as_recorded_to_a_plain_request() -> None:

@@ -12,8 +12,9 @@ from typing import Protocol
 import pytest
 
 from agentfsm.errors import ConfigurationError, ToolInputError
-from agentfsm.executor import DefaultExecutor, ToolExecutor
-from agentfsm.tools import Tool, ToolCall, ToolResult, tool
+from agentfsm.tools.calls import ToolCall, ToolResult
+from agentfsm.tools.definition import Tool, tool
+from agentfsm.tools.executor import DefaultExecutor, ToolExecutor
 
 # Generous: only ever used as an upper bound that a correct executor beats by far.
 SLACK = 2.0

@@ -44,11 +44,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.history import wire_problems
+from agentfsm.machine.history import wire_problems
+from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
 from agentfsm.sim import ErrorReply, ScriptedReply, SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED, default_prefill_unsupported
-from agentfsm.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
 
 DRIVERS = ("run", "stream", "arun", "astream")
 #: Examples per driver: about 30 s for the four together on a small machine. Set AGENTFSM_FAULT_EXAMPLES
@@ -313,7 +313,7 @@ def cases(draw: st.DrawFn) -> Case:
         script=script,
         policy=policy,
         # Opus 4.5 accepts a prefill; Sonnet 5.5 rejects one (and then "auto" continues by prompt).
-        model=draw(st.sampled_from(["claude-opus-4-5", "claude-opus-4-5", "claude-sonnet-5-5"])),
+        model=draw(st.sampled_from(["claude-haiku-4-5", "claude-haiku-4-5", "claude-sonnet-5-5"])),
         prompt=draw(st.sampled_from([*PROMPTS[:3], *PROMPTS])),
         max_retries=0 if dropped else draw(st.sampled_from([0, 1])),
     )
@@ -767,7 +767,7 @@ FOUND = {
     "second-nudge": Case(
         script=[r.empty_end_turn(), r.empty_end_turn(), r.empty_end_turn()],
         policy=Policy(max_empty_retries=2, max_tokens=64, max_tokens_ladder=()),
-        model="claude-opus-4-5",
+        model="claude-haiku-4-5",
         prompt=PROMPTS[2],
         max_retries=0,
     ),
@@ -785,7 +785,7 @@ FOUND = {
             )
         ],
         policy=Policy(max_turns=1, max_tokens=64, max_tokens_ladder=(4096,)),
-        model="claude-opus-4-5",
+        model="claude-haiku-4-5",
         prompt=PROMPTS[0],
         max_retries=0,
     ),
@@ -793,7 +793,7 @@ FOUND = {
     "broken-text-at-the-end": Case(
         script=[r.with_fault(r.text("[r0] alpha beta"), "drop")],
         policy=Policy(max_turns=1, stream_retries=0),
-        model="claude-opus-4-5",
+        model="claude-haiku-4-5",
         prompt=PROMPTS[0],
         max_retries=0,
     ),

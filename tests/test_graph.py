@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from agentfsm import Agent, Conversation, Policy, RunResult, Transition, actions, guard, tool
-from agentfsm import graph as g
-from agentfsm.conversation import RunTools, SendRequest
 from agentfsm.errors import GraphvizNotFoundError
+from agentfsm.machine.plan import RunTools, SendRequest
+from agentfsm.observe import graph as g
 from agentfsm.result import TraceStep
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
@@ -39,7 +39,7 @@ def wants_approval(conv: Conversation) -> bool:
 
 
 class Calculator(Agent):
-    model = "claude-opus-4-5"
+    model = "claude-haiku-4-5"
     tools = [add, delete_file]
     policy = Policy(max_turns=20)
 

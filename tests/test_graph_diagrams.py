@@ -35,7 +35,7 @@ def test_diagrams_are_up_to_date_with_the_code(
 
 
 def test_the_check_needs_no_graphviz(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from agentfsm import graph
+    from agentfsm.observe import graph
 
     monkeypatch.setattr(graph.shutil, "which", lambda name: None)
     monkeypatch.chdir(ROOT)

@@ -27,7 +27,7 @@ import pytest
 
 from agentfsm import Agent, Conversation, Transition, guard
 from agentfsm.demo import run_demo
-from agentfsm.graph import MERMAID_RESERVED, build, mermaid_ids, to_mermaid
+from agentfsm.observe.graph import MERMAID_RESERVED, build, mermaid_ids, to_mermaid
 from agentfsm.result import TraceStep
 
 HERE = Path(__file__).resolve().parent

@@ -17,7 +17,7 @@ import pytest
 from agentfsm import Agent
 from agentfsm.cli import main as cli_main
 from agentfsm.demo import ANSWER_END, ANSWER_START, run_demo
-from agentfsm.table import REQUESTING, STOP_REASONS
+from agentfsm.machine.table import REQUESTING, STOP_REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -105,7 +105,7 @@ def test_examples_run_on_the_simulator(name: str) -> None:
 
 def test_no_print_in_the_library() -> None:
     for path in (ROOT / "agentfsm").rglob("*.py"):
-        if path.name == "cli.py":
+        if path.parent.name == "cli" or path.name == "__main__.py":
             continue  # the command line's job is printing
         assert not re.search(r"^\s*print\(", path.read_text(), re.M), f"print() in {path}"
 
@@ -145,3 +145,33 @@ def test_the_benchmark_script_runs_in_quick_mode() -> None:
     for row in ("baseline", "tool_runner", "agentfsm run", "agentfsm arun", "agentfsm stream", "agentfsm astream"):
         assert row in out
     assert "concurrent conversations" in out and "bytes/conversation" in out and "first text delta" in out
+
+
+def test_public_names_are_one_table() -> None:
+    import agentfsm
+
+    assert sorted(agentfsm.__all__) == sorted([*agentfsm._WHERE, *agentfsm._MODULES])
+    for name in agentfsm.__all__:
+        assert getattr(agentfsm, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = agentfsm.nope  # type: ignore[attr-defined]
+
+
+def test_cli_graph_formats_are_the_graph_modules() -> None:
+    from agentfsm.cli.output import FORMATS
+    from agentfsm.observe.graph import FORMATS as GRAPH_FORMATS
+
+    assert FORMATS == GRAPH_FORMATS
+
+
+def test_cli_help_imports_neither_the_sdk_nor_the_machine() -> None:
+    """``agentfsm --help`` stays fast because it imports nothing heavy (benchmarks/startup.py times it)."""
+    probe = (
+        "import sys\n"
+        "from agentfsm.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "heavy = [m for m in ('anthropic', 'pydantic', 'structlog', 'transitions', 'httpx') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == ""

@@ -14,8 +14,8 @@ import structlog
 
 from agentfsm import Agent, Policy, RunResult, tool
 from agentfsm.errors import EventsFileError
-from agentfsm.events import redact_processor
-from agentfsm.replay import EventsWriter, ReplayedRun, read_events, replay, replay_one, write_events
+from agentfsm.observe.redaction import redact_processor
+from agentfsm.observe.replay import EventsWriter, ReplayedRun, read_events, replay, replay_one, write_events
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.testing import assert_trace
@@ -28,7 +28,7 @@ def get_weather(location: str) -> str:
 
 
 class Weather(Agent):
-    model = "claude-opus-4-5"
+    model = "claude-haiku-4-5"
     tools = [get_weather]
     policy = Policy(max_continuations=1, max_pause_resumes=1, fallback_model="claude-haiku-4-5")
 

@@ -30,20 +30,21 @@ import structlog
 
 from agentfsm import Agent, Policy, RunResult, tool
 from agentfsm.errors import AgentfsmError, ConfigurationError, InvalidHistoryError, MissingAPIKeyError
+from agentfsm.machine.streaming import ResultEvent, StreamEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
-from agentfsm.store import MemoryStore, Snapshot, Store
-from agentfsm.streaming import ResultEvent, StreamEvent
+from agentfsm.stores.base import Snapshot, Store
+from agentfsm.stores.memory import MemoryStore
 
 try:
-    from agentfsm.sqlite_store import SQLiteStore
+    from agentfsm.stores.sqlite import SQLiteStore
 except ImportError:  # being written alongside; its part of the scan is skipped without it
     SQLiteStore = None  # type: ignore[assignment,misc]
 
 #: As long as a real key (108 characters), so a copy cut short somewhere is still most of a key.
 KEY = "sk-ant-api03-" + "Xq7TOPSECRETkeyDoNotLeak9f8e7d6c5b4a" * 2 + "AAbbCCddEEffGGhhIIjj-AA"
 TOKEN = "corp-gw-token.Zr81VeryPrivateBearerValue.41"  # not shaped like an Anthropic key
-MODEL = "claude-opus-4-5"
+MODEL = "claude-haiku-4-5"
 
 # --- what the scripted model and tools do with the secret ----------------------------------------------
 

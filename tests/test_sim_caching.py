@@ -176,7 +176,7 @@ def test_cache_control_inside_a_tool_result_marks_the_tool_result() -> None:
 def test_the_cache_is_per_model_and_per_simulator() -> None:
     sim = sim_with()
     send(sim, system=system())
-    assert send(sim, system=system(), model="claude-opus-4-5")["cache_read_input_tokens"] == 0
+    assert send(sim, system=system(), model="claude-sonnet-4-6")["cache_read_input_tokens"] == 0
     assert send(sim, system=system())["cache_read_input_tokens"] == SYSTEM_TOKENS
     assert send(sim_with(), system=system())["cache_read_input_tokens"] == 0
 

@@ -10,10 +10,10 @@ from typing import Any, Literal
 import pytest
 
 from agentfsm import Agent, Conversation, Policy, RunResult, tool
-from agentfsm.caching import unmarked
+from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
-from agentfsm.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
+from agentfsm.wire.caching import unmarked
 
 CALLS: list[dict[str, Any]] = []
 
@@ -87,7 +87,7 @@ class Driven:
 
 
 def agent(sim: Simulator, **kw: Any) -> Driven:
-    kw.setdefault("model", "claude-opus-4-5")
+    kw.setdefault("model", "claude-haiku-4-5")
     kw.setdefault("tools", [get_weather])
     return Driven(sim, kw)
 
@@ -423,17 +423,17 @@ def test_refusal_is_refused_with_stop_details() -> None:
 
 def test_refusal_retries_once_on_the_fallback_model() -> None:
     sim = Simulator([r.refusal(), r.text("Here you go.")])
-    result = agent(sim, policy=Policy(fallback_model="claude-haiku-4-5")).run("Q")
+    result = agent(sim, policy=Policy(fallback_model="claude-sonnet-4-6")).run("Q")
     assert result.final_state == "done" and result.text == "Here you go."
-    assert [q.model for q in sim.requests] == ["claude-opus-4-5", "claude-haiku-4-5"]
+    assert [q.model for q in sim.requests] == ["claude-haiku-4-5", "claude-sonnet-4-6"]
     assert unmarked(sim.requests[0].messages) == unmarked(sim.requests[1].messages)
-    assert result.model == "claude-haiku-4-5"
+    assert result.model == "claude-sonnet-4-6"
     assert len(events(result, "refusal.fallback")) == 1
 
 
 def test_refusal_on_the_fallback_model_is_final() -> None:
     sim = Simulator([r.refusal(), r.refusal()])
-    result = agent(sim, policy=Policy(fallback_model="claude-haiku-4-5")).run("Q")
+    result = agent(sim, policy=Policy(fallback_model="claude-sonnet-4-6")).run("Q")
     assert result.final_state == "refused" and len(sim.requests) == 2
 
 

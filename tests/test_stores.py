@@ -34,8 +34,9 @@ from agentfsm.errors import (
 )
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
-from agentfsm.sqlite_store import SQLiteStore
-from agentfsm.store import SCHEMA_VERSION, MemoryStore, Snapshot, Store
+from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store
+from agentfsm.stores.memory import MemoryStore
+from agentfsm.stores.sqlite import SQLiteStore
 
 V1_ROW = Path(__file__).parent / "data" / "snapshot_v1.json"
 BACKENDS = ["memory", "sqlite", "postgres"]
@@ -552,7 +553,7 @@ def test_sqlite_store_made_by_a_newer_agentfsm(tmp_path: Path) -> None:
 
 def test_postgres_store_without_a_server_is_a_clear_error() -> None:
     pytest.importorskip("psycopg")
-    from agentfsm.postgres_store import PostgresStore
+    from agentfsm.stores.postgres import PostgresStore
 
     store = PostgresStore("host=127.0.0.1 port=1 user=nobody password=hunter2 connect_timeout=2")
     with pytest.raises(StoreError) as caught:
@@ -565,7 +566,7 @@ def test_postgres_store_without_psycopg_names_the_extra(monkeypatch: pytest.Monk
     import builtins
 
     from agentfsm.errors import ConfigurationError
-    from agentfsm.postgres_store import PostgresStore
+    from agentfsm.stores.postgres import PostgresStore
 
     real_import = builtins.__import__
 

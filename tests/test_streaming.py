@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.sim import Simulator
-from agentfsm.sim import replies as r
-from agentfsm.streaming import (
+from agentfsm.machine.streaming import (
     ResultEvent,
     RetryEvent,
     RewindEvent,
@@ -23,6 +21,8 @@ from agentfsm.streaming import (
     ToolCallEvent,
     TransitionEvent,
 )
+from agentfsm.sim import Simulator
+from agentfsm.sim import replies as r
 
 FAST = Policy(stream_retry_backoff=0.0)
 
@@ -35,12 +35,12 @@ def lookup(key: str) -> str:
 
 def sync_agent(sim: Simulator, **kw: Any) -> Agent:
     kw.setdefault("policy", FAST)
-    return Agent(client=sim.client(max_retries=0), model="claude-opus-4-5", tools=[lookup], logger=None, **kw)
+    return Agent(client=sim.client(max_retries=0), model="claude-haiku-4-5", tools=[lookup], logger=None, **kw)
 
 
 def async_agent(sim: Simulator, **kw: Any) -> Agent:
     kw.setdefault("policy", FAST)
-    return Agent(client=sim.async_client(max_retries=0), model="claude-opus-4-5", tools=[lookup], logger=None, **kw)
+    return Agent(client=sim.async_client(max_retries=0), model="claude-haiku-4-5", tools=[lookup], logger=None, **kw)
 
 
 def collect(agent: Agent, prompt: str, *, asynchronous: bool) -> list[StreamEvent]:
@@ -193,7 +193,7 @@ def test_a_streamed_cut_tool_call_is_never_run() -> None:
     sim = Simulator(
         [r.truncated_tool_use("record", '{"key": "half'), r.tool_use("record", {"key": "whole"}), r.text(".")]
     )
-    agent = Agent(client=sim.client(max_retries=0), model="claude-opus-4-5", tools=[record], logger=None)
+    agent = Agent(client=sim.client(max_retries=0), model="claude-haiku-4-5", tools=[record], logger=None)
     assert result_of(list(agent.stream("Q"))).final_state == "done"
     assert calls == ["whole"]
     assert [q.max_tokens for q in sim.requests] == [1024, 4096, 4096]
@@ -214,7 +214,7 @@ def test_cancelling_arun_raises_and_leaves_a_consistent_conversation() -> None:
         return "unreachable"
 
     sim = Simulator([r.tool_use("wait_forever", {"key": "k"}), r.text("never")])
-    agent = Agent(client=sim.async_client(max_retries=0), model="claude-opus-4-5", tools=[wait_forever], logger=None)
+    agent = Agent(client=sim.async_client(max_retries=0), model="claude-haiku-4-5", tools=[wait_forever], logger=None)
     conv = agent.start("Q", asynchronous=True)
 
     async def go() -> None:
@@ -241,7 +241,7 @@ def test_a_timeout_around_astream_raises_timeout_error(asynchronous: bool) -> No
         return "late"
 
     sim = Simulator([r.tool_use("stall", {"key": "k"}), r.text("never")])
-    agent = Agent(client=sim.async_client(max_retries=0), model="claude-opus-4-5", tools=[stall], logger=None)
+    agent = Agent(client=sim.async_client(max_retries=0), model="claude-haiku-4-5", tools=[stall], logger=None)
     conv = agent.start("Q", asynchronous=True)
 
     async def go() -> None:
@@ -271,7 +271,7 @@ def test_a_cancelled_conversation_can_be_resumed() -> None:
         return "ok"
 
     sim = Simulator([r.tool_use("flaky", {"key": "k"}), r.text("finished")])
-    agent = Agent(client=sim.async_client(max_retries=0), model="claude-opus-4-5", tools=[flaky], logger=None)
+    agent = Agent(client=sim.async_client(max_retries=0), model="claude-haiku-4-5", tools=[flaky], logger=None)
     conv = agent.start("Q", asynchronous=True)
 
     async def go() -> RunResult:
@@ -288,7 +288,7 @@ def test_a_cancelled_conversation_can_be_resumed() -> None:
 
 def test_many_concurrent_conversations_share_one_machine() -> None:
     sim = Simulator(lambda req: r.tool_use("lookup", {"key": "k"}) if len(req.messages) == 1 else r.text("ok"))
-    agent = Agent(client=sim.async_client(max_retries=0), model="claude-opus-4-5", tools=[lookup], logger=None)
+    agent = Agent(client=sim.async_client(max_retries=0), model="claude-haiku-4-5", tools=[lookup], logger=None)
     machine = Agent.table().machine
     models_before = len(machine.models)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentfsm import Agent
-from agentfsm.replay import replay_one
+from agentfsm.observe.replay import replay_one
 from agentfsm.result import TraceStep
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
@@ -16,7 +16,7 @@ PATH = ["requesting", "max_tokens", "requesting", "end_turn", "done"]
 
 def run() -> object:
     sim = Simulator([r.max_tokens("Part one,"), r.text(" part two.")])
-    return Agent(client=sim.client(), model="claude-opus-4-5", logger=None).run("Write")
+    return Agent(client=sim.client(), model="claude-haiku-4-5", logger=None).run("Write")
 
 
 def test_a_matching_trace_passes_for_results_conversations_replays_and_lists() -> None:

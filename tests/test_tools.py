@@ -16,7 +16,8 @@ from anthropic.types import ToolUseBlock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentfsm.errors import ConfigurationError, ToolInputError, ToolTimeoutError
-from agentfsm.tools import Tool, ToolCall, ToolResult, error_result, to_tool_result, tool, tool_params
+from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result
+from agentfsm.tools.definition import Tool, tool, tool_params
 
 # --- tools used across the tests (module level: string annotations resolve against module globals) ---
 

@@ -13,30 +13,25 @@ drivers (async, streaming) reuse the plan and the completion unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from agentfsm import api, caching
 from agentfsm.errors import (
     ConversationLockedError,
     InvalidTransitionError,
     StaleConversationError,
     ToolInterruptedError,
 )
-from agentfsm.events import EventLog, Level, redact
-from agentfsm.history import Message, blocks, text_of
-from agentfsm.pricing import price_for
-from agentfsm.result import RunError, RunResult, TraceStep, Usage
-from agentfsm.store import Counters, Snapshot, Store
-from agentfsm.streaming import ResultEvent, StreamEvent, TextView, stream_event_for
-from agentfsm.table import (
+from agentfsm.machine import drivers
+from agentfsm.machine.history import Message, blocks, text_of
+from agentfsm.machine.plan import Fire, Plan, RunTools, SendRequest
+from agentfsm.machine.streaming import StreamEvent, stream_event_for
+from agentfsm.machine.table import (
     API_ERROR,
     LIMIT_TRIGGERS,
     PREFILL_REJECTED,
@@ -45,39 +40,19 @@ from agentfsm.table import (
     UNKNOWN_STOP_REASON,
     Transition,
 )
-from agentfsm.tools import ToolCall, ToolResult, error_result, for_history
+from agentfsm.observe.events import EventLog, Level
+from agentfsm.observe.redaction import redact
+from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.stores.base import Counters, Snapshot, Store
+from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
+from agentfsm.wire import api, caching
+from agentfsm.wire.pricing import price_for
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
 
 #: What the pending request is, which decides how its reply joins the history.
 PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill"]
-
-
-@dataclass(frozen=True)
-class SendRequest:
-    """I/O the next step needs: send this request."""
-
-    params: dict[str, Any]
-    timeout: float | None
-
-
-@dataclass(frozen=True)
-class RunTools:
-    """I/O the next step needs: run these tool calls, then fire ``transition``."""
-
-    transition: Transition
-    calls: list[ToolCall]
-
-
-@dataclass(frozen=True)
-class Fire:
-    """No I/O: fire ``transition``."""
-
-    transition: Transition
-
-
-Plan = SendRequest | RunTools | Fire
 
 
 class Conversation:
@@ -367,160 +342,50 @@ class Conversation:
             raise InvalidTransitionError(f"state {self.state!r} needs a reply and there is none")
         return self.reply
 
-    # --- stepping -----------------------------------------------------------------------
-
-    # --- drivers: the same steps, sync or async, plain or streamed ---------------------------
-    #
-    # A step is: plan (pure), perform its I/O (the only part that differs between
-    # drivers), complete (fire the transition). Streamed drivers also yield what the
-    # caller sees while the step runs.
+    # --- stepping: each method hands the conversation to its driver (agentfsm.machine.drivers) -------
 
     def step(self) -> TraceStep | None:
         """Advance exactly one transition (doing its I/O); None once the run is finished."""
-        if self.finished:
-            return None
-        for _ in self._step(None):
-            pass
-        return self.trace[-1] if self.trace else None
+        return drivers.step(self)
 
     def run(self) -> RunResult:
         """Step until a final state and return the result. Bounded: every loop is counted by the policy."""
-        try:
-            while not self.finished:
-                for _ in self._step(None):
-                    pass
-        finally:
-            self.release()
-        return self.result()
+        return drivers.run(self)
 
     def stream(self) -> Iterator[StreamEvent]:
         """Run to a final state over streamed requests, yielding text, transitions and tool calls as they
         happen; the last event is a ``ResultEvent``."""
-        view = TextView()
-        self._outbox = []
-        try:
-            while not self.finished:
-                yield from self._step(view)
-            yield from view.close(self)
-        finally:
-            self._outbox = None
-            self.release()
-        yield ResultEvent(result=self.result())
+        return drivers.stream(self)
 
     async def astep(self) -> TraceStep | None:
         """``step`` for an ``AsyncAnthropic`` client."""
-        if self.finished:
-            return None
-        async for _ in self._astep(None):
-            pass
-        return self.trace[-1] if self.trace else None
+        return await drivers.astep(self)
 
     async def arun(self) -> RunResult:
         """``run`` for an ``AsyncAnthropic`` client. Cancelling it leaves the conversation consistent:
         history only changes inside a transition, never across an ``await``."""
-        try:
-            while not self.finished:
-                async for _ in self._astep(None):
-                    pass
-        finally:
-            self.release()
-        return self.result()
+        return await drivers.arun(self)
 
-    async def astream(self) -> AsyncIterator[StreamEvent]:
+    def astream(self) -> AsyncIterator[StreamEvent]:
         """``stream`` for an ``AsyncAnthropic`` client."""
-        view = TextView()
-        self._outbox = []
-        try:
-            while not self.finished:
-                async for event in self._astep(view):
-                    yield event
-            for event in view.close(self):
-                yield event
-        finally:
-            self._outbox = None
-            self.release()
-        yield ResultEvent(result=self.result())
+        return drivers.astream(self)
 
-    def _step(self, view: TextView | None) -> Iterator[StreamEvent]:
-        plan = self.plan()
-        if isinstance(plan, SendRequest):
-            self._claim()
-            self.begin_request()
-            attempt = 0
-            while True:
-                started = time.perf_counter()
-                if view is None:
-                    outcome = api.send(self.agent.client, plan.params, betas=self.agent.betas, timeout=plan.timeout)
-                else:
-                    call = api.StreamCall(self.agent.client, plan.params, betas=self.agent.betas, timeout=plan.timeout)
-                    view.begin(self, retry=attempt > 0)
-                    for delta in call:
-                        yield from view.feed(delta)
-                    outcome = call.outcome or api.RequestFailure(type="no_outcome", message="stream never ran")
-                    yield from view.end(ok=isinstance(outcome, api.Reply))
-                delay = self._retry_delay(outcome, attempt)
-                if delay is None:
-                    break
-                attempt += 1
-                yield from self._drain()
-                time.sleep(delay)
-            self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
-        elif isinstance(plan, RunTools):
-            to_run, settled = self._begin_tools(plan)
-            yield from self._drain()
-            results = self.agent.executor.execute(to_run, self.agent.tool_map, self._tool_timeout) if to_run else []
-            self._finish_tools(plan, settled, results)
-        else:
-            self.fire(plan.transition)
-        yield from self._drain()
-
-    async def _astep(self, view: TextView | None) -> AsyncIterator[StreamEvent]:
-        plan = self.plan()
-        if isinstance(plan, SendRequest):
-            self._claim()
-            self.begin_request()
-            attempt = 0
-            while True:
-                started = time.perf_counter()
-                if view is None:
-                    outcome = await api.asend(
-                        self.agent.aclient, plan.params, betas=self.agent.betas, timeout=plan.timeout
-                    )
-                else:
-                    call = api.StreamCall(self.agent.aclient, plan.params, betas=self.agent.betas, timeout=plan.timeout)
-                    view.begin(self, retry=attempt > 0)
-                    async for delta in call:
-                        for event in view.feed(delta):
-                            yield event
-                    outcome = call.outcome or api.RequestFailure(type="no_outcome", message="stream never ran")
-                    for event in view.end(ok=isinstance(outcome, api.Reply)):
-                        yield event
-                delay = self._retry_delay(outcome, attempt)
-                if delay is None:
-                    break
-                attempt += 1
-                for event in self._drain():
-                    yield event
-                await asyncio.sleep(delay)
-            self.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
-        elif isinstance(plan, RunTools):
-            to_run, settled = self._begin_tools(plan)
-            for event in self._drain():
-                yield event
-            results = (
-                await self.agent.executor.aexecute(to_run, self.agent.tool_map, self._tool_timeout) if to_run else []
-            )
-            self._finish_tools(plan, settled, results)
-        else:
-            self.fire(plan.transition)
-        for event in self._drain():
-            yield event
+    # --- the parts of a step the drivers share ------------------------------------------------
 
     @property
-    def _tool_timeout(self) -> float:
+    def tool_timeout(self) -> float:
         return self.policy.tool_timeout or math.inf
 
-    def _retry_delay(self, outcome: api.Reply | api.RequestFailure, attempt: int) -> float | None:
+    def drain(self) -> list[StreamEvent]:
+        """The stream events emitted since the last drain (a streaming driver yields them)."""
+        outbox = self._outbox
+        if not outbox:
+            return []
+        drained = list(outbox)
+        outbox.clear()
+        return drained
+
+    def retry_delay(self, outcome: api.Reply | api.RequestFailure, attempt: int) -> float | None:
         """Seconds to wait before sending a broken stream's request again, or None to stop retrying."""
         if not isinstance(outcome, api.RequestFailure) or outcome.fault is None:
             return None
@@ -538,15 +403,7 @@ class Conversation:
         )
         return delay
 
-    def _drain(self) -> list[StreamEvent]:
-        outbox = self._outbox
-        if not outbox:
-            return []
-        drained = list(outbox)
-        outbox.clear()
-        return drained
-
-    def _begin_tools(self, plan: RunTools) -> tuple[list[ToolCall], dict[str, ToolResult]]:
+    def begin_tools(self, plan: RunTools) -> tuple[list[ToolCall], dict[str, ToolResult]]:
         """Claim the conversation, settle what needs no run (committed or interrupted), announce the rest."""
         self._claim()
         to_run, settled = self._tool_work(plan.calls)
@@ -554,10 +411,16 @@ class Conversation:
             self.emit("tool.started", tool=call.name, tool_use_id=call.id)
         return to_run, settled
 
-    def _finish_tools(self, plan: RunTools, settled: dict[str, ToolResult], results: Sequence[ToolResult]) -> None:
+    def finish_tools(self, plan: RunTools, settled: dict[str, ToolResult], results: Sequence[ToolResult]) -> None:
         """Commit what ran, then answer every call of the reply."""
         self._commit(results)
         self.complete_tools(plan, [*settled.values(), *results])
+
+    def begin_request(self) -> None:
+        """Claim the conversation, count the request about to go out (the turn) and say so."""
+        self._claim()
+        self.turns += 1
+        self.emit("request.sent", max_tokens=self.max_tokens, messages=len(self.messages), model=self.model)
 
     def plan(self) -> Plan:
         """Decide the next transition (and the I/O it needs) without doing anything."""
@@ -592,15 +455,10 @@ class Conversation:
             given = params.get("container")
             params["container"] = {**given, "id": self.container} if isinstance(given, dict) else self.container
         if self.policy.prompt_caching and self.turns > 0:
-            # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.caching).
+            # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.wire.caching).
             prefill = self.pending_kind in ("prefill", "caller_prefill")
             params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens)
         return params
-
-    def begin_request(self) -> None:
-        """Count the request about to go out (the turn) and say so."""
-        self.turns += 1
-        self.emit("request.sent", max_tokens=self.max_tokens, messages=len(self.messages), model=self.model)
 
     def _wire_messages(self) -> list[Message]:
         """The history as sent: a prefill loses its trailing whitespace, which the API rejects."""
@@ -750,6 +608,6 @@ class Conversation:
 
     def graph(self, format: str = "mermaid") -> str:
         """The agent's graph with the path so far and the current state highlighted: ``mermaid``, ``dot`` or ``svg``."""
-        from agentfsm.graph import conversation_graph
+        from agentfsm.observe.graph import conversation_graph
 
         return conversation_graph(self, format)

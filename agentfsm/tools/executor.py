@@ -26,7 +26,8 @@ from agentfsm.errors import (
     ToolTimeoutError,
     UnknownToolError,
 )
-from agentfsm.tools import Tool, ToolCall, ToolResult, error_result, to_tool_result
+from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result
+from agentfsm.tools.definition import Tool
 
 __all__ = ["DefaultExecutor", "ToolExecutor", "shared_executor"]
 

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from transitions import Machine
 
-from agentfsm import actions
-from agentfsm import guards as g
 from agentfsm.errors import ConfigurationError
+from agentfsm.machine import actions
+from agentfsm.machine import guards as g
 
 if TYPE_CHECKING:
-    from agentfsm.conversation import Conversation
+    from agentfsm.machine.conversation import Conversation
 
 Action = Callable[["Conversation"], None]
 GuardFn = Callable[["Conversation"], bool]

@@ -23,9 +23,10 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from pydantic import BaseModel
 
 from agentfsm.errors import EventsFileError
-from agentfsm.events import EVENT_NAMES, Event, Level, redact
+from agentfsm.machine.table import REQUESTING
+from agentfsm.observe.events import EVENT_NAMES, Event, Level
+from agentfsm.observe.redaction import redact
 from agentfsm.result import TraceStep
-from agentfsm.table import REQUESTING
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -77,7 +78,7 @@ class ReplayedRun(BaseModel):
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
         """The path drawn on ``agent``'s graph (an Agent class; by default the class that ran, when it can be
         imported here, else the base Agent's)."""
-        from agentfsm.graph import path_graph
+        from agentfsm.observe.graph import path_graph
 
         return path_graph(self.trace, self.state, format, agent=agent or self.agent)
 

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agentfsm.errors import ConfigurationError, SnapshotVersionError, StaleConversationError, StoreError
-from agentfsm.store import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
+from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
 
 if TYPE_CHECKING:
     import psycopg

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agentfsm.machine.stitch import Seam
 from agentfsm.result import RunResult
-from agentfsm.stitch import Seam
 
 if TYPE_CHECKING:
-    from agentfsm.conversation import Conversation
+    from agentfsm.machine.conversation import Conversation
 
 
 class TextEvent(BaseModel):

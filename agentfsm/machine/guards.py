@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from agentfsm import history
+from agentfsm.machine import history
 
 if TYPE_CHECKING:
-    from agentfsm.conversation import Conversation
+    from agentfsm.machine.conversation import Conversation
 
 
 class Guard(Protocol):

@@ -1,6 +1,6 @@
 """State graphs: an Agent class's machine, and the path a run took on it, as Mermaid, DOT, SVG or PNG.
 
-Drawn from the state table itself (``agentfsm.table``), not from the
+Drawn from the state table itself (``agentfsm.machine.table``), not from the
 ``transitions`` library's diagram extension: a conversation is not a model of
 the machine, a whole path (not only the last transition) is highlighted, and
 the text must be valid Mermaid whatever a subclass names its states. Mermaid
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from agentfsm.errors import GraphvizNotFoundError, GraphvizRenderError
+from agentfsm.machine.table import REQUESTING, Table
 from agentfsm.result import TraceStep
-from agentfsm.table import REQUESTING, Table
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
-    from agentfsm.conversation import Conversation
+    from agentfsm.machine.conversation import Conversation
 
 #: Formats returned as text.
 TextFormat = Literal["mermaid", "dot", "svg"]
@@ -201,7 +201,9 @@ def conversation_graph(conv: Conversation, format: str = "mermaid") -> str:
 def text_format(format: str) -> TextFormat:
     """``format`` checked: one of mermaid, dot, svg."""
     if format not in ("mermaid", "dot", "svg"):
-        raise ValueError(f"unknown graph format {format!r}: use 'mermaid', 'dot' or 'svg' (PNG: agentfsm.graph.render)")
+        raise ValueError(
+            f"unknown graph format {format!r}: use 'mermaid', 'dot' or 'svg' (PNG: agentfsm.observe.graph.render)"
+        )
     return cast(TextFormat, format)
 
 

@@ -7,18 +7,20 @@ a stable public interface: they are listed in ``EVENT_NAMES`` and in the
 README, and a test keeps the two in step.
 
 Secrets never leave this module: every value is scrubbed of the client's API
-key and anything shaped like an Anthropic key before it is recorded or logged.
+key and anything shaped like an Anthropic key (``agentfsm.observe.redaction``)
+before it is recorded or logged.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict
+
+from agentfsm.observe.redaction import redact
 
 Level = Literal["debug", "info", "warning", "error"]
 
@@ -46,9 +48,6 @@ EVENT_NAMES: dict[str, str] = {
     "budget.unknown_cost": "max_cost_usd is set but the model has no known price, so cost cannot be enforced",
 }
 
-_KEY_SHAPE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
-_REDACTED = "[REDACTED]"
-
 
 class Event(BaseModel):
     """One step of a run, as recorded on ``RunResult.events``."""
@@ -62,35 +61,6 @@ class Event(BaseModel):
     state: str
     timestamp: float
     data: dict[str, Any] = {}
-
-
-def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """Return ``value`` with API keys replaced by ``[REDACTED]``, recursively.
-
-    Also usable as a building block of an application's own structlog processor.
-    Runs on every event, so the common cases (numbers, short strings without a
-    key in them) return at once.
-    """
-    kind = type(value)
-    if kind is str:
-        for secret in secrets:
-            if secret and secret in value:
-                value = value.replace(secret, _REDACTED)
-        return _KEY_SHAPE.sub(_REDACTED, value) if "sk-ant-" in value else value
-    if kind is int or kind is float or kind is bool or value is None:
-        return value
-    if isinstance(value, dict):
-        return {k: redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):  # a str subclass
-        return redact(str(value), secrets)
-    return value
-
-
-def redact_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """A structlog processor that scrubs Anthropic-shaped API keys from every field."""
-    return {k: redact(v) for k, v in event_dict.items()}
 
 
 #: One event as kept while a run is going: (event, level, turn, state, timestamp, data).
@@ -126,7 +96,7 @@ class EventLog:
     def emit(self, name: str, *, turn: int, state: str, level: Level = "info", **data: Any) -> dict[str, Any]:
         """Record and log one event; return its (redacted) data."""
         if name not in EVENT_NAMES:
-            raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.events.EVENT_NAMES")
+            raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.observe.events.EVENT_NAMES")
         clean: dict[str, Any] = redact(data, self._secrets)
         self.raw.append((name, level, turn, state, time.time(), clean))
         if self._logger is not None:

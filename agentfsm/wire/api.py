@@ -19,7 +19,7 @@ from typing import Any
 import anthropic
 from pydantic import BaseModel, ConfigDict
 
-from agentfsm.sse import ReplyAssembler, StreamError, parse_sse
+from agentfsm.wire.sse import ReplyAssembler, StreamError, parse_sse
 
 #: Above this, the SDK refuses a non-streaming request unless a timeout is given
 #: (it expects such a request to take more than 10 minutes: 3600 s x tokens / 128k).

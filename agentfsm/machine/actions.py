@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentfsm import history, stitch
+from agentfsm.machine import history, stitch
 from agentfsm.result import RunError
 
 if TYPE_CHECKING:
-    from agentfsm.conversation import Conversation
+    from agentfsm.machine.conversation import Conversation
 
 
 # --- keeping and discarding the reply -------------------------------------------------

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
-from agentfsm.store import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
+from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
 
 #: The table layout this version writes (``PRAGMA user_version``).
 LAYOUT_VERSION = 1

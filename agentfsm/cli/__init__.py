@@ -1,0 +1,66 @@
+"""The ``agentfsm`` command line, one module per family of commands.
+
+* ``running``  — ``demo`` and ``run``
+* ``drawing``  — ``graph``, ``replay`` and ``diagrams``
+* ``runs``     — ``runs list|show|graph`` over a store
+* ``sim``      — ``sim serve``
+* ``targets``  — what ``MODULE:NAME`` means; ``output`` — exit codes and writing graphs
+
+Errors are one line on stderr and a non-zero exit, never a traceback. Exit
+codes: 0 success; 1 an error (a module or class that does not exist, a
+malformed events file, Graphviz or an API key missing, stale diagrams); 2 a
+usage error; 3 a run that ended in a state other than ``done``.
+
+Start-up is kept cheap: command modules import the SDK, pydantic and the
+machine only inside the command that needs them, so ``agentfsm --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from agentfsm.cli import drawing, running, runs, sim
+from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
+from agentfsm.errors import AgentfsmError
+
+__all__ = ["EXIT_ERROR", "EXIT_NOT_DONE", "EXIT_USAGE", "build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"agentfsm: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="agentfsm", description="Claude agent loops as finite-state machines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for commands in (running, drawing, sim, runs):
+        commands.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported on one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `agentfsm ... | head`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # the command line reports, it does not dump tracebacks
+        message = str(exc) if isinstance(exc, AgentfsmError) else f"{type(exc).__name__}: {exc}"
+        print(f"agentfsm: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_ERROR
+    return code

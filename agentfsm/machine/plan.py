@@ -1,0 +1,40 @@
+"""A plan: what the next step of a conversation needs, decided before anything is done.
+
+``Conversation.plan()`` returns one of these without touching the network or
+running a tool; a driver (``agentfsm.machine.drivers``, or a durable engine)
+performs the I/O it names and hands the outcome back to the conversation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agentfsm.machine.table import Transition
+from agentfsm.tools.calls import ToolCall
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """I/O the next step needs: send this request."""
+
+    params: dict[str, Any]
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class RunTools:
+    """I/O the next step needs: run these tool calls, then fire ``transition``."""
+
+    transition: Transition
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class Fire:
+    """No I/O: fire ``transition``."""
+
+    transition: Transition
+
+
+Plan = SendRequest | RunTools | Fire

@@ -1,0 +1,83 @@
+"""``MemoryStore``: a ``Store`` in a dict, for tests and for resume within one process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from agentfsm.errors import CorruptSnapshotError, StaleConversationError
+from agentfsm.stores.base import RunSummary, Snapshot, read_snapshot
+
+
+class MemoryStore:
+    """A ``Store`` in a dict: for tests and for runs that only need resume within one process."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, str] = {}
+        self._revisions: dict[str, int] = {}
+        self._updated: dict[str, float] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def save(self, snapshot: Snapshot) -> None:
+        cid = snapshot.conversation_id
+        with self._lock:
+            stored = self._revisions.get(cid)
+            if stored is not None and snapshot.revision <= stored:
+                raise StaleConversationError(cid, snapshot.revision - 1, stored)
+            self._rows[cid] = snapshot.model_dump_json()
+            self._revisions[cid] = snapshot.revision
+            self._updated[cid] = time.time()
+
+    def load(self, conversation_id: str) -> Snapshot:
+        with self._lock:
+            row = self._rows.get(conversation_id)
+        if row is None:
+            raise KeyError(conversation_id)
+        return read_snapshot(conversation_id, row)
+
+    def list(self) -> list[RunSummary]:
+        with self._lock:
+            rows = [(cid, row, self._updated[cid]) for cid, row in self._rows.items()]
+        out = []
+        for cid, row, updated in rows:
+            try:
+                snap = read_snapshot(cid, row)
+            except CorruptSnapshotError as exc:  # listed, marked, and the others still listed
+                out.append(
+                    RunSummary(
+                        conversation_id=cid,
+                        agent="?",
+                        state="?",
+                        turns=0,
+                        finished=False,
+                        updated_at=updated,
+                        problem=exc.problem,
+                    )
+                )
+                continue
+            out.append(
+                RunSummary(
+                    conversation_id=cid,
+                    agent=snap.agent,
+                    state=snap.state,
+                    turns=snap.counters.turns,
+                    finished=snap.finished,
+                    updated_at=updated,
+                )
+            )
+        return out
+
+    def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
+        now = time.time()
+        with self._lock:
+            holder = self._leases.get(conversation_id)
+            if holder is not None and holder[0] != owner and holder[1] > now:
+                return False
+            self._leases[conversation_id] = (owner, now + lease_s)
+            return True
+
+    def release(self, conversation_id: str, owner: str) -> None:
+        with self._lock:
+            if self._leases.get(conversation_id, ("", 0.0))[0] == owner:
+                del self._leases[conversation_id]

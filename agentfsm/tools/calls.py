@@ -1,0 +1,181 @@
+"""Tool calls and their results: the wire-level values around one call.
+
+:class:`ToolCall` is one ``tool_use`` block from the model and :class:`ToolResult`
+one ``tool_result`` block going back. :func:`to_tool_result` turns whatever a
+tool returned into a result the API accepts; :func:`for_history` makes every
+result (whichever executor made it) safe to send and keep — cut to the policy's
+limit, the client's key redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeGuard
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentfsm.errors import ToolCallError, ToolReturnError
+from agentfsm.tools.limits import cut_content
+
+# Content block types the API accepts inside a tool_result's ``content`` list.
+# A list of dicts whose "type" is not one of these is data, not content blocks
+# (e.g. ``[{"type": "bug", ...}]``), and is sent as JSON text instead.
+TOOL_RESULT_BLOCK_TYPES = frozenset({"text", "image", "document", "search_result", "tool_reference", "browser_state"})
+
+
+class ToolCall(BaseModel):
+    """One client ``tool_use`` block from the model. ``input`` is raw: anything the model sent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    input: Any = Field(default_factory=dict)
+
+    @classmethod
+    def from_block(cls, block: Mapping[str, Any] | BaseModel) -> ToolCall:
+        """Read a ``tool_use`` block (a dict, or an SDK ``ToolUseBlock``)."""
+        data: Mapping[str, Any] = block.model_dump() if isinstance(block, BaseModel) else block
+        kind = data.get("type", "tool_use")
+        if kind != "tool_use":
+            raise ValueError(f"not a client tool_use block: type {kind!r}")
+        return cls.model_validate({key: data[key] for key in ("id", "name", "input") if key in data})
+
+
+class ToolResult(BaseModel):
+    """One ``tool_result`` block going back to the model; ``duration_ms`` is for events only."""
+
+    tool_use_id: str
+    content: str | list[dict[str, Any]]
+    is_error: bool = False
+    duration_ms: float | None = None
+
+    def to_block(self) -> dict[str, Any]:
+        """The wire block; ``is_error`` is present only when true."""
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": self.tool_use_id, "content": self.content}
+        if self.is_error:
+            block["is_error"] = True
+        return block
+
+
+def error_result(call: ToolCall, err: ToolCallError) -> ToolResult:
+    """The ``is_error`` result for a call that failed; its text is ``str(err)``."""
+    return ToolResult(tool_use_id=call.id, content=str(err), is_error=True)
+
+
+def to_tool_result(call: ToolCall, value: object, tool_name: str) -> ToolResult:
+    """Turn what a tool returned into a result the API accepts.
+
+    ``str`` as is; a list of tool_result content blocks as is; a pydantic model as
+    its JSON; ``None`` as ``""``; other values as JSON (values the ``json`` module
+    cannot encode natively, such as datetimes, dataclasses or models inside a
+    list, are encoded the way pydantic encodes them). Anything that cannot be
+    encoded becomes an ``is_error`` result carrying a :class:`ToolReturnError`.
+    """
+    content: str | list[dict[str, Any]]
+    try:
+        if isinstance(value, str):
+            content = value
+        elif value is None:
+            content = ""
+        elif isinstance(value, BaseModel):
+            content = value.model_dump_json()
+        elif _is_content_blocks(value):
+            content = value
+        else:
+            content = json.dumps(value, ensure_ascii=False, default=pydantic_core.to_jsonable_python)
+    except Exception:
+        return error_result(call, ToolReturnError(tool_name, value))
+    return ToolResult(tool_use_id=call.id, content=content)
+
+
+def for_history(result: ToolResult, *, limit: int | None, secrets: Sequence[str] = ()) -> ToolResult:
+    """``result`` as it may enter the history and be sent: every result passes here, whatever made it.
+
+    A custom executor's list content that is not valid content blocks becomes JSON text (as
+    ``to_tool_result`` does); characters that cannot be sent (lone surrogates, which would fail
+    the request's UTF-8 encoding) become U+FFFD; the client's credentials become ``[REDACTED]``
+    (the model must not read them, nor a store keep them); and the text is cut to ``limit``
+    characters with a marker (``agentfsm.tools.limits``). Idempotent, and the same object when nothing changes.
+    """
+    content: str | list[dict[str, Any]] = result.content
+    if isinstance(content, list) and content and not _is_content_blocks(content):
+        try:
+            content = json.dumps(content, ensure_ascii=False, default=pydantic_core.to_jsonable_python)
+        except Exception:
+            content = f"the tool returned content blocks that cannot be sent (a list of {len(content)} items)"
+    content = _scrub(content, tuple(s for s in secrets if s))
+    content = cut_content(content, limit)
+    if content is result.content:
+        return result
+    return result.model_copy(update={"content": content})
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_REDACTED = "[REDACTED]"
+
+
+#: A run of this many leading characters of a secret is redacted as the secret: a copy cut short
+#: (a quoted value shortened with "...", say) must not leak most of a key either.
+_SECRET_HEAD = 20
+
+
+def _without(text: str, secret: str) -> str:
+    """``text`` with ``secret``, and any copy of its first ``_SECRET_HEAD`` or more characters, redacted."""
+    if secret in text:
+        text = text.replace(secret, _REDACTED)
+    head = secret[:_SECRET_HEAD]
+    if len(secret) <= _SECRET_HEAD or head not in text:
+        return text
+    parts, at = [], 0
+    while (start := text.find(head, at)) >= 0:
+        end = start + len(head)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        parts += [text[at:start], _REDACTED]
+        at = end
+    return "".join(parts) + text[at:]
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with lone surrogates replaced and ``secrets`` redacted in every string; the same object if clean."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):  # a valid pair becomes its character, a lone one U+FFFD
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        for secret in secrets:
+            value = _without(value, secret)
+        return value
+    if isinstance(value, list):
+        items = [_scrub(v, secrets) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        fields = {k: _scrub(v, secrets) for k, v in value.items()}
+        return value if all(fields[k] is v for k, v in value.items()) else fields
+    return value
+
+
+def _is_content_blocks(value: object) -> TypeGuard[list[dict[str, Any]]]:
+    """A non-empty list of blocks the API accepts in a tool_result; anything else is data, sent as JSON."""
+    return isinstance(value, list) and len(value) > 0 and all(_is_content_block(b) for b in value)
+
+
+def _is_content_block(block: object) -> bool:
+    """The fields the API requires of each block type are there (a text block with no text is rejected)."""
+    if not isinstance(block, dict) or block.get("type") not in TOOL_RESULT_BLOCK_TYPES:
+        return False
+    kind = block["type"]
+    if kind == "text":
+        text = block.get("text")
+        return isinstance(text, str) and bool(text.strip())
+    if kind in ("image", "document"):
+        return isinstance(block.get("source"), dict)
+    if kind == "search_result":
+        return (
+            isinstance(block.get("source"), str)
+            and isinstance(block.get("title"), str)
+            and isinstance(block.get("content"), list)
+        )
+    return True

@@ -1,0 +1,7 @@
+"""The wire: what goes to the Messages API and what comes back, and what it costs.
+
+* ``api``     — one request out, one ``Reply`` (or ``RequestFailure``) back; plain or streamed
+* ``sse``     — a streamed reply assembled from raw server-sent events
+* ``caching`` — where prompt-caching breakpoints go on the wire copy of a request
+* ``pricing`` — prices per model and the cost of a reply
+"""
