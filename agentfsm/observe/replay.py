@@ -222,7 +222,7 @@ class _Builder:
                     self.label,
                     line,
                 )
-            size = event.data.get("history_size")
+            size: Any = event.data.get("history_size")
             valid = isinstance(size, list | tuple) and len(size) == 3 and all(type(n) is int for n in size)
             self.trace.append(
                 TraceStep(
