@@ -15,7 +15,7 @@ From Python::
     from agentfsm.observe.ui import UIServer, open_source
 
     server = UIServer(open_source("sqlite:///runs.db"), port=0)   # port 0: any free port
-    print(server.url)
+    server.url                                                     # 'http://localhost:<port>/'
     server.serve_forever()
 """
 

@@ -82,6 +82,8 @@ class RunData:
     messages: list[dict[str, Any]] | None = None
     #: tool_use_id → duration_ms of the tool calls the history answers (store runs).
     tool_ms: dict[str, float | None] = field(default_factory=dict)
+    #: The content of the reply being acted on, which joins the history with the next transition (store runs).
+    reply: list[dict[str, Any]] = field(default_factory=list)
     #: Tool calls committed but not in the history yet, and calls that were running at the last save.
     committed: dict[str, Any] = field(default_factory=dict)
     running: list[str] = field(default_factory=list)
@@ -242,6 +244,7 @@ class StoreSource:
             elapsed_s=snap.elapsed_s,
             messages=list(snap.messages),
             tool_ms=dict(snap.tool_ms),
+            reply=list((snap.reply or {}).get("content") or []),
             committed={k: v.model_dump(mode="json") for k, v in snap.tool_results.items()},
             running=[t for t in snap.tools_started if t not in snap.tool_results],
         )

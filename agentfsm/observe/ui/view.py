@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentfsm.machine.history import blocks
+from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import Event
 from agentfsm.observe.graph import Graph, build, resolve_agent
 from agentfsm.observe.ui.history import Growth, growth
@@ -183,7 +184,7 @@ def _calls_from_history(data: RunData, grown: Growth) -> list[ToolCallView]:
                     id=tid,
                     name=str(block.get("name")),
                     kind="client" if kind == "tool_use" else "server",
-                    called_at=at,
+                    called_at=_arrival(data.trace, at),
                     input=block.get("input"),
                     duration_ms=data.tool_ms.get(tid),
                     status="unanswered",
@@ -195,6 +196,19 @@ def _calls_from_history(data: RunData, grown: Growth) -> list[ToolCallView]:
                     call.result = block.get("content")
                     call.is_error = bool(block.get("is_error")) or _server_error(block)
                     call.status = "answered"
+    if not data.row.finished:  # the calls of a reply not in the history yet: being run when the run stopped
+        arrived = _arrival(data.trace, len(data.trace))
+        for block in data.reply:
+            tid = str(block.get("id"))
+            if block.get("type") == "tool_use" and tid not in calls:
+                calls[tid] = ToolCallView(
+                    id=tid,
+                    name=str(block.get("name")),
+                    kind="client",
+                    called_at=arrived,
+                    input=block.get("input"),
+                    status="unanswered",
+                )
     for tid, committed in data.committed.items():
         call = calls.get(tid)
         if call is not None and call.status == "unanswered":
@@ -205,6 +219,19 @@ def _calls_from_history(data: RunData, grown: Growth) -> list[ToolCallView]:
         if call is not None and call.status == "unanswered":
             call.status = "running"
     return list(calls.values())
+
+
+def _arrival(trace: list[TraceStep], at: int | None) -> int | None:
+    """The step at which the reply holding a block arrived: the last one out of ``requesting`` by ``at``.
+
+    (A reply joins the history one step later, with the transition that acts on it.)
+    """
+    if at is None:
+        return None
+    for k in range(min(at, len(trace)), 0, -1):
+        if trace[k - 1].source == REQUESTING:
+            return k
+    return at
 
 
 def _server_error(block: dict[str, Any]) -> bool:
