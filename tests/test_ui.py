@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import scenario as sc
@@ -547,9 +548,13 @@ def test_the_graph_draws_every_state_and_edge_of_a_subclass() -> None:
 def test_a_run_going_on_changes_its_signature_and_page(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "live.db")
     conv = writer_agent(Simulator(WRITER_SCRIPT)).start("1 + 2?", store=store, conversation_id="conv_live")
-    conv.step()
     served = serve(open_source(str(tmp_path / "live.db")))
     try:
+        page = dom(served.html("/runs/conv_live"))  # stored as it started: no transition yet
+        assert page.one(lambda n: n.attrs.get("id") == "main").attrs["data-last"] == "0"
+        assert "no transitions yet" in page.one(has_class("stepper")).text()
+        assert shown_history(page) == expected_view(conv.messages)
+        conv.step()
         first = served.json("/api/signature?run=conv_live")["signature"]
         page = dom(served.html("/runs/conv_live"))
         main_ = page.one(lambda n: n.attrs.get("id") == "main")
@@ -563,6 +568,24 @@ def test_a_run_going_on_changes_its_signature_and_page(tmp_path: Path) -> None:
         assert main_.attrs["data-live"] == "0" and main_.attrs["data-last"] == str(len(conv.trace))
         status, _, _ = served.get("/api/signature?run=nope")
         assert status == 404
+    finally:
+        served.stop()
+        store.close()
+
+
+def test_ids_that_need_quoting_and_an_empty_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "odd.db")
+    served = serve(open_source(str(tmp_path / "odd.db")))
+    try:
+        assert "No runs in" in served.html("/") and served.json("/api/runs")["runs"] == []
+        odd = "run/1 #x?y=<b>"
+        writer_agent(Simulator(WRITER_SCRIPT)).run("1 + 2?", store=store, conversation_id=odd)
+        page = dom(served.html("/"))
+        (link,) = page.one(has_class("runs", "table")).all(lambda n: n.tag == "a")
+        assert link.attrs["href"] == "/runs/run%2F1%20%23x%3Fy%3D%3Cb%3E" and link.text() == odd
+        run = dom(served.html(link.attrs["href"]))
+        assert run.one(has_class("run-id")).text() == odd
+        assert served.json("/api/runs/" + quote(odd, safe=""))["run"]["id"] == odd
     finally:
         served.stop()
         store.close()

@@ -32,7 +32,7 @@ EVENTS_NOTE = (
 )
 STORE_NOTE = (
     "Read from a store, which keeps each run's latest history, usage, trace and tool timings, but not its "
-    "events (request latencies, retries): record them with --events to see those."
+    "events (request latencies, retries): serve an events file of the run (--events FILE) to see those."
 )
 
 
@@ -374,7 +374,10 @@ def _block(block: dict[str, Any], text_pieces: Iterable[tuple[str, int]], step: 
 
 
 def _history(view: RunView, step: int) -> str:
-    out = [f'<section class="panel history"><h2>History after step <span class="step-no">{step}</span></h2>']
+    if step:
+        out = [f'<section class="panel history"><h2>History after step <span class="step-no">{step}</span></h2>']
+    else:  # stored as it started: the history it was given
+        out = ['<section class="panel history"><h2>History (no transition yet)</h2>']
     messages = view.data.messages
     grown = view.growth
     if messages is None or grown is None:
@@ -390,6 +393,7 @@ def _history(view: RunView, step: int) -> str:
     if not grown.exact and grown.problem:
         out.append(f'<p class="warning">Every step shows the stored (latest) history: {_e(grown.problem)}.</p>')
     out.append('<div class="messages">')
+    step = max(step, 1)  # with no transition yet, everything there is was there from the start
     visible_last = _last_visible(grown, step)
     for i, message in enumerate(messages):
         at = grown.messages[i] if grown.exact else 1
