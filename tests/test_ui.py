@@ -431,6 +431,18 @@ def test_pages_load_nothing_from_outside(ui: Served) -> None:
     assert b"http://" not in static_files()["ui.js"] and b"https://" not in static_files()["ui.js"]
 
 
+def test_the_static_assets_ship_in_the_package() -> None:
+    import fnmatch
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["agentfsm"]
+    folder = ROOT / "agentfsm" / "observe" / "ui" / "static"
+    files = [str(p.relative_to(ROOT / "agentfsm")) for p in folder.iterdir()]
+    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in declared) for f in files), declared
+    assert set(static_files()) == {p.name for p in folder.iterdir()}
+    assert sum(len(b) for b in static_files().values()) < 40_000  # small: no framework, no diagram library
+
+
 def test_a_run_page_shows_the_step_its_url_asks_for(ui: Served, runs: Runs) -> None:
     seen = runs.recorded["conv_writer"]
     last = len(seen.trace)

@@ -145,7 +145,7 @@ def _quote(run_id: str) -> str:
 
 
 def run_page(label: str, view: RunView, step: int, signature: str) -> str:
-    data, row = view.data, view.data.row
+    row = view.data.row
     last = view.last
     live = "0" if row.finished else "1"
     out = [
@@ -160,7 +160,6 @@ def run_page(label: str, view: RunView, step: int, signature: str) -> str:
     out.append(_history(view, step))
     out.append(_tools(view, step))
     out.append("</div></main>")
-    del data
     return layout(row.id, label, "".join(out))
 
 

@@ -89,8 +89,6 @@ class RunView:
     tool_calls: list[ToolCallView]
     #: When each piece of the history appeared; None when the source has no history (events files).
     growth: Growth | None
-    #: Events before the first transition (``run.started`` …) belong to step 1; this is the list per step.
-    unplaced_events: list[Event] = field(default_factory=list)
 
     @property
     def last(self) -> int:
