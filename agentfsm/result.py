@@ -49,6 +49,11 @@ class TraceStep(BaseModel):
     dest: str
     trigger: str
     turn: int
+    #: The history's size after this step: (messages, content blocks of the last message, characters of
+    #: that block when it is text, else 0). A step only appends messages or extends the last one (a
+    #: continuation, a resumed pause, a second nudge), so with the final history this gives the history as it
+    #: stood after the step (``agentfsm ui`` shows it). None in traces recorded before it was kept.
+    history_size: tuple[int, int, int] | None = None
 
 
 class RunError(BaseModel):

@@ -208,7 +208,7 @@ def test_step_by_step_with_a_breakpoint_on_a_state_and_the_graph_between_steps()
     assert sim.requests == []  # looking sends nothing
 
     step = conv.step()  # exactly one transition
-    assert step == TraceStep(source="requesting", dest="tool_use", trigger="tool_use", turn=1)
+    assert step == TraceStep(source="requesting", dest="tool_use", trigger="tool_use", turn=1, history_size=(1, 1, 4))
     assert conv.state == "tool_use" and len(conv.trace) == 1
     pending = conv.pending
     assert isinstance(pending, RunTools) and [c.name for c in pending.calls] == ["add"]  # the calls about to run

@@ -3,6 +3,7 @@
 * ``running``  — ``demo`` and ``run``
 * ``drawing``  — ``graph``, ``replay`` and ``diagrams``
 * ``runs``     — ``runs list|show|graph`` over a store
+* ``ui``       — ``ui``: the run inspector in the browser
 * ``sim``      — ``sim serve``
 * ``targets``  — what ``MODULE:NAME`` means; ``output`` — exit codes and writing graphs
 
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from agentfsm.cli import drawing, running, runs, sim
+from agentfsm.cli import drawing, running, runs, sim, ui
 from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
 from agentfsm.errors import AgentfsmError
 
@@ -41,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentfsm", description="Claude agent loops as finite-state machines.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (running, drawing, sim, runs):
+    for commands in (running, drawing, sim, runs, ui):
         commands.add_commands(sub)
     return parser
 

@@ -28,7 +28,7 @@ from agentfsm.errors import (
     ToolInterruptedError,
 )
 from agentfsm.machine import drivers
-from agentfsm.machine.history import Message, blocks, text_of
+from agentfsm.machine.history import Message, blocks, size_of, text_of
 from agentfsm.machine.plan import Fire, Plan, RunTools, SendRequest
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.machine.table import (
@@ -94,6 +94,7 @@ class Conversation:
         "state",
         "store",
         "table",
+        "tool_ms",
         "tool_results",
         "tools_started",
         "trace",
@@ -157,6 +158,7 @@ class Conversation:
         self.store = store
         self.committed: dict[str, ToolResult] = {}
         self.tools_started: list[str] = []
+        self.tool_ms: dict[str, float | None] = {}  # how long each answered tool call took (tool_use_id → ms)
         # host:pid:nonce — a store may free the lease of a dead process on its own host (see SQLiteStore).
         # Who holds the lease: host and pid let a store see that a crashed holder is gone.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
@@ -207,6 +209,7 @@ class Conversation:
             trace=self.trace,
             tool_results=self.committed,
             tools_started=self.tools_started,
+            tool_ms=self.tool_ms,
             elapsed_s=self.elapsed_s,
             finished=self.finished,
             revision=self.revision,
@@ -234,6 +237,7 @@ class Conversation:
         conv.trace = list(snap.trace)
         conv.committed = dict(snap.tool_results)
         conv.tools_started = list(snap.tools_started)
+        conv.tool_ms = dict(snap.tool_ms)
         conv._elapsed_before = snap.elapsed_s
         conv.revision = snap.revision
         conv.emit(
@@ -537,6 +541,7 @@ class Conversation:
                 duration_ms=result.duration_ms,
             )
         self.tool_results = ordered
+        self.tool_ms.update((r.tool_use_id, r.duration_ms) for r in ordered)
         self.committed, self.tools_started = {}, []  # answered in the history from now on
         self.fire(plan.transition)
 
@@ -553,7 +558,8 @@ class Conversation:
 
     def record_transition(self, source: str, dest: str, trigger: str) -> None:
         """Called by the machine after every state change."""
-        self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=self.turns))
+        size = size_of(self.messages)
+        self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=self.turns, history_size=size))
         self._save()
         self.emit(
             "transition",
@@ -561,6 +567,7 @@ class Conversation:
             dest=dest,
             trigger=trigger,
             stop_reason=self.reply.stop_reason if self.reply else None,
+            history_size=list(size),
         )
         if dest in self.table.terminal:
             self.emit(

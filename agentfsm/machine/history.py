@@ -36,6 +36,16 @@ def text_of(content: Sequence[Block]) -> str:
     return "".join(b.get("text", "") for b in content if b.get("type") == "text")
 
 
+def size_of(messages: Sequence[Message]) -> tuple[int, int, int]:
+    """The history's size, as ``TraceStep.history_size`` records it: (messages, blocks of the last one,
+    characters of its last block when that is text, else 0)."""
+    if not messages:
+        return (0, 0, 0)
+    content = blocks(messages[-1])
+    last = content[-1] if content else {}
+    return (len(messages), len(content), len(last.get("text", "")) if last.get("type") == "text" else 0)
+
+
 def tool_use_ids(message: Message) -> list[str]:
     return [b["id"] for b in blocks(message) if b.get("type") == "tool_use" and "id" in b]
 

@@ -31,7 +31,7 @@ EVENT_NAMES: dict[str, str] = {
     "response.received": "a reply arrived: stop_reason, usage, latency_ms",
     "request.failed": "a request failed after the SDK's own retries: error type, HTTP status, message, latency_ms",
     "request.retried": "a streamed request broke mid-stream and is sent again: attempt, error, fault, delay_s",
-    "transition": "the machine moved: source, dest, trigger",
+    "transition": "the machine moved: source, dest, trigger, stop_reason, history_size",
     "tool.started": "a client tool call is about to run: tool, tool_use_id",
     "tool.finished": "a client tool call ended: tool, tool_use_id, is_error, duration_ms",
     "continuation.requested": "a cut-off text is being continued: strategy, continuation number",

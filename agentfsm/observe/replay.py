@@ -222,7 +222,17 @@ class _Builder:
                     self.label,
                     line,
                 )
-            self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=event.turn))
+            size: Any = event.data.get("history_size")
+            valid = isinstance(size, list | tuple) and len(size) == 3 and all(type(n) is int for n in size)
+            self.trace.append(
+                TraceStep(
+                    source=source,
+                    dest=dest,
+                    trigger=trigger,
+                    turn=event.turn,
+                    history_size=(size[0], size[1], size[2]) if valid else None,
+                )
+            )
         elif event.event == "run.finished":
             final = event.data.get("final_state")
             if self.trace and final != self.trace[-1].dest:

@@ -74,6 +74,8 @@ class Snapshot(BaseModel):
     tool_results: dict[str, ToolResult] = {}
     #: Tool calls handed to the executor and not committed yet: if the process died, they were running.
     tools_started: list[str] = []
+    #: How long each client tool call answered in the history took: tool_use_id → duration_ms (None: not measured).
+    tool_ms: dict[str, float | None] = {}
     elapsed_s: float = 0.0
     finished: bool = False
     #: Saves so far (1 for the first): a worker that takes the lease checks nobody saved since it loaded.

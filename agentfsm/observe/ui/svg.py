@@ -1,0 +1,399 @@
+"""A state graph as SVG, laid out here: no Graphviz, no JavaScript library.
+
+The inspector draws the graph itself rather than running Graphviz's ``dot``
+(optional, and a process per page) or shipping Mermaid (a large script that
+lays out in the browser). An agent's graph has a known shape — the
+``requesting`` hub, the stop-reason states it fans out to, the final states —
+and a layered left-to-right layout draws it well:
+
+* layers by longest path from the initial state, after the edges back to an
+  earlier state are set apart;
+* within a layer the table's order (the first layer after the hub) or the
+  mean height of the states that lead there (later layers);
+* edges leave and enter at ports spread along a state's side, ordered by where
+  the other end is, so they do not cross at the box; an edge back to an
+  earlier layer runs right to left, an edge that skips layers runs in a lane
+  below (forward) or above (back) the states in between.
+
+Every state and edge carries what a page needs to show any step without
+drawing again: ``data-from`` (the first step at which the run was in the
+state; 0 for the start), ``data-at`` (the steps that ended in it) and, on
+edges, ``data-steps`` (the steps that took it). Classes mark the step drawn:
+``visited``, ``current``, ``taken`` (and ``unvisited`` for the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+
+from agentfsm.observe.graph import Edge, Graph
+from agentfsm.result import TraceStep
+
+CHAR_W = 7.0  # average width of a character of the 12px labels, for sizing boxes
+NODE_H = 30.0
+PORT_GAP = 11.0
+PAD_X = 12.0
+V_GAP = 16.0
+H_GAP = 170.0
+MARGIN = 16.0
+START_W = 34.0  # room left of the initial state for the start dot
+LANE_GAP = 14.0
+LOOP_H = 30.0
+
+
+@dataclass
+class _Box:
+    name: str
+    layer: int
+    index: int
+    w: float
+    h: float = NODE_H
+    x: float = 0.0
+    y: float = 0.0
+    left: list[tuple[float, int]] = field(default_factory=list)  # (other end's y, edge index)
+    right: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+def _layers(graph: Graph) -> tuple[dict[str, int], set[int]]:
+    """Each state's layer, and the indices of the edges that go back (against the layering)."""
+    out: dict[str, list[int]] = {s: [] for s in graph.states}
+    for i, e in enumerate(graph.edges):
+        if e.source != e.dest:
+            out[e.source].append(i)
+    colour: dict[str, int] = {}
+    back: set[int] = set()
+    finish: list[str] = []
+
+    def visit(u: str) -> None:
+        colour[u] = 1
+        for i in out[u]:
+            v = graph.edges[i].dest
+            if colour.get(v) == 1:
+                back.add(i)
+            elif v not in colour:
+                visit(v)
+        colour[u] = 2
+        finish.append(u)
+
+    for root in (graph.initial, *graph.states):
+        if root not in colour:
+            visit(root)
+    layer = dict.fromkeys(graph.states, 0)
+    for u in reversed(finish):  # a topological order of the forward edges
+        for i in out[u]:
+            if i not in back:
+                v = graph.edges[i].dest
+                layer[v] = max(layer[v], layer[u] + 1)
+    return layer, back
+
+
+Point = tuple[float, float]
+
+
+def _bezier(p0: Point, p1: Point, p2: Point, p3: Point, t: float) -> Point:
+    u = 1 - t
+    x = u**3 * p0[0] + 3 * u * u * t * p1[0] + 3 * u * t * t * p2[0] + t**3 * p3[0]
+    y = u**3 * p0[1] + 3 * u * u * t * p1[1] + 3 * u * t * t * p2[1] + t**3 * p3[1]
+    return x, y
+
+
+def _f(v: float) -> str:
+    return f"{v:.1f}".rstrip("0").rstrip(".")
+
+
+def _p(x: float, y: float) -> str:
+    return f"{_f(x)},{_f(y)}"
+
+
+def _marker(name: str, size: int, cls: str) -> str:
+    return (
+        f'<marker id="{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="{size}" markerHeight="{size}" '
+        'markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+        f'<path d="M0,0 L10,5 L0,10 z" class="{cls}"/></marker>'
+    )
+
+
+def steps_of(graph: Graph, trace: Sequence[TraceStep]) -> tuple[dict[str, list[int]], dict[int, list[int]]]:
+    """The steps that ended in each state (the start counts as step 0), and the steps that took each edge."""
+    at: dict[str, list[int]] = {}
+    took: dict[int, list[int]] = {}
+    first: dict[tuple[str, str, str], int] = {}
+    for i, e in enumerate(graph.edges):
+        first.setdefault((e.source, e.trigger, e.dest), i)
+    if trace:
+        at.setdefault(trace[0].source, []).append(0)
+    for k, step in enumerate(trace, start=1):
+        at.setdefault(step.dest, []).append(k)
+        i = first.get((step.source, step.trigger, step.dest), -1)
+        if i >= 0:
+            took.setdefault(i, []).append(k)
+    return at, took
+
+
+def render_svg(graph: Graph, trace: Sequence[TraceStep], step: int | None = None, *, style: str = "") -> str:
+    """``graph`` as an SVG document, the run drawn as it was after ``step`` (the whole trace by default).
+
+    ``style`` (CSS) is embedded for a standalone file; a page styles the graph with its own sheet.
+    """
+    trace = list(trace)
+    step = len(trace) if step is None else max(0, min(step, len(trace)))
+    at, took = steps_of(graph, trace)
+    layer, back = _layers(graph)
+    order = {s: i for i, s in enumerate(graph.states)}
+    boxes = {s: _Box(s, layer[s], order[s], max(64.0, len(s) * CHAR_W + 2 * PAD_X)) for s in graph.states}
+
+    # Which side each edge uses at each end, and its kind.
+    kinds: list[str] = []
+    for i, e in enumerate(graph.edges):
+        a, b = boxes[e.source], boxes[e.dest]
+        if e.source == e.dest:
+            kinds.append("loop")
+        elif a.layer == b.layer:
+            kinds.append("side")
+        elif i in back or b.layer < a.layer:
+            kinds.append("back" if a.layer - b.layer == 1 else "back-long")
+        else:
+            kinds.append("forward" if b.layer - a.layer == 1 else "forward-long")
+    ports: dict[str, tuple[int, int]] = dict.fromkeys(graph.states, (0, 0))
+    for e, kind in zip(graph.edges, kinds, strict=True):
+        sl, sr = ports[e.source]
+        dl, dr = ports[e.dest]
+        if kind.startswith("forward"):
+            ports[e.source] = (sl, sr + 1)
+            dl, dr = ports[e.dest]
+            ports[e.dest] = (dl + 1, dr)
+        elif kind.startswith("back"):
+            ports[e.source] = (sl + 1, sr)
+            dl, dr = ports[e.dest]
+            ports[e.dest] = (dl, dr + 1)
+        elif kind == "side":
+            ports[e.source] = (sl, sr + 1)
+            dl, dr = ports[e.dest]
+            ports[e.dest] = (dl, dr + 1)
+    for s, box in boxes.items():
+        box.h = min(max(NODE_H, PORT_GAP * max(ports[s]) + 8), 200.0)
+
+    # Columns: x from the widest box of each layer; rows: stacked, centred on the tallest column.
+    nlayers = max(layer.values(), default=0) + 1
+    columns: list[list[_Box]] = [[] for _ in range(nlayers)]
+    for box in sorted(boxes.values(), key=lambda b: b.index):
+        columns[box.layer].append(box)
+    widths = [max((b.w for b in col), default=0.0) for col in columns]
+    xs: list[float] = []
+    x = MARGIN + START_W
+    for w in widths:
+        xs.append(x)
+        x += w + H_GAP
+    width = x - H_GAP + MARGIN
+    heights = [sum(b.h for b in col) + V_GAP * max(len(col) - 1, 0) for col in columns]
+    tallest = max(heights, default=0.0)
+    loops = any(k == "loop" for k in kinds)
+    top = MARGIN + (LOOP_H + 12 if loops else 0)
+    preds: dict[str, list[str]] = {s: [] for s in graph.states}
+    for e, kind in zip(graph.edges, kinds, strict=True):
+        if kind.startswith("forward"):
+            preds[e.dest].append(e.source)
+    for n, col in enumerate(columns):
+        if n >= 2:  # the first two columns keep the table's order; later ones follow their predecessors
+
+            def mean_y(box: _Box) -> tuple[float, int]:
+                ys = [boxes[p].cy for p in preds[box.name] if boxes[p].layer < box.layer]
+                return (sum(ys) / len(ys) if ys else float("inf"), box.index)
+
+            col.sort(key=mean_y)
+        y = top + (tallest - heights[n]) / 2
+        for box in col:
+            box.x = xs[n] + (widths[n] - box.w) / 2
+            box.y = y
+            y += box.h + V_GAP
+    bottom = top + tallest
+
+    # Lanes for edges that skip layers: forward ones below the states, back ones above.
+    lane_below, lane_above = bottom + 18.0, top - 18.0
+    lanes: dict[int, float] = {}
+    for i, kind in enumerate(kinds):
+        if kind == "forward-long":
+            lanes[i] = lane_below
+            lane_below += LANE_GAP
+        elif kind == "back-long":
+            lanes[i] = lane_above
+            lane_above -= LANE_GAP
+    shift = max(0.0, MARGIN - (lane_above + LANE_GAP - 8)) if any(k == "back-long" for k in kinds) else 0.0
+    height = max(bottom, lane_below - LANE_GAP + 12) + MARGIN + shift
+
+    # Ports, ordered by where each edge's other end is.
+    for i, (e, kind) in enumerate(zip(graph.edges, kinds, strict=True)):
+        a, b = boxes[e.source], boxes[e.dest]
+        if kind == "loop":
+            continue
+        a_other = lanes.get(i, b.cy)
+        b_other = lanes.get(i, a.cy)
+        if kind.startswith("forward"):
+            a.right.append((a_other, i))
+            b.left.append((b_other, i))
+        elif kind.startswith("back"):
+            a.left.append((a_other, i))
+            b.right.append((b_other, i))
+        else:
+            a.right.append((a_other, i))
+            b.right.append((b_other, i))
+    port_y: dict[tuple[str, str, int], float] = {}
+    for box in boxes.values():
+        for side, items in (("l", box.left), ("r", box.right)):
+            items.sort()
+            for n, (_, i) in enumerate(items):
+                port_y[(box.name, side, i)] = box.y + box.h * (n + 1) / (len(items) + 1)
+
+    fan_out = {s: len(boxes[s].right) for s in graph.states}
+    fan_in = {s: len(boxes[s].left) for s in graph.states}
+    parts: list[str] = []
+    w_total, h_total = width, height
+    parts.append(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="agent-graph" viewBox="0 {_f(-shift)} {_f(w_total)} '
+        f'{_f(h_total)}" width="{_f(w_total)}" height="{_f(h_total)}" role="img" '
+        f'aria-label="{escape(graph.title)}" data-steps="{len(trace)}" data-step="{step}">'
+    )
+    parts.append(f"<title>{escape(graph.title)}</title>")
+    if style:
+        parts.append(f"<style>{style}</style>")
+    parts.append(
+        "<defs>" + _marker("arrow", 8, "arrowhead") + _marker("arrow-taken", 10, "arrowhead taken") + "</defs>"
+    )
+    highlighted = bool(trace)
+    parts.append('<g class="edges">')
+    for i, (e, kind) in enumerate(zip(graph.edges, kinds, strict=True)):
+        parts.append(
+            _edge(graph, e, i, kind, boxes, port_y, lanes, took.get(i, []), step, highlighted, fan_out, fan_in)
+        )
+    parts.append("</g>")
+    parts.append('<g class="states">')
+    initial = boxes[graph.initial]
+    sx, sy = initial.x - START_W + 6, initial.cy
+    parts.append(
+        f'<g class="start"><circle cx="{_f(sx)}" cy="{_f(sy)}" r="5"/>'
+        f'<path d="M{_f(sx + 5)},{_f(sy)} L{_f(initial.x)},{_f(sy)}" marker-end="url(#arrow)"/></g>'
+    )
+    for s in graph.states:
+        parts.append(_state(graph, boxes[s], at.get(s, []), step, highlighted))
+    parts.append("</g></svg>")
+    return "".join(parts)
+
+
+def _classes(*names: str | None) -> str:
+    return " ".join(n for n in names if n)
+
+
+def _state(graph: Graph, box: _Box, at: list[int], step: int, highlighted: bool) -> str:
+    first = min(at) if at else None
+    visited = first is not None and first <= step
+    current = step in at if highlighted else graph.current == box.name
+    cls = _classes(
+        "state",
+        "initial" if box.name == graph.initial else None,
+        "terminal" if box.name in graph.terminal else None,
+        ("visited" if visited else "unvisited") if highlighted else None,
+        "current" if current else None,
+    )
+    data = f' data-state="{escape(box.name)}"'
+    if first is not None:
+        data += f' data-from="{first}" data-at="{" ".join(str(k) for k in at)}"'
+    inner = ""
+    if box.name in graph.terminal:
+        inner = (
+            f'<rect class="inner" x="{_f(box.x + 3)}" y="{_f(box.y + 3)}" width="{_f(box.w - 6)}" '
+            f'height="{_f(box.h - 6)}" rx="4"/>'
+        )
+    return (
+        f'<g class="{cls}"{data}><title>{escape(box.name)}</title>'
+        f'<rect x="{_f(box.x)}" y="{_f(box.y)}" width="{_f(box.w)}" height="{_f(box.h)}" rx="6"/>{inner}'
+        f'<text x="{_f(box.x + box.w / 2)}" y="{_f(box.cy + 4)}">{escape(box.name)}</text></g>'
+    )
+
+
+def _edge(
+    graph: Graph,
+    e: Edge,
+    i: int,
+    kind: str,
+    boxes: dict[str, _Box],
+    port_y: dict[tuple[str, str, int], float],
+    lanes: dict[int, float],
+    took: list[int],
+    step: int,
+    highlighted: bool,
+    fan_out: dict[str, int],
+    fan_in: dict[str, int],
+) -> str:
+    a, b = boxes[e.source], boxes[e.dest]
+    if kind == "loop":
+        cx, y0 = a.x + a.w / 2, a.y
+        d = f"M{_p(cx - 9, y0)} C{_p(cx - 26, y0 - LOOP_H)} {_p(cx + 26, y0 - LOOP_H)} {_p(cx + 9, y0)}"
+        lx, ly = cx, y0 - LOOP_H + 2
+    elif kind == "side":
+        x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
+        x2, y2 = b.x + b.w, port_y[(b.name, "r", i)]
+        bend = max(x1, x2) + 46
+        d = f"M{_f(x1)},{_f(y1)} C{_f(bend)},{_f(y1)} {_f(bend)},{_f(y2)} {_f(x2)},{_f(y2)}"
+        lx, ly = bend - 8, (y1 + y2) / 2
+    elif kind in ("forward", "back"):
+        if kind == "forward":
+            x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
+            x2, y2 = b.x, port_y[(b.name, "l", i)]
+        else:
+            x1, y1 = a.x, port_y[(a.name, "l", i)]
+            x2, y2 = b.x + b.w, port_y[(b.name, "r", i)]
+        dx = (x2 - x1) / 2
+        p = ((x1, y1), (x1 + dx, y1), (x2 - dx, y2), (x2, y2))
+        d = f"M{_f(x1)},{_f(y1)} C{_f(x1 + dx)},{_f(y1)} {_f(x2 - dx)},{_f(y2)} {_f(x2)},{_f(y2)}"
+        # The label where the edges around it spread out: near the end that has fewer of them.
+        below = False
+        if kind == "back":  # just after it leaves, under its line (the edge the other way runs above)
+            t, below = 0.16, True
+        elif e.trigger == e.dest:  # only a count to show: by the arrow
+            t = 0.88
+        else:
+            t = 0.66 if fan_out[a.name] > fan_in[b.name] else 0.34
+        lx, ly = _bezier(*p, t)
+        ly += 11 if below else -3
+    else:
+        lane = lanes[i]
+        if kind == "forward-long":
+            x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
+            x2, y2 = b.x, port_y[(b.name, "l", i)]
+            s = 1.0
+        else:
+            x1, y1 = a.x, port_y[(a.name, "l", i)]
+            x2, y2 = b.x + b.w, port_y[(b.name, "r", i)]
+            s = -1.0
+        r = 40.0
+        d = (
+            f"M{_p(x1, y1)} C{_p(x1 + s * r, y1)} {_p(x1 + s * r, lane)} {_p(x1 + s * 2 * r, lane)} "
+            f"L{_p(x2 - s * 2 * r, lane)} C{_p(x2 - s * r, lane)} {_p(x2 - s * r, y2)} {_p(x2, y2)}"
+        )
+        lx, ly = (x1 + x2) / 2, lane - 3
+    shown = [k for k in took if k <= step]
+    cls = _classes(
+        "edge",
+        ("taken" if shown else "untaken") if highlighted else None,
+        None if e.declared else "undeclared",
+        kind,
+    )
+    label = "" if e.trigger == e.dest else e.trigger
+    count = f"×{len(shown)}" if shown else ""
+    tip = e.trigger + (f" [{e.condition}]" if e.condition else "")
+    data = f' data-source="{escape(e.source)}" data-dest="{escape(e.dest)}" data-trigger="{escape(e.trigger)}"'
+    if took:
+        data += f' data-steps="{" ".join(str(k) for k in took)}"'
+    sep = " " if label else ""
+    return (
+        f'<g class="{cls}"{data}><title>{escape(tip)}</title>'
+        f'<path d="{d}"/>'
+        f'<text x="{_f(lx)}" y="{_f(ly)}">{escape(label)}<tspan class="count" data-sep="{sep}">'
+        f"{sep if count else ''}{count}</tspan></text></g>"
+    )
