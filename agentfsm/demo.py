@@ -30,7 +30,7 @@ def get_weather(location: str, unit: Literal["c", "f"] = "c") -> str:
 
 
 class WeatherAgent(Agent):
-    """The agent from the README: a client tool and a server tool."""
+    """The weather agent of the guides: a client tool and a server tool."""
 
     model = "claude-sonnet-5-5"
     system = "You are a concise weather assistant."

@@ -28,7 +28,8 @@ class Policy(BaseModel):
     max_tokens: int = Field(1024, ge=1, description="max_tokens of an ordinary request")
     max_tokens_ladder: tuple[int, ...] = Field(
         (4096, 16384),
-        description="larger max_tokens to retry with, in order, when a reply is cut inside a tool_use block",
+        description="larger max_tokens to retry with, in order, when a reply is cut inside a tool_use "
+        "or thinking block",
     )
     max_continuations: int = Field(4, ge=0, description="text continuations after max_tokens before giving up")
     max_pause_resumes: int = Field(5, ge=0, description="pause_turn resumes before giving up")
@@ -39,8 +40,12 @@ class Policy(BaseModel):
         description="how to ask for the rest of a cut-off text: prefill the partial assistant turn, "
         "send a user prompt, or auto (prefill, falling back to prompt when the model rejects prefill)",
     )
-    continuation_prompt: str = DEFAULT_CONTINUATION_PROMPT
-    nudge_prompt: str = DEFAULT_NUDGE_PROMPT
+    continuation_prompt: str = Field(
+        DEFAULT_CONTINUATION_PROMPT, description="the user message that asks for the rest of a cut-off text"
+    )
+    nudge_prompt: str = Field(
+        DEFAULT_NUDGE_PROMPT, description="the user message sent after an empty end_turn that followed tool results"
+    )
     fallback_model: str | None = Field(None, description="model to retry once on after a refusal")
     tool_timeout: float | None = Field(
         60.0,
@@ -54,7 +59,12 @@ class Policy(BaseModel):
         description="seconds per request, passed to the SDK; None keeps the client's own timeout, "
         "except on rungs too large for a non-streaming request, which get long_request_timeout",
     )
-    long_request_timeout: float = Field(3600.0, gt=0)
+    long_request_timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="seconds per request when request_timeout is None and max_tokens is above 21,333, "
+        "which the SDK refuses to send without an explicit timeout",
+    )
     # 100,000 characters (about 25k tokens) never cuts an ordinary output (a file, a page of search
     # results) yet keeps one runaway output (a 50 MB log, a binary dump) from filling the context window
     # and failing every later request, or being billed again on every turn.
@@ -71,11 +81,11 @@ class Policy(BaseModel):
         "the SDK retries HTTP errors itself but never a stream that has started",
     )
     stream_retry_backoff: float = Field(0.5, ge=0, description="seconds before the first resend; doubles each time")
-    stream_retry_max_backoff: float = Field(8.0, ge=0)
+    stream_retry_max_backoff: float = Field(8.0, ge=0, description="the longest wait between two resends, in seconds")
     # Budgets: checked before every request, like max_turns; the first request that would start over
     # budget is not sent, and the run ends truncated with the budget's name as its reason.
     max_input_tokens: int | None = Field(None, ge=1, description="input tokens (cache reads and writes included)")
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1, description="output tokens, summed over every reply")
     max_cost_usd: float | None = Field(
         None, gt=0, description="dollars, from the price table (see agentfsm.wire.pricing)"
     )

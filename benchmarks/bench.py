@@ -1,7 +1,13 @@
 """Benchmarks: agentfsm next to the loops it replaces, in one process, on the same in-process simulator.
 
-    .venv/bin/python benchmarks/bench.py            # full run (prints the README table)
-    .venv/bin/python benchmarks/bench.py --quick    # small N, for CI: keeps the script from rotting
+    .venv/bin/python benchmarks/bench.py            # full run (the numbers the README and docs quote)
+    .venv/bin/python benchmarks/bench.py --cost     # only section 4, the cost table (deterministic)
+    .venv/bin/python benchmarks/bench.py --quick    # a smoke test, NOT a measurement (see below)
+
+``--quick`` runs every contender for 2 rounds x 2 conversations and 200
+concurrent conversations: it proves the script and every contender still run
+(the test suite does exactly that), and measures nothing. Its ratios swing by
+50% between two runs on a busy machine; never quote them. Quote the full run.
 
 Every contender talks to the same ``Simulator`` over the SDK's real HTTP
 stack (httpx2 MockTransport), so the simulator's own cost is in every row
@@ -21,8 +27,8 @@ neighbour hurts every contender the same.
    peak RSS above the process's baseline, bytes per conversation.
 3. Time to first text delta: ``astream`` against a raw SDK async stream.
 4. Billed cost of one long document written in 6 chunks (``--cost`` prints only this; it is
-   deterministic): the seed article's naive continuation loop against agentfsm without and
-   with prompt caching, tokens as the simulator bills them and dollars at the list price.
+   deterministic): a naive continuation loop (resend everything, then "continue") against
+   agentfsm without and with prompt caching, tokens as the simulator bills them and dollars at the list price.
 """
 
 from __future__ import annotations
@@ -286,8 +292,8 @@ def first_delta(rounds: int) -> dict[str, list[float]]:
 # --- billed cost of a 6-chunk continuation ---------------------------------------------------------------
 
 COST_MODEL = "claude-haiku-4-5"  # $1 / $5 per MTok; cache writes 1.25x, reads 0.1x the input price; accepts prefill
-CHUNK_TOKENS = 2048  # the seed article's max_tokens_per_call
-# The seed article's system prompt and request, with the reference notes a real writer would be given
+CHUNK_TOKENS = 2048  # max_tokens per chunk, as in the naive loop this is compared with
+# A Vietnamese writing task's system prompt and request, with the reference notes a real writer would be given
 # (about 4,000 tokens of context: enough to be cached; the minimum is 1,024 tokens for this model).
 SEED_SYSTEM = (
     "Viết văn tiếng Việt rõ ràng, súc tích. QUAN TRỌNG: Không dùng dấu chấm lửng (...) khi kết thúc câu. "
@@ -340,7 +346,7 @@ def generate_with_continuation(
     model: str = COST_MODEL,
     bill: Bill | None = None,
 ) -> dict[str, Any]:
-    """The seed article's naive loop, as written there (its prints left out): every continuation resends
+    """A naive continuation loop, as it is commonly written (prints left out): every continuation resends
     the whole history, the chunk so far as an assistant turn and "Tiếp tục." ("Continue.") after it."""
     full_text = ""
     total_input_tokens = 0
@@ -386,7 +392,7 @@ def generate_with_continuation(
 
 
 def naive_bill() -> Bill:
-    bill = Bill("naive loop from the seed article (no caching)")
+    bill = Bill("naive continuation loop (no caching)")
     sim = Simulator(r.writer(COST_DOCUMENT, continuation_marker="tiếp tục"))
     out = generate_with_continuation(
         sim.client(max_retries=0),
@@ -465,7 +471,12 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small N: a smoke run for CI")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test that every contender still runs (2 rounds x 2 conversations, 200 concurrent): "
+        "it measures nothing, so never quote its numbers",
+    )
     parser.add_argument("--cost", action="store_true", help="only the cost table (section 4; deterministic)")
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -478,7 +489,8 @@ def main() -> None:
     rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (7, 10, 10_000, 30)
 
     print(
-        f"agentfsm benchmarks ({'quick' if args.quick else 'full'}; Python {sys.version.split()[0]}, "
+        f"agentfsm benchmarks ({'quick: a smoke test, these numbers measure nothing' if args.quick else 'full'}; "
+        f"Python {sys.version.split()[0]}, "
         f"anthropic {anthropic.__version__}, {os.cpu_count()} CPUs)\n"
     )
     print(

@@ -288,14 +288,16 @@ def test_a_long_continuation_reads_most_of_its_prefix(strategy: str) -> None:
     assert costs[True].cost_usd < costs[False].cost_usd
 
 
-def test_the_readme_cost_table_is_what_the_benchmark_prints() -> None:
+def test_the_configuration_guide_s_cost_table_is_what_the_benchmark_prints() -> None:
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
+    page = root / "docs" / "11-configuration.md"
     command = ".venv/bin/python benchmarks/bench.py --cost"
-    block = re.search(re.escape(command) + r"\n```\n\n```text\n(.*?)\n```", readme, re.S)
-    assert block is not None, "the README shows the cost table after its command"
+    block = re.search(re.escape(command) + r"\n```\n\n```text\n(.*?)\n```", page.read_text(), re.S)
+    assert block is not None, f"{page.relative_to(root)} shows the cost table after its command"
     out = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "bench.py"), "--cost"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.rstrip("\n") == block.group(1), "README.md's cost table is out of date: rerun " + command
+    assert out.stdout.rstrip("\n") == block.group(1), (
+        f"{page.relative_to(root)}'s cost table is out of date: rerun {command}"
+    )

@@ -1,4 +1,4 @@
-"""``diagrams/`` is up to date with the code, checked by the very command the README gives to regenerate it."""
+"""``diagrams/`` is up to date with the code, checked by the command docs/08-seeing-a-run.md gives to regenerate it."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from agentfsm.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+GUIDE = (ROOT / "docs" / "08-seeing-a-run.md").read_text()
 
 
-def readme_command() -> list[str]:
-    """The arguments of the README's ``agentfsm diagrams`` command, globs expanded as a shell would."""
-    found = re.findall(r"^\.venv/bin/agentfsm (diagrams .*)$", README, re.M)
-    assert len(found) == 1, "the README must give exactly one `.venv/bin/agentfsm diagrams ...` command"
+def guide_command() -> list[str]:
+    """The arguments of the guide's ``agentfsm diagrams`` command, globs expanded as a shell would."""
+    found = re.findall(r"^\.venv/bin/agentfsm (diagrams .*)$", GUIDE, re.M)
+    assert len(found) == 1, "docs/08-seeing-a-run.md must give exactly one `.venv/bin/agentfsm diagrams ...` command"
     args: list[str] = []
     for word in shlex.split(found[0]):
         args += sorted(glob.glob(word, root_dir=ROOT)) if any(c in word for c in "*?[") else [word]
@@ -29,9 +30,11 @@ def test_diagrams_are_up_to_date_with_the_code(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(ROOT)
-    code = main([*readme_command(), "--check"])
+    code = main([*guide_command(), "--check"])
     err = capsys.readouterr().err
-    assert code == 0, f"diagrams/ is out of date; run the README's `agentfsm diagrams` command.\n{err}"
+    assert code == 0, (
+        f"diagrams/ is out of date; run the `agentfsm diagrams` command of docs/08-seeing-a-run.md.\n{err}"
+    )
 
 
 def test_the_check_needs_no_graphviz(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,11 +42,11 @@ def test_the_check_needs_no_graphviz(monkeypatch: pytest.MonkeyPatch, capsys: py
 
     monkeypatch.setattr(graph.shutil, "which", lambda name: None)
     monkeypatch.chdir(ROOT)
-    assert main([*readme_command(), "--check"]) == 0, capsys.readouterr().err
+    assert main([*guide_command(), "--check"]) == 0, capsys.readouterr().err
 
 
 def test_the_diagrams_cover_the_base_agent_and_every_example_agent() -> None:
-    args = readme_command()
+    args = guide_command()
     assert args[:3] == ["diagrams", "--out", "diagrams"] and "agentfsm:Agent" in args
     names = {p.stem for p in (ROOT / "diagrams").glob("*.mmd")}
     assert {"Agent", "WeatherAgent", "LongWriter", "run_demo"} <= names

@@ -148,7 +148,7 @@ def _gallery(diagrams: Sequence[_Diagram]) -> str:
     lines = [
         "# Diagrams",
         "",
-        "Generated from the code by the `agentfsm diagrams` command in the README's *diagrams/* section; do not edit.",
+        "Generated from the code by the `agentfsm diagrams` command in docs/08-seeing-a-run.md; do not edit.",
         "Each has Mermaid (`.mmd`), DOT (`.dot`) and SVG (`.svg`, rendered by Graphviz from the DOT) files.",
     ]
     for d in diagrams:
@@ -185,7 +185,7 @@ def cmd_diagrams(args: argparse.Namespace) -> int:
         if problems:
             raise AgentfsmError(
                 f"{len(problems)} diagram file(s) out of date: {'; '.join(map(str, problems))}. "
-                "Regenerate them with the same command without --check (see the README)"
+                "Regenerate them with the same command without --check (see docs/08-seeing-a-run.md)"
             )
         print(f"diagrams in {out}/ are up to date ({len(wanted) + len(svgs)} files)")
         return 0

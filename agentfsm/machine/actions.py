@@ -1,7 +1,7 @@
 """Actions: what each transition of the state table does to the conversation.
 
 An action runs while its transition fires. It is the only place the message
-history changes, and each one keeps the rules of SPEC.md §3: a reply is
+history changes, and each one keeps the wire rules (docs/02-state-machine.md): a reply is
 either kept (appended, or merged into the assistant turn it continues) or
 discarded (a cut tool call, an empty reply, a refused reply being retried),
 never half of each.
@@ -107,7 +107,7 @@ def nudge(conv: Conversation) -> None:
     """An empty reply after tool results: never resend it; ask again in a new user message.
 
     A second nudge goes into the first one's message (one more text block), so the request
-    changes and only one user message follows the tool results, as SPEC.md §3 rule 1 allows.
+    changes and only one user message follows the tool results, as wire rule 1 allows.
     """
     discard_reply(conv, "empty reply after tool results")
     conv.empty_retries += 1

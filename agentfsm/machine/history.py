@@ -3,7 +3,8 @@
 Two checks live here. ``validate_history`` runs on what a caller hands to
 ``run()`` and raises ``InvalidHistoryError`` (a ``ValueError``) naming the
 first problem, before any request is sent. ``wire_problems`` states the
-stricter rules of SPEC.md §3 that every request *agentfsm* sends must keep;
+stricter wire rules that every request *agentfsm* sends must keep (listed in
+docs/02-state-machine.md, "The wire rules");
 the test suite runs it on every request the simulator receives.
 """
 
@@ -129,7 +130,7 @@ def validate_history(messages: object) -> list[Message]:
 
 
 def wire_problems(messages: Sequence[Message]) -> list[str]:
-    """Violations of SPEC.md §3 in a request's ``messages`` (empty when the request is sound)."""
+    """Violations of the wire rules in a request's ``messages`` (empty when the request is sound)."""
     problems: list[str] = []
     if not messages:
         return ["no messages"]

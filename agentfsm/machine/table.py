@@ -1,9 +1,9 @@
-"""The state table: SPEC.md §1 as data.
+"""The state table, as data (docs/02-state-machine.md explains each row).
 
-Read it top to bottom like the spec's table. A conversation sits in
-``requesting`` while a request is out; the reply moves it to the state named
-for its ``stop_reason``; from there the first transition whose guards pass
-(in the order written) decides what to do about it. A subclass of ``Agent``
+Read it top to bottom. A conversation sits in ``requesting`` while a request
+is out; the reply moves it to the state named for its ``stop_reason``; from
+there the first transition whose guards pass (in the order written) decides
+what to do about it. A subclass of ``Agent``
 declares extra states and transitions, which are tried before the ones
 inherited for the same source state.
 """
@@ -127,7 +127,7 @@ class Table:
     Built once per class. Conversations are not added to the machine as
     models: each carries its own ``state`` and events are fired as
     ``machine.events[trigger].trigger(conversation)``, which costs nothing
-    per conversation (see NOTES-transitions.md).
+    per conversation (docs/04-streaming-and-async.md, "Many conversations").
     """
 
     def __init__(self, states: Iterable[str], transitions: Sequence[Transition]) -> None:

@@ -3,8 +3,8 @@
 Each event is emitted twice: to structlog (so applications route, filter and
 render it with their own processors) and onto the run's ``RunResult.events``
 as an ``Event`` model (so tests and tools can assert on it). Event names are
-a stable public interface: they are listed in ``EVENT_NAMES`` and in the
-README, and a test keeps the two in step.
+a stable public interface: they are listed in ``EVENT_NAMES`` and in
+docs/08-seeing-a-run.md, and a test keeps the two in step.
 
 Secrets never leave this module: every value is scrubbed of the client's API
 key and anything shaped like an Anthropic key (``agentfsm.observe.redaction``)

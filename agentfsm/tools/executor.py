@@ -37,7 +37,7 @@ class ToolExecutor(Protocol):
     """Runs the client tool calls of ONE assistant reply and returns their results.
 
     The contract every implementation keeps (the state machine relies on it to
-    build the next user message, rule 2 of the spec):
+    build the next user message, wire rule 2 in docs/02-state-machine.md):
 
     * exactly one :class:`ToolResult` per call, **in call order**, each with
       ``tool_use_id == call.id``;
