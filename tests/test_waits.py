@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -752,3 +753,14 @@ def test_a_streamed_run_shows_its_text_up_to_the_wait_and_ends_with_the_waiting_
     after: Iterator[Any] = agent.load(result, trigger="approve").stream()
     rest = list(after)
     assert "".join(e.text for e in rest if e.type == "text") == "Gone." and rest[-1].result.final_state == "done"
+
+
+# --- the guide's examples run -----------------------------------------------------------------------------
+
+
+def test_every_python_block_of_the_extending_guide_runs() -> None:
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "extending-waits.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", guide, re.S | re.M)
+    assert len(blocks) >= 6
+    for n, block in enumerate(blocks):
+        exec(compile(block, f"docs/extending-waits.md block {n + 1}", "exec"), {"__name__": f"guide_block_{n}"})

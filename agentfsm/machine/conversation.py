@@ -456,8 +456,9 @@ class Conversation:
 
     @property
     def pending(self) -> Plan | None:
-        """What the next step will do: the request to send, the tool calls to run, or the transition to fire."""
-        return None if self.finished else self.plan()
+        """What the next step will do: the request to send, the tool calls to run, or the transition to fire
+        (None once finished or waiting)."""
+        return None if self.stopped else self.plan()
 
     def require_reply(self) -> api.Reply:
         if self.reply is None:
@@ -467,7 +468,7 @@ class Conversation:
     # --- stepping: each method hands the conversation to its driver (agentfsm.machine.drivers) -------
 
     def step(self) -> TraceStep | None:
-        """Advance exactly one transition (doing its I/O); None once the run is finished."""
+        """Advance exactly one transition (doing its I/O); None once the run is finished or waiting."""
         return drivers.step(self)
 
     def run(self) -> RunResult:
