@@ -264,6 +264,15 @@ class DecidingAgent(ApprovalAgent):
         return None
 
 
+def test_a_run_stepped_into_a_wait_holds_no_lease() -> None:
+    sim, store = script(), MemoryStore()
+    conv = make(ApprovalAgent, sim, "run").start("Delete it", store=store)
+    while conv.step() is not None:
+        pass
+    assert conv.waiting == "awaiting_approval" and conv.pending is None
+    assert store.acquire(conv.id, "another-worker", 5)  # step() keeps the lease between steps, but not into a wait
+
+
 def test_a_wait_state_hook_may_decide_on_the_spot_or_wait_and_is_asked_again_on_resume(tool_log: Path) -> None:
     sim, store = script(), MemoryStore()
     agent = make(DecidingAgent, sim, "run")

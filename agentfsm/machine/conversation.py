@@ -746,7 +746,8 @@ class Conversation:
     # --- waiting, and the actions of a subclass's transitions ----------------------------------
 
     def suspend(self) -> None:
-        """Stop here, waiting for a decision from outside (``Suspend``): saved, and the lease is released."""
+        """Stop here, waiting for a decision from outside (``Suspend``): saved, and the lease given back
+        (whoever decides, in whatever process, takes it)."""
         self._claim()
         self.waiting = self.state
         self.input = None  # it was for the decision before this one
@@ -758,6 +759,7 @@ class Conversation:
             pending_tool_calls=[c.name for c in calls],
         )
         self._save()
+        self.release()
 
     def decide(self, trigger: str | None = None, *, input: Any = None) -> None:
         """Carry a waiting conversation on: along ``trigger`` (one that leaves the waiting state), or,
