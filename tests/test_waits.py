@@ -409,6 +409,23 @@ def test_a_hook_may_return_wait_to_stop_on_the_spot() -> None:
     assert done.final_state == "done" and sim.requests[1].messages[-1]["content"][0]["content"] == "(contents of a.txt)"
 
 
+class EveryToolWaits(Agent):
+    """A base state declared a Wait: every tool call waits for a decision."""
+
+    model = "claude-haiku-4-5"
+    tools = [ww.read_file]
+    states = [Wait("tool_use")]
+
+
+def test_a_base_state_declared_a_wait_makes_every_run_stop_there() -> None:
+    sim = Simulator([r.tool_use("read_file", {"path": "a.txt"}, id=ID), r.text("Read.")])
+    agent = make(EveryToolWaits, sim, "run")
+    first = agent.run("Read a.txt")
+    assert (first.final_state, first.waiting) == ("waiting", "tool_use")
+    assert "class tool_use waiting" in EveryToolWaits.graph()
+    assert agent.resume(first, trigger="run_tools").final_state == "done"
+
+
 # --- fail-safe added states: checked when the class is defined ---------------------------------------------
 
 

@@ -313,9 +313,7 @@ def to_mermaid(graph: Graph) -> str:
             lines.append(f"    {ids[name]} --> [*]")
     waits = [ids[s] for s in graph.states if s in graph.waits]
     if waits:
-        lines.append(
-            f"    classDef waiting fill:{_WAIT_FILL},stroke:{_WAIT_LINE},stroke-width:2px,stroke-dasharray:5"
-        )
+        lines.append(f"    classDef waiting fill:{_WAIT_FILL},stroke:{_WAIT_LINE},stroke-width:2px,stroke-dasharray:5")
         lines.append(f"    class {','.join(waits)} waiting")
     if graph.highlighted:
         lines.append(f"    classDef visited fill:{_VISITED_FILL},stroke:{_VISITED_LINE},stroke-width:2px")
