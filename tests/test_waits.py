@@ -390,6 +390,36 @@ def test_an_async_action_is_awaited(mode: str) -> None:
         make(AsyncActionAgent, script(), "run").run("Delete it")
 
 
+async def half_then_hang(conv: Conversation) -> None:
+    actions.keep_reply(conv)  # half of an answer ...
+    await asyncio.sleep(60)  # ... then the task is cancelled here
+
+
+class HangingAgent(ApprovalAgent):
+    transitions = [Transition("awaiting_approval", "hang", "requesting", action=half_then_hang)]
+
+
+def test_cancelling_an_async_action_puts_the_history_back() -> None:
+    sim, store = script(), MemoryStore()
+    agent = make(HangingAgent, sim, "arun")
+    first = asyncio.run(agent.arun("Delete it", store=store))
+    conv = agent.load(first.conversation_id, store=store, trigger="hang", asynchronous=True)
+
+    async def cancel_soon() -> None:
+        task = asyncio.create_task(conv.arun())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_soon())
+    assert conv.messages == first.messages and not conv.reply_kept and conv.state == "awaiting_approval"
+    assert store.acquire(first.conversation_id, "another-worker", 5)  # the lease was given back too
+    store.release(first.conversation_id, "another-worker")
+    done = asyncio.run(agent.aresume(first.conversation_id, store=store, trigger="refuse"))
+    assert done.final_state == "done" and len(sim.requests) == 2
+
+
 class OnTheSpot(ApprovalAgent):
     """A hook of an ordinary state that stops the run where it is."""
 
