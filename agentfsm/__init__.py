@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         CorruptSnapshotError,
         EventsFileError,
         GraphvizNotFoundError,
+        InvalidActionError,
         InvalidHistoryError,
         InvalidTransitionError,
         MissingAPIKeyError,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from agentfsm.machine import actions
     from agentfsm.machine.conversation import Conversation
     from agentfsm.machine.guards import guard
-    from agentfsm.machine.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition
+    from agentfsm.machine.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition, Wait
     from agentfsm.observe.events import EVENT_NAMES, Event
     from agentfsm.observe.live import LiveView
     from agentfsm.observe.redaction import redact_processor
@@ -64,6 +65,7 @@ _WHERE: dict[str, str] = {
             "CorruptSnapshotError",
             "EventsFileError",
             "GraphvizNotFoundError",
+            "InvalidActionError",
             "InvalidHistoryError",
             "InvalidTransitionError",
             "MissingAPIKeyError",
@@ -76,7 +78,7 @@ _WHERE: dict[str, str] = {
     ),
     "Conversation": "agentfsm.machine.conversation",
     "guard": "agentfsm.machine.guards",
-    **dict.fromkeys(("REQUESTING", "STOP_REASONS", "TERMINAL_STATES", "Transition"), "agentfsm.machine.table"),
+    **dict.fromkeys(("REQUESTING", "STOP_REASONS", "TERMINAL_STATES", "Transition", "Wait"), "agentfsm.machine.table"),
     **dict.fromkeys(("EVENT_NAMES", "Event"), "agentfsm.observe.events"),
     "redact_processor": "agentfsm.observe.redaction",
     "LiveView": "agentfsm.observe.live",
@@ -106,6 +108,7 @@ __all__ = [
     "EventsFileError",
     "EventsWriter",
     "GraphvizNotFoundError",
+    "InvalidActionError",
     "InvalidHistoryError",
     "InvalidTransitionError",
     "LiveView",
@@ -131,6 +134,7 @@ __all__ = [
     "Transition",
     "UnknownConversationError",
     "Usage",
+    "Wait",
     "actions",
     "guard",
     "redact_processor",

@@ -5,7 +5,12 @@ constructor's arguments override them for one instance, so an ``Agent`` is
 also usable without subclassing. A subclass may add states and transitions
 (``states``, ``transitions``), which are merged with the inherited table once
 per class, and may override one hook per state, ``on_<state>``, to choose the
-transition taken from it.
+transition taken from it (``async def`` under ``arun``/``astream``). The table is
+built and checked when the class is defined: a state the subclass adds must be
+a ``Wait``, have a hook, or have exactly one way out (``table.unsafe_states``).
+
+A run that reaches a ``Wait`` state returns ``final_state == "waiting"``;
+``resume(id_or_result, trigger=..., input=...)`` carries it on.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIK
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.history import Message, validate_history
 from agentfsm.machine.streaming import StreamEvent
-from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, merge
+from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, is_async, merge, unsafe_states
 from agentfsm.observe.events import default_logger
 from agentfsm.policy import Policy
 from agentfsm.result import RunResult
@@ -56,10 +61,22 @@ class Agent:
     #: Beta feature names; when set, requests go through ``client.beta.messages``.
     betas: Sequence[str] = ()
 
-    #: States and transitions this class adds to its parent's table (see ``agentfsm.machine.table``).
+    #: States and transitions this class adds to its parent's table (see ``agentfsm.machine.table``);
+    #: a state declared ``Wait("name")`` is where a run stops until it is resumed with a trigger.
     states: ClassVar[Sequence[str]] = ()
     transitions: ClassVar[Sequence[Transition]] = ()
     _table: ClassVar[Table | None] = None
+    _async: ClassVar[tuple[frozenset[str], tuple[str, ...]] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Build and check the class's table now, so a mistake in it is an error where the class is defined."""
+        super().__init_subclass__(**kwargs)
+        table = cls.table()
+        declared = {str(s) for c in cls.__mro__ if issubclass(c, Agent) for s in c.__dict__.get("states", ())}
+        problems = unsafe_states(table, declared=declared, has_hook=lambda s: callable(getattr(cls, f"on_{s}", None)))
+        if problems:
+            raise ConfigurationError(f"{cls.__qualname__}: " + "; ".join(problems))
+        cls._async_info()
 
     def __init__(
         self,
@@ -116,6 +133,28 @@ class Agent:
         return table
 
     @classmethod
+    def _async_info(cls) -> tuple[frozenset[str], tuple[str, ...]]:
+        info = cls.__dict__.get("_async")
+        if info is None:
+            table = cls.table()
+            hooks = frozenset(s for s in table.states if is_async(getattr(cls, f"on_{s}", None)))
+            parts = [f"on_{s}" for s in table.states if s in hooks]
+            parts += [getattr(t.action, "__qualname__", repr(t.action)) for t in table.transitions if t.awaits]
+            info = (hooks, tuple(dict.fromkeys(parts)))
+            cls._async = info
+        return info
+
+    @classmethod
+    def async_hook_states(cls) -> frozenset[str]:
+        """The states whose hook is ``async def`` (the async drivers await it)."""
+        return cls._async_info()[0]
+
+    @classmethod
+    def async_parts(cls) -> tuple[str, ...]:
+        """The ``async def`` hooks and actions of this class: with any, only arun/astream/aresume can run it."""
+        return cls._async_info()[1]
+
+    @classmethod
     def qualified_name(cls) -> str:
         """``module:QualName``: how events and results name the class, and how the CLI loads it."""
         return f"{cls.__module__}:{cls.__qualname__}"
@@ -129,14 +168,15 @@ class Agent:
         conversation_id: str | None = None,
         store: Store | None = None,
     ) -> RunResult:
-        """Run one conversation to a final state: done, truncated, refused or failed.
+        """Run one conversation to a final state: done, truncated, refused or failed (or ``waiting``).
 
         ``prompt`` is a string or a Messages API history (which may end in an
         assistant prefill). An invalid history raises ``ValueError`` before
         any request is sent. API errors do not raise: they end the run in
         ``failed`` with ``result.error`` set and the history kept. With a
         ``store``, the conversation is saved after every transition and can be
-        carried on with ``resume`` after a crash.
+        carried on with ``resume`` after a crash. A run that reaches a ``Wait``
+        returns normally with ``final_state == "waiting"``: ``resume`` decides it.
         """
         return self.start(prompt, conversation_id=conversation_id, store=store).run()
 
@@ -185,22 +225,82 @@ class Agent:
                 )
         return Conversation(self, messages, conversation_id, store=store)
 
-    def load(self, conversation_id: str, *, store: Store, asynchronous: bool = False) -> Conversation:
-        """A stored conversation, rebuilt at its last transition (step it, inspect it, or run it)."""
+    def load(
+        self,
+        conversation: str | RunResult,
+        *,
+        store: Store | None = None,
+        trigger: str | None = None,
+        input: Any = None,
+        asynchronous: bool = False,
+    ) -> Conversation:
+        """A stored conversation, rebuilt at its last transition (step it, inspect it, or run it).
+
+        ``conversation`` is an id in ``store``, or a ``RunResult`` that stopped waiting (then no
+        store is needed: the result carries the conversation). ``trigger``/``input`` decide a
+        waiting conversation as ``resume`` does; ``load(...).stream()`` resumes it streamed.
+        """
         _ = self.aclient if asynchronous else self.client
-        try:
-            snapshot = store.load(conversation_id)
-        except KeyError:
-            raise UnknownConversationError(conversation_id) from None
-        return Conversation.restore(self, snapshot, store)
+        if store is not None:
+            cid = conversation.conversation_id if isinstance(conversation, RunResult) else conversation
+            try:
+                snapshot = store.load(cid)
+            except KeyError:
+                raise UnknownConversationError(cid) from None
+        elif isinstance(conversation, RunResult):
+            if conversation.snapshot is None:
+                raise ConfigurationError(
+                    f"run {conversation.conversation_id!r} is {conversation.final_state}, not waiting: only a result "
+                    "that stopped to wait carries its conversation (give store= to carry on a stored one)"
+                )
+            snapshot = conversation.snapshot.model_copy(deep=True)
+        else:
+            raise ConfigurationError(
+                f"resume needs store= to find conversation {conversation!r}, or the waiting RunResult itself: "
+                "agent.resume(result, trigger=...)"
+            )
+        conv = Conversation.restore(self, snapshot, store)
+        if trigger is not None or input is not None:
+            conv.decide(trigger, input=input)
+        return conv
 
-    def resume(self, conversation_id: str, *, store: Store) -> RunResult:
-        """Carry a stored conversation on to a final state (committed tool results are not run again)."""
-        return self.load(conversation_id, store=store).run()
+    def _resumed(
+        self, conversation: str | RunResult, store: Store | None, trigger: str | None, input: Any, asynchronous: bool
+    ) -> Conversation:
+        conv = self.load(conversation, store=store, trigger=trigger, input=input, asynchronous=asynchronous)
+        if conv.waiting is not None:
+            conv.decide()  # no trigger: ask the waiting state's hook again (it may decide now, or wait on)
+        return conv
 
-    async def aresume(self, conversation_id: str, *, store: Store) -> RunResult:
-        """``resume`` with an ``anthropic.AsyncAnthropic`` client."""
-        return await self.load(conversation_id, store=store, asynchronous=True).arun()
+    def resume(
+        self,
+        conversation: str | RunResult,
+        *,
+        store: Store | None = None,
+        trigger: str | None = None,
+        input: Any = None,
+    ) -> RunResult:
+        """Carry a conversation on to a final state, or to its next wait.
+
+        A stored one after a crash (committed tool results are not run again); or a waiting
+        one, along ``trigger`` (a transition leaving the waiting state; anything else is an
+        ``InvalidTransitionError`` listing the ones that can), with ``input`` (JSON) for the
+        hook and the action as ``conv.input``. Without a trigger, a waiting state's hook is
+        asked again. ``conversation`` is an id in ``store``, or a waiting ``RunResult`` (then
+        no store is needed, in the same process).
+        """
+        return self._resumed(conversation, store, trigger, input, False).run()
+
+    async def aresume(
+        self,
+        conversation: str | RunResult,
+        *,
+        store: Store | None = None,
+        trigger: str | None = None,
+        input: Any = None,
+    ) -> RunResult:
+        """``resume`` with an ``anthropic.AsyncAnthropic`` client (async hooks and actions are awaited)."""
+        return await self._resumed(conversation, store, trigger, input, True).arun()
 
     @staticmethod
     def _initial_messages(prompt: str | Sequence[Message]) -> list[Message]:
@@ -246,13 +346,13 @@ class Agent:
 
     # --- hooks: one per state -------------------------------------------------------------------
 
-    def hook(self, state: str, conv: Conversation) -> str | None:
-        """Ask ``on_<state>`` which trigger to fire; None lets the table decide (first allowed)."""
+    def hook(self, state: str, conv: Conversation) -> Any:
+        """Ask ``on_<state>`` which trigger to fire: a trigger, ``Wait`` to stop here, or None to let the
+        table decide (first allowed; in a ``Wait`` state, None waits)."""
         method = getattr(self, f"on_{state}", None)
         if method is None:
             return None
-        choice = method(conv)
-        return None if choice is None else str(choice)
+        return method(conv)
 
     def on_requesting(self, conv: Conversation) -> str | None:
         """Before a request. Return a trigger to leave ``requesting`` without sending one."""

@@ -54,6 +54,42 @@ class InvalidTransitionError(AgentfsmError):
     """A hook chose a trigger that does not leave the current state, or whose guard failed."""
 
 
+class InvalidActionError(AgentfsmError, ValueError):
+    """An action cannot do what it was asked, or left a message history that breaks the rules every request keeps.
+
+    Raised before anything is sent. The history is put back as it was before the action, and
+    the conversation stays in the transition's source state (in the store too), so once the
+    action (or the ``input`` given to ``resume``) is fixed, the conversation can be carried on.
+    A ``ValueError`` too.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str | None = None,
+        transition: str | None = None,
+        problems: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.action = action
+        self.transition = transition
+        #: For a broken history: (problem, the rule it breaks) pairs, in history order.
+        self.problems = list(problems)
+        super().__init__(redact(message))
+
+    @classmethod
+    def broken_history(cls, action: str, transition: str, problems: Sequence[tuple[str, str]]) -> InvalidActionError:
+        found = "; ".join(f"{problem} (rule: {rule})" for problem, rule in problems)
+        return cls(
+            f"action {action} on {transition} left a message history that cannot be sent: {found}. The history "
+            "is kept as it was before the action. Change the history through the actions of agentfsm.actions "
+            "(answer_tool_calls, refuse_tool_calls, answer_with, add_user_message, keep_reply), or keep those rules",
+            action=action,
+            transition=transition,
+            problems=problems,
+        )
+
+
 class ConversationLockedError(AgentfsmError):
     """Another worker holds the lease on this conversation: two workers must never advance it at once."""
 

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
 
 from agentfsm.observe.events import Event, RawEvent, materialise
+from agentfsm.tools.calls import ToolCall
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
 
-FinalState = Literal["done", "truncated", "refused", "failed"]
+#: Where a run stops: a terminal state, or ``waiting`` (stopped for a decision from outside; see ``waiting``).
+FinalState = Literal["done", "truncated", "refused", "failed", "waiting"]
 
 
 class Usage(BaseModel):
@@ -86,8 +88,22 @@ class RunResult(BaseModel):
     agent: str | None = None
     #: Dollars spent, from the price table (``agentfsm.wire.pricing``); None when a model's price is unknown.
     cost_usd: float | None = None
+    #: The state the run stopped in to wait for a decision (``final_state == "waiting"``); None otherwise.
+    waiting: str | None = None
+    #: While waiting: the reply's client tool calls awaiting a decision (id, name, input).
+    pending_tool_calls: list[ToolCall] = []
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
+    _snapshot: Any = PrivateAttr(default=None)
+
+    def attach_snapshot(self, snapshot: Any) -> None:
+        """Keep the waiting conversation's snapshot, so ``agent.resume(result, ...)`` works without a store."""
+        self._snapshot = snapshot
+
+    @property
+    def snapshot(self) -> Any:
+        """A waiting run's conversation as a ``Snapshot`` (what ``agent.resume(result)`` carries on); else None."""
+        return self._snapshot
 
     def attach_events(self, raw: Sequence[RawEvent]) -> None:
         """Attach the run's events (kept raw; built into models on first read)."""
@@ -122,4 +138,4 @@ class RunResult(BaseModel):
         """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked."""
         from agentfsm.observe.graph import path_graph
 
-        return path_graph(self.trace, self.final_state, format, agent=agent or self.agent)
+        return path_graph(self.trace, self.waiting or self.final_state, format, agent=agent or self.agent)

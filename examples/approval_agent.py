@@ -1,9 +1,12 @@
 """An agent with a state of its own: dangerous tool calls wait for approval.
 
-The subclass adds one state, ``awaiting_approval``, between ``tool_use`` and
-the next request, and one hook, ``on_awaiting_approval``, that decides. Safe
-calls never enter the new state. Here the operator is a function (it approves
-reads and refuses deletes); in a terminal it could be ``input()``.
+The subclass adds one waiting state, ``awaiting_approval``, between ``tool_use``
+and the next request, and one hook, ``on_awaiting_approval``, that decides on
+the spot when it can. Safe calls never enter the new state. Here the operator
+is a function (it approves reads and refuses deletes); when it cannot decide
+(returns None) the run stops there, ``final_state == "waiting"``, until
+``agent.resume(result, trigger="approve" or "refuse")``. The refusal is
+``actions.refuse_tool_calls``: the history is never edited by hand.
 
     python examples/approval_agent.py
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agentfsm import Agent, Conversation, RunResult, Transition, actions, guard, tool
+from agentfsm import Agent, Conversation, RunResult, Transition, Wait, actions, guard, tool
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 
@@ -33,41 +36,28 @@ def delete_file(path: str) -> str:
 
 @guard("a dangerous tool was called")
 def wants_approval(conv: Conversation) -> bool:
-    return any(b.get("type") == "tool_use" and b.get("name") in DANGEROUS for b in conv.require_reply().content)
-
-
-def refuse_calls(conv: Conversation) -> None:
-    """Keep the reply; answer every call with an is_error result saying the operator said no."""
-    actions.keep_reply(conv)
-    calls = [b for b in conv.require_reply().content if b.get("type") == "tool_use"]
-    conv.messages.append(
-        {
-            "role": "user",
-            "content": [
-                {"type": "tool_result", "tool_use_id": c["id"], "content": "the operator refused", "is_error": True}
-                for c in calls
-            ],
-        }
-    )
+    return any(call.name in DANGEROUS for call in conv.pending_tool_calls)
 
 
 class ApprovalAgent(Agent):
     model = "claude-haiku-4-5"
     tools = [read_file, delete_file]
-    states = ["awaiting_approval"]
+    states = [Wait("awaiting_approval")]
     transitions = [
         Transition("tool_use", "ask_approval", "awaiting_approval", (wants_approval,)),
         Transition("awaiting_approval", "approve", "requesting", action=actions.answer_tool_calls, runs_tools=True),
-        Transition("awaiting_approval", "refuse", "requesting", action=refuse_calls),
+        Transition("awaiting_approval", "refuse", "requesting", action=actions.refuse_tool_calls),
     ]
 
-    def __init__(self, *args: object, operator: Callable[[list[str]], bool], **kwargs: object) -> None:
+    def __init__(self, *args: object, operator: Callable[[list[str]], bool | None], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.operator = operator
 
-    def on_awaiting_approval(self, conv: Conversation) -> str:
-        names = [b["name"] for b in conv.require_reply().content if b.get("type") == "tool_use"]
-        return "approve" if self.operator(names) else "refuse"
+    def on_awaiting_approval(self, conv: Conversation) -> str | None:
+        verdict = self.operator([call.name for call in conv.pending_tool_calls])
+        if verdict is None:
+            return None  # no decision now: the run waits here (a Wait state never decides by itself)
+        return "approve" if verdict else "refuse"
 
 
 def main() -> RunResult:

@@ -19,6 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 
+import pgserver
 import pytest
 import realtraffic
 
@@ -113,3 +114,20 @@ def no_foreign_observers() -> Iterator[None]:
     Simulator.observers.clear()
     yield
     Simulator.observers[:] = saved
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (``pgserver``); without one, the tests using it skip."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests skipped: psycopg is not installed (pip install 'agentfsm[postgres]')")
+    try:
+        server = pgserver.start()
+    except pgserver.Unavailable as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        yield server.dsn
+    finally:
+        server.stop()

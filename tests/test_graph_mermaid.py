@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from agentfsm import Agent, Conversation, Transition, guard
+from agentfsm import Agent, Conversation, Transition, Wait, guard
 from agentfsm.demo import run_demo
 from agentfsm.observe.graph import MERMAID_RESERVED, build, mermaid_ids, to_mermaid
 from agentfsm.result import TraceStep
@@ -69,6 +69,25 @@ class AwkwardAgent(Agent):
     ]
 
 
+class WaitingAgent(Agent):
+    """Waiting states are drawn with a class of their own (one with a name Mermaid needs an id for)."""
+
+    states = [Wait("awaiting-approval"), Wait("review")]
+    transitions = [
+        Transition("tool_use", "ask", "awaiting-approval"),
+        Transition("awaiting-approval", "approve", "requesting"),
+        Transition("awaiting-approval", "escalate", "review"),
+        Transition("review", "close", "done"),
+    ]
+
+
+WAITING_TRACE = [
+    TraceStep(source="requesting", dest="tool_use", trigger="tool_use", turn=1),
+    TraceStep(source="tool_use", dest="awaiting-approval", trigger="ask", turn=1),
+    TraceStep(source="awaiting-approval", dest="review", trigger="escalate", turn=1),
+]
+
+
 AWKWARD_TRACE = [
     TraceStep(source="requesting", dest="tool_use", trigger="tool_use", turn=1),
     TraceStep(source="tool_use", dest="awaiting-approval", trigger="ask-approval", turn=1),
@@ -87,6 +106,8 @@ def corpus() -> dict[str, Any]:
         "awkward": build(AwkwardAgent.table(), title='Awkward: "names"; 100% #1'),
         "awkward-path": build(AwkwardAgent.table(), title="a: b", trace=AWKWARD_TRACE, current="two words"),
         "start-only": build(Agent.table(), current="requesting"),
+        "waits": build(WaitingAgent.table(), title="Waiting"),
+        "waits-path": build(WaitingAgent.table(), title="Waiting (review)", trace=WAITING_TRACE, current="review"),
     }
 
 
@@ -198,7 +219,7 @@ BAD_FOR_GRAMMAR_ONLY = {  # Mermaid accepts these but reads them differently fro
 }
 
 
-@pytest.mark.parametrize("name", ["base", "demo-path", "awkward", "awkward-path", "start-only"])
+@pytest.mark.parametrize("name", ["base", "demo-path", "awkward", "awkward-path", "start-only", "waits", "waits-path"])
 def test_generated_mermaid_meets_the_strict_grammar(name: str) -> None:
     text = to_mermaid(corpus()[name])
     assert strict_problems(text) == [], text
@@ -313,7 +334,8 @@ def test_the_real_mermaid_parser_reads_back_every_state_edge_and_label(
             descriptions = [_decode(d) for d in states[ident]["descriptions"]]
             assert descriptions == ([] if ident == state else [state]), (name, state)
             want = "current" if state == graph.current else "visited" if state in graph.visited else None
-            assert states[ident]["classes"] == ([want] if want else []), (name, state)
+            waiting = ["waiting"] if state in graph.waits else []
+            assert states[ident]["classes"] == waiting + ([want] if want else []), (name, state)
 
 
 def test_the_real_mermaid_parser_rejects_what_the_grammar_rejects(

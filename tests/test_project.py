@@ -106,12 +106,32 @@ def test_cli_errors_are_one_line_without_traceback() -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["weather_agent", "long_writer", "custom_executor", "approval_agent"])
+EXAMPLES = [
+    "weather_agent",
+    "long_writer",
+    "custom_executor",
+    "approval_agent",
+    "approval_terminal",
+    "approval_across_processes",
+    "async_approval",
+]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_examples_run_on_the_simulator(name: str) -> None:
     module = load_example(name)
-    outcome: Any = module.main()
+    asked: list[str] = []
+    if name == "approval_terminal":  # the person at the terminal, answering input()
+        outcome: Any = module.main(ask=lambda prompt: asked.append(prompt) or "not now, we need them")
+    else:
+        outcome = module.main()
     result = outcome[0] if isinstance(outcome, tuple) else outcome
     assert result.final_state == "done"
+    if name in ("approval_terminal", "approval_across_processes", "async_approval"):
+        assert result.path.count("awaiting_approval") == 1  # it waited once, then carried on
+    if name == "approval_terminal":
+        refusal = result.messages[-2]["content"][0]
+        assert len(asked) == 1 and refusal["is_error"] and refusal["content"] == "not now, we need them"
     if name == "long_writer":
         assert result.text == module.DOCUMENT and result.turns > 5
     if name == "approval_agent":

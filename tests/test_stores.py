@@ -20,7 +20,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import pgserver
 import pytest
 import scenario as sc
 
@@ -42,23 +41,7 @@ V1_ROW = Path(__file__).parent / "data" / "snapshot_v1.json"
 BACKENDS = ["memory", "sqlite", "postgres"]
 
 
-# --- PostgreSQL: one throwaway server per session ------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("PostgreSQL store tests skipped: psycopg is not installed (pip install 'agentfsm[postgres]')")
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"PostgreSQL store tests skipped: {exc}")
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
+# --- PostgreSQL: the session's throwaway server is conftest's ``postgres_dsn`` fixture ---------------------
 
 
 # --- the backends, behind one face -----------------------------------------------------------------------

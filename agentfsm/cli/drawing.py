@@ -135,7 +135,8 @@ def _diagrams(targets: Sequence[str]) -> list[_Diagram]:
             if not isinstance(result, RunResult):
                 raise TargetNotFoundError(f"{spec} returned a {type(out).__name__}, not a RunResult")
             title = f"{attr} ({result.final_state})"
-            add(attr, spec, build(Agent.table(), title=title, trace=result.trace, current=result.final_state))
+            at = result.waiting or result.final_state
+            add(attr, spec, build(Agent.table(), title=title, trace=result.trace, current=at))
         else:
             raise TargetNotFoundError(f"{spec} is neither an Agent class nor a function returning a RunResult")
     return list(found.values())

@@ -81,8 +81,9 @@ def _after_run(args: argparse.Namespace, result: Any, agent_cls: Any) -> int:
     from agentfsm.observe.graph import build, write
 
     if args.graph:
+        at = result.waiting or result.final_state  # a waiting run is drawn at the state it waits in
         title = f"{agent_cls.__name__} ({result.final_state})"
-        fmt = write(build(agent_cls.table(), title=title, trace=result.trace, current=result.final_state), args.graph)
+        fmt = write(build(agent_cls.table(), title=title, trace=result.trace, current=at), args.graph)
         if not args.json:
             print(f"graph       : {args.graph} ({fmt})")
     if args.events and not args.json:

@@ -5,17 +5,30 @@ history changes, and each one keeps the wire rules (docs/02-state-machine.md): a
 either kept (appended, or merged into the assistant turn it continues) or
 discarded (a cut tool call, an empty reply, a refused reply being retried),
 never half of each.
+
+The actions a subclass uses on its own transitions, so that it never edits the
+history by hand: ``keep_reply``, ``answer_tool_calls`` (with ``runs_tools=True``),
+``refuse_tool_calls``, ``answer_with(results)`` and ``add_user_message(text)``.
+Whatever a subclass's action does, the history it leaves is checked
+(``history_problems``) before the transition completes; a broken one raises
+``InvalidActionError`` naming the action and the rule, and is put back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agentfsm.errors import InvalidActionError
 from agentfsm.machine import history, stitch
 from agentfsm.result import RunError
+from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
+
+#: What ``refuse_tool_calls`` answers when the resume's ``input`` gives no reason.
+DEFAULT_REFUSAL = "The operator refused this tool call; it was not run."
 
 
 # --- keeping and discarding the reply -------------------------------------------------
@@ -26,9 +39,13 @@ def keep_reply(conv: Conversation) -> None:
 
     A reply to a request that ended in an assistant turn (a prefill or a
     resumed pause_turn) continues that turn, so it is merged into it rather
-    than appended: the history keeps alternating roles.
+    than appended: the history keeps alternating roles. Keeping a reply that
+    is already in the history does nothing, so actions can be combined.
     """
     reply = conv.require_reply()
+    if conv.reply_kept:
+        return
+    conv.reply_kept = True
     content = reply.content
     new_text = history.text_of(content)
     kind = conv.pending_kind
@@ -180,10 +197,214 @@ def stop_at_continuation_limit(conv: Conversation) -> None:
 
 
 def answer_tool_calls(conv: Conversation) -> None:
-    """Keep the reply and answer it with one user message holding only tool_result blocks."""
-    keep_reply(conv)
-    conv.messages.append({"role": "user", "content": [r.to_block() for r in conv.tool_results]})
+    """Keep the reply and answer it with one user message holding only tool_result blocks, in call order.
+
+    The results are the ones the executor just produced (``conv.tool_results``): declare the
+    transition with ``runs_tools=True``.
+    """
+    _answer(conv, conv.tool_results, "answer_tool_calls", sendable=True)  # made sendable as they came in
     conv.tool_results = []
+
+
+def refuse_tool_calls(conv: Conversation) -> None:
+    """Keep the reply and answer every pending tool call with an ``is_error`` result, running none of them.
+
+    The text is the reason the resume gave (``input={"reason": ...}``, or ``input`` itself when it is a
+    string), else ``DEFAULT_REFUSAL``. The model reads it and carries on.
+    """
+    reason = _reason(conv.input) or DEFAULT_REFUSAL
+    results = [ToolResult(tool_use_id=c.id, content=reason, is_error=True) for c in conv.pending_tool_calls]
+    _answer(conv, results, "refuse_tool_calls")
+
+
+#: What ``answer_with`` takes: ``{tool_use_id: content or ToolResult}``, or a list of ``ToolResult``.
+Results = Mapping[str, "str | list[dict[str, Any]] | ToolResult"] | Sequence[ToolResult]
+
+
+def answer_with(results: Results | Callable[[Conversation], Results]) -> Callable[[Conversation], None]:
+    """An action that keeps the reply and answers every pending tool call with results given from outside.
+
+    For calls something else carried out (a person ran the command, another system answered):
+    ``results`` is ``{tool_use_id: content}`` (content a string or a list of content blocks, or a
+    ``ToolResult``), or a list of ``ToolResult``; or a function of the conversation returning one,
+    e.g. ``answer_with(lambda conv: conv.input["results"])`` to take them from ``resume(input=...)``.
+    Every pending call must be answered, and nothing else.
+    """
+
+    def action(conv: Conversation) -> None:
+        given = results(conv) if callable(results) else results
+        _answer(conv, _given_results(given), "answer_with")
+
+    action.__name__ = action.__qualname__ = "answer_with(...)"
+    return action
+
+
+def add_user_message(text: str | Callable[[Conversation], str]) -> Callable[[Conversation], None]:
+    """An action that keeps the reply (if any) and adds a user message: a follow-up for the model.
+
+    ``text`` is a string, or a function of the conversation returning one, e.g.
+    ``add_user_message(lambda conv: conv.input["message"])``. A reply that called tools must have
+    its calls answered instead (``refuse_tool_calls`` carries a reason to the model). Right after
+    a user message the text joins it, so roles keep alternating.
+    """
+
+    def action(conv: Conversation) -> None:
+        value = text(conv) if callable(text) else text
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidActionError(
+                f"add_user_message needs a non-empty string, got {type(value).__name__} {value!r:.60}"
+            )
+        pending = conv.pending_tool_calls
+        if pending:
+            raise InvalidActionError(
+                f"add_user_message cannot follow a reply whose tool calls are unanswered "
+                f"({', '.join(c.id for c in pending)}): the next message must hold their tool_result blocks. "
+                "Use refuse_tool_calls (its reason reaches the model), answer_tool_calls or answer_with"
+            )
+        if conv.reply is not None:
+            keep_reply(conv)
+        last = conv.messages[-1] if conv.messages else None
+        if last is not None and last.get("role") == "user" and not history.is_tool_result_message(last):
+            conv.messages[-1] = {"role": "user", "content": [*history.blocks(last), {"type": "text", "text": value}]}
+        else:
+            conv.messages.append({"role": "user", "content": value})
+        conv.pending_kind = None
+
+    shown = text if isinstance(text, str) else getattr(text, "__name__", "...")
+    action.__name__ = action.__qualname__ = f"add_user_message({shown!r:.40})"
+    return action
+
+
+def _reason(value: object) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, Mapping):
+        reason = value.get("reason")
+        if isinstance(reason, str) and reason.strip():
+            return reason
+    return None
+
+
+def _given_results(given: object) -> list[ToolResult]:
+    what = "{tool_use_id: content} (content a string or a list of content blocks) or a list of ToolResult"
+    if isinstance(given, Mapping):
+        out: list[ToolResult] = []
+        for key, value in given.items():
+            if isinstance(value, ToolResult):
+                if value.tool_use_id != key:
+                    raise InvalidActionError(f"answer_with: the result under {key!r} answers {value.tool_use_id!r}")
+                out.append(value)
+            elif isinstance(value, str | list):
+                out.append(ToolResult(tool_use_id=str(key), content=value))
+            else:
+                kind = type(value).__name__
+                raise InvalidActionError(f"answer_with: the result for {key!r} is a {kind}; give {what}")
+        return out
+    if isinstance(given, Sequence) and not isinstance(given, str | bytes):
+        bad = [type(r).__name__ for r in given if not isinstance(r, ToolResult)]
+        if bad:
+            raise InvalidActionError(f"answer_with: got a list holding {bad[0]}; give {what}")
+        return list(given)
+    raise InvalidActionError(f"answer_with: got {type(given).__name__}; give {what}")
+
+
+def _answer(conv: Conversation, results: Sequence[ToolResult], who: str, *, sendable: bool = False) -> None:
+    """Keep the reply, then answer each of its pending calls, in call order, with its result (made sendable)."""
+    calls: list[ToolCall] = conv.pending_tool_calls
+    by_id = {r.tool_use_id: r for r in results}
+    missing = [f"{c.id} ({c.name})" for c in calls if c.id not in by_id]
+    stray = sorted(set(by_id) - {c.id for c in calls})
+    if not calls or missing or stray:
+        hint = (
+            " (declare its transition with runs_tools=True so the executor runs them first)"
+            if who == "answer_tool_calls"
+            else ""
+        )
+        raise InvalidActionError(
+            f"{who}: the results must answer every pending tool call and nothing else{hint}; "
+            f"pending: {[f'{c.id} ({c.name})' for c in calls]}, no result for: {missing}, "
+            f"results for no pending call: {stray}",
+            action=who,
+        )
+    keep_reply(conv)
+    if sendable:
+        blocks = [by_id[c.id].to_block() for c in calls]
+    else:
+        limit, secrets = conv.policy.max_tool_result_chars, conv.agent.secrets()
+        blocks = [for_history(by_id[c.id], limit=limit, secrets=secrets).to_block() for c in calls]
+    conv.messages.append({"role": "user", "content": blocks})
+
+
+# --- checking what a subclass's action left ---------------------------------------------
+
+#: The rules every request keeps, as an InvalidActionError names them.
+RULES = {
+    "shape": "every message is a dict with role 'user' or 'assistant' and non-empty content: a string, or a "
+    "list of blocks that are dicts with a string 'type'",
+    "roles": "roles alternate user / assistant, starting with user",
+    "tools": "every tool_use is answered by exactly one tool_result with its id, in the very next user message, "
+    "which holds only tool_result blocks",
+    "prefill": "a final assistant message (a prefill) ends in text without trailing whitespace, never in thinking",
+}
+
+
+def history_problems(messages: Sequence[Any], *, sending: bool) -> list[tuple[str, str]]:
+    """Where ``messages`` (as they would be sent) break the rules every request keeps: (problem, rule) pairs.
+
+    ``sending`` is False when the history is not sent next (the transition leads to another state
+    than ``requesting``): a last assistant message may then still be waiting for its answer.
+    """
+    found: list[tuple[str, str]] = []
+    for i, m in enumerate(messages):
+        shape = _shape_problem(m, final=i == len(messages) - 1)
+        if shape:
+            found.append((f"messages[{i}]: {shape}", RULES["shape"]))
+    if found:
+        return found
+    if not messages:
+        return [("the history is empty", RULES["roles"])]
+    checked = list(messages)
+    if not sending and checked[-1]["role"] == "assistant":
+        checked.pop()
+        if not checked:
+            return [("messages[0] is not a user message", RULES["roles"])]
+        if checked[-1]["role"] == "assistant":
+            found.append((f"messages[{len(checked)}]: two assistant messages in a row", RULES["roles"]))
+    for problem in history.wire_problems(checked):
+        found.append((problem, _rule_of(problem)))
+    for i, m in enumerate(checked):
+        results = history.tool_result_ids(m) if m["role"] == "user" else []
+        if results and i > 0 and not history.tool_use_ids(checked[i - 1]):
+            found.append(
+                (f"messages[{i}]: tool_result ids {results} answer no tool_use in the previous message", RULES["tools"])
+            )
+    return found
+
+
+def _shape_problem(m: object, *, final: bool) -> str | None:
+    if not isinstance(m, dict):
+        return f"is a {type(m).__name__}, not a message dict"
+    if m.get("role") not in ("user", "assistant"):
+        return f"role is {m.get('role')!r}"
+    content = m.get("content")
+    if isinstance(content, str):
+        return None if content or (final and m["role"] == "assistant") else "content is an empty string"
+    if not isinstance(content, list) or not content:
+        return f"content is {type(content).__name__ if not isinstance(content, list) else 'an empty list'}"
+    for j, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            return f"content[{j}] is {type(block).__name__}, not a block dict with a string 'type'"
+    return None
+
+
+def _rule_of(problem: str) -> str:
+    if "in a row" in problem or "not a user message" in problem or problem == "no messages":
+        return RULES["roles"]
+    if "tool_use" in problem or "tool_result" in problem:
+        return RULES["tools"]
+    if "final assistant" in problem:
+        return RULES["prefill"]
+    return "the rules every request keeps"
 
 
 def fail_no_tool_calls(conv: Conversation) -> None:

@@ -9,27 +9,39 @@ Each step is planned (which transition, and what I/O it needs), performed
 (the request or the tool calls), and completed (the transition fires). Only
 the middle part touches the network or runs tools, which is what lets other
 drivers (async, streaming) reuse the plan and the completion unchanged.
+
+A run may also stop without finishing: in a ``Wait`` state, or where a hook
+returned ``Wait``, it is ``waiting`` (saved, holding no lease) until ``decide``
+(``Agent.resume(..., trigger=...)``) says which way it goes, with an optional
+``input`` for the hook and the action.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
 from agentfsm.errors import (
+    ConfigurationError,
     ConversationLockedError,
+    InvalidActionError,
     InvalidTransitionError,
     StaleConversationError,
     ToolInterruptedError,
 )
 from agentfsm.machine import drivers
-from agentfsm.machine.history import Message, blocks, size_of, text_of
-from agentfsm.machine.plan import Fire, Plan, RunTools, SendRequest
+from agentfsm.machine.actions import history_problems
+from agentfsm.machine.history import Message, blocks, is_tool_result_message, size_of, text_of, tool_result_ids
+from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.machine.table import (
     API_ERROR,
@@ -39,6 +51,7 @@ from agentfsm.machine.table import (
     STOP_REASONS,
     UNKNOWN_STOP_REASON,
     Transition,
+    Wait,
 )
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact
@@ -54,6 +67,47 @@ if TYPE_CHECKING:
 #: What the pending request is, which decides how its reply joins the history.
 PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill"]
 
+_ASK: Any = object()  # plan(): no choice given, ask the hook
+
+
+class ToolResults(list[ToolResult]):
+    """``conv.tool_results``: a list that takes ``ToolResult`` models only, and says so at once."""
+
+    @staticmethod
+    def checked(value: object) -> ToolResult:
+        if not isinstance(value, ToolResult):
+            raise TypeError(
+                f"conv.tool_results holds agentfsm.ToolResult models, got {type(value).__name__} {value!r:.80}: "
+                "pass ToolResult(tool_use_id=call.id, content='...', is_error=False); to answer tool calls "
+                "from outside, use actions.answer_with({tool_use_id: content})"
+            )
+        return value
+
+    @classmethod
+    def of(cls, values: object) -> ToolResults:
+        if isinstance(values, str | bytes | dict) or not isinstance(values, Iterable):
+            raise TypeError(
+                f"conv.tool_results takes a list of agentfsm.ToolResult, got {type(values).__name__}: pass "
+                "[ToolResult(tool_use_id=call.id, content='...')], or answer with actions.answer_with(...)"
+            )
+        return cls(cls.checked(v) for v in values)
+
+    def append(self, value: ToolResult) -> None:
+        super().append(self.checked(value))
+
+    def insert(self, index: SupportsIndex, value: ToolResult) -> None:
+        super().insert(index, self.checked(value))
+
+    def extend(self, values: Iterable[ToolResult]) -> None:
+        super().extend(ToolResults.of(values))
+
+    def __iadd__(self, values: Iterable[ToolResult]) -> ToolResults:  # type: ignore[override,misc]
+        self.extend(values)
+        return self
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, ToolResults.of(value) if isinstance(index, slice) else self.checked(value))
+
 
 class Conversation:
     """The state, history and counters of one run. Made by ``Agent.start``."""
@@ -63,9 +117,13 @@ class Conversation:
     __slots__ = (
         "__dict__",
         "_elapsed_before",
+        "_kept_reply",
         "_leased",
+        "_messages",
         "_outbox",
+        "_performed",
         "_started",
+        "_tool_results",
         "agent",
         "answer",
         "committed",
@@ -73,14 +131,15 @@ class Conversation:
         "continuation_mode",
         "continuations",
         "cost_usd",
+        "decision",
         "discards",
         "empty_retries",
         "error",
         "fallback_used",
         "id",
+        "input",
         "log",
         "max_tokens",
-        "messages",
         "model",
         "owner",
         "pause_resumes",
@@ -95,11 +154,11 @@ class Conversation:
         "store",
         "table",
         "tool_ms",
-        "tool_results",
         "tools_started",
         "trace",
         "turns",
         "usage",
+        "waiting",
     )
 
     def __init__(
@@ -116,7 +175,7 @@ class Conversation:
         self.table = agent.table()
         self.id = conversation_id or f"conv_{uuid.uuid4().hex[:16]}"
         self.state: str = REQUESTING
-        self.messages: list[Message] = messages
+        self.messages = messages
         self.model: str = agent.model
         self.max_tokens: int = self.policy.max_tokens
         # Counters read by the guards; each bounds one loop of the machine.
@@ -136,8 +195,15 @@ class Conversation:
         # The request in flight and its outcome.
         self.pending_kind: PendingKind | None = None
         self.reply: api.Reply | None = None
+        self._kept_reply: api.Reply | None = None  # the reply last put into the history (see reply_kept)
         self.prefill_was_rejected = False
-        self.tool_results: list[ToolResult] = []
+        self.tool_results = []
+        # Waiting: the state the run stopped in (None while it runs), the trigger decided from outside
+        # and not yet fired, and what the latest resume gave (for the hook and the action).
+        self.waiting: str | None = None
+        self.decision: str | None = None
+        self.input: Any = None
+        self._performed: Transition | None = None  # a subclass action the async driver has already awaited
         # The code-execution container the replies ran in: later requests must name it (a programmatic
         # tool call waits in it for its result).
         self.container: str | None = None
@@ -213,6 +279,10 @@ class Conversation:
             elapsed_s=self.elapsed_s,
             finished=self.finished,
             revision=self.revision,
+            waiting=self.waiting,
+            decision=self.decision,
+            input=self.input,
+            reply_kept=self.reply_kept,
         )
 
     @classmethod
@@ -240,6 +310,8 @@ class Conversation:
         conv.tool_ms = dict(snap.tool_ms)
         conv._elapsed_before = snap.elapsed_s
         conv.revision = snap.revision
+        conv.waiting, conv.decision, conv.input = snap.waiting, snap.decision, snap.input
+        conv.reply_kept = snap.reply_kept
         conv.emit(
             "run.resumed",
             agent=snap.agent,
@@ -337,9 +409,60 @@ class Conversation:
         return self.state in self.table.terminal
 
     @property
+    def stopped(self) -> bool:
+        """Finished, or waiting for a decision from outside: a driver runs until this is true."""
+        return self.waiting is not None or self.state in self.table.terminal
+
+    @property
+    def messages(self) -> list[Message]:
+        """The history: a list of message dicts. Change it through an action (``agentfsm.actions``)."""
+        return self._messages
+
+    @messages.setter
+    def messages(self, value: list[Message]) -> None:
+        if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+            raise TypeError(
+                f"conv.messages takes a list of message dicts ({{'role': ..., 'content': ...}}), got "
+                f"{type(value).__name__}; to add to the history use actions.add_user_message(...) or "
+                "actions.answer_with(...)"
+            )
+        self._messages = value
+
+    @property
+    def tool_results(self) -> list[ToolResult]:
+        """The results of the tool calls just run (for the action of a ``runs_tools`` transition)."""
+        return self._tool_results
+
+    @tool_results.setter
+    def tool_results(self, value: Iterable[ToolResult]) -> None:
+        self._tool_results = value if type(value) is ToolResults else ToolResults.of(value)
+
+    @property
+    def reply_kept(self) -> bool:
+        """Whether the reply is in the history already (``actions.keep_reply`` put it there)."""
+        return self.reply is not None and self._kept_reply is self.reply
+
+    @reply_kept.setter
+    def reply_kept(self, kept: bool) -> None:
+        self._kept_reply = self.reply if kept else None
+
+    @property
+    def pending_tool_calls(self) -> list[ToolCall]:
+        """The reply's client tool calls that the history does not answer yet (what a waiting run asks about)."""
+        reply = self.reply
+        if reply is None:
+            return []
+        calls = [ToolCall.from_block(b) for b in reply.content if b.get("type") == "tool_use"]
+        if calls and self.reply_kept and self.messages and is_tool_result_message(self.messages[-1]):
+            answered = set(tool_result_ids(self.messages[-1]))
+            calls = [c for c in calls if c.id not in answered]
+        return calls
+
+    @property
     def pending(self) -> Plan | None:
-        """What the next step will do: the request to send, the tool calls to run, or the transition to fire."""
-        return None if self.finished else self.plan()
+        """What the next step will do: the request to send, the tool calls to run, or the transition to fire
+        (None once finished or waiting)."""
+        return None if self.stopped else self.plan()
 
     def require_reply(self) -> api.Reply:
         if self.reply is None:
@@ -349,7 +472,7 @@ class Conversation:
     # --- stepping: each method hands the conversation to its driver (agentfsm.machine.drivers) -------
 
     def step(self) -> TraceStep | None:
-        """Advance exactly one transition (doing its I/O); None once the run is finished."""
+        """Advance exactly one transition (doing its I/O); None once the run is finished or waiting."""
         return drivers.step(self)
 
     def run(self) -> RunResult:
@@ -415,10 +538,12 @@ class Conversation:
             self.emit("tool.started", tool=call.name, tool_use_id=call.id)
         return to_run, settled
 
-    def finish_tools(self, plan: RunTools, settled: dict[str, ToolResult], results: Sequence[ToolResult]) -> None:
+    def finish_tools(
+        self, plan: RunTools, settled: dict[str, ToolResult], results: Sequence[ToolResult], *, fire: bool = True
+    ) -> None:
         """Commit what ran, then answer every call of the reply."""
         self._commit(results)
-        self.complete_tools(plan, [*settled.values(), *results])
+        self.complete_tools(plan, [*settled.values(), *results], fire=fire)
 
     def begin_request(self) -> None:
         """Claim the conversation, count the request about to go out (the turn) and say so."""
@@ -426,10 +551,45 @@ class Conversation:
         self.turns += 1
         self.emit("request.sent", max_tokens=self.max_tokens, messages=len(self.messages), model=self.model)
 
-    def plan(self) -> Plan:
-        """Decide the next transition (and the I/O it needs) without doing anything."""
-        chosen = self.agent.hook(self.state, self)
-        if self.state == REQUESTING and chosen is None:
+    def plan(self, choice: Any = _ASK) -> Plan:
+        """Decide the next transition (and the I/O it needs) without doing anything.
+
+        The state's hook chooses, unless a decision from outside is pending (``decide``) or
+        ``choice`` is what an ``async def`` hook returned (the async driver awaits it when this
+        returns ``AwaitHook``). A choice of ``Wait``, or none in a ``Wait`` state, is ``Suspend``.
+        """
+        state = self.state
+        if self.decision is not None:
+            chosen: str | None = self.decision
+        else:
+            if choice is _ASK:
+                if state in self.agent.async_hook_states():
+                    return AwaitHook(state, getattr(self.agent, f"on_{state}"))
+                choice = self.agent.hook(state, self)
+            if choice is Wait or isinstance(choice, Wait):
+                if choice not in (Wait, "", state):
+                    raise InvalidTransitionError(
+                        f"hook on_{state} returned {choice!r}: a hook's Wait stops where the conversation is "
+                        f"({state!r}); to go to another state, return the trigger that leads there"
+                    )
+                return Suspend(state)
+            if inspect.isawaitable(choice):
+                if inspect.iscoroutine(choice):
+                    choice.close()  # never awaited, on purpose: do not warn about it
+                raise ConfigurationError(
+                    f"hook on_{state} returned an awaitable: declare it `async def on_{state}(self, conv)` on the "
+                    "Agent class, and run with arun(), astream() or aresume()"
+                )
+            chosen = None if choice is None else str(choice)
+            if chosen is None and state in self.table.waits:
+                return Suspend(state)
+            if chosen is None and state in self.table.must_choose:
+                raise InvalidTransitionError(
+                    f"hook on_{state} returned None, but {state!r} has several ways out "
+                    f"({', '.join(self.table.triggers(state))}) and nothing else may choose for it: return one "
+                    "of those triggers, or Wait to stop here until agent.resume(..., trigger=...)"
+                )
+        if state == REQUESTING and chosen is None:
             for trigger in LIMIT_TRIGGERS:
                 limit = self.table.first_allowed(self, trigger)
                 if limit is not None:
@@ -511,8 +671,11 @@ class Conversation:
         trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
         self.fire(self._require(str(trigger)))
 
-    def complete_tools(self, plan: RunTools, results: Sequence[ToolResult]) -> None:
+    def complete_tools(self, plan: RunTools, results: Sequence[ToolResult], *, fire: bool = True) -> None:
         """Feed an executor's results for ``plan.calls`` and fire the transition that answers them.
+
+        ``fire=False`` leaves the firing to the caller (the async driver, which first awaits an
+        ``async def`` action).
 
         One result per call, in call order: a call the executor left unanswered
         gets an is_error result rather than breaking the history. Every result,
@@ -543,7 +706,8 @@ class Conversation:
         self.tool_results = ordered
         self.tool_ms.update((r.tool_use_id, r.duration_ms) for r in ordered)
         self.committed, self.tools_started = {}, []  # answered in the history from now on
-        self.fire(plan.transition)
+        if fire:
+            self.fire(plan.transition)
 
     def _require(self, trigger: str) -> Transition:
         transition = self.table.first_allowed(self, trigger)
@@ -553,11 +717,15 @@ class Conversation:
 
     def fire(self, transition: Transition) -> None:
         """Take ``transition`` through the class's ``transitions`` Machine."""
-        if not self.table.machine.events[transition.trigger].trigger(self):
-            raise InvalidTransitionError(f"transition {transition.trigger!r} from {self.state!r} did not fire")
+        try:
+            if not self.table.machine.events[transition.trigger].trigger(self):
+                raise InvalidTransitionError(f"transition {transition.trigger!r} from {self.state!r} did not fire")
+        finally:
+            self._performed = None
 
     def record_transition(self, source: str, dest: str, trigger: str) -> None:
         """Called by the machine after every state change."""
+        self.decision = None  # carried out (and saved so, below)
         size = size_of(self.messages)
         self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=self.turns, history_size=size))
         self._save()
@@ -582,6 +750,121 @@ class Conversation:
                 latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
             )
 
+    # --- waiting, and the actions of a subclass's transitions ----------------------------------
+
+    def suspend(self) -> None:
+        """Stop here, waiting for a decision from outside (``Suspend``): saved, and the lease given back
+        (whoever decides, in whatever process, takes it)."""
+        self._claim()
+        self.waiting = self.state
+        self.input = None  # it was for the decision before this one
+        calls = self.pending_tool_calls
+        self.emit(
+            "run.waiting",
+            waiting=self.state,
+            triggers=self.table.triggers(self.state),
+            pending_tool_calls=[c.name for c in calls],
+        )
+        self._save()
+        self.release()
+
+    def decide(self, trigger: str | None = None, *, input: Any = None) -> None:
+        """Carry a waiting conversation on: along ``trigger`` (one that leaves the waiting state), or,
+        without one, by asking the state's hook again. ``input`` (JSON) reaches the hook and the action
+        as ``conv.input`` and is stored with the conversation."""
+        if self.waiting is None and not (self.state in self.table.waits and self.decision is None):
+            if self.decision is not None:
+                raise InvalidTransitionError(
+                    f"conversation {self.id!r} is not waiting: it is carrying out {self.decision!r} already "
+                    "(its run stopped before finishing); resume it without trigger= or input="
+                )
+            where = "finished" if self.finished else "running"
+            raise InvalidTransitionError(
+                f"conversation {self.id!r} is not waiting ({where}, at state {self.state!r}): trigger= and "
+                "input= are for a conversation that stopped to wait; resume it without them"
+            )
+        try:
+            json.dumps(input)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"input must be JSON (dicts, lists, strings, numbers, booleans, None): it is stored with the "
+                f"conversation; {exc}"
+            ) from None
+        if trigger is not None:
+            leaving = self.table.triggers(self.state)
+            if trigger not in leaving or self.table.first_allowed(self, trigger) is None:
+                can = [t for t in leaving if self.table.first_allowed(self, t) is not None]
+                why = "does not leave" if trigger not in leaving else "cannot leave (its guards do not pass)"
+                raise InvalidTransitionError(
+                    f"trigger {trigger!r} {why} the waiting state {self.state!r}; the triggers that can: "
+                    f"{', '.join(can) or 'none'}"
+                )
+        self._claim()
+        self.waiting, self.decision, self.input = None, trigger, input
+        kind = sorted(input) if isinstance(input, dict) else type(input).__name__
+        self.emit("wait.decided", trigger=trigger, input=kind)
+
+    def require_sync(self) -> None:
+        """Refuse to run under the sync drivers when the agent has ``async def`` hooks or actions."""
+        parts = self.agent.async_parts()
+        if parts:
+            raise ConfigurationError(
+                f"{type(self.agent).__name__} has async hooks or actions ({', '.join(parts)}): run it with "
+                "arun(), astream() or aresume() and an anthropic.AsyncAnthropic client"
+            )
+
+    def perform(self, transition: Transition) -> None:
+        """Run the action of a subclass's transition (called by the machine as it fires), checked."""
+        if self._performed is transition:
+            return  # the async driver awaited it already
+        action: Any = transition.action
+        if transition.awaits:
+            self.require_sync()
+        with self.acting(transition):
+            done = action(self)
+            if inspect.isawaitable(done):
+                if inspect.iscoroutine(done):
+                    done.close()
+                raise ConfigurationError(
+                    f"action {_name(action)} returned an awaitable: declare it `async def` and run with arun()"
+                )
+
+    @contextmanager
+    def acting(self, transition: Transition) -> Iterator[None]:
+        """Around a subclass's action: if it raises, or leaves a history that breaks the rules every
+        request keeps (``InvalidActionError``, naming the action and the rule), everything it changed
+        in the history is put back. The async driver awaits an ``async def`` action inside this."""
+        saved = (
+            copy.deepcopy(self.messages),
+            list(self.tool_results),
+            self._kept_reply,
+            self.answer,
+            self.reason,
+            self.error,
+            self.pending_kind,
+        )
+        try:
+            yield
+            problems = self.history_problems(sending=transition.dest == REQUESTING)
+            if problems:
+                raise InvalidActionError.broken_history(
+                    _name(transition.action),
+                    f"{transition.source} --{transition.trigger}--> {transition.dest}",
+                    problems,
+                )
+        except BaseException:
+            self.messages, self.tool_results, self._kept_reply = saved[0], saved[1], saved[2]
+            self.answer, self.reason, self.error, self.pending_kind = saved[3:]
+            raise
+        self._performed = transition
+
+    def history_problems(self, *, sending: bool = True) -> list[tuple[str, str]]:
+        """Where the history, as the next request would send it, breaks the rules: (problem, rule) pairs."""
+        messages = self.messages
+        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+            messages = self._wire_messages()
+        return history_problems(messages, sending=sending)
+
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
         clean = self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
         if self._outbox is not None:
@@ -595,7 +878,9 @@ class Conversation:
         reply = self.reply
         result = RunResult(
             conversation_id=self.id,
-            final_state=self.state,
+            final_state="waiting" if self.waiting is not None else self.state,
+            waiting=self.waiting,
+            pending_tool_calls=self.pending_tool_calls if self.waiting is not None else [],
             reason=self.reason,
             stop_reason=reply.stop_reason if reply else None,
             stop_sequence=reply.stop_sequence if reply else None,
@@ -611,6 +896,8 @@ class Conversation:
             cost_usd=self.cost_usd,
         )
         result.attach_events(self.log.raw)
+        if self.waiting is not None:  # what agent.resume(result, ...) carries on, with no store
+            result.attach_snapshot(self.snapshot().model_copy(deep=True))
         return result
 
     def graph(self, format: str = "mermaid") -> str:
@@ -618,3 +905,7 @@ class Conversation:
         from agentfsm.observe.graph import conversation_graph
 
         return conversation_graph(self, format)
+
+
+def _name(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))

@@ -6,17 +6,24 @@ or the tool calls — the only part that differs between drivers), complete
 driver decides is on the ``Conversation``; what is left here is the lines
 that must be written once with ``await`` and once without. Streamed drivers
 also yield what the caller sees while the step runs (``TextView``).
+
+A run ends when the conversation is ``stopped``: finished, or waiting (a
+``Suspend`` plan). The async drivers also await what a subclass made
+``async def``: a hook (``AwaitHook``: await it, then plan with its choice) and
+an action (awaited inside ``conv.acting``, then the transition fires); the
+sync drivers refuse an agent that has either (``conv.require_sync``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
-from agentfsm.machine.plan import RunTools, SendRequest
+from agentfsm.machine.plan import AwaitHook, RunTools, SendRequest, Suspend
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
+from agentfsm.machine.table import Transition
 from agentfsm.result import RunResult, TraceStep
 from agentfsm.wire import api
 
@@ -31,7 +38,12 @@ _NEVER_RAN = api.RequestFailure(type="no_outcome", message="stream never ran")
 
 def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
     plan = conv.plan()
-    if isinstance(plan, SendRequest):
+    if isinstance(plan, AwaitHook):
+        conv.require_sync()  # raises: an async hook cannot be awaited here
+        return
+    if isinstance(plan, Suspend):
+        conv.suspend()
+    elif isinstance(plan, SendRequest):
         conv.begin_request()
         client, betas = conv.agent.client, conv.agent.betas
         attempt = 0
@@ -64,16 +76,18 @@ def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
 
 
 def step(conv: Conversation) -> TraceStep | None:
-    if conv.finished:
+    conv.require_sync()
+    if conv.stopped:
         return None
     for _ in _step(conv, None):
         pass
-    return conv.trace[-1] if conv.trace else None
+    return conv.trace[-1] if conv.trace and conv.waiting is None else None
 
 
 def run(conv: Conversation) -> RunResult:
+    conv.require_sync()
     try:
-        while not conv.finished:
+        while not conv.stopped:
             for _ in _step(conv, None):
                 pass
     finally:
@@ -82,10 +96,11 @@ def run(conv: Conversation) -> RunResult:
 
 
 def stream(conv: Conversation) -> Iterator[StreamEvent]:
+    conv.require_sync()
     view = TextView()
     conv._outbox = []
     try:
-        while not conv.finished:
+        while not conv.stopped:
             yield from _step(conv, view)
         yield from view.close(conv)
     finally:
@@ -97,9 +112,21 @@ def stream(conv: Conversation) -> Iterator[StreamEvent]:
 # --- async: the same lines, awaited ---------------------------------------------------------------
 
 
+async def _afire(conv: Conversation, transition: Transition) -> None:
+    if transition.awaits:
+        action = cast(Callable[["Conversation"], Awaitable[None]], transition.action)
+        with conv.acting(transition):
+            await action(conv)
+    conv.fire(transition)
+
+
 async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[StreamEvent]:
     plan = conv.plan()
-    if isinstance(plan, SendRequest):
+    if isinstance(plan, AwaitHook):
+        plan = conv.plan(await plan.hook(conv))
+    if isinstance(plan, Suspend):
+        conv.suspend()
+    elif isinstance(plan, SendRequest):
         conv.begin_request()
         client, betas = conv.agent.aclient, conv.agent.betas
         attempt = 0
@@ -130,24 +157,25 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
             yield event
         executor = conv.agent.executor
         results = await executor.aexecute(to_run, conv.agent.tool_map, conv.tool_timeout) if to_run else []
-        conv.finish_tools(plan, settled, results)
-    else:
-        conv.fire(plan.transition)
+        conv.finish_tools(plan, settled, results, fire=False)
+        await _afire(conv, plan.transition)
+    elif not isinstance(plan, AwaitHook):
+        await _afire(conv, plan.transition)
     for event in conv.drain():
         yield event
 
 
 async def astep(conv: Conversation) -> TraceStep | None:
-    if conv.finished:
+    if conv.stopped:
         return None
     async for _ in _astep(conv, None):
         pass
-    return conv.trace[-1] if conv.trace else None
+    return conv.trace[-1] if conv.trace and conv.waiting is None else None
 
 
 async def arun(conv: Conversation) -> RunResult:
     try:
-        while not conv.finished:
+        while not conv.stopped:
             async for _ in _astep(conv, None):
                 pass
     finally:
@@ -159,7 +187,7 @@ async def astream(conv: Conversation) -> AsyncIterator[StreamEvent]:
     view = TextView()
     conv._outbox = []
     try:
-        while not conv.finished:
+        while not conv.stopped:
             async for event in _astep(conv, view):
                 yield event
         for event in view.close(conv):

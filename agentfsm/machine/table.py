@@ -5,12 +5,16 @@ is out; the reply moves it to the state named for its ``stop_reason``; from
 there the first transition whose guards pass (in the order written) decides
 what to do about it. A subclass of ``Agent``
 declares extra states and transitions, which are tried before the ones
-inherited for the same source state.
+inherited for the same source state. A state declared as ``Wait("name")`` is
+where a run stops and is saved until something outside decides
+(``agent.resume(..., trigger=...)``). ``unsafe_states`` is the fail-safe rule
+for the states a subclass adds, checked when the class is defined.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,8 @@ from agentfsm.machine import guards as g
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
 
-Action = Callable[["Conversation"], None]
+#: What a transition does as it fires; under ``arun``/``astream`` it may be ``async def``.
+Action = Callable[["Conversation"], None] | Callable[["Conversation"], Awaitable[None]]
 GuardFn = Callable[["Conversation"], bool]
 
 REQUESTING = "requesting"
@@ -49,6 +54,31 @@ PREFILL_REJECTED = "prefill_rejected"
 TERMINAL_STATES = ("done", "truncated", "refused", "failed")
 
 
+class Wait(str):
+    """A waiting state: the run stops there, saved, until something outside decides.
+
+    In an Agent's ``states`` it declares the state (``states = [Wait("awaiting_approval")]``):
+    a run that reaches it returns normally with ``final_state == "waiting"`` and
+    ``result.waiting == "awaiting_approval"``, and ``agent.resume(..., trigger="approve")``
+    carries it on along the transition of that trigger. Its hook, if it has one, may
+    still decide on the spot (return a trigger); returning None or ``Wait`` waits.
+
+    A hook of any state may return ``Wait`` (or ``Wait()``) to stop on the spot, in the
+    state the conversation is in; ``resume`` then takes any trigger that leaves it.
+    ``Wait`` is a ``str``: the name of the state (empty when a hook returns it).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str = "") -> Wait:
+        if not isinstance(name, str):
+            raise ConfigurationError(f"Wait takes the name of a state, got {type(name).__name__}")
+        return super().__new__(cls, name)
+
+    def __repr__(self) -> str:
+        return f"Wait({str.__repr__(self)})"
+
+
 @dataclass(frozen=True)
 class Transition:
     """One edge of the machine.
@@ -64,6 +94,11 @@ class Transition:
     guards: tuple[GuardFn, ...] = ()
     action: Action | None = None
     runs_tools: bool = False
+
+    @property
+    def awaits(self) -> bool:
+        """Whether the action is ``async def`` (only ``arun``/``astream`` can take this transition)."""
+        return self.action is not None and is_async(self.action)
 
     @property
     def condition(self) -> str:
@@ -128,11 +163,21 @@ class Table:
     models: each carries its own ``state`` and events are fired as
     ``machine.events[trigger].trigger(conversation)``, which costs nothing
     per conversation (docs/04-streaming-and-async.md, "Many conversations").
+
+    The actions of transitions a subclass declares run through
+    ``Conversation.perform``, which checks the history they leave; the base
+    table's own actions run as they are.
     """
 
-    def __init__(self, states: Iterable[str], transitions: Sequence[Transition]) -> None:
+    def __init__(self, states: Iterable[str], transitions: Sequence[Transition], waits: Iterable[str] = ()) -> None:
         self.transitions: tuple[Transition, ...] = tuple(transitions)
-        names: dict[str, None] = dict.fromkeys(states)
+        states = list(states)
+        for s in states:
+            if isinstance(s, Wait) and not s:
+                raise ConfigurationError("a Wait state needs a name: Wait('awaiting_approval')")
+        #: The waiting states: a run that reaches one stops there until it is resumed.
+        self.waits: frozenset[str] = frozenset(waits) | {str(s) for s in states if isinstance(s, Wait)}
+        names: dict[str, None] = dict.fromkeys(str(s) for s in states)
         for t in self.transitions:
             names.setdefault(t.source)
             names.setdefault(t.dest)
@@ -141,6 +186,11 @@ class Table:
         for t in self.transitions:
             self._outgoing[t.source].append(t)
         self.terminal: frozenset[str] = frozenset(s for s in self.states if not self._outgoing[s])
+        #: States not in the base table, and those of them where a hook must choose (fail-safe: see ``unsafe_states``).
+        self.added: frozenset[str] = frozenset(self.states) - frozenset(BASE_STATES)
+        self.must_choose: frozenset[str] = frozenset(
+            s for s in self.added if s not in self.waits and len(self._outgoing[s]) > 1
+        )
         self.machine = self._build_machine()
 
     def outgoing(self, state: str) -> list[Transition]:
@@ -167,12 +217,13 @@ class Table:
             after_state_change=[_record],
         )
         for t in self.transitions:
+            checked = t not in _BASE
             machine.add_transition(
                 t.trigger,
                 t.source,
                 t.dest,
-                conditions=[_condition(fn) for fn in t.guards],
-                before=[_callback(t.action)] if t.action else [],
+                conditions=[_condition(fn, t if checked else None) for fn in t.guards],
+                before=[_callback(t, checked)] if t.action else [],
             )
         return machine
 
@@ -182,25 +233,90 @@ def merge(parent: Table | None, states: Sequence[str], transitions: Sequence[Tra
     for t in transitions:
         if not isinstance(t, Transition):
             raise ConfigurationError(f"Agent.transitions must hold agentfsm.Transition objects, got {t!r}")
+        for fn in t.guards:
+            if is_async(fn):
+                raise ConfigurationError(
+                    f"guard {g.label_of(fn)!r} of {t.source} --{t.trigger}--> {t.dest} is async: guards must be "
+                    "plain functions (they are checked while choosing a transition); await in a hook instead"
+                )
     if parent is None:
         return Table(states, transitions)
-    return Table((*parent.states, *states), (*transitions, *parent.transitions))
+    return Table((*parent.states, *states), (*transitions, *parent.transitions), parent.waits)
 
 
-def _condition(fn: GuardFn) -> Callable[[Any], bool]:
-    def check(event: Any) -> bool:
-        return fn(event.model)
+def unsafe_states(table: Table, *, declared: Iterable[str], has_hook: Callable[[str], bool]) -> list[str]:
+    """Why the states a subclass adds are unsafe, one sentence each ([] when every one is safe).
+
+    An added state must be a ``Wait``, or have a hook (``on_<state>``), or have exactly one
+    way out: otherwise the first transition whose guards pass would be taken silently, and an
+    approval state with a forgotten hook would approve itself. An added state with no way out
+    is a final state, and must be declared in ``states`` (else it is most likely a typo in a
+    transition's ``dest``); a ``Wait`` must have a way out.
+    """
+    problems: list[str] = []
+    declared = set(declared)
+    for state in table.states:
+        if state not in table.added:
+            continue
+        exits = table.outgoing(state)
+        triggers = ", ".join(dict.fromkeys(t.trigger for t in exits))
+        if state in table.waits:
+            if not exits:
+                problems.append(f"Wait state {state!r} has no way out: add the transitions that leave it")
+        elif not exits:
+            if state not in declared:
+                problems.append(
+                    f"state {state!r} is the dest of a transition but is not declared in states and has no way "
+                    "out (a typo?): declare it in states to make it a final state"
+                )
+        elif len(exits) > 1 and not has_hook(state):
+            problems.append(
+                f"state {state!r} has {len(exits)} ways out ({triggers}) and nothing chooses between them: "
+                f"declare it Wait({state!r}) to stop there until agent.resume(..., trigger=...), or define "
+                f"a hook on_{state}(self, conv) that returns the trigger, or leave it one way out"
+            )
+    return problems
+
+
+def is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine (``async def``, or a partial / callable object of one)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return callable(fn) and not isinstance(fn, type) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _condition(fn: GuardFn, checked: Transition | None) -> Callable[[Any], bool]:
+    if checked is None:
+
+        def check(event: Any) -> bool:
+            return fn(event.model)
+
+    else:
+        # A subclass transition whose async action the driver already awaited: its guards were checked before.
+        def check(event: Any) -> bool:
+            return event.model._performed is checked or fn(event.model)
 
     check.__name__ = getattr(fn, "__name__", "guard")
     return check
 
 
-def _callback(fn: Action) -> Callable[[Any], None]:
-    def run(event: Any) -> None:
-        fn(event.model)
+def _callback(t: Transition, checked: bool) -> Callable[[Any], None]:
+    fn: Any = t.action
+    if checked:
+
+        def run(event: Any) -> None:
+            event.model.perform(t)
+
+    else:
+
+        def run(event: Any) -> None:
+            fn(event.model)
 
     run.__name__ = getattr(fn, "__name__", "action")
     return run
+
+
+_BASE = frozenset(BASE_TRANSITIONS)
 
 
 def _record(event: Any) -> None:

@@ -46,6 +46,8 @@ EVENT_NAMES: dict[str, str] = {
     "run.resumed": "a stored conversation is carried on: state, turns, committed and interrupted tool calls",
     "tool.interrupted": "a tool call was running when the process stopped and is not idempotent: tool, tool_use_id",
     "budget.unknown_cost": "max_cost_usd is set but the model has no known price, so cost cannot be enforced",
+    "run.waiting": "the run stopped to wait for a decision from outside: waiting state, triggers, pending tool calls",
+    "wait.decided": "a waiting run is carried on: the trigger decided (None: ask the hook again), input's keys",
 }
 
 

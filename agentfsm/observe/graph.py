@@ -5,7 +5,9 @@ Drawn from the state table itself (``agentfsm.machine.table``), not from the
 the machine, a whole path (not only the last transition) is highlighted, and
 the text must be valid Mermaid whatever a subclass names its states. Mermaid
 and DOT are plain text and need nothing installed; SVG and PNG run Graphviz's
-``dot`` program, which is optional.
+``dot`` program, which is optional. Waiting states (``Wait``), where a run stops
+until it is resumed, are drawn apart: blue and dashed in Mermaid (class
+``waiting``), blue octagons in DOT.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ _SUFFIXES: dict[str, Format] = {
 _VISITED_FILL, _VISITED_LINE = "#fff3c4", "#c99a06"
 _CURRENT_FILL, _CURRENT_LINE = "#ffd166", "#c0392b"
 _UNVISITED = "#a0a0a0"
+# Waiting states (the same in Mermaid and DOT).
+_WAIT_FILL, _WAIT_LINE = "#dbeafe", "#1d4ed8"
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Graph:
     path: tuple[str, ...] = ()
     #: The state the run is in (or ended in); highlighted apart from the path.
     current: str | None = None
+    #: The waiting states (``Wait``): drawn apart.
+    waits: frozenset[str] = frozenset()
 
     @property
     def highlighted(self) -> bool:
@@ -135,6 +141,7 @@ def build(
         edges=tuple(edges),
         path=path,
         current=current,
+        waits=table.waits,
     )
 
 
@@ -194,7 +201,10 @@ def path_graph(
 def conversation_graph(conv: Conversation, format: str = "mermaid") -> str:
     """A conversation's graph, its path so far and its current state highlighted."""
     name = type(conv.agent).__name__
-    title = f"{name} ({conv.state})" if conv.finished else f"{name} (at {conv.state})"
+    if conv.finished:
+        title = f"{name} ({conv.state})"
+    else:
+        title = f"{name} (waiting at {conv.state})" if conv.waiting else f"{name} (at {conv.state})"
     return draw(conv.table, text_format(format), title=title, trace=conv.trace, current=conv.state)
 
 
@@ -301,6 +311,10 @@ def to_mermaid(graph: Graph) -> str:
     for name in graph.states:
         if name in graph.terminal:
             lines.append(f"    {ids[name]} --> [*]")
+    waits = [ids[s] for s in graph.states if s in graph.waits]
+    if waits:
+        lines.append(f"    classDef waiting fill:{_WAIT_FILL},stroke:{_WAIT_LINE},stroke-width:2px,stroke-dasharray:5")
+        lines.append(f"    class {','.join(waits)} waiting")
     if graph.highlighted:
         lines.append(f"    classDef visited fill:{_VISITED_FILL},stroke:{_VISITED_LINE},stroke-width:2px")
         lines.append(f"    classDef current fill:{_CURRENT_FILL},stroke:{_CURRENT_LINE},stroke-width:3px")
@@ -352,6 +366,8 @@ def to_dot(graph: Graph) -> str:
         attrs: dict[str, str] = {}
         if name in graph.terminal:
             attrs["peripheries"] = "2"
+        if name in graph.waits:
+            attrs.update(shape="octagon", style="filled", fillcolor=_WAIT_FILL, color=_WAIT_LINE, penwidth="2")
         if name == graph.current:
             attrs.update(style="rounded,filled", fillcolor=_CURRENT_FILL, color=_CURRENT_LINE, penwidth="3")
         elif name in graph.visited:

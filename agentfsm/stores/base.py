@@ -80,6 +80,14 @@ class Snapshot(BaseModel):
     finished: bool = False
     #: Saves so far (1 for the first): a worker that takes the lease checks nobody saved since it loaded.
     revision: int = 0
+    #: The state the run stopped in to wait for a decision from outside (None while it runs or once finished).
+    waiting: str | None = None
+    #: The trigger a resume decided on, until its transition has fired (a crash in between carries it out).
+    decision: str | None = None
+    #: What the latest resume gave (``resume(..., input=...)``): JSON, read by the hook and the action.
+    input: Any = None
+    #: Whether ``reply`` is in ``messages`` already (an action kept it).
+    reply_kept: bool = False
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> Snapshot:
