@@ -33,7 +33,7 @@ def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
     plan = conv.plan()
     if isinstance(plan, SendRequest):
         conv.begin_request()
-        client, betas = conv.agent.client, conv.agent.betas
+        client, betas = conv.agent.client, plan.betas
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -101,7 +101,7 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
     plan = conv.plan()
     if isinstance(plan, SendRequest):
         conv.begin_request()
-        client, betas = conv.agent.aclient, conv.agent.betas
+        client, betas = conv.agent.aclient, plan.betas
         attempt = 0
         while True:
             started = time.perf_counter()

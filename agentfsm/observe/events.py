@@ -46,6 +46,22 @@ EVENT_NAMES: dict[str, str] = {
     "run.resumed": "a stored conversation is carried on: state, turns, committed and interrupted tool calls",
     "tool.interrupted": "a tool call was running when the process stopped and is not idempotent: tool, tool_use_id",
     "budget.unknown_cost": "max_cost_usd is set but the model has no known price, so cost cannot be enforced",
+    "compaction.requested": "the next request is a compaction request: reason (input_tokens or context_window), "
+    "input_tokens, threshold, messages, compaction number",
+    "compaction.applied": "a compaction block replaced the messages it summarises: replaced_messages, "
+    "summary_chars, compaction number, usage of the compaction pass",
+    "compaction.failed": "a compaction produced no summary (content null) or its request failed: the history "
+    "stays as it was; source (request or server), reason, status_code, compaction_off",
+    "compaction.resumed": "a reply paused after the server's own compaction (pause_after_compaction) is sent back "
+    "unchanged: compaction number",
+    "compaction.received": "a reply carries the server's own compaction block, kept in the history as sent: "
+    "summary_chars",
+    "compaction.ineffective": "the first request after a compaction was still over compact_at_input_tokens: no "
+    "more compactions at the threshold this run; input_tokens, threshold",
+    "fallback.served": "a server-side fallback model answered instead of the requested one: requested_model, "
+    "served_by, hops (from, to, category)",
+    "fallback.credit": "the API's verdict on a fallback credit token sent with a retry: status (redeemed or "
+    "not_applied), reason, remove_to_redeem",
 }
 
 
