@@ -86,7 +86,9 @@ def shape_request(conv: Conversation, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as this request must go out: a compaction request, a retry redeeming a credit token,
     or an ordinary request with the policy's ``fallbacks``."""
     policy = conv.policy
-    if policy.fallbacks is not None:
+    if policy.fallbacks is not None and not conv.fallback_used:
+        # The chain is the agent's model's: after a client-side switch to fallback_model it is not sent
+        # (a list sent to a model without fallbacks is an HTTP 400).
         params["fallbacks"] = policy.fallbacks
     if conv.pending_kind == "compaction":
         params = without_compaction_incompatible(params)
@@ -136,9 +138,10 @@ def credit_token_param(token: str) -> dict[str, str]:
 def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, ...]:
     """The agent's betas plus those the request's parameters need."""
     betas = list(conv.agent.betas)
-    if "compaction" in params:
-        betas.append(COMPACTION_BETA)
-    if has_compaction_edit(params):
+    edit = has_compaction_edit(params)
+    if "compaction" in params or (not edit and _carries_compaction(params.get("messages") or ())):
+        betas.append(COMPACTION_BETA)  # a compaction block goes back only through the beta API
+    if edit:
         betas.append(COMPACTION_EDIT_BETA)
     if "fallbacks" in params:
         betas.append(SERVER_FALLBACK_BETA)
@@ -149,6 +152,13 @@ def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, .
 
 
 # --- reading the history -----------------------------------------------------------------------------
+
+
+def _carries_compaction(messages: Sequence[Message]) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(b.get("type") == "compaction" for b in m["content"])
+        for m in messages
+    )
 
 
 def unanswered_tool_calls(messages: Sequence[Message]) -> list[str]:

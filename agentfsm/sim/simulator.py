@@ -239,7 +239,10 @@ class Simulator:
             parse_error
             or self.cache.problem(request.body)
             or validate(
-                request.body, model_max_tokens=self.model_max_tokens, prefill_unsupported=self.prefill_unsupported
+                request.body,
+                model_max_tokens=self.model_max_tokens,
+                # nothing is sampled on a compaction request: a final assistant turn is not a prefill there
+                prefill_unsupported=_never if request.is_compaction else self.prefill_unsupported,
             )
             or serverside.validate(request.body, request.headers, fallbacks_unsupported=self.fallbacks_unsupported)
         )
@@ -338,6 +341,10 @@ class Simulator:
             elif "tool_use_id" in block and block["tool_use_id"] is None:
                 block["tool_use_id"] = last_call
         return filled
+
+
+def _never(model: str) -> bool:
+    return False
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:

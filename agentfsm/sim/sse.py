@@ -80,6 +80,9 @@ def message_events(
     """Every event of a complete stream for ``message`` (a full Message body)."""
     head = {key: value for key, value in message.items() if key != "usage"}
     head.update(content=[], stop_reason=None, stop_sequence=None, stop_details=None, usage=start_usage)
+    hops = [b for b in message["content"] if b.get("type") == "fallback" and isinstance(b.get("from"), dict)]
+    if hops:  # the stream opens as the requested model's; each fallback block hands it on (the JSON names the last)
+        head["model"] = hops[0]["from"].get("model", head.get("model"))
     events: list[Event] = [("message_start", {"type": "message_start", "message": head})]
     content: list[dict[str, Any]] = message["content"]
     for index, block in enumerate(content):
