@@ -89,7 +89,8 @@ def shape_request(conv: Conversation, params: dict[str, Any]) -> dict[str, Any]:
     if policy.fallbacks is not None and not conv.fallback_used:
         # The chain is the agent's model's: after a client-side switch to fallback_model it is not sent
         # (a list sent to a model without fallbacks is an HTTP 400).
-        params["fallbacks"] = policy.fallbacks
+        chain = policy.fallbacks
+        params["fallbacks"] = [dict(e) for e in chain] if isinstance(chain, list) else chain
     if conv.pending_kind == "compaction":
         params = without_compaction_incompatible(params)
         config: dict[str, Any] = {"type": "summarize"}
@@ -238,14 +239,11 @@ def fallback_hops(content: Sequence[Block]) -> list[dict[str, Any]]:
 
 def note_reply(conv: Conversation, reply: Reply) -> None:
     """Say what the server did for this reply: a fallback model served it, a credit token's outcome."""
-    served = served_by(reply)
     hops = fallback_hops(reply.content)
-    if hops or (
-        served is not None
-        and served != conv.model
-        and any(e.get("type") == "fallback_message" for e in iterations(reply.usage))
-    ):
-        conv.emit("fallback.served", requested_model=conv.model, served_by=served, hops=hops)
+    # A fallback model served it: the usage says so; a hop's block may be absent when no model declined
+    # in this reply (BetaFallbackBlock), so either one is enough.
+    if hops or any(e.get("type") == "fallback_message" for e in iterations(reply.usage)):
+        conv.emit("fallback.served", requested_model=conv.model, served_by=served_by(reply), hops=hops)
     credit = (reply.usage or {}).get("fallback_credit")
     status = credit.get("status") if isinstance(credit, Mapping) else None
     if isinstance(status, Mapping):
