@@ -23,6 +23,7 @@ import anthropic
 from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError, UnknownConversationError
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.history import Message, validate_history
+from agentfsm.machine.serverside import check_request_params
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, is_async, merge, unsafe_states
 from agentfsm.observe.events import default_logger
@@ -373,6 +374,9 @@ class Agent:
     def on_pause_turn(self, conv: Conversation) -> str | None:
         return None
 
+    def on_compaction(self, conv: Conversation) -> str | None:
+        return None
+
     def on_refusal(self, conv: Conversation) -> str | None:
         return None
 
@@ -400,6 +404,7 @@ class Agent:
                 f"request_params may not set {sorted(reserved)}: the machine controls them "
                 "(use model= and Policy.max_tokens)"
             )
+        check_request_params(self.policy, self.request_params)
         params.update(self.request_params)
         return params
 

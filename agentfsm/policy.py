@@ -7,7 +7,7 @@ every loop in the machine is bounded by exactly one field here.
 from __future__ import annotations
 
 import itertools
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,8 @@ ContinuationStrategy = Literal["auto", "prefill", "prompt"]
 
 DEFAULT_CONTINUATION_PROMPT = "Continue exactly where you stopped; do not repeat anything."
 DEFAULT_NUDGE_PROMPT = "Please continue: use the tool results above to answer my request."
+#: The keys a ``fallbacks`` entry may have (``BetaFallbackParam``); the API rejects any other.
+FALLBACK_ENTRY_KEYS = frozenset({"model", "max_tokens", "thinking", "output_config", "speed"})
 
 
 class Policy(BaseModel):
@@ -99,6 +101,58 @@ class Policy(BaseModel):
     lease_seconds: float = Field(
         600.0, gt=0, description="how long a worker's claim on a stored conversation lasts without renewal"
     )
+    # Compaction (see docs/02-state-machine.md): between turns, once the last request's input
+    # passes the threshold, the machine sends a compaction request and carries on from the summary block.
+    compact_at_input_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="input tokens of the last request (cache reads and writes included) at which the history is "
+        "compacted before the next turn; also compacts instead of ending at model_context_window_exceeded. "
+        "None: never compact",
+    )
+    compaction_instructions: str | None = Field(
+        None, description="replaces the server's summarisation prompt on compaction requests"
+    )
+    max_compactions: int = Field(
+        10,
+        ge=0,
+        description="compactions per run: compaction requests sent, plus server-side compactions "
+        "(pause_after_compaction) resumed",
+    )
+    # Refusals: server-side fallbacks, and fallback credit tokens for the client-side retry.
+    fallbacks: list[dict[str, Any]] | Literal["default"] | None = Field(
+        None,
+        description="server-side fallback chain sent as `fallbacks` (with its beta): entries "
+        '{"model", "max_tokens"?, "thinking"?, "output_config"?, "speed"?}, or "default"',
+    )
+    fallback_credit_tokens: bool = Field(
+        True,
+        description="with fallback_model set: ask for fallback credit tokens (the fallback-credit beta) and "
+        "redeem a refusal's token on the retry",
+    )
+
+    @model_validator(mode="after")
+    def _compaction_is_on(self) -> Self:
+        if self.compaction_instructions is not None and self.compact_at_input_tokens is None:
+            raise ValueError("compaction_instructions needs compact_at_input_tokens: compaction is off without it")
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_are_entries(self) -> Self:
+        if not isinstance(self.fallbacks, list):
+            return self
+        if not self.fallbacks:
+            raise ValueError('fallbacks must name at least one model, or be "default" (None to send none)')
+        for i, entry in enumerate(self.fallbacks):
+            if not isinstance(entry.get("model"), str) or not entry["model"]:
+                raise ValueError(f"fallbacks[{i}] needs a 'model' string; got {entry!r}")
+            extra = sorted(set(entry) - FALLBACK_ENTRY_KEYS)
+            if extra:
+                raise ValueError(
+                    f"fallbacks[{i}] has {extra}: an entry may set only {sorted(FALLBACK_ENTRY_KEYS)} "
+                    "(the API rejects any other key)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _ladder_climbs(self) -> Self:

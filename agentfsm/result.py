@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,24 +18,66 @@ if TYPE_CHECKING:
 FinalState = Literal["done", "truncated", "refused", "failed", "waiting"]
 
 
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def billed_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One reply's ``usage`` with its ``compaction`` iterations added to the top-level token fields.
+
+    The API leaves a compaction pass out of the top-level fields and reports it in
+    ``usage.iterations`` (type ``compaction``); it is billed all the same, so budgets and prices count it.
+    """
+    billed = dict(usage or {})
+    passes = [e for e in billed.get("iterations") or () if isinstance(e, Mapping) and e.get("type") == "compaction"]
+    if not passes:
+        return billed
+    for key in _TOKEN_FIELDS:
+        billed[key] = int(billed.get(key) or 0) + sum(int(e.get(key) or 0) for e in passes)
+    breakdown = dict(billed.get("cache_creation") or {}) if isinstance(billed.get("cache_creation"), Mapping) else {}
+    for entry in passes:
+        extra = entry.get("cache_creation")
+        if isinstance(extra, Mapping):
+            for key, value in extra.items():
+                breakdown[key] = int(breakdown.get(key) or 0) + int(value or 0)
+    if breakdown:
+        billed["cache_creation"] = breakdown
+    return billed
+
+
 class Usage(BaseModel):
-    """Tokens summed over every request of a run (failed requests add nothing)."""
+    """Tokens summed over every request of a run (failed requests add nothing).
+
+    Compaction passes are included: the API reports them in ``usage.iterations`` rather than the
+    top-level fields, and bills them. ``compaction_input_tokens`` and ``compaction_output_tokens`` say how
+    much of the totals they were.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     requests: int = 0
+    #: Of the totals above: prompt tokens (cache included) and output tokens of compaction passes.
+    compaction_input_tokens: int = 0
+    compaction_output_tokens: int = 0
 
-    def add(self, usage: dict[str, Any] | None) -> None:
+    def add(self, usage: Mapping[str, Any] | None) -> None:
         """Add one reply's ``usage`` object (as the API sent it; missing or null fields count 0)."""
         self.requests += 1
         if not usage:
             return
-        self.input_tokens += int(usage.get("input_tokens") or 0)
-        self.output_tokens += int(usage.get("output_tokens") or 0)
-        self.cache_creation_input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-        self.cache_read_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
+        billed = billed_usage(usage)
+        self.input_tokens += int(billed.get("input_tokens") or 0)
+        self.output_tokens += int(billed.get("output_tokens") or 0)
+        self.cache_creation_input_tokens += int(billed.get("cache_creation_input_tokens") or 0)
+        self.cache_read_input_tokens += int(billed.get("cache_read_input_tokens") or 0)
+        for entry in usage.get("iterations") or ():
+            if isinstance(entry, Mapping) and entry.get("type") == "compaction":
+                self.compaction_input_tokens += sum(
+                    int(entry.get(k) or 0)
+                    for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+                )
+                self.compaction_output_tokens += int(entry.get("output_tokens") or 0)
 
     @property
     def total_tokens(self) -> int:
@@ -79,7 +121,11 @@ class RunResult(BaseModel):
     stop_details: dict[str, Any] | None = None
     text: str = ""
     error: RunError | None = None
+    #: The history as the API needs it next: after a compaction, the compaction block first, in place of
+    #: the messages it summarises.
     messages: list[dict[str, Any]]
+    #: The messages compactions took out of ``messages``, oldest first (``transcript`` puts them back).
+    replaced_messages: list[dict[str, Any]] = []
     usage: Usage
     trace: list[TraceStep]
     model: str
@@ -92,6 +138,8 @@ class RunResult(BaseModel):
     waiting: str | None = None
     #: While waiting: the reply's client tool calls awaiting a decision (id, name, input).
     pending_tool_calls: list[ToolCall] = []
+    #: The model that produced the last reply: ``model``, or the server-side fallback model that served it.
+    answered_by: str | None = None
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
     _snapshot: Any = PrivateAttr(default=None)
@@ -114,6 +162,15 @@ class RunResult(BaseModel):
     def events(self) -> list[Event]:
         """Every event of the run, in order."""
         return materialise(self.conversation_id, self._raw_events)
+
+    @property
+    def transcript(self) -> list[dict[str, Any]]:
+        """Everything the conversation held, in order: the messages compactions replaced, then ``messages``.
+
+        Without a compaction it is ``messages``. Each compaction starts with the assistant message whose
+        first block is the ``compaction`` block that summarised what comes before it.
+        """
+        return [*self.replaced_messages, *self.messages] if self.replaced_messages else self.messages
 
     @property
     def truncated(self) -> bool:

@@ -24,6 +24,10 @@ The convention (docs/README.md, "For contributors", says the same to writers):
   the comment and the block no longer agree. Without a comment the simulator echoes.
 * ``<!-- docs: needs postgres -->`` above a block sets ``DATABASE_URL`` to a throwaway PostgreSQL
   server (the store tests' ``pgserver``); where none can be started the block is skipped, saying why.
+* ``<!-- docs: beyond schema -->`` above a block exempts its requests from the request-schema check
+  (still not from the wire rules), for features newer than the vendored OpenAPI spec (compaction,
+  server-side fallbacks), as the ``beyond_schema`` mark does for a test. Directives combine with
+  commas: ``<!-- docs: needs postgres, beyond schema -->``.
 * Every request a block sends to any simulator (its own ones included) is checked by the suite's
   wire-rule and request-schema hooks (``tests/conftest.py``), like every other test's.
 
@@ -237,16 +241,27 @@ def postgres_url() -> Iterator[str]:
 
 
 BLOCKS = python_blocks()
+KNOWN_NEEDS = ("needs postgres", "beyond schema")
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.where for b in BLOCKS])
+def _needs(block: Block) -> list[str]:
+    return [n.strip() for n in block.directives.get("docs", "").split(",") if n.strip()]
+
+
+def _param(block: Block) -> Any:
+    marks = [pytest.mark.beyond_schema] if "beyond schema" in _needs(block) else []
+    return pytest.param(block, marks=marks, id=block.where)
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_python_block_runs(
     block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    needs = block.directives.get("docs", "")
-    if needs and not re.fullmatch(r"needs postgres", needs):
-        pytest.fail(f"{block.where}: unknown directive <!-- docs: {needs} --> (known: needs postgres)")
-    if needs == "needs postgres":
+    needs = _needs(block)
+    unknown = [n for n in needs if n not in KNOWN_NEEDS]
+    if unknown:
+        pytest.fail(f"{block.where}: unknown directive <!-- docs: {', '.join(unknown)} --> (known: {KNOWN_NEEDS})")
+    if "needs postgres" in needs:
         monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
     sim = simulator_for(block)
     # Line numbers in a traceback are the page's own: the code is compiled as the page, padded.

@@ -447,7 +447,7 @@ def test_context_window_exceeded_is_truncated_with_its_own_reason() -> None:
     assert result.text == "Partial answer" and len(sim.requests) == 1
 
 
-@pytest.mark.parametrize("raw", ["compaction", "brand_new_reason", None])
+@pytest.mark.parametrize("raw", ["context_full_2027", "brand_new_reason", None])
 def test_unknown_or_null_stop_reason_finishes_with_a_warning(raw: str | None) -> None:
     sim = Simulator([r.unknown(raw, text="Something.")])
     result = agent(sim).run("Q")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import InvalidActionError
-from agentfsm.machine import history, stitch
+from agentfsm.machine import history, serverside, stitch
 from agentfsm.result import RunError
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 
@@ -37,10 +37,10 @@ DEFAULT_REFUSAL = "The operator refused this tool call; it was not run."
 def keep_reply(conv: Conversation) -> None:
     """Put the reply into the history and update the answer text.
 
-    A reply to a request that ended in an assistant turn (a prefill or a
-    resumed pause_turn) continues that turn, so it is merged into it rather
-    than appended: the history keeps alternating roles. Keeping a reply that
-    is already in the history does nothing, so actions can be combined.
+    A reply to a request that ended in an assistant turn (a prefill, a
+    resumed pause_turn, or a compaction block) continues that turn, so it is
+    merged into it rather than appended: the history keeps alternating roles. Keeping a reply
+    that is already in the history does nothing, so actions can be combined.
     """
     reply = conv.require_reply()
     if conv.reply_kept:
@@ -49,10 +49,12 @@ def keep_reply(conv: Conversation) -> None:
     content = reply.content
     new_text = history.text_of(content)
     kind = conv.pending_kind
+    if reply.stop_reason != "compaction":
+        _note_server_compaction(conv, content)
     last = conv.messages[-1] if conv.messages else None
     if last is not None and last.get("role") == "assistant":
         old = history.blocks(last)
-        merged = old + content if kind == "pause" else _merge_prefill(old, content)
+        merged = old + content if kind in ("pause", "compacted") else _merge_prefill(old, content)
         conv.messages[-1] = {"role": "assistant", "content": merged}
     elif content:
         conv.messages.append({"role": "assistant", "content": content})
@@ -365,9 +367,11 @@ def history_problems(messages: Sequence[Any], *, sending: bool) -> list[tuple[st
         return [("the history is empty", RULES["roles"])]
     checked = list(messages)
     if not sending and checked[-1]["role"] == "assistant":
-        checked.pop()
-        if not checked:
-            return [("messages[0] is not a user message", RULES["roles"])]
+        last = checked.pop()
+        if not checked:  # a lone assistant turn is valid only as a compaction block, which opens a history
+            return (
+                [] if history.opens_with_compaction(last) else [("messages[0] is not a user message", RULES["roles"])]
+            )
         if checked[-1]["role"] == "assistant":
             found.append((f"messages[{len(checked)}]: two assistant messages in a row", RULES["roles"]))
     for problem in history.wire_problems(checked):
@@ -436,10 +440,19 @@ def stop_at_pause_limit(conv: Conversation) -> None:
 
 
 def switch_to_fallback(conv: Conversation) -> None:
+    """Drop the refusal and send the same request on the fallback model, with the refusal's credit token.
+
+    The token (``stop_details.fallback_credit_token``) refunds the cache-miss cost of the retry when the
+    retry's body is the refused request's; it goes on that one request only (``serverside.shape_request``).
+    """
+    reply = conv.require_reply()
     discard_reply(conv, "refusal, retried on the fallback model")
     conv.fallback_used = True
+    token = (reply.stop_details or {}).get("fallback_credit_token")
+    if isinstance(token, str) and token and conv.policy.fallback_credit_tokens:
+        conv.credit_token = token
     before, conv.model = conv.model, str(conv.policy.fallback_model)
-    conv.emit("refusal.fallback", from_model=before, to_model=conv.model)
+    conv.emit("refusal.fallback", from_model=before, to_model=conv.model, credit_token=conv.credit_token is not None)
 
 
 def finish_refused(conv: Conversation) -> None:
@@ -457,3 +470,114 @@ def finish_unknown(conv: Conversation) -> None:
     conv.emit("stop_reason.unknown", level="warning", raw_stop_reason=raw)
     keep_reply(conv)
     conv.reason = "unknown_stop_reason"
+
+
+# --- compaction -------------------------------------------------------------------------------
+
+
+def _note_server_compaction(conv: Conversation, content: list[dict[str, Any]]) -> None:
+    """A reply that carries the server's own compaction (a context_management edit) keeps it as sent."""
+    block = serverside.compaction_block(content)
+    if block is None:
+        return
+    if block.get("content") is None:
+        conv.emit("compaction.failed", level="warning", source="server", reason="the compaction block has no summary")
+    else:
+        conv.emit("compaction.received", summary_chars=len(str(block["content"])))
+
+
+def stop_compacting(conv: Conversation) -> None:
+    """The summary alone is over the threshold: compacting again would not help, so stop for this run."""
+    conv.compaction_off = True
+    conv.emit(
+        "compaction.ineffective",
+        level="warning",
+        input_tokens=serverside.context_tokens(conv.require_reply().usage),
+        threshold=conv.policy.compact_at_input_tokens,
+    )
+
+
+def _request(conv: Conversation, reason: str) -> None:
+    conv.compactions += 1
+    conv.pending_kind = "compaction"
+    conv.compaction_requested_at = conv.turns + 1  # the turn of the compaction request about to go out
+    reply = conv.reply
+    conv.emit(
+        "compaction.requested",
+        reason=reason,
+        input_tokens=serverside.context_tokens(reply.usage) if reply is not None else None,
+        threshold=conv.policy.compact_at_input_tokens,
+        messages=len(conv.messages),
+        compaction=conv.compactions,
+    )
+
+
+def request_compaction(conv: Conversation) -> None:
+    """Make the next request a compaction request (``serverside.shape_request`` builds it)."""
+    _request(conv, "input_tokens")
+
+
+def compact_at_context_window(conv: Conversation) -> None:
+    """The reply stopped at the context window: drop it, compact, and ask again from the summary."""
+    discard_reply(conv, "stopped at the context window; compacting and asking again")
+    _request(conv, "context_window")
+
+
+def apply_compaction(conv: Conversation) -> None:
+    """Put the compaction reply first, in place of every message it summarises; they move to the transcript.
+
+    The reply is kept exactly as sent (an assistant message holding the block), and the next reply
+    continues it: the model carries on from the summary.
+    """
+    reply = conv.require_reply()
+    replaced = conv.messages
+    conv.replaced_messages.extend(replaced)
+    conv.messages = [{"role": "assistant", "content": reply.content}]
+    conv.pending_kind = "compacted"
+    conv.compaction_applied_at = conv.turns
+    block = serverside.compaction_block(reply.content) or {}
+    conv.emit(
+        "compaction.applied",
+        replaced_messages=len(replaced),
+        summary_chars=len(str(block.get("content") or "")),
+        compaction=conv.compactions,
+        usage=serverside.compaction_usage(reply.usage),
+    )
+
+
+def skip_failed_compaction(conv: Conversation) -> None:
+    """A compaction that produced no summary (or whose request failed) changes nothing: carry on as before.
+
+    An HTTP 400 would come back on every later attempt (the model or the parameters do not allow it),
+    so it turns compaction at the threshold off for the run.
+    """
+    error = conv.error
+    if error is not None:
+        reason, status = f"the compaction request failed: {error.type}", error.status_code
+        if status == 400:
+            conv.compaction_off = True
+        conv.error = None
+    else:
+        reason, status = "the compaction block has no summary", None
+    conv.pending_kind = None
+    conv.emit(
+        "compaction.failed",
+        level="warning",
+        source="request",
+        reason=reason,
+        status_code=status,
+        compaction_off=conv.compaction_off,
+    )
+
+
+def resume_compaction(conv: Conversation) -> None:
+    """The server compacted and paused (``pause_after_compaction``): send the turn back unchanged to continue it."""
+    keep_reply(conv)
+    conv.compactions += 1
+    conv.pending_kind = "pause"
+    conv.emit("compaction.resumed", compaction=conv.compactions)
+
+
+def stop_at_compaction_limit(conv: Conversation) -> None:
+    keep_reply(conv)
+    conv.reason = "max_compactions"

@@ -38,15 +38,15 @@ from agentfsm.errors import (
     StaleConversationError,
     ToolInterruptedError,
 )
-from agentfsm.machine import drivers
+from agentfsm.machine import drivers, serverside
 from agentfsm.machine.actions import history_problems
 from agentfsm.machine.history import Message, blocks, is_tool_result_message, size_of, text_of, tool_result_ids
 from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.machine.table import (
     API_ERROR,
-    LIMIT_TRIGGERS,
-    PREFILL_REJECTED,
+    PRE_REQUEST_TRIGGERS,
+    RECOVERABLE_FAILURES,
     REQUESTING,
     STOP_REASONS,
     UNKNOWN_STOP_REASON,
@@ -55,7 +55,7 @@ from agentfsm.machine.table import (
 )
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact
-from agentfsm.result import RunError, RunResult, TraceStep, Usage
+from agentfsm.result import RunError, RunResult, TraceStep, Usage, billed_usage
 from agentfsm.stores.base import Counters, Snapshot, Store
 from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
 from agentfsm.wire import api, caching
@@ -64,8 +64,9 @@ from agentfsm.wire.pricing import price_for
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
 
-#: What the pending request is, which decides how its reply joins the history.
-PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill"]
+#: What the pending request is, which decides how its reply joins the history ("compaction": a compaction
+#: request; "compacted": the first request after one, continuing from the compaction block).
+PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"]
 
 _ASK: Any = object()  # plan(): no choice given, ask the hook
 
@@ -127,10 +128,15 @@ class Conversation:
         "agent",
         "answer",
         "committed",
+        "compaction_applied_at",
+        "compaction_off",
+        "compaction_requested_at",
+        "compactions",
         "container",
         "continuation_mode",
         "continuations",
         "cost_usd",
+        "credit_token",
         "decision",
         "discards",
         "empty_retries",
@@ -147,6 +153,7 @@ class Conversation:
         "policy",
         "prefill_was_rejected",
         "reason",
+        "replaced_messages",
         "reply",
         "revision",
         "rung",
@@ -185,6 +192,13 @@ class Conversation:
         self.empty_retries = 0
         self.rung = 0
         self.fallback_used = False
+        # Compaction (Policy.compact_at_input_tokens) and the refusal's credit token for the fallback retry.
+        self.compactions = 0
+        self.compaction_requested_at: int | None = None  # turn of the last compaction request
+        self.compaction_applied_at: int | None = None  # turn of the last compaction that replaced the history
+        self.compaction_off = False  # compacting at the threshold stopped for this run (it did not help)
+        self.replaced_messages: list[Message] = []  # what compactions took out of the history, oldest first
+        self.credit_token: str | None = None  # goes on the next request only
         # Continuation strategy in force: "auto" starts as prefill unless the model is known to refuse it.
         self.continuation_mode: Literal["prefill", "prompt"] = (
             "prompt"
@@ -261,11 +275,17 @@ class Conversation:
                 rung=self.rung,
                 fallback_used=self.fallback_used,
                 discards=self.discards,
+                compactions=self.compactions,
             ),
             continuation_mode=self.continuation_mode,
             pending_kind=self.pending_kind,
             prefill_was_rejected=self.prefill_was_rejected,
             container=self.container,
+            compaction_requested_at=self.compaction_requested_at,
+            compaction_applied_at=self.compaction_applied_at,
+            compaction_off=self.compaction_off,
+            replaced_messages=self.replaced_messages,
+            credit_token=self.credit_token,
             reply=self.reply.model_dump(mode="json", exclude_unset=True) if self.reply else None,
             answer=self.answer,
             reason=self.reason,
@@ -300,6 +320,13 @@ class Conversation:
             c.discards,
         )
         conv.continuation_mode, conv.pending_kind = snap.continuation_mode, snap.pending_kind
+        conv.compactions = c.compactions
+        conv.compaction_requested_at, conv.compaction_applied_at = (
+            snap.compaction_requested_at,
+            snap.compaction_applied_at,
+        )
+        conv.compaction_off, conv.credit_token = snap.compaction_off, snap.credit_token
+        conv.replaced_messages = list(snap.replaced_messages)
         conv.prefill_was_rejected, conv.container = snap.prefill_was_rejected, snap.container
         conv.reply = api.Reply.model_validate(snap.reply) if snap.reply is not None else None
         conv.answer, conv.reason, conv.error = snap.answer, snap.reason, snap.error
@@ -549,6 +576,7 @@ class Conversation:
         """Claim the conversation, count the request about to go out (the turn) and say so."""
         self._claim()
         self.turns += 1
+        self.credit_token = None  # a credit token goes on one request: the one planned before this call
         self.emit("request.sent", max_tokens=self.max_tokens, messages=len(self.messages), model=self.model)
 
     def plan(self, choice: Any = _ASK) -> Plan:
@@ -590,13 +618,15 @@ class Conversation:
                     "of those triggers, or Wait to stop here until agent.resume(..., trigger=...)"
                 )
         if state == REQUESTING and chosen is None:
-            for trigger in LIMIT_TRIGGERS:
+            for trigger in PRE_REQUEST_TRIGGERS:
                 limit = self.table.first_allowed(self, trigger)
                 if limit is not None:
                     return Fire(limit)
+            params = self.request_params()
             return SendRequest(
-                self.request_params(),
+                params,
                 api.request_timeout(self.max_tokens, self.policy.request_timeout, self.policy.long_request_timeout),
+                serverside.request_betas(self, params),
             )
         transition = self.table.first_allowed(self, chosen)
         if transition is None:
@@ -618,11 +648,13 @@ class Conversation:
         if self.container is not None:
             given = params.get("container")
             params["container"] = {**given, "id": self.container} if isinstance(given, dict) else self.container
-        if self.policy.prompt_caching and self.turns > 0:
+        # A retry redeeming a credit token must be the refused request's body: marked as that one was.
+        sent_before = self.turns - 1 if self.credit_token is not None else self.turns
+        if self.policy.prompt_caching and sent_before > 0:
             # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.wire.caching).
             prefill = self.pending_kind in ("prefill", "caller_prefill")
             params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens)
-        return params
+        return serverside.shape_request(self, params)
 
     def _wire_messages(self) -> list[Message]:
         """The history as sent: a prefill loses its trailing whitespace, which the API rejects."""
@@ -650,15 +682,16 @@ class Conversation:
             message = redact(outcome.message, self.agent.secrets())
             self.error = RunError(type=outcome.type, message=message, status_code=outcome.status_code)
             self.prefill_was_rejected = outcome.rejects_prefill
-            rejected = self.table.first_allowed(self, PREFILL_REJECTED)
-            self.fire(rejected or self._require(API_ERROR))
+            recovered = (self.table.first_allowed(self, trigger) for trigger in RECOVERABLE_FAILURES)
+            self.fire(next((t for t in recovered if t is not None), None) or self._require(API_ERROR))
             return
         self.reply = outcome
         self.container = outcome.container_id or self.container
         self.usage.add(outcome.usage)
         if self.cost_usd is not None:
             price = price_for(outcome.model or self.model, self.policy.prices)
-            self.cost_usd = None if price is None else round(self.cost_usd + price.cost(outcome.usage), 10)
+            billed = billed_usage(outcome.usage)  # compaction passes included
+            self.cost_usd = None if price is None else round(self.cost_usd + price.cost(billed), 10)
             if self.cost_usd is None and self.policy.max_cost_usd is not None:
                 self.emit("budget.unknown_cost", level="warning", model=outcome.model or self.model)
         self.emit(
@@ -668,6 +701,7 @@ class Conversation:
             latency_ms=round(latency_ms, 3),
             block_types=[b.get("type") for b in outcome.content],
         )
+        serverside.note_reply(self, outcome)
         trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
         self.fire(self._require(str(trigger)))
 
@@ -888,12 +922,14 @@ class Conversation:
             text=self.answer,
             error=self.error,
             messages=self.messages,
+            replaced_messages=self.replaced_messages,
             usage=self.usage,
             trace=self.trace,
             model=self.model,
             turns=self.turns,
             agent=type(self.agent).qualified_name(),
             cost_usd=self.cost_usd,
+            answered_by=serverside.served_by(reply) if reply else None,
         )
         result.attach_events(self.log.raw)
         if self.waiting is not None:  # what agent.resume(result, ...) carries on, with no store

@@ -45,7 +45,7 @@ def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
         conv.suspend()
     elif isinstance(plan, SendRequest):
         conv.begin_request()
-        client, betas = conv.agent.client, conv.agent.betas
+        client, betas = conv.agent.client, plan.betas
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -128,7 +128,7 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
         conv.suspend()
     elif isinstance(plan, SendRequest):
         conv.begin_request()
-        client, betas = conv.agent.aclient, conv.agent.betas
+        client, betas = conv.agent.aclient, plan.betas
         attempt = 0
         while True:
             started = time.perf_counter()

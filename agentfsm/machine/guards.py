@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from agentfsm.machine import history
+from agentfsm.machine import history, serverside
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -100,3 +100,74 @@ def pause_resumes_left(conv: Conversation) -> bool:
 def fallback_unused(conv: Conversation) -> bool:
     fallback = conv.policy.fallback_model
     return fallback is not None and not conv.fallback_used and fallback != conv.model
+
+
+# --- compaction ---------------------------------------------------------------------------------
+
+
+def _threshold_reached(conv: Conversation) -> bool:
+    """The last ordinary reply's request sent at least ``compact_at_input_tokens`` (cache included)."""
+    threshold = conv.policy.compact_at_input_tokens
+    reply = conv.reply
+    if threshold is None or reply is None or reply.stop_reason == "compaction":
+        return False
+    tokens = serverside.context_tokens(reply.usage)
+    return tokens is not None and tokens >= threshold
+
+
+def _just_compacted(conv: Conversation) -> bool:
+    """The last reply answers the first request sent after a compaction replaced the history."""
+    applied = conv.compaction_applied_at
+    return applied is not None and conv.turns == applied + 1
+
+
+def _compaction_on(conv: Conversation) -> bool:
+    return (
+        conv.policy.compact_at_input_tokens is not None
+        and not conv.compaction_off
+        and conv.compactions < conv.policy.max_compactions
+        # room for the turn the compaction is for: never spend the last request on a compaction
+        and conv.turns + 1 < conv.policy.max_turns
+    )
+
+
+@guard("a compaction left the input >= compact_at_input_tokens")
+def compaction_ineffective(conv: Conversation) -> bool:
+    return not conv.compaction_off and _just_compacted(conv) and _threshold_reached(conv)
+
+
+@guard("input >= compact_at_input_tokens and compactions < max_compactions")
+def compaction_due(conv: Conversation) -> bool:
+    requested = conv.compaction_requested_at
+    return (
+        _compaction_on(conv)
+        and conv.pending_kind is None  # between turns: nothing is being continued or resumed
+        and conv.credit_token is None  # a credit token is redeemed by the same request body only
+        and (requested is None or conv.turns > requested)  # a reply since the last compaction request
+        and not _just_compacted(conv)
+        and _threshold_reached(conv)
+        and not serverside.unanswered_tool_calls(conv.messages)
+    )
+
+
+@guard("compaction on and compactions < max_compactions")
+def can_compact_at_window(conv: Conversation) -> bool:
+    return _compaction_on(conv) and conv.pending_kind is None and not _just_compacted(conv)
+
+
+@guard("it was our compaction request")
+def compaction_request_pending(conv: Conversation) -> bool:
+    return conv.pending_kind == "compaction"
+
+
+@guard("it has a summary")
+def has_summary(conv: Conversation) -> bool:
+    if conv.reply is None:
+        return False
+    block = serverside.compaction_block(conv.reply.content)
+    return block is not None and isinstance(block.get("content"), str) and bool(block["content"])
+
+
+@guard("compactions < max_compactions")
+def compactions_left(conv: Conversation) -> bool:
+    return conv.compactions < conv.policy.max_compactions

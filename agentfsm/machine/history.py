@@ -60,6 +60,16 @@ def is_tool_result_message(message: Message) -> bool:
     return message.get("role") == "user" and bool(content) and all(b.get("type") == "tool_result" for b in content)
 
 
+def opens_with_compaction(message: Message) -> bool:
+    """A compacted history's first message: an assistant message whose first block is the compaction block.
+
+    After a compaction request, the API takes the block first in ``messages`` in place of the messages it
+    summarises (the reply, sent back as it came: an assistant message).
+    """
+    content = blocks(message)
+    return message.get("role") == "assistant" and bool(content) and content[0].get("type") == "compaction"
+
+
 def is_empty_content(content: Sequence[Block]) -> bool:
     """True for a reply with nothing in it: no blocks, or only whitespace text."""
     return all(b.get("type") == "text" and not b.get("text", "").strip() for b in content)
@@ -91,8 +101,12 @@ def validate_history(messages: object) -> list[Message]:
                     raise InvalidHistoryError(f"content[{j}] must be a dict with a string 'type'", i)
         else:
             raise InvalidHistoryError(f"content must be a string or a list of blocks, got {type(content).__name__}", i)
-    if messages[0]["role"] != "user":
-        raise InvalidHistoryError("the first message must have role 'user'", 0)
+    if messages[0]["role"] != "user" and not opens_with_compaction(messages[0]):
+        raise InvalidHistoryError(
+            "the first message must have role 'user' (or be a compacted history's assistant message starting with "
+            "its compaction block)",
+            0,
+        )
     for i in range(1, len(messages)):
         if messages[i]["role"] == "assistant" and messages[i - 1]["role"] == "assistant":
             raise InvalidHistoryError("two assistant messages in a row", i)
@@ -134,8 +148,8 @@ def wire_problems(messages: Sequence[Message]) -> list[str]:
     problems: list[str] = []
     if not messages:
         return ["no messages"]
-    if messages[0].get("role") != "user":
-        problems.append("messages[0] is not a user message")
+    if messages[0].get("role") != "user" and not opens_with_compaction(messages[0]):
+        problems.append("messages[0] is not a user message (nor a compaction block, in an assistant message)")
     for i in range(1, len(messages)):
         prev, cur = messages[i - 1], messages[i]
         # The one allowed repeat: a nudge after an empty end_turn follows the tool results.

@@ -20,10 +20,12 @@ from agentfsm.tools.calls import ToolCall
 
 @dataclass(frozen=True)
 class SendRequest:
-    """I/O the next step needs: send this request."""
+    """I/O the next step needs: send this request (through ``client.beta.messages`` when ``betas`` is set)."""
 
     params: dict[str, Any]
     timeout: float | None
+    #: The agent's betas plus those this request's parameters need (compaction, fallbacks, credit tokens).
+    betas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

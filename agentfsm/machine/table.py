@@ -40,6 +40,7 @@ STOP_REASONS = (
     "stop_sequence",
     "tool_use",
     "pause_turn",
+    "compaction",
     "refusal",
     "model_context_window_exceeded",
 )
@@ -47,9 +48,13 @@ STOP_REASONS = (
 UNKNOWN_STOP_REASON = "unknown_stop_reason"
 #: Limits checked in ``requesting`` before each request, in this order.
 LIMIT_TRIGGERS = ("out_of_turns", "over_budget")
-#: Triggers the driver fires from ``requesting`` when a request fails.
+#: Checked in ``requesting`` before each request, in this order: the limits, then compaction.
+PRE_REQUEST_TRIGGERS = (*LIMIT_TRIGGERS, "stop_compacting", "compact")
+#: Triggers the driver fires from ``requesting`` when a request fails: the first allowed of these, else API_ERROR.
 API_ERROR = "api_error"
 PREFILL_REJECTED = "prefill_rejected"
+COMPACTION_FAILED = "compaction_failed"
+RECOVERABLE_FAILURES = (PREFILL_REJECTED, COMPACTION_FAILED)
 
 TERMINAL_STATES = ("done", "truncated", "refused", "failed")
 
@@ -117,17 +122,22 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     # source                       trigger             dest             guards                                              action
     T(REQUESTING,                  "out_of_turns",     "truncated",     (g.no_turns_left,),                                 actions.stop_at_turn_limit),
     T(REQUESTING,                  "over_budget",      "truncated",     (g.over_budget,),                                   actions.stop_over_budget),
+    # Compaction between turns (Policy.compact_at_input_tokens): the next request is a compaction request.
+    T(REQUESTING,                  "stop_compacting",  REQUESTING,      (g.compaction_ineffective,),                        actions.stop_compacting),
+    T(REQUESTING,                  "compact",          REQUESTING,      (g.compaction_due,),                                actions.request_compaction),
     # A reply arrives: the driver fires the trigger named for its stop_reason.
     T(REQUESTING,                  "end_turn",         "end_turn"),
     T(REQUESTING,                  "max_tokens",       "max_tokens"),
     T(REQUESTING,                  "stop_sequence",    "stop_sequence"),
     T(REQUESTING,                  "tool_use",         "tool_use"),
     T(REQUESTING,                  "pause_turn",       "pause_turn"),
+    T(REQUESTING,                  "compaction",       "compaction"),
     T(REQUESTING,                  "refusal",          "refusal"),
     T(REQUESTING,                  "model_context_window_exceeded", "model_context_window_exceeded"),
     T(REQUESTING,                  UNKNOWN_STOP_REASON, UNKNOWN_STOP_REASON),
     # The request failed (after the SDK's own retries).
     T(REQUESTING,                  PREFILL_REJECTED,   REQUESTING,      (g.prefill_rejected_in_auto,),                      actions.switch_to_prompt),
+    T(REQUESTING,                  COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
     T(REQUESTING,                  API_ERROR,          "failed",        (),                                                 actions.fail_on_error),
     # end_turn: finish; an empty reply right after tool results gets a nudge instead.
     T("end_turn",                  "nudge",            REQUESTING,      (g.empty_after_tool_results, g.empty_retries_left), actions.nudge),
@@ -146,10 +156,17 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     # pause_turn: send the reply back unchanged so the server resumes.
     T("pause_turn",                "resume",           REQUESTING,      (g.pause_resumes_left,),                            actions.resume_pause),
     T("pause_turn",                "give_up",          "truncated",     (),                                                 actions.stop_at_pause_limit),
+    # compaction: our compaction request answered -> its block replaces the history it summarises (a null
+    # summary is a no-op); a server-side compaction paused (pause_after_compaction) -> send it back unchanged.
+    T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.has_summary),      actions.apply_compaction),
+    T("compaction",                COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
+    T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),
+    T("compaction",                "give_up",          "truncated",     (),                                                 actions.stop_at_compaction_limit),
     # refusal: stop, or retry once on the fallback model.
     T("refusal",                   "retry_fallback",   REQUESTING,      (g.fallback_unused,),                               actions.switch_to_fallback),
     T("refusal",                   "finish",           "refused",       (),                                                 actions.finish_refused),
-    # model_context_window_exceeded: a valid but limited reply.
+    # model_context_window_exceeded: compact and ask again when compaction is on; else a valid but limited reply.
+    T("model_context_window_exceeded", "compact",      REQUESTING,      (g.can_compact_at_window,),                         actions.compact_at_context_window),
     T("model_context_window_exceeded", "give_up",      "truncated",     (),                                                 actions.stop_at_context_window),
     # anything else: finish safely, with a warning event.
     T(UNKNOWN_STOP_REASON,         "finish",           "done",          (),                                                 actions.finish_unknown),

@@ -48,6 +48,22 @@ EVENT_NAMES: dict[str, str] = {
     "budget.unknown_cost": "max_cost_usd is set but the model has no known price, so cost cannot be enforced",
     "run.waiting": "the run stopped to wait for a decision from outside: waiting state, triggers, pending tool calls",
     "wait.decided": "a waiting run is carried on: the trigger decided (None: ask the hook again), input's keys",
+    "compaction.requested": "the next request is a compaction request: reason (input_tokens or context_window), "
+    "input_tokens, threshold, messages, compaction number",
+    "compaction.applied": "a compaction block replaced the messages it summarises: replaced_messages, "
+    "summary_chars, compaction number, usage of the compaction pass",
+    "compaction.failed": "a compaction produced no summary (content null) or its request failed: the history "
+    "stays as it was; source (request or server), reason, status_code, compaction_off",
+    "compaction.resumed": "a reply paused after the server's own compaction (pause_after_compaction) is sent back "
+    "unchanged: compaction number",
+    "compaction.received": "a reply carries the server's own compaction block, kept in the history as sent: "
+    "summary_chars",
+    "compaction.ineffective": "the first request after a compaction was still over compact_at_input_tokens: no "
+    "more compactions at the threshold this run; input_tokens, threshold",
+    "fallback.served": "a server-side fallback model answered instead of the requested one: requested_model, "
+    "served_by, hops (from, to, category)",
+    "fallback.credit": "the API's verdict on a fallback credit token sent with a retry: status (redeemed or "
+    "not_applied), reason, remove_to_redeem",
 }
 
 

@@ -75,9 +75,29 @@ class SimRequest(BaseModel):
         return None
 
     @property
+    def betas(self) -> frozenset[str]:
+        """The names in the ``anthropic-beta`` header."""
+        return frozenset(b.strip() for b in self.headers.get("anthropic-beta", "").split(",") if b.strip())
+
+    @property
+    def is_compaction(self) -> bool:
+        """A compaction request: it sends the ``compaction`` parameter and is answered with one compaction block."""
+        return isinstance(self.body.get("compaction"), dict)
+
+    @property
     def last_message(self) -> dict[str, Any] | None:
         messages = self.messages
         return messages[-1] if messages else None
+
+
+class FallbackHop(BaseModel):
+    """How a reply was served by a server-side fallback model (see ``replies.served_by_fallback``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    to: str | None = Field(default=None, description="the serving model; default: the request's first entry")
+    category: str | None = "cyber"
+    declined: list[dict[str, Any]] = Field(default_factory=list, description="the declining model's partial output")
 
 
 class ScriptedReply(BaseModel):
@@ -103,6 +123,14 @@ class ScriptedReply(BaseModel):
             "no_message_delta = clean end before message_delta. Not streamed: drop = connection closed "
             "without a response; error_event = HTTP 529; no_message_delta = stop_reason null"
         ),
+    )
+    credit_token: bool = Field(
+        default=False,
+        description="a refusal that carries a fallback credit token (minted when the request has the fallback-credit "
+        "beta, as the API does)",
+    )
+    fallback: FallbackHop | None = Field(
+        default=None, description="served by a server-side fallback model (the request must send `fallbacks`)"
     )
     truncated_input_json: str | None = Field(
         default=None,

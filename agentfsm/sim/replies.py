@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentfsm.sim.model import ErrorReply, Fault, RecordedReply, ScriptedReply
+from agentfsm.sim.model import ErrorReply, FallbackHop, Fault, RecordedReply, ScriptedReply
 from agentfsm.sim.recorded import Recording, load
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED
 from agentfsm.sim.wire import RETRY_NOW, is_retryable
@@ -22,8 +22,11 @@ from agentfsm.sim.writer import writer
 
 __all__ = [
     "authentication_error",
+    "compaction",
+    "compaction_block",
     "context_window_exceeded",
     "empty_end_turn",
+    "failed_compaction",
     "http_error",
     "max_tokens",
     "message",
@@ -35,6 +38,7 @@ __all__ = [
     "recorded",
     "redacted_thinking_block",
     "refusal",
+    "served_by_fallback",
     "server_error",
     "server_search",
     "stop_sequence",
@@ -46,6 +50,7 @@ __all__ = [
     "tool_uses",
     "truncated_tool_use",
     "unknown",
+    "with_compaction",
     "with_fault",
     "writer",
 ]
@@ -176,11 +181,75 @@ def server_search(query: str, answer: str) -> ScriptedReply:
 
 
 def refusal(
-    *, category: str | None = "cyber", explanation: str = "This request was refused due to policy.", text: str = ""
+    *,
+    category: str | None = "cyber",
+    explanation: str = "This request was refused due to policy.",
+    text: str = "",
+    credit_token: bool = False,
 ) -> ScriptedReply:
-    """A safety refusal; ``stop_details`` says why. Any partial text before the refusal goes in ``text``."""
+    """A safety refusal; ``stop_details`` says why. Any partial text before the refusal goes in ``text``.
+
+    ``credit_token=True``: ``stop_details`` also carries a ``fallback_credit_token`` (and
+    ``fallback_has_prefill_claim``) when the request sent the fallback-credit beta, as the API does; the
+    simulator redeems it on a retry (see ``agentfsm.sim.serverside``).
+    """
     details = {"type": "refusal", "category": category, "explanation": explanation}
-    return ScriptedReply(content=_lead(text), stop_reason="refusal", stop_details=details)
+    return ScriptedReply(content=_lead(text), stop_reason="refusal", stop_details=details, credit_token=credit_token)
+
+
+def compaction_block(
+    summary: str | None,
+    *,
+    encrypted_content: str | None = None,
+    signature: str | None = None,
+    tool_changes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``compaction`` block as the API sends it: ``{"type", "content"}`` (``content`` None: a failed
+    compaction), plus the newer fields when given (``encrypted_content``, ``signature``, ``tool_changes``)."""
+    block: dict[str, Any] = {"type": "compaction", "content": summary}
+    if encrypted_content is not None:
+        block["encrypted_content"] = encrypted_content
+    if signature is not None:
+        block["signature"] = signature
+    if tool_changes is not None:
+        block["tool_changes"] = tool_changes
+    return block
+
+
+def compaction(summary: str | None = "Summary of the conversation so far.", **block: Any) -> ScriptedReply:
+    """A reply holding one compaction block, ``stop_reason: "compaction"``: the answer to a compaction request,
+    or a server-side compaction paused by ``pause_after_compaction``. ``block``: see ``compaction_block``.
+
+    Its usage is a compaction pass (``usage.iterations``), with 0 in the top-level fields.
+    """
+    return ScriptedReply(content=[compaction_block(summary, **block)], stop_reason="compaction")
+
+
+def failed_compaction() -> ScriptedReply:
+    """A compaction that produced no summary: the block's ``content`` is null (the server treats it as a no-op)."""
+    return compaction(None)
+
+
+def with_compaction(
+    reply: ScriptedReply, summary: str | None = "Summary of the conversation so far.", **block: Any
+) -> ScriptedReply:
+    """``reply`` after the server compacted on its own (a ``compact_20260112`` edit without a pause): the compaction
+    block first, then the reply's content, under the reply's stop reason; usage has both iterations."""
+    return reply.model_copy(update={"content": [compaction_block(summary, **block), *reply.content]})
+
+
+def served_by_fallback(
+    reply: ScriptedReply, *, to: str | None = None, category: str | None = "cyber", declined_text: str | None = None
+) -> ScriptedReply:
+    """``reply`` as a server-side fallback model serves it after the requested model declined.
+
+    Served, it holds the declining model's partial output (``declined_text``), a ``fallback`` block
+    (``from``: the requested model, ``to``: ``to`` or the request's first ``fallbacks`` entry), then
+    ``reply``'s content; ``model`` names the serving model and ``usage.iterations`` ends in a
+    ``fallback_message`` entry. The request must send ``fallbacks``.
+    """
+    hop = FallbackHop(to=to, category=category, declined=_lead(declined_text))
+    return reply.model_copy(update={"fallback": hop})
 
 
 def empty_end_turn() -> ScriptedReply:

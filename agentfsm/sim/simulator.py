@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import anthropic
 import httpx2
 
+from agentfsm.sim import serverside
 from agentfsm.sim.caching import DEFAULT_MIN_TOKENS, PromptCache
 from agentfsm.sim.ids import IdSource
 from agentfsm.sim.model import (
@@ -60,6 +61,14 @@ class Simulator:
     monotonic) times cache entries' lifetimes, so a test can move time on.
     ``prompt_cache=False`` still validates cache marks but caches nothing: for
     load tests, where hashing every prompt is the server's work, not the client's.
+
+    ``auto_compact=True`` answers every compaction request (the ``compaction``
+    parameter) itself, with one block summarising the conversation, without
+    using a script item; otherwise the script answers it (``replies.compaction``).
+    ``fallbacks_unsupported`` names the models that reject a ``fallbacks`` list
+    (prefixes or a predicate; default: all but ``claude-<family>-5…``).
+    Refusals scripted with ``credit_token=True`` mint fallback credit tokens,
+    which ``credits`` redeems (see ``agentfsm.sim.serverside``).
     """
 
     observers: ClassVar[list[Callable[[SimRequest], None]]] = []
@@ -79,6 +88,8 @@ class Simulator:
         min_cacheable_tokens: int = DEFAULT_MIN_TOKENS,
         clock: Callable[[], float] = time.monotonic,
         prompt_cache: bool = True,
+        auto_compact: bool = False,
+        fallbacks_unsupported: serverside.FallbackPolicy = None,
     ) -> None:
         if isinstance(script, ScriptedReply | ErrorReply | RecordedReply):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
@@ -95,6 +106,10 @@ class Simulator:
         #: Prompt-cache entries written by this simulator's requests (see ``agentfsm.sim.caching``).
         self.cache = PromptCache(min_cacheable_tokens, clock)
         self.prompt_cache = prompt_cache
+        self.auto_compact = auto_compact
+        self.fallbacks_unsupported = serverside.fallbacks_predicate(fallbacks_unsupported)
+        #: Fallback credit tokens minted by this simulator's refusals.
+        self.credits = serverside.CreditLedger(clock)
         self.requests: list[SimRequest] = []
         #: False for load tests: requests are still observed and answered, but not kept in ``requests``.
         self.keep_requests = keep_requests
@@ -224,11 +239,22 @@ class Simulator:
             parse_error
             or self.cache.problem(request.body)
             or validate(
-                request.body, model_max_tokens=self.model_max_tokens, prefill_unsupported=self.prefill_unsupported
+                request.body,
+                model_max_tokens=self.model_max_tokens,
+                # nothing is sampled on a compaction request: a final assistant turn is not a prefill there
+                prefill_unsupported=_never if request.is_compaction else self.prefill_unsupported,
             )
+            or serverside.validate(request.body, request.headers, fallbacks_unsupported=self.fallbacks_unsupported)
         )
+        credit: dict[str, Any] | None = None
+        if problem is None and "fallback_credit_token" in request.body:
+            credit, problem = self.credits.redeem(request)
         if problem is not None:
             return error_response(400, "invalid_request_error", problem, request_id=request_id)
+        if request.is_compaction and self.auto_compact:
+            with self._lock:
+                self.replies_served += 1
+            return self._render(request, serverside.summarize(request), request_id)
         taken = self._take()
         if taken is None:
             n = len(self.script)
@@ -247,6 +273,8 @@ class Simulator:
             return error_response(400, "invalid_request_error", message, request_id=request_id)
         with self._lock:
             self.replies_served += 1
+        if credit is not None and isinstance(reply, ScriptedReply):
+            reply = reply.model_copy(update={"usage": {**(reply.usage or {}), "fallback_credit": credit}})
         return self._render(request, reply, request_id)
 
     def _take(self) -> tuple[int | None, ScriptItem] | None:
@@ -276,6 +304,23 @@ class Simulator:
             kind = type(reply).__name__
             message = f"simulator script item returned {kind}, not a ScriptedReply, ErrorReply or RecordedReply"
             return error_response(400, "invalid_request_error", message, request_id=request_id)
+        if reply.credit_token:
+            reply = serverside.with_credit_token(reply, request, self.credits)
+        if reply.fallback is not None:
+            if "fallbacks" not in request.body:
+                message = (
+                    "simulator: this reply is served by a server-side fallback, but the request sends no `fallbacks`"
+                )
+                return error_response(400, "invalid_request_error", message, request_id=request_id)
+            to = serverside.fallback_target(request, reply.fallback.to)
+            hop = {
+                "type": "fallback",
+                "from": {"model": request.model},
+                "to": {"model": to},
+                "trigger": {"type": "refusal", "category": reply.fallback.category},
+            }
+            content = [*reply.fallback.declined, hop, *reply.content]
+            reply = reply.model_copy(update={"content": content, "model": to})
         content = self._fill_ids(reply.content)
         cached = self.cache.account(request.body) if self.prompt_cache else None
         return reply_response(
@@ -296,6 +341,10 @@ class Simulator:
             elif "tool_use_id" in block and block["tool_use_id"] is None:
                 block["tool_use_id"] = last_call
         return filled
+
+
+def _never(model: str) -> bool:
+    return False
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:

@@ -43,7 +43,9 @@ def _start_block(block: dict[str, Any]) -> dict[str, Any]:
         return {"type": "thinking", "thinking": "", "signature": ""}
     if kind in _TOOL_BLOCKS:
         return {key: ({} if key == "input" else value) for key, value in block.items()}
-    return block  # server tool results, redacted_thinking, …: they arrive whole
+    if kind == "compaction":  # the summary arrives in one compaction_delta
+        return {**{k: v for k, v in block.items() if k != "encrypted_content"}, "content": None}
+    return block  # server tool results, redacted_thinking, fallback, …: they arrive whole
 
 
 def _deltas(block: dict[str, Any], partial_json: str | None) -> Iterator[dict[str, Any]]:
@@ -57,6 +59,8 @@ def _deltas(block: dict[str, Any], partial_json: str | None) -> Iterator[dict[st
         for piece in pieces(str(block.get("thinking", ""))):
             yield {"type": "thinking_delta", "thinking": piece}
         yield {"type": "signature_delta", "signature": str(block.get("signature", ""))}
+    elif kind == "compaction":
+        yield {"type": "compaction_delta", **{k: block[k] for k in ("content", "encrypted_content") if k in block}}
     elif kind in _TOOL_BLOCKS:
         serialised = (
             partial_json if partial_json is not None else json.dumps(block.get("input", {}), ensure_ascii=False)
@@ -76,6 +80,9 @@ def message_events(
     """Every event of a complete stream for ``message`` (a full Message body)."""
     head = {key: value for key, value in message.items() if key != "usage"}
     head.update(content=[], stop_reason=None, stop_sequence=None, stop_details=None, usage=start_usage)
+    hops = [b for b in message["content"] if b.get("type") == "fallback" and isinstance(b.get("from"), dict)]
+    if hops:  # the stream opens as the requested model's; each fallback block hands it on (the JSON names the last)
+        head["model"] = hops[0]["from"].get("model", head.get("model"))
     events: list[Event] = [("message_start", {"type": "message_start", "message": head})]
     content: list[dict[str, Any]] = message["content"]
     for index, block in enumerate(content):

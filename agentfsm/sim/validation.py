@@ -96,8 +96,14 @@ def _check_shape(body: Mapping[str, Any], model_max_tokens: int) -> str | None:
     return None
 
 
+def _opens_with_compaction(message: Mapping[str, Any]) -> bool:
+    """A compacted history starts with the compaction block, in the assistant message it came back in."""
+    blocks = _blocks(message)
+    return message.get("role") == "assistant" and bool(blocks) and blocks[0].get("type") == "compaction"
+
+
 def _check_roles(messages: list[dict[str, Any]]) -> str | None:
-    if messages[0]["role"] != "user":
+    if messages[0]["role"] != "user" and not _opens_with_compaction(messages[0]):
         return 'messages: first message must use the "user" role'
     for prev, cur in itertools.pairwise(messages):
         if prev["role"] == cur["role"] == "assistant":
@@ -165,9 +171,10 @@ def _check_tool_pairing(messages: list[dict[str, Any]]) -> str | None:
 
 
 def is_pause_resume(message: Mapping[str, Any]) -> bool:
-    """A final assistant message ending in an unanswered ``server_tool_use``: a pause_turn sent back, not a prefill."""
+    """A final assistant message the server continues, not a prefill: a pause_turn sent back (it ends in an
+    unanswered ``server_tool_use``), or a compaction (it ends in the compaction block)."""
     blocks = _blocks(message)
-    return bool(blocks) and blocks[-1].get("type") == "server_tool_use"
+    return bool(blocks) and blocks[-1].get("type") in ("server_tool_use", "compaction")
 
 
 def _check_final_assistant(messages: list[dict[str, Any]], model: str, no_prefill: Callable[[str], bool]) -> str | None:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentfsm.sim import sse
+from agentfsm.sim import serverside, sse
 from agentfsm.sim.caching import CacheUsage, without_cache_control
 from agentfsm.sim.model import ScriptedReply, SimRequest
 from agentfsm.sim.tokens import count_input_tokens, count_output_tokens
@@ -93,6 +93,7 @@ def compute_usage(
             "web_search_requests": sum(b.get("type") == "web_search_tool_result" for b in content),
             "web_fetch_requests": sum(b.get("type") == "web_fetch_tool_result" for b in content),
         }
+    usage = serverside.iterations_for(request, reply, content, usage)
     if reply.usage:
         usage.update(reply.usage)
     return usage
@@ -122,7 +123,8 @@ def message_body(
 
 def stream_usages(usage: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The usage a stream reports in ``message_start`` and in ``message_delta``, from the final usage."""
-    start = {k: v for k, v in usage.items() if k not in ("server_tool_use", "output_tokens_details")}
+    late = ("server_tool_use", "output_tokens_details", "iterations", "fallback_credit")
+    start = {k: v for k, v in usage.items() if k not in late}
     start["output_tokens"] = min(1, int(usage.get("output_tokens", 1)))
     keys = (
         "input_tokens",
@@ -131,6 +133,8 @@ def stream_usages(usage: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         "output_tokens",
         "output_tokens_details",
         "server_tool_use",
+        "iterations",
+        "fallback_credit",
     )
     return start, {k: usage[k] for k in keys if k in usage}
 

@@ -46,6 +46,7 @@ class Counters(BaseModel):
     rung: int = 0
     fallback_used: bool = False
     discards: int = 0
+    compactions: int = 0
 
 
 class Snapshot(BaseModel):
@@ -60,9 +61,17 @@ class Snapshot(BaseModel):
     max_tokens: int
     counters: Counters
     continuation_mode: Literal["prefill", "prompt"]
-    pending_kind: Literal["prefill", "prompt", "pause", "caller_prefill"] | None = None
+    pending_kind: Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"] | None = None
     prefill_was_rejected: bool = False
     container: str | None = None
+    #: Compaction: turns of the last compaction request and of the last one applied; whether it is off.
+    compaction_requested_at: int | None = None
+    compaction_applied_at: int | None = None
+    compaction_off: bool = False
+    #: The messages compactions took out of ``messages``, oldest first.
+    replaced_messages: list[dict[str, Any]] = []
+    #: A refusal's fallback credit token, for the retry not yet sent.
+    credit_token: str | None = None
     reply: dict[str, Any] | None = None
     answer: str = ""
     reason: str | None = None

@@ -78,6 +78,11 @@ class ReplyAssembler:
             # Appended, as the SDK does: the block's position is its arrival order.
             block = dict(body.get("content_block") or {})
             self.content.append(block)
+            if block.get("type") == "fallback" and self.message is not None:
+                # The hop's model serves what follows: the JSON reply names it in ``model`` (as the SDK relabels).
+                to = block.get("to")
+                if isinstance(to, dict) and isinstance(to.get("model"), str):
+                    self.message["model"] = to["model"]
             if block.get("type") == "text" and block.get("text"):
                 return str(block["text"])
         elif kind == "content_block_delta":
@@ -113,7 +118,11 @@ class ReplyAssembler:
                 block["citations"] = []
             block["citations"].append(delta.get("citation"))
         elif kind == "compaction_delta":
-            block["content"] = (block.get("content") or "") + str(delta.get("content", ""))
+            # One delta carries the whole summary (null for a failed compaction) and the opaque metadata:
+            # set, as the SDK does, never appended.
+            for key in ("content", "encrypted_content"):
+                if key in delta:
+                    block[key] = delta[key]
         else:  # a delta this version does not know: append strings, set anything else
             for key, value in delta.items():
                 if key == "type":
@@ -139,6 +148,9 @@ class ReplyAssembler:
         delta = body.get("delta") or {}
         for key, value in delta.items():  # stop_reason, stop_sequence, stop_details, container, ...
             if value is not None or key not in self.message or key in ("stop_sequence", "stop_details"):
+                self.message[key] = value
+        for key, value in body.items():  # context_management, input_transformations, ...
+            if key not in ("type", "delta", "usage") and value is not None:
                 self.message[key] = value
         usage = body.get("usage")
         if isinstance(usage, dict):

@@ -1,0 +1,257 @@
+"""The API's own answers to a long context and to a refusal: compaction, server-side fallbacks, credit tokens.
+
+What the machine must know of them, read off the installed ``anthropic`` package (2.14):
+
+* **A compaction request** is an ordinary request plus ``compaction: {"type": "summarize",
+  "instructions"?}`` (beta ``compact-2026-09-04``). The conversation in ``messages`` is summarised and
+  the reply holds one ``compaction`` block, ``stop_reason: "compaction"``; later requests send that
+  block first in ``messages`` — as an assistant message, the way the SDK's ``message.to_param()``
+  writes the reply — in place of the messages it summarises. The API rejects on it the parameters that
+  only shape a reply (the SDK's ``_without_compaction_incompatible_params``): ``context_management``,
+  ``stop_sequences``, ``output_format``, a forced ``tool_choice`` (``any``/``tool``) and
+  ``output_config.format`` (inside ``fallbacks`` entries too). It cannot compact a history whose last
+  turn has unanswered tool calls.
+* **The block** (``content``, ``encrypted_content``, ``signature``, ``tool_changes``) goes back
+  verbatim. ``content: null`` is a failed compaction, a no-op.
+* **Usage**: a ``compaction`` entry of ``usage.iterations`` is *not* in the top-level usage fields;
+  the context size is the last ``message`` (or ``fallback_message``) entry's input.
+* **Server-side fallbacks**: ``fallbacks`` (a list of entries, or ``"default"``; beta
+  ``server-side-fallback-2026-07-01``). The reply's ``model`` names the model that served it, one
+  ``fallback`` block marks each hop, and ``usage.iterations`` has a ``fallback_message`` entry.
+* **Credit tokens**: a refusal's ``stop_details.fallback_credit_token`` goes on the retry as
+  ``fallback_credit_token`` — here in the object form ``{"token", "mode": "best_effort"}`` (beta
+  ``fallback-credit-2026-07-01``), so a token that cannot be redeemed costs the refund, never the
+  retry. Refusals carry tokens only when that beta is on. Never sent together with ``fallbacks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agentfsm.errors import ConfigurationError
+from agentfsm.machine.history import Block, Message, tool_result_ids, tool_use_ids
+
+if TYPE_CHECKING:
+    from agentfsm.machine.conversation import Conversation
+    from agentfsm.policy import Policy
+    from agentfsm.wire.api import Reply
+
+COMPACTION_BETA = "compact-2026-09-04"
+"""The ``compaction`` request parameter (a compaction request)."""
+COMPACTION_EDIT_BETA = "compact-2026-01-12"
+"""The ``compact_20260112`` context-management edit (the server compacts on its own)."""
+SERVER_FALLBACK_BETA = "server-side-fallback-2026-07-01"
+FALLBACK_CREDIT_BETA = "fallback-credit-2026-07-01"
+
+#: Parameters that only shape a reply: the API rejects them on a compaction request.
+COMPACTION_INCOMPATIBLE = ("context_management", "stop_sequences", "output_format")
+#: Parameters the machine sets per request; an agent's ``request_params`` may not set them.
+MACHINE_PARAMS = {
+    "compaction": "Policy.compact_at_input_tokens (the machine sends compaction requests between turns)",
+    "fallbacks": "Policy.fallbacks",
+    "fallback_credit_token": "Policy.fallback_model (a refusal's credit token goes on the retry by itself)",
+}
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def check_request_params(policy: Policy, request_params: Mapping[str, Any]) -> None:
+    """Refuse, at construction, what would make every request fail (or compact) later."""
+    for name, instead in MACHINE_PARAMS.items():
+        if name in request_params:
+            raise ConfigurationError(f"request_params may not set {name!r}: use {instead}")
+    if policy.compact_at_input_tokens is not None and has_compaction_edit(request_params):
+        raise ConfigurationError(
+            "Policy.compact_at_input_tokens cannot be used with a compact_20260112 edit in "
+            "request_params['context_management']: the API does not accept a compaction block from a compaction "
+            "request together with that edit. Use one of the two."
+        )
+
+
+def has_compaction_edit(params: Mapping[str, Any]) -> bool:
+    """Whether ``context_management`` asks the server to compact on its own (``compact_*`` edits)."""
+    management = params.get("context_management")
+    edits = management.get("edits") if isinstance(management, Mapping) else None
+    return isinstance(edits, list) and any(
+        isinstance(e, Mapping) and str(e.get("type", "")).startswith("compact_") for e in edits
+    )
+
+
+# --- shaping a request -----------------------------------------------------------------------------
+
+
+def shape_request(conv: Conversation, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as this request must go out: a compaction request, a retry redeeming a credit token,
+    or an ordinary request with the policy's ``fallbacks``."""
+    policy = conv.policy
+    if policy.fallbacks is not None and not conv.fallback_used:
+        # The chain is the agent's model's: after a client-side switch to fallback_model it is not sent
+        # (a list sent to a model without fallbacks is an HTTP 400).
+        chain = policy.fallbacks
+        params["fallbacks"] = [dict(e) for e in chain] if isinstance(chain, list) else chain
+    if conv.pending_kind == "compaction":
+        params = without_compaction_incompatible(params)
+        config: dict[str, Any] = {"type": "summarize"}
+        if policy.compaction_instructions and policy.compaction_instructions.strip():
+            config["instructions"] = policy.compaction_instructions
+        params["compaction"] = config
+    elif conv.credit_token is not None:
+        params.pop("fallbacks", None)  # the API rejects fallback_credit_token with fallbacks, always
+        params["fallback_credit_token"] = credit_token_param(conv.credit_token)
+    return params
+
+
+def without_compaction_incompatible(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` without what the API rejects on a compaction request (what the SDK's runner strips)."""
+    trimmed = {k: v for k, v in params.items() if k not in COMPACTION_INCOMPATIBLE}
+    choice = params.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") in ("any", "tool"):
+        del trimmed["tool_choice"]
+    config = params.get("output_config")
+    if isinstance(config, Mapping):
+        kept = _without_format(config)
+        if kept:
+            trimmed["output_config"] = kept
+        else:
+            del trimmed["output_config"]
+    chain = params.get("fallbacks")
+    if isinstance(chain, list):
+        trimmed["fallbacks"] = [
+            {**e, "output_config": _without_format(e["output_config"])}
+            if isinstance(e, Mapping) and isinstance(e.get("output_config"), Mapping)
+            else e
+            for e in chain
+        ]
+    return trimmed
+
+
+def _without_format(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "format"}
+
+
+def credit_token_param(token: str) -> dict[str, str]:
+    """The retry's ``fallback_credit_token``: best effort, so a token that fails still gets the retry served."""
+    return {"token": token, "mode": "best_effort"}
+
+
+def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The agent's betas plus those the request's parameters need."""
+    betas = list(conv.agent.betas)
+    edit = has_compaction_edit(params)
+    if "compaction" in params or (not edit and _carries_compaction(params.get("messages") or ())):
+        betas.append(COMPACTION_BETA)  # a compaction block goes back only through the beta API
+    if edit:
+        betas.append(COMPACTION_EDIT_BETA)
+    if "fallbacks" in params:
+        betas.append(SERVER_FALLBACK_BETA)
+    policy = conv.policy
+    if "fallback_credit_token" in params or (policy.fallback_model is not None and policy.fallback_credit_tokens):
+        betas.append(FALLBACK_CREDIT_BETA)
+    return tuple(dict.fromkeys(betas))
+
+
+# --- reading the history -----------------------------------------------------------------------------
+
+
+def _carries_compaction(messages: Sequence[Message]) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(b.get("type") == "compaction" for b in m["content"])
+        for m in messages
+    )
+
+
+def unanswered_tool_calls(messages: Sequence[Message]) -> list[str]:
+    """Client tool calls of the last assistant turn that no tool_result answers (a compaction must wait)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "assistant":
+            wanted = tool_use_ids(messages[i])
+            answered = tool_result_ids(messages[i + 1]) if i + 1 < len(messages) else []
+            return [t for t in wanted if t not in answered]
+    return []
+
+
+def compaction_block(content: Sequence[Block]) -> Block | None:
+    """The (last) compaction block of a reply's content, or None."""
+    found = [b for b in content if b.get("type") == "compaction"]
+    return found[-1] if found else None
+
+
+# --- reading a reply's usage ---------------------------------------------------------------------------
+
+
+def iterations(usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    found = (usage or {}).get("iterations")
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def _prompt_tokens(entry: Mapping[str, Any]) -> int:
+    return sum(
+        int(entry.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+def context_tokens(usage: Mapping[str, Any] | None) -> int | None:
+    """The size of the context the request sent: the last sampling iteration's input (cache included).
+
+    Never a ``compaction`` entry's: that is the cost of the summarising pass, not the context size.
+    """
+    if not usage:
+        return None
+    sampled = [e for e in iterations(usage) if e.get("type") in ("message", "fallback_message")]
+    return _prompt_tokens(sampled[-1] if sampled else usage)
+
+
+def compaction_usage(usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The ``compaction`` entries of ``usage.iterations``: billed, but not in the top-level fields."""
+    return [e for e in iterations(usage) if e.get("type") == "compaction"]
+
+
+def served_by(reply: Reply) -> str | None:
+    """The model that produced the reply: a fallback model's ``fallback_message`` entry, the last
+    ``fallback`` block's ``to``, or the reply's ``model`` (which the API sets to the serving model)."""
+    for entry in reversed(iterations(reply.usage)):
+        if entry.get("type") == "fallback_message" and isinstance(entry.get("model"), str):
+            return str(entry["model"])
+    hops = fallback_hops(reply.content)
+    if hops and hops[-1]["to"]:
+        return str(hops[-1]["to"])
+    return reply.model
+
+
+def fallback_hops(content: Sequence[Block]) -> list[dict[str, Any]]:
+    """One ``{"from", "to", "category"}`` per ``fallback`` block, in order."""
+    hops = []
+    for block in content:
+        if block.get("type") != "fallback":
+            continue
+        source, dest, trigger = block.get("from"), block.get("to"), block.get("trigger")
+        hops.append(
+            {
+                "from": source.get("model") if isinstance(source, Mapping) else None,
+                "to": dest.get("model") if isinstance(dest, Mapping) else None,
+                "category": trigger.get("category") if isinstance(trigger, Mapping) else None,
+            }
+        )
+    return hops
+
+
+def note_reply(conv: Conversation, reply: Reply) -> None:
+    """Say what the server did for this reply: a fallback model served it, a credit token's outcome."""
+    hops = fallback_hops(reply.content)
+    # A fallback model served it: the usage says so; a hop's block may be absent when no model declined
+    # in this reply (BetaFallbackBlock), so either one is enough.
+    if hops or any(e.get("type") == "fallback_message" for e in iterations(reply.usage)):
+        conv.emit("fallback.served", requested_model=conv.model, served_by=served_by(reply), hops=hops)
+    credit = (reply.usage or {}).get("fallback_credit")
+    status = credit.get("status") if isinstance(credit, Mapping) else None
+    if isinstance(status, Mapping):
+        redeemed = status.get("type") == "redeemed"
+        conv.emit(
+            "fallback.credit",
+            level="info" if redeemed else "warning",
+            status=status.get("type"),
+            reason=status.get("reason"),
+            remove_to_redeem=status.get("remove_to_redeem"),
+        )
