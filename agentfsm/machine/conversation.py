@@ -40,7 +40,7 @@ from agentfsm.machine.table import (
     UNKNOWN_STOP_REASON,
     Transition,
 )
-from agentfsm.observe.events import EventLog, Level
+from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.observe.redaction import redact
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
 from agentfsm.stores.base import Counters, Snapshot, Store
@@ -64,6 +64,7 @@ class Conversation:
         "__dict__",
         "_elapsed_before",
         "_leased",
+        "_marks",
         "_outbox",
         "_started",
         "agent",
@@ -149,7 +150,7 @@ class Conversation:
         self.usage = Usage()
         self.cost_usd: float | None = 0.0  # None once a reply's model has no known price
         self.trace: list[TraceStep] = []
-        self.log = EventLog(self.id, agent.logger, agent.secrets())
+        self.log = EventLog(self.id, agent.logger, agent.secrets(), observer_for(self))
         self._started = time.perf_counter()
         self._elapsed_before = 0.0  # wall time spent in earlier processes (a resumed conversation)
         # Persistence: the store, the results committed for the tool calls being answered, and the
@@ -161,6 +162,7 @@ class Conversation:
         # Who holds the lease: host and pid let a store see that a crashed holder is gone.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self.revision = 0  # saves so far, stored with each snapshot
+        self._marks = caching.MarkCounter()  # the caller's cache marks in the history, counted once per message
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
@@ -344,31 +346,47 @@ class Conversation:
 
     # --- stepping: each method hands the conversation to its driver (agentfsm.machine.drivers) -------
 
+    # With tracing on (``agentfsm.otel``), each runs inside its observer's scope: a stream step by step.
+
     def step(self) -> TraceStep | None:
         """Advance exactly one transition (doing its I/O); None once the run is finished."""
-        return drivers.step(self)
+        if (obs := self.log.observer) is None:
+            return drivers.step(self)
+        with obs.scope():
+            return drivers.step(self)
 
     def run(self) -> RunResult:
         """Step until a final state and return the result. Bounded: every loop is counted by the policy."""
-        return drivers.run(self)
+        if (obs := self.log.observer) is None:
+            return drivers.run(self)
+        with obs.scope():
+            return drivers.run(self)
 
     def stream(self) -> Iterator[StreamEvent]:
         """Run to a final state over streamed requests, yielding text, transitions and tool calls as they
         happen; the last event is a ``ResultEvent``."""
-        return drivers.stream(self)
+        obs = self.log.observer
+        return drivers.stream(self) if obs is None else observed(drivers.stream(self), obs)
 
     async def astep(self) -> TraceStep | None:
         """``step`` for an ``AsyncAnthropic`` client."""
-        return await drivers.astep(self)
+        if (obs := self.log.observer) is None:
+            return await drivers.astep(self)
+        with obs.scope():
+            return await drivers.astep(self)
 
     async def arun(self) -> RunResult:
         """``run`` for an ``AsyncAnthropic`` client. Cancelling it leaves the conversation consistent:
         history only changes inside a transition, never across an ``await``."""
-        return await drivers.arun(self)
+        if (obs := self.log.observer) is None:
+            return await drivers.arun(self)
+        with obs.scope():
+            return await drivers.arun(self)
 
     def astream(self) -> AsyncIterator[StreamEvent]:
         """``stream`` for an ``AsyncAnthropic`` client."""
-        return drivers.astream(self)
+        obs = self.log.observer
+        return drivers.astream(self) if obs is None else aobserved(drivers.astream(self), obs)
 
     # --- the parts of a step the drivers share ------------------------------------------------
 
@@ -457,7 +475,7 @@ class Conversation:
         if self.policy.prompt_caching and self.turns > 0:
             # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.wire.caching).
             prefill = self.pending_kind in ("prefill", "caller_prefill")
-            params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens)
+            params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens, counter=self._marks)
         return params
 
     def _wire_messages(self) -> list[Message]:
