@@ -531,7 +531,7 @@ class SpanObserver:
         ``every``: the ones still running too, failed by ``error``."""
         if not self._tools:
             return
-        results = {r.tool_use_id: r for r in self._conv.tool_results}
+        results = self._sent_results() if self._content else {}
         for call_id, entry in list(self._tools.items()):
             if not entry.finished and not every:
                 continue
@@ -543,20 +543,30 @@ class SpanObserver:
                 span.set_status(Status(StatusCode.ERROR))
             else:
                 span.set_status(Status(StatusCode.OK))
-            result = results.get(call_id)
-            if self._content and result is not None and span.is_recording():
-                content = (
-                    result.content if isinstance(result.content, list) else [{"type": "text", "text": result.content}]
-                )
+            content = results.get(call_id)
+            if content is not None and span.is_recording():
                 self._set_content(span, {"gen_ai.tool.call.result": content, "anthropic.tool_result.content": content})
             span.end(end_time=entry.end_ns if entry.finished else ts)
             del self._tools[call_id]
 
+    def _sent_results(self) -> dict[str, list[Any]]:
+        """The tool results as the history holds them (the user message that answers the calls), by call id."""
+        messages = self._conv.messages
+        last = messages[-1].get("content") if messages else None
+        found: dict[str, list[Any]] = {}
+        for block in last if isinstance(last, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                content = block.get("content")
+                found[str(block.get("tool_use_id"))] = (
+                    content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+                )
+        return found
+
     # --- content ---------------------------------------------------------------------------------------
 
     def _set_content(self, span: Span, values: Mapping[str, Any]) -> None:
-        """Set content attributes as JSON, scrubbed, within the byte limit: the oldest input messages go first;
-        whatever still does not fit is left out, and the span says ``anthropic.content.truncated``."""
+        """Set content attributes as JSON, scrubbed, each within the byte limit: the oldest input messages go
+        first; whatever still does not fit is left out; either way the span says ``anthropic.content.truncated``."""
         truncated = False
         for key, value in values.items():
             if value is None or value == []:
@@ -568,6 +578,7 @@ class SpanObserver:
                 while len(messages) > 1 and _size(text) > self._limit:
                     messages.pop(0)
                     text = _json(messages)
+                truncated = True
             if _size(text) > self._limit:
                 truncated = True
                 continue

@@ -68,8 +68,9 @@ class MarkCounter:
     A message counted before is not walked again while it is still there (the same object, or an
     equal one, at the same place): agentfsm never changes a message of the history in place, it
     replaces it. Checking the earlier messages is one C-level list comparison (object identity
-    first); only the new messages and the last ``TAIL`` (the ones an extension is most likely to
-    touch, and the ones a mark goes on) are walked. ``tools`` and ``system`` are counted again only
+    first); only the new messages and the last ``TAIL`` of the history counted before (where an
+    extension's action edits, and where a mark goes) are walked again. A message deeper in the
+    history changed in place (never done by agentfsm) would keep its old count. ``tools`` and ``system`` are counted again only
     when they are other objects. The result is always ``count_breakpoints(params)``.
     """
 
@@ -98,7 +99,7 @@ class MarkCounter:
     def count_messages(self, messages: list[Message]) -> int:
         """Marked blocks in ``messages``."""
         seen, sums = self._seen, self._sums
-        kept = max(0, min(len(seen), len(messages) - self.TAIL))
+        kept = max(0, min(len(seen), len(messages)) - self.TAIL)
         if kept and seen[:kept] != messages[:kept]:  # something earlier changed: count from there
             kept = next(i for i in range(kept) if seen[i] != messages[i])
         del sums[kept + 1 :]
