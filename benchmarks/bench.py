@@ -205,20 +205,23 @@ CONTENDERS: list[tuple[str, str, Callable[[Any], None], bool]] = [
 ]
 
 
-def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float]]]:
-    """Median per-turn milliseconds of each contender, several interleaved rounds."""
-    samples: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
+def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float], list[float]]]:
+    """Per-turn milliseconds of each contender in each of several interleaved rounds: wall time, and the
+    CPU time of this process (all its threads), which a busy machine disturbs far less."""
+    wall: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
+    cpu: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
     for _ in range(rounds):
         for _, name, fn, is_async in CONTENDERS:
             sim = Simulator(conversation_script(TURNS), prompt_cache=False)
             client: Any = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
             fn(client)  # warm-up conversation (connection pool, caches)
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             for _ in range(conversations):
                 fn(client)
-            elapsed = time.perf_counter() - started
-            samples[name].append(elapsed / (conversations * TURNS) * 1000)
-    return [(group, name, samples[name]) for group, name, _, _ in CONTENDERS]
+            turns = conversations * TURNS
+            wall[name].append((time.perf_counter() - started) / turns * 1000)
+            cpu[name].append((time.process_time() - started_cpu) / turns * 1000)
+    return [(group, name, wall[name], cpu[name]) for group, name, _, _ in CONTENDERS]
 
 
 # --- many conversations, in a fresh process ---------------------------------------------------------
@@ -501,13 +504,23 @@ def main() -> None:
         f"1. Per-turn cost, {TURNS}-turn tool conversation, ms/turn: median (min–max) of {rounds} rounds "
         f"x {conversations} conversations"
     )
-    print("   vs baseline: the median over rounds of (contender / its group's baseline in the same round)")
+    print(
+        "   x baseline: the median over rounds of (contender / its group's baseline in the same round); "
+        "CPU: this process's CPU time"
+    )
     rows = per_turn(rounds, conversations)
-    baselines = {group: s for group, name, s in rows if "baseline" in name}
-    print(f"   {'contender':<66} {'ms/turn':>22} {'vs baseline':>12}")
-    for group, name, s in rows:
-        ratio = statistics.median(a / b for a, b in zip(s, baselines[group], strict=True))
-        print(f"   {name:<66} {spread(s):>22} {ratio:>11.2f}x")
+    walls = {group: w for group, name, w, _ in rows if "baseline" in name}
+    cpus = {group: c for group, name, _, c in rows if "baseline" in name}
+
+    def ratio(values: list[float], base: list[float]) -> float:
+        return statistics.median(a / b for a, b in zip(values, base, strict=True))
+
+    print(f"   {'contender':<66} {'wall ms/turn':>22} {'x baseline':>10} {'CPU ms/turn':>12} {'x baseline':>10}")
+    for group, name, w, c in rows:
+        print(
+            f"   {name:<66} {spread(w):>22} {ratio(w, walls[group]):>9.2f}x "
+            f"{statistics.median(c):>12.3f} {ratio(c, cpus[group]):>9.2f}x"
+        )
     if args.per_turn:
         return
 

@@ -70,8 +70,9 @@ class MarkCounter:
     replaces it. Checking the earlier messages is one C-level list comparison (object identity
     first); only the new messages and the last ``TAIL`` of the history counted before (where an
     extension's action edits, and where a mark goes) are walked again. A message deeper in the
-    history changed in place (never done by agentfsm) would keep its old count. ``tools`` and ``system`` are counted again only
-    when they are other objects. The result is always ``count_breakpoints(params)``.
+    history changed in place (never done by agentfsm) would keep its old count. ``tools`` and
+    ``system`` are counted again only when they are other objects. Otherwise the result is always
+    ``count_breakpoints(params)``.
     """
 
     __slots__ = ("_seen", "_static", "_static_marks", "_sums")
