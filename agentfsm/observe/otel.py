@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 import traceback
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
     from agentfsm.tools.calls import ToolCall
 
 __all__ = ["CONTENT_ENV", "instrument", "instrumented", "observer", "uninstrument"]
+
+_log = logging.getLogger(__name__)
 
 #: The environment variable OpenTelemetry's GenAI instrumentations read to record message content.
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -280,6 +283,13 @@ class SpanObserver:
     def event(
         self, name: str, level: events.Level, turn: int, state: str, timestamp: float, data: dict[str, Any]
     ) -> None:
+        """Turn one event into span work. Never raises: tracing must not break a run."""
+        try:
+            self._event(name, turn, timestamp, data)
+        except Exception:
+            _log.debug("could not record event %r on its span", name, exc_info=True)
+
+    def _event(self, name: str, turn: int, timestamp: float, data: dict[str, Any]) -> None:
         if self._tools and name not in _TOOL_EVENTS:
             self._end_tools()
         ts = _ns(timestamp)
@@ -389,8 +399,11 @@ class SpanObserver:
         span.set_status(Status(StatusCode.ERROR, message))
 
     def abort(self, error: BaseException) -> None:
-        """The conversation's code raised (or its stream was closed early): end what is open."""
-        self._end_run(error)
+        """The conversation's code raised (or its stream was closed early): end what is open. Never raises."""
+        try:
+            self._end_run(error)
+        except Exception:
+            _log.debug("could not end the spans of an aborted run", exc_info=True)
 
     # --- requests ----------------------------------------------------------------------------------
 
