@@ -555,15 +555,32 @@ def test_a_tracer_provider_must_be_one() -> None:
         Agent(client=two_turns().client(), model=MODEL, tracer_provider="jaeger")  # type: ignore[arg-type]
 
 
-def test_without_tracing_nothing_of_it_is_loaded() -> None:
+def test_without_tracing_nothing_of_it_is_loaded_and_instrument_uses_the_global_provider() -> None:
+    """In a fresh interpreter: a run loads nothing of agentfsm's tracing; then, with OpenTelemetry's
+    global provider set (which a test process can do only once), ``instrument()`` sends every agent's
+    spans there, and the SDK's own spans (on by default with a global provider) nest under them."""
     code = (
         "import sys\n"
         "from agentfsm import Agent\n"
         "from agentfsm.sim import Simulator, replies as r\n"
-        "a = Agent(client=Simulator([r.text('hi')]).client(), model='claude-haiku-4-5')\n"
-        "conv = a.start('hi'); conv.run()\n"
+        "def agent():\n"
+        "    return Agent(client=Simulator([r.text('hi')]).client(), model='claude-haiku-4-5')\n"
+        "conv = agent().start('hi'); conv.run()\n"
         "assert conv.log.observer is None\n"
         "assert 'agentfsm.observe.otel' not in sys.modules, 'otel loaded'\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "exporter = InMemorySpanExporter(); provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "from agentfsm.otel import instrument\n"
+        "instrument()\n"
+        "trace.set_tracer_provider(provider)  # after instrument(): the global provider is looked up at each run\n"
+        "agent().run('hi')\n"
+        "spans = {s.name: s for s in exporter.get_finished_spans()}\n"
+        "assert sorted(spans) == ['anthropic.messages.create', 'chat claude-haiku-4-5', 'invoke_agent Agent'], spans\n"
+        "assert spans['anthropic.messages.create'].parent.span_id == spans['chat claude-haiku-4-5'].context.span_id\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
