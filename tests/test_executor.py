@@ -662,3 +662,27 @@ def test_every_call_runs_inside_the_call_scope_in_its_own_thread(
         assert seen == f"in scope of {r.tool_use_id}"
         assert (r.tool_use_id, thread) in entered
     assert request_id.get() == "-"
+
+
+@pytest.mark.parametrize("name", ["stamp", "astamp"])
+def test_a_lone_call_in_aexecute_cannot_change_the_callers_context(name: str, executor: DefaultExecutor) -> None:
+    @tool
+    def stamp() -> str:
+        """Set a context variable."""
+        request_id.set("set-by-tool")
+        return "ok"
+
+    @tool
+    async def astamp() -> str:
+        """Set a context variable, asynchronously."""
+        request_id.set("set-by-tool")
+        return "ok"
+
+    tools = {"stamp": stamp, "astamp": astamp}
+
+    async def main() -> str:
+        request_id.set("caller")
+        await executor.aexecute([ToolCall(id="c", name=name, input={})], tools, SLACK)
+        return request_id.get()
+
+    assert asyncio.run(main()) == "caller"

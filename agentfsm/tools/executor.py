@@ -170,6 +170,10 @@ class DefaultExecutor:
                 return await _run_async(tool, kwargs, call, limit)
             return await self._await_sync(tool, kwargs, call, limit, deadline)
 
+        if len(calls) == 1 and not getattr(tools.get(calls[0].name), "is_async", False):
+            # Nothing to overlap with, and a sync call runs in the pool in its own context anyway: no task
+            # needed around it (an async call keeps its task: its own context, as the contract says).
+            return [await one(calls[0])]
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
     # --- lifecycle --------------------------------------------------------------
