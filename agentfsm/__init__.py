@@ -11,6 +11,7 @@ one folder per part of the architecture:
 * ``observe/`` — events, graphs, replay, the live view
 * ``sim/``     — the Messages API simulator the demo and the tests run on
 * ``cli/``     — the ``agentfsm`` command line; ``demo`` is its scripted demo
+* ``otel``     — ``instrument()``: OpenTelemetry spans of every run (the ``otel`` extra)
 
 Names are imported on first use, so ``import agentfsm`` (and ``agentfsm --help``)
 does not pay for the anthropic SDK until something needs it.

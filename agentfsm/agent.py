@@ -16,7 +16,7 @@ A run that reaches a ``Wait`` state returns ``final_state == "waiting"``;
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anthropic
 
@@ -32,6 +32,9 @@ from agentfsm.result import RunResult
 from agentfsm.stores.base import Store
 from agentfsm.tools.definition import Tool, tool_params
 from agentfsm.tools.executor import ToolExecutor, shared_executor
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 _UNSET: Any = object()
 _C = TypeVar("_C", anthropic.Anthropic, anthropic.AsyncAnthropic)
@@ -61,6 +64,9 @@ class Agent:
     request_params: Mapping[str, Any] = {}
     #: Beta feature names; when set, requests go through ``client.beta.messages``.
     betas: Sequence[str] = ()
+    #: OpenTelemetry spans of this agent's runs go to this provider (``agentfsm[otel]``); None follows
+    #: ``agentfsm.otel.instrument()`` (no spans unless it was called).
+    tracer_provider: TracerProvider | None = None
 
     #: States and transitions this class adds to its parent's table (see ``agentfsm.machine.table``);
     #: a state declared ``Wait("name")`` is where a run stops until it is resumed with a trigger.
@@ -91,6 +97,7 @@ class Agent:
         request_params: Mapping[str, Any] | None = None,
         betas: Sequence[str] | None = None,
         logger: Any = _UNSET,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._client: anthropic.Anthropic | anthropic.AsyncAnthropic | None = None
         self._aclient: anthropic.AsyncAnthropic | None = None
@@ -113,7 +120,12 @@ class Agent:
         if not isinstance(self.policy, Policy):
             raise ConfigurationError(f"policy must be an agentfsm.Policy, got {type(self.policy).__name__}")
         self.executor: ToolExecutor = executor if executor is not None else shared_executor()
+        # By default: the standard library logger "agentfsm", silent until the application configures logging.
         self.logger: Any = default_logger() if logger is _UNSET else logger
+        if tracer_provider is not None:
+            from agentfsm.observe.otel import check_provider
+
+            self.tracer_provider = check_provider(tracer_provider)
         self._tool_map: dict[str, Tool] = {t.name: t for t in self.tools if isinstance(t, Tool)}
         self._static_params = self._build_static_params()
         self._no_prefill: set[str] = set()

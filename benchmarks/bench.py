@@ -21,7 +21,10 @@ neighbour hurts every contender the same.
    ``messages.create`` loop (the baseline), the SDK's
    ``client.beta.messages.tool_runner(..., thread=False)``, agentfsm ``run``
    and ``arun``; then the streamed versions (``messages.stream`` loop,
-   agentfsm ``stream`` and ``astream``).
+   agentfsm ``stream`` and ``astream``). Each agentfsm driver twice: with
+   ``logger=None`` and with the default logging (the standard library logger
+   ``agentfsm``, which nothing in this process listens to, as in a program
+   that never configured logging).
 2. Many concurrent conversations (10,000 by default) through ``arun`` on one
    event loop, in a fresh subprocess: wall time, conversations per second,
    peak RSS above the process's baseline, bytes per conversation.
@@ -154,64 +157,91 @@ def sdk_runner(client: anthropic.Anthropic) -> None:
         pass
 
 
-def agent_for(client: anthropic.Anthropic | anthropic.AsyncAnthropic, *, timeout: bool = True) -> Agent:
+def agent_for(
+    client: anthropic.Anthropic | anthropic.AsyncAnthropic, *, timeout: bool = True, logs: bool = False
+) -> Agent:
+    """The agent under test; ``logs``: the default logger (else ``logger=None``)."""
     policy = Policy(max_turns=TURNS + 5) if timeout else Policy(max_turns=TURNS + 5, tool_timeout=None)
+    if logs:
+        return Agent(client=client, model=MODEL, tools=[lookup], policy=policy)
     return Agent(client=client, model=MODEL, tools=[lookup], logger=None, policy=policy)
 
 
-def fsm_run(client: anthropic.Anthropic) -> None:
-    assert agent_for(client).run("Look up twenty keys.").final_state == "done"
+def fsm_run(client: anthropic.Anthropic, *, timeout: bool = True, logs: bool = False) -> None:
+    assert agent_for(client, timeout=timeout, logs=logs).run("Look up twenty keys.").final_state == "done"
 
 
-def fsm_run_inline(client: anthropic.Anthropic) -> None:
-    assert agent_for(client, timeout=False).run("Look up twenty keys.").final_state == "done"
-
-
-def fsm_stream(client: anthropic.Anthropic) -> None:
-    for _ in agent_for(client).stream("Look up twenty keys."):
+def fsm_stream(client: anthropic.Anthropic, *, logs: bool = False) -> None:
+    for _ in agent_for(client, logs=logs).stream("Look up twenty keys."):
         pass
 
 
-def fsm_arun(client: anthropic.AsyncAnthropic) -> None:
-    assert asyncio.run(agent_for(client).arun("Look up twenty keys.")).final_state == "done"
-
-
-def fsm_astream(client: anthropic.AsyncAnthropic) -> None:
+def fsm_arun(client: anthropic.AsyncAnthropic, *, logs: bool = False) -> None:
     async def go() -> None:
-        async for _ in agent_for(client).astream("Look up twenty keys."):
+        result = await agent_for(client, logs=logs).arun("Look up twenty keys.")
+        assert result.final_state == "done"
+
+    # The coroutine returns None, as the hand-written loop's does: on the main thread, Python 3.11's
+    # asyncio.run formats the repr of its task (result included) twice on the way out (signal.getsignal
+    # builds a ValueError message from the SIGINT handler's repr), and a 20-turn RunResult's repr costs ~1.5 ms.
+    asyncio.run(go())
+
+
+def fsm_astream(client: anthropic.AsyncAnthropic, *, logs: bool = False) -> None:
+    async def go() -> None:
+        async for _ in agent_for(client, logs=logs).astream("Look up twenty keys."):
             pass
 
     asyncio.run(go())
+
+
+def _with(fn: Callable[..., None], **options: Any) -> Callable[[Any], None]:
+    return lambda client: fn(client, **options)
 
 
 CONTENDERS: list[tuple[str, str, Callable[[Any], None], bool]] = [
     # group, name, function, async client?
     ("plain", "hand-written messages.create loop (baseline)", hand_loop, False),
     ("plain", "SDK beta tool_runner(thread=False)", sdk_runner, False),
-    ("plain", "agentfsm run (tool_timeout=None: tool inline)", fsm_run_inline, False),
-    ("plain", "agentfsm run (60 s tool timeout: thread hop)", fsm_run, False),
+    ("plain", "agentfsm run, logger=None, tool_timeout=None (tool inline)", _with(fsm_run, timeout=False), False),
+    ("plain", "agentfsm run, default logging, tool_timeout=None", _with(fsm_run, timeout=False, logs=True), False),
+    ("plain", "agentfsm run, logger=None, 60 s tool timeout (thread hop)", fsm_run, False),
+    ("plain", "agentfsm run, default logging, 60 s tool timeout (all defaults)", _with(fsm_run, logs=True), False),
     ("async", "hand-written async create loop, tool in a thread (baseline)", hand_async_loop, True),
-    ("async", "agentfsm arun", fsm_arun, True),
+    ("async", "agentfsm arun, logger=None", fsm_arun, True),
+    ("async", "agentfsm arun, default logging (all defaults)", _with(fsm_arun, logs=True), True),
     ("streamed", "hand-written messages.stream loop (baseline)", hand_stream_loop, False),
-    ("streamed", "agentfsm stream", fsm_stream, False),
-    ("streamed", "agentfsm astream", fsm_astream, True),
+    ("streamed", "agentfsm stream, logger=None", fsm_stream, False),
+    ("streamed", "agentfsm stream, default logging", _with(fsm_stream, logs=True), False),
+    ("streamed", "agentfsm astream, logger=None", fsm_astream, True),
+    ("streamed", "agentfsm astream, default logging", _with(fsm_astream, logs=True), True),
 ]
 
 
-def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float]]]:
-    """Median per-turn milliseconds of each contender, several interleaved rounds."""
-    samples: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
+def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float], list[float]]]:
+    """Per-turn milliseconds of each contender's conversations: wall time, and the CPU time of this process
+    (all its threads), which a busy machine disturbs less.
+
+    Interleaved finely: in each round every contender gets a fresh simulator and client and a warm-up
+    conversation, then the contenders take turns, one conversation each, ``conversations`` times, so a
+    noisy neighbour hurts every contender alike; sample ``k`` of every contender is one conversation, run
+    within moments of the others' sample ``k``.
+    """
+    wall: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
+    cpu: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
     for _ in range(rounds):
+        clients: dict[str, Any] = {}
         for _, name, fn, is_async in CONTENDERS:
             sim = Simulator(conversation_script(TURNS), prompt_cache=False)
-            client: Any = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
-            fn(client)  # warm-up conversation (connection pool, caches)
-            started = time.perf_counter()
-            for _ in range(conversations):
-                fn(client)
-            elapsed = time.perf_counter() - started
-            samples[name].append(elapsed / (conversations * TURNS) * 1000)
-    return [(group, name, samples[name]) for group, name, _, _ in CONTENDERS]
+            clients[name] = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
+            fn(clients[name])  # warm-up conversation (connection pool, caches)
+        for _ in range(conversations):
+            for _, name, fn, _ in CONTENDERS:
+                started, started_cpu = time.perf_counter(), time.process_time()
+                fn(clients[name])
+                wall[name].append((time.perf_counter() - started) / TURNS * 1000)
+                cpu[name].append((time.process_time() - started_cpu) / TURNS * 1000)
+    return [(group, name, wall[name], cpu[name]) for group, name, _, _ in CONTENDERS]
 
 
 # --- many conversations, in a fresh process ---------------------------------------------------------
@@ -478,6 +508,8 @@ def main() -> None:
         "it measures nothing, so never quote its numbers",
     )
     parser.add_argument("--cost", action="store_true", help="only the cost table (section 4; deterministic)")
+    parser.add_argument("--per-turn", action="store_true", help="only the per-turn table (section 1)")
+    parser.add_argument("--rounds", type=int, help="rounds of section 1 (default 7; 2 with --quick)")
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.many_child:
@@ -487,6 +519,7 @@ def main() -> None:
         print_cost_table()
         return
     rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (7, 10, 10_000, 30)
+    rounds = args.rounds or rounds
 
     print(
         f"agentfsm benchmarks ({'quick: a smoke test, these numbers measure nothing' if args.quick else 'full'}; "
@@ -495,13 +528,27 @@ def main() -> None:
     )
     print(
         f"1. Per-turn cost, {TURNS}-turn tool conversation, ms/turn: median (min–max) of {rounds} rounds "
-        f"x {conversations} conversations"
+        f"x {conversations} conversations, contenders taking turns"
+    )
+    print(
+        "   x baseline: the median of (contender / its group's baseline) over the conversations run side by "
+        "side; CPU: this process's CPU time"
     )
     rows = per_turn(rounds, conversations)
-    baselines = {group: statistics.median(s) for group, name, s in rows if "baseline" in name}
-    print(f"   {'contender':<62} {'ms/turn':>22} {'vs baseline':>12}")
-    for group, name, s in rows:
-        print(f"   {name:<62} {spread(s):>22} {statistics.median(s) / baselines[group]:>11.2f}x")
+    walls = {group: w for group, name, w, _ in rows if "baseline" in name}
+    cpus = {group: c for group, name, _, c in rows if "baseline" in name}
+
+    def ratio(values: list[float], base: list[float]) -> float:
+        return statistics.median(a / b for a, b in zip(values, base, strict=True))
+
+    print(f"   {'contender':<66} {'wall ms/turn':>22} {'x baseline':>10} {'CPU ms/turn':>12} {'x baseline':>10}")
+    for group, name, w, c in rows:
+        print(
+            f"   {name:<66} {spread(w):>22} {ratio(w, walls[group]):>9.2f}x "
+            f"{statistics.median(c):>12.3f} {ratio(c, cpus[group]):>9.2f}x"
+        )
+    if args.per_turn:
+        return
 
     print(f"\n2. {n:,} concurrent conversations (2 turns each) through arun, one event loop, fresh process")
     m = many(n)

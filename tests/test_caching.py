@@ -22,7 +22,7 @@ from agentfsm import Agent, Policy, RunResult, tool
 from agentfsm.machine.streaming import ResultEvent
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
-from agentfsm.wire.caching import BREAKPOINT, count_breakpoints, prefill_pieces, unmarked
+from agentfsm.wire.caching import BREAKPOINT, MarkCounter, count_breakpoints, prefill_pieces, unmarked, with_breakpoint
 
 MODEL = "claude-haiku-4-5"
 LONG_SYSTEM = "You are a meticulous assistant. Follow the house style guide to the letter. " * 120  # 2,280 tokens
@@ -301,3 +301,57 @@ def test_the_configuration_guide_s_cost_table_is_what_the_benchmark_prints() -> 
     assert out.stdout.rstrip("\n") == block.group(1), (
         f"{page.relative_to(root)}'s cost table is out of date: rerun {command}"
     )
+
+
+# --- the incremental count -------------------------------------------------------------------------
+
+
+def test_the_incremental_count_always_equals_a_full_count_and_so_does_the_placement() -> None:
+    """A conversation's MarkCounter walks each message once; whatever happens to the history (turns
+    appended, replies dropped, a compaction replacing its start, an action editing the tail in place,
+    tools and system swapped), its count and the mark placed are those of a full walk."""
+    import random
+
+    rng = random.Random(13)
+    mark = {"type": "ephemeral"}
+
+    def message(i: int) -> dict[str, Any]:
+        role = "user" if i % 2 == 0 else "assistant"
+        if rng.random() < 0.3:
+            return {"role": role, "content": f"text {i}"}
+        content: list[dict[str, Any]] = [{"type": "text", "text": f"block {i}.{k}"} for k in range(rng.randint(1, 3))]
+        if rng.random() < 0.08:
+            content[-1] = {**content[-1], "cache_control": dict(mark)}
+        return {"role": role, "content": content}
+
+    counter = MarkCounter()
+    messages: list[dict[str, Any]] = [message(0)]
+    tools: list[dict[str, Any]] = [{"name": "t", "input_schema": {"type": "object"}}]
+    system: Any = "plain"
+    for step in range(600):
+        roll = rng.random()
+        if roll < 0.55:
+            messages.append(message(len(messages)))
+        elif roll < 0.65 and len(messages) > 2:
+            messages.pop()  # a reply discarded
+        elif roll < 0.7 and len(messages) > 4:
+            messages[: rng.randint(1, len(messages) - 2)] = [message(0)]  # a compaction replaces the start
+        elif roll < 0.8 and isinstance(messages[-1]["content"], list):
+            messages[-1]["content"].append({"type": "text", "text": "edited", "cache_control": dict(mark)})  # in place
+            messages.append(message(len(messages)))  # and a turn appended after the edit
+            messages.append(message(len(messages)))
+        elif roll < 0.85 and len(messages) > 3:
+            k = rng.randrange(len(messages) - 2)
+            messages[k] = message(k)  # an earlier message replaced by another object
+        elif roll < 0.9:
+            tools = [*tools, {"name": f"t{step}", "input_schema": {"type": "object"}, "cache_control": dict(mark)}]
+        elif roll < 0.95:
+            system = [{"type": "text", "text": "s", "cache_control": dict(mark)}] if rng.random() < 0.5 else "plain"
+        if messages[0]["role"] != "user":
+            messages.insert(0, message(0))
+        params = {"model": MODEL, "max_tokens": 100, "messages": list(messages), "tools": tools, "system": system}
+        assert counter.count(params) == count_breakpoints(params), step
+        prefill = messages[-1]["role"] == "assistant"
+        assert with_breakpoint(params, prefill=prefill, max_tokens=100, counter=counter) == with_breakpoint(
+            params, prefill=prefill, max_tokens=100
+        )

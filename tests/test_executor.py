@@ -581,3 +581,108 @@ def test_close_then_reuse_and_context_manager() -> None:
 def test_max_workers_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="max_workers"):
         DefaultExecutor(max_workers=0)
+
+
+# --- no timeout: one call inline -----------------------------------------------------------------
+
+
+def test_without_a_timeout_the_last_sync_call_runs_inline_and_the_batch_still_overlaps(
+    executor: DefaultExecutor,
+) -> None:
+    barrier = threading.Barrier(3, timeout=SLACK)
+
+    @tool
+    def meet(label: str) -> str:
+        """Wait for the others, then say where it ran."""
+        barrier.wait()
+        return threading.current_thread().name
+
+    calls = [ToolCall(id=f"c{i}", name="meet", input={"label": str(i)}) for i in range(3)]
+    results = executor.execute(calls, {"meet": meet}, float("inf"))
+    assert not barrier.broken  # all three at once: the inline call did not serialise the batch
+    threads = [str(r.content) for r in results]
+    assert threads[2] == threading.current_thread().name
+    assert all(t.startswith("agentfsm-tool") for t in threads[:2])
+
+
+def test_without_a_timeout_an_async_call_stays_in_the_pool(executor: DefaultExecutor) -> None:
+    (result,) = executor.execute([call("awhoami")], TOOLS, float("inf"))
+    assert str(result.content).startswith("agentfsm-tool")
+
+
+def test_with_a_timeout_no_call_runs_in_the_callers_thread(executor: DefaultExecutor) -> None:
+    (result,) = executor.execute([call("whoami")], TOOLS, 60.0)
+    assert str(result.content).startswith("agentfsm-tool")
+
+
+def test_an_inline_call_runs_in_a_copy_of_the_callers_context(executor: DefaultExecutor) -> None:
+    @tool
+    def stamp() -> str:
+        """Read the caller's value, then set another."""
+        seen = request_id.get()
+        request_id.set("set-by-tool")
+        return seen
+
+    request_id.set("req-9")
+    try:
+        (result,) = executor.execute([call("stamp")], {"stamp": stamp}, float("inf"))
+        assert result.content == "req-9"
+        assert request_id.get() == "req-9"  # the tool's own change stayed in its copy
+    finally:
+        request_id.set("-")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("timeout", [5.0, float("inf")], ids=["timeout", "no-timeout"])
+def test_every_call_runs_inside_the_call_scope_in_its_own_thread(
+    driver: Driver, timeout: float, executor: DefaultExecutor
+) -> None:
+    """``call_scope`` (what tracing sets) wraps each call where it runs, whatever runs it."""
+    from contextlib import contextmanager
+
+    from agentfsm.tools.executor import call_scope
+
+    entered: list[tuple[str, str]] = []
+
+    @contextmanager
+    def scope(c: ToolCall) -> Iterator[None]:
+        entered.append((c.id, threading.current_thread().name))
+        request_id.set(f"in scope of {c.id}")  # seen by the call, not by the caller
+        yield
+
+    calls = [call("whoami", "w1"), call("awhoami", "a1"), call("whoami", "w2"), call("add", "x", a=1, b="no")]
+    token = call_scope.set(scope)
+    try:
+        results = driver(executor, calls, timeout)
+    finally:
+        call_scope.reset(token)
+    assert sorted(c for c, _ in entered) == ["a1", "w1", "w2"]  # the invalid call never ran
+    for r in results[:3]:
+        thread, seen = str(r.content).split("|")
+        assert seen == f"in scope of {r.tool_use_id}"
+        assert (r.tool_use_id, thread) in entered
+    assert request_id.get() == "-"
+
+
+@pytest.mark.parametrize("name", ["stamp", "astamp"])
+def test_a_lone_call_in_aexecute_cannot_change_the_callers_context(name: str, executor: DefaultExecutor) -> None:
+    @tool
+    def stamp() -> str:
+        """Set a context variable."""
+        request_id.set("set-by-tool")
+        return "ok"
+
+    @tool
+    async def astamp() -> str:
+        """Set a context variable, asynchronously."""
+        request_id.set("set-by-tool")
+        return "ok"
+
+    tools = {"stamp": stamp, "astamp": astamp}
+
+    async def main() -> str:
+        request_id.set("caller")
+        await executor.aexecute([ToolCall(id="c", name=name, input={})], tools, SLACK)
+        return request_id.get()
+
+    assert asyncio.run(main()) == "caller"

@@ -330,3 +330,38 @@ def test_a_simulator_without_the_cache_model_still_checks_the_marks() -> None:
         assert billed(send(sim, system=system())) == (0, 0, SYSTEM_TOKENS + 1)
     blocks = [{"type": "text", "text": f"part {i}", "cache_control": CC} for i in range(5)]
     assert rejected(sim, system=blocks).endswith("Found 5.")
+
+
+def test_marks_are_not_counted_as_input_tokens_and_the_body_is_not_copied_to_leave_them_out() -> None:
+    mark = {"type": "ephemeral"}
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 10,
+        "cache_control": mark,
+        "tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": mark}],
+        "system": [{"type": "text", "text": "sys", "cache_control": mark}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "document", "source": {"type": "text", "data": "d"}, "cache_control": mark}],
+            },
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "a", "name": "t", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "a",
+                        "content": [
+                            {"type": "search_result", "source": "s", "title": "t", "content": [], "cache_control": mark}
+                        ],
+                        "cache_control": mark,
+                    }
+                ],
+            },
+        ],
+    }
+    before = repr(body)
+    assert count_input_tokens(body, unmarked=True) == count_input_tokens(without_cache_control(body))
+    assert count_input_tokens(body, unmarked=True) < count_input_tokens(body)
+    assert repr(body) == before

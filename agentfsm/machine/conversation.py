@@ -18,6 +18,7 @@ returned ``Wait``, it is ``waiting`` (saved, holding no lease) until ``decide``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -27,7 +28,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
 from agentfsm.errors import (
@@ -53,7 +54,7 @@ from agentfsm.machine.table import (
     Transition,
     Wait,
 )
-from agentfsm.observe.events import EventLog, Level
+from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.observe.redaction import redact
 from agentfsm.result import RunError, RunResult, TraceStep, Usage, billed_usage
 from agentfsm.stores.base import Counters, Snapshot, Store
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"]
 
 _ASK: Any = object()  # plan(): no choice given, ask the hook
+_NO_SCOPE = contextlib.nullcontext()  # no tracing: stepping needs no scope
 
 
 class ToolResults(list[ToolResult]):
@@ -120,6 +122,7 @@ class Conversation:
         "_elapsed_before",
         "_kept_reply",
         "_leased",
+        "_marks",
         "_messages",
         "_outbox",
         "_performed",
@@ -230,7 +233,7 @@ class Conversation:
         self.usage = Usage()
         self.cost_usd: float | None = 0.0  # None once a reply's model has no known price
         self.trace: list[TraceStep] = []
-        self.log = EventLog(self.id, agent.logger, agent.secrets())
+        self.log = EventLog(self.id, agent.logger, agent.secrets(), observer_for(self))
         self._started = time.perf_counter()
         self._elapsed_before = 0.0  # wall time spent in earlier processes (a resumed conversation)
         # Persistence: the store, the results committed for the tool calls being answered, and the
@@ -243,6 +246,7 @@ class Conversation:
         # Who holds the lease: host and pid let a store see that a crashed holder is gone.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self.revision = 0  # saves so far, stored with each snapshot
+        self._marks = caching.MarkCounter()  # the caller's cache marks in the history, counted once per message
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
@@ -498,31 +502,43 @@ class Conversation:
 
     # --- stepping: each method hands the conversation to its driver (agentfsm.machine.drivers) -------
 
+    # With tracing on (``agentfsm.otel``), each runs inside its observer's scope: a stream step by step.
+
     def step(self) -> TraceStep | None:
         """Advance exactly one transition (doing its I/O); None once the run is finished or waiting."""
-        return drivers.step(self)
+        with self._scope():
+            return drivers.step(self)
 
     def run(self) -> RunResult:
         """Step until a final state and return the result. Bounded: every loop is counted by the policy."""
-        return drivers.run(self)
+        with self._scope():
+            return drivers.run(self)
 
     def stream(self) -> Iterator[StreamEvent]:
         """Run to a final state over streamed requests, yielding text, transitions and tool calls as they
         happen; the last event is a ``ResultEvent``."""
-        return drivers.stream(self)
+        obs = self.log.observer
+        return drivers.stream(self) if obs is None else observed(drivers.stream(self), obs)
 
     async def astep(self) -> TraceStep | None:
         """``step`` for an ``AsyncAnthropic`` client."""
-        return await drivers.astep(self)
+        with self._scope():
+            return await drivers.astep(self)
 
     async def arun(self) -> RunResult:
         """``run`` for an ``AsyncAnthropic`` client. Cancelling it leaves the conversation consistent:
         history only changes inside a transition, never across an ``await``."""
-        return await drivers.arun(self)
+        with self._scope():
+            return await drivers.arun(self)
 
     def astream(self) -> AsyncIterator[StreamEvent]:
         """``stream`` for an ``AsyncAnthropic`` client."""
-        return drivers.astream(self)
+        obs = self.log.observer
+        return drivers.astream(self) if obs is None else aobserved(drivers.astream(self), obs)
+
+    def _scope(self) -> AbstractContextManager[object]:
+        obs = self.log.observer
+        return _NO_SCOPE if obs is None else obs.scope()
 
     # --- the parts of a step the drivers share ------------------------------------------------
 
@@ -653,7 +669,7 @@ class Conversation:
         if self.policy.prompt_caching and sent_before > 0:
             # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.wire.caching).
             prefill = self.pending_kind in ("prefill", "caller_prefill")
-            params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens)
+            params = caching.with_breakpoint(params, prefill=prefill, max_tokens=self.max_tokens, counter=self._marks)
         return serverside.shape_request(self, params)
 
     def _wire_messages(self) -> list[Message]:

@@ -226,6 +226,7 @@ class Table:
 
     def _build_machine(self) -> Any:
         machine = Machine(
+            name="agentfsm",  # its log lines say so; agentfsm.observe.events drops their chatter
             model=None,
             states=list(self.states),
             initial=REQUESTING,

@@ -1,26 +1,42 @@
 """Structured events: every step of a run, as data.
 
-Each event is emitted twice: to structlog (so applications route, filter and
-render it with their own processors) and onto the run's ``RunResult.events``
-as an ``Event`` model (so tests and tools can assert on it). Event names are
-a stable public interface: they are listed in ``EVENT_NAMES`` and in
+Each event goes up to three ways:
+
+* onto the run's ``RunResult.events``, always (an ``Event`` model when read), so tests and tools
+  can assert on it;
+* to a logger. By default that is the standard library logger ``agentfsm`` (structlog bound to
+  ``logging``): silent until the application configures ``logging`` (a ``NullHandler`` keeps
+  warnings from reaching Python's last-resort handler), and cheap while silent — the level is
+  checked before anything is built. Once the application configures structlog, its
+  configuration takes over. ``Agent(logger=...)`` takes any structlog logger; ``None`` turns
+  logging off;
+* to an ``Observer``, when tracing is on (``agentfsm.otel``): the one seam OpenTelemetry spans
+  hang on.
+
+Event names are a stable public interface: they are listed in ``EVENT_NAMES`` and in
 docs/08-seeing-a-run.md, and a test keeps the two in step.
 
-Secrets never leave this module: every value is scrubbed of the client's API
-key and anything shaped like an Anthropic key (``agentfsm.observe.redaction``)
-before it is recorded or logged.
+Secrets never leave this module: every value is scrubbed of the client's API key and anything
+shaped like an Anthropic key (``agentfsm.observe.redaction``) before it is recorded, logged or
+observed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict
 
 from agentfsm.observe.redaction import redact
+
+if TYPE_CHECKING:
+    from agentfsm.machine.conversation import Conversation
 
 Level = Literal["debug", "info", "warning", "error"]
 
@@ -95,16 +111,255 @@ def materialise(conversation_id: str, raw: Iterable[RawEvent]) -> list[Event]:
     ]
 
 
+# --- where events go ----------------------------------------------------------------------------------
+
+#: The standard library logger agentfsm's events go to by default.
+LOGGER_NAME = "agentfsm"
+#: The name agentfsm's state machines carry (``transitions`` prefixes its log lines with it).
+MACHINE_NAME = "agentfsm"
+
+_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_stdlib = logging.getLogger(LOGGER_NAME)
+# A library is quiet until the application says otherwise: without a handler of its own, a warning
+# would reach Python's last-resort handler (stderr) in a program that never configured logging.
+_stdlib.addHandler(logging.NullHandler())
+
+
+class _QuietMachines(logging.Filter):
+    """Drops ``transitions``' debug and info lines about agentfsm's own machines (several per
+    transition: "Finished processing state requesting exit callbacks."); agentfsm says the same once,
+    as its ``transition`` event. Lines about the application's own machines pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return record.levelno >= logging.WARNING or not (
+            isinstance(args, tuple) and args and args[0] == f"{MACHINE_NAME}: "
+        )
+
+
+logging.getLogger("transitions.core").addFilter(_QuietMachines())
+
+
+class EventMessage(dict[str, Any]):
+    """One event as the ``msg`` of a standard library log record.
+
+    It is the event dict, flat (``event``, ``level``, ``conversation_id``, ``turn``, ``state``,
+    ``timestamp``, then the event's fields: the form ``agentfsm replay`` reads), so structlog's
+    ``ProcessorFormatter`` renders it like one of its own events (as JSON, say); any other
+    formatter gets one line of text from ``str()``:
+    ``transition conversation_id=conv_1 turn=1 state=tool_use source=requesting dest=tool_use ...``.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        parts = [str(self.get("event"))]
+        for key, value in self.items():
+            if key not in ("event", "level", "timestamp"):
+                parts.append(f"{key}={_logfmt(value)}")
+        return " ".join(parts)
+
+
+def _logfmt(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c in value for c in ' ="\\\n'):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class StdlibLogger:
+    """agentfsm's default logger: its events as records of the standard library logger ``agentfsm``.
+
+    Nothing is built unless ``logging.getLogger("agentfsm").isEnabledFor(level)`` (which the
+    standard library caches per level and clears on ``setLevel``); the record's ``msg`` is an
+    ``EventMessage``, with the two extras structlog's ``ProcessorFormatter.wrap_for_formatter``
+    sets, so a ``ProcessorFormatter`` on any handler renders it as structured data. Once the
+    application configures structlog (``structlog.configure``), events go to
+    ``structlog.get_logger("agentfsm")`` instead: the application's chain decides.
+
+    Also usable as a structlog-style logger (``.info(event, **fields)``).
+    """
+
+    __slots__ = ()
+
+    def enabled(self, level: Level) -> bool:
+        """Whether an event of ``level`` goes anywhere (always, once structlog is configured)."""
+        return structlog.is_configured() or _stdlib.isEnabledFor(_LEVELS[level])
+
+    def event(
+        self,
+        level: Level,
+        name: str,
+        conversation_id: str,
+        turn: int,
+        state: str,
+        timestamp: float,
+        data: dict[str, Any],
+    ) -> None:
+        """Log one event; the cheap path of ``EventLog.emit``."""
+        if structlog.is_configured():
+            getattr(_structlog_logger, level)(name, conversation_id=conversation_id, turn=turn, state=state, **data)
+            return
+        number = _LEVELS[level]
+        if not _stdlib.isEnabledFor(number):
+            return
+        message = EventMessage(
+            event=name, level=level, conversation_id=conversation_id, turn=turn, state=state, timestamp=timestamp
+        )
+        message.update(data)
+        _stdlib.log(number, message, extra={"_logger": _stdlib, "_name": level})
+
+    def _log(self, level: Level, event: str, fields: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            getattr(_structlog_logger, level)(event, **fields)
+        elif _stdlib.isEnabledFor(_LEVELS[level]):
+            message = EventMessage(event=event, level=level, timestamp=time.time())
+            message.update(fields)
+            _stdlib.log(_LEVELS[level], message, extra={"_logger": _stdlib, "_name": level})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, fields)
+
+    def __repr__(self) -> str:
+        return f"<StdlibLogger {LOGGER_NAME!r}>"
+
+
+#: structlog's lazy proxy: it reads the configuration current at each call.
+_structlog_logger: Any = structlog.get_logger(LOGGER_NAME)
+_DEFAULT_LOGGER = StdlibLogger()
+
+
+def default_logger() -> StdlibLogger:
+    """The logger agentfsm writes to unless an Agent is given another (or None)."""
+    return _DEFAULT_LOGGER
+
+
+# --- the observer seam: tracing ---------------------------------------------------------------------
+
+
+class Observer(Protocol):
+    """Watches one conversation's events; what ``agentfsm.otel`` hangs its spans on.
+
+    ``event`` is called for every event, after it is recorded and logged, with its redacted data.
+    ``scope()`` is entered around the conversation's code each time it runs (a whole ``run``, each
+    step of a stream): there the observer may make its spans current, and the scope restores the
+    caller's context on the way out. ``abort`` is called when the conversation's code raised (or a
+    stream was closed before its end).
+    """
+
+    def event(self, name: str, level: Level, turn: int, state: str, timestamp: float, data: dict[str, Any]) -> None: ...
+
+    def scope(self) -> AbstractContextManager[Any]: ...
+
+    def abort(self, error: BaseException) -> None: ...
+
+
+#: Makes the observer of a new conversation, once tracing is switched on for every agent
+#: (``agentfsm.otel.instrument``); None (the default) costs nothing.
+_global_observer: Callable[[Conversation], Observer | None] | None = None
+
+
+def set_global_observer(factory: Callable[[Conversation], Observer | None] | None) -> None:
+    """Switch tracing on (a factory) or off (None) for every agent without a tracer provider of its own."""
+    global _global_observer
+    _global_observer = factory
+
+
+def observer_for(conv: Conversation) -> Observer | None:
+    """The observer of a new conversation: its agent's tracer provider's, else the global one, else None."""
+    provider = getattr(conv.agent, "tracer_provider", None)
+    if provider is not None:
+        from agentfsm.observe.otel import observer
+
+        return observer(conv, provider)
+    factory = _global_observer
+    return None if factory is None else factory(conv)
+
+
+_T = TypeVar("_T")
+
+
+def observed(gen: Iterator[_T], obs: Observer) -> Iterator[_T]:
+    """A stream whose every step runs inside ``obs.scope()``, and nothing outside it.
+
+    The caller's code between two items keeps its own context, so a span made current for a
+    request is never current in the caller's loop body, and two streams interleaved in one thread
+    never see each other's spans.
+    """
+    finished = False
+    try:
+        while True:
+            with obs.scope():
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    finished = True
+                    return
+            yield item
+    finally:
+        if not finished:  # closed early (or failed): close the run's generator inside its scope too
+            closer = getattr(gen, "close", None)
+            if closer is not None:
+                with obs.scope():
+                    closer()
+            obs.abort(GeneratorExit())
+
+
+async def aobserved(gen: AsyncIterator[_T], obs: Observer) -> AsyncIterator[_T]:
+    """``observed`` for an async stream: each step awaited inside ``obs.scope()``."""
+    finished = False
+    try:
+        while True:
+            with obs.scope():
+                try:
+                    item = await anext(gen)
+                except StopAsyncIteration:
+                    finished = True
+                    return
+            yield item
+    finally:
+        if not finished:
+            closer = getattr(gen, "aclose", None)
+            if closer is not None:
+                with obs.scope():
+                    await closer()
+            obs.abort(GeneratorExit())
+
+
+# --- one conversation's events ------------------------------------------------------------------------
+
+
 class EventLog:
     """Emits the events of one conversation and keeps them for its result."""
 
-    __slots__ = ("_logger", "_secrets", "conversation_id", "raw")
+    __slots__ = ("_logger", "_secrets", "_stdlib", "conversation_id", "observer", "raw")
 
-    def __init__(self, conversation_id: str, logger: Any | None, secrets: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        conversation_id: str,
+        logger: Any | None,
+        secrets: Iterable[str] = (),
+        observer: Observer | None = None,
+    ) -> None:
         self.conversation_id = conversation_id
         self.raw: list[RawEvent] = []
         self._secrets = tuple(s for s in secrets if s)
         self._logger = logger
+        self._stdlib = logger if isinstance(logger, StdlibLogger) else None
+        self.observer = observer
 
     @property
     def events(self) -> list[Event]:
@@ -112,16 +367,16 @@ class EventLog:
         return materialise(self.conversation_id, self.raw)
 
     def emit(self, name: str, *, turn: int, state: str, level: Level = "info", **data: Any) -> dict[str, Any]:
-        """Record and log one event; return its (redacted) data."""
+        """Record, log and observe one event; return its (redacted) data."""
         if name not in EVENT_NAMES:
             raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.observe.events.EVENT_NAMES")
         clean: dict[str, Any] = redact(data, self._secrets)
-        self.raw.append((name, level, turn, state, time.time(), clean))
-        if self._logger is not None:
+        timestamp = time.time()
+        self.raw.append((name, level, turn, state, timestamp, clean))
+        if self._stdlib is not None:
+            self._stdlib.event(level, name, self.conversation_id, turn, state, timestamp, clean)
+        elif self._logger is not None:
             getattr(self._logger, level)(name, conversation_id=self.conversation_id, turn=turn, state=state, **clean)
+        if self.observer is not None:
+            self.observer.event(name, level, turn, state, timestamp, clean)
         return clean
-
-
-def default_logger() -> Any:
-    """The structlog logger agentfsm writes to unless an Agent is given another (or None)."""
-    return structlog.get_logger("agentfsm")

@@ -29,8 +29,19 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def block_text(block: Mapping[str, Any]) -> str:
-    """The text a content block contributes to a token count, by block type."""
+def _unmarked(value: Any) -> Any:
+    """``value`` without ``cache_control`` keys (in its ``content`` blocks too): marks are not tokens."""
+    if not isinstance(value, Mapping):
+        return value
+    out = {k: v for k, v in value.items() if k != "cache_control"}
+    if isinstance(out.get("content"), list):
+        out["content"] = [_unmarked(b) for b in out["content"]]
+    return out
+
+
+def block_text(block: Mapping[str, Any], *, unmarked: bool = False) -> str:
+    """The text a content block contributes to a token count, by block type (``unmarked``: any
+    ``cache_control`` in it left out)."""
     kind = block.get("type")
     if kind == "text":
         return str(block.get("text", ""))
@@ -41,16 +52,16 @@ def block_text(block: Mapping[str, Any]) -> str:
     if kind in ("tool_use", "server_tool_use", "mcp_tool_use"):
         return str(block.get("name", "")) + _dumps(block.get("input", {}))
     if kind == "tool_result":
-        return content_text(block.get("content", ""))
-    return _dumps(dict(block))
+        return content_text(block.get("content", ""), unmarked=unmarked)
+    return _dumps(_unmarked(block) if unmarked else dict(block))
 
 
-def content_text(content: object) -> str:
+def content_text(content: object, *, unmarked: bool = False) -> str:
     """Message content (a string or a list of blocks) flattened to countable text."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(block_text(b) if isinstance(b, Mapping) else _dumps(b) for b in content)
+        return "".join(block_text(b, unmarked=unmarked) if isinstance(b, Mapping) else _dumps(b) for b in content)
     return _dumps(content)
 
 
@@ -58,18 +69,22 @@ def _sum(pieces: Iterable[str]) -> int:
     return sum(count_tokens(p) for p in pieces)
 
 
-def count_input_tokens(body: Mapping[str, Any]) -> int:
-    """Input tokens of a request body: system prompt, every message's content and the tool definitions."""
+def count_input_tokens(body: Mapping[str, Any], *, unmarked: bool = False) -> int:
+    """Input tokens of a request body: system prompt, every message's content and the tool definitions.
+
+    ``unmarked``: count as if every ``cache_control`` were left out (what the API bills), without
+    copying the body first: only the parts whose count a mark changes are copied.
+    """
     pieces: list[str] = []
     system = body.get("system")
     if system is not None:
-        pieces.append(content_text(system))
+        pieces.append(content_text(system, unmarked=unmarked))
     messages = body.get("messages")
     if isinstance(messages, list):
-        pieces.extend(content_text(m.get("content", "")) for m in messages if isinstance(m, Mapping))
+        pieces.extend(content_text(m.get("content", ""), unmarked=unmarked) for m in messages if isinstance(m, Mapping))
     tools = body.get("tools")
     if tools:
-        pieces.append(_dumps(tools))
+        pieces.append(_dumps([_unmarked(t) for t in tools] if unmarked and isinstance(tools, list) else tools))
     return max(1, _sum(pieces))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentfsm.sim import serverside, sse
-from agentfsm.sim.caching import CacheUsage, without_cache_control
+from agentfsm.sim.caching import CacheUsage
 from agentfsm.sim.model import ScriptedReply, SimRequest
 from agentfsm.sim.tokens import count_input_tokens, count_output_tokens
 
@@ -80,7 +80,7 @@ def compute_usage(
     if limit is not None:
         output = limit if reply.stop_reason == "max_tokens" else min(output, limit)
     usage: dict[str, Any] = {
-        "input_tokens": max(0, count_input_tokens(without_cache_control(request.body)) - cached.read - cached.write),
+        "input_tokens": max(0, count_input_tokens(request.body, unmarked=True) - cached.read - cached.write),
         "cache_creation_input_tokens": cached.write,
         "cache_read_input_tokens": cached.read,
         "cache_creation": {"ephemeral_5m_input_tokens": cached.write_5m, "ephemeral_1h_input_tokens": cached.write_1h},

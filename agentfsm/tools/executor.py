@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,7 +30,17 @@ from agentfsm.errors import (
 from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result
 from agentfsm.tools.definition import Tool
 
-__all__ = ["DefaultExecutor", "ToolExecutor", "shared_executor"]
+__all__ = ["DefaultExecutor", "ToolExecutor", "call_scope", "shared_executor"]
+
+#: One call ready to run: its index in the batch, its tool, the call, and the job that runs it.
+_Job = tuple[int, Tool, ToolCall, Callable[[], ToolResult]]
+
+#: Set while a traced conversation runs (``agentfsm.otel``): given a call as it starts, in the context
+#: it runs in, returns the context manager the call runs inside (its span, made current, so spans the
+#: tool makes are its children). An executor of your own may honour it the same way; None: nothing.
+call_scope: contextvars.ContextVar[Callable[[ToolCall], AbstractContextManager[Any]] | None] = contextvars.ContextVar(
+    "agentfsm_call_scope", default=None
+)
 
 
 @runtime_checkable
@@ -78,9 +89,14 @@ class DefaultExecutor:
     on the caller's loop. Each call runs in a copy of the caller's
     ``contextvars`` context, so structlog context variables reach tool code.
 
-    **No timeout** (``math.inf``, what ``Policy(tool_timeout=None)`` passes): a
-    batch of one sync call runs inline in the calling thread, saving the thread
-    hop (~50 µs); batches of several calls still run concurrently in the pool.
+    **No timeout** (``math.inf``, what ``Policy(tool_timeout=None)`` passes): no
+    timeout can fire, so in :meth:`execute` one call of the batch (the last sync
+    one) runs inline in the calling thread, in its own copy of the context, while
+    the others run in the pool: a lone sync call never pays the thread hop
+    (20–500 µs, more on a busy machine). With a
+    timeout every call runs in the pool, since a call running in the caller's
+    thread could not be given up on. :meth:`aexecute` always runs sync tools in
+    the pool: they must not block the event loop.
 
     **Timeouts.** An async tool that times out is cancelled. A sync tool cannot
     be stopped: its result is reported as a :class:`ToolTimeoutError` and the
@@ -111,7 +127,7 @@ class DefaultExecutor:
         started = time.monotonic()
         deadline = None if limit is None else started + limit
         results: list[ToolResult | None] = [None] * len(calls)
-        jobs: list[tuple[int, Tool, ToolCall, Callable[[], ToolResult]]] = []
+        jobs: list[_Job] = []
         for i, call in enumerate(calls):
             prepared = _prepare(call, tools)
             if isinstance(prepared, ToolResult):
@@ -123,13 +139,15 @@ class DefaultExecutor:
             else:
                 job = _bind(_run_sync, tool, kwargs, call, limit, deadline)
             jobs.append((i, tool, call, job))
-        if len(jobs) == 1 and limit is None and not jobs[0][1].is_async:
-            # No timeout to enforce and nothing to overlap with: run it here, without a thread hop.
-            i, _, _, job = jobs[0]
-            results[i] = job()
-        elif jobs:
-            pool, futures = self._submit([job for *_, job in jobs])
-            for (i, tool, call, _), fut in zip(jobs, futures, strict=True):
+        # No timeout can fire: one call runs here, without a thread hop, while the others run in the pool.
+        inline = _inline_job(jobs) if limit is None else None
+        pooled = [j for j in jobs if j is not inline]
+        if pooled:
+            pool, futures = self._submit([job for *_, job in pooled])
+        if inline is not None:
+            results[inline[0]] = contextvars.copy_context().run(inline[3])
+        if pooled:
+            for (i, tool, call, _), fut in zip(pooled, futures, strict=True):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     results[i] = fut.result(timeout=remaining)
@@ -152,6 +170,10 @@ class DefaultExecutor:
                 return await _run_async(tool, kwargs, call, limit)
             return await self._await_sync(tool, kwargs, call, limit, deadline)
 
+        if len(calls) == 1 and not getattr(tools.get(calls[0].name), "is_async", False):
+            # Nothing to overlap with, and a sync call runs in the pool in its own context anyway: no task
+            # needed around it (an async call keeps its task: its own context, as the contract says).
+            return [await one(calls[0])]
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
     # --- lifecycle --------------------------------------------------------------
@@ -230,6 +252,15 @@ class DefaultExecutor:
 # --- what runs for one call --------------------------------------------------------
 
 
+def _inline_job(jobs: Sequence[_Job]) -> _Job | None:
+    """The job to run in the calling thread when no timeout can fire: the last sync one. (An async
+    one stays in the pool: its private event loop must not become this thread's.)"""
+    for job in reversed(jobs):
+        if not job[1].is_async:
+            return job
+    return None
+
+
 _SHARED: DefaultExecutor | None = None
 _SHARED_LOCK = threading.Lock()
 
@@ -270,7 +301,17 @@ def _prepare(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult | tuple[To
 def _run_sync(
     tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None, deadline: float | None
 ) -> ToolResult:
-    """Call a sync tool (in a pool thread). Raises only non-Exception BaseExceptions."""
+    """Call a sync tool (in a pool thread, or inline). Raises only non-Exception BaseExceptions."""
+    scope = call_scope.get()
+    if scope is None:
+        return _call_sync(tool, kwargs, call, limit, deadline)
+    with scope(call):
+        return _call_sync(tool, kwargs, call, limit, deadline)
+
+
+def _call_sync(
+    tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None, deadline: float | None
+) -> ToolResult:
     t0 = time.perf_counter()
     if deadline is not None and time.monotonic() >= deadline:  # queued past its deadline: never start it
         result = error_result(call, ToolTimeoutError(tool.name, limit or 0.0))
@@ -308,6 +349,16 @@ async def _run_async(
     reported: float | None = None,
 ) -> ToolResult:
     """Await an async tool, cancelling it after ``limit`` s. Cancellation of the caller propagates."""
+    scope = call_scope.get()
+    if scope is None:
+        return await _call_async(tool, kwargs, call, limit, reported)
+    with scope(call):
+        return await _call_async(tool, kwargs, call, limit, reported)
+
+
+async def _call_async(
+    tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None, reported: float | None
+) -> ToolResult:
     t0 = time.perf_counter()
     scope = asyncio.timeout(limit)
     try:

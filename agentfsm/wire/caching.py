@@ -22,6 +22,10 @@ Only the wire copy is marked; the stored history never holds agentfsm's marks. A
 more than ``MAX_BREAKPOINTS`` marks, the caller's own (``system``, ``tools``, messages, a top-level
 ``cache_control``) counted first; when the caller uses automatic caching (a top-level
 ``cache_control``), agentfsm adds none.
+
+Counting the caller's marks would walk the whole history on every turn; a conversation keeps a
+``MarkCounter`` instead, which walks each message once (see its docstring), so the pass costs about
+the same on the 200th turn as on the second.
 """
 
 from __future__ import annotations
@@ -56,6 +60,54 @@ MARKABLE_TYPES = frozenset(
 )
 #: The smallest piece a prefill is cut into, whatever ``max_tokens`` is.
 MIN_PIECE_CHARS = 64
+
+
+class MarkCounter:
+    """The marks in a request body, counted incrementally along one conversation.
+
+    A message counted before is not walked again while it is still there (the same object, or an
+    equal one, at the same place): agentfsm never changes a message of the history in place, it
+    replaces it. Checking the earlier messages is one C-level list comparison (object identity
+    first); only the new messages and the last ``TAIL`` of the history counted before (where an
+    extension's action edits, and where a mark goes) are walked again. A message deeper in the
+    history changed in place (never done by agentfsm) would keep its old count. ``tools`` and
+    ``system`` are counted again only when they are other objects. Otherwise the result is always
+    ``count_breakpoints(params)``.
+    """
+
+    __slots__ = ("_seen", "_static", "_static_marks", "_sums")
+
+    #: The last messages, always counted afresh.
+    TAIL = 2
+
+    def __init__(self) -> None:
+        self._seen: list[Message] = []  # the messages counted last time
+        self._sums: list[int] = [0]  # _sums[i]: marks in _seen[:i]
+        self._static: tuple[Any, Any] = (None, None)  # the tools and system counted last time
+        self._static_marks = 0
+
+    def count(self, params: Mapping[str, Any]) -> int:
+        """Marked blocks in ``params`` (a top-level ``cache_control`` takes a slot too)."""
+        count = 1 if isinstance(params.get("cache_control"), dict) else 0
+        tools, system = params.get("tools"), params.get("system")
+        if tools is not self._static[0] or system is not self._static[1]:
+            self._static = (tools, system)
+            self._static_marks = _count(tools if isinstance(tools, list) else []) + _count(
+                system if isinstance(system, list) else []
+            )
+        return count + self._static_marks + self.count_messages(params.get("messages") or [])
+
+    def count_messages(self, messages: list[Message]) -> int:
+        """Marked blocks in ``messages``."""
+        seen, sums = self._seen, self._sums
+        kept = max(0, min(len(seen), len(messages)) - self.TAIL)
+        if kept and seen[:kept] != messages[:kept]:  # something earlier changed: count from there
+            kept = next(i for i in range(kept) if seen[i] != messages[i])
+        del sums[kept + 1 :]
+        for message in messages[kept:]:
+            sums.append(sums[-1] + _count(blocks(message)))
+        self._seen = list(messages)
+        return sums[-1]
 
 
 def count_breakpoints(params: Mapping[str, Any]) -> int:
@@ -132,10 +184,16 @@ def piece_size(max_tokens: int) -> int:
     return max(MIN_PIECE_CHARS, max_tokens)
 
 
-def with_breakpoint(params: dict[str, Any], *, prefill: bool, max_tokens: int) -> dict[str, Any]:
+def with_breakpoint(
+    params: dict[str, Any], *, prefill: bool, max_tokens: int, counter: MarkCounter | None = None
+) -> dict[str, Any]:
     """``params`` with one cache breakpoint placed by the rule above (the messages are copied, never
-    changed in place); ``params`` itself when no mark can be added."""
-    if isinstance(params.get("cache_control"), dict) or count_breakpoints(params) >= MAX_BREAKPOINTS:
+    changed in place); ``params`` itself when no mark can be added. ``counter``: the conversation's
+    ``MarkCounter``, so the caller's marks are not counted over the whole history on every turn."""
+    if isinstance(params.get("cache_control"), dict):
+        return params
+    marks = count_breakpoints(params) if counter is None else counter.count(params)
+    if marks >= MAX_BREAKPOINTS:
         return params
     messages: list[Message] = list(params.get("messages") or [])
     if not messages:
