@@ -81,6 +81,8 @@ class RunResult(BaseModel):
     agent: str | None = None
     #: Dollars spent, from the price table (``agentfsm.wire.pricing``); None when a model's price is unknown.
     cost_usd: float | None = None
+    #: The requests went through the Message Batches API (``agentfsm.batch.BatchRunner``), at batch prices.
+    batched: bool = False
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
 

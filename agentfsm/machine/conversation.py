@@ -68,6 +68,7 @@ class Conversation:
         "_started",
         "agent",
         "answer",
+        "batched",
         "committed",
         "container",
         "continuation_mode",
@@ -161,6 +162,7 @@ class Conversation:
         # Who holds the lease: host and pid let a store see that a crashed holder is gone.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self.revision = 0  # saves so far, stored with each snapshot
+        self.batched = False  # its requests go through the Message Batches API (agentfsm.batch)
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
@@ -210,6 +212,7 @@ class Conversation:
             elapsed_s=self.elapsed_s,
             finished=self.finished,
             revision=self.revision,
+            batched=self.batched,
         )
 
     @classmethod
@@ -236,6 +239,7 @@ class Conversation:
         conv.tools_started = list(snap.tools_started)
         conv._elapsed_before = snap.elapsed_s
         conv.revision = snap.revision
+        conv.batched = snap.batched
         conv.emit(
             "run.resumed",
             agent=snap.agent,
@@ -573,6 +577,7 @@ class Conversation:
                 cost_usd=self.cost_usd,
                 turns=self.turns,
                 latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
+                batched=self.batched,
             )
 
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
@@ -602,6 +607,7 @@ class Conversation:
             turns=self.turns,
             agent=type(self.agent).qualified_name(),
             cost_usd=self.cost_usd,
+            batched=self.batched,
         )
         result.attach_events(self.log.raw)
         return result

@@ -78,6 +78,8 @@ class Snapshot(BaseModel):
     finished: bool = False
     #: Saves so far (1 for the first): a worker that takes the lease checks nobody saved since it loaded.
     revision: int = 0
+    #: Run through the Message Batches API (``agentfsm.batch``).
+    batched: bool = False
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> Snapshot:
