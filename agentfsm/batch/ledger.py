@@ -310,11 +310,17 @@ def _entry(row: Iterable[Any]) -> Entry:
 
 
 class SQLiteLedger(_SQLLedger):
-    """A ``Ledger`` in a SQLite file (the ``SQLiteStore``'s own file, by ``ledger_for``), on its own connection."""
+    """A ``Ledger`` in a SQLite file (the ``SQLiteStore``'s own file, by ``ledger_for``), on its own connection.
 
-    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+    ``synchronous`` as ``SQLiteStore``'s (``ledger_for`` copies the store's).
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         self.path = Path(path)
         self.timeout = timeout
+        self.synchronous = synchronous
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -329,7 +335,7 @@ class SQLiteLedger(_SQLLedger):
             return self._conn
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _TABLES:
@@ -431,7 +437,7 @@ def ledger_for(store: Store) -> Ledger:
                 ledger = _MEMORY[store] = MemoryLedger()
             return ledger
     if isinstance(store, SQLiteStore):
-        return SQLiteLedger(store.path, timeout=store.timeout)
+        return SQLiteLedger(store.path, timeout=store.timeout, synchronous=store.synchronous)
     if isinstance(store, PostgresStore):
         return PostgresLedger(store.dsn, **store.connect_kwargs)
     raise ConfigurationError(

@@ -261,11 +261,11 @@ class BatchRunner:
                 for record in self._poll(state, wait_first=not first or bool(pending)):
                     self._apply(state, record)
                 first = False
+            self._report(state, finished=True)
         finally:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # nothing runs after a normal end; after a crash, don't wait
             for conv in state.convs.values():
                 conv.release()
-            self._report(state, finished=True)
         return {cid: self._result(state, conv) for cid, conv in state.convs.items()}
 
     # --- opening and recovering ------------------------------------------------------------------------
@@ -507,7 +507,10 @@ class BatchRunner:
             if attempts > self.submit_retries:
                 raise BatchError(f"creating a Message Batch of {len(chunk)} requests", error) from error
             self._sleep(min(self.poll_interval, 2.0**attempts))
-            found = self._find_orphan(record)
+            try:
+                found = self._find_orphan(record)
+            except BatchError:
+                continue  # the API is still unreachable: try again (bounded by submit_retries)
             if found is not None:
                 self._event(state, "batch.adopted", batch_id=found, requests=len(chunk))
                 return found
