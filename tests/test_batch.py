@@ -505,6 +505,32 @@ def test_an_unreachable_api_is_one_clear_error_and_nothing_is_lost(tmp_path: Pat
     assert runner(sim, store=store).run({"a": "a"})["a"].ok
 
 
+def test_a_create_that_timed_out_after_the_api_made_the_batch_is_not_sent_twice() -> None:
+    """The SDK's own retries would send the create again; the runner looks for the batch first, and adopts it."""
+    import anthropic
+
+    sim = Simulator(model)
+    slow: list[str] = []
+
+    def slow_first_create(request: SimRequest) -> None:
+        if request.path == "/v1/messages/batches" and request.method == "POST" and not slow:
+            slow.append("slept")
+            time.sleep(0.4)  # longer than the client's timeout: the client gives up, the batch is made anyway
+
+    Simulator.observers.append(slow_first_create)
+    try:
+        with sim.serve() as url:
+            client = anthropic.Anthropic(base_url=url, api_key="sk-ant-test-0000", timeout=0.2, max_retries=2)
+            batch = BatchRunner(Looker(client=client, logger=None), poll_interval=0.5)
+            results = batch.run({"a": "a/1", "b": "b/1"})
+            client.close()
+    finally:
+        Simulator.observers.remove(slow_first_create)
+    assert all(r.ok for r in results.values())
+    assert len(sim.batches.batches) == 1
+    assert "batch.adopted" in [e.event for e in batch.events]
+
+
 def test_configuration_errors() -> None:
     sim = Simulator(model)
     with pytest.raises(ConfigurationError, match="many prompts"):

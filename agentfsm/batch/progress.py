@@ -63,7 +63,13 @@ class BatchProgress:
         )
         results = " · ".join(f"{k} {self.results.get(k, 0)}" for k in ("succeeded", "errored", "expired", "canceled"))
         u = self.usage
-        cost = "unknown" if self.cost_usd is None else f"${self.cost_usd:,.4f}"
+        cost = (
+            "unknown"
+            if self.cost_usd is None
+            else f"${self.cost_usd:,.2f}"
+            if self.cost_usd >= 10
+            else (f"${self.cost_usd:.6f}")
+        )
         return [
             head,
             f"conversations {self.conversations}: {by_state}  (waiting on a batch {self.waiting}"

@@ -209,6 +209,7 @@ class BatchRunner:
         #: The last progress reported (also when no ``progress`` callback is set).
         self.last_progress: BatchProgress | None = None
         self._run: _Run | None = None
+        self._once: tuple[anthropic.Anthropic, anthropic.Anthropic] | None = None  # the client, without SDK retries
 
     # --- the public entry point -----------------------------------------------------------------------
 
@@ -429,7 +430,11 @@ class BatchRunner:
                 attempt=attempt,
             )
             request = {"custom_id": entry.custom_id, "params": plan.params}
-            size = len(json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+            try:
+                size = len(json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+            except (TypeError, ValueError) as exc:  # not JSON: the request cannot be sent, as on the plain path
+                self._complete(state, conv, api.failure_from(exc), 0.0)
+                continue
             pending.append(_Pending(conv, entry, request, size))
         return pending
 
@@ -490,7 +495,7 @@ class BatchRunner:
         attempts = 0
         while True:
             try:
-                batch = self._batches(record.beta).create(requests=requests, **self._betas(record.beta))
+                batch = self._batches(record.beta, retries=False).create(requests=requests, **self._betas(record.beta))
                 return str(batch.id)
             except anthropic.APIStatusError as exc:
                 if 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429):
@@ -668,8 +673,14 @@ class BatchRunner:
 
     # --- the SDK -----------------------------------------------------------------------------------------------
 
-    def _batches(self, beta: bool) -> Any:
+    def _batches(self, beta: bool, *, retries: bool = True) -> Any:
+        """The SDK's batches resource. Creating goes without the SDK's own retries: a create retried after a
+        timeout could make a second batch (paid twice); ``_create`` retries itself, looking for the batch first."""
         client = self.agent.client
+        if not retries:
+            if self._once is None or self._once[0] is not client:
+                self._once = (client, client.with_options(max_retries=0))
+            client = self._once[1]
         return client.beta.messages.batches if beta else client.messages.batches
 
     def _betas(self, beta: bool) -> dict[str, Any]:
