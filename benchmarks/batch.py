@@ -1,7 +1,7 @@
 """Benchmark: many conversations through the Message Batches API (``BatchRunner``) next to ``arun``.
 
     .venv/bin/python benchmarks/batch.py            # 1,000 conversations, 3 interleaved rounds
-    .venv/bin/python benchmarks/batch.py --quick    # 100 conversations, 1 round (CI smoke run)
+    .venv/bin/python benchmarks/batch.py --quick    # 30 conversations, 1 round (CI smoke run)
 
 Each contender runs the same conversations — a 3-turn tool loop under a long
 system prompt, so prompt caching matters — against a fresh simulator in its
@@ -147,13 +147,13 @@ def totals(results: dict[str, RunResult]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 conversations, one round")
+    parser.add_argument("--quick", action="store_true", help="30 conversations, one round")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
-    n, rounds = (100, 1) if args.quick else (1_000, 3)
+    n, rounds = (30, 1) if args.quick else (1_000, 3)
     print(
         f"BatchRunner vs arun: {n:,} conversations of a {TURNS}-turn tool loop, {rounds} interleaved round(s) "
         f"(Python {sys.version.split()[0]}, anthropic {anthropic.__version__}, {os.cpu_count()} CPUs)\n"

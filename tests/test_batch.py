@@ -697,6 +697,24 @@ def test_bad_prompts_files_are_one_line_errors(
     assert err.startswith("agentfsm: error: ") and needle in err and "\n" not in err
 
 
+def test_the_batch_benchmark_runs_in_quick_mode() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "batch.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    billed = proc.stdout.split("1. Billed cost")[1].split("2. CPU time")[0]
+    (row,) = [line for line in billed.splitlines() if line.strip().startswith("BatchRunner")]
+    assert row.rstrip().endswith("0.50x"), proc.stdout  # half the price, same tokens
+    assert "ms of CPU per conversation-turn" in proc.stdout
+
+
 def test_batch_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["batch", "--help"]) == 0
     out = capsys.readouterr().out
