@@ -285,7 +285,7 @@ class BatchRunner:
         """Take every unfinished conversation's lease: one held by a live worker is left to it."""
         lease = self.agent.policy.lease_seconds
         for cid, conv in state.convs.items():
-            if not conv.finished and not self.store.acquire(cid, conv.owner, lease):
+            if not _stopped(conv) and not self.store.acquire(cid, conv.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
     def _recover(self, state: _Run) -> None:
@@ -331,7 +331,7 @@ class BatchRunner:
         conv = state.convs[entry.conversation_id]
         return (
             entry.conversation_id not in state.errors
-            and not conv.finished
+            and not _stopped(conv)
             and conv.state == REQUESTING
             and conv.revision == entry.revision
         )
@@ -360,7 +360,7 @@ class BatchRunner:
         queue = deque(
             c
             for cid, c in state.convs.items()
-            if not c.finished and cid not in state.waiting and cid not in state.errors
+            if not _stopped(c) and cid not in state.waiting and cid not in state.errors
         )
         running: dict[Future[list[ToolResult]], tuple[Conversation, RunTools, dict[str, ToolResult]]] = {}
         sends: list[tuple[Conversation, SendRequest]] = []
@@ -400,13 +400,15 @@ class BatchRunner:
 
     @staticmethod
     def _until_io(conv: Conversation) -> SendRequest | RunTools | None:
-        """Fire the transitions that need no I/O; the first plan that does (None once finished)."""
-        while not conv.finished:
-            plan = conv.plan()
+        """Fire the transitions that need no I/O; the first plan that does (None once finished or stopped)."""
+        while not _stopped(conv):
+            plan: Any = conv.plan()
             if isinstance(plan, Fire):
                 conv.fire(plan.transition)
-                continue
-            return plan
+            elif isinstance(plan, SendRequest | RunTools):
+                return plan
+            else:  # a plan with no request and no tools for this runner to do (a stop to wait): the driver's step
+                conv.step()
         return None
 
     def _prepare(self, state: _Run, sends: list[tuple[Conversation, SendRequest]]) -> list[_Pending]:
@@ -744,6 +746,11 @@ class BatchRunner:
     def events(self) -> list[Any]:
         """The runner's own events (``batch.submitted``, ``batch.polled`` ...) of the last run, as ``Event`` models."""
         return self._run.log.events if self._run is not None else []
+
+
+def _stopped(conv: Conversation) -> bool:
+    """Finished, or stopped for another reason the conversation knows (``Conversation.stopped`` where it exists)."""
+    return bool(getattr(conv, "stopped", conv.finished))
 
 
 def _forget_attempt(state: _Run, entry: Entry) -> None:
