@@ -9,6 +9,7 @@ one folder per part of the architecture:
 * ``tools/``   — ``@tool`` and the executors that run tool calls
 * ``stores/``  — snapshots and where they are kept (memory, SQLite, PostgreSQL)
 * ``observe/`` — events, graphs, replay, the live view
+* ``batch/``   — ``BatchRunner``: many conversations through the Message Batches API, at half the price
 * ``sim/``     — the Messages API simulator the demo and the tests run on
 * ``cli/``     — the ``agentfsm`` command line; ``demo`` is its scripted demo
 * ``otel``     — ``instrument()``: OpenTelemetry spans of every run (the ``otel`` extra)

@@ -255,3 +255,18 @@ class StaleConversationError(ConversationLockedError):
 
 class StoreError(AgentfsmError):
     """A store cannot be opened or used: not a store, made by a newer agentfsm, or its server is unreachable."""
+
+
+class BatchError(AgentfsmError):
+    """The Message Batches API could not be reached to create or follow a batch, even after retries.
+
+    Nothing is lost: every conversation and every batch is stored, so running the same
+    ``BatchRunner`` (or ``agentfsm batch``) again on the same store carries on where it stopped.
+    """
+
+    def __init__(self, doing: str, exc: BaseException) -> None:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        super().__init__(
+            f"{doing} failed: {type(exc).__name__}: {redact(detail, ())}; nothing is lost — run again with the "
+            "same store to carry on (stored batches are polled, never sent twice)"
+        )

@@ -140,6 +140,8 @@ class RunResult(BaseModel):
     pending_tool_calls: list[ToolCall] = []
     #: The model that produced the last reply: ``model``, or the server-side fallback model that served it.
     answered_by: str | None = None
+    #: The requests went through the Message Batches API (``agentfsm.batch.BatchRunner``), at batch prices.
+    batched: bool = False
 
     _raw_events: Sequence[RawEvent] = PrivateAttr(default=())
     _snapshot: Any = PrivateAttr(default=None)

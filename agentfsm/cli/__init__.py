@@ -5,6 +5,7 @@
 * ``runs``     — ``runs list|show|graph`` over a store
 * ``ui``       — ``ui``: the run inspector in the browser
 * ``sim``      — ``sim serve``
+* ``batch``    — ``batch``: many conversations through the Message Batches API
 * ``targets``  — what ``MODULE:NAME`` means; ``output`` — exit codes and writing graphs
 
 Errors are one line on stderr and a non-zero exit, never a traceback. Exit
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from agentfsm.cli import drawing, running, runs, sim, ui
+from agentfsm.cli import batch, drawing, running, runs, sim, ui
 from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
 from agentfsm.errors import AgentfsmError
 
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentfsm", description="Claude agent loops as finite-state machines.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (running, drawing, sim, runs, ui):
+    for commands in (running, drawing, sim, runs, ui, batch):
         commands.add_commands(sub)
     return parser
 

@@ -130,6 +130,7 @@ class Conversation:
         "_tool_results",
         "agent",
         "answer",
+        "batched",
         "committed",
         "compaction_applied_at",
         "compaction_off",
@@ -247,6 +248,7 @@ class Conversation:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self.revision = 0  # saves so far, stored with each snapshot
         self._marks = caching.MarkCounter()  # the caller's cache marks in the history, counted once per message
+        self.batched = False  # its requests go through the Message Batches API (agentfsm.batch)
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
         if messages and messages[-1].get("role") == "assistant":
             self.pending_kind = "caller_prefill"
@@ -307,6 +309,7 @@ class Conversation:
             decision=self.decision,
             input=self.input,
             reply_kept=self.reply_kept,
+            batched=self.batched,
         )
 
     @classmethod
@@ -343,6 +346,7 @@ class Conversation:
         conv.revision = snap.revision
         conv.waiting, conv.decision, conv.input = snap.waiting, snap.decision, snap.input
         conv.reply_kept = snap.reply_kept
+        conv.batched = snap.batched
         conv.emit(
             "run.resumed",
             agent=snap.agent,
@@ -798,6 +802,7 @@ class Conversation:
                 cost_usd=self.cost_usd,
                 turns=self.turns,
                 latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
+                batched=self.batched,
             )
 
     # --- waiting, and the actions of a subclass's transitions ----------------------------------
@@ -946,6 +951,7 @@ class Conversation:
             agent=type(self.agent).qualified_name(),
             cost_usd=self.cost_usd,
             answered_by=serverside.served_by(reply) if reply else None,
+            batched=self.batched,
         )
         result.attach_events(self.log.raw)
         if self.waiting is not None:  # what agent.resume(result, ...) carries on, with no store

@@ -58,7 +58,7 @@ EVENT_NAMES: dict[str, str] = {
     "refusal.fallback": "a refusal is retried once on the policy's fallback model",
     "reply.discarded": "a reply is dropped from the history (cut tool call, empty reply, refusal retried): reason",
     "stop_reason.unknown": "the API sent a stop_reason this version does not know: raw value",
-    "run.finished": "a run ended: final_state, reason, stop_reason, usage, cost_usd, turns, latency_ms",
+    "run.finished": "a run ended: final_state, reason, stop_reason, usage, cost_usd, turns, latency_ms, batched",
     "run.resumed": "a stored conversation is carried on: state, turns, committed and interrupted tool calls",
     "tool.interrupted": "a tool call was running when the process stopped and is not idempotent: tool, tool_use_id",
     "budget.unknown_cost": "max_cost_usd is set but the model has no known price, so cost cannot be enforced",
@@ -80,6 +80,22 @@ EVENT_NAMES: dict[str, str] = {
     "served_by, hops (from, to, category)",
     "fallback.credit": "the API's verdict on a fallback credit token sent with a retry: status (redeemed or "
     "not_applied), reason, remove_to_redeem",
+    # The Message Batches API (agentfsm.batch.BatchRunner). The runner's own events carry the run's id
+    # where a conversation's id would be; the others are on the conversation they concern.
+    "batch.submitted": "runner: a Message Batch was created: batch_id, requests, bytes",
+    "batch.polled": "runner: a Message Batch was polled: batch_id, processing_status, request_counts",
+    "batch.ended": "runner: a Message Batch ended; its results are applied next: batch_id, request_counts, elapsed_s",
+    "batch.resumed": "runner: batches stored by an earlier process are polled, not sent again: batch_ids, waiting",
+    "batch.adopted": "runner: a batch created by a process that died before storing its id was found: batch_id",
+    "batch.request_added": "the conversation's request is in a batch: batch_id, custom_id, attempt",
+    "batch.result_applied": "a batch result drove the conversation's transition: batch_id, custom_id, result, "
+    "error_type",
+    "batch.result_stale": "a batch result for a point the conversation had passed (applied before a crash) was "
+    "skipped: batch_id, custom_id",
+    "batch.request_resent": "the request goes into the next batch: reason (a retryable error type, expired, "
+    "canceled), attempt",
+    "batch.conversation_error": "the conversation raised (a hook, a lost lease) and stops; the others carry on: "
+    "error_type, message",
 }
 
 

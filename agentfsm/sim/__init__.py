@@ -10,21 +10,27 @@ API does (HTTP 400), models prompt caching (``agentfsm.sim.caching``), and can
 produce every stop reason, error and stream fault on demand.
 ``replies.writer(document)`` writes a long text across requests to test
 continuation. ``replies.recorded(path)`` and ``Simulator.from_recording(...)``
-replay exchanges recorded from the real API, byte for byte.
+replay exchanges recorded from the real API, byte for byte. ``sim.batches``
+is the Message Batches API (``agentfsm.sim.batches``): batches that end after a
+set number of polls, per-request results, JSONL results billed at half price.
 """
 
 from agentfsm.sim import replies
-from agentfsm.sim.model import ErrorReply, RecordedReply, ScriptedReply, ScriptError, SimRequest
+from agentfsm.sim.batches import SimBatch, SimBatches
+from agentfsm.sim.model import BatchOutcome, ErrorReply, RecordedReply, ScriptedReply, ScriptError, SimRequest
 from agentfsm.sim.recorded import Recording
 from agentfsm.sim.simulator import Simulator
 from agentfsm.sim.tokens import count_tokens
 
 __all__ = [
+    "BatchOutcome",
     "ErrorReply",
     "RecordedReply",
     "Recording",
     "ScriptError",
     "ScriptedReply",
+    "SimBatch",
+    "SimBatches",
     "SimRequest",
     "Simulator",
     "count_tokens",

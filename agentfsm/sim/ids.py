@@ -19,6 +19,7 @@ _SHAPES: dict[str, tuple[str, int]] = {
     "srvtoolu": ("01", 22),
     "mcptoolu": ("01", 22),
     "req": ("011C", 20),
+    "msgbatch": ("01", 22),
 }
 
 
@@ -31,7 +32,7 @@ class IdSource:
         self._lock = threading.Lock()
 
     def new(self, kind: str) -> str:
-        """A fresh id of ``kind`` (``msg``, ``toolu``, ``srvtoolu``, ``mcptoolu``, ``req``)."""
+        """A fresh id of ``kind`` (``msg``, ``toolu``, ``srvtoolu``, ``mcptoolu``, ``req``, ``msgbatch``)."""
         head, length = _SHAPES[kind]
         with self._lock:
             stream = self._streams.setdefault(kind, random.Random(f"{self._seed}:{kind}"))

@@ -5,6 +5,8 @@ A script is a list of replies (or functions that build one from the request).
 anything the real API can return (including block types this project does not
 model) can be scripted. ``ErrorReply`` is an HTTP error answer.
 ``RecordedReply`` is an exchange recorded from the real API, replayed as is.
+``BatchOutcome`` answers a request inside a Message Batch with ``expired`` or
+``canceled`` (see ``agentfsm.sim.batches``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class SimRequest(BaseModel):
     raw_body: bytes = b""
     status: int | None = None
     error: str | None = Field(default=None, description="the error message if the simulator answered with an error")
+    batch_id: str | None = Field(
+        default=None, description="the Message Batch this request came in; None for a plain Messages request"
+    )
 
     @property
     def model(self) -> str:
@@ -175,7 +180,19 @@ class RecordedReply(BaseModel):
         return self
 
 
-Reply: TypeAlias = ScriptedReply | ErrorReply | RecordedReply
+class BatchOutcome(BaseModel):
+    """A request inside a Message Batch that is never processed: its result is ``expired`` or ``canceled``.
+
+    Only a request that came in a batch can be answered so (``SimRequest.batch_id`` is set); a
+    plain Messages request answered with one gets HTTP 400 naming the mistake.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["expired", "canceled"]
+
+
+Reply: TypeAlias = ScriptedReply | ErrorReply | RecordedReply | BatchOutcome
 ReplyFn: TypeAlias = Callable[[SimRequest], Reply]
-ScriptItem: TypeAlias = ScriptedReply | ErrorReply | RecordedReply | ReplyFn
+ScriptItem: TypeAlias = ScriptedReply | ErrorReply | RecordedReply | BatchOutcome | ReplyFn
 Script: TypeAlias = Sequence[ScriptItem] | ReplyFn

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentfsm.sim.model import ErrorReply, FallbackHop, Fault, RecordedReply, ScriptedReply
+from agentfsm.sim.model import BatchOutcome, ErrorReply, FallbackHop, Fault, RecordedReply, ScriptedReply
 from agentfsm.sim.recorded import Recording, load
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED
 from agentfsm.sim.wire import RETRY_NOW, is_retryable
@@ -22,6 +22,8 @@ from agentfsm.sim.writer import writer
 
 __all__ = [
     "authentication_error",
+    "batch_canceled",
+    "batch_expired",
     "compaction",
     "compaction_block",
     "context_window_exceeded",
@@ -323,3 +325,16 @@ def prompt_too_long() -> ErrorReply:
 
 def authentication_error() -> ErrorReply:
     return http_error(401, "authentication_error", "invalid x-api-key")
+
+
+# --- Message Batches: requests that are never processed ------------------------------------------------
+
+
+def batch_expired() -> BatchOutcome:
+    """A request inside a Message Batch whose result is ``expired`` (the batch ran out of time before it)."""
+    return BatchOutcome(kind="expired")
+
+
+def batch_canceled() -> BatchOutcome:
+    """A request inside a Message Batch whose result is ``canceled``."""
+    return BatchOutcome(kind="canceled")

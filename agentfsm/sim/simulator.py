@@ -24,9 +24,11 @@ import anthropic
 import httpx2
 
 from agentfsm.sim import serverside
+from agentfsm.sim.batches import BATCHES_PATH, SimBatches, outcome_response
 from agentfsm.sim.caching import DEFAULT_MIN_TOKENS, PromptCache
 from agentfsm.sim.ids import IdSource
 from agentfsm.sim.model import (
+    BatchOutcome,
     ErrorReply,
     RecordedReply,
     Reply,
@@ -69,6 +71,9 @@ class Simulator:
     (prefixes or a predicate; default: all but ``claude-<family>-5…``).
     Refusals scripted with ``credit_token=True`` mint fallback credit tokens,
     which ``credits`` redeems (see ``agentfsm.sim.serverside``).
+    It also speaks the Message Batches API (``sim.batches``, see
+    ``agentfsm.sim.batches``): a batch ends on its ``batch_polls``-th poll, its
+    requests answered by this same script.
     """
 
     observers: ClassVar[list[Callable[[SimRequest], None]]] = []
@@ -90,16 +95,17 @@ class Simulator:
         prompt_cache: bool = True,
         auto_compact: bool = False,
         fallbacks_unsupported: serverside.FallbackPolicy = None,
+        batch_polls: int = 1,
     ) -> None:
-        if isinstance(script, ScriptedReply | ErrorReply | RecordedReply):
+        if isinstance(script, ScriptedReply | ErrorReply | RecordedReply | BatchOutcome):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
         self._responder: ReplyFn | None = script if callable(script) else None
         self.script: list[ScriptItem] = [] if callable(script) else list(script)
         for i, item in enumerate(self.script):
-            if not (isinstance(item, ScriptedReply | ErrorReply | RecordedReply) or callable(item)):
+            if not (isinstance(item, ScriptedReply | ErrorReply | RecordedReply | BatchOutcome) or callable(item)):
                 raise TypeError(
                     f"script item {i} is a {type(item).__name__}: "
-                    "expected a ScriptedReply, ErrorReply, RecordedReply or callable"
+                    "expected a ScriptedReply, ErrorReply, RecordedReply, BatchOutcome or callable"
                 )
         self.model_max_tokens = model_max_tokens
         self.prefill_unsupported = prefill_predicate(prefill_unsupported)
@@ -118,6 +124,8 @@ class Simulator:
         self._next = 0
         self._ids = IdSource()
         self._lock = threading.Lock()
+        #: The Message Batches this simulator holds (``agentfsm.sim.batches``).
+        self.batches = SimBatches(self, polls_to_end=batch_polls)
 
     @classmethod
     def from_recording(
@@ -210,6 +218,25 @@ class Simulator:
     def respond(self, method: str, path: str, query: str, headers: dict[str, str], raw_body: bytes) -> WireResponse:
         """Record, observe, validate and answer one HTTP request (the transport-neutral entry point)."""
         body, parse_error = _parse(raw_body)
+        return self._serve(method, path, query, headers, raw_body, body, parse_error, None)
+
+    def serve_batched(
+        self, batch_id: str, query: str, headers: dict[str, str], params: dict[str, Any], raw: bytes
+    ) -> WireResponse:
+        """Answer one request of a Message Batch as if it came to ``POST /v1/messages`` on its own."""
+        return self._serve("POST", MESSAGES_PATH, query, dict(headers), raw, params, None, batch_id)
+
+    def _serve(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        raw_body: bytes,
+        body: dict[str, Any],
+        parse_error: str | None,
+        batch_id: str | None,
+    ) -> WireResponse:
         with self._lock:
             request = SimRequest(
                 n=self.requests_received + 1,
@@ -219,6 +246,7 @@ class Simulator:
                 headers=headers,
                 body=body,
                 raw_body=raw_body,
+                batch_id=batch_id,
             )
             self.requests_received += 1
             if self.keep_requests:
@@ -233,6 +261,11 @@ class Simulator:
 
     def _answer(self, request: SimRequest, parse_error: str | None) -> WireResponse:
         request_id = self._ids.new("req")
+        if request.path == BATCHES_PATH or request.path.startswith(BATCHES_PATH + "/"):
+            return self.batches.respond(
+                request.method, request.path, request.query, request.headers, request.body, request.raw_body,
+                parse_error, request_id,
+            )  # fmt: skip
         if request.method != "POST" or request.path != MESSAGES_PATH:
             return error_response(404, "not_found_error", "Not Found", request_id=request_id)
         problem = (
@@ -293,6 +326,11 @@ class Simulator:
                 self._next = index
 
     def _render(self, request: SimRequest, reply: Reply, request_id: str) -> WireResponse:
+        if isinstance(reply, BatchOutcome):
+            if request.batch_id is not None:
+                return outcome_response(reply.kind)
+            message = f"simulator script item batch_{reply.kind}() answers only a request inside a Message Batch"
+            return error_response(400, "invalid_request_error", message, request_id=request_id)
         if isinstance(reply, ErrorReply):
             headers = dict(reply.headers)
             if is_retryable(reply.status):
@@ -302,7 +340,9 @@ class Simulator:
             return recorded_response(request, reply, request_id=request_id)
         if not isinstance(reply, ScriptedReply):
             kind = type(reply).__name__
-            message = f"simulator script item returned {kind}, not a ScriptedReply, ErrorReply or RecordedReply"
+            message = (
+                f"simulator script item returned {kind}, not a ScriptedReply, ErrorReply, RecordedReply or BatchOutcome"
+            )
             return error_response(400, "invalid_request_error", message, request_id=request_id)
         if reply.credit_token:
             reply = serverside.with_credit_token(reply, request, self.credits)

@@ -97,6 +97,8 @@ class Snapshot(BaseModel):
     input: Any = None
     #: Whether ``reply`` is in ``messages`` already (an action kept it).
     reply_kept: bool = False
+    #: Run through the Message Batches API (``agentfsm.batch``).
+    batched: bool = False
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> Snapshot:

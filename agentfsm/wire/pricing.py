@@ -7,6 +7,11 @@ source of truth. Prices change and new models arrive: pass your own with
 model with no price anywhere has an unknown cost (``cost_usd`` is None), and a
 ``max_cost_usd`` budget cannot be enforced for it — the run says so in a
 ``budget.unknown_cost`` warning rather than guessing.
+
+A reply the Message Batches API served says so in its usage
+(``service_tier: "batch"``) and is billed at ``BATCH_PRICE_FACTOR`` (half) of
+the list price — every token kind, cache writes and reads included (the cache
+multipliers apply on top of the batch discount).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+#: What the Message Batches API bills, as a fraction of the list price (every token kind).
+BATCH_PRICE_FACTOR = 0.5
 
 
 class Price(BaseModel):
@@ -33,7 +41,8 @@ class Price(BaseModel):
         """The cost of one reply's ``usage`` object, as the API sent it.
 
         ``input_tokens`` excludes the tokens read from or written to the cache, as the API reports
-        it; the 1-hour part of the writes is ``cache_creation.ephemeral_1h_input_tokens``.
+        it; the 1-hour part of the writes is ``cache_creation.ephemeral_1h_input_tokens``. A reply
+        served by the Message Batches API (``service_tier == "batch"``) costs ``BATCH_PRICE_FACTOR`` of it.
         """
         if not usage:
             return 0.0
@@ -44,13 +53,14 @@ class Price(BaseModel):
         breakdown = usage.get("cache_creation")
         written_1h = int(breakdown.get("ephemeral_1h_input_tokens") or 0) if isinstance(breakdown, Mapping) else 0
         written_1h = min(written_1h, written)
-        return (
+        listed = (
             int(usage.get("input_tokens") or 0) * self.input
             + int(usage.get("output_tokens") or 0) * self.output
             + (written - written_1h) * write
             + written_1h * write_1h
             + int(usage.get("cache_read_input_tokens") or 0) * read
         ) / 1_000_000
+        return listed * BATCH_PRICE_FACTOR if usage.get("service_tier") == "batch" else listed
 
 
 #: Published list prices (USD / MTok) by model-name prefix; the longest matching prefix wins. Source: the

@@ -1,0 +1,770 @@
+"""``BatchRunner``: many conversations, each turn of all of them in one Message Batch, at half the price.
+
+Every conversation goes through the same state table as ``Agent.run``, through
+the public step API of ``Conversation`` (``plan`` → I/O → ``complete_request`` /
+``begin_tools`` + ``finish_tools`` / ``fire``); only the I/O of a request
+differs. A round:
+
+1. **Advance** every conversation that is not waiting on a batch until it needs
+   a request or is finished: transitions without I/O fire at once, tool calls
+   run locally with the agent's executor (the tool steps of different
+   conversations run concurrently, ``tool_workers`` at a time).
+2. **Submit** every conversation that needs a request: one batch request each
+   (the params ``plan()`` gave; ``custom_id`` names the conversation, turn,
+   stored revision and attempt), split at the API's limits (100,000 requests,
+   256 MB). Each batch is written to the ledger (``agentfsm.batch.ledger``)
+   *before* it is created and gets its id right after.
+3. **Poll** the open batches every ``poll_interval`` seconds until one ends.
+4. **Apply** its results, each to its own conversation: a ``succeeded``
+   message is read exactly as the plain path reads a reply
+   (``agentfsm.wire.api``) and completes the request; an ``errored`` result
+   with a retryable error (overloaded, rate limit, API error) goes into the next
+   batch, up to ``Policy.stream_retries`` resends (each resend is a request, so
+   ``max_turns`` and the budgets are checked before it), any other error ends
+   the conversation ``failed`` with it (through ``complete_request``, so a
+   rejected prefill falls back to a prompt continuation as it would in
+   ``run``); ``expired`` and ``canceled`` requests are resent once, then
+   fail the conversation. One conversation's failure never stops the others.
+
+Nothing is paid twice after a crash: a new runner on the same store finds the
+open batches in the ledger and polls them; a conversation whose stored
+revision is still the one its entry names waits on that batch instead of being
+sent again, and a result is applied only at that revision (so one applied
+before the crash is skipped as stale). A batch created by a process that died
+before it stored the id is found by listing the recent batches (same number of
+requests, created after the record, not known to the ledger) and adopted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+from pydantic import ValidationError
+
+from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
+from agentfsm.batch.progress import BatchProgress, BatchStatus
+from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
+from agentfsm.machine.conversation import Conversation
+from agentfsm.machine.plan import Fire, RunTools, SendRequest
+from agentfsm.machine.table import REQUESTING
+from agentfsm.observe.events import EventLog, Level
+from agentfsm.observe.redaction import redact
+from agentfsm.result import RunError, RunResult, Usage
+from agentfsm.stores.memory import MemoryStore
+from agentfsm.tools.calls import ToolResult
+from agentfsm.wire import api
+
+if TYPE_CHECKING:
+    from agentfsm.agent import Agent
+    from agentfsm.machine.history import Message
+    from agentfsm.stores.base import Store
+
+#: The API's limits on one batch.
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+#: ``{"requests":[]}`` around the requests, with room to spare.
+_ENVELOPE_BYTES = 64
+
+#: HTTP status of each error type, for a batch result's error (which carries none).
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+#: Errored results sent again in the next batch (up to ``Policy.stream_retries`` times per request).
+RETRYABLE_ERRORS = frozenset({"overloaded_error", "rate_limit_error", "api_error", "timeout_error"})
+#: Expired or canceled requests are sent again this many times, then the conversation fails.
+LAPSE_RESENDS = 1
+#: How far before a record's time a batch it lost may have been created (clocks differ).
+_ORPHAN_SLACK_S = 300.0
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def parse_reply(body: object) -> api.Reply | api.RequestFailure:
+    """A succeeded result's ``message``, read exactly as the plain path reads a reply body.
+
+    The one place the batch runner turns a Message into a ``Reply``: it calls
+    ``agentfsm.wire.api``'s own reader, so both paths accept and reject the same bodies.
+    """
+    try:
+        return api._reply_from(body)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "the message"
+        return api.RequestFailure(type="invalid_response", message=f"batch result message: {where}: {problem['msg']}")
+
+
+def custom_id(conversation_id: str, turn: int, revision: int, attempt: int) -> str:
+    """The ``custom_id`` of a conversation's request: its id (or a hash of it), turn, stored revision, attempt.
+
+    Matches the API's ``^[a-zA-Z0-9_-]{1,64}$``.
+    """
+    head = conversation_id
+    if not _SAFE_ID.fullmatch(head):
+        head = "h" + hashlib.blake2b(conversation_id.encode(), digest_size=8).hexdigest()
+    return f"{head}-t{turn}-r{revision}-a{attempt}"[:64]
+
+
+@dataclass
+class _Pending:
+    """A conversation whose request is about to go into a batch."""
+
+    conv: Conversation
+    entry: Entry
+    request: dict[str, Any]
+    size: int
+
+
+@dataclass
+class _Run:
+    """The state of one ``BatchRunner.run``."""
+
+    run_id: str
+    log: EventLog
+    convs: dict[str, Conversation]
+    #: Conversation id → (record key, custom_id) of the batch request it waits for.
+    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The batches this run polls, by record key.
+    open: dict[str, BatchRecord] = field(default_factory=dict)
+    #: Conversations that raised and stopped advancing.
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    #: (conversation id, revision) → outcomes of the requests already made at that revision.
+    tried: dict[tuple[str, int], list[str | None]] = field(default_factory=dict)
+    #: Batch status by record key (for the progress display).
+    status: dict[str, BatchStatus] = field(default_factory=dict)
+    results: Counter[str] = field(default_factory=Counter)
+    batches_submitted: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_renewal: float = field(default_factory=time.monotonic)
+
+
+class BatchRunner:
+    """Runs many conversations of one agent through the Message Batches API.
+
+    ::
+
+        runner = BatchRunner(ResearchAgent(client=anthropic.Anthropic()), store=SQLiteStore("runs.db"))
+        results = runner.run({"ticket-1": "prompt", "ticket-2": [...messages...]})  # {id: RunResult}
+        results = runner.run(["p1", "p2"], run_id="nightly")                           # [RunResult, ...]
+
+    ``store`` keeps the conversations (and, beside them, the batch ledger): run
+    again with the same store and the same ids after a crash to carry on — a
+    conversation already stored is carried on (or, finished, just reported),
+    never started again. Without a store, a ``MemoryStore`` (no resume across
+    processes). ``ledger`` overrides where batch records are kept (needed for a
+    store ``ledger_for`` does not know). ``progress`` is called with a
+    ``BatchProgress`` after every submit, poll and applied batch.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        store: Store | None = None,
+        ledger: Ledger | None = None,
+        poll_interval: float = 60.0,
+        max_batch_requests: int = MAX_BATCH_REQUESTS,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        tool_workers: int = 8,
+        submit_retries: int = 3,
+        progress: Callable[[BatchProgress], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if poll_interval < 0:
+            raise ConfigurationError(f"poll_interval must be >= 0 seconds, got {poll_interval}")
+        if not 1 <= max_batch_requests <= MAX_BATCH_REQUESTS:
+            raise ConfigurationError(f"max_batch_requests must be 1..{MAX_BATCH_REQUESTS}, got {max_batch_requests}")
+        if not 1 <= max_batch_bytes <= MAX_BATCH_BYTES:
+            raise ConfigurationError(f"max_batch_bytes must be 1..{MAX_BATCH_BYTES}, got {max_batch_bytes}")
+        if tool_workers < 1:
+            raise ConfigurationError(f"tool_workers must be at least 1, got {tool_workers}")
+        self.agent = agent
+        self.store: Store = store if store is not None else MemoryStore()
+        self.ledger: Ledger = ledger if ledger is not None else ledger_for(self.store)
+        self.poll_interval = poll_interval
+        self.max_batch_requests = max_batch_requests
+        self.max_batch_bytes = max_batch_bytes
+        self.tool_workers = tool_workers
+        self.submit_retries = submit_retries
+        self.progress = progress
+        self._sleep = sleep
+        #: The last progress reported (also when no ``progress`` callback is set).
+        self.last_progress: BatchProgress | None = None
+        self._run: _Run | None = None
+        self._once: tuple[anthropic.Anthropic, anthropic.Anthropic] | None = None  # the client, without SDK retries
+
+    # --- the public entry point -----------------------------------------------------------------------
+
+    def run(
+        self,
+        prompts: Mapping[str, str | Sequence[Message]] | Sequence[str | Sequence[Message]],
+        *,
+        run_id: str | None = None,
+    ) -> Any:
+        """Run every conversation to a final state; ``{id: RunResult}`` for a mapping, a list in order for a sequence.
+
+        A list's conversations are named ``<run_id>-<index>``; pass the same ``run_id`` again to
+        carry a crashed list run on (without one a fresh id is made, so nothing is resumed).
+        """
+        if isinstance(prompts, str | bytes):
+            raise ConfigurationError("BatchRunner.run takes many prompts: a dict {id: prompt} or a list of prompts")
+        rid = run_id or f"batchrun_{uuid.uuid4().hex[:12]}"
+        if isinstance(prompts, Mapping):
+            items = [(str(k), v) for k, v in prompts.items()]
+        else:
+            items = [(f"{rid}-{i}", p) for i, p in enumerate(prompts)]
+        if len({cid for cid, _ in items}) != len(items):
+            raise ConfigurationError("two prompts have the same conversation id")
+        results = self.run_conversations(items, run_id=rid)
+        if isinstance(prompts, Mapping):
+            return results
+        return [results[cid] for cid, _ in items]
+
+    def run_conversations(
+        self, items: Sequence[tuple[str, str | Sequence[Message]]], *, run_id: str
+    ) -> dict[str, RunResult]:
+        """``run`` for ``(conversation_id, prompt)`` pairs; results by id."""
+        agent = self.agent
+        _ = agent.client  # a missing key or an async client is reported now, before anything is stored
+        state = _Run(run_id=run_id, log=EventLog(run_id, agent.logger, agent.secrets()), convs={})
+        self._run = state
+        for cid, prompt in items:
+            state.convs[cid] = self._open(cid, prompt)
+        pool = ThreadPoolExecutor(self.tool_workers, thread_name_prefix="agentfsm-batch-tools")
+        try:
+            self._claim_all(state)
+            self._recover(state)
+            first = True
+            while True:
+                pending = self._advance(state, pool)
+                if pending:
+                    self._submit(state, pending)
+                if not state.open:
+                    break
+                for record in self._poll(state, wait_first=not first or bool(pending)):
+                    self._apply(state, record)
+                first = False
+            self._report(state, finished=True)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # nothing runs after a normal end; after a crash, don't wait
+            for conv in state.convs.values():
+                conv.release()
+        return {cid: self._result(state, conv) for cid, conv in state.convs.items()}
+
+    # --- opening and recovering ------------------------------------------------------------------------
+
+    def _open(self, cid: str, prompt: str | Sequence[Message]) -> Conversation:
+        try:
+            self.store.load(cid)
+        except KeyError:
+            conv = self.agent.start(prompt, conversation_id=cid, store=self.store)
+        else:
+            conv = self.agent.load(cid, store=self.store)
+        conv.batched = True
+        return conv
+
+    def _claim_all(self, state: _Run) -> None:
+        """Take every unfinished conversation's lease: one held by a live worker is left to it."""
+        lease = self.agent.policy.lease_seconds
+        for cid, conv in state.convs.items():
+            if not _stopped(conv) and not self.store.acquire(cid, conv.owner, lease):
+                self._drop(state, conv, ConversationLockedError(cid))
+
+    def _recover(self, state: _Run) -> None:
+        """Pick up what an earlier process left: its batches, and what each conversation already tried."""
+        mine = [cid for cid in state.convs if cid not in state.errors]
+        for entry in self.ledger.entries_for(mine):
+            state.tried.setdefault((entry.conversation_id, entry.revision), []).append(entry.outcome)
+        resumed: list[str] = []
+        for record in self.ledger.open_batches():
+            ours = [e for e in record.unsettled if e.conversation_id in state.convs]
+            if not ours:
+                continue
+            waiting = [e for e in ours if self._still_waits(state, e)]
+            if not waiting:  # every conversation of ours moved on before the crash: nothing to wait for
+                self._settle(state, record, {e.custom_id: "stale" for e in ours})
+                continue
+            if record.batch_id is None:
+                found = self._find_orphan(record)
+                if found is None:  # the create never reached the API: the requests are made again
+                    self.ledger.abandon(record.key)
+                    for e in ours:
+                        _forget_attempt(state, e)
+                    continue
+                self.ledger.submitted(record.key, found)
+                record.batch_id = found
+                self._event(state, "batch.adopted", batch_id=found, requests=len(record.entries))
+            state.open[record.key] = record
+            state.status[record.key] = BatchStatus(record.batch_id or "?", "in_progress", {})
+            resumed.append(record.batch_id or "?")
+            for e in waiting:
+                conv = state.convs[e.conversation_id]
+                try:
+                    conv.begin_request()  # counts the turn the stored snapshot does not (it was in flight)
+                except Exception as exc:
+                    self._drop(state, conv, exc)
+                    continue
+                state.waiting[e.conversation_id] = (record.key, e.custom_id)
+        if resumed:
+            self._event(state, "batch.resumed", batch_ids=resumed, waiting=len(state.waiting))
+
+    @staticmethod
+    def _still_waits(state: _Run, entry: Entry) -> bool:
+        conv = state.convs[entry.conversation_id]
+        return (
+            entry.conversation_id not in state.errors
+            and not _stopped(conv)
+            and conv.state == REQUESTING
+            and conv.revision == entry.revision
+        )
+
+    def _find_orphan(self, record: BatchRecord) -> str | None:
+        """The batch created for ``record`` by a process that died before storing its id, if the API has one."""
+        known = self.ledger.batch_ids()
+        best: tuple[float, str] | None = None
+        try:
+            for batch in self._batches(record.beta).list(limit=100, **self._betas(record.beta)):
+                created = batch.created_at.timestamp()
+                if created < record.created_at - _ORPHAN_SLACK_S:
+                    break
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if batch.id not in known and total == len(record.entries) and (best is None or created < best[0]):
+                    best = (created, batch.id)
+        except anthropic.AnthropicError as exc:
+            raise BatchError("listing Message Batches (to find one a crashed run created)", exc) from exc
+        return best[1] if best else None
+
+    # --- advancing -------------------------------------------------------------------------------------------
+
+    def _advance(self, state: _Run, pool: ThreadPoolExecutor) -> list[_Pending]:
+        """Step every free conversation until it needs a request or is finished; tool steps run in ``pool``."""
+        queue = deque(
+            c
+            for cid, c in state.convs.items()
+            if not _stopped(c) and cid not in state.waiting and cid not in state.errors
+        )
+        running: dict[Future[list[ToolResult]], tuple[Conversation, RunTools, dict[str, ToolResult]]] = {}
+        sends: list[tuple[Conversation, SendRequest]] = []
+        executor, tools = self.agent.executor, self.agent.tool_map
+        while queue or running:
+            while queue:
+                conv = queue.popleft()
+                try:
+                    plan = self._until_io(conv)
+                    if isinstance(plan, SendRequest):
+                        sends.append((conv, plan))
+                    elif isinstance(plan, RunTools):
+                        to_run, settled = conv.begin_tools(plan)
+                        if to_run:
+                            job = pool.submit(executor.execute, to_run, tools, conv.tool_timeout)
+                            running[job] = (conv, plan, settled)
+                        else:
+                            conv.finish_tools(plan, settled, [])
+                            queue.append(conv)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    self._drop(state, conv, exc)
+            if running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for job in done:
+                    conv, plan, settled = running.pop(job)
+                    try:
+                        conv.finish_tools(plan, settled, job.result())
+                    except StoreError:
+                        raise
+                    except Exception as exc:
+                        self._drop(state, conv, exc)
+                        continue
+                    queue.append(conv)
+        return self._prepare(state, sends)
+
+    @staticmethod
+    def _until_io(conv: Conversation) -> SendRequest | RunTools | None:
+        """Fire the transitions that need no I/O; the first plan that does (None once finished or stopped)."""
+        while not _stopped(conv):
+            plan: Any = conv.plan()
+            if isinstance(plan, Fire):
+                conv.fire(plan.transition)
+            elif isinstance(plan, SendRequest | RunTools):
+                return plan
+            else:  # a plan with no request and no tools for this runner to do (a stop to wait): the driver's step
+                conv.step()
+        return None
+
+    def _prepare(self, state: _Run, sends: list[tuple[Conversation, SendRequest]]) -> list[_Pending]:
+        """Count each request (``begin_request``) and make its batch request and ledger entry."""
+        pending: list[_Pending] = []
+        for conv, plan in sends:
+            try:
+                conv.begin_request()
+            except StoreError:
+                raise
+            except Exception as exc:
+                self._drop(state, conv, exc)
+                continue
+            tried = state.tried.setdefault((conv.id, conv.revision), [])
+            attempt = len(tried) + 1
+            entry = Entry(
+                custom_id=custom_id(conv.id, conv.turns, conv.revision, attempt),
+                conversation_id=conv.id,
+                revision=conv.revision,
+                turn=conv.turns,
+                attempt=attempt,
+            )
+            request = {"custom_id": entry.custom_id, "params": plan.params}
+            try:
+                size = len(json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+            except (TypeError, ValueError) as exc:  # not JSON: the request cannot be sent, as on the plain path
+                self._complete(state, conv, api.failure_from(exc), 0.0)
+                continue
+            pending.append(_Pending(conv, entry, request, size))
+        return pending
+
+    # --- submitting ------------------------------------------------------------------------------------------
+
+    def _chunks(self, pending: list[_Pending]) -> list[list[_Pending]]:
+        """``pending`` split at the API's limits (a request larger than the byte limit goes alone)."""
+        chunks: list[list[_Pending]] = []
+        current: list[_Pending] = []
+        size = _ENVELOPE_BYTES
+        for item in pending:
+            full = len(current) >= self.max_batch_requests or size + item.size > self.max_batch_bytes
+            if current and full:
+                chunks.append(current)
+                current, size = [], _ENVELOPE_BYTES
+            current.append(item)
+            size += item.size
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _submit(self, state: _Run, pending: list[_Pending]) -> None:
+        beta = bool(self.agent.betas)
+        for chunk in self._chunks(pending):
+            entries: dict[str, Entry] = {}
+            for item in chunk:
+                while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
+                    item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
+                    item.request = {**item.request, "custom_id": item.entry.custom_id}
+                entries[item.entry.custom_id] = item.entry
+            record = BatchRecord(
+                key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries
+            )
+            self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
+            for item in chunk:
+                state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
+            batch_id = self._create(state, record, chunk)
+            if batch_id is None:
+                continue
+            self.ledger.submitted(record.key, batch_id)
+            record.batch_id = batch_id
+            state.open[record.key] = record
+            state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
+            state.batches_submitted += 1
+            self._event(
+                state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk)
+            )
+            for item in chunk:
+                state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
+                item.conv.emit(
+                    "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
+                )
+        self._report(state)
+
+    def _create(self, state: _Run, record: BatchRecord, chunk: list[_Pending]) -> str | None:
+        """Create the batch: its id; None when the API refused it (its conversations then fail with the error)."""
+        requests = [item.request for item in chunk]
+        attempts = 0
+        while True:
+            try:
+                batch = self._batches(record.beta, retries=False).create(requests=requests, **self._betas(record.beta))
+                return str(batch.id)
+            except anthropic.APIStatusError as exc:
+                if 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429):
+                    self.ledger.abandon(record.key)  # refused: no batch was created
+                    failure = api.failure_from(exc)
+                    for item in chunk:
+                        _forget_attempt(state, item.entry)
+                        self._complete(state, item.conv, failure, 0.0)
+                    return None
+                error: Exception = exc
+            except anthropic.APIConnectionError as exc:  # the batch may or may not exist now
+                error = exc
+            attempts += 1
+            if attempts > self.submit_retries:
+                raise BatchError(f"creating a Message Batch of {len(chunk)} requests", error) from error
+            self._sleep(min(self.poll_interval, 2.0**attempts))
+            try:
+                found = self._find_orphan(record)
+            except BatchError:
+                continue  # the API is still unreachable: try again (bounded by submit_retries)
+            if found is not None:
+                self._event(state, "batch.adopted", batch_id=found, requests=len(chunk))
+                return found
+
+    # --- polling and applying ---------------------------------------------------------------------------------
+
+    def _poll(self, state: _Run, *, wait_first: bool) -> list[BatchRecord]:
+        """Poll the open batches until at least one has ended; those that did."""
+        while True:
+            if wait_first:
+                self._sleep(self.poll_interval)
+            wait_first = True
+            self._renew_leases(state)
+            ended: list[BatchRecord] = []
+            for key, record in list(state.open.items()):
+                assert record.batch_id is not None
+                try:
+                    batch = self._batches(record.beta).retrieve(record.batch_id, **self._betas(record.beta))
+                except anthropic.AnthropicError as exc:
+                    raise BatchError(f"polling Message Batch {record.batch_id}", exc) from exc
+                counts = batch.request_counts.model_dump()
+                state.status[key] = BatchStatus(record.batch_id, batch.processing_status, counts)
+                self._event(
+                    state,
+                    "batch.polled",
+                    level="debug",
+                    batch_id=record.batch_id,
+                    processing_status=batch.processing_status,
+                    request_counts=counts,
+                )
+                if batch.processing_status == "ended":
+                    ended.append(record)
+                    self._event(
+                        state,
+                        "batch.ended",
+                        batch_id=record.batch_id,
+                        request_counts=counts,
+                        elapsed_s=round(time.time() - record.created_at, 3),
+                    )
+            self._report(state)
+            if ended:
+                return ended
+
+    def _renew_leases(self, state: _Run) -> None:
+        """Keep the leases of conversations waiting in a batch (a batch may take hours; leases last minutes)."""
+        lease = self.agent.policy.lease_seconds
+        if time.monotonic() - state.last_renewal < lease / 3:
+            return
+        state.last_renewal = time.monotonic()
+        for cid in list(state.waiting):
+            conv = state.convs[cid]
+            if not self.store.acquire(cid, conv.owner, lease):
+                self._drop(state, conv, ConversationLockedError(cid))
+
+    def _apply(self, state: _Run, record: BatchRecord) -> None:
+        """Apply an ended batch's results to their conversations; settle them in the ledger."""
+        assert record.batch_id is not None
+        outcomes: dict[str, str] = {}
+        latency_ms = max(0.0, (time.time() - record.created_at) * 1000)
+        try:
+            results = self._batches(record.beta).with_streaming_response.results(
+                record.batch_id, **self._betas(record.beta)
+            )
+            with results as response:
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    entry = record.entries.get(str(item.get("custom_id")))
+                    if entry is None or entry.outcome is not None or entry.conversation_id not in state.convs:
+                        continue  # not ours (another run's conversation, or settled before a crash)
+                    result = item.get("result")
+                    outcomes[entry.custom_id] = self._apply_one(
+                        state, record, entry, result if isinstance(result, dict) else {}, latency_ms
+                    )
+        except (anthropic.AnthropicError, ValueError) as exc:
+            raise BatchError(f"reading the results of Message Batch {record.batch_id}", exc) from exc
+        for entry in record.unsettled:
+            if entry.custom_id not in outcomes and entry.conversation_id in state.convs:
+                # The results file has no line for it (not expected): treated like an expired request.
+                outcomes[entry.custom_id] = self._apply_one(state, record, entry, {"type": "missing"}, latency_ms)
+        self._settle(state, record, outcomes)
+        del state.open[record.key]
+        self._report(state)
+
+    def _settle(self, state: _Run, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
+        self.ledger.settle(record.key, outcomes)
+        for custom_id, outcome in outcomes.items():
+            entry = record.entries[custom_id]
+            record.entries[custom_id] = Entry(**{**entry.__dict__, "outcome": outcome})
+            tried = state.tried.get((entry.conversation_id, entry.revision))
+            if tried is not None and None in tried:
+                tried[tried.index(None)] = outcome
+        if not record.unsettled:
+            self.ledger.finish(record.key)
+
+    def _apply_one(
+        self, state: _Run, record: BatchRecord, entry: Entry, result: dict[str, Any], latency_ms: float
+    ) -> str:
+        """Drive one conversation with its result; the outcome to settle."""
+        cid = entry.conversation_id
+        conv = state.convs[cid]
+        fields: dict[str, Any] = {"batch_id": record.batch_id, "custom_id": entry.custom_id}
+        if state.waiting.get(cid) != (record.key, entry.custom_id) or not self._still_waits(state, entry):
+            conv.emit("batch.result_stale", level="warning", **fields)
+            return "stale"
+        del state.waiting[cid]
+        kind = str(result.get("type"))
+        state.results[kind] += 1
+        try:
+            if kind == "succeeded":
+                outcome = parse_reply(result.get("message"))
+                if isinstance(outcome, api.Reply) and isinstance(outcome.usage, dict):
+                    outcome.usage.setdefault("service_tier", "batch")  # billed at the batch price
+                conv.emit("batch.result_applied", result=kind, error_type=None, **fields)
+                self._complete(state, conv, outcome, latency_ms)
+                return kind
+            tried = state.tried.get((cid, entry.revision), [])
+            if kind == "errored":
+                failure = _failure_of(result)
+                retried = sum(1 for o in tried if o is not None and o.split(":", 1)[-1] in RETRYABLE_ERRORS)
+                if failure.type in RETRYABLE_ERRORS and retried < self.agent.policy.stream_retries:
+                    conv.emit("batch.request_resent", level="warning", reason=failure.type, attempt=entry.attempt + 1)
+                    return f"errored:{failure.type}"
+                conv.emit("batch.result_applied", level="warning", result=kind, error_type=failure.type, **fields)
+                self._complete(state, conv, failure, latency_ms)
+                return f"errored:{failure.type}"
+            lapsed = sum(1 for o in tried if o in ("expired", "canceled", "missing"))
+            if lapsed < LAPSE_RESENDS:
+                conv.emit("batch.request_resent", level="warning", reason=kind, attempt=entry.attempt + 1)
+                return kind
+            conv.emit("batch.result_applied", level="warning", result=kind, error_type=f"batch_{kind}", **fields)
+            message = (
+                f"the request was {kind} in Message Batch {record.batch_id} after being sent {entry.attempt} times"
+                if kind in ("expired", "canceled")
+                else f"Message Batch {record.batch_id} gave no usable result for the request ({kind!r})"
+            )
+            self._complete(state, conv, api.RequestFailure(type=f"batch_{kind}", message=message), latency_ms)
+            return kind
+        except StoreError:
+            raise
+        except Exception as exc:
+            self._drop(state, conv, exc)
+            return f"error:{type(exc).__name__}"
+
+    def _complete(
+        self, state: _Run, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
+    ) -> None:
+        try:
+            conv.complete_request(outcome, latency_ms)
+        except StoreError:
+            raise
+        except Exception as exc:
+            self._drop(state, conv, exc)
+
+    # --- the SDK -----------------------------------------------------------------------------------------------
+
+    def _batches(self, beta: bool, *, retries: bool = True) -> Any:
+        """The SDK's batches resource. Creating goes without the SDK's own retries: a create retried after a
+        timeout could make a second batch (paid twice); ``_create`` retries itself, looking for the batch first."""
+        client = self.agent.client
+        if not retries:
+            if self._once is None or self._once[0] is not client:
+                self._once = (client, client.with_options(max_retries=0))
+            client = self._once[1]
+        return client.beta.messages.batches if beta else client.messages.batches
+
+    def _betas(self, beta: bool) -> dict[str, Any]:
+        return {"betas": list(self.agent.betas)} if beta and self.agent.betas else {}
+
+    # --- reporting --------------------------------------------------------------------------------------------
+
+    def _drop(self, state: _Run, conv: Conversation, exc: BaseException) -> None:
+        """A conversation raised: it stops here (its lease given back); the others carry on."""
+        state.errors[conv.id] = exc
+        state.waiting.pop(conv.id, None)
+        message = redact(str(exc), self.agent.secrets())
+        conv.emit("batch.conversation_error", level="error", error_type=type(exc).__name__, message=message)
+        if not isinstance(exc, ConversationLockedError):
+            conv.release()
+
+    def _result(self, state: _Run, conv: Conversation) -> RunResult:
+        result = conv.result()
+        exc = state.errors.get(conv.id)
+        if exc is not None:
+            error = RunError(type=type(exc).__name__, message=redact(str(exc), self.agent.secrets()))
+            result = result.model_copy(update={"error": error})
+            result.attach_events(conv.log.raw)
+        return result
+
+    def _event(self, state: _Run, name: str, *, level: Level = "info", **data: Any) -> None:
+        state.log.emit(name, turn=0, state="batch", level=level, **data)
+
+    def _report(self, state: _Run, *, finished: bool = False) -> None:
+        usage = Usage()
+        cost: float | None = 0.0
+        states: Counter[str] = Counter()
+        for conv in state.convs.values():
+            states[conv.state] += 1
+            u = conv.usage
+            usage.input_tokens += u.input_tokens
+            usage.output_tokens += u.output_tokens
+            usage.cache_creation_input_tokens += u.cache_creation_input_tokens
+            usage.cache_read_input_tokens += u.cache_read_input_tokens
+            usage.requests += u.requests
+            cost = None if cost is None or conv.cost_usd is None else cost + conv.cost_usd
+        progress = BatchProgress(
+            run_id=state.run_id,
+            conversations=len(state.convs),
+            states=dict(states),
+            waiting=len(state.waiting),
+            errors=len(state.errors),
+            batches=[state.status[k] for k in state.open if k in state.status],
+            batches_submitted=state.batches_submitted,
+            results=dict(state.results),
+            usage=usage,
+            cost_usd=None if cost is None else round(cost, 6),
+            elapsed_s=round(time.monotonic() - state.started, 3),
+            finished=finished,
+        )
+        self.last_progress = progress
+        if self.progress is not None:
+            self.progress(progress)
+
+    @property
+    def events(self) -> list[Any]:
+        """The runner's own events (``batch.submitted``, ``batch.polled`` ...) of the last run, as ``Event`` models."""
+        return self._run.log.events if self._run is not None else []
+
+
+def _stopped(conv: Conversation) -> bool:
+    """Finished, or stopped for another reason the conversation knows (``Conversation.stopped`` where it exists)."""
+    return bool(getattr(conv, "stopped", conv.finished))
+
+
+def _forget_attempt(state: _Run, entry: Entry) -> None:
+    """An entry whose batch was never created is no attempt."""
+    tried = state.tried.get((entry.conversation_id, entry.revision))
+    if tried is not None and None in tried:
+        tried.remove(None)
+
+
+def _failure_of(result: Mapping[str, Any]) -> api.RequestFailure:
+    """An ``errored`` result's error as the plain path would have described the HTTP error."""
+    body = result.get("error")
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return api.RequestFailure(type="api_error", message=f"errored batch result without an error: {result!r:.200}")
+    kind = str(err.get("type") or "api_error")
+    return api.RequestFailure(type=kind, message=str(err.get("message") or kind), status_code=ERROR_STATUS.get(kind))
