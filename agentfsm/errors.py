@@ -88,6 +88,18 @@ class CorruptSnapshotError(AgentfsmError):
         super().__init__(f"stored conversation {conversation_id!r} cannot be read: {problem}")
 
 
+class IncompatibleAgentError(ConfigurationError):
+    """A stored conversation is at a state the resuming Agent class does not have."""
+
+    def __init__(self, conversation_id: str, stored_by: str, resumed_by: str, state: str) -> None:
+        self.conversation_id = conversation_id
+        self.stored_by, self.resumed_by, self.state = stored_by, resumed_by, state
+        super().__init__(
+            f"conversation {conversation_id!r} was stored by {stored_by} at state {state!r}, which {resumed_by} "
+            f"does not have: resume it with an instance of {stored_by} (or of a class that declares {state!r})"
+        )
+
+
 # --- tool call errors: become is_error tool_results, never raised out of a run ---
 
 

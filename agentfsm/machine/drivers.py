@@ -32,8 +32,8 @@ _NEVER_RAN = api.RequestFailure(type="no_outcome", message="stream never ran")
 def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
     plan = conv.plan()
     if isinstance(plan, SendRequest):
+        client, betas = conv.agent.client, conv.agent.betas  # a client of the wrong kind raises before any request
         conv.begin_request()
-        client, betas = conv.agent.client, conv.agent.betas
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -52,6 +52,7 @@ def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
             attempt += 1
             yield from conv.drain()
             time.sleep(delay)
+            conv.begin_request()  # a resend is a request: counted against max_turns
         conv.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
     elif isinstance(plan, RunTools):
         to_run, settled = conv.begin_tools(plan)
@@ -100,8 +101,8 @@ def stream(conv: Conversation) -> Iterator[StreamEvent]:
 async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[StreamEvent]:
     plan = conv.plan()
     if isinstance(plan, SendRequest):
-        conv.begin_request()
         client, betas = conv.agent.aclient, conv.agent.betas
+        conv.begin_request()
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -123,6 +124,7 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
             for event in conv.drain():
                 yield event
             await asyncio.sleep(delay)
+            conv.begin_request()
         conv.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
     elif isinstance(plan, RunTools):
         to_run, settled = conv.begin_tools(plan)
