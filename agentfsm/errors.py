@@ -145,13 +145,15 @@ class ToolTimeoutError(ToolCallError):
 
 
 class ToolInterruptedError(ToolCallError):
-    """The call was running when the agent process stopped, and its tool is not marked idempotent."""
+    """The call was running when the agent process stopped (or the caller cancelled the run), and its tool is not
+    marked idempotent."""
 
     def __init__(self, tool: str) -> None:
         super().__init__(
             tool,
-            f"tool {tool!r} was running when the agent process stopped; whether it finished is unknown, and it "
-            "was not run again because it is not marked idempotent. Check its effect before calling it again.",
+            f"tool {tool!r} was running when the agent process stopped (or the run was cancelled); whether it "
+            "finished is unknown, and it was not run again because it is not marked idempotent. Check its effect "
+            "before calling it again.",
         )
 
 

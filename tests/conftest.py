@@ -19,6 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 
+import pgserver
 import pytest
 import realtraffic
 
@@ -104,6 +105,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"request schema check: {total} simulator requests ({parts})")
     if not realtraffic.available():
         terminalreporter.write_line(f"request schema check skipped: {realtraffic.SKIP_REASON}")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """One throwaway PostgreSQL server per session (``pgserver``), shared by every test that needs one."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL store tests skipped: psycopg is not installed (pip install 'agentfsm[postgres]')")
+    try:
+        server = pgserver.start()
+    except pgserver.Unavailable as exc:
+        pytest.skip(f"PostgreSQL store tests skipped: {exc}")
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """One suite for every store: MemoryStore, SQLiteStore and PostgresStore keep the same ``Store`` protocol.
 
-The PostgreSQL runs use a throwaway server that the session fixture starts
+The PostgreSQL runs use a throwaway server that the session fixture ``postgres_dsn`` (in conftest) starts
 (``pgserver``: installed from Debian's packages if missing, initdb'd in a temp
 dir, on a free loopback port); where that cannot be done they are skipped with
 the reason. Crashes are in process here (``KeyboardInterrupt`` from a tool, from
@@ -20,7 +20,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import pgserver
 import pytest
 import scenario as sc
 
@@ -40,25 +39,6 @@ from agentfsm.stores.sqlite import SQLiteStore
 
 V1_ROW = Path(__file__).parent / "data" / "snapshot_v1.json"
 BACKENDS = ["memory", "sqlite", "postgres"]
-
-
-# --- PostgreSQL: one throwaway server per session ------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("PostgreSQL store tests skipped: psycopg is not installed (pip install 'agentfsm[postgres]')")
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"PostgreSQL store tests skipped: {exc}")
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
 
 
 # --- the backends, behind one face -----------------------------------------------------------------------

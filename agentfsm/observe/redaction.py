@@ -10,10 +10,11 @@ What is redacted, given the credentials the client holds (``Agent.secrets()``):
   it, and every copy of any prefix of it at least ``MIN_SECRET_CHARS`` long
   (an error body that quotes a key cut short must not leak most of it).
 * A shorter credential (``"x"`` in a test) cannot be told from ordinary text,
-  so it is redacted only where a key can appear: a value that is exactly the
-  credential, anywhere; and, in an error message from the API or the transport
-  (``redact_error``), a copy that stands alone as a word (between spaces,
-  quotes or punctuation such as ``:`` ``=`` ``,``) — never every ``x`` in a text.
+  so it is redacted only where a key can appear: in an error message from the
+  API or the transport (``redact_error``: an error body may echo the header it
+  rejected), as a whole word (between spaces, quotes or punctuation such as
+  ``:`` ``=`` ``,``) — never every ``x`` in a text, and never in events, tool
+  results or the conversation.
 * Anything shaped like an Anthropic key (``sk-ant-…``), known or not.
 """
 
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-#: Credentials shorter than this are redacted only as whole values (and whole words in error messages);
+#: Credentials shorter than this are redacted only in error messages, as whole words;
 #: a copy of a longer one's first ``MIN_SECRET_CHARS`` characters or more is redacted as the credential.
 MIN_SECRET_CHARS = 8
 
@@ -57,16 +58,15 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
 
 
 def redact_text(text: str, secrets: Sequence[str] = (), *, words: bool = False, shapes: bool = True) -> str:
-    """``text`` with ``secrets`` redacted (see the module docstring); ``words`` also redacts a short credential
-    standing alone as a word (for error messages); ``shapes`` also redacts anything shaped like ``sk-ant-…``."""
+    """``text`` with ``secrets`` redacted (see the module docstring): those of ``MIN_SECRET_CHARS`` or more, and
+    with ``words`` (for error messages) a shorter one standing alone as a word; ``shapes`` also redacts anything
+    shaped like ``sk-ant-…``."""
     for secret in secrets:
         if not secret:
             continue
         if len(secret) >= MIN_SECRET_CHARS:
             if secret[:MIN_SECRET_CHARS] in text:
                 text = _without(text, secret)
-        elif text == secret:
-            return REDACTED
         elif words and secret in text:
             edge = _WORD_EDGE
             text = re.sub(f"(?:(?<=[{edge}])|^){re.escape(secret)}(?=[{edge}]|$)", REDACTED, text)

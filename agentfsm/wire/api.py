@@ -290,6 +290,9 @@ class StreamCall:
         try:
             with self._resource.with_streaming_response.create(**self._kwargs) as response:
                 self._opened = True
+                if not _is_event_stream(response.headers):
+                    self.outcome = _not_a_stream(response.headers, response.text())
+                    return
                 for event, data in parse_sse(response.iter_lines()):
                     text = assembler.feed(event, data)
                     if text:
@@ -304,6 +307,9 @@ class StreamCall:
         try:
             async with self._resource.with_streaming_response.create(**self._kwargs) as response:
                 self._opened = True
+                if not _is_event_stream(response.headers):
+                    self.outcome = _not_a_stream(response.headers, await response.text())
+                    return
                 async for event, data in _aparse(response.iter_lines()):
                     text = assembler.feed(event, data)
                     if text:
@@ -335,6 +341,19 @@ class StreamCall:
         if unclosed is not None:
             return RequestFailure(type="incomplete_stream", message=unclosed, fault="incomplete")
         return reply_from(assembler.body())
+
+
+def _is_event_stream(headers: Mapping[str, str]) -> bool:
+    return str(headers.get("content-type", "")).lower().startswith("text/event-stream")
+
+
+def _not_a_stream(headers: Mapping[str, str], text: str) -> RequestFailure:
+    """A 200 answer to a streamed request that is not an event stream: malformed, whatever it holds."""
+    kind = str(headers.get("content-type", "")).split(";")[0].strip() or "no content type"
+    return RequestFailure(
+        type="invalid_response",
+        message=f"a streamed request was answered with {kind} ({len(text)} characters), not an event stream",
+    )
 
 
 async def _aparse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
