@@ -677,6 +677,14 @@ def test_lone_surrogates_and_nul_in_a_reply_and_a_tool_input_are_stored_and_resu
     assert again.final_state == "done" and again.messages == result.messages
 
 
+def test_a_streamed_lone_surrogate_is_shown_as_it_is_kept(serve: Any) -> None:
+    server = serve([reply(message([text("odd \udbff end")]))])
+    events = list(agent_for(server, "stream").stream("Q"))
+    final = events[-1]
+    assert isinstance(final, ResultEvent) and final.result.text == "odd \ufffd end"
+    assert "".join(e.text for e in events if e.type == "text") == final.result.text
+
+
 def test_a_callers_lone_surrogate_is_stored_as_it_is(serve: Any, store: Store) -> None:
     server = serve([reply(message([text("never")]))])
     result = agent_for(server, "run").run("bad \udc80 text", store=store, conversation_id="c1")

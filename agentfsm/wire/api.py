@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import anthropic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentfsm.wire.sse import MalformedStreamError, ReplyAssembler, StreamError, parse_sse
+from agentfsm.wire.sse import (
+    SURROGATE_ESCAPE,
+    MalformedStreamError,
+    ReplyAssembler,
+    StreamError,
+    parse_sse,
+    without_lone_surrogates,
+)
 
 #: Above this, the SDK refuses a non-streaming request unless a timeout is given
 #: (it expects such a request to take more than 10 minutes: 3600 s x tokens / 128k).
@@ -72,8 +78,6 @@ class RequestFailure(BaseModel):
 #: Usage counts the machine adds up: each must be a non-negative integer (or null) when present.
 USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 
 def reply_from_text(text: str) -> Reply | RequestFailure:
     """``reply_from`` for the raw text of a 200 body (which may not be JSON at all)."""
@@ -83,7 +87,8 @@ def reply_from_text(text: str) -> Reply | RequestFailure:
         return RequestFailure(
             type="invalid_response", message=f"the reply body is not JSON ({len(text)} characters of something else)"
         )
-    return reply_from(body)
+    # A lone surrogate can only arrive as a JSON escape: one scan of the text spares walking the body.
+    return _reply(body, may_hold_surrogates=SURROGATE_ESCAPE.search(text) is not None)
 
 
 def reply_from(body: object) -> Reply | RequestFailure:
@@ -103,12 +108,17 @@ def reply_from(body: object) -> Reply | RequestFailure:
     A lone UTF-16 surrogate in any string (JSON can carry one as an escape; no request can) becomes
     U+FFFD, so the history stays sendable and storable.
     """
+    return _reply(body, may_hold_surrogates=True)
+
+
+def _reply(body: object, *, may_hold_surrogates: bool) -> Reply | RequestFailure:
     problem = _reply_problem(body)
     if problem is not None:
         kind, message = problem
         return RequestFailure(type=kind, message=message)
     assert isinstance(body, dict)
-    body = _without_lone_surrogates(body)
+    if may_hold_surrogates:
+        body = without_lone_surrogates(body)
     try:
         return Reply.model_validate(body)
     except ValidationError as exc:  # every shape Reply declares is checked above; this is a safety net
@@ -197,22 +207,6 @@ def _shown(value: object) -> str:
     if isinstance(value, str) and len(value) <= 40 and value.replace("_", "").isalnum():
         return repr(value)
     return _kind(value)
-
-
-def _without_lone_surrogates(value: Any) -> Any:
-    """``value`` with every lone surrogate in its strings replaced by U+FFFD; the same object when there is none."""
-    if isinstance(value, str):
-        if _SURROGATE.search(value) is None:
-            return value
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if isinstance(value, list):
-        items = [_without_lone_surrogates(v) for v in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
-    if isinstance(value, dict):
-        fields = {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
-        unchanged = len(fields) == len(value) and all(k in value and value[k] is v for k, v in fields.items())
-        return value if unchanged else fields
-    return value
 
 
 def request_timeout(max_tokens: int, configured: float | None, long_timeout: float) -> float | None:
@@ -340,7 +334,7 @@ class StreamCall:
         unclosed = assembler.unclosed()
         if unclosed is not None:
             return RequestFailure(type="incomplete_stream", message=unclosed, fault="incomplete")
-        return reply_from(assembler.body())
+        return _reply(assembler.body(), may_hold_surrogates=False)  # the assembler replaced them as events came
 
 
 def _is_event_stream(headers: Mapping[str, str]) -> bool:

@@ -23,6 +23,7 @@ the caller reports like a malformed JSON body (``invalid_response``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -54,6 +55,41 @@ class StreamError(Exception):
         kind, message = error.get("type"), error.get("message")
         self.error_type = kind if isinstance(kind, str) and kind else "error"
         super().__init__(message if isinstance(message, str) else "the stream sent an error event with no message")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: A JSON escape of a UTF-16 surrogate: the only way a lone one can reach a decoded string.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD; the same object when there is none.
+
+    JSON can carry a lone surrogate as an escape (``"\\ud800"``); no request can (it cannot be
+    encoded as UTF-8), and a caller printing one fails. A valid pair is one character by now.
+    """
+    return _replaced(value) if _has_lone_surrogate(value) else value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return not value.isascii() and _SURROGATE.search(value) is not None
+    if kind is dict:
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if kind is list:
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _replaced(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replaced(v) for v in value]
+    if isinstance(value, dict):
+        return {_replaced(k): _replaced(v) for k, v in value.items()}
+    return value
 
 
 class MalformedStreamError(Exception):
@@ -98,6 +134,8 @@ class ReplyAssembler:
             if event in PROTOCOL_EVENTS:
                 raise MalformedStreamError(f"a {event} event's data is not a JSON object")
             return ""
+        if SURROGATE_ESCAPE.search(data):  # text shown as it streams must be the text the reply keeps
+            body = without_lone_surrogates(body)
         kind = body.get("type", event)
         if kind == "error" or event == "error":
             raise StreamError(body)
@@ -169,7 +207,10 @@ class ReplyAssembler:
         raw = self._json.pop(index, None)
         if raw and index < len(self.content) and isinstance(self.content[index], dict):
             try:
-                self.content[index]["input"] = json.loads(raw)
+                parsed = json.loads(raw)
+                self.content[index]["input"] = (
+                    without_lone_surrogates(parsed) if SURROGATE_ESCAPE.search(raw) else parsed
+                )
             except ValueError:
                 # A complete block with malformed JSON: keep it visible instead of guessing.
                 self.content[index]["input"] = {"_unparsed_input_json": raw}
