@@ -176,7 +176,7 @@ class HostileServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _record(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    def _record(self, body: bytes, headers: dict[str, str], query: str = "") -> dict[str, Any]:
         try:
             request = json.loads(body)
         except ValueError:
@@ -187,7 +187,7 @@ class HostileServer:
             self.headers.append(headers)
             for problem in wire_problems(request.get("messages") or []):
                 self.problems.append(f"request #{n}: {problem}")
-            schema = realtraffic.schema_problems(request, "CreateMessageParams")
+            schema = realtraffic.schema_problems(request, realtraffic.schema_name(query, headers))
             if schema:
                 self.problems.append(f"request #{n}: {schema[0]}")
         return request
@@ -203,7 +203,8 @@ class HostileServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                request = server._record(self.rfile.read(length), {k.lower(): v for k, v in self.headers.items()})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = server._record(self.rfile.read(length), headers, self.path.partition("?")[2])
                 response = server._next(request)
                 self.send_response(response.status)
                 self.send_header("content-type", response.content_type)
