@@ -312,6 +312,22 @@ def test_pause_turn_with_a_client_call_runs_and_answers_it(driver: str, serve: A
     assert sent[1]["content"] == paused["content"] and sent[2]["content"][0]["tool_use_id"] == "toolu_b"
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_paused_server_compaction_with_a_client_call_runs_and_answers_it(driver: str, serve: Any) -> None:
+    paused = message(
+        [{"type": "compaction", "content": "Earlier: the user asked."}, call("lookup", {"key": "d"}, "toolu_d")]
+    )
+    paused["stop_reason"] = "compaction"
+    server = serve([reply(paused), reply(message([text("found d")]))])
+    pause_edit = {"edits": [{"type": "compact_20260112", "pause_after_compaction": True}]}
+    agent = agent_for(server, driver, request_params={"context_management": pause_edit})
+    result = drive(agent, "Q", driver)
+    assert result.final_state == "done" and result.text == "found d" and ran_with == ["d"]
+    assert [s.trigger for s in result.trace][:2] == ["compaction", "run_tools"]
+    sent = server.requests[1]["messages"]
+    assert sent[1]["content"] == paused["content"] and sent[2]["content"][0]["tool_use_id"] == "toolu_d"
+
+
 ENDING = {
     "end_turn": ("done", {}),
     "stop_sequence": ("done", {"stop_sequence": "END"}),
