@@ -15,6 +15,7 @@ A run that reaches a ``Wait`` state returns ``final_state == "waiting"``;
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -22,7 +23,7 @@ import anthropic
 
 from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError, UnknownConversationError
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.history import Message, validate_history
+from agentfsm.machine.history import Message, answer_abandoned_calls, validate_history
 from agentfsm.machine.serverside import check_request_params
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, is_async, merge, unsafe_states
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 _UNSET: Any = object()
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie|credential", re.IGNORECASE)
 _C = TypeVar("_C", anthropic.Anthropic, anthropic.AsyncAnthropic)
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -191,7 +193,7 @@ class Agent:
         carried on with ``resume`` after a crash. A run that reaches a ``Wait``
         returns normally with ``final_state == "waiting"``: ``resume`` decides it.
         """
-        return self.start(prompt, conversation_id=conversation_id, store=store).run()
+        return self.start(prompt, conversation_id=conversation_id, store=store, asynchronous=False).run()
 
     def stream(
         self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, store: Store | None = None
@@ -200,7 +202,7 @@ class Agent:
 
         The last event is a ``ResultEvent`` carrying the same ``RunResult`` ``run`` returns.
         """
-        return self.start(prompt, conversation_id=conversation_id, store=store).stream()
+        return self.start(prompt, conversation_id=conversation_id, store=store, asynchronous=False).stream()
 
     async def arun(
         self, prompt: str | Sequence[Message], *, conversation_id: str | None = None, store: Store | None = None
@@ -220,12 +222,17 @@ class Agent:
         *,
         conversation_id: str | None = None,
         store: Store | None = None,
-        asynchronous: bool = False,
+        asynchronous: bool | None = None,
     ) -> Conversation:
-        """Begin a conversation without running it: step it with ``conversation.step()`` (or ``astep``)."""
+        """Begin a conversation without running it: step it with ``conversation.step()`` (or ``astep``).
+
+        ``asynchronous`` says which client the conversation will use (True: ``AsyncAnthropic``,
+        False: ``Anthropic``), so a missing key or a client of the wrong kind is reported now; left
+        None, the client the agent was given decides, and a driver of the other kind raises
+        ``ConfigurationError`` before sending anything.
+        """
         messages = self._initial_messages(prompt)
-        # A missing key or a client of the wrong kind is reported now, not at the first request.
-        _ = self.aclient if asynchronous else self.client
+        self._check_client(asynchronous)
         if store is not None and conversation_id is not None:
             try:
                 store.load(conversation_id)
@@ -245,15 +252,20 @@ class Agent:
         store: Store | None = None,
         trigger: str | None = None,
         input: Any = None,
-        asynchronous: bool = False,
+        asynchronous: bool | None = None,
     ) -> Conversation:
         """A stored conversation, rebuilt at its last transition (step it, inspect it, or run it).
 
         ``conversation`` is an id in ``store``, or a ``RunResult`` that stopped waiting (then no
         store is needed: the result carries the conversation). ``trigger``/``input`` decide a
         waiting conversation as ``resume`` does; ``load(...).stream()`` resumes it streamed.
+        ``asynchronous`` as for ``start``.
+
+        Raises ``UnknownConversationError`` for an id the store does not hold, ``CorruptSnapshotError``
+        for a row that cannot be read back as a valid conversation, and ``IncompatibleAgentError``
+        when the conversation is at a state this Agent class does not have.
         """
-        _ = self.aclient if asynchronous else self.client
+        self._check_client(asynchronous)
         if store is not None:
             cid = conversation.conversation_id if isinstance(conversation, RunResult) else conversation
             try:
@@ -325,12 +337,21 @@ class Agent:
             raise InvalidHistoryError(
                 f"the prompt must be a string or a non-empty list of message dicts, got {type(prompt).__name__}"
             )
-        return validate_history(list(prompt))
+        return validate_history(answer_abandoned_calls(list(prompt)))
 
     @property
     def client(self) -> anthropic.Anthropic:
-        """The sync SDK client; made from the environment (``ANTHROPIC_API_KEY``) when none was given."""
+        """The sync SDK client; made from the environment (``ANTHROPIC_API_KEY``) when no client was given.
+
+        An agent given only an ``AsyncAnthropic`` client never makes a sync one behind the caller's
+        back (it would talk to wherever the environment points): ``ConfigurationError`` instead.
+        """
         if self._client is None:
+            if self._aclient is not None:
+                raise ConfigurationError(
+                    "run() and stream() need an anthropic.Anthropic client, and this agent was given an "
+                    "anthropic.AsyncAnthropic one: use arun() / astream(), or pass client=anthropic.Anthropic(...)"
+                )
             self._client = self._client_from_environment(anthropic.Anthropic)
         if not isinstance(self._client, anthropic.Anthropic):
             raise ConfigurationError(
@@ -341,10 +362,23 @@ class Agent:
 
     @property
     def aclient(self) -> anthropic.AsyncAnthropic:
-        """The async SDK client; made from the environment when none was given."""
+        """The async SDK client; made from the environment when no client was given (``ConfigurationError``
+        when the agent was given a sync ``Anthropic`` client: it is never swapped for one from the environment)."""
         if self._aclient is None:
+            if self._client is not None:
+                raise ConfigurationError(
+                    f"arun() and astream() need an anthropic.AsyncAnthropic client, and this agent was given a "
+                    f"{type(self._client).__name__} one: use run() / stream(), or pass "
+                    "client=anthropic.AsyncAnthropic(...)"
+                )
             self._aclient = self._client_from_environment(anthropic.AsyncAnthropic)
         return self._aclient
+
+    def _check_client(self, asynchronous: bool | None) -> None:
+        """Raise now (not at the first request) for a missing key or a client of the wrong kind."""
+        if asynchronous is None:  # whichever kind was given; none given: the environment's sync client
+            asynchronous = self._aclient is not None and self._client is None
+        _ = self.aclient if asynchronous else self.client
 
     @staticmethod
     def _client_from_environment(kind: type[_C]) -> _C:
@@ -426,12 +460,26 @@ class Agent:
         return self._tool_map
 
     def secrets(self) -> list[str]:
-        """Credential strings that must never reach an event."""
+        """Credential strings that must never reach an event, an error, a log line or a stored row.
+
+        Every credential the clients hold, whatever its shape: ``api_key``, ``auth_token``, and the
+        values of credential headers given as ``default_headers`` (``Authorization``, ``x-api-key``,
+        anything naming a key, token, secret or cookie), with and without their ``Bearer`` scheme.
+        """
         found: list[str] = []
         for client in (self._client, self._aclient):
-            if client is not None:
-                found += [s for s in (client.api_key, client.auth_token) if s]
-        return found
+            if client is None:
+                continue
+            found += [s for s in (client.api_key, client.auth_token) if isinstance(s, str) and s]
+            headers = getattr(client, "_custom_headers", None)
+            if isinstance(headers, Mapping):
+                for name, value in headers.items():
+                    if isinstance(value, str) and value and _CREDENTIAL_HEADER.search(str(name)):
+                        found.append(value)
+                        scheme, _, rest = value.partition(" ")
+                        if rest and scheme.lower() in ("bearer", "basic", "token"):
+                            found.append(rest.strip())
+        return list(dict.fromkeys(found))
 
     def prefill_unsupported(self, model: str) -> bool:
         return model in self._no_prefill

@@ -124,6 +124,18 @@ class CorruptSnapshotError(AgentfsmError):
         super().__init__(f"stored conversation {conversation_id!r} cannot be read: {problem}")
 
 
+class IncompatibleAgentError(ConfigurationError):
+    """A stored conversation is at a state the resuming Agent class does not have."""
+
+    def __init__(self, conversation_id: str, stored_by: str, resumed_by: str, state: str) -> None:
+        self.conversation_id = conversation_id
+        self.stored_by, self.resumed_by, self.state = stored_by, resumed_by, state
+        super().__init__(
+            f"conversation {conversation_id!r} was stored by {stored_by} at state {state!r}, which {resumed_by} "
+            f"does not have: resume it with an instance of {stored_by} (or of a class that declares {state!r})"
+        )
+
+
 # --- tool call errors: become is_error tool_results, never raised out of a run ---
 
 
@@ -169,13 +181,15 @@ class ToolTimeoutError(ToolCallError):
 
 
 class ToolInterruptedError(ToolCallError):
-    """The call was running when the agent process stopped, and its tool is not marked idempotent."""
+    """The call was running when the agent process stopped (or the caller cancelled the run), and its tool is not
+    marked idempotent."""
 
     def __init__(self, tool: str) -> None:
         super().__init__(
             tool,
-            f"tool {tool!r} was running when the agent process stopped; whether it finished is unknown, and it "
-            "was not run again because it is not marked idempotent. Check its effect before calling it again.",
+            f"tool {tool!r} was running when the agent process stopped (or the run was cancelled); whether it "
+            "finished is unknown, and it was not run again because it is not marked idempotent. Check its effect "
+            "before calling it again.",
         )
 
 

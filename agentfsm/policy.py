@@ -25,7 +25,9 @@ FALLBACK_ENTRY_KEYS = frozenset({"model", "max_tokens", "thinking", "output_conf
 class Policy(BaseModel):
     """Limits and strategies for one agent. Immutable; copy with ``model_copy(update=...)``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No field means anything as infinity or NaN (None is "no limit" where there may be none): a NaN
+    # backoff or lease would compare False with everything and never bound its loop.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     max_tokens: int = Field(1024, ge=1, description="max_tokens of an ordinary request")
     max_tokens_ladder: tuple[int, ...] = Field(

@@ -9,8 +9,8 @@ not from the library's state table — that walks the same script the way the sp
 must, and predicts:
 
 (a) the run ends, with no exception, in ``done``/``truncated``/``refused``/``failed``;
-(b) how many requests it sends (turns within ``max_turns``; every HTTP request, SDK retries and
-    stream resends included), and how often each bounded loop ran (all within the policy);
+(b) how many requests it sends (turns within ``max_turns``, a stream resend counted as a turn; every
+    HTTP request, SDK retries included), and how often each bounded loop ran (all within the policy);
 (c) every request keeps the wire rules of SPEC.md §3 and validates against the API's schema, and
     the simulator rejects none but a prefill on a model that refuses prefill (and a request past
     the end of the script);
@@ -187,6 +187,8 @@ GOING_ON = [
     "empty_max_tokens",
     "pause_turn",
     "tool_use",
+    "max_tokens_after_calls",
+    "pause_turn_with_call",
 ]
 #: Replies that end a run.
 ENDING = [
@@ -214,6 +216,8 @@ def replies(draw: st.DrawFn, k: int, kinds: list[str]) -> ScriptedReply:
         reply = r.message([*thinking, *lead, *draw(tool_calls(k))], "tool_use")
     elif kind == "max_tokens_text":
         reply = r.message([_text(draw(texts(marker, ends=True)))], "max_tokens")
+    elif kind == "max_tokens_after_calls":  # complete calls, then text cut off
+        reply = r.message([*draw(tool_calls(k)), _text(draw(texts(marker, ends=True)))], "max_tokens")
     elif kind == "empty_end_turn":
         reply = r.message(draw(st.sampled_from([[], [_text("")], [_text(" \n")]])), "end_turn")
     elif kind == "truncated_tool_use":
@@ -224,6 +228,10 @@ def replies(draw: st.DrawFn, k: int, kinds: list[str]) -> ScriptedReply:
         said = draw(texts(marker)) if draw(st.booleans()) else None
         paused = r.pause_turn(query=f"q{k}", text=said, completed_searches=draw(st.integers(0, 2)))
         reply = paused.model_copy(update={"content": _fill_server_ids(paused.content, k)})
+    elif kind == "pause_turn_with_call":  # a paused turn that also called a client tool
+        paused = r.pause_turn(query=f"q{k}", text=None, completed_searches=1)
+        content = [*_fill_server_ids(paused.content, k)[:-1], *draw(tool_calls(k))]
+        reply = paused.model_copy(update={"content": content})
     elif kind == "refusal":
         reply = r.refusal(text=draw(texts(marker)) if draw(st.booleans()) else "")
     elif kind == "stop_sequence":
@@ -466,8 +474,9 @@ def predict(case: Case, streamed: bool) -> Prediction:
             kind, index, status = call()
             if kind == "fault":
                 out.gone.append(index)  # type: ignore[arg-type]
-                if attempts < p.stream_retries:
+                if attempts < p.stream_retries and out.turns < p.max_turns:  # a resend is a turn
                     attempts += 1
+                    out.turns += 1
                     out.loops["stream_retries"] += 1
                     continue
                 return end("failed", "api_error", None)
@@ -500,6 +509,8 @@ def predict(case: Case, streamed: bool) -> Prediction:
                 return end("done", "empty_reply")
             keep(content)
             return end("done", "end_turn")
+        calls = [b for b in content if b["type"] == "tool_use"]
+        answers = {"role": "user", "content": [_expected_result(c, p.max_tool_result_chars) for c in calls]}
         if stop == "max_tokens":
             if not content or content[-1]["type"] in CUT_BLOCKS:
                 out.gone.append(index)
@@ -508,6 +519,11 @@ def predict(case: Case, streamed: bool) -> Prediction:
                     out.loops["ladder"] += 1
                     continue
                 return end("failed", "max_tokens_ladder_exhausted")
+            if calls:  # complete calls before the cut text: answered (they cannot go back unanswered)
+                keep(content)
+                history.append(answers)
+                after_tools = True
+                continue
             keep(content)
             if continuations < p.max_continuations:
                 continuations += 1
@@ -525,15 +541,18 @@ def predict(case: Case, streamed: bool) -> Prediction:
             keep(content)
             return end("done", "stop_sequence")
         if stop == "tool_use":
-            calls = [b for b in content if b["type"] == "tool_use"]
             keep(content)
             if not calls:
                 return end("failed", "no_tool_calls")
-            history.append({"role": "user", "content": [_expected_result(c, p.max_tool_result_chars) for c in calls]})
+            history.append(answers)
             after_tools = True
             continue
         if stop == "pause_turn":
             keep(content)
+            if calls:  # a paused turn with client calls: answered, not sent back unanswered
+                history.append(answers)
+                after_tools = True
+                continue
             if pauses < p.max_pause_resumes:
                 pauses += 1
                 out.loops["pauses"] += 1
@@ -657,7 +676,7 @@ def check(case: Case, driver: str, schema_problems: list[str], *, counted: bool 
     # (b) bounded: the requests it sent, and each loop, within the policy
     p = case.policy
     assert result.turns == expected.turns <= p.max_turns, where
-    assert len(sim.requests) == expected.http <= p.max_turns * (1 + p.stream_retries) * (1 + case.max_retries), where
+    assert len(sim.requests) == expected.http <= p.max_turns * (1 + case.max_retries), where
     assert served == expected.served, where
     counts = Counter(e.event for e in result.events)
     loops = {

@@ -268,10 +268,11 @@ def test_the_key_is_in_no_exception_raised_to_the_caller(monkeypatch: pytest.Mon
     # a client of the wrong kind for the driver
     catch(lambda: Agent(client=sim.async_client(api_key=KEY)).run("hi"), ConfigurationError)
     catch(lambda: list(Agent(client=sim.async_client(auth_token=TOKEN, api_key=None)).stream("hi")), ConfigurationError)
-    # no usable key in the environment (set, but empty), and an async run needing a client made from it
+    # no usable key in the environment (set, but empty); an async run of an agent given a sync client
+    # (never a client made from the environment instead)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "")
     catch(lambda: Agent().run("hi"), MissingAPIKeyError)
-    catch(lambda: asyncio.run(Agent(client=sim.client(api_key=KEY)).arun("hi")), MissingAPIKeyError)
+    catch(lambda: asyncio.run(Agent(client=sim.client(api_key=KEY)).arun("hi")), ConfigurationError)
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     # malformed histories that carry the key (in a role, in tool ids, in content) next to a configured key
     keyed = Agent(client=sim.client(api_key=KEY))

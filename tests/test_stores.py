@@ -1,6 +1,6 @@
 """One suite for every store: MemoryStore, SQLiteStore and PostgresStore keep the same ``Store`` protocol.
 
-The PostgreSQL runs use a throwaway server that the session fixture starts
+The PostgreSQL runs use a throwaway server that the session fixture ``postgres_dsn`` (in conftest) starts
 (``pgserver``: installed from Debian's packages if missing, initdb'd in a temp
 dir, on a free loopback port); where that cannot be done they are skipped with
 the reason. Crashes are in process here (``KeyboardInterrupt`` from a tool, from

@@ -261,7 +261,7 @@ def test_a_cancelled_conversation_can_be_resumed() -> None:
     gate = asyncio.Event()
     runs = 0
 
-    @tool
+    @tool(idempotent=True)  # run again after the cancel (a tool that is not idempotent is answered "interrupted")
     async def flaky(key: str) -> str:
         """Blocks the first time."""
         nonlocal runs
@@ -277,7 +277,7 @@ def test_a_cancelled_conversation_can_be_resumed() -> None:
     async def go() -> RunResult:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(conv.arun(), 0.1)
-        return await conv.arun()  # picks up in tool_use and runs the tools again
+        return await conv.arun()  # picks up in tool_use and runs the idempotent tool again
 
     result = asyncio.run(go())
     assert result.final_state == "done" and result.text == "finished" and runs == 2

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anthropic
-from pydantic import ValidationError
 
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
 from agentfsm.batch.progress import BatchProgress, BatchStatus
@@ -101,15 +100,10 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 def parse_reply(body: object) -> api.Reply | api.RequestFailure:
     """A succeeded result's ``message``, read exactly as the plain path reads a reply body.
 
-    The one place the batch runner turns a Message into a ``Reply``: it calls
-    ``agentfsm.wire.api``'s own reader, so both paths accept and reject the same bodies.
+    The one place the batch runner turns a Message into a ``Reply``: ``agentfsm.wire.api.reply_from``,
+    so both paths accept and reject the same bodies (a malformed one is ``invalid_response``).
     """
-    try:
-        return api._reply_from(body)
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "the message"
-        return api.RequestFailure(type="invalid_response", message=f"batch result message: {where}: {problem['msg']}")
+    return api.reply_from(body)
 
 
 def custom_id(conversation_id: str, turn: int, revision: int, attempt: int) -> str:

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from agentfsm.cli.output import FORMATS, emit
-from agentfsm.cli.targets import agent_classes, load_agent_class, load_module, load_target, split_target
+from agentfsm.cli.targets import (
+    agent_classes,
+    load_agent_class,
+    load_module,
+    load_target,
+    recorded_agent_class,
+    split_target,
+)
 from agentfsm.errors import AgentfsmError, TargetNotFoundError
 
 
@@ -25,7 +32,9 @@ def add_commands(sub: Any) -> None:
     replay.add_argument("events", metavar="EVENTS.jsonl")
     replay.add_argument("--graph", metavar="FILE", help="draw the path to FILE ('-' for stdout)")
     replay.add_argument("--format", choices=FORMATS, help="the graph's format; default: from FILE's suffix")
-    replay.add_argument("--agent", metavar="MODULE:AgentClass", help="draw on this class's graph (default: Agent)")
+    replay.add_argument(
+        "--agent", metavar="MODULE:AgentClass", help="draw on this class's graph (default: the class the run recorded)"
+    )
     replay.add_argument("--conversation", metavar="ID", help="only this conversation")
     replay.set_defaults(func=cmd_replay)
 
@@ -54,7 +63,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Print each recorded run's trace and draw its path: printed as Mermaid, or to ``--graph FILE``."""
     from agentfsm.errors import EventsFileError
-    from agentfsm.observe.graph import build, format_for, render, resolve_agent
+    from agentfsm.observe.graph import build, format_for, render
     from agentfsm.observe.live import edge_counts
     from agentfsm.observe.replay import replay
 
@@ -71,6 +80,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if fmt in ("svg", "png") and not to_file:
         raise AgentfsmError(f"{fmt.upper()} is not for a terminal: write it to a file with --graph FILE.{fmt}")
     chosen = load_agent_class(args.agent) if args.agent else None
+    recorded: dict[str | None, Any] = {}
     out = sys.stderr if args.graph == "-" else sys.stdout  # the graph alone goes to stdout with --graph -
     for run in runs:
         finished = f"{run.final_state} ({run.reason})" if run.final_state else f"unfinished, at {run.state}"
@@ -82,7 +92,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for step in run.trace:
             print(f"  turn {step.turn:>2}  {step.source:>14} --{step.trigger}--> {step.dest}", file=out)
         print(f"edges taken : {edge_counts([(s.turn, s.source, s.trigger, s.dest) for s in run.trace])}", file=out)
-        cls = chosen or resolve_agent(run.agent)  # the class the run recorded, when importable here
+        if chosen is None and run.agent not in recorded:  # the class the run recorded (warned once if not found)
+            recorded[run.agent] = recorded_agent_class(run.agent)
+        cls = chosen or recorded[run.agent]
         graph = build(cls.table(), title=f"{cls.__name__} ({run.state})", trace=run.trace, current=run.state)
         if to_file:
             emit(render(graph, fmt), args.graph)

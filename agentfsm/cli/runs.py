@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from agentfsm.cli.output import FORMATS, emit
-from agentfsm.cli.targets import load_agent_class
+from agentfsm.cli.targets import load_agent_class, recorded_agent_class
 from agentfsm.errors import AgentfsmError
 
 
@@ -129,8 +130,40 @@ def _block_summary(block: Any) -> str:
     return kind
 
 
+#: Where the environment keeps credentials: ``runs show`` never prints them (nor a cut-short copy).
+CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _for_display(snap: Any) -> Any:
+    """The snapshot as it may be printed: credentials redacted everywhere (the conversation included —
+    the store keeps the caller's messages as sent, a terminal need not show a key in them), and lone
+    surrogates, which no terminal encoding can print, as U+FFFD."""
+    from agentfsm.observe.redaction import redact, redact_error
+    from agentfsm.stores.base import Snapshot
+
+    secrets = tuple(v for v in (os.environ.get(name) for name in CREDENTIAL_VARIABLES) if v)
+    data = _printable(redact(snap.model_dump(mode="json"), secrets))
+    if data.get("error"):
+        data["error"]["message"] = redact_error(data["error"]["message"], secrets)
+    return Snapshot.model_validate(data)
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        if _SURROGATE.search(value) is None:
+            return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    return value
+
+
 def cmd_runs_show(args: argparse.Namespace) -> int:
     _, snap = _load_run(args)
+    snap = _for_display(snap)
     if args.json:
         print(snap.model_dump_json(indent=2))
         return 0
@@ -179,10 +212,10 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_graph(args: argparse.Namespace) -> int:
-    from agentfsm.observe.graph import build, format_for, render, resolve_agent
+    from agentfsm.observe.graph import build, format_for, render
 
     _, snap = _load_run(args)
-    cls = load_agent_class(args.agent) if args.agent else resolve_agent(snap.agent)
+    cls = load_agent_class(args.agent) if args.agent else recorded_agent_class(snap.agent)
     fmt = args.format or (format_for(args.output) if args.output and args.output != "-" else "mermaid")
     title = f"{cls.__name__} ({snap.state})" if snap.finished else f"{cls.__name__} (at {snap.state})"
     emit(render(build(cls.table(), title=title, trace=snap.trace, current=snap.state), fmt), args.output)

@@ -203,6 +203,26 @@ def answer_tool_calls(conv: Conversation) -> None:
 
     The results are the ones the executor just produced (``conv.tool_results``): declare the
     transition with ``runs_tools=True``.
+
+    Taken from ``tool_use``, and also from stop reasons whose reply holds complete client calls
+    that the next request could not otherwise carry (a call must be answered in the very next
+    message):
+
+    * ``max_tokens`` when the reply's last block is cut text and the client tool_use blocks
+      before it are complete (a reply cut *inside* a call climbs the ladder instead). The calls
+      are run and answered, the cut text stays in the history and the answer, and the model
+      goes on from the results — the text is not continued by prefill, which would send the
+      calls back unanswered.
+    * ``pause_turn`` (and a server compaction that paused the turn) when the paused turn holds
+      client tool_use blocks: sending it back for the server to resume would send them
+      unanswered, so they are run and answered, and the turn goes on from their results (its
+      server tool blocks stay in the history as sent).
+
+    Under the stop reasons that end a run (end_turn, stop_sequence, refusal,
+    model_context_window_exceeded, an unknown one) client calls are not run: the turn is over,
+    and ``result.messages`` keeps the reply as sent. Carrying such a history on with
+    ``run(result.messages + [user message])`` answers them with ``is_error`` results
+    (``agentfsm.machine.history.answer_abandoned_calls``).
     """
     _answer(conv, conv.tool_results, "answer_tool_calls", sendable=True)  # made sendable as they came in
     conv.tool_results = []
@@ -424,7 +444,10 @@ def fail_no_tool_calls(conv: Conversation) -> None:
 
 
 def resume_pause(conv: Conversation) -> None:
-    """Send the paused turn back unchanged, as the last message, so the server resumes it."""
+    """Send the paused turn back unchanged, as the last message, so the server resumes it.
+
+    Only for a turn with no client tool_use block (those are answered first: ``answer_tool_calls``).
+    """
     keep_reply(conv)
     conv.pause_resumes += 1
     conv.pending_kind = "pause"
@@ -466,6 +489,7 @@ def stop_at_context_window(conv: Conversation) -> None:
 
 
 def finish_unknown(conv: Conversation) -> None:
+    """Keep the reply and finish, with a warning event naming the raw stop_reason (client calls in it are not run)."""
     raw = conv.require_reply().stop_reason
     conv.emit("stop_reason.unknown", level="warning", raw_stop_reason=raw)
     keep_reply(conv)

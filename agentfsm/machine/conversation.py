@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 from agentfsm.errors import (
     ConfigurationError,
     ConversationLockedError,
+    IncompatibleAgentError,
     InvalidActionError,
     InvalidTransitionError,
     StaleConversationError,
@@ -55,7 +56,7 @@ from agentfsm.machine.table import (
     Wait,
 )
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
-from agentfsm.observe.redaction import redact
+from agentfsm.observe.redaction import redact_error
 from agentfsm.result import RunError, RunResult, TraceStep, Usage, billed_usage
 from agentfsm.stores.base import Counters, Snapshot, Store
 from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
@@ -126,6 +127,7 @@ class Conversation:
         "_messages",
         "_outbox",
         "_performed",
+        "_retry_stopped_by",
         "_started",
         "_tool_results",
         "agent",
@@ -226,6 +228,7 @@ class Conversation:
         # tool call waits in it for its result).
         self.container: str | None = None
         self.discards = 0  # replies dropped so far (a streamed view must not show their text twice)
+        self._retry_stopped_by: str | None = None  # the limit that kept a broken stream from being sent again
         self._outbox: list[StreamEvent] | None = None  # set while a streaming driver runs
         # The outcome so far.
         self.answer = ""
@@ -314,7 +317,14 @@ class Conversation:
 
     @classmethod
     def restore(cls, agent: Agent, snap: Snapshot, store: Store | None = None) -> Conversation:
-        """Rebuild a conversation from its last snapshot, to carry on where it stopped."""
+        """Rebuild a conversation from its last snapshot, to carry on where it stopped.
+
+        Raises ``IncompatibleAgentError`` when ``agent``'s class has no state of the snapshot's name
+        (the conversation was stored by another Agent class, one that added states).
+        """
+        table = agent.table()
+        if snap.state not in table.states:
+            raise IncompatibleAgentError(snap.conversation_id, snap.agent, type(agent).qualified_name(), snap.state)
         conv = cls(agent, list(snap.messages), snap.conversation_id, store=store, announce=False)
         conv.state = snap.state
         conv.model, conv.max_tokens = snap.model, snap.max_tokens
@@ -408,7 +418,9 @@ class Conversation:
         """Which calls to run now, and the results already settled (committed, or interrupted for good).
 
         Exactly once: a committed result is never run again; a call that was running when the
-        process died is run again only if its tool is idempotent.
+        process died — or when the caller cancelled ``arun()`` (or interrupted ``run()``) — is run
+        again only if its tool is idempotent. The calls handed to the executor are remembered on
+        the conversation even without a store, so the same conversation object run again knows them.
         """
         settled: dict[str, ToolResult] = {}
         to_run: list[ToolCall] = []
@@ -421,7 +433,7 @@ class Conversation:
                 self.emit("tool.interrupted", level="warning", tool=call.name, tool_use_id=call.id)
             else:
                 to_run.append(call)
-        if self.store is not None and to_run:
+        if to_run:
             self.tools_started = [c.id for c in to_run]
             self._save()
         return to_run, settled
@@ -560,22 +572,44 @@ class Conversation:
         return drained
 
     def retry_delay(self, outcome: api.Reply | api.RequestFailure, attempt: int) -> float | None:
-        """Seconds to wait before sending a broken stream's request again, or None to stop retrying."""
+        """Seconds to wait before sending a broken stream's request again, or None to stop retrying.
+
+        A resend is a request like any other (the driver calls ``begin_request`` again, which
+        counts it as a turn): it is sent only while ``Policy.stream_retries`` allows another, a
+        turn is left under ``max_turns``, and no budget is spent — wall time counted to the end
+        of the wait. When a limit stops the retries, the run's error says which.
+        """
         if not isinstance(outcome, api.RequestFailure) or outcome.fault is None:
             return None
         if attempt >= self.policy.stream_retries:
             return None
         delay: float = min(self.policy.stream_retry_backoff * 2**attempt, self.policy.stream_retry_max_backoff)
+        blocked = self._resend_blocked(delay)
+        if blocked is not None:
+            self._retry_stopped_by = blocked
+            return None
         self.emit(
             "request.retried",
             level="warning",
             attempt=attempt + 1,
             error_type=outcome.type,
-            message=outcome.message,
+            message=redact_error(outcome.message, self.agent.secrets()),
             fault=outcome.fault,
             delay_s=delay,
         )
         return delay
+
+    def _resend_blocked(self, delay: float) -> str | None:
+        """The limit a resend after ``delay`` seconds would break, described, or None."""
+        p = self.policy
+        if self.turns >= p.max_turns:
+            return f"Policy.max_turns={p.max_turns} requests were sent"
+        spent = self.spent_budget()
+        if spent is not None:
+            return f"the Policy.{spent} budget is spent"
+        if p.max_wall_seconds is not None and self.elapsed_s + delay >= p.max_wall_seconds:
+            return f"Policy.max_wall_seconds={p.max_wall_seconds:g} would pass during the {delay:g} s wait"
+        return None
 
     def begin_tools(self, plan: RunTools) -> tuple[list[ToolCall], dict[str, ToolResult]]:
         """Claim the conversation, settle what needs no run (committed or interrupted), announce the rest."""
@@ -689,17 +723,21 @@ class Conversation:
 
     def complete_request(self, outcome: api.Reply | api.RequestFailure, latency_ms: float) -> None:
         """Feed the outcome of the request from ``requesting`` and fire the transition it calls for."""
+        stopped_by, self._retry_stopped_by = self._retry_stopped_by, None
         if isinstance(outcome, api.RequestFailure):
+            # The error goes into events, onto the result and into the store: scrubbed of credentials
+            # (an error body may quote the key, whole or cut short; a short key only as a word).
+            message = redact_error(outcome.message, self.agent.secrets())
+            if stopped_by is not None:
+                message += f" (not sent again: {stopped_by})"
             self.emit(
                 "request.failed",
                 level="error",
                 error_type=outcome.type,
                 status_code=outcome.status_code,
-                message=outcome.message,
+                message=message,
                 latency_ms=round(latency_ms, 3),
             )
-            # The error goes onto the result and into the store: scrubbed of credentials, like an event.
-            message = redact(outcome.message, self.agent.secrets())
             self.error = RunError(type=outcome.type, message=message, status_code=outcome.status_code)
             self.prefill_was_rejected = outcome.rejects_prefill
             recovered = (self.table.first_allowed(self, trigger) for trigger in RECOVERABLE_FAILURES)

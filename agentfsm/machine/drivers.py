@@ -44,8 +44,8 @@ def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
     if isinstance(plan, Suspend):
         conv.suspend()
     elif isinstance(plan, SendRequest):
+        client, betas = conv.agent.client, plan.betas  # a client of the wrong kind raises before any request
         conv.begin_request()
-        client, betas = conv.agent.client, plan.betas
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -64,6 +64,7 @@ def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
             attempt += 1
             yield from conv.drain()
             time.sleep(delay)
+            conv.begin_request()  # a resend is a request: counted against max_turns
         conv.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
     elif isinstance(plan, RunTools):
         to_run, settled = conv.begin_tools(plan)
@@ -127,8 +128,8 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
     if isinstance(plan, Suspend):
         conv.suspend()
     elif isinstance(plan, SendRequest):
-        conv.begin_request()
         client, betas = conv.agent.aclient, plan.betas
+        conv.begin_request()
         attempt = 0
         while True:
             started = time.perf_counter()
@@ -150,6 +151,7 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
             for event in conv.drain():
                 yield event
             await asyncio.sleep(delay)
+            conv.begin_request()
         conv.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
     elif isinstance(plan, RunTools):
         to_run, settled = conv.begin_tools(plan)

@@ -75,11 +75,73 @@ def is_empty_content(content: Sequence[Block]) -> bool:
     return all(b.get("type") == "text" and not b.get("text", "").strip() for b in content)
 
 
-def validate_history(messages: object) -> list[Message]:
+#: The text of the ``is_error`` result that answers a call whose turn ended without running it.
+ABANDONED_CALL = (
+    "not run: the turn that made this call ended without a tool_use stop (the run finished before running it); "
+    "call the tool again if it is still needed"
+)
+
+
+def answer_abandoned_calls(messages: list[Any]) -> list[Any]:
+    """A history carried on after a run that ended with client tool calls it did not run, made sendable.
+
+    A run that ends on a reply holding client ``tool_use`` blocks under another stop reason
+    (end_turn, stop_sequence, refusal, model_context_window_exceeded, an unknown one, or a
+    pause_turn/max_tokens limit) does not run them: the turn is over. ``result.messages`` keeps
+    the reply as the API sent it, so ``run(result.messages + [{"role": "user", ...}])`` would send
+    calls without results. Here, an assistant message with client calls that the next message —
+    a user message holding no ``tool_result`` at all — does not answer gets a user message of
+    ``is_error`` results (``ABANDONED_CALL``) inserted between the two. The request then keeps every
+    wire rule: the results follow the calls, alone in their message, and the caller's message
+    follows them (the one repeat of a role allowed, as after a nudge). A next message that answers
+    some of the calls but not all is left alone (``validate_history`` names the missing ids).
+    Returns ``messages`` itself when nothing needs answering.
+    """
+    out: list[Any] | None = None
+    for i, message in enumerate(messages):
+        following = messages[i + 1] if i + 1 < len(messages) else None
+        if (
+            isinstance(message, dict)
+            and message.get("role") == "assistant"
+            and isinstance(following, dict)
+            and following.get("role") == "user"
+            and _blocks_valid(message)
+            and _blocks_valid(following)
+        ):
+            ids = tool_use_ids(message)
+            if ids and not any(b.get("type") == "tool_result" for b in blocks(following)):
+                if out is None:
+                    out = list(messages[:i])
+                out.append(message)
+                out.append(
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": t, "content": ABANDONED_CALL, "is_error": True}
+                            for t in ids
+                        ],
+                    }
+                )
+                continue
+        if out is not None:
+            out.append(message)
+    return messages if out is None else out
+
+
+def _blocks_valid(message: Message) -> bool:
+    content = message.get("content")
+    return isinstance(content, str) or (isinstance(content, list) and all(isinstance(b, dict) for b in content))
+
+
+def validate_history(messages: object, *, stored: bool = False) -> list[Message]:
     """Check a caller-supplied history and return it as a list of message dicts.
 
     Accepts any history the API accepts, including one ending in an assistant
     prefill. Raises ``InvalidHistoryError`` naming the first problem.
+
+    ``stored``: the history of a stored conversation (``agentfsm.stores.base.read_snapshot``),
+    checked by the same rules except those about its last message, which may be a finished
+    run's reply (client calls it did not run, a thinking block) rather than something to send.
     """
     if not isinstance(messages, list) or not messages:
         raise InvalidHistoryError("expected a non-empty list of message dicts (or a prompt string)")
@@ -117,6 +179,8 @@ def validate_history(messages: object) -> list[Message]:
         if not ids:
             continue
         if i == len(messages) - 1:
+            if stored:
+                continue
             raise InvalidHistoryError(
                 f"the history ends with tool_use block(s) {ids} that have no tool_result; "
                 "append a user message with their tool_result blocks",
@@ -134,7 +198,7 @@ def validate_history(messages: object) -> list[Message]:
             if stray:
                 raise InvalidHistoryError(f"tool_result id(s) {stray} answer no tool_use in the previous message", i)
     last = messages[-1]
-    if last["role"] == "assistant":
+    if last["role"] == "assistant" and not stored:
         content = blocks(last)
         if content and content[-1].get("type") in THINKING_TYPES:
             raise InvalidHistoryError(

@@ -143,9 +143,10 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("end_turn",                  "nudge",            REQUESTING,      (g.empty_after_tool_results, g.empty_retries_left), actions.nudge),
     T("end_turn",                  "accept_empty",     "done",          (g.empty_after_tool_results,),                      actions.finish_empty),
     T("end_turn",                  "finish",           "done",          (),                                                 actions.keep_reply),
-    # max_tokens: cut inside a tool call -> retry larger; cut in text -> continue.
+    # max_tokens: cut inside a tool call -> retry larger; complete tool calls, then cut text -> run them; cut in text -> continue.
     T("max_tokens",                "retry_larger",     REQUESTING,      (g.cut_mid_block, g.rungs_left),                    actions.climb_ladder),
     T("max_tokens",                "ladder_exhausted", "failed",        (g.cut_mid_block,),                                 actions.fail_ladder_exhausted),
+    T("max_tokens",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("max_tokens",                "continue_text",    REQUESTING,      (g.continuations_left,),                            actions.continue_text),
     T("max_tokens",                "give_up",          "truncated",     (),                                                 actions.stop_at_continuation_limit),
     # stop_sequence: finish, recording which sequence.
@@ -153,13 +154,16 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     # tool_use: run every call, answer with one message of tool_result blocks.
     T("tool_use",                  "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("tool_use",                  "no_tool_calls",    "failed",        (),                                                 actions.fail_no_tool_calls),
-    # pause_turn: send the reply back unchanged so the server resumes.
+    # pause_turn: send the reply back unchanged so the server resumes; client tool calls in it are run and answered first.
+    T("pause_turn",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("pause_turn",                "resume",           REQUESTING,      (g.pause_resumes_left,),                            actions.resume_pause),
     T("pause_turn",                "give_up",          "truncated",     (),                                                 actions.stop_at_pause_limit),
     # compaction: our compaction request answered -> its block replaces the history it summarises (a null
-    # summary is a no-op); a server-side compaction paused (pause_after_compaction) -> send it back unchanged.
+    # summary is a no-op); a server-side compaction paused (pause_after_compaction) -> send it back unchanged
+    # (client tool calls in it are run and answered first, as for pause_turn).
     T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.has_summary),      actions.apply_compaction),
     T("compaction",                COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
+    T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),
     T("compaction",                "give_up",          "truncated",     (),                                                 actions.stop_at_compaction_limit),
     # refusal: stop, or retry once on the fallback model.

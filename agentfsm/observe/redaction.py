@@ -1,21 +1,42 @@
 """Redaction: credentials never reach an event, a log line, an error or a stored row.
 
-Kept apart from ``events`` (and free of heavy imports) because errors, tool
-results and the command line scrub text too.
+The one place agentfsm scrubs text. Kept apart from ``events`` (and free of
+heavy imports) because errors, tool results, stores and the command line
+scrub text too.
+
+What is redacted, given the credentials the client holds (``Agent.secrets()``):
+
+* A credential of ``MIN_SECRET_CHARS`` (8) characters or more: every copy of
+  it, and every copy of any prefix of it at least ``MIN_SECRET_CHARS`` long
+  (an error body that quotes a key cut short must not leak most of it).
+* A shorter credential (``"x"`` in a test) cannot be told from ordinary text,
+  so it is redacted only where a key can appear: in an error message from the
+  API or the transport (``redact_error``: an error body may echo the header it
+  rejected), as a whole word (between spaces, quotes or punctuation such as
+  ``:`` ``=`` ``,``) — never every ``x`` in a text, and never in events, tool
+  results or the conversation.
+* Anything shaped like an Anthropic key (``sk-ant-…``), known or not.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+#: Credentials shorter than this are redacted only in error messages, as whole words;
+#: a copy of a longer one's first ``MIN_SECRET_CHARS`` characters or more is redacted as the credential.
+MIN_SECRET_CHARS = 8
+
+REDACTED = "[REDACTED]"
+
 _KEY_SHAPE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
-_REDACTED = "[REDACTED]"
+#: What may stand on either side of a short credential quoted as a word in an error message.
+_WORD_EDGE = r"\s\"'`=:,;()\[\]{}<>"
 
 
 def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """Return ``value`` with API keys replaced by ``[REDACTED]``, recursively.
+    """Return ``value`` with credentials replaced by ``[REDACTED]``, recursively (dict values, lists, tuples).
 
     Also usable as a building block of an application's own structlog processor.
     Runs on every event, so the common cases (numbers, short strings without a
@@ -23,19 +44,58 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     """
     kind = type(value)
     if kind is str:
-        for secret in secrets:
-            if secret and secret in value:
-                value = value.replace(secret, _REDACTED)
-        return _KEY_SHAPE.sub(_REDACTED, value) if "sk-ant-" in value else value
+        return redact_text(value, _as_tuple(secrets))
     if kind is int or kind is float or kind is bool or value is None:
         return value
+    found = _as_tuple(secrets)
     if isinstance(value, dict):
-        return {k: redact(v, secrets) for k, v in value.items()}
+        return {k: redact(v, found) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
+        return [redact(v, found) for v in value]
     if isinstance(value, str):  # a str subclass
-        return redact(str(value), secrets)
+        return redact_text(str(value), found)
     return value
+
+
+def redact_text(text: str, secrets: Sequence[str] = (), *, words: bool = False, shapes: bool = True) -> str:
+    """``text`` with ``secrets`` redacted (see the module docstring): those of ``MIN_SECRET_CHARS`` or more, and
+    with ``words`` (for error messages) a shorter one standing alone as a word; ``shapes`` also redacts anything
+    shaped like ``sk-ant-…``."""
+    for secret in secrets:
+        if not secret:
+            continue
+        if len(secret) >= MIN_SECRET_CHARS:
+            if secret[:MIN_SECRET_CHARS] in text:
+                text = _without(text, secret)
+        elif words and secret in text:
+            edge = _WORD_EDGE
+            text = re.sub(f"(?:(?<=[{edge}])|^){re.escape(secret)}(?=[{edge}]|$)", REDACTED, text)
+    if shapes and "sk-ant-" in text:
+        text = _KEY_SHAPE.sub(REDACTED, text)
+    return text
+
+
+def redact_error(text: str, secrets: Iterable[str] = ()) -> str:
+    """An error message (from the API, the SDK or the transport) with credentials redacted, short ones as words too."""
+    return redact_text(text, _as_tuple(secrets), words=True)
+
+
+def _without(text: str, secret: str) -> str:
+    """``text`` with every copy of ``secret``, or of a prefix of it ``MIN_SECRET_CHARS`` or longer, redacted."""
+    head = secret[:MIN_SECRET_CHARS]
+    parts: list[str] = []
+    at = 0
+    while (start := text.find(head, at)) >= 0:
+        end = start + len(head)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        parts += [text[at:start], REDACTED]
+        at = end
+    return "".join(parts) + text[at:]
+
+
+def _as_tuple(secrets: Iterable[str]) -> tuple[str, ...]:
+    return secrets if isinstance(secrets, tuple) else tuple(secrets)
 
 
 def redact_processor(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:

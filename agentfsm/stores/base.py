@@ -26,6 +26,7 @@ import json
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from agentfsm.errors import CorruptSnapshotError, SnapshotVersionError
 from agentfsm.result import RunError, TraceStep, Usage
@@ -139,7 +140,37 @@ def read_snapshot(conversation_id: str, raw: str | bytes) -> Snapshot:
         raise CorruptSnapshotError(
             conversation_id, f"the stored row holds conversation {snap.conversation_id!r} instead"
         )
+    _check_content(conversation_id, snap)
     return snap
+
+
+def _check_content(conversation_id: str, snap: Snapshot) -> None:
+    """The row's history and reply pass the checks ``run()`` input and a received reply pass, or it is corrupt."""
+    from agentfsm.errors import InvalidHistoryError
+    from agentfsm.machine.history import validate_history
+    from agentfsm.wire.api import RequestFailure, reply_from
+
+    try:
+        validate_history(snap.messages, stored=True)
+    except InvalidHistoryError as exc:
+        raise CorruptSnapshotError(conversation_id, f"its history is not valid: {exc.problem}") from None
+    if snap.reply is not None:
+        reply = reply_from(snap.reply)
+        if isinstance(reply, RequestFailure):
+            raise CorruptSnapshotError(conversation_id, f"its reply is not valid: {reply.message}")
+
+
+def snapshot_json(snapshot: Snapshot) -> str:
+    """The text a store keeps for ``snapshot``: its JSON, whatever strings it holds.
+
+    A lone UTF-16 surrogate (which a caller's message may hold) cannot be encoded as UTF-8, so
+    a snapshot holding one is written with every non-ASCII character escaped (``\\ud800``), which
+    reads back to the same strings; NUL is escaped as ``\\u0000`` either way.
+    """
+    try:
+        return snapshot.model_dump_json()
+    except PydanticSerializationError:
+        return json.dumps(snapshot.model_dump(mode="json"), ensure_ascii=True, separators=(",", ":"))
 
 
 class RunSummary(BaseModel):

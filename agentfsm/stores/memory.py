@@ -6,7 +6,7 @@ import threading
 import time
 
 from agentfsm.errors import CorruptSnapshotError, StaleConversationError
-from agentfsm.stores.base import RunSummary, Snapshot, read_snapshot
+from agentfsm.stores.base import RunSummary, Snapshot, read_snapshot, snapshot_json
 
 
 class MemoryStore:
@@ -25,7 +25,7 @@ class MemoryStore:
             stored = self._revisions.get(cid)
             if stored is not None and snapshot.revision <= stored:
                 raise StaleConversationError(cid, snapshot.revision - 1, stored)
-            self._rows[cid] = snapshot.model_dump_json()
+            self._rows[cid] = snapshot_json(snapshot)
             self._revisions[cid] = snapshot.revision
             self._updated[cid] = time.time()
 

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agentfsm.errors import ConfigurationError, SnapshotVersionError, StaleConversationError, StoreError
-from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
+from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 
 if TYPE_CHECKING:
     import psycopg
@@ -235,7 +235,7 @@ class PostgresStore:
                     """,
                     (
                         cid,
-                        snapshot.model_dump_json(),
+                        snapshot_json(snapshot),
                         snapshot.schema_version,
                         snapshot.revision,
                         snapshot.agent,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
-from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot
+from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 
 #: The table layout this version writes (``PRAGMA user_version``).
 LAYOUT_VERSION = 1
@@ -244,7 +244,7 @@ class SQLiteStore:
                 """,
                 (
                     cid,
-                    snapshot.model_dump_json(),
+                    snapshot_json(snapshot),
                     snapshot.schema_version,
                     snapshot.revision,
                     snapshot.agent,

@@ -4,7 +4,7 @@
 one ``tool_result`` block going back. :func:`to_tool_result` turns whatever a
 tool returned into a result the API accepts; :func:`for_history` makes every
 result (whichever executor made it) safe to send and keep — cut to the policy's
-limit, the client's key redacted.
+limit, the client's credentials redacted (``agentfsm.observe.redaction``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentfsm.errors import ToolCallError, ToolReturnError
+from agentfsm.observe.redaction import redact_text
 from agentfsm.tools.limits import cut_content
 
 # Content block types the API accepts inside a tool_result's ``content`` list.
@@ -115,29 +116,6 @@ def for_history(result: ToolResult, *, limit: int | None, secrets: Sequence[str]
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_REDACTED = "[REDACTED]"
-
-
-#: A run of this many leading characters of a secret is redacted as the secret: a copy cut short
-#: (a quoted value shortened with "...", say) must not leak most of a key either.
-_SECRET_HEAD = 20
-
-
-def _without(text: str, secret: str) -> str:
-    """``text`` with ``secret``, and any copy of its first ``_SECRET_HEAD`` or more characters, redacted."""
-    if secret in text:
-        text = text.replace(secret, _REDACTED)
-    head = secret[:_SECRET_HEAD]
-    if len(secret) <= _SECRET_HEAD or head not in text:
-        return text
-    parts, at = [], 0
-    while (start := text.find(head, at)) >= 0:
-        end = start + len(head)
-        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
-            end += 1
-        parts += [text[at:start], _REDACTED]
-        at = end
-    return "".join(parts) + text[at:]
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -145,9 +123,7 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         if _SURROGATE.search(value):  # a valid pair becomes its character, a lone one U+FFFD
             value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        for secret in secrets:
-            value = _without(value, secret)
-        return value
+        return redact_text(value, secrets, shapes=False) if secrets else value
     if isinstance(value, list):
         items = [_scrub(v, secrets) for v in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items

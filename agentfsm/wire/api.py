@@ -13,13 +13,21 @@ as the API sent them.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import anthropic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentfsm.wire.sse import ReplyAssembler, StreamError, parse_sse
+from agentfsm.wire.sse import (
+    SURROGATE_ESCAPE,
+    MalformedStreamError,
+    ReplyAssembler,
+    StreamError,
+    parse_sse,
+    without_lone_surrogates,
+)
 
 #: Above this, the SDK refuses a non-streaming request unless a timeout is given
 #: (it expects such a request to take more than 10 minutes: 3600 s x tokens / 128k).
@@ -67,6 +75,140 @@ class RequestFailure(BaseModel):
         return self.status_code == 400 and any(m in lowered for m in _PREFILL_REJECTION_MARKERS)
 
 
+#: Usage counts the machine adds up: each must be a non-negative integer (or null) when present.
+USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def reply_from_text(text: str) -> Reply | RequestFailure:
+    """``reply_from`` for the raw text of a 200 body (which may not be JSON at all)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return RequestFailure(
+            type="invalid_response", message=f"the reply body is not JSON ({len(text)} characters of something else)"
+        )
+    # A lone surrogate can only arrive as a JSON escape: one scan of the text spares walking the body.
+    return _reply(body, may_hold_surrogates=SURROGATE_ESCAPE.search(text) is not None)
+
+
+def reply_from(body: object) -> Reply | RequestFailure:
+    """A 200 body (decoded JSON) as a ``Reply``, or a ``RequestFailure`` saying what is wrong with it.
+
+    Checked here, once, for every way a reply arrives (plain, streamed, batched): the shapes
+    the machine relies on — ``stop_reason`` a string or null, ``content`` a list of objects each
+    with a string ``type``, a ``text`` block's text a string, a client ``tool_use`` block's
+    ``id`` and ``name`` strings and ``input`` an object, the usage counts non-negative integers,
+    ``stop_sequence`` a string or null, ``stop_details`` an object or null — and nothing more:
+    block types and fields this version does not know pass through untouched.
+
+    A body that breaks one of those (or is not a message at all, or is an ``error`` object sent
+    with status 200) is ``RequestFailure(type="invalid_response")``; a message whose client
+    ``tool_use`` blocks share an id (two results could not be told apart) is
+    ``RequestFailure(type="protocol_error")``. The message says what was wrong, never the values.
+    A lone UTF-16 surrogate in any string (JSON can carry one as an escape; no request can) becomes
+    U+FFFD, so the history stays sendable and storable.
+    """
+    return _reply(body, may_hold_surrogates=True)
+
+
+def _reply(body: object, *, may_hold_surrogates: bool) -> Reply | RequestFailure:
+    problem = _reply_problem(body)
+    if problem is not None:
+        kind, message = problem
+        return RequestFailure(type=kind, message=message)
+    assert isinstance(body, dict)
+    if may_hold_surrogates:
+        body = without_lone_surrogates(body)
+    try:
+        return Reply.model_validate(body)
+    except ValidationError as exc:  # every shape Reply declares is checked above; this is a safety net
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the body"
+        return RequestFailure(type="invalid_response", message=f"the reply is not a message: {where}: {first['msg']}")
+
+
+def _kind(value: object) -> str:
+    """How JSON would name ``value``'s type (never the value: it may quote a credential)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _reply_problem(body: object) -> tuple[str, str] | None:
+    if not isinstance(body, dict):
+        return "invalid_response", f"the reply body is {_kind(body)}, not a message object"
+    if body.get("type") == "error":
+        error = body.get("error")
+        error = error if isinstance(error, dict) else {}
+        kind, said = error.get("type"), error.get("message")
+        detail = f"{kind if isinstance(kind, str) else 'unknown'}: {said if isinstance(said, str) else '(no message)'}"
+        return "invalid_response", f"status 200 with an error object instead of a message ({detail})"
+    if "type" in body and body["type"] != "message":
+        return "invalid_response", f"the reply's type is {_shown(body['type'])}, not 'message'"
+    if "content" not in body:
+        return "invalid_response", "the reply has no 'content': it is not a message"
+    content = body["content"]
+    if not isinstance(content, list):
+        return "invalid_response", f"the reply's content is {_kind(content)}, not a list of content blocks"
+    ids: set[str] = set()
+    for i, block in enumerate(content):
+        if not isinstance(block, dict):
+            return "invalid_response", f"content[{i}] is {_kind(block)}, not a content block object"
+        kind = block.get("type")
+        if not isinstance(kind, str):
+            return "invalid_response", f"content[{i}] has no string 'type' (it is {_kind(kind)})"
+        if kind == "text" and "text" in block and not isinstance(block["text"], str):
+            return "invalid_response", f"content[{i}] is a text block whose text is {_kind(block['text'])}"
+        if kind == "tool_use":
+            for field in ("id", "name"):
+                if not isinstance(block.get(field), str) or not block[field]:
+                    got = "missing" if field not in block else _kind(block[field])
+                    return "invalid_response", f"content[{i}] is a tool_use block whose {field!r} is {got}"
+            if not isinstance(block.get("input"), dict):
+                got = "missing" if "input" not in block else _kind(block["input"])
+                return "invalid_response", f"content[{i}] is a tool_use block whose 'input' is {got}, not an object"
+            if block["id"] in ids:
+                return "protocol_error", (
+                    f"the reply holds two client tool_use blocks with the same id (content[{i}] repeats an earlier "
+                    "one): their results could not be told apart, so no tool was run"
+                )
+            ids.add(block["id"])
+    for field in ("stop_reason", "stop_sequence", "id", "model", "role"):
+        if body.get(field) is not None and not isinstance(body[field], str):
+            return "invalid_response", f"the reply's {field} is {_kind(body[field])}, not a string or null"
+    if body.get("role") not in (None, "assistant"):
+        return "invalid_response", "the reply's role is not 'assistant'"
+    if body.get("stop_details") is not None and not isinstance(body["stop_details"], dict):
+        return "invalid_response", f"the reply's stop_details is {_kind(body['stop_details'])}, not an object or null"
+    usage = body.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return "invalid_response", f"the reply's usage is {_kind(usage)}, not an object"
+        for field in USAGE_COUNTS:
+            count = usage.get(field)
+            if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+                shown = "a negative number" if isinstance(count, int | float) and count < 0 else _kind(count)
+                return "invalid_response", f"the reply's usage.{field} is {shown}, not a non-negative integer"
+    return None
+
+
+def _shown(value: object) -> str:
+    """A short type name from the API (e.g. ``'completion'``) quoted, anything else described by its kind."""
+    if isinstance(value, str) and len(value) <= 40 and value.replace("_", "").isalnum():
+        return repr(value)
+    return _kind(value)
+
+
 def request_timeout(max_tokens: int, configured: float | None, long_timeout: float) -> float | None:
     """The ``timeout`` to pass for a request, or None to keep the client's.
 
@@ -91,10 +233,10 @@ def send(
     resource, kwargs = _prepare(client, params, betas, timeout)
     try:
         raw = resource.with_raw_response.create(**kwargs)
-        body = raw.http_response.json()
+        text = raw.http_response.text
     except Exception as exc:  # every failure of the request is data for the machine, not a crash
         return failure_from(exc)
-    return _reply_from(body)
+    return reply_from_text(text)
 
 
 async def asend(
@@ -108,18 +250,20 @@ async def asend(
     resource, kwargs = _prepare(client, params, betas, timeout)
     try:
         raw = await resource.with_raw_response.create(**kwargs)
-        body = raw.http_response.json()
+        text = raw.http_response.text
     except Exception as exc:
         return failure_from(exc)
-    return _reply_from(body)
+    return reply_from_text(text)
 
 
 class StreamCall:
     """One streamed request: iterate it for text deltas as they arrive; ``outcome`` is set when it ends.
 
     Never raises for API or transport errors: a stream that drops, carries an
-    ``error`` event, or ends before its stop_reason becomes a ``RequestFailure``
-    with ``fault`` set, which the driver may retry.
+    ``error`` event, ends before its stop_reason, or leaves a content block open
+    becomes a ``RequestFailure`` with ``fault`` set, which the driver may retry; a
+    malformed event or reply is ``invalid_response`` (not retried, like a malformed
+    JSON body).
     """
 
     def __init__(
@@ -140,6 +284,9 @@ class StreamCall:
         try:
             with self._resource.with_streaming_response.create(**self._kwargs) as response:
                 self._opened = True
+                if not _is_event_stream(response.headers):
+                    self.outcome = _not_a_stream(response.headers, response.text())
+                    return
                 for event, data in parse_sse(response.iter_lines()):
                     text = assembler.feed(event, data)
                     if text:
@@ -154,6 +301,9 @@ class StreamCall:
         try:
             async with self._resource.with_streaming_response.create(**self._kwargs) as response:
                 self._opened = True
+                if not _is_event_stream(response.headers):
+                    self.outcome = _not_a_stream(response.headers, await response.text())
+                    return
                 async for event, data in _aparse(response.iter_lines()):
                     text = assembler.feed(event, data)
                     if text:
@@ -166,6 +316,8 @@ class StreamCall:
     def _failure(self, exc: Exception) -> RequestFailure:
         if isinstance(exc, StreamError):
             return RequestFailure(type=exc.error_type, message=str(exc), fault="error_event")
+        if isinstance(exc, MalformedStreamError):  # the server's bytes, not the connection: not retried
+            return RequestFailure(type="invalid_response", message=f"malformed stream: {exc}")
         failure = failure_from(exc)
         if self._opened:  # the SDK retries failures before the stream opens, never after
             failure = failure.model_copy(update={"fault": "dropped"})
@@ -179,7 +331,23 @@ class StreamCall:
                 message="the stream ended before message_delta: the reply has no stop_reason",
                 fault="incomplete",
             )
-        return _reply_from(assembler.body())
+        unclosed = assembler.unclosed()
+        if unclosed is not None:
+            return RequestFailure(type="incomplete_stream", message=unclosed, fault="incomplete")
+        return _reply(assembler.body(), may_hold_surrogates=False)  # the assembler replaced them as events came
+
+
+def _is_event_stream(headers: Mapping[str, str]) -> bool:
+    return str(headers.get("content-type", "")).lower().startswith("text/event-stream")
+
+
+def _not_a_stream(headers: Mapping[str, str], text: str) -> RequestFailure:
+    """A 200 answer to a streamed request that is not an event stream: malformed, whatever it holds."""
+    kind = str(headers.get("content-type", "")).split(";")[0].strip() or "no content type"
+    return RequestFailure(
+        type="invalid_response",
+        message=f"a streamed request was answered with {kind} ({len(text)} characters), not an event stream",
+    )
 
 
 async def _aparse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
@@ -192,12 +360,6 @@ async def _aparse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
             buffered = []
     for item in parse_sse(buffered):
         yield item
-
-
-def _reply_from(body: object) -> Reply | RequestFailure:
-    if not isinstance(body, dict):
-        return RequestFailure(type="invalid_response", message=f"expected a JSON object, got {body!r:.200}")
-    return Reply.model_validate(body)
 
 
 def _prepare(
