@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -61,6 +62,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentfsm.worker")
 
 _NEVER_RAN = api.RequestFailure(type="no_outcome", message="stream never ran")
+
+
+def dumps(value: Any) -> str:
+    """JSON as an engine stores it: compact, and in the order the API sent it (an engine's own JSON may sort
+    keys, which would change a tool_use input the model reads back, and the bytes a prompt cache matches)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
 
 
 # --- the workflow's input and output -------------------------------------------------------------

@@ -52,7 +52,9 @@ from agentfsm.engines.core import (
     StartInput,
     ToolsRecord,
     build_agents,
+    dumps,
     executor_identity,
+    loads,
     perform_request,
     perform_tools,
     result_from_json,
@@ -150,12 +152,12 @@ class _DBOSSteps:
         self.requests += 1
         permit = await self._permit() if self.rate_limited else None
 
-        async def body() -> dict[str, Any]:
+        async def body() -> str:
             self.live = True
             view = self.view
             if view is None:
                 record = await perform_request(conv.agent, plan.params, plan.timeout, delay)
-                return record.to_json()
+                return dumps(record.to_json())
             await self._write(conv.drain())
             retry = attempt > 0
             if self.recovered and not self.resynced:  # the dead execution may have streamed part of this reply
@@ -172,14 +174,14 @@ class _DBOSSteps:
 
             record = await perform_request(conv.agent, plan.params, plan.timeout, delay, on_delta=on_delta)
             await self._write(view.end(ok=isinstance(record.outcome, api.Reply)))
-            return record.to_json()
+            return dumps(record.to_json())
 
         try:
             data = await DBOS.run_step_async({"name": "agentfsm.request"}, body)
         finally:
             if permit is not None:
                 await DBOS.send_async(permit, "done", "agentfsm.done")
-        return RequestRecord.from_json(data)
+        return RequestRecord.from_json(loads(data))
 
     async def _permit(self) -> str:
         """Wait for a permit to send a request: a workflow on the rate-limited queue; returns its id."""
@@ -196,13 +198,13 @@ class _DBOSSteps:
         started_by = await DBOS.run_step_async({"name": "agentfsm.tools.started"}, self._mark)
         earlier = started_by != self.token  # recorded by an execution that died: the batch may have run
 
-        async def body() -> dict[str, Any]:
+        async def body() -> str:
             self.live = True
             if self.view is not None:
                 await self._write(conv.drain())
-            return (await perform_tools(conv.agent, calls, earlier_attempt=earlier)).to_json()
+            return dumps((await perform_tools(conv.agent, calls, earlier_attempt=earlier)).to_json())
 
-        return ToolsRecord.from_json(await DBOS.run_step_async({"name": "agentfsm.tools"}, body))
+        return ToolsRecord.from_json(loads(await DBOS.run_step_async({"name": "agentfsm.tools"}, body)))
 
     async def end(self, conv: DurableConversation) -> None:
         view = self.view
@@ -237,12 +239,12 @@ async def _shown_for(workflow_id: str, turn: int) -> str:
 
 
 @DBOS.workflow(name=WORKFLOW)
-async def _conversation_workflow(start: dict[str, Any]) -> dict[str, Any]:
-    begin = StartInput.model_validate(start)
+async def _conversation_workflow(start: str) -> str:
+    begin = StartInput.model_validate_json(start)
     agent = _REGISTRY.get(begin.agent)
     steps = _DBOSSteps(begin)
     await steps.begin()
-    return result_to_json(await run_conversation(agent, begin, steps))
+    return dumps(result_to_json(await run_conversation(agent, begin, steps)))
 
 
 @DBOS.workflow(name=PERMIT_WORKFLOW)
@@ -569,7 +571,7 @@ class DBOSEngine:
                 "workflow_id": begin.conversation_id,
                 "app_version": APP_VERSION,
             },
-            begin.model_dump(mode="json"),
+            begin.model_dump_json(),
         )
         return DBOSHandle(self, begin.conversation_id)
 
@@ -596,7 +598,7 @@ class DBOSEngine:
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             raise DurableRunError(conversation_id, problem)
-        return result_from_json(handle.get_result())
+        return result_from_json(loads(handle.get_result()))
 
     def _status(self, conversation_id: str) -> str:
         try:

@@ -44,8 +44,10 @@ from agentfsm.engines.core import (
     StartInput,
     ToolsRecord,
     build_agents,
+    dumps,
     every,
     executor_identity,
+    loads,
     perform_request,
     perform_tools,
     result_from_json,
@@ -126,25 +128,25 @@ class _TemporalSteps:
 
     async def request(self, conv: DurableConversation, plan: SendRequest, attempt: int, delay: float) -> RequestRecord:
         self.seq += 1
-        self.owner.pending = {"seq": self.seq, "params": plan.params, "timeout": plan.timeout}
+        self.owner.pending = dumps({"seq": self.seq, "params": plan.params, "timeout": plan.timeout})
         try:
             data = await workflow.execute_activity(
                 REQUEST_ACTIVITY,
-                {"agent": self.agent, "seq": self.seq, "delay": delay},
+                dumps({"agent": self.agent, "seq": self.seq, "delay": delay}),
                 task_queue=requests_queue(workflow.info().task_queue),
                 **self._options(_SETTINGS["request_timeout"] + delay),
             )
         finally:
             self.owner.pending = None
-        return RequestRecord.from_json(data)
+        return RequestRecord.from_json(loads(data))
 
     async def tools(self, conv: DurableConversation, calls: list[ToolCall]) -> ToolsRecord:
         data = await workflow.execute_activity(
             TOOLS_ACTIVITY,
-            {"agent": self.agent, "calls": [c.model_dump(mode="json") for c in calls]},
+            dumps({"agent": self.agent, "calls": [c.model_dump(mode="json") for c in calls]}),
             **self._options(_SETTINGS["tool_timeout"]),
         )
-        return ToolsRecord.from_json(data)
+        return ToolsRecord.from_json(loads(data))
 
     async def end(self, conv: DurableConversation) -> None:
         return None
@@ -155,15 +157,15 @@ class ConversationWorkflow:
     """One conversation. Its query ``agentfsm.pending_request`` answers the request in flight (for the activity)."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, Any] | None = None
+        self.pending: str | None = None  # JSON of the request in flight
 
     @workflow.query(name=PENDING_QUERY)
-    def pending_request(self) -> dict[str, Any] | None:
+    def pending_request(self) -> str | None:
         return self.pending
 
     @workflow.run
-    async def run(self, start: dict[str, Any]) -> dict[str, Any]:
-        begin = StartInput.model_validate(start)
+    async def run(self, start: str) -> str:
+        begin = StartInput.model_validate_json(start)
         # Not served here: the task fails and Temporal retries it, on a worker that may serve the agent.
         agent = _REGISTRY.get(begin.agent)
         try:
@@ -172,34 +174,37 @@ class ConversationWorkflow:
             raise
         except Exception as exc:  # a hook or action raised: the conversation fails, it does not retry forever
             raise ApplicationError(f"{type(exc).__name__}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
-        return result_to_json(result)
+        return dumps(result_to_json(result))
 
 
 @activity.defn(name=REQUEST_ACTIVITY)
-async def _request_activity(arg: dict[str, Any]) -> dict[str, Any]:
+async def _request_activity(text: str) -> str:
+    arg = loads(text)
     info = activity.info()
     agent = _REGISTRY.get(arg["agent"])
     handle: WorkflowHandle[Any, Any] = activity.client().get_workflow_handle(
         info.workflow_id or "", run_id=info.workflow_run_id
     )
-    pending = await handle.query(PENDING_QUERY)
-    if not pending or pending.get("seq") != arg["seq"]:
-        raise ApplicationError(
-            f"the workflow is not waiting for request #{arg['seq']} (it answered {pending and pending.get('seq')})"
-        )
     async with every(_SETTINGS["heartbeat_timeout"] / 3, activity.heartbeat):
+        answer = await handle.query(PENDING_QUERY)
+        pending = loads(answer) if answer else None
+        if not pending or pending.get("seq") != arg["seq"]:
+            raise ApplicationError(
+                f"the workflow is not waiting for request #{arg['seq']} (it answered {pending and pending.get('seq')})"
+            )
         record = await perform_request(agent, pending["params"], pending["timeout"], float(arg.get("delay") or 0.0))
-    return record.to_json()
+    return dumps(record.to_json())
 
 
 @activity.defn(name=TOOLS_ACTIVITY)
-async def _tools_activity(arg: dict[str, Any]) -> dict[str, Any]:
+async def _tools_activity(text: str) -> str:
+    arg = loads(text)
     agent = _REGISTRY.get(arg["agent"])
     calls = [ToolCall.model_validate(c) for c in arg["calls"]]
     earlier = activity.info().attempt > 1  # an earlier attempt started this batch, and its worker died
     async with every(_SETTINGS["heartbeat_timeout"] / 3, activity.heartbeat):
         record = await perform_tools(agent, calls, earlier_attempt=earlier)
-    return record.to_json()
+    return dumps(record.to_json())
 
 
 # --- the worker -------------------------------------------------------------------------------------------------
@@ -358,7 +363,7 @@ class TemporalEngine:
         with contextlib.suppress(WorkflowAlreadyStartedError):  # it ran (or runs) already: attach
             await self._client.start_workflow(
                 WORKFLOW,
-                begin.model_dump(mode="json"),
+                begin.model_dump_json(),
                 id=begin.conversation_id,
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -392,7 +397,7 @@ class TemporalEngine:
             while getattr(cause, "cause", None) is not None:
                 cause = cause.cause  # type: ignore[attr-defined]
             raise DurableRunError(conversation_id, str(cause or exc)) from exc
-        return result_from_json(data)
+        return result_from_json(loads(data))
 
     async def _astatus(self, conversation_id: str) -> str:
         try:
