@@ -28,6 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pgserver
+import pytest
+
 PRELOAD = [
     "anthropic",
     "agentfsm",
@@ -238,3 +241,59 @@ def workers(ctx: Any, argv: list[str], env: dict[str, str], folder: Path, n: int
     finally:
         for w in started:
             w.stop()
+
+
+# --- what the test modules' fixtures do ---------------------------------------------------------------------
+
+ENGINES = ["dbos-sqlite", "dbos-postgres", "temporal"]
+
+
+def temporal_server() -> Iterator[TemporalServer]:
+    server = TemporalServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def postgres_dsn() -> Iterator[str]:
+    try:
+        server = pgserver.start()
+    except pgserver.Unavailable as exc:
+        pytest.skip(f"DBOS on PostgreSQL skipped: {exc}")
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+class Setup:
+    """One engine for one test: the worker command line and a client."""
+
+    def __init__(self, kind: str, folder: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.folder = folder
+        if kind == "temporal":
+            server = request.getfixturevalue("temporal_server")
+            self.queue = unique("agentfsm")
+            self.address = server.address
+            self.options = ["--address", server.address, "--task-queue", self.queue,
+                            "--heartbeat-timeout", "2", "--sticky-timeout", "1"]  # fmt: skip
+        else:
+            if kind == "dbos-sqlite":
+                self.url = f"sqlite:///{folder / 'dbos.sqlite'}"
+            else:
+                self.url = postgres_url(request.getfixturevalue("postgres_dsn"), unique("dbos"))
+            self.options = ["--database", self.url, "--recovery-interval", "0.5", "--poll-interval", "0.05"]
+
+    def argv(self, agent: str, *extra: str) -> list[str]:
+        return ["worker", self.kind.split("-")[0], *self.options, "--agent", agent, *extra]
+
+    def engine(self) -> Any:
+        if self.kind == "temporal":
+            from agentfsm.engines.temporal import TemporalEngine
+
+            return TemporalEngine(self.address, task_queue=self.queue, task_timeout=2)
+        from agentfsm.engines.dbos import DBOSEngine
+
+        return DBOSEngine(self.url)

@@ -24,14 +24,11 @@ from typing import Any
 
 import engine_agents
 import engines_support as es
-import pgserver
 import pytest
 import scenario as sc
 
 from agentfsm.errors import ConversationTimeoutError, InvalidHistoryError, UnknownDurableConversationError
 from agentfsm.sim import Simulator
-
-ENGINES = ["dbos-sqlite", "dbos-postgres", "temporal"]
 
 
 @pytest.fixture(scope="module")
@@ -41,60 +38,17 @@ def ctx() -> Any:
 
 @pytest.fixture(scope="module")
 def temporal_server() -> Iterator[es.TemporalServer]:
-    server = es.TemporalServer()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from es.temporal_server()
 
 
 @pytest.fixture(scope="module")
 def postgres_dsn() -> Iterator[str]:
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"DBOS on PostgreSQL skipped: {exc}")
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
+    yield from es.postgres_dsn()
 
 
-class Setup:
-    """One engine for one test: the worker command line and a client."""
-
-    def __init__(self, kind: str, folder: Path, request: pytest.FixtureRequest) -> None:
-        self.kind = kind
-        self.folder = folder
-        if kind == "temporal":
-            server = request.getfixturevalue("temporal_server")
-            self.queue = es.unique("agentfsm")
-            self.address = server.address
-            self.options = ["--address", server.address, "--task-queue", self.queue,
-                            "--heartbeat-timeout", "2", "--sticky-timeout", "1"]  # fmt: skip
-        else:
-            if kind == "dbos-sqlite":
-                self.url = f"sqlite:///{folder / 'dbos.sqlite'}"
-            else:
-                self.url = es.postgres_url(request.getfixturevalue("postgres_dsn"), es.unique("dbos"))
-            self.options = ["--database", self.url, "--recovery-interval", "0.5", "--poll-interval", "0.05"]
-
-    def argv(self, agent: str, *extra: str) -> list[str]:
-        return ["worker", self.kind.split("-")[0], *self.options, "--agent", agent, *extra]
-
-    def engine(self) -> Any:
-        if self.kind == "temporal":
-            from agentfsm.engines.temporal import TemporalEngine
-
-            return TemporalEngine(self.address, task_queue=self.queue)
-        from agentfsm.engines.dbos import DBOSEngine
-
-        return DBOSEngine(self.url)
-
-
-@pytest.fixture(params=ENGINES)
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
-    return Setup(request.param, tmp_path, request)
+@pytest.fixture(params=es.ENGINES)
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> es.Setup:
+    return es.Setup(request.param, tmp_path, request)
 
 
 def baseline(idempotent: bool = False) -> Any:
@@ -112,10 +66,13 @@ def baseline(idempotent: bool = False) -> Any:
     )
 
 
-def test_a_worker_run_is_agent_run(setup: Setup, ctx: Any) -> None:
+def test_a_worker_run_is_agent_run(setup: es.Setup, ctx: Any) -> None:
     expected = baseline()
     sim = Simulator(sc.model)
-    with sim.serve() as url, es.workers(ctx, setup.argv("engine_agents:KillAgent"), es.test_env(setup.folder, url), setup.folder):
+    with (
+        sim.serve() as url,
+        es.workers(ctx, setup.argv("engine_agents:KillAgent"), es.test_env(setup.folder, url), setup.folder),
+    ):
         engine = setup.engine()
         try:
             handle = engine.start("engine_agents:KillAgent", sc.PROMPT, conversation_id="conv_one")

@@ -323,15 +323,25 @@ class TemporalEngine:
     """Start durable conversations on a Temporal server and wait for their results.
 
     ``address``: ``HOST:PORT`` of the server; ``task_queue``: the one the workers
-    (``agentfsm worker temporal --task-queue Q``) poll. Needs no worker in this process. The
+    (``agentfsm worker temporal --task-queue Q``) poll. ``task_timeout``: how long a workflow task
+    (the plain code between two steps; milliseconds) may take, which is also how soon a worker that
+    died in the middle of one is replaced. Needs no worker in this process. The
     methods are synchronous (the engine runs its own event loop in a thread); ``astart`` and
     ``aresult`` are the same for a caller already on an event loop.
     """
 
-    def __init__(self, address: str, *, task_queue: str = DEFAULT_TASK_QUEUE, namespace: str = "default") -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        namespace: str = "default",
+        task_timeout: float = 10.0,
+    ) -> None:
         self.address = address
         self.task_queue = task_queue
         self.namespace = namespace
+        self.task_timeout = task_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="agentfsm-temporal-client", daemon=True)
         self._thread.start()
@@ -368,6 +378,7 @@ class TemporalEngine:
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                task_timeout=timedelta(seconds=self.task_timeout),
             )
 
     def handle(self, conversation_id: str) -> TemporalHandle:
