@@ -146,10 +146,8 @@ def _one_kill(ctx: Any, setup: es.Setup, kill: str, baseline: dict[str, Any], su
         first = [es.WorkerProcess(ctx, argv, env, folder / f"first{i}.log") for i in range(1 + survivors)]
         engine = setup.engine()
         try:
-            t0 = time.perf_counter()
             for w in first:
                 w.wait_ready()
-            t1 = time.perf_counter()
             conversation = es.unique("conv_killed")
             engine.start(agent, sc.PROMPT, conversation_id=conversation)
             deadline = time.monotonic() + 60
@@ -166,11 +164,8 @@ def _one_kill(ctx: Any, setup: es.Setup, kill: str, baseline: dict[str, Any], su
             try:
                 for w in second:
                     w.wait_ready()
-                t2 = time.perf_counter()
                 result = engine.result(conversation, timeout=60)
                 took = time.time() - killed_at
-                if os.environ.get("AGENTFSM_TEST_TIMING"):
-                    print(f"TIMING {setup.kind} {kill} {survivors}: ready {t1 - t0:.2f} run+kill {t2 - t1:.2f} finish {took:.2f}")
             finally:
                 for w in second:
                     w.stop()
