@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,8 @@ import pytest
 import scenario as sc
 
 from agentfsm.errors import ConversationTimeoutError, InvalidHistoryError, UnknownDurableConversationError
-from agentfsm.sim import Simulator
+from agentfsm.sim import ScriptedReply, SimRequest, Simulator
+from agentfsm.sim import replies as r
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,133 @@ def test_a_worker_run_is_agent_run(setup: es.Setup, ctx: Any) -> None:
     assert es.executions(setup.folder) == {"a": 1, "b": 1, "c": 1}
     logged = collections.Counter(e["event"] for e in es.logged_events(setup.folder))
     assert logged == collections.Counter(e.event for e in result.events)
+
+
+TURNS = 30
+
+
+def long_model(request: SimRequest) -> ScriptedReply:
+    """``echo_block`` (5 kB results) until the conversation has ``TURNS`` requests, then an answer."""
+    answered = sum(
+        1
+        for m in request.messages
+        if m["role"] == "user" and isinstance(m["content"], list) and m["content"][0].get("type") == "tool_result"
+    )
+    if answered < TURNS - 1:
+        return r.tool_use("echo_block", {"n": answered}, id=f"toolu_{answered:04d}")
+    return r.text("All blocks echoed.")
+
+
+def test_the_engine_store_grows_linearly(setup: es.Setup, ctx: Any) -> None:
+    """A long conversation's recorded bytes stay a small multiple of its final history (quadratic would be ~TURNS/2)."""
+    sim = Simulator(long_model)
+    argv = setup.argv("engine_agents:LongAgent")
+    with sim.serve() as url, es.workers(ctx, argv, es.test_env(setup.folder, url), setup.folder):
+        engine = setup.engine()
+        try:
+            result = engine.start("engine_agents:LongAgent", "Echo the blocks.").result(timeout=120)
+            stored = engine.stored_bytes(result.conversation_id)
+        finally:
+            engine.close()
+    assert result.final_state == "done" and result.turns == TURNS
+    history = len(json.dumps(result.messages))
+    assert history > TURNS * 4000
+    assert stored < 4 * history, f"{setup.kind}: {stored} bytes stored for a {history}-byte history"
+
+
+def _screen(events: list[Any]) -> str:
+    """The text a streaming caller ends with: every text appended, every rewind honoured."""
+    shown = ""
+    for event in events:
+        if event.type == "text":
+            shown += event.text
+        elif event.type == "rewind":
+            shown = shown[: len(shown) - event.chars]
+    return shown
+
+
+def _killing_server(sim: Simulator, request_n: int, after_chunks: int) -> Any:
+    """The simulator on a loopback port; while streaming the answer to request ``request_n`` it SIGKILLs the
+    worker that sent it, ``after_chunks`` SSE events in."""
+    import dataclasses
+    import os
+    import signal
+
+    from agentfsm.sim.server import SimHTTPServer
+
+    def respond(method: str, path: str, query: str, headers: dict[str, str], raw: bytes) -> Any:
+        wire = sim.respond(method, path, query, headers, raw)
+        if len(sim.requests) != request_n or not wire.streaming:
+            return wire
+        pid = int(headers[engine_agents.PID_HEADER])
+
+        def chunks() -> Iterator[bytes]:
+            for i, chunk in enumerate(wire.chunks):
+                if i == after_chunks:
+                    time.sleep(0.3)  # let the worker write what it got to the stream
+                    os.kill(pid, signal.SIGKILL)
+                    server.killed.append(pid)
+                yield chunk
+
+        return dataclasses.replace(wire, chunks=chunks())
+
+    server = SimHTTPServer(("127.0.0.1", 0), respond)
+    server.killed = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+async def _streamed_in_process() -> list[Any]:
+    from agentfsm import Agent
+
+    a = sc.agent()
+    agent = Agent(client=Simulator(sc.model).async_client(max_retries=0), tools=a.tools, policy=a.policy, logger=None)
+    return [event async for event in agent.astream(sc.PROMPT)]
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_dbos_streams_text_and_transitions_to_a_client_process(
+    ctx: Any, tmp_path: Path, crash: bool, request: pytest.FixtureRequest
+) -> None:
+    """``handle.stream()`` in the client sees the worker's text as it comes. After a crash mid-reply the
+    request is sent again, and the text the dead worker already showed is not shown twice."""
+    setup = es.Setup("dbos-sqlite", tmp_path, request)
+    expected = baseline()
+    streamed = asyncio.run(_streamed_in_process())
+    sim = Simulator(sc.model)
+    server = _killing_server(sim, request_n=6 if crash else 0, after_chunks=8)
+    env = es.test_env(tmp_path, server.base_url)
+    argv = setup.argv("engine_agents:KillAgent")
+    first = es.WorkerProcess(ctx, argv, env, tmp_path / "first.log")
+    engine = setup.engine()
+    engine.poll_interval = 0.02
+    second: list[es.WorkerProcess] = []
+
+    def replace_the_dead() -> None:  # as an operator would: a new worker when the first one dies
+        first.process.join(90)
+        if server.killed:
+            second.append(es.WorkerProcess(ctx, argv, env, tmp_path / "second.log"))
+
+    watcher = threading.Thread(target=replace_the_dead, daemon=True)
+    watcher.start()
+    try:
+        first.wait_ready()
+        handle = engine.start("engine_agents:KillAgent", sc.PROMPT, stream=True)
+        events = list(handle.stream(timeout=60))
+    finally:
+        engine.close()
+        first.stop()
+        watcher.join(30)
+        for w in second:
+            w.stop()
+        server.shutdown()
+        server.server_close()
+    result = events[-1].result
+    assert events[-1].type == "result" and result.messages == expected.messages
+    assert _screen(events) == _screen(streamed)  # what Agent.astream shows in process
+    transitions = [(e.source, e.dest, e.trigger) for e in events if e.type == "transition"]
+    assert transitions == [(t.source, t.dest, t.trigger) for t in result.trace]
+    assert server.killed == ([first.pid] if crash else [])
+    if crash:
+        assert len(sim.requests) == expected.turns + 1  # the request streaming at the kill, once more
+        assert not [e for e in events if e.type == "rewind"]  # the resent reply repeated what was shown

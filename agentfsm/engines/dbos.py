@@ -223,7 +223,7 @@ async def _shown_for(workflow_id: str, turn: int) -> str:
     shown: str | None = None
     reading = -1
     with contextlib.suppress(Exception):  # DBOSStreamTimeoutError: nothing more is written
-        async for values in DBOS.read_stream_async(workflow_id, STREAM, timeout_seconds=0.2):
+        async for values in DBOS.read_stream_async(workflow_id, STREAM, polling_interval_sec=0.02, timeout_seconds=0.2):
             for value in values:
                 kind = value.get("type")
                 if kind == "_request":
@@ -524,7 +524,7 @@ class DBOSHandle:
         """
         adapter = _stream_adapter()
         client = self.engine._client
-        for values in client.read_stream(self.conversation_id, STREAM):
+        for values in client.read_stream(self.conversation_id, STREAM, polling_interval_sec=self.engine.poll_interval):
             for value in values:
                 if not str(value.get("type", "_")).startswith("_"):
                     yield adapter.validate_python(value)
@@ -549,6 +549,7 @@ class DBOSEngine:
         self.poll_interval = poll_interval
         DBOS.migrate(self.url)  # the system database may not exist yet (no worker started)
         self._client = DBOSClient(system_database_url=self.url, application_name=APP_NAME)
+        self._sql: Any = None
 
     def start(
         self,
@@ -600,6 +601,28 @@ class DBOSEngine:
             raise DurableRunError(conversation_id, problem)
         return result_from_json(loads(handle.get_result()))
 
+    def stored_bytes(self, conversation_id: str) -> int:
+        """Bytes DBOS keeps for a conversation: its input, each step's output, its stream and its result."""
+        import sqlalchemy as sa
+
+        if self._sql is None:
+            self._sql = sa.create_engine(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
+        schema = "" if self.url.startswith("sqlite") else "dbos."
+        total = 0
+        with self._sql.connect() as conn:
+            for table, columns in (
+                ("workflow_input", "inputs"),
+                ("workflow_output", "output, error"),
+                ("operation_outputs", "output, error"),
+                ("streams", "value"),
+            ):
+                rows = conn.execute(
+                    sa.text(f"SELECT {columns} FROM {schema}{table} WHERE workflow_uuid = :id"),
+                    {"id": conversation_id},
+                )
+                total += sum(len(str(v).encode()) for row in rows for v in row if v is not None)
+        return total
+
     def _status(self, conversation_id: str) -> str:
         try:
             status: str = self._client.retrieve_workflow(conversation_id).get_status().status
@@ -611,6 +634,8 @@ class DBOSEngine:
 
     def close(self) -> None:
         self._client.destroy()
+        if self._sql is not None:
+            self._sql.dispose()
 
     def __enter__(self) -> DBOSEngine:
         return self

@@ -410,6 +410,15 @@ class TemporalEngine:
             raise DurableRunError(conversation_id, str(cause or exc)) from exc
         return result_from_json(loads(data))
 
+    def stored_bytes(self, conversation_id: str) -> int:
+        """Bytes of the conversation's workflow history on the server (every run of it)."""
+
+        async def size() -> int:
+            history = await self._client.get_workflow_handle(conversation_id).fetch_history()
+            return sum(event.ByteSize() for event in history.events)
+
+        return self._call(size())
+
     async def _astatus(self, conversation_id: str) -> str:
         try:
             description = await self._client.get_workflow_handle(conversation_id).describe()
