@@ -118,3 +118,10 @@ class LongAgent(Agent):
 def echo_block(n: int) -> str:
     """Return a block of text of about 5 kB."""
     return f"block {n}: " + ("lorem ipsum dolor sit amet " * 190)
+
+
+class TextAgent(Agent):
+    """One request, no tools (rate-limit tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(client=anthropic.AsyncAnthropic(max_retries=0), logger=None)

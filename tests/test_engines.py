@@ -239,3 +239,40 @@ def test_dbos_streams_text_and_transitions_to_a_client_process(
     if crash:
         assert len(sim.requests) == expected.turns + 1  # the request streaming at the kill, once more
         assert not [e for e in events if e.type == "rewind"]  # the resent reply repeated what was shown
+
+
+@pytest.mark.parametrize("kind", ["dbos-sqlite", "temporal"])
+def test_a_rate_limit_holds_across_workers(kind: str, ctx: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``--rate-limit 4/1 --max-in-flight 2``: eight one-request conversations on two workers (Temporal: one,
+    its in-flight bound is per worker) never have more than two requests outstanding, and take the time
+    four a second need, where unlimited they would all go out at once."""
+    setup = es.Setup(kind, tmp_path, request)
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+    starts: list[float] = []
+
+    def slow(request: SimRequest) -> ScriptedReply:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            starts.append(time.monotonic())
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return r.text("Done.")
+
+    sim = Simulator(slow)
+    argv = setup.argv("engine_agents:TextAgent", "--rate-limit", "4/1", "--max-in-flight", "2")
+    with (
+        sim.serve() as url,
+        es.workers(ctx, argv, es.test_env(tmp_path, url), tmp_path, n=1 if kind == "temporal" else 2),
+    ):
+        engine = setup.engine()
+        try:
+            handles = [engine.start("engine_agents:TextAgent", f"Say done ({i}).") for i in range(8)]
+            results = [h.result(timeout=60) for h in handles]
+        finally:
+            engine.close()
+    assert all(res.final_state == "done" for res in results)
+    assert len(starts) == 8 and state["most"] <= 2
+    assert max(starts) - min(starts) >= 0.8, f"8 requests at 4/s went out within {max(starts) - min(starts):.2f} s"
