@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
+import zlib
 from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,8 +70,10 @@ from agentfsm.tools.calls import ToolCall
 
 try:
     from temporalio import activity, workflow
+    from temporalio.api.common.v1 import Payload
     from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
     from temporalio.common import RetryPolicy, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.converter import DataConverter, PayloadCodec
     from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlreadyStartedError
     from temporalio.service import RPCError, RPCStatusCode
     from temporalio.worker import Worker
@@ -293,9 +297,32 @@ class TemporalWorker:
         asyncio.run(main())
 
 
+class _Compressed(PayloadCodec):
+    """zlib for payloads over 4 kB (a conversation's text shrinks 3-5x): the workflow input, the replies, the
+    tool results, the result — and the request a worker reads with a query — stay further below Temporal's
+    per-payload limit (2 MB by default), and the history smaller."""
+
+    OVER = 4096
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [
+            p
+            if p.ByteSize() < self.OVER
+            else Payload(metadata={"encoding": b"binary/zlib"}, data=zlib.compress(p.SerializeToString()))
+            for p in payloads
+        ]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [
+            Payload.FromString(zlib.decompress(p.data)) if p.metadata.get("encoding") == b"binary/zlib" else p
+            for p in payloads
+        ]
+
+
 async def _connect(address: str, namespace: str) -> Client:
+    converter = dataclasses.replace(DataConverter.default, payload_codec=_Compressed())
     try:
-        return await Client.connect(address, namespace=namespace)
+        return await Client.connect(address, namespace=namespace, data_converter=converter)
     except Exception as exc:
         raise EngineError(f"cannot reach the Temporal server at {address}: {type(exc).__name__}: {exc}") from exc
 
