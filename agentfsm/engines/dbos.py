@@ -10,7 +10,8 @@ database. ``pip install 'agentfsm[dbos]'``.
 * The durable steps are ``agentfsm.engines.core``'s: one per request attempt,
   one per batch of tool calls (after a marker step recording that the batch
   started). DBOS stores each step's output once, and nothing of its input, so
-  the engine's store grows linearly with the conversation.
+  the engine's store grows linearly with the conversation. Everything is stored
+  as JSON (DBOS's portable format), in the order the API sent it.
 * **Failover.** DBOS recovers a dead worker's workflows only when a worker
   with the same executor id starts again. So each ``DBOSWorker`` has its own
   executor id and holds a liveness lock for it while it lives (a PostgreSQL
@@ -52,9 +53,7 @@ from agentfsm.engines.core import (
     StartInput,
     ToolsRecord,
     build_agents,
-    dumps,
     executor_identity,
-    loads,
     perform_request,
     perform_tools,
     result_from_json,
@@ -76,7 +75,7 @@ from agentfsm.tools.calls import ToolCall
 from agentfsm.wire import api
 
 try:
-    from dbos import DBOS, DBOSClient, SetWorkflowID
+    from dbos import DBOS, DBOSClient, SetWorkflowID, WorkflowSerializationFormat
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ConfigurationError("agentfsm.engines.dbos needs DBOS Transact: pip install 'agentfsm[dbos]'") from exc
 
@@ -152,12 +151,12 @@ class _DBOSSteps:
         self.requests += 1
         permit = await self._permit() if self.rate_limited else None
 
-        async def body() -> str:
+        async def body() -> dict[str, Any]:
             self.live = True
             view = self.view
             if view is None:
                 record = await perform_request(conv.agent, plan.params, plan.timeout, delay)
-                return dumps(record.to_json())
+                return record.to_json()
             await self._write(conv.drain())
             retry = attempt > 0
             if self.recovered and not self.resynced:  # the dead execution may have streamed part of this reply
@@ -174,14 +173,14 @@ class _DBOSSteps:
 
             record = await perform_request(conv.agent, plan.params, plan.timeout, delay, on_delta=on_delta)
             await self._write(view.end(ok=isinstance(record.outcome, api.Reply)))
-            return dumps(record.to_json())
+            return record.to_json()
 
         try:
             data = await DBOS.run_step_async({"name": "agentfsm.request"}, body)
         finally:
             if permit is not None:
                 await DBOS.send_async(permit, "done", "agentfsm.done")
-        return RequestRecord.from_json(loads(data))
+        return RequestRecord.from_json(data)
 
     async def _permit(self) -> str:
         """Wait for a permit to send a request: a workflow on the rate-limited queue; returns its id."""
@@ -198,13 +197,13 @@ class _DBOSSteps:
         started_by = await DBOS.run_step_async({"name": "agentfsm.tools.started"}, self._mark)
         earlier = started_by != self.token  # recorded by an execution that died: the batch may have run
 
-        async def body() -> str:
+        async def body() -> dict[str, Any]:
             self.live = True
             if self.view is not None:
                 await self._write(conv.drain())
-            return dumps((await perform_tools(conv.agent, calls, earlier_attempt=earlier)).to_json())
+            return (await perform_tools(conv.agent, calls, earlier_attempt=earlier)).to_json()
 
-        return ToolsRecord.from_json(loads(await DBOS.run_step_async({"name": "agentfsm.tools"}, body)))
+        return ToolsRecord.from_json(await DBOS.run_step_async({"name": "agentfsm.tools"}, body))
 
     async def end(self, conv: DurableConversation) -> None:
         view = self.view
@@ -238,16 +237,16 @@ async def _shown_for(workflow_id: str, turn: int) -> str:
     return shown or ""
 
 
-@DBOS.workflow(name=WORKFLOW)
-async def _conversation_workflow(start: str) -> str:
-    begin = StartInput.model_validate_json(start)
+@DBOS.workflow(name=WORKFLOW, serialization_type=WorkflowSerializationFormat.PORTABLE)
+async def _conversation_workflow(start: dict[str, Any]) -> dict[str, Any]:
+    begin = StartInput.model_validate(start)
     agent = _REGISTRY.get(begin.agent)
     steps = _DBOSSteps(begin)
     await steps.begin()
-    return dumps(result_to_json(await run_conversation(agent, begin, steps)))
+    return result_to_json(await run_conversation(agent, begin, steps))
 
 
-@DBOS.workflow(name=PERMIT_WORKFLOW)
+@DBOS.workflow(name=PERMIT_WORKFLOW, serialization_type=WorkflowSerializationFormat.PORTABLE)
 async def _permit_workflow(timeout: float) -> None:
     """One request's place in the rate-limited queue, held until its conversation says the request is done."""
     await DBOS.set_event_async("agentfsm.granted", True)
@@ -571,8 +570,9 @@ class DBOSEngine:
                 "workflow_name": WORKFLOW,
                 "workflow_id": begin.conversation_id,
                 "app_version": APP_VERSION,
+                "serialization_type": WorkflowSerializationFormat.PORTABLE,
             },
-            begin.model_dump_json(),
+            begin.model_dump(mode="json"),
         )
         return DBOSHandle(self, begin.conversation_id)
 
@@ -599,7 +599,7 @@ class DBOSEngine:
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             raise DurableRunError(conversation_id, problem)
-        return result_from_json(loads(handle.get_result()))
+        return result_from_json(handle.get_result())
 
     def stored_bytes(self, conversation_id: str) -> int:
         """Bytes DBOS keeps for a conversation: its input, each step's output, its stream and its result."""
