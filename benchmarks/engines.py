@@ -218,11 +218,11 @@ def main() -> None:
             sqlite_url = f"sqlite:///{folder / 'dbos.sqlite'}"
             dbos_options = ["--poll-interval", "0.01"]
             started.append(worker("dbos", ["--database", sqlite_url, *dbos_options], url, folder))
-            engines["DBOS, SQLite"] = DBOSEngine(sqlite_url, poll_interval=0.005)
+            engines["DBOS, SQLite"] = DBOSEngine(sqlite_url, poll_interval=0.02)
             if pg_server is not None:
                 dbos_pg = pg_url(dsn, "dbos_bench")
                 started.append(worker("dbos", ["--database", dbos_pg, *dbos_options], url, folder))
-                engines["DBOS, PostgreSQL"] = DBOSEngine(dbos_pg, poll_interval=0.005)
+                engines["DBOS, PostgreSQL"] = DBOSEngine(dbos_pg, poll_interval=0.02)
             server, address = temporal_server(folder)
             started.append(server)
             started.append(worker("temporal", ["--address", address], url, folder))

