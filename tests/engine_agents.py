@@ -121,7 +121,15 @@ def echo_block(n: int) -> str:
 
 
 class TextAgent(Agent):
-    """One request, no tools (rate-limit tests)."""
+    """One request, no tools (rate-limit and streaming tests)."""
 
     def __init__(self) -> None:
-        super().__init__(client=anthropic.AsyncAnthropic(max_retries=0), logger=None)
+        client = anthropic.AsyncAnthropic(max_retries=0, default_headers={PID_HEADER: str(os.getpid())})
+        super().__init__(client=client, logger=None)
+
+
+class BrokenAgent(TextAgent):
+    """Its hook chooses a trigger that does not leave ``end_turn``: the run raises in the worker."""
+
+    def on_end_turn(self, conv: Conversation) -> str | None:
+        return "no_such_trigger"

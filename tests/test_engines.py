@@ -30,7 +30,12 @@ import engines_support as es
 import pytest
 import scenario as sc
 
-from agentfsm.errors import ConversationTimeoutError, InvalidHistoryError, UnknownDurableConversationError
+from agentfsm.errors import (
+    ConversationTimeoutError,
+    DurableRunError,
+    InvalidHistoryError,
+    UnknownDurableConversationError,
+)
 from agentfsm.sim import ScriptedReply, SimRequest, Simulator
 from agentfsm.sim import replies as r
 
@@ -73,12 +78,14 @@ def baseline(idempotent: bool = False) -> Any:
 def test_a_worker_run_is_agent_run(setup: es.Setup, ctx: Any) -> None:
     expected = baseline()
     sim = Simulator(sc.model)
-    with (
-        sim.serve() as url,
-        es.workers(ctx, setup.argv("engine_agents:KillAgent"), es.test_env(setup.folder, url), setup.folder),
-    ):
+    argv = setup.argv("engine_agents:KillAgent", "--agent", "engine_agents:BrokenAgent")
+    with sim.serve() as url, es.workers(ctx, argv, es.test_env(setup.folder, url), setup.folder) as started:
         engine = setup.engine()
         try:
+            broken = engine.start("engine_agents:BrokenAgent", "Hello.", conversation_id="conv_broken")
+            with pytest.raises(DurableRunError, match="no_such_trigger"):
+                broken.result(timeout=60)
+            before = len(sim.requests)
             handle = engine.start("engine_agents:KillAgent", sc.PROMPT, conversation_id="conv_one")
             result = handle.result(timeout=60)
             seen = len(sim.requests)
@@ -105,10 +112,12 @@ def test_a_worker_run_is_agent_run(setup: es.Setup, ctx: Any) -> None:
     assert result.trace == expected.trace
     assert result.usage == expected.usage, (result.usage, expected.usage)
     assert [e.event for e in result.events] == [e.event for e in expected.events]
-    assert len(sim.requests) == expected.turns  # no request was sent twice
+    assert len(sim.requests) - before == expected.turns  # no request was sent twice
     assert es.executions(setup.folder) == {"a": 1, "b": 1, "c": 1}
     logged = collections.Counter(e["event"] for e in es.logged_events(setup.folder))
     assert logged == collections.Counter(e.event for e in result.events)
+    worker_log = started[0].log.read_text()  # one line per conversation started and finished
+    assert "conversation conv_one started" in worker_log and "conversation conv_one finished: done" in worker_log
 
 
 TURNS = 30
@@ -193,25 +202,20 @@ async def _streamed_in_process() -> list[Any]:
     return [event async for event in agent.astream(sc.PROMPT)]
 
 
-@pytest.mark.parametrize("crash", [False, True])
-def test_dbos_streams_text_and_transitions_to_a_client_process(
-    ctx: Any, tmp_path: Path, crash: bool, request: pytest.FixtureRequest
-) -> None:
-    """``handle.stream()`` in the client sees the worker's text as it comes. After a crash mid-reply the
-    request is sent again, and the text the dead worker already showed is not shown twice."""
+def _stream_through_a_crash(
+    ctx: Any, tmp_path: Path, request: pytest.FixtureRequest, agent: str, prompt: str, server: Any
+) -> list[Any]:
+    """Start a streamed conversation of ``agent`` on a DBOS worker; read its stream in this process; when
+    the worker is killed (by ``server``), start another, as an operator would."""
     setup = es.Setup("dbos-sqlite", tmp_path, request)
-    expected = baseline()
-    streamed = asyncio.run(_streamed_in_process())
-    sim = Simulator(sc.model)
-    server = _killing_server(sim, request_n=6 if crash else 0, after_chunks=8)
     env = es.test_env(tmp_path, server.base_url)
-    argv = setup.argv("engine_agents:KillAgent")
+    argv = setup.argv(agent)
     first = es.WorkerProcess(ctx, argv, env, tmp_path / "first.log")
     engine = setup.engine()
     engine.poll_interval = 0.02
     second: list[es.WorkerProcess] = []
 
-    def replace_the_dead() -> None:  # as an operator would: a new worker when the first one dies
+    def replace_the_dead() -> None:
         first.process.join(90)
         if server.killed:
             second.append(es.WorkerProcess(ctx, argv, env, tmp_path / "second.log"))
@@ -220,8 +224,7 @@ def test_dbos_streams_text_and_transitions_to_a_client_process(
     watcher.start()
     try:
         first.wait_ready()
-        handle = engine.start("engine_agents:KillAgent", sc.PROMPT, stream=True)
-        events = list(handle.stream(timeout=60))
+        events = list(engine.start(agent, prompt, stream=True).stream(timeout=60))
     finally:
         engine.close()
         first.stop()
@@ -230,15 +233,43 @@ def test_dbos_streams_text_and_transitions_to_a_client_process(
             w.stop()
         server.shutdown()
         server.server_close()
+    assert server.killed in ([], [first.pid])
+    return events
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_dbos_streams_text_and_transitions_to_a_client_process(
+    ctx: Any, tmp_path: Path, crash: bool, request: pytest.FixtureRequest
+) -> None:
+    """``handle.stream()`` in the client sees the worker's text as it comes. After a crash mid-reply the
+    request is sent again, and the text the dead worker already showed is not shown twice."""
+    expected = baseline()
+    streamed = asyncio.run(_streamed_in_process())
+    sim = Simulator(sc.model)
+    server = _killing_server(sim, request_n=6 if crash else 0, after_chunks=8)
+    events = _stream_through_a_crash(ctx, tmp_path, request, "engine_agents:KillAgent", sc.PROMPT, server)
     result = events[-1].result
     assert events[-1].type == "result" and result.messages == expected.messages
     assert _screen(events) == _screen(streamed)  # what Agent.astream shows in process
     transitions = [(e.source, e.dest, e.trigger) for e in events if e.type == "transition"]
     assert transitions == [(t.source, t.dest, t.trigger) for t in result.trace]
-    assert server.killed == ([first.pid] if crash else [])
+    assert len(server.killed) == crash
     if crash:
         assert len(sim.requests) == expected.turns + 1  # the request streaming at the kill, once more
         assert not [e for e in events if e.type == "rewind"]  # the resent reply repeated what was shown
+
+
+def test_dbos_stream_rewinds_what_a_dead_worker_showed_when_the_resent_reply_differs(
+    ctx: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    first_answer = "Hello world, this is the first answer, which the worker never finishes showing."
+    sim = Simulator([r.text(first_answer), r.text("A different answer.")])
+    server = _killing_server(sim, request_n=1, after_chunks=8)
+    events = _stream_through_a_crash(ctx, tmp_path, request, "engine_agents:TextAgent", "Hello.", server)
+    assert len(server.killed) == 1 and len(sim.requests) == 2
+    shown_before = _screen(events[: next(i for i, e in enumerate(events) if e.type == "rewind")])
+    assert shown_before and first_answer.startswith(shown_before)  # the dead worker showed part of its reply
+    assert _screen(events) == events[-1].result.text == "A different answer."
 
 
 @pytest.mark.parametrize("kind", ["dbos-sqlite", "temporal"])
@@ -276,3 +307,16 @@ def test_a_rate_limit_holds_across_workers(kind: str, ctx: Any, tmp_path: Path, 
     assert all(res.final_state == "done" for res in results)
     assert len(starts) == 8 and state["most"] <= 2
     assert max(starts) - min(starts) >= 0.8, f"8 requests at 4/s went out within {max(starts) - min(starts):.2f} s"
+
+
+def test_worker_command_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentfsm.cli import main
+
+    assert main(["worker", "dbos", "--database", "mysql://x", "--agent", "engine_agents:TextAgent"]) == 1
+    assert "sqlite:///PATH" in capsys.readouterr().err
+    assert main(["worker", "dbos", "--database", "sqlite:///x.db", "--agent", "no_such_module:Agent"]) == 1
+    assert "no module named 'no_such_module'" in capsys.readouterr().err
+    assert main(["worker", "temporal", "--address", "127.0.0.1:1", "--agent", "engine_agents:TextAgent",
+                 "--rate-limit", "fast"]) == 1  # fmt: skip
+    assert "REQUESTS/SECONDS" in capsys.readouterr().err
+    assert main(["worker", "temporal", "--agent", "engine_agents:TextAgent"]) == 2  # --address is required
