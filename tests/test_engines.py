@@ -320,3 +320,26 @@ def test_worker_command_errors_are_one_line(capsys: pytest.CaptureFixture[str]) 
                  "--rate-limit", "fast"]) == 1  # fmt: skip
     assert "REQUESTS/SECONDS" in capsys.readouterr().err
     assert main(["worker", "temporal", "--agent", "engine_agents:TextAgent"]) == 2  # --address is required
+
+
+def test_a_dbos_worker_that_loses_its_liveness_lock_stops(
+    ctx: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Its connection gone, other workers will take its conversations: it must not carry on with them."""
+    import psycopg
+
+    setup = es.Setup("dbos-postgres", tmp_path, request)
+    worker = es.WorkerProcess(
+        ctx, setup.argv("engine_agents:TextAgent"), es.test_env(tmp_path, "http://127.0.0.1:9"), tmp_path / "w.log"
+    )
+    try:
+        worker.wait_ready()
+        with psycopg.connect(request.getfixturevalue("postgres_dsn"), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agentfsm-liveness'"
+            )
+        worker.process.join(20)
+        assert not worker.process.is_alive()
+        assert "lost its connection" in worker.output()
+    finally:
+        worker.stop()

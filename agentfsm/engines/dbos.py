@@ -260,6 +260,10 @@ class _Liveness:
     def hold(self, executor_id: str) -> None:
         raise NotImplementedError
 
+    def held(self) -> bool:
+        """Still holding this worker's lock (a lost database connection lost it)."""
+        return True
+
     def alive(self, executor_id: str) -> bool:
         raise NotImplementedError
 
@@ -327,12 +331,25 @@ class _PostgresLiveness(_Liveness):
 
     def _connect(self) -> Any:
         return self._psycopg.connect(
-            self._url, autocommit=True, keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3
+            self._url,
+            autocommit=True,
+            application_name="agentfsm-liveness",
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
         )
 
     def hold(self, executor_id: str) -> None:
         self._holder = self._connect()
         self._holder.execute("SELECT pg_advisory_lock(%s, %s)", (self.NAMESPACE, _lock_key(executor_id)))
+
+    def held(self) -> bool:
+        try:
+            self._holder.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
 
     def alive(self, executor_id: str) -> bool:
         with self._lock:
@@ -359,8 +376,8 @@ def _liveness_for(url: str) -> _Liveness:
 
 
 def _sqlite_path(url: str) -> Path:
-    path = url.split("://", 1)[1]
-    return Path(path[1:] if path.startswith("/") and not path.startswith("//") else path).resolve()
+    """The file of ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (SQLAlchemy's reading)."""
+    return Path(url.split(":///", 1)[1]).resolve()
 
 
 def _libpq_url(url: str) -> str:
@@ -415,6 +432,7 @@ class DBOSWorker:
         self.recovered = 0  # workflows of dead workers this worker put back on their queues
         self._liveness: _Liveness | None = None
         self._stop = threading.Event()
+        self._lost = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     def start(self) -> None:
@@ -480,15 +498,24 @@ class DBOSWorker:
             self.stop()
 
     def run(self, stop: threading.Event) -> None:
-        """``start``, wait for ``stop``, ``stop``."""
+        """``start``, wait for ``stop``, ``stop``. Raises ``EngineError`` if the worker loses its liveness lock
+        (its database connection dropped): other workers may then take its conversations, so it must not go on."""
         self.start()
         try:
-            stop.wait()
+            while not stop.wait(0.5):
+                if self._lost.is_set():
+                    raise EngineError(
+                        f"worker {self.executor_id} lost its connection to {self.database}, and with it the lock "
+                        "that tells other workers it is alive; stopping so that its conversations run in one place"
+                    )
         finally:
             self.stop()
 
     def _sweep_loop(self) -> None:
         while not self._stop.is_set():
+            if self._liveness is not None and not self._liveness.held():
+                self._lost.set()
+                return
             try:
                 self.sweep()
             except Exception:  # a database hiccup: the next sweep tries again
@@ -556,9 +583,13 @@ class DBOSEngine:
     def __init__(self, url: str, *, poll_interval: float = 0.1) -> None:
         self.url = _check_url(url)
         self.poll_interval = poll_interval
-        DBOS.migrate(self.url)  # the system database may not exist yet (no worker started)
+        # The system database may not exist yet (no worker started). A client without the right to create it
+        # can still use one that exists; if there is none, DBOSClient says so.
+        with contextlib.suppress(Exception):
+            DBOS.migrate(self.url)
         self._client = DBOSClient(system_database_url=self.url, application_name=APP_NAME)
         self._sql: Any = None
+        self._closed = False
 
     def start(
         self,
@@ -643,6 +674,9 @@ class DBOSEngine:
         return status
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._client.destroy()
         if self._sql is not None:
             self._sql.dispose()

@@ -71,6 +71,7 @@ from agentfsm.errors import (
     UnknownDurableConversationError,
 )
 from agentfsm.machine.plan import SendRequest
+from agentfsm.machine.streaming import StreamEvent
 from agentfsm.result import RunResult
 from agentfsm.tools.calls import ToolCall
 
@@ -428,6 +429,13 @@ class TemporalHandle:
         """Temporal's status of the workflow: RUNNING, COMPLETED, FAILED, ..."""
         return self.engine._call(self.engine._astatus(self.conversation_id))
 
+    def stream(self, timeout: float | None = None) -> Iterator[StreamEvent]:
+        """Not available: Temporal has no streams of its own, so its conversations are not streamed (DBOS's are)."""
+        raise EngineError(
+            "Temporal conversations are not streamed: wait with handle.result(), or run on DBOS "
+            "(agentfsm.engines.dbos) and start with stream=True"
+        )
+
 
 class TemporalEngine:
     """Start durable conversations on a Temporal server and wait for their results.
@@ -540,6 +548,8 @@ class TemporalEngine:
         return status.name if status is not None else "UNKNOWN"
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
