@@ -450,6 +450,8 @@ class DBOSWorker:
                 "executor_id": self.executor_id,
                 "application_version": APP_VERSION,
                 "log_level": "WARNING",
+                # How often a wait (a permit, a stream) polls where the database cannot notify (SQLite).
+                "notification_listener_polling_interval_sec": self.poll_interval,
             }
         )
         DBOS.listen_queues([*self.queues, PERMIT_QUEUE])
