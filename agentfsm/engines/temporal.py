@@ -139,7 +139,7 @@ class _TemporalSteps:
 
     async def request(self, conv: DurableConversation, plan: SendRequest, attempt: int, delay: float) -> RequestRecord:
         self.seq += 1
-        self.owner.pending = dumps({"seq": self.seq, "params": plan.params, "timeout": plan.timeout})
+        self.owner.pending = {"seq": self.seq, "params": plan.params, "timeout": plan.timeout}
         try:
             data = await workflow.execute_activity(
                 REQUEST_ACTIVITY,
@@ -168,11 +168,12 @@ class ConversationWorkflow:
     """One conversation. Its query ``agentfsm.pending_request`` answers the request in flight (for the activity)."""
 
     def __init__(self) -> None:
-        self.pending: str | None = None  # JSON of the request in flight
+        self.pending: dict[str, Any] | None = None  # the request in flight
 
     @workflow.query(name=PENDING_QUERY)
     def pending_request(self) -> str | None:
-        return self.pending
+        """The request in flight, as JSON (made when asked: the workflow waits while its request is read)."""
+        return None if self.pending is None else dumps(self.pending)
 
     @workflow.run
     async def run(self, start: str) -> str:
