@@ -89,7 +89,9 @@ class Steps:
 
             on_delta = show if self.stream else None
             return self._timed(
-                (await perform_request(conv.agent, plan.params, plan.timeout, 0, on_delta=on_delta)).to_json()
+                (
+                    await perform_request(conv.agent, plan.params, plan.timeout, 0, betas=plan.betas, on_delta=on_delta)
+                ).to_json()
             )
 
         return RequestRecord.from_json(await self._step("request", body))
@@ -235,18 +237,22 @@ def test_a_broken_stream_is_sent_again_as_its_own_step() -> None:
     assert again.messages == result.messages  # replayed from the record: no request at all
 
 
-def test_a_plan_the_core_cannot_carry_out_ends_the_run_where_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A state that waits for an outside decision comes back as a RunResult in that state, not a hang."""
-    plans = iter([None])
-    real_plan = DurableConversation.plan
+def test_a_waiting_state_ends_the_workflow_with_a_result_that_resumes() -> None:
+    """A run that stops to wait for a decision comes back as its RunResult, not a hang; through the engine's
+    JSON it keeps its snapshot, so the caller decides and carries it on in process."""
+    import waits_worker as ww
 
-    def plan(self: DurableConversation) -> Any:
-        found = real_plan(self)
-        return found if next(plans, "wait") is None else object()
-
-    monkeypatch.setattr(DurableConversation, "plan", plan)
-    result = run(agent(Simulator(sc.model)), ListEngine())
-    assert result.final_state not in ("done", "truncated", "refused", "failed") and result.turns == 1
+    sim = Simulator([r.tool_use("delete_file", {"path": "/tmp/old.log"}, id="toolu_01"), r.text("Done.")])
+    approval = ww.ApprovalAgent(client=sim.async_client(max_retries=0), logger=None)
+    begin = StartInput(agent="waits_worker:ApprovalAgent", messages=[{"role": "user", "content": "Clean up."}],
+                       conversation_id="conv_wait")  # fmt: skip
+    waiting = asyncio.run(run_conversation(approval, begin, ListEngine().steps()))
+    assert (waiting.final_state, waiting.waiting) == ("waiting", "awaiting_approval")
+    assert [c.name for c in waiting.pending_tool_calls] == ["delete_file"]
+    carried = result_from_json(result_to_json(waiting))
+    assert carried.snapshot is not None and carried.waiting == "awaiting_approval"
+    done = asyncio.run(approval.aresume(carried, trigger="approve"))
+    assert done.final_state == "done" and done.text == "Done."
 
 
 def test_the_learned_prefill_memory_is_not_consulted() -> None:

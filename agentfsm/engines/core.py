@@ -24,9 +24,10 @@ models that reject prefill (which grows as other conversations run) is not
 consulted. Events are not emitted twice: while the engine replays, events are
 kept for the result but not logged nor streamed (``Steps.replaying``).
 
-A plan this core does not know (a state that waits for an outside decision)
-ends the workflow with the conversation's ``RunResult`` where it stopped,
-rather than hanging.
+A conversation that stops to wait for a decision from outside (a ``Wait``
+state) ends the workflow with its ``RunResult`` in that state, rather than
+hanging; the engines do not yet carry a decision into a waiting workflow.
+``async def`` hooks and actions are plain code here too: they replay.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from pydantic import BaseModel
 
 from agentfsm.errors import ConfigurationError, ToolInterruptedError
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.plan import Fire, RunTools, SendRequest
-from agentfsm.machine.streaming import stream_event_for
+from agentfsm.machine.drivers import _afire as afire  # the async driver's: await an async action, then fire
+from agentfsm.machine.plan import AwaitHook, Fire, RunTools, SendRequest, Suspend
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact
 from agentfsm.result import RunResult
@@ -113,13 +114,21 @@ def start_input(
 
 
 def result_to_json(result: RunResult) -> dict[str, Any]:
-    """A run's result as plain JSON, its events included."""
-    return result.model_dump(mode="json")
+    """A run's result as plain JSON, its events included, and a waiting run's snapshot (which
+    ``agent.resume(result, trigger=...)`` carries on, in the caller's process)."""
+    data = result.model_dump(mode="json")
+    if result.snapshot is not None:
+        data["snapshot"] = result.snapshot.model_dump(mode="json")
+    return data
 
 
 def result_from_json(data: Mapping[str, Any]) -> RunResult:
-    """The ``RunResult`` a worker returned, events attached again."""
-    result = RunResult.model_validate({k: v for k, v in data.items() if k != "events"})
+    """The ``RunResult`` a worker returned, events (and a waiting run's snapshot) attached again."""
+    result = RunResult.model_validate({k: v for k, v in data.items() if k not in ("events", "snapshot")})
+    if data.get("snapshot") is not None:
+        from agentfsm.stores.base import Snapshot
+
+        result.attach_snapshot(Snapshot.model_validate(data["snapshot"]))
     result.attach_events(
         [
             (e["event"], e["level"], e["turn"], e["state"], e["timestamp"], e.get("data") or {})
@@ -199,9 +208,11 @@ async def perform_request(
     timeout: float | None,
     delay: float = 0.0,
     *,
+    betas: Sequence[str] = (),
     on_delta: OnDelta | None = None,
 ) -> RequestRecord:
-    """Send one request (after ``delay`` seconds: the backoff before a resend); streamed if ``on_delta`` is given.
+    """Send one request (after ``delay`` seconds: the backoff before a resend), through the beta API when
+    ``betas`` (the plan's) are given; streamed if ``on_delta`` is given.
 
     Never raises for API or transport errors (they are the outcome). A failure's message is
     scrubbed of the client's credentials here, since the engine stores what a step returns.
@@ -211,9 +222,9 @@ async def perform_request(
     started_at, t0 = time.time(), time.perf_counter()
     outcome: api.Reply | api.RequestFailure
     if on_delta is None:
-        outcome = await api.asend(agent.aclient, params, betas=agent.betas, timeout=timeout)
+        outcome = await api.asend(agent.aclient, params, betas=betas, timeout=timeout)
     else:
-        call = api.StreamCall(agent.aclient, params, betas=agent.betas, timeout=timeout)
+        call = api.StreamCall(agent.aclient, params, betas=betas, timeout=timeout)
         async for delta in call:
             await on_delta(delta)
         outcome = call.outcome or _NEVER_RAN
@@ -274,29 +285,6 @@ class Steps(Protocol):
         ...
 
 
-class _ReplayGate:
-    """The agent's logger, silent while the engine replays (those events were logged when they happened)."""
-
-    def __init__(self, logger: Any, steps: Steps) -> None:
-        self._logger, self._steps = logger, steps
-
-    def _forward(self, level: str, *args: Any, **kwargs: Any) -> None:
-        if not self._steps.replaying:
-            getattr(self._logger, level)(*args, **kwargs)
-
-    def debug(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("debug", *args, **kwargs)
-
-    def info(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("info", *args, **kwargs)
-
-    def warning(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("warning", *args, **kwargs)
-
-    def error(self, *args: Any, **kwargs: Any) -> None:
-        self._forward("error", *args, **kwargs)
-
-
 class DurableConversation(Conversation):
     """A conversation run as a workflow: the engine is its store, wall time comes from the steps' records."""
 
@@ -305,8 +293,10 @@ class DurableConversation(Conversation):
         self.steps = steps
         if start.stream:
             self._outbox = []  # stream events, drained by the engine's steps
-        logger = agent.logger
-        self.log = EventLog(self.id, None if logger is None else _ReplayGate(logger, steps), agent.secrets())
+        # While the engine replays, events go to the result only (through a log that shares its record):
+        # they were logged, observed and streamed when they happened.
+        self._replayed = EventLog(self.id, None, agent.secrets())
+        self._replayed.raw = self.log.raw
         # Prefill or prompt from the policy alone: the agent's memory of models that reject prefill differs
         # between workers and grows over time, and a replay must start as the first run did.
         if self.policy.continuation == "auto":
@@ -327,20 +317,24 @@ class DurableConversation(Conversation):
         self._last_at = max(self._last_at, ended_at)
 
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
-        clean = self.log.emit(name, turn=self.turns, state=self.state, level=level, **data)
-        if self._outbox is not None and not self.steps.replaying:
-            mirrored = stream_event_for(name, self.turns, clean)
-            if mirrored is not None:
-                self._outbox.append(mirrored)
+        if self.steps.replaying:
+            self._replayed.emit(name, turn=self.turns, state=self.state, level=level, **data)
+        else:
+            super().emit(name, level=level, **data)
 
 
 async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> RunResult:
-    """The workflow: step the conversation to a final state, its two kinds of I/O as durable steps."""
+    """The workflow: the async driver's step loop (``agentfsm.machine.drivers``), its two kinds of I/O as
+    durable steps; it ends when the conversation is finished or waiting for a decision from outside."""
     conv = DurableConversation(agent, start, steps)
     log.info("conversation %s %s (%s)", conv.id, "resumed" if steps.replaying else "started", start.agent)
-    while not conv.finished:
+    while not conv.stopped:
         plan = conv.plan()
-        if isinstance(plan, SendRequest):
+        if isinstance(plan, AwaitHook):  # an async hook: plain code, replayed like the rest
+            plan = conv.plan(await plan.hook(conv))
+        if isinstance(plan, Suspend):  # waiting: the workflow ends with the conversation where it stopped
+            conv.suspend()
+        elif isinstance(plan, SendRequest):
             conv.begin_request()
             attempt, delay = 0, 0.0
             while True:
@@ -350,6 +344,7 @@ async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> Run
                 if next_delay is None:
                     break
                 attempt, delay = attempt + 1, next_delay
+                conv.begin_request()  # a resend is a request: counted against max_turns
             conv.complete_request(record.outcome, record.latency_ms)
         elif isinstance(plan, RunTools):
             to_run, settled = conv.begin_tools(plan)
@@ -361,10 +356,11 @@ async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> Run
                 for call_id in batch.interrupted:
                     conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
                 results = batch.results
-            conv.finish_tools(plan, settled, results)
+            conv.finish_tools(plan, settled, results, fire=False)
+            await afire(conv, plan.transition)
         elif isinstance(plan, Fire):
-            conv.fire(plan.transition)
-        else:  # a plan this engine cannot carry out (a state waiting for an outside decision): stop here
+            await afire(conv, plan.transition)
+        else:  # a plan this core does not know: stop where the conversation is, rather than hang
             break
     await steps.end(conv)
     if not steps.replaying:

@@ -155,7 +155,7 @@ class _DBOSSteps:
             self.live = True
             view = self.view
             if view is None:
-                record = await perform_request(conv.agent, plan.params, plan.timeout, delay)
+                record = await perform_request(conv.agent, plan.params, plan.timeout, delay, betas=plan.betas)
                 return record.to_json()
             await self._write(conv.drain())
             retry = attempt > 0
@@ -171,7 +171,9 @@ class _DBOSSteps:
             async def on_delta(delta: str) -> None:
                 await self._write(view.feed(delta))
 
-            record = await perform_request(conv.agent, plan.params, plan.timeout, delay, on_delta=on_delta)
+            record = await perform_request(
+                conv.agent, plan.params, plan.timeout, delay, betas=plan.betas, on_delta=on_delta
+            )
             await self._write(view.end(ok=isinstance(record.outcome, api.Reply)))
             return record.to_json()
 

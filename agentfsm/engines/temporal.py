@@ -139,7 +139,7 @@ class _TemporalSteps:
 
     async def request(self, conv: DurableConversation, plan: SendRequest, attempt: int, delay: float) -> RequestRecord:
         self.seq += 1
-        self.owner.pending = {"seq": self.seq, "params": plan.params, "timeout": plan.timeout}
+        self.owner.pending = {"seq": self.seq, "params": plan.params, "timeout": plan.timeout, "betas": plan.betas}
         try:
             data = await workflow.execute_activity(
                 REQUEST_ACTIVITY,
@@ -204,7 +204,9 @@ async def _request_activity(text: str) -> str:
             raise ApplicationError(
                 f"the workflow is not waiting for request #{arg['seq']} (it answered {pending and pending.get('seq')})"
             )
-        record = await perform_request(agent, pending["params"], pending["timeout"], float(arg.get("delay") or 0.0))
+        record = await perform_request(
+            agent, pending["params"], pending["timeout"], float(arg.get("delay") or 0.0), betas=pending["betas"]
+        )
     return dumps(record.to_json())
 
 
