@@ -272,12 +272,12 @@ def test_dbos_stream_rewinds_what_a_dead_worker_showed_when_the_resent_reply_dif
     assert _screen(events) == events[-1].result.text == "A different answer."
 
 
-@pytest.mark.parametrize("kind", ["dbos-sqlite", "temporal"])
+@pytest.mark.parametrize("kind", ["dbos-postgres", "dbos-sqlite", "temporal"])
 def test_a_rate_limit_holds_across_workers(kind: str, ctx: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """``--rate-limit 4/1 --max-in-flight 2``: eight one-request conversations on two workers (Temporal: one,
-    its in-flight bound is per worker) never have more than two requests outstanding, and take the time
-    four a second need (DBOS's limiter is a rolling window, not exact: at least half of it), where unlimited they
-    would all go out at once."""
+    """``--rate-limit 4/1 --max-in-flight 2``: eight one-request conversations (on two workers sharing PostgreSQL;
+    on SQLite one, as DBOS counts the global bounds there without a lock; on Temporal one, its in-flight bound
+    is per worker) never have more than two requests outstanding, and take the time four a second need (DBOS's
+    limiter is a rolling window, not exact: at least half of it), where unlimited they would all go out at once."""
     setup = es.Setup(kind, tmp_path, request)
     lock = threading.Lock()
     state = {"now": 0, "most": 0}
@@ -295,10 +295,8 @@ def test_a_rate_limit_holds_across_workers(kind: str, ctx: Any, tmp_path: Path, 
 
     sim = Simulator(slow)
     argv = setup.argv("engine_agents:TextAgent", "--rate-limit", "4/1", "--max-in-flight", "2")
-    with (
-        sim.serve() as url,
-        es.workers(ctx, argv, es.test_env(tmp_path, url), tmp_path, n=1 if kind == "temporal" else 2),
-    ):
+    workers = 2 if kind == "dbos-postgres" else 1  # DBOS on SQLite counts its global bounds without a lock
+    with sim.serve() as url, es.workers(ctx, argv, es.test_env(tmp_path, url), tmp_path, n=workers):
         engine = setup.engine()
         try:
             handles = [engine.start("engine_agents:TextAgent", f"Say done ({i}).") for i in range(8)]

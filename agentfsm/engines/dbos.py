@@ -21,7 +21,8 @@ database. ``pip install 'agentfsm[dbos]'``.
   lock is free belongs to a dead worker, and goes back on its queue for a live one.
 * **Rate limit.** With ``RateLimit(requests, period, max_in_flight)`` every
   request first takes a permit: a tiny workflow on a DBOS queue with that
-  limiter and global concurrency, shared by all workers on the database.
+  limiter and global concurrency, shared by all workers on the database
+  (PostgreSQL; on SQLite DBOS counts them without a lock, exact with one worker).
 * **Streaming.** Started with ``stream=True``, a conversation writes its text,
   transitions and tool calls to a DBOS stream that ``handle.stream()`` reads
   from any process; a request sent again after a crash takes back (``rewind``)
