@@ -162,12 +162,13 @@ class _DBOSSteps:
             retry = attempt > 0
             if self.recovered and not self.resynced:  # the dead execution may have streamed part of this reply
                 self.resynced = True
-                shown = await _shown_for(conv.id, conv.turns)
+                shown = await _shown_for(conv.id, conv.turns - attempt)
                 if shown:
                     view.already_shown(shown)
                     retry = True
             view.begin(conv, retry=retry)
-            await self._write([{"type": "_request", "turn": conv.turns, "attempt": attempt}])
+            # Marks where this request's text begins (a resend counts a turn: the request is its first attempt's).
+            await self._write([{"type": "_request", "request": conv.turns - attempt, "attempt": attempt}])
 
             async def on_delta(delta: str) -> None:
                 await self._write(view.feed(delta))
@@ -220,8 +221,9 @@ class _DBOSSteps:
         await DBOS.close_stream_async(STREAM)
 
 
-async def _shown_for(workflow_id: str, turn: int) -> str:
-    """What this conversation's stream already showed for request ``turn`` (written by an execution that died)."""
+async def _shown_for(workflow_id: str, request: int) -> str:
+    """What this conversation's stream already showed for ``request`` (the turn of its first attempt), written
+    by an execution that died: every attempt's text, rewinds honoured."""
     shown: str | None = None
     reading = -1
     with contextlib.suppress(Exception):  # DBOSStreamTimeoutError: nothing more is written
@@ -229,10 +231,10 @@ async def _shown_for(workflow_id: str, turn: int) -> str:
             for value in values:
                 kind = value.get("type")
                 if kind == "_request":
-                    reading = int(value["turn"])
-                    if reading == turn and shown is None:
+                    reading = int(value["request"])
+                    if reading == request and shown is None:
                         shown = ""
-                elif reading == turn and shown is not None:
+                elif reading == request and shown is not None:
                     if kind == "text":
                         shown += value["text"]
                     elif kind == "rewind":
