@@ -284,3 +284,43 @@ class BatchError(AgentfsmError):
             f"{doing} failed: {type(exc).__name__}: {redact(detail, ())}; nothing is lost — run again with the "
             "same store to carry on (stored batches are polled, never sent twice)"
         )
+
+
+# --- durable engines (agentfsm.engines: DBOS, Temporal) ---
+
+
+class EngineError(AgentfsmError):
+    """A durable engine (DBOS, Temporal) cannot start, find or finish a conversation."""
+
+
+class UnknownDurableConversationError(UnknownConversationError):
+    """``engine.result(conversation_id)`` names a conversation the engine never started. A ``KeyError`` too."""
+
+    def __init__(self, conversation_id: str, engine: str) -> None:
+        AgentfsmError.__init__(
+            self,
+            f"no conversation {conversation_id!r} in {engine}: start one with "
+            f"engine.start(agent, prompt, conversation_id={conversation_id!r})",
+        )
+        self.conversation_id = conversation_id
+
+
+class ConversationTimeoutError(EngineError, TimeoutError):
+    """A durable conversation did not finish within ``result(timeout=...)``; it carries on in the workers."""
+
+    def __init__(self, conversation_id: str, timeout: float) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation {conversation_id!r} did not finish within {timeout:g} s; it is still running on the "
+            "workers: wait again with engine.result(conversation_id, timeout=...)"
+        )
+
+
+class DurableRunError(EngineError):
+    """A durable conversation ended in an exception instead of a result (a hook or action raised, or the engine
+    gave up on it); the message says which."""
+
+    def __init__(self, conversation_id: str, problem: str) -> None:
+        self.conversation_id = conversation_id
+        self.problem = problem
+        super().__init__(f"conversation {conversation_id!r} failed in its worker: {problem}")

@@ -6,6 +6,7 @@
 * ``ui``       — ``ui``: the run inspector in the browser
 * ``sim``      — ``sim serve``
 * ``batch``    — ``batch``: many conversations through the Message Batches API
+* ``worker``   — ``worker dbos|temporal``: durable-engine workers (``agentfsm.engines``)
 * ``targets``  — what ``MODULE:NAME`` means; ``output`` — exit codes and writing graphs
 
 Errors are one line on stderr and a non-zero exit, never a traceback. Exit
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from agentfsm.cli import batch, drawing, running, runs, sim, ui
+from agentfsm.cli import batch, drawing, running, runs, sim, ui, worker
 from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
 from agentfsm.errors import AgentfsmError
 
@@ -43,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentfsm", description="Claude agent loops as finite-state machines.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (running, drawing, sim, runs, ui, batch):
+    for commands in (running, drawing, sim, runs, ui, batch, worker):
         commands.add_commands(sub)
     return parser
 

@@ -131,6 +131,11 @@ class TextView:
         mode = "prefill" if kind in ("prefill", "caller_prefill") else "prompt" if kind == "prompt" else "none"
         self._seam = Seam(conv.answer, mode)
 
+    def already_shown(self, text: str) -> None:
+        """The caller was shown ``text`` for the reply in progress by a process that then died (a durable
+        engine sends the request again): the next ``begin(..., retry=True)`` matches it like a retry's."""
+        self._screen = text
+
     def feed(self, delta: str) -> list[StreamEvent]:
         return self._show(self._seam.feed(delta))
 

@@ -1,0 +1,466 @@
+"""What the durable engines share: a conversation as a workflow, written once over the conversation's step API.
+
+A workflow engine (DBOS, Temporal) records the outcome of each *durable step*
+and, after a crash, runs the workflow function again from the top: finished
+steps return their recorded outcome instead of running. So the workflow body
+(``run_conversation``) is the drivers' loop with the two kinds of I/O made
+durable steps and everything else plain code that replays:
+
+* ``conv.plan()`` is pure, hooks and guards included, so a replay plans the same;
+* one API request is one step (``perform_request``); a stream that broke is
+  resent after ``conv.retry_delay`` decides so, in the replayed code, and
+  each attempt is its own step (the decision reads and changes the conversation);
+* one reply's batch of tool calls is one step (``perform_tools``). The engine
+  records that the batch *started* before any tool runs; a step run again
+  after a crash knows an earlier attempt started, so a non-idempotent call is
+  answered with the is_error "interrupted" result instead of running twice,
+  and an ``@tool(idempotent=True)`` call is run again;
+* ``conv.fire`` for every transition without I/O.
+
+Replay must decide as the first run did, so nothing the workflow reads may
+change between runs: wall time is read inside the steps (a budget on
+``max_wall_seconds`` sees the recorded times), and the agent's memory of
+models that reject prefill (which grows as other conversations run) is not
+consulted. Events are not emitted twice: while the engine replays, events are
+kept for the result but not logged nor streamed (``Steps.replaying``).
+
+A conversation that stops to wait for a decision from outside (a ``Wait``
+state) ends the workflow with its ``RunResult`` in that state, rather than
+hanging; the engines do not yet carry a decision into a waiting workflow.
+``async def`` hooks and actions are plain code here too: they replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+from agentfsm.errors import ConfigurationError, ToolInterruptedError
+from agentfsm.machine.conversation import Conversation
+from agentfsm.machine.drivers import _afire as afire  # the async driver's: await an async action, then fire
+from agentfsm.machine.plan import AwaitHook, Fire, RunTools, SendRequest, Suspend
+from agentfsm.observe.events import EventLog, Level
+from agentfsm.observe.redaction import redact
+from agentfsm.result import RunResult
+from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
+from agentfsm.wire import api
+
+if TYPE_CHECKING:
+    from agentfsm.agent import Agent
+
+log = logging.getLogger("agentfsm.worker")
+
+_NEVER_RAN = api.RequestFailure(type="no_outcome", message="stream never ran")
+
+
+def dumps(value: Any) -> str:
+    """JSON as an engine stores it: compact, and in the order the API sent it (an engine's own JSON may sort
+    keys, which would change a tool_use input the model reads back, and the bytes a prompt cache matches)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+# --- the workflow's input and output -------------------------------------------------------------
+
+
+class StartInput(BaseModel):
+    """A durable conversation's workflow input: which agent, the first messages, its id."""
+
+    agent: str
+    messages: list[dict[str, Any]]
+    conversation_id: str
+    #: Stream text and transitions to clients that read the conversation's stream (engines that have streams).
+    stream: bool = False
+
+
+def agent_spec(agent: str | type[Agent]) -> str:
+    """The ``MODULE:CLASS`` name a worker serves an agent class under."""
+    if isinstance(agent, str):
+        if ":" not in agent:
+            raise ConfigurationError(
+                f"agent {agent!r} names no class: give MODULE:CLASS (as the worker's --agent), or the class itself"
+            )
+        return agent
+    return agent.qualified_name()
+
+
+def start_input(
+    agent: str | type[Agent], prompt: str | Sequence[Mapping[str, Any]], conversation_id: str | None
+) -> StartInput:
+    """Validate a prompt on the client, before anything is enqueued (an invalid history raises here)."""
+    from agentfsm.agent import Agent
+
+    messages = Agent._initial_messages(prompt)  # type: ignore[arg-type]
+    return StartInput(
+        agent=agent_spec(agent),
+        messages=messages,
+        conversation_id=conversation_id or f"conv_{uuid.uuid4().hex[:16]}",
+    )
+
+
+def result_to_json(result: RunResult) -> dict[str, Any]:
+    """A run's result as plain JSON, its events included, and a waiting run's snapshot (which
+    ``agent.resume(result, trigger=...)`` carries on, in the caller's process)."""
+    data = result.model_dump(mode="json")
+    if result.snapshot is not None:
+        data["snapshot"] = result.snapshot.model_dump(mode="json")
+    return data
+
+
+def result_from_json(data: Mapping[str, Any]) -> RunResult:
+    """The ``RunResult`` a worker returned, events (and a waiting run's snapshot) attached again."""
+    result = RunResult.model_validate({k: v for k, v in data.items() if k not in ("events", "snapshot")})
+    if data.get("snapshot") is not None:
+        from agentfsm.stores.base import Snapshot
+
+        result.attach_snapshot(Snapshot.model_validate(data["snapshot"]))
+    result.attach_events(
+        [
+            (e["event"], e["level"], e["turn"], e["state"], e["timestamp"], e.get("data") or {})
+            for e in data.get("events") or ()
+        ]
+    )
+    return result
+
+
+# --- what a step returns -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request attempt's outcome and when it ran (wall-clock seconds, read inside the step)."""
+
+    outcome: api.Reply | api.RequestFailure
+    latency_ms: float
+    started_at: float
+    ended_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        kind = "reply" if isinstance(self.outcome, api.Reply) else "failure"
+        return {
+            kind: self.outcome.model_dump(mode="json", exclude_unset=kind == "reply"),
+            "latency_ms": self.latency_ms,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RequestRecord:
+        outcome: api.Reply | api.RequestFailure = (
+            api.Reply.model_validate(data["reply"])
+            if "reply" in data
+            else api.RequestFailure.model_validate(data["failure"])
+        )
+        return cls(outcome, float(data["latency_ms"]), float(data["started_at"]), float(data["ended_at"]))
+
+
+@dataclass(frozen=True)
+class ToolsRecord:
+    """One batch's results (as they enter the history), the calls answered "interrupted", and when it ran."""
+
+    results: list[ToolResult]
+    interrupted: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "results": [r.model_dump(mode="json") for r in self.results],
+            "interrupted": self.interrupted,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ToolsRecord:
+        return cls(
+            [ToolResult.model_validate(r) for r in data["results"]],
+            list(data.get("interrupted") or ()),
+            float(data.get("started_at") or 0.0),
+            float(data.get("ended_at") or 0.0),
+        )
+
+
+# --- the step bodies: the only code that does I/O, run inside an engine's step ----------------------
+
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+async def perform_request(
+    agent: Agent,
+    params: dict[str, Any],
+    timeout: float | None,
+    delay: float = 0.0,
+    *,
+    betas: Sequence[str] = (),
+    on_delta: OnDelta | None = None,
+) -> RequestRecord:
+    """Send one request (after ``delay`` seconds: the backoff before a resend), through the beta API when
+    ``betas`` (the plan's) are given; streamed if ``on_delta`` is given.
+
+    Never raises for API or transport errors (they are the outcome). A failure's message is
+    scrubbed of the client's credentials here, since the engine stores what a step returns.
+    """
+    if delay > 0:
+        await asyncio.sleep(delay)
+    started_at, t0 = time.time(), time.perf_counter()
+    outcome: api.Reply | api.RequestFailure
+    if on_delta is None:
+        outcome = await api.asend(agent.aclient, params, betas=betas, timeout=timeout)
+    else:
+        call = api.StreamCall(agent.aclient, params, betas=betas, timeout=timeout)
+        async for delta in call:
+            await on_delta(delta)
+        outcome = call.outcome or _NEVER_RAN
+    latency_ms = (time.perf_counter() - t0) * 1000
+    if isinstance(outcome, api.RequestFailure):
+        outcome = outcome.model_copy(update={"message": redact(outcome.message, agent.secrets())})
+    return RequestRecord(outcome, latency_ms, started_at, time.time())
+
+
+async def perform_tools(agent: Agent, calls: Sequence[ToolCall], *, earlier_attempt: bool) -> ToolsRecord:
+    """Run one reply's tool calls with the agent's executor.
+
+    ``earlier_attempt``: the engine recorded that this batch started before (the worker running it
+    died, or the step is run again): a call that is not idempotent may have run, so it is answered
+    with the is_error "interrupted" result, as ``Agent.resume`` does from a store; an idempotent one
+    runs again. Results are returned as they enter the history (cut, credentials redacted), since the
+    engine stores them.
+    """
+    started_at = time.time()
+    tools = agent.tool_map
+    settled: list[ToolResult] = []
+    interrupted: list[str] = []
+    to_run: list[ToolCall] = []
+    for call in calls:
+        if earlier_attempt and not (call.name in tools and tools[call.name].idempotent):
+            settled.append(error_result(call, ToolInterruptedError(call.name)))
+            interrupted.append(call.id)
+        else:
+            to_run.append(call)
+    timeout = agent.policy.tool_timeout or math.inf
+    ran = await agent.executor.aexecute(to_run, tools, timeout) if to_run else []
+    limit, secrets = agent.policy.max_tool_result_chars, agent.secrets()
+    results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled, *ran]]
+    return ToolsRecord(results, interrupted, started_at, time.time())
+
+
+# --- the workflow body ---------------------------------------------------------------------------------------
+
+
+class Steps(Protocol):
+    """An engine's durable steps, as the workflow body sees them."""
+
+    @property
+    def replaying(self) -> bool:
+        """True while the engine re-runs recorded history (events are then kept, not logged or streamed)."""
+        ...
+
+    async def request(self, conv: DurableConversation, plan: SendRequest, attempt: int, delay: float) -> RequestRecord:
+        """One attempt of ``plan``'s request as a durable step (``perform_request``)."""
+        ...
+
+    async def tools(self, conv: DurableConversation, calls: list[ToolCall]) -> ToolsRecord:
+        """One batch of tool calls as a durable step that knows whether an earlier attempt started it."""
+        ...
+
+    async def end(self, conv: DurableConversation) -> None:
+        """The run is over (or stopped): flush what the engine streams to clients."""
+        ...
+
+
+class DurableConversation(Conversation):
+    """A conversation run as a workflow: the engine is its store, wall time comes from the steps' records."""
+
+    def __init__(self, agent: Agent, start: StartInput, steps: Steps) -> None:
+        super().__init__(agent, list(start.messages), start.conversation_id, announce=False)
+        self.steps = steps
+        if start.stream:
+            self._outbox = []  # stream events, drained by the engine's steps
+        # While the engine replays, events go to the result only (through a log that shares its record):
+        # they were logged, observed and streamed when they happened.
+        self._replayed = EventLog(self.id, None, agent.secrets())
+        self._replayed.raw = self.log.raw
+        # Prefill or prompt from the policy alone: the agent's memory of models that reject prefill differs
+        # between workers and grows over time, and a replay must start as the first run did.
+        if self.policy.continuation == "auto":
+            self.continuation_mode = "prefill"
+        self._first_at: float | None = None
+        self._last_at = 0.0
+        self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(self.messages))
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall time from the first step's start to the last step's end, as the steps recorded it."""
+        return 0.0 if self._first_at is None else self._last_at - self._first_at
+
+    def clock(self, started_at: float, ended_at: float) -> None:
+        """Advance the conversation's wall clock to a step's recorded times."""
+        if self._first_at is None:
+            self._first_at = started_at
+        self._last_at = max(self._last_at, ended_at)
+
+    def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
+        if self.steps.replaying:
+            self._replayed.emit(name, turn=self.turns, state=self.state, level=level, **data)
+        else:
+            super().emit(name, level=level, **data)
+
+
+async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> RunResult:
+    """The workflow: the async driver's step loop (``agentfsm.machine.drivers``), its two kinds of I/O as
+    durable steps; it ends when the conversation is finished or waiting for a decision from outside."""
+    conv = DurableConversation(agent, start, steps)
+    log.info("conversation %s %s (%s)", conv.id, "resumed" if steps.replaying else "started", start.agent)
+    while not conv.stopped:
+        plan = conv.plan()
+        if isinstance(plan, AwaitHook):  # an async hook: plain code, replayed like the rest
+            plan = conv.plan(await plan.hook(conv))
+        if isinstance(plan, Suspend):  # waiting: the workflow ends with the conversation where it stopped
+            conv.suspend()
+        elif isinstance(plan, SendRequest):
+            conv.begin_request()
+            attempt, delay = 0, 0.0
+            while True:
+                record = await steps.request(conv, plan, attempt, delay)
+                conv.clock(record.started_at, record.ended_at)
+                next_delay = conv.retry_delay(record.outcome, attempt)
+                if next_delay is None:
+                    break
+                attempt, delay = attempt + 1, next_delay
+                conv.begin_request()  # a resend is a request: counted against max_turns
+            conv.complete_request(record.outcome, record.latency_ms)
+        elif isinstance(plan, RunTools):
+            to_run, settled = conv.begin_tools(plan)
+            results: list[ToolResult] = []
+            if to_run:
+                batch = await steps.tools(conv, to_run)
+                conv.clock(batch.started_at, batch.ended_at)
+                names = {c.id: c.name for c in to_run}
+                for call_id in batch.interrupted:
+                    conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
+                results = batch.results
+            conv.finish_tools(plan, settled, results, fire=False)
+            await afire(conv, plan.transition)
+        elif isinstance(plan, Fire):
+            await afire(conv, plan.transition)
+        else:  # a plan this core does not know: stop where the conversation is, rather than hang
+            break
+    await steps.end(conv)
+    if not steps.replaying:
+        log.info("conversation %s finished: %s after %d requests", conv.id, conv.state, conv.turns)
+    return conv.result()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A limit on API requests shared by the workers of an engine (give every worker the same).
+
+    At most ``requests`` requests start in any ``period`` seconds, and at most ``max_in_flight``
+    are outstanding at once; None leaves that bound off. On DBOS both bounds hold across all
+    workers; on Temporal the rate does, and ``max_in_flight`` holds per worker.
+    """
+
+    requests: int | None = None
+    period: float = 60.0
+    max_in_flight: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, max_in_flight: int | None = None) -> RateLimit:
+        """``"N/SECONDS"`` (e.g. ``"50/60"``: 50 requests a minute), as the workers' ``--rate-limit`` takes it."""
+        count, _, period = text.partition("/")
+        try:
+            requests, seconds = int(count), float(period or 1)
+        except ValueError:
+            raise ConfigurationError(f"rate limit {text!r}: write REQUESTS/SECONDS, e.g. 50/60") from None
+        if requests < 1 or seconds <= 0:
+            raise ConfigurationError(f"rate limit {text!r}: both numbers must be positive")
+        return cls(requests, seconds, max_in_flight)
+
+
+# --- the agents a worker serves -------------------------------------------------------------------------------
+
+
+class AgentRegistry:
+    """The agent instances one worker process serves, by the ``MODULE:CLASS`` names clients start them under."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, Agent] = {}
+
+    def add(self, agent: Agent, *aliases: str) -> list[str]:
+        """Serve ``agent`` under its class's ``module:QualName`` and each alias (e.g. the spec given to the CLI)."""
+        names = list(dict.fromkeys([type(agent).qualified_name(), *aliases]))
+        for name in names:
+            self._agents[name] = agent
+        return names
+
+    def get(self, spec: str) -> Agent:
+        try:
+            return self._agents[spec]
+        except KeyError:
+            raise ConfigurationError(
+                f"this worker does not serve agent {spec!r} (it serves {sorted(self._agents) or 'none'}): "
+                f"start a worker with --agent {spec}"
+            ) from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._agents)
+
+
+def build_agents(specs: Iterable[str | type[Agent] | Agent]) -> list[tuple[Agent, list[str]]]:
+    """Agent instances for a worker: a class or ``MODULE:CLASS`` is built with no arguments (its client then
+    comes from ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``)."""
+    from agentfsm.agent import Agent
+
+    built: list[tuple[Agent, list[str]]] = []
+    for spec in specs:
+        if isinstance(spec, Agent):
+            built.append((spec, []))
+        elif isinstance(spec, str):
+            from agentfsm.cli.targets import load_agent_class
+
+            built.append((load_agent_class(spec)(), [spec]))
+        else:
+            built.append((spec(), []))
+    return built
+
+
+def executor_identity(prefix: str = "agentfsm") -> str:
+    """A worker's identity, unique per process: host, pid and a random suffix."""
+    host = socket.gethostname().replace(":", "-")
+    return f"{prefix}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def every(seconds: float, beat: Callable[[], object]) -> AsyncIterator[None]:
+    """Call ``beat`` every ``seconds`` while the block runs (an activity's heartbeat)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            beat()
+
+    task = asyncio.ensure_future(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
