@@ -281,7 +281,9 @@ def worker(
         report.update(outcome="locked", error=f"{type(exc).__name__}: {exc}")
     report["points"] = POINTS
     report["passed"] = PASSED
-    Path(out).write_text(json.dumps(report))
+    # Atomically: a SIGKILL landing while the report is written must not leave half a report behind.
+    Path(out + ".tmp").write_text(json.dumps(report))
+    os.replace(out + ".tmp", out)
 
 
 def hold_lease(kind: str, where: str, conversation_id: str, ready: str) -> None:
