@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentfsm.errors import (
     ConfigurationError,
@@ -59,7 +59,7 @@ from agentfsm.observe.events import EventLog, Level, aobserved, observed, observ
 from agentfsm.observe.redaction import redact_error
 from agentfsm.result import RunError, RunResult, TraceStep, Usage, billed_usage
 from agentfsm.stores.base import Counters, Snapshot, Store
-from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
+from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults, error_result, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.pricing import price_for
 
@@ -72,45 +72,6 @@ PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill", "compactio
 
 _ASK: Any = object()  # plan(): no choice given, ask the hook
 _NO_SCOPE = contextlib.nullcontext()  # no tracing: stepping needs no scope
-
-
-class ToolResults(list[ToolResult]):
-    """``conv.tool_results``: a list that takes ``ToolResult`` models only, and says so at once."""
-
-    @staticmethod
-    def checked(value: object) -> ToolResult:
-        if not isinstance(value, ToolResult):
-            raise TypeError(
-                f"conv.tool_results holds agentfsm.ToolResult models, got {type(value).__name__} {value!r:.80}: "
-                "pass ToolResult(tool_use_id=call.id, content='...', is_error=False); to answer tool calls "
-                "from outside, use actions.answer_with({tool_use_id: content})"
-            )
-        return value
-
-    @classmethod
-    def of(cls, values: object) -> ToolResults:
-        if isinstance(values, str | bytes | dict) or not isinstance(values, Iterable):
-            raise TypeError(
-                f"conv.tool_results takes a list of agentfsm.ToolResult, got {type(values).__name__}: pass "
-                "[ToolResult(tool_use_id=call.id, content='...')], or answer with actions.answer_with(...)"
-            )
-        return cls(cls.checked(v) for v in values)
-
-    def append(self, value: ToolResult) -> None:
-        super().append(self.checked(value))
-
-    def insert(self, index: SupportsIndex, value: ToolResult) -> None:
-        super().insert(index, self.checked(value))
-
-    def extend(self, values: Iterable[ToolResult]) -> None:
-        super().extend(ToolResults.of(values))
-
-    def __iadd__(self, values: Iterable[ToolResult]) -> ToolResults:  # type: ignore[override,misc]
-        self.extend(values)
-        return self
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        super().__setitem__(index, ToolResults.of(value) if isinstance(index, slice) else self.checked(value))
 
 
 class Conversation:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeGuard
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, SupportsIndex, TypeGuard
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +60,45 @@ class ToolResult(BaseModel):
         if self.is_error:
             block["is_error"] = True
         return block
+
+
+class ToolResults(list[ToolResult]):
+    """``conv.tool_results``: a list that takes ``ToolResult`` models only, and says so at once."""
+
+    @staticmethod
+    def checked(value: object) -> ToolResult:
+        if not isinstance(value, ToolResult):
+            raise TypeError(
+                f"conv.tool_results holds agentfsm.ToolResult models, got {type(value).__name__} {value!r:.80}: "
+                "pass ToolResult(tool_use_id=call.id, content='...', is_error=False); to answer tool calls "
+                "from outside, use actions.answer_with({tool_use_id: content})"
+            )
+        return value
+
+    @classmethod
+    def of(cls, values: object) -> ToolResults:
+        if isinstance(values, str | bytes | dict) or not isinstance(values, Iterable):
+            raise TypeError(
+                f"conv.tool_results takes a list of agentfsm.ToolResult, got {type(values).__name__}: pass "
+                "[ToolResult(tool_use_id=call.id, content='...')], or answer with actions.answer_with(...)"
+            )
+        return cls(cls.checked(v) for v in values)
+
+    def append(self, value: ToolResult) -> None:
+        super().append(self.checked(value))
+
+    def insert(self, index: SupportsIndex, value: ToolResult) -> None:
+        super().insert(index, self.checked(value))
+
+    def extend(self, values: Iterable[ToolResult]) -> None:
+        super().extend(ToolResults.of(values))
+
+    def __iadd__(self, values: Iterable[ToolResult]) -> ToolResults:  # type: ignore[override,misc]
+        self.extend(values)
+        return self
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, ToolResults.of(value) if isinstance(index, slice) else self.checked(value))
 
 
 def error_result(call: ToolCall, err: ToolCallError) -> ToolResult:
