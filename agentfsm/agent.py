@@ -466,6 +466,10 @@ class Agent:
         values of credential headers given as ``default_headers`` (``Authorization``, ``x-api-key``,
         anything naming a key, token, secret or cookie), with and without their ``Bearer`` scheme.
         """
+        cached = self.__dict__.get("_secrets_cache")
+        # Asked for on every request and event log: kept while the agent holds the same client objects.
+        if cached is not None and cached[0] is self._client and cached[1] is self._aclient:
+            return list(cached[2])
         found: list[str] = []
         for client in (self._client, self._aclient):
             if client is None:
@@ -479,7 +483,9 @@ class Agent:
                         scheme, _, rest = value.partition(" ")
                         if rest and scheme.lower() in ("bearer", "basic", "token"):
                             found.append(rest.strip())
-        return list(dict.fromkeys(found))
+        secrets = list(dict.fromkeys(found))
+        self.__dict__["_secrets_cache"] = (self._client, self._aclient, tuple(secrets))
+        return secrets
 
     def prefill_unsupported(self, model: str) -> bool:
         return model in self._no_prefill

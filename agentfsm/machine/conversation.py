@@ -81,6 +81,7 @@ class Conversation:
     # hooks and actions can still keep their own values on the conversation.
     __slots__ = (
         "__dict__",
+        "_compaction_seen",
         "_elapsed_before",
         "_kept_reply",
         "_leased",
@@ -211,6 +212,8 @@ class Conversation:
         # Who holds the lease: host and pid let a store see that a crashed holder is gone.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self.revision = 0  # saves so far, stored with each snapshot
+        #: What serverside.carries_compaction last saw: (the history list, its length then, found).
+        self._compaction_seen: tuple[list[Message], int, bool] | None = None
         self._marks = caching.MarkCounter()  # the caller's cache marks in the history, counted once per message
         self.batched = False  # its requests go through the Message Batches API (agentfsm.batch)
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
@@ -780,7 +783,9 @@ class Conversation:
         """Called by the machine after every state change."""
         self.decision = None  # carried out (and saved so, below)
         size = size_of(self.messages)
-        self.trace.append(TraceStep(source=source, dest=dest, trigger=trigger, turn=self.turns, history_size=size))
+        # Built without validation: every value is the machine's own, of the declared type (once per transition).
+        step = TraceStep.model_construct(source=source, dest=dest, trigger=trigger, turn=self.turns, history_size=size)
+        self.trace.append(step)
         self._save()
         self.emit(
             "transition",
@@ -888,6 +893,7 @@ class Conversation:
         """Around a subclass's action: if it raises, or leaves a history that breaks the rules every
         request keeps (``InvalidActionError``, naming the action and the rule), everything it changed
         in the history is put back. The async driver awaits an ``async def`` action inside this."""
+        self._compaction_seen = None  # an action may edit any message: look at the whole history again
         saved = (
             copy.deepcopy(self.messages),
             list(self.tool_results),

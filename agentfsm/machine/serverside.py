@@ -140,7 +140,7 @@ def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, .
     """The agent's betas plus those the request's parameters need."""
     betas = list(conv.agent.betas)
     edit = has_compaction_edit(params)
-    if "compaction" in params or (not edit and _carries_compaction(params.get("messages") or ())):
+    if "compaction" in params or (not edit and carries_compaction(conv)):
         betas.append(COMPACTION_BETA)  # a compaction block goes back only through the beta API
     if edit:
         betas.append(COMPACTION_EDIT_BETA)
@@ -155,11 +155,27 @@ def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, .
 # --- reading the history -----------------------------------------------------------------------------
 
 
-def _carries_compaction(messages: Sequence[Message]) -> bool:
-    return any(
+def carries_compaction(conv: Conversation) -> bool:
+    """Whether the history holds a compaction block (then every request goes through the beta API).
+
+    Asked before every request, so it is incremental: the history only grows, or has its last message
+    extended, or is replaced whole (a compaction, an assignment to ``conv.messages``), so only the
+    messages added since the last look, and the last one looked at, are looked at again. A subclass's
+    action may change anything, so ``Conversation.acting`` forgets what was seen.
+    """
+    messages = conv.messages
+    seen = conv._compaction_seen
+    start = 0
+    if seen is not None and seen[0] is messages and seen[1] <= len(messages):
+        if seen[2]:
+            return True
+        start = max(seen[1] - 1, 0)
+    found = any(
         isinstance(m.get("content"), list) and any(b.get("type") == "compaction" for b in m["content"])
-        for m in messages
+        for m in messages[start:]
     )
+    conv._compaction_seen = (messages, len(messages), found)
+    return found
 
 
 def unanswered_tool_calls(messages: Sequence[Message]) -> list[str]:

@@ -204,8 +204,11 @@ class Table:
             names.setdefault(t.dest)
         self.states: tuple[str, ...] = tuple(names)
         self._outgoing: dict[str, list[Transition]] = {s: [] for s in self.states}
+        #: The same, by (state, trigger): the driver asks for one trigger at a time, before every request.
+        self._by_trigger: dict[tuple[str, str], list[Transition]] = {}
         for t in self.transitions:
             self._outgoing[t.source].append(t)
+            self._by_trigger.setdefault((t.source, t.trigger), []).append(t)
         self.terminal: frozenset[str] = frozenset(s for s in self.states if not self._outgoing[s])
         #: States not in the base table, and those of them where a hook must choose (fail-safe: see ``unsafe_states``).
         self.added: frozenset[str] = frozenset(self.states) - frozenset(BASE_STATES)
@@ -220,8 +223,9 @@ class Table:
 
     def first_allowed(self, conv: Conversation, trigger: str | None = None) -> Transition | None:
         """The transition the conversation takes next: the first whose guards pass."""
-        for t in self._outgoing[conv.state]:
-            if (trigger is None or t.trigger == trigger) and t.allowed(conv):
+        candidates = self._outgoing[conv.state] if trigger is None else self._by_trigger.get((conv.state, trigger), ())
+        for t in candidates:
+            if t.allowed(conv):
                 return t
         return None
 

@@ -20,6 +20,7 @@ What is redacted, given the credentials the client holds (``Agent.secrets()``):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,19 +40,56 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     """Return ``value`` with credentials replaced by ``[REDACTED]``, recursively (dict values, lists, tuples).
 
     Also usable as a building block of an application's own structlog processor.
-    Runs on every event, so the common cases (numbers, short strings without a
-    key in them) return at once.
+    Runs on every event, so it is built for the common case, where nothing needs
+    redacting: one ``repr`` of the whole value (done in C) is searched for
+    ``sk-ant-`` and for the credentials' first characters, and when neither is
+    there the value comes back as it is. Otherwise it is walked, and a dict or
+    list is copied only where something in it changed.
     """
+    found = _as_tuple(secrets)
+    heads, searchable = _heads(found)
+    if searchable:
+        try:
+            text = repr(value)
+        except Exception:  # an object that cannot say what it is: walk it instead
+            text = None
+        if text is not None and "sk-ant-" not in text:
+            for head in heads:
+                if head in text:
+                    break
+            else:
+                return value
+    return _clean(value, heads, found)
+
+
+@functools.lru_cache(maxsize=64)
+def _heads(found: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The first ``MIN_SECRET_CHARS`` characters of each long credential, and whether all of them would
+    show unchanged in a ``repr`` (one that ``repr`` escapes could hide there, so values are walked instead)."""
+    heads = tuple(s[:MIN_SECRET_CHARS] for s in found if len(s) >= MIN_SECRET_CHARS)
+    return heads, all(head.isprintable() and not any(c in head for c in "'\"\\") for head in heads)
+
+
+def _clean(value: Any, heads: tuple[str, ...], found: tuple[str, ...]) -> Any:
     kind = type(value)
     if kind is str:
-        return redact_text(value, _as_tuple(secrets))
+        return redact_text(value, found)
     if kind is int or kind is float or kind is bool or value is None:
         return value
-    found = _as_tuple(secrets)
     if isinstance(value, dict):
-        return {k: redact(v, found) for k, v in value.items()}
+        changed: dict[Any, Any] | None = None
+        for k, v in value.items():
+            c = _clean(v, heads, found)
+            if c is not v:
+                if changed is None:
+                    changed = dict(value)
+                changed[k] = c
+        return value if changed is None else changed
     if isinstance(value, list | tuple):
-        return [redact(v, found) for v in value]
+        items = [_clean(v, heads, found) for v in value]
+        if kind is list and all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items
     if isinstance(value, str):  # a str subclass
         return redact_text(str(value), found)
     return value
