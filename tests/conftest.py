@@ -120,7 +120,7 @@ def no_foreign_observers() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
-    """A throwaway PostgreSQL server for the session (``pgserver``); without one, the tests using it skip."""
+    """The suite's one throwaway PostgreSQL server (``pgserver``); without one, the tests using it skip."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -133,3 +133,11 @@ def postgres_dsn() -> Iterator[str]:
         yield server.dsn
     finally:
         server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_dsn: str) -> str:
+    """A new, empty database on the suite's PostgreSQL server, as a ``postgresql://`` URL."""
+    import uuid
+
+    return pgserver.fresh_database(postgres_dsn, f"agentfsm_{uuid.uuid4().hex[:10]}")

@@ -134,16 +134,6 @@ def free_port() -> int:
         return port
 
 
-def postgres_url(dsn: str, database: str) -> str:
-    """A ``postgresql://`` URL for ``database`` on the server of a libpq key=value ``dsn`` (it is created)."""
-    import psycopg
-
-    parts = dict(item.split("=", 1) for item in dsn.split())
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    return f"postgresql://{parts.get('user', 'postgres')}@{parts['host']}:{parts['port']}/{database}"
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
@@ -197,17 +187,6 @@ def temporal_server() -> Iterator[str]:
         yield address
 
 
-def postgres_dsn() -> Iterator[str]:
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"DBOS on PostgreSQL skipped: {exc}")
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
-
-
 class Setup:
     """One engine for one test: the worker command line and a client."""
 
@@ -223,7 +202,7 @@ class Setup:
             if kind == "dbos-sqlite":
                 self.url = f"sqlite:///{folder / 'dbos.sqlite'}"
             else:
-                self.url = postgres_url(request.getfixturevalue("postgres_dsn"), unique("dbos"))
+                self.url = pgserver.fresh_database(request.getfixturevalue("postgres_dsn"), unique("dbos"))
             self.options = ["--database", self.url, "--recovery-interval", "0.5", "--poll-interval", "0.05"]
 
     def argv(self, agent: str, *extra: str) -> list[str]:

@@ -115,6 +115,20 @@ def _free_port() -> int:
         return port
 
 
+def fresh_database(dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of a libpq key=value ``dsn``; its ``postgresql://`` URL.
+
+    The suite starts one server (conftest's ``postgres_dsn``); a test that needs a store of its own
+    gets a database of its own on it, instead of a second server.
+    """
+    import psycopg
+
+    parts = dict(item.split("=", 1) for item in dsn.split())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://{parts.get('user', 'postgres')}@{parts['host']}:{parts['port']}/{name}"
+
+
 def start() -> Server:
     dsn = os.environ.get("AGENTFSM_TEST_POSTGRES_DSN")
     if dsn:

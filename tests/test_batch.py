@@ -12,7 +12,6 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -568,26 +567,10 @@ def test_the_ledger_round_trips_on_sqlite_and_memory(tmp_path: Path) -> None:
         assert [r.key for r in ledger.records()] == ["k"]
 
 
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    """A throwaway PostgreSQL (as the store tests make one); skipped where it cannot run."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'agentfsm[postgres]')")
-    import pgserver
-
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"PostgreSQL ledger test skipped: {exc}")
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
-
-
-def test_the_ledger_on_postgres(postgres_dsn: str) -> None:
+def test_the_ledger_on_postgres(postgres_database: str) -> None:
     from agentfsm.stores.postgres import PostgresStore
 
-    store = PostgresStore(postgres_dsn)
+    store = PostgresStore(postgres_database)
     sim = Simulator(model)
     results = runner(sim, store=store).run({f"p{i}": f"q{i}/2" for i in range(3)})
     assert all(r.ok for r in results.values())

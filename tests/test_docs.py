@@ -221,25 +221,6 @@ def global_state_restored() -> Iterator[types.ModuleType]:
         root.setLevel(level)
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    import os
-
-    import pgserver
-
-    if os.environ.get("AGENTFSM_TEST_POSTGRES_DSN"):
-        yield os.environ["AGENTFSM_TEST_POSTGRES_DSN"]
-        return
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"no PostgreSQL for the docs: {exc}")
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
-
-
 BLOCKS = python_blocks()
 KNOWN_NEEDS = ("needs postgres", "beyond schema")
 
@@ -262,7 +243,7 @@ def test_python_block_runs(
     if unknown:
         pytest.fail(f"{block.where}: unknown directive <!-- docs: {', '.join(unknown)} --> (known: {KNOWN_NEEDS})")
     if "needs postgres" in needs:
-        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_database"))
     sim = simulator_for(block)
     # Line numbers in a traceback are the page's own: the code is compiled as the page, padded.
     code = compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")

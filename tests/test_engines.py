@@ -50,11 +50,6 @@ def temporal_server() -> Iterator[str]:
     yield from es.temporal_server()
 
 
-@pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    yield from es.postgres_dsn()
-
-
 @pytest.fixture(params=es.ENGINES)
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> es.Setup:
     return es.Setup(request.param, tmp_path, request)

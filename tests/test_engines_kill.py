@@ -55,11 +55,6 @@ def temporal_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
-    yield from es.postgres_dsn()
-
-
-@pytest.fixture(scope="module")
 def baseline() -> dict[str, Any]:
     """The uninterrupted conversation, in process: its history and how many requests it sends."""
     import asyncio

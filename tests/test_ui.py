@@ -628,35 +628,16 @@ def test_an_events_file_shows_what_its_events_carry(events_ui: Served, ui: Serve
 # --- PostgreSQL --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    import pgserver
-
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("PostgreSQL skipped: psycopg is not installed (pip install 'agentfsm[postgres]')")
-    try:
-        server = pgserver.start()
-    except pgserver.Unavailable as exc:
-        pytest.skip(f"PostgreSQL skipped: {exc}")
-    try:
-        parts = dict(part.split("=", 1) for part in server.dsn.split())
-        yield f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
-    finally:
-        server.stop()
-
-
-def test_a_postgres_store_is_served_like_a_sqlite_one(postgres_url: str, ui: Served) -> None:
+def test_a_postgres_store_is_served_like_a_sqlite_one(postgres_database: str, ui: Served) -> None:
     from agentfsm.stores.postgres import PostgresStore
 
-    with PostgresStore(postgres_url) as store:
+    with PostgresStore(postgres_database) as store:
         writer_agent(Simulator(WRITER_SCRIPT)).run(
             "What is 1 + 2? Explain.", store=store, conversation_id="conv_writer"
         )
-    served = serve(open_source(postgres_url))
+    served = serve(open_source(postgres_database))
     try:
-        assert served.server.source.label == postgres_url
+        assert served.server.source.label == postgres_database
         pg, lite = served.json("/api/runs/conv_writer"), ui.json("/api/runs/conv_writer")
         for key in ("steps", "graph", "history"):
             assert pg[key] == lite[key], key
@@ -673,7 +654,7 @@ def test_a_postgres_store_is_served_like_a_sqlite_one(postgres_url: str, ui: Ser
         served.stop()
 
 
-def test_a_postgres_url_is_shown_without_its_password() -> None:
+def test_a_postgres_database_is_shown_without_its_password() -> None:
     assert store_label("postgresql://app:s3cret@db.example:5433/runs") == "postgresql://app:***@db.example:5433/runs"
     assert store_label("postgresql://app@db/runs") == "postgresql://app@db/runs"
 
