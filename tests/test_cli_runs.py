@@ -120,6 +120,15 @@ def test_a_missing_store_is_a_one_line_error(tmp_path: Path, capsys: pytest.Capt
     assert main(["runs", "list", "--store", str(missing)]) == EXIT_ERROR
     assert f"no agentfsm store at {missing}" in one_line_error(capsys)
     assert not missing.exists()  # reading never creates a store
+    assert main(["runs", "list", "--store", f"sqlite:///{missing}"]) == EXIT_ERROR  # a URL names it too
+    assert "name a store with --store PATH or $AGENTFSM_STORE" in one_line_error(capsys)
+    assert main(["runs", "list", "--store", "mysql://root@db/runs"]) == EXIT_ERROR
+    assert "unsupported store URL" in one_line_error(capsys)
+
+
+def test_a_store_can_be_named_by_a_sqlite_url(store_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "list", "--store", f"sqlite:///{store_file}"]) == 0
+    assert "conv_done" in capsys.readouterr().out
 
 
 def test_a_file_that_is_not_a_store_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

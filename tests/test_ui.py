@@ -47,11 +47,12 @@ from agentfsm.observe.graph import build
 from agentfsm.observe.replay import write_events
 from agentfsm.observe.ui import history as uh
 from agentfsm.observe.ui.server import UIServer, static_files
-from agentfsm.observe.ui.sources import StoreSource, open_source, store_label
+from agentfsm.observe.ui.sources import StoreSource, open_source
 from agentfsm.observe.ui.svg import render_svg
 from agentfsm.result import TraceStep
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
+from agentfsm.stores.location import store_label
 from agentfsm.stores.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent

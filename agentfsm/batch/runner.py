@@ -74,19 +74,6 @@ MAX_BATCH_BYTES = 256 * 1024 * 1024
 #: ``{"requests":[]}`` around the requests, with room to spare.
 _ENVELOPE_BYTES = 64
 
-#: HTTP status of each error type, for a batch result's error (which carries none).
-ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 #: Errored results sent again in the next batch (up to ``Policy.stream_retries`` times per request).
 RETRYABLE_ERRORS = frozenset({"overloaded_error", "rate_limit_error", "api_error", "timeout_error"})
 #: Expired or canceled requests are sent again this many times, then the conversation fails.
@@ -761,4 +748,6 @@ def _failure_of(result: Mapping[str, Any]) -> api.RequestFailure:
     if not isinstance(err, dict):
         return api.RequestFailure(type="api_error", message=f"errored batch result without an error: {result!r:.200}")
     kind = str(err.get("type") or "api_error")
-    return api.RequestFailure(type=kind, message=str(err.get("message") or kind), status_code=ERROR_STATUS.get(kind))
+    return api.RequestFailure(
+        type=kind, message=str(err.get("message") or kind), status_code=api.ERROR_STATUS.get(kind)
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,17 +93,6 @@ def read_prompts(path: str) -> list[tuple[str, Any]]:
     return items
 
 
-def open_store(url: str) -> Any:
-    """A ``postgresql://`` URI → ``PostgresStore``; anything else is a SQLite file (made if missing)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from agentfsm.stores.postgres import PostgresStore
-
-        return PostgresStore(url)
-    from agentfsm.stores.sqlite import SQLiteStore
-
-    return SQLiteStore(url)
-
-
 def result_line(result: Any) -> dict[str, Any]:
     """What the results file says about one conversation."""
     return {
@@ -123,22 +111,14 @@ def result_line(result: Any) -> dict[str, Any]:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from agentfsm.batch import BatchRunner, ProgressDisplay
-    from agentfsm.cli.targets import load_agent_class, load_sim_script
+    from agentfsm.cli.targets import command_client, load_agent_class, make_agent
+    from agentfsm.stores.location import open_store
 
     agent_cls = load_agent_class(args.agent)
     items = read_prompts(args.prompts)
     if args.poll < 0:
         raise ConfigurationError(f"--poll must be >= 0 seconds, got {args.poll}")
-    client: Any = None
-    if args.sim:
-        from agentfsm.sim import Simulator
-
-        client = Simulator(load_sim_script(args.sim), batch_polls=args.sim_polls).client(max_retries=0)
-    elif not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
-        raise ConfigurationError(
-            "no Anthropic API key: set ANTHROPIC_API_KEY to use the real API, or pass --sim SCRIPT to run "
-            "on the simulator"
-        )
+    client = command_client(args.sim, batch_polls=args.sim_polls)
     writer = None
     logger: Any = None
     if args.events:
@@ -157,13 +137,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         )
     try:
-        try:
-            agent = agent_cls(client=client, logger=logger)
-        except TypeError as exc:
-            raise TargetNotFoundError(
-                f"cannot make a {agent_cls.__name__} with (client=..., logger=...): {exc}"
-            ) from exc
-        store = open_store(args.store)
+        agent = make_agent(agent_cls, client=client, logger=logger)
+        store = open_store(args.store, create=True)
         runner = BatchRunner(agent, store=store, poll_interval=args.poll, progress=ProgressDisplay(sys.stderr))
         results = runner.run_conversations(items, run_id=f"batch-{Path(args.prompts).stem}")
     finally:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from agentfsm.cli.output import EXIT_NOT_DONE
-from agentfsm.cli.targets import load_agent_class, load_sim_script
-from agentfsm.errors import ConfigurationError, TargetNotFoundError
+from agentfsm.cli.targets import command_client, load_agent_class, make_agent
 
 
 def add_commands(sub: Any) -> None:
@@ -105,21 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     agent_cls = load_agent_class(args.target)
     client: Any = None
-    if args.sim:
-        from agentfsm.sim import Simulator
-
-        client = Simulator(load_sim_script(args.sim)).client(max_retries=0)
-    elif not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
-        raise ConfigurationError(
-            "no Anthropic API key: set ANTHROPIC_API_KEY to use the real API, or pass --sim SCRIPT to run "
-            "on the simulator"
-        )
+    client = command_client(args.sim)
     with _event_logger(args) as logger:
-        try:
-            agent = agent_cls(client=client, logger=logger)
-        except TypeError as exc:
-            raise TargetNotFoundError(
-                f"cannot make a {agent_cls.__name__} with (client=..., logger=...): {exc}"
-            ) from exc
-        result = agent.run(args.prompt)
+        result = make_agent(agent_cls, client=client, logger=logger).run(args.prompt)
     return _after_run(args, result, agent_cls)

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from agentfsm.cli.output import FORMATS, emit
@@ -45,20 +44,14 @@ def _store_location(args: argparse.Namespace) -> str:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
-    """The store ``--store`` names (a SQLite file, or a ``postgresql://`` URI); a missing file is an error."""
-    where = _store_location(args)
-    if where.startswith(("postgresql://", "postgres://")):
-        from agentfsm.stores.postgres import PostgresStore
+    """The store ``--store`` names (a SQLite file or URL, or a ``postgresql://`` URI); a missing file is an error."""
+    from agentfsm.errors import StoreError
+    from agentfsm.stores.location import open_store
 
-        return PostgresStore(where)
-    from agentfsm.stores.sqlite import SQLiteStore
-
-    if not Path(where).is_file():
-        raise AgentfsmError(
-            f"no agentfsm store at {where}: name one with --store PATH or $AGENTFSM_STORE "
-            "(runs are stored by agent.run(..., store=agentfsm.SQLiteStore(PATH)))"
-        )
-    return SQLiteStore(where)
+    try:
+        return open_store(_store_location(args))
+    except StoreError as exc:
+        raise AgentfsmError(f"{exc}; name a store with --store PATH or $AGENTFSM_STORE") from None
 
 
 def _load_run(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from agentfsm.errors import TargetNotFoundError
+from agentfsm.errors import ConfigurationError, TargetNotFoundError
 
 
 def load_module(spec: str) -> ModuleType:
@@ -188,3 +188,26 @@ def load_sim_script(spec: str) -> Any:
     if isinstance(obj, list | tuple) or callable(obj):
         return obj
     raise TargetNotFoundError(f"{spec} is a {type(obj).__name__}: expected a list of replies or a function")
+
+
+def command_client(sim_script: str | None, **simulator_options: Any) -> Any:
+    """The client a run command uses: the simulator given ``--sim SCRIPT``, else None (the agent makes one
+    from ``ANTHROPIC_API_KEY``), checked now so a missing key is one clear line before anything starts."""
+    if sim_script:
+        from agentfsm.sim import Simulator
+
+        return Simulator(load_sim_script(sim_script), **simulator_options).client(max_retries=0)
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        raise ConfigurationError(
+            "no Anthropic API key: set ANTHROPIC_API_KEY to use the real API, or pass --sim SCRIPT to run "
+            "on the simulator"
+        )
+    return None
+
+
+def make_agent(agent_cls: Any, *, client: Any, logger: Any) -> Any:
+    """``agent_cls(client=..., logger=...)``, or a one-line error saying why the class cannot be made so."""
+    try:
+        return agent_cls(client=client, logger=logger)
+    except TypeError as exc:
+        raise TargetNotFoundError(f"cannot make a {agent_cls.__name__} with (client=..., logger=...): {exc}") from exc

@@ -72,6 +72,7 @@ from agentfsm.errors import (
 from agentfsm.machine.plan import SendRequest
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
 from agentfsm.result import RunResult
+from agentfsm.stores.location import sqlite_path
 from agentfsm.tools.calls import ToolCall
 from agentfsm.wire import api
 
@@ -382,7 +383,7 @@ def _liveness_for(url: str) -> _Liveness:
 
 def _sqlite_path(url: str) -> Path:
     """The file of ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (SQLAlchemy's reading)."""
-    return Path(url.split(":///", 1)[1]).resolve()
+    return Path(sqlite_path(url) or url).resolve()
 
 
 def _libpq_url(url: str) -> str:

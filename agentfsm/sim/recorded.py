@@ -32,20 +32,7 @@ from agentfsm.sim import sse
 from agentfsm.sim.accumulate import accumulate, decode
 from agentfsm.sim.model import RecordedReply, SimRequest
 from agentfsm.sim.wire import RETRY_NOW, WireResponse, is_retryable, stream_usages
-
-#: The HTTP status of each API error type, for recorded error bodies whose status was not kept.
-ERROR_STATUS: dict[str, int] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
+from agentfsm.wire.api import ERROR_STATUS
 
 _FRAME_END = re.compile(r"(?<=\n\n)")
 

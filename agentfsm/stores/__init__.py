@@ -4,6 +4,7 @@
 * ``memory``   — ``MemoryStore``: a dict, for tests and resume within one process
 * ``sqlite``   — ``SQLiteStore``: one file, one machine
 * ``postgres`` — ``PostgresStore``: many workers on many machines (``agentfsm[postgres]``)
+* ``location`` — a store named by a URL or path (``sqlite:///runs.db``, ``postgresql://…``), opened
 """
 
 from agentfsm.stores.base import RunSummary, Snapshot, Store

@@ -33,6 +33,21 @@ from agentfsm.wire.sse import (
 #: (it expects such a request to take more than 10 minutes: 3600 s x tokens / 128k).
 NONSTREAMING_TOKEN_LIMIT = 21_333
 
+#: The HTTP status of each API error type, where only the type is known (a batch result's error, a
+#: recorded error body whose status was not kept).
+ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
 _PREFILL_REJECTION_MARKERS = ("prefill", "must end with a user message")
 
 
