@@ -290,3 +290,40 @@ def test_the_key_is_in_no_exception_raised_to_the_caller(monkeypatch: pytest.Mon
     for exc in raised:
         assert isinstance(exc, AgentfsmError)
         assert not leaks(_messages(exc), KEY) and not leaks(_messages(exc), TOKEN), _messages(exc)
+
+
+# --- the fast path of redaction, and the secrets an agent knows -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "value"),
+    [
+        # the common case: a repr of the whole value shows the key's head, and the walk redacts it
+        ("sk-live-abcdef012345", {"a": ["x sk-live-abcdef01 cut short", 1], "b": ("sk-live-abcdef012345",)}),
+        # a key with a quote: a repr may escape it, so the value is always walked
+        ("ab'cd\"ef\\gh-12345", {"a": "said: ab'cd\"ef\\gh-12345 (with both ' and \" around)"}),
+        # a key with a character repr escapes: walked too
+        ("tab\there-12345678", {"nested": {"deeper": ["tab\there-12345678"]}}),
+    ],
+)
+def test_redaction_finds_a_key_however_repr_would_show_it(secret: str, value: Any) -> None:
+    from agentfsm.observe.redaction import redact
+
+    clean = redact(value, [secret])
+    assert secret[:8] not in json.dumps(clean) and secret[:8] not in repr(clean)
+    assert "[REDACTED]" in json.dumps(clean)
+
+
+def test_redaction_gives_back_a_clean_value_untouched() -> None:
+    from agentfsm.observe.redaction import redact
+
+    value = {"usage": {"input_tokens": 3}, "block_types": ["text"], "stop_reason": "end_turn"}
+    assert redact(value, ["sk-ant-api03-" + "x" * 40]) is value
+
+
+def test_an_agent_knows_the_key_of_a_client_it_made_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-late-" + "k" * 30)
+    agent = Agent(logger=None)
+    assert agent.secrets() == []  # no client yet
+    _ = agent.client  # made from the environment now
+    assert agent.secrets() == ["sk-ant-late-" + "k" * 30]
