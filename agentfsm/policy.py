@@ -51,11 +51,14 @@ class Policy(BaseModel):
         DEFAULT_NUDGE_PROMPT, description="the user message sent after an empty end_turn that followed tool results"
     )
     fallback_model: str | None = Field(None, description="model to retry once on after a refusal")
+    # None by default, as in the SDK's tool_runner, pydantic-ai and LangGraph: a sync tool then runs in the
+    # caller's thread (thread-bound resources such as a sqlite3 connection keep working, and no thread hop
+    # is paid on every turn). A number bounds each call, which needs every sync call in a worker thread.
     tool_timeout: float | None = Field(
-        60.0,
+        None,
         gt=0,
-        description="seconds one tool call may run; None for no limit (a lone sync call then runs inline, "
-        "without the thread hop a timeout needs)",
+        description="seconds one tool call may run, or None for no limit; with None a reply's sync call runs "
+        "in the calling thread, with a number every sync call runs in a worker thread that can be given up on",
     )
     request_timeout: float | None = Field(
         None,

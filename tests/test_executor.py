@@ -686,3 +686,29 @@ def test_a_lone_call_in_aexecute_cannot_change_the_callers_context(name: str, ex
         return request_id.get()
 
     assert asyncio.run(main()) == "caller"
+
+
+def test_by_default_a_sync_tool_runs_in_the_thread_that_called_run() -> None:
+    """The default policy has no tool timeout, so a tool can use what belongs to the calling thread,
+    as in a hand-written loop: here a sqlite3 connection, which refuses other threads."""
+    import sqlite3
+
+    from agentfsm import Agent, Policy
+    from agentfsm.sim import Simulator
+    from agentfsm.sim import replies as r
+
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t (v text)")
+    db.execute("insert into t values ('forty-two')")
+
+    @tool
+    def query() -> str:
+        """Read the value."""
+        return str(db.execute("select v from t").fetchone()[0])
+
+    assert Policy().tool_timeout is None
+    sim = Simulator([r.tool_use("query", {}), r.text("It is forty-two.")])
+    result = Agent(client=sim.client(max_retries=0), model="claude-sonnet-4-6", tools=[query], logger=None).run("?")
+    assert result.final_state == "done", result.error
+    assert sim.requests[1].messages[-1]["content"][0]["content"] == "forty-two"
+    assert not sim.requests[1].messages[-1]["content"][0].get("is_error")
