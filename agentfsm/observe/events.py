@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from agentfsm.observe.redaction import redact
+from agentfsm.observe.redaction import Redactor
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -361,7 +361,7 @@ async def aobserved(gen: AsyncIterator[_T], obs: Observer) -> AsyncIterator[_T]:
 class EventLog:
     """Emits the events of one conversation and keeps them for its result."""
 
-    __slots__ = ("_logger", "_secrets", "_stdlib", "conversation_id", "observer", "raw")
+    __slots__ = ("_logger", "_redactor", "_stdlib", "conversation_id", "observer", "raw")
 
     def __init__(
         self,
@@ -372,7 +372,7 @@ class EventLog:
     ) -> None:
         self.conversation_id = conversation_id
         self.raw: list[RawEvent] = []
-        self._secrets = tuple(s for s in secrets if s)
+        self._redactor = Redactor(secrets)
         self._logger = logger
         self._stdlib = logger if isinstance(logger, StdlibLogger) else None
         self.observer = observer
@@ -384,9 +384,13 @@ class EventLog:
 
     def emit(self, name: str, *, turn: int, state: str, level: Level = "info", **data: Any) -> dict[str, Any]:
         """Record, log and observe one event; return its (redacted) data."""
+        return self.record(name, level, turn, state, data)
+
+    def record(self, name: str, level: Level, turn: int, state: str, data: dict[str, Any]) -> dict[str, Any]:
+        """``emit`` with the fields as a dict of their own (which may be kept as it is: do not change it)."""
         if name not in EVENT_NAMES:
             raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.observe.events.EVENT_NAMES")
-        clean: dict[str, Any] = redact(data, self._secrets)
+        clean = self._redactor.fields(data)
         timestamp = time.time()
         self.raw.append((name, level, turn, state, timestamp, clean))
         if self._stdlib is not None:

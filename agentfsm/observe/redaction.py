@@ -62,6 +62,54 @@ def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     return _clean(value, heads, found)
 
 
+class Redactor:
+    """One client's credentials, prepared once: what a conversation's events are redacted with.
+
+    ``fields`` is ``redact`` for an event's fields, built for the case of nearly every event: nothing to
+    redact, and values that are numbers, short strings, and small lists or dicts of them. Those are
+    checked in place (each string searched for ``sk-ant-`` and the credentials' first characters), with
+    no ``repr`` built; anything else, or anything that matches, goes through ``redact``.
+    """
+
+    __slots__ = ("_heads", "secrets")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets: tuple[str, ...] = tuple(s for s in secrets if s)
+        self._heads = tuple(s[:MIN_SECRET_CHARS] for s in self.secrets if len(s) >= MIN_SECRET_CHARS)
+
+    def fields(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with credentials redacted: ``data`` itself when there are none in it."""
+        if _plainly_clean(data.values(), self._heads, 2):
+            return data
+        cleaned: dict[str, Any] = redact(data, self.secrets)
+        return cleaned
+
+
+def _plainly_clean(values: Iterable[Any], heads: tuple[str, ...], depth: int) -> bool:
+    """Whether ``values`` hold only numbers, None and strings free of keys, in lists or dicts ``depth`` deep."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if "sk-ant-" in value:
+                return False
+            for head in heads:
+                if head in value:
+                    return False
+        elif kind is int or kind is float or kind is bool or value is None:
+            continue
+        elif not depth:
+            return False
+        elif kind is list or kind is tuple:
+            if not _plainly_clean(value, heads, depth - 1):
+                return False
+        elif kind is dict:
+            if not _plainly_clean(value.values(), heads, depth - 1):
+                return False
+        else:  # another type: its repr is what redact searches
+            return False
+    return True
+
+
 @functools.lru_cache(maxsize=64)
 def _heads(found: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
     """The first ``MIN_SECRET_CHARS`` characters of each long credential, and whether all of them would
