@@ -21,13 +21,15 @@ FinalState = Literal["done", "truncated", "refused", "failed", "waiting"]
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-def billed_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+def billed_usage(usage: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """One reply's ``usage`` with its ``compaction`` iterations added to the top-level token fields.
 
     The API leaves a compaction pass out of the top-level fields and reports it in
     ``usage.iterations`` (type ``compaction``); it is billed all the same, so budgets and prices count it.
     """
-    billed = dict(usage or {})
+    if not usage or not usage.get("iterations"):  # nearly every reply: nothing to add, nothing to copy
+        return usage or {}
+    billed = dict(usage)
     passes = [e for e in billed.get("iterations") or () if isinstance(e, Mapping) and e.get("type") == "compaction"]
     if not passes:
         return billed

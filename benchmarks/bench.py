@@ -22,9 +22,10 @@ neighbour hurts every contender the same.
    ``client.beta.messages.tool_runner(..., thread=False)``, agentfsm ``run``
    and ``arun``; then the streamed versions (``messages.stream`` loop,
    agentfsm ``stream`` and ``astream``). Each agentfsm driver twice: with
-   ``logger=None`` and with the default logging (the standard library logger
+   every default (the default logging goes to the standard library logger
    ``agentfsm``, which nothing in this process listens to, as in a program
-   that never configured logging).
+   that never configured logging) and with ``logger=None``; ``run`` once more
+   with a 60 s ``tool_timeout``, which puts every sync call in a pool thread.
 2. Many concurrent conversations (10,000 by default) through ``arun`` on one
    event loop, in a fresh subprocess: wall time, conversations per second,
    peak RSS above the process's baseline, bytes per conversation.
@@ -158,16 +159,17 @@ def sdk_runner(client: anthropic.Anthropic) -> None:
 
 
 def agent_for(
-    client: anthropic.Anthropic | anthropic.AsyncAnthropic, *, timeout: bool = True, logs: bool = False
+    client: anthropic.Anthropic | anthropic.AsyncAnthropic, *, timeout: bool = False, logs: bool = False
 ) -> Agent:
-    """The agent under test; ``logs``: the default logger (else ``logger=None``)."""
-    policy = Policy(max_turns=TURNS + 5) if timeout else Policy(max_turns=TURNS + 5, tool_timeout=None)
+    """The agent under test; ``logs``: the default logger (else ``logger=None``); ``timeout``: a 60 s
+    ``tool_timeout`` (else the default, none: a lone sync call runs in the caller's thread)."""
+    policy = Policy(max_turns=TURNS + 5, tool_timeout=60) if timeout else Policy(max_turns=TURNS + 5)
     if logs:
         return Agent(client=client, model=MODEL, tools=[lookup], policy=policy)
     return Agent(client=client, model=MODEL, tools=[lookup], logger=None, policy=policy)
 
 
-def fsm_run(client: anthropic.Anthropic, *, timeout: bool = True, logs: bool = False) -> None:
+def fsm_run(client: anthropic.Anthropic, *, timeout: bool = False, logs: bool = False) -> None:
     assert agent_for(client, timeout=timeout, logs=logs).run("Look up twenty keys.").final_state == "done"
 
 
@@ -203,13 +205,12 @@ CONTENDERS: list[tuple[str, str, Callable[[Any], None], bool]] = [
     # group, name, function, async client?
     ("plain", "hand-written messages.create loop (baseline)", hand_loop, False),
     ("plain", "SDK beta tool_runner(thread=False)", sdk_runner, False),
-    ("plain", "agentfsm run, logger=None, tool_timeout=None (tool inline)", _with(fsm_run, timeout=False), False),
-    ("plain", "agentfsm run, default logging, tool_timeout=None", _with(fsm_run, timeout=False, logs=True), False),
-    ("plain", "agentfsm run, logger=None, 60 s tool timeout (thread hop)", fsm_run, False),
-    ("plain", "agentfsm run, default logging, 60 s tool timeout (all defaults)", _with(fsm_run, logs=True), False),
+    ("plain", "agentfsm run, default logging (all defaults)", _with(fsm_run, logs=True), False),
+    ("plain", "agentfsm run, logger=None", fsm_run, False),
+    ("plain", "agentfsm run, 60 s tool_timeout (thread hop)", _with(fsm_run, timeout=True, logs=True), False),
     ("async", "hand-written async create loop, tool in a thread (baseline)", hand_async_loop, True),
-    ("async", "agentfsm arun, logger=None", fsm_arun, True),
     ("async", "agentfsm arun, default logging (all defaults)", _with(fsm_arun, logs=True), True),
+    ("async", "agentfsm arun, logger=None", fsm_arun, True),
     ("streamed", "hand-written messages.stream loop (baseline)", hand_stream_loop, False),
     ("streamed", "agentfsm stream, logger=None", fsm_stream, False),
     ("streamed", "agentfsm stream, default logging", _with(fsm_stream, logs=True), False),

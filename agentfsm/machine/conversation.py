@@ -770,7 +770,7 @@ class Conversation:
                 is_error=result.is_error,
                 duration_ms=result.duration_ms,
             )
-        self.tool_results = ordered
+        self.tool_results = ToolResults(ordered)  # for_history made each a ToolResult: nothing to check
         self.tool_ms.update((r.tool_use_id, r.duration_ms) for r in ordered)
         self.committed, self.tools_started = {}, []  # answered in the history from now on
         if fire:

@@ -13,6 +13,7 @@ for the states a subclass adds, checked when the class is defined.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -101,9 +102,10 @@ class Transition:
     action: Action | None = None
     runs_tools: bool = False
 
-    @property
+    @functools.cached_property
     def awaits(self) -> bool:
-        """Whether the action is ``async def`` (only ``arun``/``astream`` can take this transition)."""
+        """Whether the action is ``async def`` (only ``arun``/``astream`` can take this transition).
+        Asked as every transition fires, so worked out once (``inspect`` is slow)."""
         return self.action is not None and is_async(self.action)
 
     @property
@@ -112,7 +114,10 @@ class Transition:
         return " and ".join(g.label_of(fn) for fn in self.guards)
 
     def allowed(self, conv: Conversation) -> bool:
-        return all(fn(conv) for fn in self.guards)
+        for fn in self.guards:  # noqa: SIM110 -- a loop, not all(...): asked several times a turn
+            if not fn(conv):
+                return False
+        return True
 
 
 T = Transition

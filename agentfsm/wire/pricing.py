@@ -16,6 +16,7 @@ multipliers apply on top of the batch discount).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,10 +87,19 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
     """The price of ``model``: an exact override, else the longest matching prefix, else None."""
-    if overrides and model in overrides:
+    if not overrides:
+        return _listed(model)
+    if model in overrides:
         return overrides[model]
-    for table in (overrides or {}, DEFAULT_PRICES):
+    for table in (overrides, DEFAULT_PRICES):
         matches = [prefix for prefix in table if model.startswith(prefix)]
         if matches:
             return table[max(matches, key=len)]
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _listed(model: str) -> Price | None:
+    """``price_for`` without overrides: looked up once per model name (asked after every reply)."""
+    matches = [prefix for prefix in DEFAULT_PRICES if model.startswith(prefix)]
+    return DEFAULT_PRICES[max(matches, key=len)] if matches else None
