@@ -226,10 +226,13 @@ def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float
     Interleaved finely: in each round every contender gets a fresh simulator and client and a warm-up
     conversation, then the contenders take turns, one conversation each, ``conversations`` times, so a
     noisy neighbour hurts every contender alike; sample ``k`` of every contender is one conversation, run
-    within moments of the others' sample ``k``.
+    within moments of the others' sample ``k``. The order of the turns rotates by one each time: whoever
+    runs right after the SDK's ``tool_runner`` (which leaves the most garbage) pays for collecting it,
+    about 4% of a turn, and rotating spreads that over every contender.
     """
     wall: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
     cpu: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
+    rotation = 0
     for _ in range(rounds):
         clients: dict[str, Any] = {}
         for _, name, fn, is_async in CONTENDERS:
@@ -237,7 +240,8 @@ def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float
             clients[name] = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
             fn(clients[name])  # warm-up conversation (connection pool, caches)
         for _ in range(conversations):
-            for _, name, fn, _ in CONTENDERS:
+            rotation = (rotation + 1) % len(CONTENDERS)
+            for _, name, fn, _ in CONTENDERS[rotation:] + CONTENDERS[:rotation]:
                 started, started_cpu = time.perf_counter(), time.process_time()
                 fn(clients[name])
                 wall[name].append((time.perf_counter() - started) / TURNS * 1000)

@@ -47,7 +47,6 @@ from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, 
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.machine.table import (
     API_ERROR,
-    PRE_REQUEST_TRIGGERS,
     RECOVERABLE_FAILURES,
     REQUESTING,
     STOP_REASONS,
@@ -647,9 +646,8 @@ class Conversation:
                     "of those triggers, or Wait to stop here until agent.resume(..., trigger=...)"
                 )
         if state == REQUESTING and chosen is None:
-            for trigger in PRE_REQUEST_TRIGGERS:
-                limit = self.table.first_allowed(self, trigger)
-                if limit is not None:
+            for limit in self.table.pre_request:
+                if limit.allowed(self):
                     return Fire(limit)
             params = self.request_params()
             return SendRequest(

@@ -216,6 +216,10 @@ class Table:
             self._outgoing[t.source].append(t)
             self._by_trigger.setdefault((t.source, t.trigger), []).append(t)
         self.terminal: frozenset[str] = frozenset(s for s in self.states if not self._outgoing[s])
+        #: The transitions checked in ``requesting`` before each request, in the order they are tried.
+        self.pre_request: tuple[Transition, ...] = tuple(
+            t for trigger in PRE_REQUEST_TRIGGERS for t in self._by_trigger.get((REQUESTING, trigger), ())
+        )
         #: States not in the base table, and those of them where a hook must choose (fail-safe: see ``unsafe_states``).
         self.added: frozenset[str] = frozenset(self.states) - frozenset(BASE_STATES)
         self.must_choose: frozenset[str] = frozenset(
