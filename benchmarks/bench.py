@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -226,13 +227,13 @@ def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float
     Interleaved finely: in each round every contender gets a fresh simulator and client and a warm-up
     conversation, then the contenders take turns, one conversation each, ``conversations`` times, so a
     noisy neighbour hurts every contender alike; sample ``k`` of every contender is one conversation, run
-    within moments of the others' sample ``k``. The order of the turns rotates by one each time: whoever
-    runs right after the SDK's ``tool_runner`` (which leaves the most garbage) pays for collecting it,
-    about 4% of a turn, and rotating spreads that over every contender.
+    within moments of the others' sample ``k``. The order of the turns is shuffled each time (seeded):
+    whoever runs right after the SDK's ``tool_runner`` (which leaves the most garbage) pays for
+    collecting it, about 4% of a turn, and a fixed order would charge that to one contender.
     """
     wall: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
     cpu: dict[str, list[float]] = {name: [] for _, name, _, _ in CONTENDERS}
-    rotation = 0
+    shuffler = random.Random(13)
     for _ in range(rounds):
         clients: dict[str, Any] = {}
         for _, name, fn, is_async in CONTENDERS:
@@ -240,8 +241,7 @@ def per_turn(rounds: int, conversations: int) -> list[tuple[str, str, list[float
             clients[name] = sim.async_client(max_retries=0) if is_async else sim.client(max_retries=0)
             fn(clients[name])  # warm-up conversation (connection pool, caches)
         for _ in range(conversations):
-            rotation = (rotation + 1) % len(CONTENDERS)
-            for _, name, fn, _ in CONTENDERS[rotation:] + CONTENDERS[:rotation]:
+            for _, name, fn, _ in shuffler.sample(CONTENDERS, len(CONTENDERS)):
                 started, started_cpu = time.perf_counter(), time.process_time()
                 fn(clients[name])
                 wall[name].append((time.perf_counter() - started) / TURNS * 1000)
@@ -514,7 +514,7 @@ def main() -> None:
     )
     parser.add_argument("--cost", action="store_true", help="only the cost table (section 4; deterministic)")
     parser.add_argument("--per-turn", action="store_true", help="only the per-turn table (section 1)")
-    parser.add_argument("--rounds", type=int, help="rounds of section 1 (default 7; 2 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds of section 1 (default 14; 2 with --quick)")
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.many_child:
@@ -523,7 +523,7 @@ def main() -> None:
     if args.cost:
         print_cost_table()
         return
-    rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (7, 10, 10_000, 30)
+    rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (14, 10, 10_000, 30)
     rounds = args.rounds or rounds
 
     print(

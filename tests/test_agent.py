@@ -417,3 +417,64 @@ def test_step_by_step_exposes_state_messages_and_pending() -> None:
     assert conv.state == "requesting" and conv.messages[-1]["content"][0]["type"] == "tool_result"
     result = conv.run()
     assert result.final_state == "done" and conv.step() is None
+
+
+# --- the transitions Machine under the table ------------------------------------------------------
+
+
+def test_the_table_runs_on_a_transitions_machine_with_every_row_of_it() -> None:
+    import transitions
+
+    table = Agent.table()
+    machine = table.machine
+    assert isinstance(machine, transitions.Machine)
+    assert set(machine.states) == set(table.states)
+    fired = {
+        (t.source, name, t.dest)
+        for name, event in machine.events.items()
+        for leaving in event.transitions.values()
+        for t in leaving
+    }
+    assert fired == {(t.source, t.trigger, t.dest) for t in table.transitions}
+
+
+def test_the_machine_takes_the_transition_the_table_chose_among_those_sharing_a_trigger() -> None:
+    """Two rows leave ``review`` on ``decide``; the machine takes the one ``fire`` was given, whatever
+    the guards say now (they were checked when it was chosen), and records it."""
+    from agentfsm import Transition, Wait
+    from agentfsm.machine.actions import keep_reply
+
+    def never(conv: Any) -> bool:
+        return False
+
+    class Reviewed(Agent):
+        states = [Wait("review")]
+        transitions = [
+            Transition("tool_use", "ask", "review", action=keep_reply),
+            Transition("review", "decide", "done", guards=(never,)),
+            Transition("review", "decide", "refused"),
+        ]
+
+        def on_tool_use(self, conv: Any) -> str:
+            return "ask"
+
+    sim = Simulator([r.tool_use("lookup", {"key": "a"})])
+    conv = Reviewed(client=sim.client(max_retries=0), model="claude-haiku-4-5", logger=None).start("Q")
+    conv.run()
+    assert conv.state == "review"
+    first, second = Reviewed.table().outgoing("review")
+    assert Reviewed.table().first_allowed(conv, "decide") is second  # the guard of the first fails
+    conv.fire(first)  # chosen from outside the table's order: the machine takes exactly this one
+    assert conv.state == "done"
+    assert conv.trace[-1].trigger == "decide" and conv.trace[-1].dest == "done"
+
+
+def test_firing_a_transition_that_does_not_leave_the_state_is_refused_and_changes_nothing() -> None:
+    from agentfsm.errors import InvalidTransitionError
+
+    sim = Simulator([r.text("Hi.")])
+    conv = Agent(client=sim.client(max_retries=0), model="claude-haiku-4-5", logger=None).start("Q")
+    leaving_end_turn = Agent.table().outgoing("end_turn")[0]
+    with pytest.raises(InvalidTransitionError, match=f"no transition {leaving_end_turn.trigger!r} leaves 'requesting'"):
+        conv.fire(leaving_end_turn)
+    assert conv.state == "requesting" and conv.trace == []
