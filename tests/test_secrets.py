@@ -321,6 +321,42 @@ def test_redaction_gives_back_a_clean_value_untouched() -> None:
     assert redact(value, ["sk-ant-api03-" + "x" * 40]) is value
 
 
+class _Text(str):
+    """A str subclass: the event fields' fast check must not take it for a plain string."""
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"message": "the key is sk-live-abcdef012345, sent"},  # a plain string
+        {"message": "cut short: sk-live-abcdef01"},  # a prefix of the key, its head and more
+        {"usage": {"note": "sk-live-abcdef012345"}},  # a dict in the fields
+        {"names": ["a", ("b", "sk-live-abcdef012345")]},  # a tuple in a list: two levels down
+        {"deep": {"a": {"b": {"c": "sk-live-abcdef012345"}}}},  # deeper than the fast check looks
+        {"text": _Text("sk-live-abcdef012345")},  # a str subclass
+        {"other": "an Anthropic-shaped key: sk-ant-api03-unknownKEY"},  # a key shape, known or not
+    ],
+)
+def test_event_fields_are_redacted_wherever_a_key_sits_in_them(fields: dict[str, Any]) -> None:
+    from agentfsm.observe.redaction import Redactor
+
+    clean = Redactor(["sk-live-abcdef012345", "short"]).fields(fields)
+    assert clean is not fields
+    assert "sk-live-abcdef01" not in repr(clean) and "sk-ant-api03" not in repr(clean)
+    assert "[REDACTED]" in repr(clean)
+
+
+def test_clean_event_fields_come_back_as_they_are_and_a_short_key_is_left_in_events() -> None:
+    from agentfsm.observe.redaction import Redactor
+
+    fields = {"turn": 3, "ok": True, "ms": 1.5, "none": None, "sizes": [3, 2, 0], "usage": {"input_tokens": 3}}
+    redactor = Redactor(["sk-live-abcdef012345"])
+    assert redactor.fields(fields) is fields
+    # a credential under 8 characters cannot be told from text: redacted in error messages only
+    word = {"reason": "a short key"}
+    assert Redactor(["short"]).fields(word) is word
+
+
 def test_an_agent_knows_the_key_of_a_client_it_made_later(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-late-" + "k" * 30)
     agent = Agent(logger=None)
