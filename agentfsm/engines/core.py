@@ -49,7 +49,7 @@ from pydantic import BaseModel
 
 from agentfsm.errors import ConfigurationError, ToolInterruptedError
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.drivers import _afire as afire  # the async driver's: await an async action, then fire
+from agentfsm.machine.drivers import afire
 from agentfsm.machine.plan import AwaitHook, Fire, RunTools, SendRequest, Suspend
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact

@@ -113,7 +113,9 @@ def stream(conv: Conversation) -> Iterator[StreamEvent]:
 # --- async: the same lines, awaited ---------------------------------------------------------------
 
 
-async def _afire(conv: Conversation, transition: Transition) -> None:
+async def afire(conv: Conversation, transition: Transition) -> None:
+    """Fire ``transition``, first awaiting its action when that is ``async def`` (inside ``conv.acting``,
+    which checks what it left). The async drivers and the durable engines fire every transition so."""
     if transition.awaits:
         action = cast(Callable[["Conversation"], Awaitable[None]], transition.action)
         with conv.acting(transition):
@@ -160,9 +162,9 @@ async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[Str
         executor = conv.agent.executor
         results = await executor.aexecute(to_run, conv.agent.tool_map, conv.tool_timeout) if to_run else []
         conv.finish_tools(plan, settled, results, fire=False)
-        await _afire(conv, plan.transition)
+        await afire(conv, plan.transition)
     elif not isinstance(plan, AwaitHook):
-        await _afire(conv, plan.transition)
+        await afire(conv, plan.transition)
     for event in conv.drain():
         yield event
 
