@@ -210,6 +210,9 @@ def test_prices_override_the_table() -> None:
     by_prefix = Policy(prices={"claude-sonnet": Price(input=10.0, output=10.0)})
     assert price_for(MODEL, by_prefix.prices) == Price(input=10.0, output=10.0)
     assert price_for("claude-sonnet-4-5-20250929") == DEFAULT_PRICES["claude-sonnet-4-5"]
+    # overrides that do not name the model leave it at its list price; a model nobody prices has none
+    assert price_for("claude-haiku-4-5", by_prefix.prices) == DEFAULT_PRICES["claude-haiku-4-5"]
+    assert price_for("claude-future-9", by_prefix.prices) is None and price_for("claude-future-9") is None
 
 
 def test_an_unknown_price_gives_no_cost_and_a_warning_when_a_dollar_budget_is_set() -> None:

@@ -87,19 +87,21 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
     """The price of ``model``: an exact override, else the longest matching prefix, else None."""
-    if not overrides:
-        return _listed(model)
-    if model in overrides:
-        return overrides[model]
-    for table in (overrides, DEFAULT_PRICES):
-        matches = [prefix for prefix in table if model.startswith(prefix)]
-        if matches:
-            return table[max(matches, key=len)]
-    return None
+    if overrides:
+        if model in overrides:
+            return overrides[model]
+        found = _longest_prefix(overrides, model)
+        if found is not None:
+            return found
+    return _listed(model)
+
+
+def _longest_prefix(table: Mapping[str, Price], model: str) -> Price | None:
+    matches = [prefix for prefix in table if model.startswith(prefix)]
+    return table[max(matches, key=len)] if matches else None
 
 
 @functools.lru_cache(maxsize=256)
 def _listed(model: str) -> Price | None:
-    """``price_for`` without overrides: looked up once per model name (asked after every reply)."""
-    matches = [prefix for prefix in DEFAULT_PRICES if model.startswith(prefix)]
-    return DEFAULT_PRICES[max(matches, key=len)] if matches else None
+    """The list price of ``model``, looked up once per model name (asked after every reply)."""
+    return _longest_prefix(DEFAULT_PRICES, model)
