@@ -138,16 +138,6 @@ def credit_token_param(token: str) -> dict[str, str]:
 
 def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, ...]:
     """The agent's betas plus those the request's parameters need."""
-    policy = conv.policy
-    if (
-        "context_management" not in params
-        and "compaction" not in params
-        and "fallbacks" not in params
-        and "fallback_credit_token" not in params
-        and policy.fallback_model is None
-        and not carries_compaction(conv)
-    ):
-        return tuple(dict.fromkeys(conv.agent.betas))  # the common request: none of the betas below
     betas = list(conv.agent.betas)
     edit = has_compaction_edit(params)
     if "compaction" in params or (not edit and carries_compaction(conv)):
@@ -156,6 +146,7 @@ def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, .
         betas.append(COMPACTION_EDIT_BETA)
     if "fallbacks" in params:
         betas.append(SERVER_FALLBACK_BETA)
+    policy = conv.policy
     if "fallback_credit_token" in params or (policy.fallback_model is not None and policy.fallback_credit_tokens):
         betas.append(FALLBACK_CREDIT_BETA)
     return tuple(dict.fromkeys(betas))
@@ -264,13 +255,6 @@ def fallback_hops(content: Sequence[Block]) -> list[dict[str, Any]]:
 
 def note_reply(conv: Conversation, reply: Reply) -> None:
     """Say what the server did for this reply: a fallback model served it, a credit token's outcome."""
-    usage = reply.usage or {}
-    if (
-        "iterations" not in usage
-        and "fallback_credit" not in usage
-        and not any(b.get("type") == "fallback" for b in reply.content)
-    ):
-        return  # nearly every reply: served by the model asked, no credit token
     hops = fallback_hops(reply.content)
     # A fallback model served it: the usage says so; a hop's block may be absent when no model declined
     # in this reply (BetaFallbackBlock), so either one is enough.

@@ -239,13 +239,6 @@ class DefaultExecutor:
         """Run a sync tool in the pool and await it under the timeout; cancellation propagates."""
         started = time.monotonic()
         pool, (fut,) = self._submit([_bind(_run_sync, tool, kwargs, call, limit, deadline)])
-        if limit is None:  # nothing to time: no timeout scope around the wait
-            try:
-                return await asyncio.wrap_future(fut)
-            except BaseException:  # our task was cancelled (or is dying): let the thread go, re-raise
-                if not fut.done():
-                    self._abandon(fut, pool)
-                raise
         scope = asyncio.timeout(limit)
         try:
             async with scope:
