@@ -478,3 +478,15 @@ def test_firing_a_transition_that_does_not_leave_the_state_is_refused_and_change
     with pytest.raises(InvalidTransitionError, match=f"no transition {leaving_end_turn.trigger!r} leaves 'requesting'"):
         conv.fire(leaving_end_turn)
     assert conv.state == "requesting" and conv.trace == []
+
+
+def test_firing_a_transition_of_no_row_of_the_table_says_so_and_changes_nothing() -> None:
+    from agentfsm import Transition
+    from agentfsm.errors import InvalidTransitionError
+
+    sim = Simulator([r.text("Hi.")])
+    conv = Agent(client=sim.client(max_retries=0), model="claude-haiku-4-5", logger=None).start("Q")
+    with pytest.raises(InvalidTransitionError, match="Agent's table has no transition 'teleport'"):
+        conv.fire(Transition("requesting", "teleport", "done"))
+    assert conv.state == "requesting" and conv.trace == []
+    assert conv.run().final_state == "done"  # and the conversation carries on as if nothing happened

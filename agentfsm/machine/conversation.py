@@ -781,9 +781,15 @@ class Conversation:
         return transition
 
     def fire(self, transition: Transition) -> None:
-        """Take ``transition`` through the class's ``transitions`` Machine."""
+        """Take ``transition`` (a row of this agent's table) through the class's ``transitions`` Machine."""
         try:
-            if not self.table.machine.events[transition.trigger].trigger(self, transition):
+            event = self.table.machine.events.get(transition.trigger)
+            if event is None:
+                raise InvalidTransitionError(
+                    f"{type(self.agent).__name__}'s table has no transition {transition.trigger!r}; "
+                    f"the triggers from {self.state!r}: {self.table.triggers(self.state)}"
+                )
+            if not event.trigger(self, transition):
                 raise InvalidTransitionError(f"transition {transition.trigger!r} from {self.state!r} did not fire")
         finally:
             self._performed = None
