@@ -11,10 +11,16 @@ requests on purpose, are exempt from both; a test marked ``beyond_schema``
 the schema check. Exempt requests are still counted: the terminal summary
 says how many requests were validated. Without the corpus folder the schema
 check is skipped, and the summary says so.
+
+Tests that need a server or program the machine may lack (PostgreSQL, Chromium,
+Graphviz, Node) install it when they can and skip, saying why, when they cannot.
+``AGENTFSM_TEST_STRICT=1`` (``.ci/run`` sets it, after installing them) turns
+such a skip into a failure: in CI a missing server must be red, not quietly absent.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -107,6 +113,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(f"request schema check: {total} simulator requests ({parts})")
     if not realtraffic.available():
         terminalreporter.write_line(f"request schema check skipped: {realtraffic.SKIP_REASON}")
+
+
+#: The beginnings of the skip reasons that mean "a server or program is missing here" (see the docstring).
+MISSING_SOMETHING = (
+    "PostgreSQL tests skipped",
+    "browser tests skipped",
+    "Graphviz's dot is not installed",
+    "Mermaid parser tests skipped",
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not report.skipped or os.environ.get("AGENTFSM_TEST_STRICT") != "1" or not isinstance(report.longrepr, tuple):
+        return
+    reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+    if reason.startswith(MISSING_SOMETHING):
+        report.outcome = "failed"
+        report.longrepr = f"AGENTFSM_TEST_STRICT=1, and this test would have been skipped: {reason}"
 
 
 @pytest.fixture

@@ -11,8 +11,11 @@ kill a new process resumes the run to its end, and then:
 
 Kills land at chosen places (by the simulator, on a poll: a batch in flight; by the
 runner's store, just before it saves the k-th reply applied: results partly applied)
-and at seeded random moments (anywhere, including between creating a batch and
-storing its id, where the resumed runner must find the batch and adopt it).
+and at seeded random events of the run: the n-th call to the Batches API of any kind,
+or the n-th save of any kind (so anywhere, including between creating a batch and
+storing its id, where the resumed runner must find the batch and adopt it). Every kill
+is tied to an event the runner cannot skip, never to a fraction of a measured time:
+on a busy machine a timer can fire after the runner has finished.
 """
 
 from __future__ import annotations
@@ -45,32 +48,38 @@ PROMPTS = {f"k{i}": f"kill {i}" + ("/1" if i % 4 == 0 else "/2" if i % 4 == 1 el
 POLLS = 3  # each batch ends on its third poll
 
 
-class KillAtReply:
-    """A store that SIGKILLs its process just before saving the ``n``-th reply's transition."""
+class KillAtSave:
+    """A store that SIGKILLs its process just before its ``n``-th save (of a reply's transition only, when
+    ``replies_only``); given ``n=None`` it only counts the saves, and writes the count to ``count_to``."""
 
-    def __init__(self, inner: Any, n: int) -> None:
-        self.inner, self.n = inner, n
+    def __init__(self, inner: Any, n: int | None, *, replies_only: bool, count_to: Path | None = None) -> None:
+        self.inner, self.n, self.replies_only, self.count_to = inner, n, replies_only, count_to
+        self.saves = 0
 
     def save(self, snapshot: Any) -> None:
         step = snapshot.trace[-1] if snapshot.trace else None
-        if (
+        is_reply = (
             step is not None
             and step.source == "requesting"
             and not snapshot.tools_started
             and not snapshot.tool_results
-        ):
-            self.n -= 1
-            if self.n == 0:
+        )
+        if is_reply or not self.replies_only:
+            self.saves += 1
+            if self.saves == self.n:
                 os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(60)
         self.inner.save(snapshot)
+        if self.count_to is not None:
+            self.count_to.write_text(str(self.saves))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-def worker(base_url: str, db: str, out: str, kill_at_reply: int | None = None) -> None:
-    """Run (or resume) the batch run on the store at ``db``; write every conversation's history to ``out``."""
+def worker(base_url: str, db: str, out: str, kill_at_reply: int | None = None, kill_at_save: int | None = None) -> None:
+    """Run (or resume) the batch run on the store at ``db``; write every conversation's history to ``out``
+    (and how many saves the run made to ``out.saves``)."""
     import anthropic
 
     from agentfsm.stores.sqlite import SQLiteStore
@@ -78,7 +87,9 @@ def worker(base_url: str, db: str, out: str, kill_at_reply: int | None = None) -
     # NORMAL: a killed process loses nothing in WAL mode (only a power cut would), and the test runs faster.
     store: Any = SQLiteStore(db, synchronous="NORMAL")
     if kill_at_reply is not None:
-        store = KillAtReply(store, kill_at_reply)
+        store = KillAtSave(store, kill_at_reply, replies_only=True)
+    else:
+        store = KillAtSave(store, kill_at_save, replies_only=False, count_to=Path(out + ".saves"))
     client = anthropic.Anthropic(base_url=base_url, api_key="sk-ant-test-0000", max_retries=0)
     looker = Looker(client=client, logger=None, tools=TOOLS)
     ledger = SQLiteLedger(db, synchronous="NORMAL")
@@ -93,16 +104,19 @@ def ctx() -> Any:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_s(ctx: Any, tmp_path_factory: pytest.TempPathFactory, expected: dict[str, Any]) -> float:
-    """How long an uninterrupted runner process takes, start to end (random kills land inside it)."""
-    served = Served()
-    with served.sim.serve() as url:
-        started = time.monotonic()
-        code, report = _run(ctx, served, url, tmp_path_factory.mktemp("uninterrupted"), "run")
-        took = time.monotonic() - started
+def uninterrupted(ctx: Any, tmp_path_factory: pytest.TempPathFactory, expected: dict[str, Any]) -> dict[str, int]:
+    """How many Batches API calls and saves an uninterrupted runner makes (random kills land among them)."""
+    served = Served(kill_at=("call", 0))  # counts every call, kills at none
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    Simulator.observers.append(served.observe)
+    try:
+        with served.sim.serve() as url:
+            code, report = _run(ctx, served, url, folder, "run")
+    finally:
+        Simulator.observers.remove(served.observe)
     assert code == 0 and report == expected
     assert len(served.sim.batches.batches) == 3  # one batch per turn of the longest conversation
-    return took
+    return {"call": len(served.calls), "save": int((folder / "run.json.saves").read_text())}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +129,8 @@ class Served:
     """A simulator on a loopback port that SIGKILLs the runner process on its ``n``-th call of a kind.
 
     The kinds: ``create`` (the batch is created all the same: the runner dies before it learns the id),
-    ``poll`` (a batch in flight) and ``results`` (a batch ended, nothing applied yet).
+    ``poll`` (a batch in flight) and ``results`` (a batch ended, nothing applied yet); ``call`` counts
+    every call of any kind.
     """
 
     def __init__(self, kill_at: tuple[str, int] | None = None) -> None:
@@ -132,21 +147,17 @@ class Served:
         if kind == "create" and request.method == "GET":
             kind = "list"
         self.calls.append(kind)
-        wanted = self.kill_at is not None and kind == self.kill_at[0] and self.calls.count(kind) == self.kill_at[1]
+        counted = len(self.calls) if self.kill_at is not None and self.kill_at[0] == "call" else self.calls.count(kind)
+        wanted = self.kill_at is not None and self.kill_at[0] in (kind, "call") and counted == self.kill_at[1]
         if wanted and self.victim is not None:
             os.kill(self.victim, signal.SIGKILL)
 
 
 def _run(ctx: Any, served: Served, base_url: str, folder: Path, name: str, **kwargs: Any) -> tuple[int | None, Any]:
     out = folder / f"{name}.json"
-    kill_after = kwargs.pop("kill_after", None)
     process = ctx.Process(target=worker, args=(base_url, str(folder / "store.db"), str(out)), kwargs=kwargs)
     process.start()
     served.victim = process.pid
-    if kill_after is not None:
-        process.join(kill_after)
-        if process.exitcode is None:
-            process.kill()
     process.join(60)
     if process.exitcode is None:
         process.kill()
@@ -208,8 +219,12 @@ def test_killed_when_a_batch_ended_before_its_results_were_read(
     assert served.calls.count("create") == 3
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_killed_at_a_random_moment(
-    ctx: Any, tmp_path: Path, expected: dict[str, Any], uninterrupted_s: float, seed: int
+@pytest.mark.parametrize(("kind", "seed"), [("call", 1), ("call", 2), ("save", 1), ("save", 2)])
+def test_killed_at_a_random_event(
+    ctx: Any, tmp_path: Path, expected: dict[str, Any], uninterrupted: dict[str, int], kind: str, seed: int
 ) -> None:
-    _kill_and_resume(ctx, tmp_path, expected, kill_after=random.Random(seed).uniform(0.3, 0.9) * uninterrupted_s)
+    n = random.Random(seed).randint(1, uninterrupted[kind])
+    if kind == "call":
+        _kill_and_resume(ctx, tmp_path, expected, kill_at=("call", n))
+    else:
+        _kill_and_resume(ctx, tmp_path, expected, kill_at_save=n)

@@ -288,7 +288,7 @@ def mermaid_parse(request: pytest.FixtureRequest) -> Callable[[Sequence[str]], l
     cache_dir.mkdir(parents=True, exist_ok=True)
     where = _install_parser(cache_dir)
     if isinstance(where, str):
-        pytest.skip(f"{where}; the strict grammar check still ran")
+        pytest.skip(f"Mermaid parser tests skipped: {where}; the strict grammar check still ran")
     script = where / PARSER_SCRIPT.name
     if not script.exists() or script.read_text() != PARSER_SCRIPT.read_text():
         shutil.copyfile(PARSER_SCRIPT, script)

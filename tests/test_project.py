@@ -40,6 +40,9 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
     assert block[0].endswith("agentfsm demo")
     ci = (ROOT / ".ci" / "run").read_text()
     assert block[1] in ci.splitlines()
+    # From scratch every time, as a newcomer gets it: a venv left over from an older run once held an
+    # older SDK and hid a red build.
+    assert block[1].startswith("python3 -m venv --clear .venv && ")
 
 
 def readme_state_rows() -> list[list[str]]:

@@ -31,7 +31,13 @@ class SimHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], respond: Responder) -> None:
         self.respond = respond
+        #: TCP connections accepted so far: a client that keeps its connection alive opens one.
+        self.connections = 0
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1  # the accepting thread is the only writer
+        super().process_request(request, client_address)
 
     @property
     def base_url(self) -> str:
