@@ -762,6 +762,8 @@ class Conversation:
                 )
             result = for_history(result, limit=self.policy.max_tool_result_chars, secrets=secrets)
             ordered.append(result)
+            # A tool that raised: its traceback says where, for the developer (the model read only what).
+            where = {} if result.traceback is None else {"traceback": result.traceback}
             self.emit(
                 "tool.finished",
                 level="warning" if result.is_error else "info",
@@ -769,6 +771,7 @@ class Conversation:
                 tool_use_id=call.id,
                 is_error=result.is_error,
                 duration_ms=result.duration_ms,
+                **where,
             )
         self.tool_results = ToolResults(ordered)  # for_history made each a ToolResult: nothing to check
         self.tool_ms.update((r.tool_use_id, r.duration_ms) for r in ordered)
