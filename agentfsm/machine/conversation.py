@@ -56,7 +56,7 @@ from agentfsm.machine.table import (
 )
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.observe.redaction import redact_error
-from agentfsm.result import RunError, RunResult, TraceStep, Usage, billed_usage
+from agentfsm.result import RunError, RunResult, TraceStep, Usage
 from agentfsm.stores.base import Counters, Snapshot, Store
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults, error_result, for_history
 from agentfsm.wire import api, caching
@@ -721,9 +721,11 @@ class Conversation:
         self.usage.add(outcome.usage)
         if self.cost_usd is not None:
             price = price_for(outcome.model or self.model, self.policy.prices)
-            billed = billed_usage(outcome.usage)  # compaction passes included
-            self.cost_usd = None if price is None else round(self.cost_usd + price.cost(billed), 10)
+            # compaction passes included, each priced as the request it was
+            self.cost_usd = None if price is None else round(self.cost_usd + price.reply_cost(outcome.usage), 10)
             if self.cost_usd is None and self.policy.max_cost_usd is not None:
+                # The models the agent names were checked when it was made (Policy.require_prices); this is one
+                # that turned up at run time, such as a server-side fallback answering with a model with no price.
                 self.emit("budget.unknown_cost", level="warning", model=outcome.model or self.model)
         self.emit(
             "response.received",
@@ -760,6 +762,8 @@ class Conversation:
                 )
             result = for_history(result, limit=self.policy.max_tool_result_chars, secrets=secrets)
             ordered.append(result)
+            # A tool that raised: its traceback says where, for the developer (the model read only what).
+            where = {} if result.traceback is None else {"traceback": result.traceback}
             self.emit(
                 "tool.finished",
                 level="warning" if result.is_error else "info",
@@ -767,6 +771,7 @@ class Conversation:
                 tool_use_id=call.id,
                 is_error=result.is_error,
                 duration_ms=result.duration_ms,
+                **where,
             )
         self.tool_results = ToolResults(ordered)  # for_history made each a ToolResult: nothing to check
         self.tool_ms.update((r.tool_use_id, r.duration_ms) for r in ordered)
