@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 import scenario as sc
+from waits_worker import ApprovalAgent
 
 from agentfsm import (
     AgentfsmError,
+    Conversation,
     ConversationLockedError,
     InvalidTransitionError,
     RunResult,
     StaleConversationError,
     UnknownConversationError,
+    Wait,
 )
 from agentfsm.cli import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE, main
 from agentfsm.cli.runs import call_signature, decide_run
@@ -373,6 +376,29 @@ def test_decide_needs_a_key_or_a_script(
     monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
     assert main(["runs", "decide", "w1", "approve", "--store", waiting]) == EXIT_ERROR
     assert "no Anthropic API key: set ANTHROPIC_API_KEY" in one_line_error(capsys)
+
+
+class AsyncReviewedAgent(ApprovalAgent):
+    """The approval agent with an ``async def`` hook on its wait (no answer yet: it waits): only ``arun`` and
+    ``aresume`` can run it, so the command line runs and decides it with them."""
+
+    async def on_awaiting_approval(self, conv: Conversation) -> Any:
+        return Wait
+
+
+def test_run_and_decide_an_agent_with_async_hooks(
+    tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, ask, then = (
+        str(tmp_path / "runs.db"),
+        script_file(tmp_path, "ask.json", ASK),
+        script_file(tmp_path, "t.json", THEN),
+    )
+    agent = f"{__name__}:AsyncReviewedAgent"
+    assert main(["run", agent, "Delete /tmp/old.log", "--sim", ask, "--store", db, "--id", "a1"]) == EXIT_NOT_DONE
+    assert "waiting     : at awaiting_approval for approve | refuse" in capsys.readouterr().out
+    assert main(["runs", "decide", "a1", "approve", "--store", db, "--sim", then]) == 0
+    assert "answer      : Deleted it." in capsys.readouterr().out and ran(tool_log) == ["/tmp/old.log"]
 
 
 class _MeetingStore:

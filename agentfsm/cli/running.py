@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import shlex
@@ -164,11 +165,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     agent_cls = load_agent_class(args.target)
-    client = command_client(args.sim)
+    asynchronous = bool(agent_cls.async_parts())  # async hooks or actions: only arun can run it
+    client = command_client(args.sim, asynchronous=asynchronous)
     with run_store(args) as store, event_logger(args) as logger:
-        result = make_agent(agent_cls, client=client, logger=logger).run(
-            args.prompt, store=store, conversation_id=args.id
-        )
+        agent = make_agent(agent_cls, client=client, logger=logger)
+        if asynchronous:
+            result = asyncio.run(agent.arun(args.prompt, store=store, conversation_id=args.id))
+        else:
+            result = agent.run(args.prompt, store=store, conversation_id=args.id)
     return after_run(args, result, agent_cls, _label(args))
 
 

@@ -8,6 +8,7 @@ the class's table) and ``decide`` (to carry the run on) load the Agent class the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -300,10 +301,11 @@ def cmd_runs_graph(args: argparse.Namespace) -> int:
 def cmd_runs_decide(args: argparse.Namespace) -> int:
     store, snap = _load_run(args)
     with contextlib.closing(store) if hasattr(store, "close") else contextlib.nullcontext():
-        check_decidable(snap)
-        client = command_client(args.sim)  # after the checks that need no key: a finished run is said so first
+        check_decidable(snap)  # before loading code or asking for a key: a finished run is said so first
+        agent_cls = decider_class(snap, args.agent)
+        client = command_client(args.sim, asynchronous=bool(agent_cls.async_parts()))
         with event_logger(args) as logger:
-            result, agent_cls = _decide(store, snap, args.trigger, args.input, args.agent, client=client, logger=logger)
+            result = _carry_on(agent_cls, store, snap, args.trigger, args.input, client=client, logger=logger)
     from agentfsm.stores.location import store_label
 
     return after_run(args, result, agent_cls, store_label(_store_location(args)))
@@ -338,8 +340,8 @@ def decide_run(
     except KeyError:
         raise UnknownConversationError(conversation_id) from None
     check_decidable(snap)
-    result, _ = _decide(store, snap, trigger, input, agent_spec, client=client, logger=default_logger())
-    return result
+    agent_cls = decider_class(snap, agent_spec)
+    return _carry_on(agent_cls, store, snap, trigger, input, client=client, logger=default_logger())
 
 
 def check_decidable(snap: Snapshot) -> None:
@@ -359,21 +361,30 @@ def check_decidable(snap: Snapshot) -> None:
         )
 
 
-def _decide(
-    store: Store, snap: Snapshot, trigger: str, input: Any, agent_spec: str | None, *, client: Any, logger: Any
-) -> tuple[RunResult, Any]:
-    """``decide_run``'s work, with the logger the caller shows events on; returns the result and the class."""
+def decider_class(snap: Snapshot, agent_spec: str | None) -> Any:
+    """The Agent class that carries a decided run on: ``agent_spec`` if given, else the one the run recorded.
+    One that cannot be loaded is an error, never the base Agent instead: it would carry the run on wrongly."""
     from agentfsm.errors import TargetNotFoundError
 
     if agent_spec:
-        agent_cls = load_agent_class(agent_spec)
-    else:
-        try:
-            agent_cls = load_recorded_agent_class(snap.agent)
-        except TargetNotFoundError as exc:  # never the base Agent instead: it would carry the run on wrongly
-            raise TargetNotFoundError(
-                f"{exc}: it is needed to carry the run on; run this where its module is importable, or name "
-                "the class (--agent MODULE:Class)"
-            ) from None
+        return load_agent_class(agent_spec)
+    try:
+        return load_recorded_agent_class(snap.agent)
+    except TargetNotFoundError as exc:
+        raise TargetNotFoundError(
+            f"{exc}: it is needed to carry the run on; run this where its module is importable, or name "
+            "the class (--agent MODULE:Class)"
+        ) from None
+
+
+def _carry_on(
+    agent_cls: Any, store: Store, snap: Snapshot, trigger: str, input: Any, *, client: Any, logger: Any
+) -> RunResult:
+    """``agent.resume`` (``aresume`` for a class with async hooks or actions, which only it can run)."""
     agent = make_agent(agent_cls, client=client, logger=logger)
-    return agent.resume(snap.conversation_id, store=store, trigger=trigger, input=input), agent_cls
+    result: RunResult
+    if agent_cls.async_parts():
+        result = asyncio.run(agent.aresume(snap.conversation_id, store=store, trigger=trigger, input=input))
+    else:
+        result = agent.resume(snap.conversation_id, store=store, trigger=trigger, input=input)
+    return result

@@ -197,13 +197,15 @@ def load_sim_script(spec: str) -> Any:
     raise TargetNotFoundError(f"{spec} is a {type(obj).__name__}: expected a list of replies or a function")
 
 
-def command_client(sim_script: str | None, **simulator_options: Any) -> Any:
-    """The client a run command uses: the simulator given ``--sim SCRIPT``, else None (the agent makes one
-    from ``ANTHROPIC_API_KEY``), checked now so a missing key is one clear line before anything starts."""
+def command_client(sim_script: str | None, *, asynchronous: bool = False, **simulator_options: Any) -> Any:
+    """The client a run command uses: the simulator given ``--sim SCRIPT`` (an ``AsyncAnthropic`` one when
+    ``asynchronous``: for an agent with async hooks or actions), else None (the agent makes one from
+    ``ANTHROPIC_API_KEY``), checked now so a missing key is one clear line before anything starts."""
     if sim_script:
         from agentfsm.sim import Simulator
 
-        return Simulator(load_sim_script(sim_script), **simulator_options).client(max_retries=0)
+        sim = Simulator(load_sim_script(sim_script), **simulator_options)
+        return sim.async_client(max_retries=0) if asynchronous else sim.client(max_retries=0)
     if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
         raise ConfigurationError(
             "no Anthropic API key: set ANTHROPIC_API_KEY to use the real API, or pass --sim SCRIPT to run "
