@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 def add_commands(sub: Any) -> None:
-    runs = sub.add_parser("runs", help="list and inspect stored conversations (a SQLite store file)")
+    runs = sub.add_parser("runs", help="list, inspect and decide stored conversations (a SQLite file or PostgreSQL)")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     store_help = f"the store: a SQLite file or a postgresql:// URI (default: $AGENTFSM_STORE, else {DEFAULT_STORE})"
     runs_list = runs_sub.add_parser("list", help="one line per stored conversation")
