@@ -57,7 +57,7 @@ from agentfsm.machine.table import (
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.observe.redaction import redact_error
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
-from agentfsm.stores.base import Counters, Snapshot, Store
+from agentfsm.stores.base import Counters, PendingDecision, Snapshot, Store
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults, error_result, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.pricing import price_for
@@ -274,6 +274,7 @@ class Conversation:
             finished=self.finished,
             revision=self.revision,
             waiting=self.waiting,
+            pending_decision=self.pending_decision(),
             decision=self.decision,
             input=self.input,
             reply_kept=self.reply_kept,
@@ -846,6 +847,22 @@ class Conversation:
         )
         self._save()
         self.release()
+
+    def pending_decision(self) -> PendingDecision | None:
+        """What the run waits for, as stored with it (None unless waiting): worked out from the table now, so
+        that showing a stored waiting run never needs to import its Agent class."""
+        if self.waiting is None:
+            return None
+        table = self.table
+        # The triggers resume() will take: those leaving the state whose guards pass. Guards see what decide()
+        # will show them (the conversation as stored, input cleared), so this is the list its error would give.
+        can = [t for t in table.triggers(self.waiting) if table.first_allowed(self, t) is not None]
+        why = None
+        into = next((s for s in reversed(self.trace) if s.dest == self.waiting), None)
+        if into is not None:  # the guards of the transition taken into the wait say why it was taken
+            edge = (into.source, into.trigger, into.dest)
+            why = next((t.condition for t in table.transitions if (t.source, t.trigger, t.dest) == edge), None)
+        return PendingDecision(state=self.waiting, triggers=can, tool_calls=self.pending_tool_calls, why=why or None)
 
     def decide(self, trigger: str | None = None, *, input: Any = None) -> None:
         """Carry a waiting conversation on: along ``trigger`` (one that leaves the waiting state), or,
