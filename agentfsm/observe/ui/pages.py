@@ -20,8 +20,9 @@ from typing import Any
 
 from agentfsm.machine.history import blocks
 from agentfsm.observe.events import Event
+from agentfsm.observe.ui.decisions import Decision, Decisions
 from agentfsm.observe.ui.history import Growth, pieces
-from agentfsm.observe.ui.sources import RunRow
+from agentfsm.observe.ui.sources import PendingCall, RunRow, Waiting
 from agentfsm.observe.ui.svg import render_svg
 from agentfsm.observe.ui.view import RunView, StepView, ToolCallView
 
@@ -79,10 +80,38 @@ def layout(title: str, label: str, body: str) -> str:
     )
 
 
-def state_badge(state: str, finished: bool) -> str:
+def state_badge(state: str, finished: bool, waiting: str | None = None) -> str:
+    if waiting is not None:
+        return (
+            f'<span class="badge state-waiting" title="stopped to wait for a decision">waiting at {_e(waiting)}</span>'
+        )
     kind = state if finished else "live"
     text = state if finished else f"at {state}"
     return f'<span class="badge state-{_e(kind)}">{_e(text)}</span>'
+
+
+def call_text(call: PendingCall, limit: int = 120) -> str:
+    """A held-back tool call as an operator reads it: ``name(arg=value, ...)``, values as JSON (cut at ``limit``)."""
+
+    def shown(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    if isinstance(call.input, dict):
+        return f"{call.name}({', '.join(f'{k}={shown(v)}' for k, v in call.input.items())})"
+    return f"{call.name}()" if call.input is None else f"{call.name}({shown(call.input)})"
+
+
+def waiting_line(waiting: Waiting) -> str:
+    """``waiting for: approve | refuse — issue_refund(order_id="A-100", amount=24.0)``, as plain text."""
+    if waiting.triggers_known:
+        triggers = " | ".join(waiting.triggers) or "(no trigger leaves this state)"
+    else:
+        triggers = " | ".join(waiting.triggers) + " (and perhaps others: not recorded with this run)"
+        if not waiting.triggers:
+            triggers = "a trigger not recorded with this run"
+    calls = "; ".join(call_text(c) for c in waiting.calls)
+    return f"waiting for: {triggers}" + (f" — {calls}" if calls else "")
 
 
 def tokens_title(row: RunRow) -> str:
@@ -120,11 +149,12 @@ def runs_page(label: str, rows: list[RunRow], signature: str) -> str:
         href = f"/runs/{_e(_quote(row.id))}"
         problem = f'<div class="problem">cannot be read: {_e(row.problem)}</div>' if row.problem else ""
         tokens = "—" if row.tokens is None else f"{row.tokens:,}"
+        kind = " finished" if row.finished else (" waiting" if row.waiting else " unfinished")
         out.append(
-            f'<tr class="run{" finished" if row.finished else " unfinished"}" data-run="{_e(row.id)}">'
+            f'<tr class="run{kind}" data-run="{_e(row.id)}">'
             f'<td class="id"><a href="{href}">{_e(row.id)}</a>{problem}</td>'
             f'<td class="agent" title="{_e(row.agent or "")}">{_e(short_agent(row.agent))}</td>'
-            f'<td class="state">{state_badge(row.state, row.finished)}</td>'
+            f'<td class="state">{state_badge(row.state, row.finished, row.waiting)}</td>'
             f'<td class="reason">{_e(row.reason or "—")}</td>'
             f'<td class="num turns">{row.turns}</td>'
             f'<td class="num tokens" title="{_e(tokens_title(row))}">{tokens}</td>'
@@ -144,15 +174,19 @@ def _quote(run_id: str) -> str:
 # --- a run ------------------------------------------------------------------------------------------------
 
 
-def run_page(label: str, view: RunView, step: int, signature: str) -> str:
+def run_page(label: str, view: RunView, step: int, signature: str, decisions: Decisions | None = None) -> str:
+    """A run's page; with ``decisions`` (an inspector started with ``--allow-decisions``), a waiting run's
+    banner has the form that decides it."""
     row = view.data.row
     last = view.last
-    live = "0" if row.finished else "1"
+    decision = decisions.latest(row.id) if decisions is not None else None
+    live = "0" if row.finished and (decision is None or decision.status != "running") else "1"
     out = [
         f'<main id="main" data-page="run" data-run="{_e(row.id)}" data-step="{step}" data-last="{last}" '
         f'data-live="{live}" data-poll="/api/signature?run={_e(_quote(row.id))}" data-signature="{_e(signature)}">'
     ]
     out.append(_summary(view))
+    out.append(_waiting(view, decisions, decision))
     out.append(_stepper(view, step))
     out.append('<div class="grid">')
     out.append(_graph_panel(view, step))
@@ -200,8 +234,53 @@ def _summary(view: RunView) -> str:
         )
     return (
         f'<section class="summary"><h1><span class="run-id">{_e(row.id)}</span> '
-        f"{state_badge(row.state, row.finished)}</h1><dl>{dl}</dl>{error}{running}"
+        f"{state_badge(row.state, row.finished, row.waiting)}</h1><dl>{dl}</dl>{error}{running}"
         f'<p class="note">{_e(note)}</p>{graph_note}</section>'
+    )
+
+
+def _waiting(view: RunView, decisions: Decisions | None, decision: Decision | None) -> str:
+    """The banner of a waiting run: what it waits for, the decision taken from here, and (when allowed) the form."""
+    waiting, row = view.data.waiting, view.data.row
+    if waiting is None and decision is None:
+        return ""
+    out = ['<section class="waiting-banner" id="waiting">']
+    if waiting is not None:
+        out.append(f'<p class="waiting-for">{_e(waiting_line(waiting))}</p>')
+        why = f" because {_e(waiting.why)}" if waiting.why else ""
+        out.append(
+            f'<p class="note">Stopped at <code>{_e(waiting.state)}</code>{why} until someone decides: '
+            f"<code>agent.resume(&quot;{_e(row.id)}&quot;, store=..., trigger=...)</code> or "
+            f"<code>agentfsm runs decide {_e(row.id)} TRIGGER</code>.</p>"
+        )
+    if decision is not None:
+        out.append(
+            f'<p class="decision decision-{_e(decision.status)}" data-status="{_e(decision.status)}">'
+            + (f"deciding {_e(decision.trigger)}…" if decision.status == "running" else _e(decision.message))
+            + "</p>"
+        )
+    if decisions is not None and waiting is not None and (decision is None or decision.status != "running"):
+        out.append(_decide_form(row.id, waiting, decisions.token))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _decide_form(run_id: str, waiting: Waiting, token: str) -> str:
+    buttons = "".join(
+        f'<button type="submit" name="trigger" value="{_e(t)}">{_e(t)}</button>' for t in waiting.triggers
+    )
+    other = ""
+    if not waiting.triggers_known:  # the row does not say which triggers leave the state: let one be typed
+        other = (
+            '<label>trigger <input name="other_trigger" autocomplete="off" spellcheck="false"></label>'
+            '<button type="submit" name="trigger" value="">decide</button>'
+        )
+    return (
+        f'<form class="decide" method="post" action="/runs/{_e(_quote(run_id))}/decide">'
+        f'<input type="hidden" name="csrf" value="{_e(token)}">'
+        '<label class="input">input (JSON, optional: what the hook and the action read as conv.input)'
+        '<textarea name="input" rows="2" spellcheck="false" placeholder=\'{"reason": "..."}\'></textarea></label>'
+        f'<div class="buttons">{buttons}{other}</div></form>'
     )
 
 

@@ -51,6 +51,8 @@ class RunRow:
     updated: float | None = None
     #: Why the run cannot be read (a corrupt row, a newer agentfsm); None when it can.
     problem: str | None = None
+    #: The state it stopped in to wait for a decision from outside (``final_state == "waiting"``); None otherwise.
+    waiting: str | None = None
 
     @property
     def tokens(self) -> int | None:
@@ -65,6 +67,32 @@ class ToolRecord:
     name: str
     is_error: bool | None = None
     duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """A client tool call a waiting run holds back until someone decides (its input is None in an events file)."""
+
+    id: str
+    name: str
+    input: Any = None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a waiting run waits for: the triggers that can decide it and the calls held back.
+
+    ``triggers_known`` is False when the source does not record the waiting state's triggers (a row an
+    earlier agentfsm stored): ``triggers`` are then only those the run was seen to leave that state by.
+    The Agent class is never imported to find them: viewing a run runs no code of the run's.
+    """
+
+    state: str
+    triggers: list[str]
+    triggers_known: bool
+    calls: list[PendingCall]
+    #: Why it waits: the guards of the transition that led into the wait, when the source records them.
+    why: str | None = None
 
 
 @dataclass
@@ -91,6 +119,8 @@ class RunData:
     events: list[Event] = field(default_factory=list)
     #: Tool calls as the events record them (events files).
     tool_records: list[ToolRecord] = field(default_factory=list)
+    #: What it waits for, when it stopped to wait (``row.waiting``); None otherwise.
+    waiting: Waiting | None = None
 
 
 class Source(Protocol):
@@ -190,6 +220,7 @@ class StoreSource:
             reply=list((snap.reply or {}).get("content") or []),
             committed={k: v.model_dump(mode="json") for k, v in snap.tool_results.items()},
             running=[t for t in snap.tools_started if t not in snap.tool_results],
+            waiting=stored_waiting(snap),
         )
 
     def signature(self, run_id: str | None = None) -> str:
@@ -199,6 +230,44 @@ class StoreSource:
             if run_id is None or s.conversation_id == run_id
         ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def stored_waiting(snap: Snapshot) -> Waiting | None:
+    """What a stored waiting run waits for, read from the snapshot alone (no Agent class is imported).
+
+    The snapshot's ``pending_decision`` (the waiting state's triggers and held-back calls, written when
+    it stopped) is used when the row has one. A row without it (an earlier agentfsm) still shows the
+    calls its last reply holds that the history does not answer, and the triggers the trace was seen
+    to leave the waiting state by, marked as not the whole list.
+    """
+    if snap.waiting is None:
+        return None
+    decision: Any = getattr(snap, "pending_decision", None)  # by name: rows of an earlier agentfsm lack it
+    if decision is not None:
+        return Waiting(
+            state=str(getattr(decision, "state", snap.waiting)),
+            triggers=[str(t) for t in decision.triggers],
+            triggers_known=True,
+            calls=[PendingCall(str(c.id), str(c.name), c.input) for c in decision.tool_calls],
+            why=getattr(decision, "why", None),
+        )
+    seen = list(dict.fromkeys(s.trigger for s in snap.trace if s.source == snap.waiting))
+    return Waiting(state=snap.waiting, triggers=seen, triggers_known=False, calls=_unanswered(snap))
+
+
+def _unanswered(snap: Snapshot) -> list[PendingCall]:
+    """The client tool calls of the snapshot's reply that its history does not answer."""
+    from agentfsm.machine.history import blocks
+
+    content = (snap.reply or {}).get("content") or []
+    answered: set[str] = set()
+    if snap.reply_kept and snap.messages:
+        answered = {str(b.get("tool_use_id")) for b in blocks(snap.messages[-1]) if b.get("type") == "tool_result"}
+    return [
+        PendingCall(str(b.get("id")), str(b.get("name")), b.get("input"))
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_use" and str(b.get("id")) not in answered
+    ]
 
 
 def _summary_row(summary: RunSummary, problem: str) -> RunRow:
@@ -226,6 +295,7 @@ def _snapshot_row(snap: Snapshot, updated: float | None) -> RunRow:
         # The wall time it ran, counted back from its last save (across processes, for a resumed run).
         started=None if updated is None else updated - snap.elapsed_s,
         updated=updated,
+        waiting=snap.waiting,
     )
 
 
@@ -316,6 +386,7 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
                 else (was.is_error if was else None),
                 duration_ms=float(ms) if isinstance(ms, int | float) else (was.duration_ms if was else None),
             )
+    waiting = _events_waiting(events) if finished is None else None
     model = started.data.get("model") if started else None
     stop_reason = fin.get("stop_reason")
     reason = fin.get("reason")
@@ -331,6 +402,7 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
         cost_usd=cost_usd,
         started=events[0].timestamp if events else None,
         updated=events[-1].timestamp if events else None,
+        waiting=waiting.state if waiting else None,
     )
     return RunData(
         kind="events",
@@ -346,4 +418,20 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
         elapsed_s=(events[-1].timestamp - events[0].timestamp) if len(events) > 1 else None,
         events=list(events),
         tool_records=list(tools.values()),
+        waiting=waiting,
+    )
+
+
+def _events_waiting(events: Sequence[Event]) -> Waiting | None:
+    """The wait a run's events leave it in: a ``run.waiting`` that no ``wait.decided`` or resume followed."""
+    last = next((e for e in reversed(events) if e.event in ("run.waiting", "wait.decided", "run.resumed")), None)
+    if last is None or last.event != "run.waiting":
+        return None
+    triggers = last.data.get("triggers")
+    names = last.data.get("pending_tool_calls")
+    return Waiting(
+        state=str(last.data.get("waiting") or last.state),
+        triggers=[str(t) for t in triggers] if isinstance(triggers, list) else [],
+        triggers_known=isinstance(triggers, list),
+        calls=[PendingCall("", str(n)) for n in names] if isinstance(names, list) else [],
     )
