@@ -174,23 +174,35 @@ def _quote(run_id: str) -> str:
 # --- a run ------------------------------------------------------------------------------------------------
 
 
-def run_page(label: str, view: RunView, step: int, signature: str, decisions: Decisions | None = None) -> str:
+def run_page(
+    label: str,
+    view: RunView,
+    step: int,
+    signature: str,
+    decisions: Decisions | None = None,
+    *,
+    path_only: bool = False,
+) -> str:
     """A run's page; with ``decisions`` (an inspector started with ``--allow-decisions``), a waiting run's
-    banner has the form that decides it."""
+    banner has the form that decides it; ``path_only`` draws only the states and transitions the run went
+    through."""
     row = view.data.row
     last = view.last
     decision = decisions.latest(row.id) if decisions is not None else None
     live = "0" if row.finished and (decision is None or decision.status != "running") else "1"
+    graph = "path" if path_only else "all"
     out = [
         f'<main id="main" data-page="run" data-run="{_e(row.id)}" data-step="{step}" data-last="{last}" '
-        f'data-live="{live}" data-poll="/api/signature?run={_e(_quote(row.id))}" data-signature="{_e(signature)}">'
+        f'data-live="{live}" data-poll="/api/signature?run={_e(_quote(row.id))}" data-signature="{_e(signature)}" '
+        f'data-graph="{graph}">'
     ]
+    keep = "&amp;graph=path" if path_only else ""  # the links keep the graph view
     out.append(_summary(view))
     out.append(_waiting(view, decisions, decision))
-    out.append(_stepper(view, step))
+    out.append(_stepper(view, step, keep))
     out.append('<div class="grid">')
-    out.append(_graph_panel(view, step))
-    out.append(_timeline(view, step))
+    out.append(_graph_panel(view, step, path_only))
+    out.append(_timeline(view, step, keep))
     out.append(_history(view, step))
     out.append(_tools(view, step))
     out.append("</div></main>")
@@ -289,7 +301,7 @@ def step_label(view: StepView) -> str:
     return f"turn {s.turn} · {s.source} → {s.dest} ({s.trigger})"
 
 
-def _stepper(view: RunView, step: int) -> str:
+def _stepper(view: RunView, step: int, keep: str = "") -> str:
     last = view.last
     if not last:
         return '<nav class="stepper"><span class="where">no transitions yet</span></nav>'
@@ -299,7 +311,7 @@ def _stepper(view: RunView, step: int) -> str:
         attrs = ' aria-disabled="true" tabindex="-1"' if off else ""
         target = min(max(target, 1), last)
         return (
-            f'<a class="{cls}{" off" if off else ""}" href="?step={target}" data-goto="{target}" '
+            f'<a class="{cls}{" off" if off else ""}" href="?step={target}{keep}" data-goto="{target}" '
             f'title="{key}"{attrs}>{text}</a>'
         )
 
@@ -316,15 +328,25 @@ def _stepper(view: RunView, step: int) -> str:
     )
 
 
-def _graph_panel(view: RunView, step: int) -> str:
-    svg = render_svg(view.graph, [s.step for s in view.steps], step)
+def _graph_panel(view: RunView, step: int, path_only: bool) -> str:
+    graph = view.drawn(path_only)
+    svg = render_svg(graph, [s.step for s in view.steps], step)
     rid = _e(_quote(view.data.row.id))
+    here = f"?step={step}&" if step else "?"
+    toggle = (
+        f'<a class="graph-all" href="{here}graph=all">whole graph</a> · <b>path only</b>'
+        if path_only
+        else f'<b>whole graph</b> · <a class="graph-path" href="{here}graph=path">path only</a>'
+    )
+    query = "?graph=path" if path_only else ""
+    wait = ' <span class="key wait"></span>waits for a decision (Wait)' if graph.waits else ""
     return (
-        '<section class="panel graph-panel"><h2>State graph</h2>'
+        f'<section class="panel graph-panel" data-graph="{"path" if path_only else "all"}">'
+        f'<h2>State graph <span class="graph-view">{toggle}</span></h2>'
         f'<figure class="graph">{svg}</figure>'
         '<p class="legend"><span class="key current"></span>current state <span class="key visited"></span>visited '
-        '<span class="key taken"></span>transition taken (×count so far)'
-        f' · <a href="/api/runs/{rid}/graph.svg">SVG</a> <a href="/api/runs/{rid}/graph.mmd">Mermaid</a> '
+        f'<span class="key taken"></span>transition taken (×count so far){wait}'
+        f' · <a href="/api/runs/{rid}/graph.svg{query}">SVG</a> <a href="/api/runs/{rid}/graph.mmd">Mermaid</a> '
         f'<a href="/api/runs/{rid}/graph.dot">DOT</a></p></section>'
     )
 
@@ -353,7 +375,7 @@ def _event_text(event: Event) -> str:
     return " ".join(parts)
 
 
-def _timeline(view: RunView, step: int) -> str:
+def _timeline(view: RunView, step: int, keep: str = "") -> str:
     out = ['<section class="panel timeline"><h2>Timeline</h2>']
     if not view.steps:
         out.append('<p class="empty">No transition yet.</p></section>')
@@ -380,7 +402,7 @@ def _timeline(view: RunView, step: int) -> str:
             events = f'<ul class="events">{"".join(items)}</ul>'
         out.append(
             f'<li class="{cls}" data-step="{s.index}" data-label="{_e(step_label(s))}">'
-            f'<a href="?step={s.index}" data-goto="{s.index}"><span class="n">{s.index}</span>'
+            f'<a href="?step={s.index}{keep}" data-goto="{s.index}"><span class="n">{s.index}</span>'
             f'<span class="turn">turn {s.step.turn}</span>'
             f'<span class="move">{_e(s.step.source)} → <b>{_e(s.step.dest)}</b></span>'
             f'<span class="trigger">{_e(s.step.trigger)}</span></a>'

@@ -359,7 +359,9 @@ class Handler(BaseHTTPRequestHandler):
             case ["runs", run_id] if run_id:
                 view = server.view(run_id)
                 step = view.clamp(_step(query))
-                page = pages.run_page(source.label, view, step, self._signature(run_id), server.decisions)
+                page = pages.run_page(
+                    source.label, view, step, self._signature(run_id), server.decisions, path_only=_path_only(query)
+                )
                 self._html(200, page, head)
             case ["static", name] if name in server.static:
                 suffix = name[name.rfind(".") :]
@@ -383,6 +385,10 @@ class Handler(BaseHTTPRequestHandler):
                 if not 1 <= n <= view.last:
                     raise NotFound(f"run {run_id!r} has steps 1 to {view.last}, not {n}")
                 self._json(200, step_json(view, n), head)
+            case ["api", "runs", run_id, "graph.svg"]:
+                view = server.view(run_id)
+                text, content_type = _graph_svg(view, view.clamp(_step(query)), _path_only(query))
+                self._send(200, text.encode("utf-8"), content_type, head=head)
             case ["api", "runs", run_id, name] if name in _GRAPHS:
                 view = server.view(run_id)
                 text, content_type = _GRAPHS[name](view, view.clamp(_step(query)))
@@ -408,11 +414,21 @@ def _step(query: dict[str, list[str]]) -> int | None:
     return _int(values[0], "step") if values else None
 
 
-def _graph_svg(view: RunView, step: int) -> tuple[str, str]:
+def _path_only(query: dict[str, list[str]]) -> bool:
+    """``?graph=path`` (only what the run went through) or ``?graph=all`` (the default)."""
+    values = query.get("graph")
+    if not values or values[0] == "all":
+        return False
+    if values[0] == "path":
+        return True
+    raise BadRequest(f"graph must be 'all' or 'path', not {values[0]!r}")
+
+
+def _graph_svg(view: RunView, step: int, path_only: bool = False) -> tuple[str, str]:
     from agentfsm.observe.ui.svg import render_svg
 
     css = static_files()["graph.css"].decode("utf-8")
-    svg = render_svg(view.graph, [s.step for s in view.steps], step, style=css)
+    svg = render_svg(view.drawn(path_only), [s.step for s in view.steps], step, style=css)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n", "image/svg+xml; charset=utf-8"
 
 
@@ -434,7 +450,6 @@ def _graph_text(kind: str) -> Callable[[RunView, int], tuple[str, str]]:
 
 
 _GRAPHS: dict[str, Callable[[RunView, int], tuple[str, str]]] = {
-    "graph.svg": _graph_svg,
     "graph.mmd": _graph_text("mmd"),
     "graph.dot": _graph_text("dot"),
 }
