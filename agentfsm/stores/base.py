@@ -184,6 +184,24 @@ class RunSummary(BaseModel):
     updated_at: float
     #: Why this row cannot be loaded (corrupt, or written by a newer agentfsm); None when it is sound.
     problem: str | None = None
+    # What a run list shows, filled in by ``page`` (``agentfsm.stores.listing``); ``list()`` may leave them None.
+    #: The state it waits in, when it stopped to wait for a decision.
+    waiting: str | None = None
+    reason: str | None = None
+    tokens: int | None = None
+    #: None also when its model has no price.
+    cost_usd: float | None = None
+    elapsed_s: float | None = None
+    usage: Usage | None = None
+    #: When it was first saved (Unix time; None where the store does not keep it).
+    created_at: float | None = None
+
+    @property
+    def status(self) -> str:
+        """Its final state once finished, ``waiting`` while it waits for a decision, else ``unfinished``."""
+        if self.finished:
+            return self.state
+        return "waiting" if self.waiting is not None else "unfinished"
 
 
 @runtime_checkable

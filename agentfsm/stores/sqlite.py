@@ -35,7 +35,18 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
+from agentfsm.result import Usage
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
+from agentfsm.stores.listing import (
+    STATUS_SQL,
+    RunFilter,
+    RunPage,
+    RunTotals,
+    check_page,
+    listing_from_json,
+    listing_values,
+    where,
+)
 
 #: The table layout this version writes (``PRAGMA user_version``).
 LAYOUT_VERSION = 1
@@ -63,6 +74,27 @@ CREATE TABLE IF NOT EXISTS agentfsm_leases (
     pid             INTEGER NOT NULL,
     pid_started     INTEGER
 )""",
+)
+
+#: The columns a run list reads (``agentfsm.stores.listing``), added in place to a layout-1 table: an
+#: older agentfsm sharing the file never names them, so it keeps working (its rows are filled in later).
+LISTING_COLUMNS = (
+    ("waiting", "TEXT"),
+    ("reason", "TEXT"),
+    ("tokens", "INTEGER"),
+    ("cost_usd", "REAL"),
+    ("elapsed_s", "REAL"),
+    ("usage", "TEXT"),
+    ("listed_revision", "INTEGER"),
+)
+#: Everything a filtered, ordered page and its totals read, so that they never touch the snapshots.
+_LISTING_INDEX = (
+    "CREATE INDEX IF NOT EXISTS agentfsm_conversations_listing ON agentfsm_conversations "
+    "(created_at, id, agent, state, finished, waiting, tokens, cost_usd, revision, listed_revision, updated_at)"
+)
+_SUMMARY_COLUMNS = (
+    "id, agent, state, turns, finished, updated_at, schema_version, created_at, revision, listed_revision, "
+    "waiting, reason, tokens, cost_usd, elapsed_s, usage"
 )
 
 _P = ParamSpec("_P")
@@ -188,6 +220,7 @@ class SQLiteStore:
                 except BaseException:
                     conn.rollback()
                     raise
+            _add_listing_columns(conn)
         except BaseException:
             conn.close()
             raise
@@ -234,12 +267,16 @@ class SQLiteStore:
             cursor = conn.execute(
                 """
                 INSERT INTO agentfsm_conversations
-                    (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at,
+                     waiting, reason, tokens, cost_usd, elapsed_s, usage, listed_revision)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET
                     snapshot = excluded.snapshot, schema_version = excluded.schema_version,
                     revision = excluded.revision, agent = excluded.agent, state = excluded.state,
-                    turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at
+                    turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at,
+                    waiting = excluded.waiting, reason = excluded.reason, tokens = excluded.tokens,
+                    cost_usd = excluded.cost_usd, elapsed_s = excluded.elapsed_s, usage = excluded.usage,
+                    listed_revision = excluded.listed_revision
                 WHERE agentfsm_conversations.revision < excluded.revision
                 """,
                 (
@@ -253,6 +290,8 @@ class SQLiteStore:
                     int(snapshot.finished),
                     now,
                     now,
+                    *listing_values(snapshot),
+                    snapshot.revision,
                 ),
             )
             if cursor.rowcount == 0:
@@ -293,6 +332,84 @@ class SQLiteStore:
         ]
 
     @_errors
+    def page(self, run_filter: RunFilter | None = None, *, offset: int = 0, limit: int = 100) -> RunPage:
+        """A page of runs, newest first, with the filtered set's totals: a few indexed queries, never every row
+        (``agentfsm.stores.listing``)."""
+        check_page(offset, limit)
+        run_filter = run_filter or RunFilter()
+        self._fill_listing()
+        clause, params = where(run_filter, "?")
+        ids = [
+            row[0]
+            for row in self._read(
+                f"SELECT id FROM agentfsm_conversations{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+        ]
+        rows: dict[str, Any] = {}
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            valid = "json_valid(snapshot)" if self._json_valid else "1"
+            for row in self._read(
+                f"SELECT {_SUMMARY_COLUMNS}, {valid} FROM agentfsm_conversations WHERE id IN ({marks})", tuple(ids)
+            ):
+                rows[row[0]] = row
+        (count, tokens, cost, unpriced) = self._read(
+            f"SELECT COUNT(*), TOTAL(tokens), TOTAL(cost_usd), TOTAL(cost_usd IS NULL) FROM agentfsm_conversations"
+            f"{clause}",
+            tuple(params),
+        )[0]
+        others, other_params = where(run_filter, "?", state=False)
+        by_state = self._read(
+            f"SELECT {STATUS_SQL} AS status, COUNT(*) FROM agentfsm_conversations{others} GROUP BY status",
+            tuple(other_params),
+        )
+        agents = self._read("SELECT DISTINCT agent FROM agentfsm_conversations ORDER BY agent")
+        return RunPage(
+            runs=[_summary(rows[i]) for i in ids if i in rows],
+            offset=offset,
+            limit=limit,
+            total=RunTotals(runs=count, tokens=int(tokens), cost_usd=cost, unpriced=int(unpriced)),
+            by_state={str(status): n for status, n in by_state},
+            agents=[a for (a,) in agents],
+        )
+
+    def _fill_listing(self) -> None:
+        """Write the listing columns of rows an older agentfsm saved (their ``listed_revision`` lags)."""
+        stale = self._read(
+            "SELECT id, revision, snapshot FROM agentfsm_conversations "
+            "WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500"
+        )
+        while stale:
+            with self._write() as conn:
+                for cid, revision, text in stale:
+                    # A row that is not readable is listed with its problem, its numbers unknown.
+                    values: tuple[Any, ...] = listing_from_json(text) or (None,) * 6
+                    conn.execute(
+                        "UPDATE agentfsm_conversations SET waiting = ?, reason = ?, tokens = ?, cost_usd = ?, "
+                        "elapsed_s = ?, usage = ?, listed_revision = revision WHERE id = ? AND revision = ?",
+                        (*values, cid, revision),
+                    )
+            if len(stale) < 500:
+                break
+            stale = self._read(
+                "SELECT id, revision, snapshot FROM agentfsm_conversations "
+                "WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500"
+            )
+
+    @_errors
+    def fingerprint(self, conversation_id: str | None = None) -> str:
+        """Changes whenever a run (or the run ``conversation_id``) is saved, added or removed: one indexed query."""
+        if conversation_id is None:
+            row = self._read("SELECT COUNT(*), TOTAL(revision), MAX(updated_at) FROM agentfsm_conversations")[0]
+        else:
+            found = self._read(
+                "SELECT revision, updated_at, state FROM agentfsm_conversations WHERE id = ?", (conversation_id,)
+            )
+            row = found[0] if found else ("none",)
+        return "-".join(str(v) for v in row)
+
+    @_errors
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
         me = os.getpid()
         now = time.time()
@@ -330,6 +447,46 @@ class SQLiteStore:
             conn.execute(
                 "DELETE FROM agentfsm_leases WHERE conversation_id = ? AND owner = ?", (conversation_id, owner)
             )
+
+
+def _add_listing_columns(conn: sqlite3.Connection) -> None:
+    """Add the listing columns and their index to a table that lacks them (filled in when first listed)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(agentfsm_conversations)")}
+    if all(name in have for name, _ in LISTING_COLUMNS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(agentfsm_conversations)")}
+        for name, kind in LISTING_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE agentfsm_conversations ADD COLUMN {name} {kind}")
+        conn.execute(_LISTING_INDEX)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _summary(row: Any) -> RunSummary:
+    (cid, agent, state, turns, finished, updated, version, created, revision, listed) = row[:10]
+    (waiting, reason, tokens, cost, elapsed, usage, valid) = row[10:]
+    fresh = listed == revision
+    return RunSummary(
+        conversation_id=cid,
+        agent=agent,
+        state=state,
+        turns=turns,
+        finished=bool(finished),
+        updated_at=updated,
+        problem=_problem(cid, version, bool(valid)),
+        waiting=waiting if fresh else None,
+        reason=reason if fresh else None,
+        tokens=tokens if fresh else None,
+        cost_usd=cost if fresh else None,
+        elapsed_s=elapsed if fresh else None,
+        usage=Usage.model_validate_json(usage) if fresh and usage else None,
+        created_at=created,
+    )
 
 
 def _problem(conversation_id: str, version: int, valid_json: bool) -> str | None:

@@ -36,6 +36,7 @@ from agentfsm.observe.ui import pages
 from agentfsm.observe.ui.decisions import Decider, Decisions
 from agentfsm.observe.ui.sources import RunRow, Source
 from agentfsm.observe.ui.view import RunView, build_view, step_json
+from agentfsm.stores.listing import MAX_LIMIT, RunFilter
 
 log = logging.getLogger("agentfsm.ui")
 
@@ -45,13 +46,12 @@ _TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
-#: Pages load nothing from anywhere but this server, and run no inline script or style.
+#: Pages load nothing from anywhere but this server, run no inline script or style, and send their forms (the
+#: run list's filter, a GET; the decision form) to this server only.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-#: The same, for an inspector that decides runs: its forms post to itself only.
-CSP_DECIDING = CSP.replace("form-action 'none'", "form-action 'self'")
 #: The largest decision form accepted (the input is a small JSON value).
 MAX_FORM_BYTES = 64 * 1024
 
@@ -206,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         # origin (under no-referrer it would send "null", which the Origin check refuses).
         self.send_header("Referrer-Policy", "same-origin")
         if csp:
-            self.send_header("Content-Security-Policy", CSP if self.server.decisions is None else CSP_DECIDING)
+            self.send_header("Content-Security-Policy", CSP)
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD" + (", POST" if self.server.decisions is not None else ""))
         self.end_headers()
@@ -355,7 +355,9 @@ class Handler(BaseHTTPRequestHandler):
         server, source = self.server, self.server.source
         match segments:
             case [""] | ["runs"] | ["runs", ""]:
-                self._html(200, pages.runs_page(source.label, source.runs(), source.signature()), head)
+                wanted, offset, limit = _listing(query)
+                found = source.page(wanted, offset, limit)
+                self._html(200, pages.runs_page(source.label, found, wanted, source.signature()), head)
             case ["runs", run_id] if run_id:
                 view = server.view(run_id)
                 step = view.clamp(_step(query))
@@ -367,10 +369,20 @@ class Handler(BaseHTTPRequestHandler):
                 suffix = name[name.rfind(".") :]
                 self._send(200, server.static[name], _TYPES.get(suffix, "application/octet-stream"), head=head)
             case ["api", "runs"]:
-                rows = source.runs()
+                wanted, offset, limit = _listing(query)
+                found = source.page(wanted, offset, limit)
                 self._json(
                     200,
-                    {"source": source.label, "signature": source.signature(), "runs": [_row_json(r) for r in rows]},
+                    {
+                        "source": source.label,
+                        "signature": source.signature(),
+                        "runs": [_row_json(r) for r in found.rows],
+                        "offset": found.offset,
+                        "limit": found.limit,
+                        "total": found.total.model_dump(),
+                        "by_state": found.by_state,
+                        "agents": found.agents,
+                    },
                     head,
                 )
             case ["api", "runs", run_id] if run_id:
@@ -394,10 +406,10 @@ class Handler(BaseHTTPRequestHandler):
                 text, content_type = _GRAPHS[name](view, view.clamp(_step(query)))
                 self._send(200, text.encode("utf-8"), content_type, head=head)
             case ["api", "signature"]:
-                wanted = query.get("run")
-                if wanted:
-                    server.view(wanted[0])  # a 404 for an unknown run
-                self._json(200, {"signature": self._signature(wanted[0] if wanted else None)}, head)
+                asked = query.get("run")
+                if asked:
+                    server.view(asked[0])  # a 404 for an unknown run
+                self._json(200, {"signature": self._signature(asked[0] if asked else None)}, head)
             case _:
                 raise NotFound(f"no page at {self.path.split('?')[0]}")
 
@@ -412,6 +424,21 @@ def _int(text: str, what: str) -> int:
 def _step(query: dict[str, list[str]]) -> int | None:
     values = query.get("step")
     return _int(values[0], "step") if values else None
+
+
+def _listing(query: dict[str, list[str]]) -> tuple[RunFilter, int, int]:
+    """The run list's filter and page from its query: ``state``, ``agent``, ``q`` (an id prefix), ``offset``,
+    ``limit`` (100 by default, at most 1000)."""
+
+    def one(name: str) -> str | None:
+        values = query.get(name)
+        return values[0].strip() or None if values else None
+
+    offset = _int(one("offset") or "0", "offset")
+    limit = _int(one("limit") or str(pages.PAGE_SIZE), "limit")
+    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"offset must be 0 or more and limit between 1 and {MAX_LIMIT}")
+    return RunFilter(state=one("state"), agent=one("agent"), id_prefix=one("q")), offset, limit
 
 
 def _path_only(query: dict[str, list[str]]) -> bool:

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from agentfsm.errors import ConfigurationError, EventsFileError, StoreError
+from agentfsm.errors import ConfigurationError, EventsFileError
 from agentfsm.observe.events import Event
 from agentfsm.result import TraceStep, Usage
 from agentfsm.stores.base import RunSummary, Snapshot, Store
+from agentfsm.stores.listing import RunFilter, RunTotals, fingerprint, list_page, status_of
 from agentfsm.stores.location import open_store, store_label
 
 
@@ -57,6 +58,25 @@ class RunRow:
     @property
     def tokens(self) -> int | None:
         return None if self.usage is None else self.usage.total_tokens
+
+    @property
+    def status(self) -> str:
+        """What the list's state filter matches: the final state, ``waiting`` or ``unfinished``."""
+        return status_of(self.finished, self.state, self.waiting)
+
+
+@dataclass
+class RunsPage:
+    """A page of the run list, newest first, and what the filtered set adds up to (``agentfsm.stores.listing``)."""
+
+    rows: list[RunRow]
+    offset: int
+    limit: int
+    total: RunTotals
+    #: Runs by status, of those the filter's agent and id prefix match: the state filter's choices.
+    by_state: dict[str, int]
+    #: Every agent with runs here: the agent filter's choices.
+    agents: list[str]
 
 
 @dataclass(frozen=True)
@@ -129,7 +149,9 @@ class Source(Protocol):
     #: What is being read, for the page header (a PostgreSQL URL without its password).
     label: str
 
-    def runs(self) -> list[RunRow]: ...
+    def page(self, run_filter: RunFilter, offset: int = 0, limit: int = 100) -> RunsPage:
+        """A page of the runs ``run_filter`` matches, newest first (never all of them at once)."""
+        ...
 
     def run(self, run_id: str) -> RunData:
         """The run ``run_id``; ``KeyError`` if there is none."""
@@ -158,55 +180,37 @@ def open_source(store: str | Store | None = None, *, events: str | os.PathLike[s
     else:
         assert store is not None
         source = StoreSource(store, label=repr(store))
-    source.runs()  # fail now, with the real reason, rather than on the first page
+    source.page(RunFilter(), 0, 1)  # fail now, with the real reason, rather than on the first page
     return source
 
 
 class StoreSource:
-    """The conversations a store holds."""
+    """The conversations a store holds, a page at a time (``Store.page``, SQL in the SQL stores)."""
 
     def __init__(self, store: Store, *, label: str) -> None:
         self.store = store
         self.label = label
-        self._lock = threading.Lock()
-        self._rows: dict[str, tuple[float, RunRow]] = {}  # id → (updated_at, row): a row is parsed once per save
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
 
-    def runs(self) -> list[RunRow]:
-        rows: list[RunRow] = []
-        for summary in self.store.list():
-            with self._lock:
-                cached = self._rows.get(summary.conversation_id)
-            if cached is not None and cached[0] == summary.updated_at:
-                rows.append(cached[1])
-                continue
-            row = self._row(summary)
-            with self._lock:
-                self._rows[summary.conversation_id] = (summary.updated_at, row)
-            rows.append(row)
-        return rows
-
-    def _row(self, summary: RunSummary) -> RunRow:
-        if summary.problem is not None:
-            return _summary_row(summary, summary.problem)
-        try:
-            snap = self.store.load(summary.conversation_id)
-        except KeyError:  # deleted since it was listed
-            return _summary_row(summary, "no longer in the store")
-        except StoreError:
-            raise
-        except Exception as exc:  # a row that cannot be read is listed, with why
-            return _summary_row(summary, str(exc))
-        return _snapshot_row(snap, summary.updated_at)
+    def page(self, run_filter: RunFilter, offset: int = 0, limit: int = 100) -> RunsPage:
+        found = list_page(self.store, run_filter, offset=offset, limit=limit)
+        return RunsPage(
+            rows=[_summary_row(s) for s in found.runs],
+            offset=found.offset,
+            limit=found.limit,
+            total=found.total,
+            by_state=found.by_state,
+            agents=found.agents,
+        )
 
     def run(self, run_id: str) -> RunData:
         snap = self.store.load(run_id)
-        updated = next((s.updated_at for s in self.store.list() if s.conversation_id == run_id), None)
-        row = _snapshot_row(snap, updated)
+        listed = list_page(self.store, RunFilter(id=run_id), limit=1).runs
+        row = _snapshot_row(snap, listed[0].updated_at if listed else None)
         return RunData(
             kind="store",
             row=row,
@@ -224,12 +228,7 @@ class StoreSource:
         )
 
     def signature(self, run_id: str | None = None) -> str:
-        parts = [
-            f"{s.conversation_id}\t{s.updated_at!r}\t{s.state}"
-            for s in self.store.list()
-            if run_id is None or s.conversation_id == run_id
-        ]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+        return hashlib.sha256(fingerprint(self.store, run_id).encode()).hexdigest()[:16]
 
 
 def stored_waiting(snap: Snapshot) -> Waiting | None:
@@ -270,15 +269,23 @@ def _unanswered(snap: Snapshot) -> list[PendingCall]:
     ]
 
 
-def _summary_row(summary: RunSummary, problem: str) -> RunRow:
+def _summary_row(summary: RunSummary) -> RunRow:
+    """A list row from what the store lists: no snapshot is read."""
+    elapsed = summary.elapsed_s
     return RunRow(
         id=summary.conversation_id,
         agent=summary.agent,
         state=summary.state,
         finished=summary.finished,
+        reason=summary.reason,
         turns=summary.turns,
+        usage=summary.usage,
+        cost_usd=summary.cost_usd,
+        # The wall time it ran, counted back from its last save (across processes, for a resumed run).
+        started=summary.updated_at - elapsed if elapsed is not None else summary.created_at,
         updated=summary.updated_at,
-        problem=problem,
+        problem=summary.problem,
+        waiting=summary.waiting,
     )
 
 
@@ -347,8 +354,8 @@ class EventsSource:
             self._stamp, self._runs = stamp, runs
         return runs
 
-    def runs(self) -> list[RunRow]:
-        return [data.row for data in self._load().values()]
+    def page(self, run_filter: RunFilter, offset: int = 0, limit: int = 100) -> RunsPage:
+        return page_rows([data.row for data in self._load().values()], run_filter, offset, limit)
 
     def run(self, run_id: str) -> RunData:
         return self._load()[run_id]
@@ -356,6 +363,31 @@ class EventsSource:
     def signature(self, run_id: str | None = None) -> str:
         stamp = self._stat()
         return hashlib.sha256(f"{stamp}".encode()).hexdigest()[:16]
+
+
+def page_rows(rows: list[RunRow], run_filter: RunFilter, offset: int, limit: int) -> RunsPage:
+    """A page of rows already in memory (an events file), filtered and totalled as a store's page is."""
+    by_state: dict[str, int] = {}
+    total = RunTotals()
+    matched: list[RunRow] = []
+    for row in rows:
+        if run_filter.agent is not None and row.agent != run_filter.agent:
+            continue
+        if (run_filter.id is not None and row.id != run_filter.id) or not row.id.startswith(run_filter.id_prefix or ""):
+            continue
+        by_state[row.status] = by_state.get(row.status, 0) + 1
+        if run_filter.state is not None and row.status != run_filter.state:
+            continue
+        matched.append(row)
+        total.runs += 1
+        total.tokens += row.tokens or 0
+        if row.cost_usd is None:
+            total.unpriced += 1
+        else:
+            total.cost_usd += row.cost_usd
+    matched.sort(key=lambda r: (r.started is None, -(r.started or 0.0), r.id))
+    agents = sorted({r.agent for r in rows if r.agent})
+    return RunsPage(matched[offset : offset + limit], offset, limit, total, by_state, agents)
 
 
 def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[Event]) -> RunData:

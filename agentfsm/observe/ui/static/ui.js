@@ -139,6 +139,7 @@
     var step = current();
     var graph = m.dataset.graph === "path" ? "graph=path" : "";
     var url = location.pathname + (following ? (graph ? "?" + graph : "") : "?step=" + step + (graph ? "&" + graph : ""));
+    if (m.dataset.page === "runs") url = location.pathname + location.search;  // the list keeps its filter and page
     return fetch(url, { cache: "no-store" }).then(function (response) {
       if (!response.ok) throw new Error("HTTP " + response.status);
       return response.text();
