@@ -145,6 +145,31 @@ def where(run_filter: RunFilter, mark: str, *, state: bool = True) -> tuple[str,
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def grouped(rows: Iterable[Any]) -> list[tuple[str, int, int, float, int]]:
+    """Rows grouped by ``(finished, state, waiting)`` with their ``(runs, tokens, cost, unpriced)``, regrouped by
+    status (grouping by the plain columns lets a store read them in index order, with no sort)."""
+    out: dict[str, list[float]] = {}
+    for finished, state, waiting, runs, tokens, cost, unpriced in rows:
+        sums = out.setdefault(status_of(bool(finished), state, waiting), [0, 0, 0.0, 0])
+        sums[0] += int(runs)
+        sums[1] += int(tokens or 0)
+        sums[2] += float(cost or 0.0)
+        sums[3] += int(unpriced or 0)
+    return [(status, int(a), int(b), c, int(d)) for status, (a, b, c, d) in out.items()]
+
+
+def totals(groups: Iterable[Any], state: str | None) -> RunTotals:
+    """The totals of a filter from its rows grouped by status: ``(status, runs, tokens, cost, unpriced)``."""
+    total = RunTotals()
+    for status, runs, tokens, cost, unpriced in groups:
+        if state is None or status == state:
+            total.runs += int(runs)
+            total.tokens += int(tokens or 0)
+            total.cost_usd += float(cost or 0.0)
+            total.unpriced += int(unpriced or 0)
+    return total
+
+
 def page_of(
     summaries: Iterable[RunSummary], run_filter: RunFilter | None = None, *, offset: int = 0, limit: int = 100
 ) -> RunPage:

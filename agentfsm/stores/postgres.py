@@ -47,13 +47,13 @@ from agentfsm.errors import ConfigurationError, SnapshotVersionError, StaleConve
 from agentfsm.result import Usage
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 from agentfsm.stores.listing import (
-    STATUS_SQL,
     RunFilter,
     RunPage,
-    RunTotals,
     check_page,
+    grouped,
     listing_from_json,
     listing_values,
+    totals,
     where,
 )
 
@@ -101,14 +101,20 @@ _LISTING = (
     """
     CREATE INDEX IF NOT EXISTS agentfsm_conversations_listing ON agentfsm_conversations
         (created_at, id, agent, state, finished, waiting, tokens, cost_usd, revision, listed_revision, updated_at)""",
+    """
+    CREATE INDEX IF NOT EXISTS agentfsm_conversations_by_agent ON agentfsm_conversations
+        (agent, created_at, id, state, finished, waiting, tokens, cost_usd)""",
+    """
+    CREATE INDEX IF NOT EXISTS agentfsm_conversations_by_status ON agentfsm_conversations
+        (finished, state, waiting, agent, tokens, cost_usd, id)""",
 )
 _SUMMARY_COLUMNS = (
     "id, agent, state, turns, finished, updated_at, schema_version, created_at, revision, listed_revision, "
     "waiting, reason, tokens, cost_usd, elapsed_s, usage"
 )
 _STALE = (
-    "SELECT id, revision, snapshot FROM agentfsm_conversations "
-    "WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500"
+    "SELECT id, revision, snapshot FROM agentfsm_conversations WHERE id = ANY(ARRAY(SELECT id FROM "
+    "agentfsm_conversations WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500))"
 )
 
 #: Session settings: the server drops a vanished client's connection (and its advisory locks) in ~1 minute.
@@ -353,23 +359,22 @@ class PostgresStore:
                         f"SELECT {_SUMMARY_COLUMNS} FROM agentfsm_conversations WHERE id = ANY(%s)", (ids,)
                     ).fetchall()
                 }
-                sums: Any = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(tokens), 0), COALESCE(SUM(cost_usd), 0), "
-                    f"COUNT(*) FILTER (WHERE cost_usd IS NULL) FROM agentfsm_conversations{clause}",
-                    tuple(params),
-                ).fetchone()
-                count, tokens, cost, unpriced = sums
-                by_state = conn.execute(
-                    f"SELECT {STATUS_SQL} AS status, COUNT(*) FROM agentfsm_conversations{others} GROUP BY status",
-                    tuple(other_params),
-                ).fetchall()
+                # One pass for the totals and the counts by status (the filter's state aside).
+                groups = grouped(
+                    conn.execute(
+                        "SELECT finished, state, waiting, COUNT(*), COALESCE(SUM(tokens), 0), "
+                        "COALESCE(SUM(cost_usd), 0), COUNT(*) FILTER (WHERE cost_usd IS NULL) "
+                        f"FROM agentfsm_conversations{others} GROUP BY finished, state, waiting",
+                        tuple(other_params),
+                    ).fetchall()
+                )
                 agents = conn.execute("SELECT DISTINCT agent FROM agentfsm_conversations ORDER BY agent").fetchall()
         return RunPage(
             runs=[_summary(rows[i]) for i in ids if i in rows],
             offset=offset,
             limit=limit,
-            total=RunTotals(runs=count, tokens=int(tokens), cost_usd=float(cost), unpriced=unpriced),
-            by_state={str(status): n for status, n in by_state},
+            total=totals(groups, run_filter.state),
+            by_state={status: n for status, n, *_ in groups},
             agents=[a for (a,) in agents],
         )
 

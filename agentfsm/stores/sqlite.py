@@ -38,13 +38,13 @@ from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreE
 from agentfsm.result import Usage
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 from agentfsm.stores.listing import (
-    STATUS_SQL,
     RunFilter,
     RunPage,
-    RunTotals,
     check_page,
+    grouped,
     listing_from_json,
     listing_values,
+    totals,
     where,
 )
 
@@ -87,11 +87,17 @@ LISTING_COLUMNS = (
     ("usage", "TEXT"),
     ("listed_revision", "INTEGER"),
 )
-#: Everything a filtered, ordered page and its totals read, so that they never touch the snapshots.
-_LISTING_INDEX = (
-    "CREATE INDEX IF NOT EXISTS agentfsm_conversations_listing ON agentfsm_conversations "
-    "(created_at, id, agent, state, finished, waiting, tokens, cost_usd, revision, listed_revision, updated_at)"
-)
+#: Everything a filtered, ordered page and its totals read, so that they never touch the snapshots; and the
+#: agents, for the filter's choices.
+_LISTING_INDEXES = {
+    # the newest first, and the whole table's sums
+    "agentfsm_conversations_listing": "(created_at, id, agent, state, finished, waiting, tokens, cost_usd, revision, "
+    "listed_revision, updated_at)",
+    # one agent's runs, newest first (and the agents, for the filter's choices)
+    "agentfsm_conversations_by_agent": "(agent, created_at, id, state, finished, waiting, tokens, cost_usd)",
+    # the counts and sums by status, in index order (no sort)
+    "agentfsm_conversations_by_status": "(finished, state, waiting, agent, tokens, cost_usd, id)",
+}
 _SUMMARY_COLUMNS = (
     "id, agent, state, turns, finished, updated_at, schema_version, created_at, revision, listed_revision, "
     "waiting, reason, tokens, cost_usd, elapsed_s, usage"
@@ -354,33 +360,40 @@ class SQLiteStore:
                 f"SELECT {_SUMMARY_COLUMNS}, {valid} FROM agentfsm_conversations WHERE id IN ({marks})", tuple(ids)
             ):
                 rows[row[0]] = row
-        (count, tokens, cost, unpriced) = self._read(
-            f"SELECT COUNT(*), TOTAL(tokens), TOTAL(cost_usd), TOTAL(cost_usd IS NULL) FROM agentfsm_conversations"
-            f"{clause}",
-            tuple(params),
-        )[0]
+        # One pass over the index for the totals and the counts by status (the filter's state aside).
         others, other_params = where(run_filter, "?", state=False)
-        by_state = self._read(
-            f"SELECT {STATUS_SQL} AS status, COUNT(*) FROM agentfsm_conversations{others} GROUP BY status",
-            tuple(other_params),
+        groups = grouped(
+            self._read(
+                "SELECT finished, state, waiting, COUNT(*), TOTAL(tokens), TOTAL(cost_usd), TOTAL(cost_usd IS NULL) "
+                f"FROM agentfsm_conversations{others} GROUP BY finished, state, waiting",
+                tuple(other_params),
+            )
         )
         agents = self._read("SELECT DISTINCT agent FROM agentfsm_conversations ORDER BY agent")
         return RunPage(
             runs=[_summary(rows[i]) for i in ids if i in rows],
             offset=offset,
             limit=limit,
-            total=RunTotals(runs=count, tokens=int(tokens), cost_usd=cost, unpriced=int(unpriced)),
-            by_state={str(status): n for status, n in by_state},
+            total=totals(groups, run_filter.state),
+            by_state={status: n for status, n, *_ in groups},
             agents=[a for (a,) in agents],
         )
 
     def _fill_listing(self) -> None:
         """Write the listing columns of rows an older agentfsm saved (their ``listed_revision`` lags)."""
-        stale = self._read(
-            "SELECT id, revision, snapshot FROM agentfsm_conversations "
-            "WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500"
-        )
-        while stale:
+        while True:
+            # The ids from the index first: the snapshots are read only for the rows that need them.
+            ids = self._read(
+                "SELECT id FROM agentfsm_conversations WHERE listed_revision IS NULL OR listed_revision <> revision "
+                "LIMIT 500"
+            )
+            if not ids:
+                return
+            marks = ", ".join("?" * len(ids))
+            stale = self._read(
+                f"SELECT id, revision, snapshot FROM agentfsm_conversations WHERE id IN ({marks})",
+                tuple(cid for (cid,) in ids),
+            )
             with self._write() as conn:
                 for cid, revision, text in stale:
                     # A row that is not readable is listed with its problem, its numbers unknown.
@@ -390,12 +403,6 @@ class SQLiteStore:
                         "elapsed_s = ?, usage = ?, listed_revision = revision WHERE id = ? AND revision = ?",
                         (*values, cid, revision),
                     )
-            if len(stale) < 500:
-                break
-            stale = self._read(
-                "SELECT id, revision, snapshot FROM agentfsm_conversations "
-                "WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500"
-            )
 
     @_errors
     def fingerprint(self, conversation_id: str | None = None) -> str:
@@ -452,7 +459,8 @@ class SQLiteStore:
 def _add_listing_columns(conn: sqlite3.Connection) -> None:
     """Add the listing columns and their index to a table that lacks them (filled in when first listed)."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(agentfsm_conversations)")}
-    if all(name in have for name, _ in LISTING_COLUMNS):
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(agentfsm_conversations)")}
+    if all(name in have for name, _ in LISTING_COLUMNS) and set(_LISTING_INDEXES) <= indexes:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -460,7 +468,8 @@ def _add_listing_columns(conn: sqlite3.Connection) -> None:
         for name, kind in LISTING_COLUMNS:
             if name not in have:
                 conn.execute(f"ALTER TABLE agentfsm_conversations ADD COLUMN {name} {kind}")
-        conn.execute(_LISTING_INDEX)
+        for index, columns in _LISTING_INDEXES.items():
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON agentfsm_conversations {columns}")
         conn.execute("COMMIT")
     except BaseException:
         conn.rollback()
