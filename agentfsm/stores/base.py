@@ -23,6 +23,8 @@ library reads every older version (``read_snapshot``). Stores implement
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, ValidationError
@@ -50,6 +52,39 @@ class Counters(BaseModel):
     compactions: int = 0
 
 
+#: Request parameter keys whose values are credentials (an MCP server's ``authorization_token``): never stored.
+_CREDENTIAL_KEY = re.compile(r"token|secret|password|authori[sz]ation|api[_-]?key|cookie", re.IGNORECASE)
+
+
+#: ``stored_request``'s answers by the identity of the parameters (an agent's, the same for each of its saves).
+_STORED: dict[int, tuple[Mapping[str, Any], tuple[str, ...], dict[str, Any]]] = {}
+
+
+def stored_request(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """The request parameters a snapshot keeps (``Snapshot.request``): ``params`` with every value under a
+    credential's key replaced, and every copy of the client's credentials redacted. Worked out once per
+    agent (its parameters do not change), not at every save."""
+    from agentfsm.observe.redaction import REDACTED, redact
+
+    found = tuple(secrets)
+    cached = _STORED.get(id(params))
+    if cached is not None and cached[0] is params and cached[1] == found:
+        return cached[2]
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: REDACTED if _CREDENTIAL_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    scrubbed: dict[str, Any] = redact(scrub(params), found)
+    if len(_STORED) > 256:
+        _STORED.clear()
+    _STORED[id(params)] = (params, found, scrubbed)
+    return scrubbed
+
+
 class Snapshot(BaseModel):
     """One conversation at a transition, as stored."""
 
@@ -60,6 +95,10 @@ class Snapshot(BaseModel):
     messages: list[dict[str, Any]]
     model: str
     max_tokens: int
+    #: What every request of the run is sent with besides its messages, model and max_tokens (the system
+    #: prompt, the tools with their schemas, temperature, ...), credentials replaced: for inspectors, which
+    #: show a run without importing its Agent class. None in rows an earlier agentfsm wrote.
+    request: dict[str, Any] | None = None
     counters: Counters
     continuation_mode: Literal["prefill", "prompt"]
     pending_kind: Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"] | None = None

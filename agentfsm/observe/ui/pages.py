@@ -288,6 +288,7 @@ def run_page(
     out.append(_timeline(view, step, keep))
     out.append(_history(view, step))
     out.append(_tools(view, step))
+    out.append(_request(view))
     out.append("</div></main>")
     return layout(row.id, label, "".join(out))
 
@@ -657,6 +658,64 @@ def _tool_row(c: ToolCallView, step: int, events: bool) -> str:
         f'<td class="num">{_e(where)}</td><td><b>{_e(c.name)}</b>{kind}{error}<br><code>{_e(c.id)}</code></td>'
         f'<td>{given}</td><td>{got}</td><td class="num">{_ms(c.duration_ms)}</td></tr>'
     )
+
+
+# --- what the requests are sent with ------------------------------------------------------------------------
+
+
+def _request(view: RunView) -> str:
+    """The model, max_tokens and every other request parameter the run is sent with; the system prompt and
+    each tool (description, input schema) folded. From the stored snapshot: no Agent class is imported."""
+    data = view.data
+    params = dict(data.request or {})
+    system = params.pop("system", None)
+    tools = params.pop("tools", None)
+    rows = [("model", _e(data.model or "—")), ("max_tokens", _e(data.max_tokens if data.max_tokens else "—"))]
+    rows += [(_e(k), f"<code>{_e(json.dumps(v, ensure_ascii=False, default=str))}</code>") for k, v in params.items()]
+    table = "".join(f'<tr><th>{name}</th><td data-param="{name}">{value}</td></tr>' for name, value in rows)
+    out = ['<section class="panel request"><h2>Requests are sent with</h2>', f'<table class="params">{table}</table>']
+    if data.request is None:
+        where = "an events file" if data.kind == "events" else "this stored run (an earlier agentfsm saved it)"
+        out.append(f'<p class="note">The system prompt, the tools and the other parameters are not in {where}.</p>')
+    else:
+        if system is None:
+            out.append('<p class="note">No system prompt.</p>')
+        else:
+            text = system if isinstance(system, str) else _result_text(system)
+            shown = _e(text) if isinstance(system, str) else text
+            out.append(
+                f'<details class="system"><summary>system prompt ({len(str(text)):,} characters)</summary>'
+                f'<pre class="text">{shown}</pre></details>'
+            )
+        out.append(_tool_list(tools if isinstance(tools, list) else []))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _tool_list(tools: list[Any]) -> str:
+    if not tools:
+        return '<p class="note">No tools.</p>'
+    items = []
+    for t in tools:
+        spec = t if isinstance(t, dict) else {"name": str(t)}
+        name = spec.get("name") or spec.get("type") or "?"
+        description = spec.get("description")
+        schema = spec.get("input_schema")
+        kind = "" if "input_schema" in spec or "type" not in spec else f' <span class="dim">({_e(spec["type"])})</span>'
+        body = f'<p class="description">{_e(description)}</p>' if description else ""
+        shown = schema if schema is not None else {k: v for k, v in spec.items() if k != "name"}
+        body += f'<pre class="json">{_json(shown)}</pre>'
+        items.append(
+            f'<li><details class="tool-spec" data-tool="{_e(name)}"><summary><b>{_e(name)}</b>{kind}'
+            f"{' — ' + _e(_first_line(description)) if description else ''}</summary>{body}</details></li>"
+        )
+    head = f'<p class="tools-head">{len(tools)} tool{"" if len(tools) == 1 else "s"}:</p>'
+    return f'{head}<ul class="tool-specs">{"".join(items)}</ul>'
+
+
+def _first_line(text: Any) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= 100 else line[:99] + "…"
 
 
 # --- errors ------------------------------------------------------------------------------------------------

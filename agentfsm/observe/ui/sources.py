@@ -141,6 +141,11 @@ class RunData:
     tool_records: list[ToolRecord] = field(default_factory=list)
     #: What it waits for, when it stopped to wait (``row.waiting``); None otherwise.
     waiting: Waiting | None = None
+    #: The max_tokens of its last request (the ladder may have raised it).
+    max_tokens: int | None = None
+    #: What every request is sent with besides messages, model and max_tokens (system prompt, tools, ...), as
+    #: the snapshot stored it; None when the source does not hold it (an events file, an older row).
+    request: dict[str, Any] | None = None
 
 
 class Source(Protocol):
@@ -225,6 +230,8 @@ class StoreSource:
             committed={k: v.model_dump(mode="json") for k, v in snap.tool_results.items()},
             running=[t for t in snap.tools_started if t not in snap.tool_results],
             waiting=stored_waiting(snap),
+            max_tokens=snap.max_tokens,
+            request=getattr(snap, "request", None),
         )
 
     def signature(self, run_id: str | None = None) -> str:
@@ -420,6 +427,8 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
             )
     waiting = _events_waiting(events) if finished is None else None
     model = started.data.get("model") if started else None
+    sent = next((e for e in reversed(events) if e.event == "request.sent"), None)
+    max_tokens = sent.data.get("max_tokens") if sent else None
     stop_reason = fin.get("stop_reason")
     reason = fin.get("reason")
     cost_usd = float(cost) if isinstance(cost, int | float) else None
@@ -451,6 +460,7 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
         events=list(events),
         tool_records=list(tools.values()),
         waiting=waiting,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
     )
 
 
