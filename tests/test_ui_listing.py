@@ -127,6 +127,15 @@ def test_a_page_filters_orders_and_totals_in_every_store(filled: tuple[Store, di
                 summary.usage == snap.usage and summary.waiting == snap.waiting and summary.turns == snap.counters.turns
             )
     assert any(s.cost_usd is None for s in map(store.load, statuses))  # an unpriced run is counted apart
+    one = store.summary("alpha-writer")  # type: ignore[attr-defined]
+    snap = store.load("alpha-writer")
+    assert (one.conversation_id, one.tokens, one.turns, one.status) == (
+        "alpha-writer",
+        snap.usage.total_tokens,
+        snap.counters.turns,
+        "done",
+    )
+    assert store.summary("nobody") is None  # type: ignore[attr-defined]
     two = store.page(RunFilter(), offset=1, limit=2)  # type: ignore[attr-defined]
     assert [s.conversation_id for s in two.runs] == expected(store, statuses, RunFilter())[1:3]
     assert two.total.runs == len(statuses)
@@ -321,6 +330,14 @@ def test_the_run_list_over_100000_runs(big: Path) -> None:
         assert body["total"]["runs"] == 10_000 and body["by_state"]["failed"] == 10_000
         assert served.get("/api/runs?limit=5000")[0] == 400
         assert served.get("/?offset=-1")[0] == 400
+        # A run's page among them reads that run's row, not the list's totals.
+        with SQLiteStore(big) as store:
+            Agent(client=Simulator([r.text("Hi.")]).client(max_retries=0), logger=None).run(
+                "Hi", store=store, conversation_id="run-real"
+            )
+            updated = store.summary("run-real").updated_at  # type: ignore[union-attr]
+        run = served.json("/api/runs/run-real")["run"]
+        assert run["state"] == "done" and run["updated"] == updated and run["turns"] == 1
     finally:
         served.stop()
 

@@ -238,6 +238,16 @@ def list_page(store: Store, run_filter: RunFilter | None = None, *, offset: int 
     return page_of((with_listing(s, store.load) for s in store.list()), run_filter, offset=offset, limit=limit)
 
 
+def summary_of(store: Store, conversation_id: str) -> RunSummary | None:
+    """One run's line of the list (None if there is no such run): through the store's own ``summary`` when it
+    has one (one row read), else from ``list()``."""
+    own = getattr(store, "summary", None)
+    if callable(own):
+        found: RunSummary | None = own(conversation_id)
+        return found
+    return next((s for s in store.list() if s.conversation_id == conversation_id), None)
+
+
 def fingerprint(store: Store, conversation_id: str | None = None) -> str:
     """A text that changes when any run (or, with an id, that run) is saved, added or removed: through the
     store's own ``fingerprint`` when it has one (one small query), else from ``list()``."""

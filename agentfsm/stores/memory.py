@@ -82,6 +82,10 @@ class MemoryStore:
         """A page of runs, newest first, with the filtered set's totals (in Python: it is all in memory anyway)."""
         return page_of(self.list(), run_filter, offset=offset, limit=limit)
 
+    def summary(self, conversation_id: str) -> RunSummary | None:
+        """One run's line of the list (None if there is no such run)."""
+        return next((s for s in self.list() if s.conversation_id == conversation_id), None)
+
     def fingerprint(self, conversation_id: str | None = None) -> str:
         """Changes whenever a run (or the run ``conversation_id``) is saved, added or removed."""
         with self._lock:

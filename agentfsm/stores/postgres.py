@@ -378,6 +378,17 @@ class PostgresStore:
             agents=[a for (a,) in agents],
         )
 
+    @_errors
+    def summary(self, conversation_id: str) -> RunSummary | None:
+        """One run's line of the list (its listing columns as stored; None if there is no such run)."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(f"SELECT {_SUMMARY_COLUMNS} FROM agentfsm_conversations WHERE id = %s", (conversation_id,))
+                .fetchone()
+            )
+        return _summary(row) if row else None
+
     def _fill_listing(self) -> None:
         """Write the listing columns of rows an older agentfsm saved (their ``listed_revision`` lags)."""
         while True:

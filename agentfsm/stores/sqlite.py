@@ -379,6 +379,15 @@ class SQLiteStore:
             agents=[a for (a,) in agents],
         )
 
+    @_errors
+    def summary(self, conversation_id: str) -> RunSummary | None:
+        """One run's line of the list (its listing columns as stored; None if there is no such run)."""
+        valid = "json_valid(snapshot)" if self._json_valid else "1"
+        rows = self._read(
+            f"SELECT {_SUMMARY_COLUMNS}, {valid} FROM agentfsm_conversations WHERE id = ?", (conversation_id,)
+        )
+        return _summary(rows[0]) if rows else None
+
     def _fill_listing(self) -> None:
         """Write the listing columns of rows an older agentfsm saved (their ``listed_revision`` lags)."""
         while True:

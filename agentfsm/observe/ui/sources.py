@@ -31,7 +31,7 @@ from agentfsm.errors import ConfigurationError, EventsFileError
 from agentfsm.observe.events import Event
 from agentfsm.result import TraceStep, Usage
 from agentfsm.stores.base import RunSummary, Snapshot, Store
-from agentfsm.stores.listing import RunFilter, RunTotals, fingerprint, list_page, status_of
+from agentfsm.stores.listing import RunFilter, RunTotals, fingerprint, list_page, status_of, summary_of
 from agentfsm.stores.location import open_store, store_label
 
 
@@ -214,8 +214,8 @@ class StoreSource:
 
     def run(self, run_id: str) -> RunData:
         snap = self.store.load(run_id)
-        listed = list_page(self.store, RunFilter(id=run_id), limit=1).runs
-        row = _snapshot_row(snap, listed[0].updated_at if listed else None)
+        listed = summary_of(self.store, run_id)
+        row = _snapshot_row(snap, listed.updated_at if listed else None)
         return RunData(
             kind="store",
             row=row,
