@@ -57,7 +57,7 @@ from agentfsm.machine.table import (
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.observe.redaction import redact_error
 from agentfsm.result import RunError, RunResult, TraceStep, Usage
-from agentfsm.stores.base import Counters, PendingDecision, Snapshot, Store
+from agentfsm.stores.base import Counters, PendingDecision, Snapshot, Store, stored_request
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults, error_result, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.pricing import price_for
@@ -241,6 +241,7 @@ class Conversation:
             messages=self.messages,
             model=self.model,
             max_tokens=self.max_tokens,
+            request=stored_request(self.agent.static_params(), self.agent.secrets()),
             counters=Counters(
                 turns=self.turns,
                 continuations=self.continuations,
