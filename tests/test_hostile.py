@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -529,12 +528,13 @@ def test_max_turns_counts_every_resend(max_turns: int, driver: str, serve: Any) 
 def test_the_wall_budget_is_checked_before_each_resend(driver: str, serve: Any) -> None:
     server = serve(_always_drop)
     policy = Policy(max_wall_seconds=0.6, stream_retries=100, stream_retry_backoff=0.25, stream_retry_max_backoff=0.25)
-    started = time.monotonic()
     result = drive(agent_for(server, driver, policy=policy), "Q", driver)
-    assert time.monotonic() - started < 2.0 and len(server.requests) <= 3
-    assert (
-        result.final_state == "failed" and result.error is not None and "max_wall_seconds=0.6" in result.error.message
-    )
+    # At most three requests (0.6 s holds two 0.25 s waits), not a hundred: the wall budget stopped the resends.
+    # Which words say so depends on when the check ran: "would pass during the wait", or, on a machine slow
+    # enough that the budget was gone already, "is spent" — both name the budget.
+    assert len(server.requests) <= 3
+    assert result.final_state == "failed" and result.error is not None
+    assert "(not sent again: " in result.error.message and "max_wall_seconds" in result.error.message
 
 
 FLOATS = [
