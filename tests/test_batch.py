@@ -452,8 +452,8 @@ def test_a_batch_created_by_a_process_that_died_before_storing_its_id_is_adopted
     sim = Simulator(model)
     agent_ = agent(sim)
     conv = agent_.start("orphan/1", conversation_id="o", store=store)
-    params = conv.plan().params  # type: ignore[union-attr]
-    entry = Entry(custom_id=custom_id("o", 1, conv.revision, 1), conversation_id="o", revision=conv.revision, turn=1)
+    params = conv.pending.params  # type: ignore[union-attr]
+    entry = Entry(custom_id=custom_id("o", 1, conv.runstate.revision, 1), conversation_id="o", revision=conv.runstate.revision, turn=1)
     ledger = SQLiteLedger(tmp_path / "runs.db")
     ledger.begin(BatchRecord(key="k1", batch_id=None, created_at=time.time(), entries={entry.custom_id: entry}))
     sim.client(max_retries=0).messages.batches.create(requests=[{"custom_id": entry.custom_id, "params": params}])
@@ -469,7 +469,7 @@ def test_a_record_whose_batch_never_reached_the_api_is_dropped_and_its_requests_
     store = MemoryStore()
     sim = Simulator(model)
     conv = agent(sim).start("lost/1", conversation_id="l", store=store)
-    entry = Entry(custom_id="l-t1-r1-a1", conversation_id="l", revision=conv.revision, turn=1)
+    entry = Entry(custom_id="l-t1-r1-a1", conversation_id="l", revision=conv.runstate.revision, turn=1)
     ledger_for(store).begin(
         BatchRecord(key="k", batch_id=None, created_at=time.time(), entries={entry.custom_id: entry})
     )

@@ -278,6 +278,36 @@ def test_a_v1_row_is_read_back_and_resumed(backend: Backend, baseline: Any) -> N
     assert store.load("conv_v1_row").revision > 0
 
 
+WAITING_ROW = Path(__file__).parent / "data" / "snapshot_waiting_0f470e7.json"
+
+
+def test_a_waiting_row_written_before_the_run_state_was_declared_once_loads_and_resumes(backend: Backend) -> None:
+    # Written by agentfsm at 0f470e7 (the Conversation still declared its state in five places): an approval
+    # run waiting with its tool call. It loads, decides and carries on, and is saved again in the same format.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    try:
+        from approval_agent import ApprovalAgent
+    finally:
+        sys.path.pop(0)
+    text = WAITING_ROW.read_text()
+    written = json.loads(text)
+    backend.write_raw(written["conversation_id"], text, state=written["state"], revision=written["revision"])
+    store = backend.store()
+    snap = store.load(written["conversation_id"])
+    assert snap.waiting == "awaiting_approval" and snap.reply is not None
+    assert snap.reply.stop_reason == "tool_use" and snap.counters.turns == 1 and snap.elapsed_s == 0.5
+    sim = Simulator([r.text("Deleted.")])
+    agent = ApprovalAgent(client=sim.client(), logger=None, operator=lambda names: None)
+    result = agent.resume(written["conversation_id"], store=store, trigger="approve")
+    assert result.final_state == "done" and result.text == "Deleted."
+    answers = [b for m in result.messages if isinstance(m["content"], list) for b in m["content"]]
+    assert [b["content"] for b in answers if b["type"] == "tool_result"] == ["deleted notes.txt"]
+    again = json.loads(Snapshot.model_validate(store.load(written["conversation_id"])).model_dump_json())
+    assert sorted(again) == sorted(written)  # the stored format is the same
+
+
 def test_a_row_from_a_newer_agentfsm_is_a_clear_error(backend: Backend) -> None:
     store = backend.store()
     _crashed(store, 2, "ok")

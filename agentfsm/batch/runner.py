@@ -53,7 +53,9 @@ import anthropic
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
 from agentfsm.batch.progress import BatchProgress, BatchStatus
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
+from agentfsm.machine import core
 from agentfsm.machine.conversation import Conversation
+from agentfsm.machine.persistence import Settled
 from agentfsm.machine.plan import Fire, RunTools, SendRequest
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EventLog, Level
@@ -247,7 +249,7 @@ class BatchRunner:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # nothing runs after a normal end; after a crash, don't wait
             for conv in state.convs.values():
-                conv.release()
+                conv.persistence.release(conv)
         return {cid: self._result(state, conv) for cid, conv in state.convs.items()}
 
     # --- opening and recovering ------------------------------------------------------------------------
@@ -259,14 +261,14 @@ class BatchRunner:
             conv = self.agent.start(prompt, conversation_id=cid, store=self.store)
         else:
             conv = self.agent.load(cid, store=self.store)
-        conv.batched = True
+        conv.runstate.batched = True
         return conv
 
     def _claim_all(self, state: _Run) -> None:
         """Take every unfinished conversation's lease: one held by a live worker is left to it."""
         lease = self.agent.policy.lease_seconds
         for cid, conv in state.convs.items():
-            if not _stopped(conv) and not self.store.acquire(cid, conv.owner, lease):
+            if not _stopped(conv) and not self.store.acquire(cid, conv.persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
     def _recover(self, state: _Run) -> None:
@@ -299,7 +301,7 @@ class BatchRunner:
             for e in waiting:
                 conv = state.convs[e.conversation_id]
                 try:
-                    conv.begin_request()  # counts the turn the stored snapshot does not (it was in flight)
+                    core.begin_request(conv)  # counts the turn the stored snapshot does not (it was in flight)
                 except Exception as exc:
                     self._drop(state, conv, exc)
                     continue
@@ -314,7 +316,7 @@ class BatchRunner:
             entry.conversation_id not in state.errors
             and not _stopped(conv)
             and conv.state == REQUESTING
-            and conv.revision == entry.revision
+            and conv.runstate.revision == entry.revision
         )
 
     def _find_orphan(self, record: BatchRecord) -> str | None:
@@ -343,7 +345,7 @@ class BatchRunner:
             for cid, c in state.convs.items()
             if not _stopped(c) and cid not in state.waiting and cid not in state.errors
         )
-        running: dict[Future[list[ToolResult]], tuple[Conversation, RunTools, dict[str, ToolResult]]] = {}
+        running: dict[Future[list[ToolResult]], tuple[Conversation, RunTools, Settled]] = {}
         sends: list[tuple[Conversation, SendRequest]] = []
         executor, tools = self.agent.executor, self.agent.tool_map
         while queue or running:
@@ -354,12 +356,13 @@ class BatchRunner:
                     if isinstance(plan, SendRequest):
                         sends.append((conv, plan))
                     elif isinstance(plan, RunTools):
-                        to_run, settled = conv.begin_tools(plan)
-                        if to_run:
-                            job = pool.submit(executor.execute, to_run, tools, conv.tool_timeout)
+                        settled = core.begin_tools(conv, plan)
+                        if settled.to_run:
+                            job = pool.submit(executor.execute, settled.to_run, tools, core.tool_timeout(conv))
                             running[job] = (conv, plan, settled)
                         else:
-                            conv.finish_tools(plan, settled, [])
+                            core.finish_tools(conv, plan, settled, [])
+                            core.fire(conv, plan.transition)
                             queue.append(conv)
                 except StoreError:
                     raise
@@ -370,7 +373,8 @@ class BatchRunner:
                 for job in done:
                     conv, plan, settled = running.pop(job)
                     try:
-                        conv.finish_tools(plan, settled, job.result())
+                        core.finish_tools(conv, plan, settled, job.result())
+                        core.fire(conv, plan.transition)
                     except StoreError:
                         raise
                     except Exception as exc:
@@ -383,9 +387,9 @@ class BatchRunner:
     def _until_io(conv: Conversation) -> SendRequest | RunTools | None:
         """Fire the transitions that need no I/O; the first plan that does (None once finished or stopped)."""
         while not _stopped(conv):
-            plan: Any = conv.plan()
+            plan: Any = core.plan(conv)
             if isinstance(plan, Fire):
-                conv.fire(plan.transition)
+                core.fire(conv, plan.transition)
             elif isinstance(plan, SendRequest | RunTools):
                 return plan
             else:  # a plan with no request and no tools for this runner to do (a stop to wait): the driver's step
@@ -397,18 +401,18 @@ class BatchRunner:
         pending: list[_Pending] = []
         for conv, plan in sends:
             try:
-                conv.begin_request()
+                core.begin_request(conv)
             except StoreError:
                 raise
             except Exception as exc:
                 self._drop(state, conv, exc)
                 continue
-            tried = state.tried.setdefault((conv.id, conv.revision), [])
+            tried = state.tried.setdefault((conv.id, conv.runstate.revision), [])
             attempt = len(tried) + 1
             entry = Entry(
-                custom_id=custom_id(conv.id, conv.turns, conv.revision, attempt),
+                custom_id=custom_id(conv.id, conv.turns, conv.runstate.revision, attempt),
                 conversation_id=conv.id,
-                revision=conv.revision,
+                revision=conv.runstate.revision,
                 turn=conv.turns,
                 attempt=attempt,
             )
@@ -550,7 +554,7 @@ class BatchRunner:
         state.last_renewal = time.monotonic()
         for cid in list(state.waiting):
             conv = state.convs[cid]
-            if not self.store.acquire(cid, conv.owner, lease):
+            if not self.store.acquire(cid, conv.persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
     def _apply(self, state: _Run, record: BatchRecord) -> None:
@@ -648,7 +652,7 @@ class BatchRunner:
         self, state: _Run, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
     ) -> None:
         try:
-            conv.complete_request(outcome, latency_ms)
+            core.complete_request(conv, outcome, latency_ms)
         except StoreError:
             raise
         except Exception as exc:
@@ -678,7 +682,7 @@ class BatchRunner:
         message = redact(str(exc), self.agent.secrets())
         conv.emit("batch.conversation_error", level="error", error_type=type(exc).__name__, message=message)
         if not isinstance(exc, ConversationLockedError):
-            conv.release()
+            conv.persistence.release(conv)
 
     def _result(self, state: _Run, conv: Conversation) -> RunResult:
         result = conv.result()

@@ -6,16 +6,19 @@ steps return their recorded outcome instead of running. So the workflow body
 (``run_conversation``) is the drivers' loop with the two kinds of I/O made
 durable steps and everything else plain code that replays:
 
-* ``conv.plan()`` is pure, hooks and guards included, so a replay plans the same;
+* the workflow body interprets the one loop (``agentfsm.machine.loop``), as
+  the drivers do; its planning is pure, hooks and guards included, so a
+  replay plans the same;
 * one API request is one step (``perform_request``); a stream that broke is
-  resent after ``conv.retry_delay`` decides so, in the replayed code, and
-  each attempt is its own step (the decision reads and changes the conversation);
+  resent when the loop decides so (``core.resend``, in the replayed code), and
+  each attempt is its own step;
 * one reply's batch of tool calls is one step (``perform_tools``). The engine
   records that the batch *started* before any tool runs; a step run again
-  after a crash knows an earlier attempt started, so a non-idempotent call is
-  answered with the is_error "interrupted" result instead of running twice,
-  and an ``@tool(idempotent=True)`` call is run again;
-* ``conv.fire`` for every transition without I/O.
+  after a crash knows an earlier attempt started, so the exactly-once rule
+  (``persistence.settle``) answers a non-idempotent call with the is_error
+  "interrupted" result instead of running it twice, and runs an
+  ``@tool(idempotent=True)`` call again;
+* transitions without I/O fire in the replayed code.
 
 Replay must decide as the first run did, so nothing the workflow reads may
 change between runs: wall time is read inside the steps (a budget on
@@ -47,14 +50,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from agentfsm.errors import ConfigurationError, ToolInterruptedError
+from agentfsm.errors import ConfigurationError
+from agentfsm.machine import loop
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.drivers import afire
-from agentfsm.machine.plan import AwaitHook, Fire, RunTools, SendRequest, Suspend
+from agentfsm.machine.drivers import perform_async
+from agentfsm.machine.persistence import settle
+from agentfsm.machine.plan import AwaitAction, AwaitHook, RunTools, SendRequest
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact
 from agentfsm.result import RunResult
-from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
+from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 from agentfsm.wire import api
 
 if TYPE_CHECKING:
@@ -245,20 +250,13 @@ async def perform_tools(agent: Agent, calls: Sequence[ToolCall], *, earlier_atte
     """
     started_at = time.time()
     tools = agent.tool_map
-    settled: list[ToolResult] = []
-    interrupted: list[str] = []
-    to_run: list[ToolCall] = []
-    for call in calls:
-        if earlier_attempt and not (call.name in tools and tools[call.name].idempotent):
-            settled.append(error_result(call, ToolInterruptedError(call.name)))
-            interrupted.append(call.id)
-        else:
-            to_run.append(call)
+    started = [c.id for c in calls] if earlier_attempt else []
+    settled = settle(calls, committed={}, started=started, tools=tools)
     timeout = agent.policy.tool_timeout or math.inf
-    ran = await agent.executor.aexecute(to_run, tools, timeout) if to_run else []
+    ran = await agent.executor.aexecute(settled.to_run, tools, timeout) if settled.to_run else []
     limit, secrets = agent.policy.max_tool_result_chars, agent.secrets()
-    results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled, *ran]]
-    return ToolsRecord(results, interrupted, started_at, time.time())
+    results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled.results.values(), *ran]]
+    return ToolsRecord(results, [c.id for c in settled.interrupted], started_at, time.time())
 
 
 # --- the workflow body ---------------------------------------------------------------------------------------
@@ -300,7 +298,7 @@ class DurableConversation(Conversation):
         # Prefill or prompt from the policy alone: the agent's memory of models that reject prefill differs
         # between workers and grows over time, and a replay must start as the first run did.
         if self.policy.continuation == "auto":
-            self.continuation_mode = "prefill"
+            self.runstate.continuation_mode = "prefill"
         self._first_at: float | None = None
         self._last_at = 0.0
         self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(self.messages))
@@ -318,53 +316,39 @@ class DurableConversation(Conversation):
 
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
         if self.steps.replaying:
-            self._replayed.emit(name, turn=self.turns, state=self.state, level=level, **data)
+            self._replayed.emit(name, turn=self.counters.turns, state=self.state, level=level, **data)
         else:
             super().emit(name, level=level, **data)
 
 
 async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> RunResult:
-    """The workflow: the async driver's step loop (``agentfsm.machine.drivers``), its two kinds of I/O as
+    """The workflow: an interpreter of the one loop (``agentfsm.machine.loop``) whose two kinds of I/O are
     durable steps; it ends when the conversation is finished or waiting for a decision from outside."""
     conv = DurableConversation(agent, start, steps)
     log.info("conversation %s %s (%s)", conv.id, "resumed" if steps.replaying else "started", start.agent)
-    while not conv.stopped:
-        plan = conv.plan()
-        if isinstance(plan, AwaitHook):  # an async hook: plain code, replayed like the rest
-            plan = conv.plan(await plan.hook(conv))
-        if isinstance(plan, Suspend):  # waiting: the workflow ends with the conversation where it stopped
-            conv.suspend()
-        elif isinstance(plan, SendRequest):
-            conv.begin_request()
-            attempt, delay = 0, 0.0
-            while True:
-                record = await steps.request(conv, plan, attempt, delay)
-                conv.clock(record.started_at, record.ended_at)
-                next_delay = conv.retry_delay(record.outcome, attempt)
-                if next_delay is None:
-                    break
-                attempt, delay = attempt + 1, next_delay
-                conv.begin_request()  # a resend is a request: counted against max_turns
-            conv.complete_request(record.outcome, record.latency_ms)
-        elif isinstance(plan, RunTools):
-            to_run, settled = conv.begin_tools(plan)
-            results: list[ToolResult] = []
-            if to_run:
-                batch = await steps.tools(conv, to_run)
-                conv.clock(batch.started_at, batch.ended_at)
-                names = {c.id: c.name for c in to_run}
-                for call_id in batch.interrupted:
-                    conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
-                results = batch.results
-            conv.finish_tools(plan, settled, results, fire=False)
-            await afire(conv, plan.transition)
-        elif isinstance(plan, Fire):
-            await afire(conv, plan.transition)
-        else:  # a plan this core does not know: stop where the conversation is, rather than hang
+    running = loop.steps(conv)
+    outcome: Any = None
+    while True:
+        try:
+            effect = running.send(outcome)
+        except StopIteration:
             break
+        if isinstance(effect, SendRequest):
+            record = await steps.request(conv, effect, effect.attempt, effect.delay)
+            conv.clock(record.started_at, record.ended_at)
+            outcome = (record.outcome, record.latency_ms)
+        elif isinstance(effect, RunTools):
+            batch = await steps.tools(conv, effect.calls)
+            conv.clock(batch.started_at, batch.ended_at)
+            names = {c.id: c.name for c in effect.calls}
+            for call_id in batch.interrupted:
+                conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
+            outcome = batch.results
+        elif isinstance(effect, AwaitHook | AwaitAction):  # plain code here, replayed like the rest
+            outcome = await perform_async(conv, effect)
     await steps.end(conv)
     if not steps.replaying:
-        log.info("conversation %s finished: %s after %d requests", conv.id, conv.state, conv.turns)
+        log.info("conversation %s finished: %s after %d requests", conv.id, conv.state, conv.counters.turns)
     return conv.result()
 
 

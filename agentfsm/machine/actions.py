@@ -43,12 +43,12 @@ def keep_reply(conv: Conversation) -> None:
     that is already in the history does nothing, so actions can be combined.
     """
     reply = conv.require_reply()
-    if conv.reply_kept:
+    if conv.runstate.reply_kept:
         return
-    conv.reply_kept = True
+    conv.runstate.reply_kept = True
     content = reply.content
     new_text = history.text_of(content)
-    kind = conv.pending_kind
+    kind = conv.runstate.pending_kind
     if reply.stop_reason != "compaction":
         _note_server_compaction(conv, content)
     last = conv.messages[-1] if conv.messages else None
@@ -59,15 +59,15 @@ def keep_reply(conv: Conversation) -> None:
     elif content:
         conv.messages.append({"role": "assistant", "content": content})
     if kind == "prompt":
-        conv.answer = stitch.join_prompted(conv.answer, new_text)
+        conv.runstate.answer = stitch.join_prompted(conv.answer, new_text)
     elif kind in ("prefill", "caller_prefill"):
-        conv.answer = stitch.join_prefill(conv.answer, new_text)
+        conv.runstate.answer = stitch.join_prefill(conv.answer, new_text)
     elif kind == "pause":
-        conv.answer += new_text
+        conv.runstate.answer += new_text
     else:
-        conv.answer = new_text
-    conv.pending_kind = None
-    conv.reason = reply.stop_reason
+        conv.runstate.answer = new_text
+    conv.runstate.pending_kind = None
+    conv.runstate.reason = reply.stop_reason
 
 
 def _merge_prefill(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ def _merge_prefill(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list
 
 def discard_reply(conv: Conversation, reason: str) -> None:
     reply = conv.require_reply()
-    conv.discards += 1
+    conv.counters.discards += 1
     conv.emit(
         "reply.discarded",
         reason=reason,
@@ -97,26 +97,26 @@ def discard_reply(conv: Conversation, reason: str) -> None:
 
 
 def stop_at_turn_limit(conv: Conversation) -> None:
-    conv.reason = "max_turns"
+    conv.runstate.reason = "max_turns"
 
 
 def stop_over_budget(conv: Conversation) -> None:
-    conv.reason = conv.spent_budget()
+    conv.runstate.reason = conv.spent_budget()
 
 
 def switch_to_prompt(conv: Conversation) -> None:
     """The model refused our prefill: continue with a user prompt, now and for the rest of the run."""
-    conv.continuation_mode = "prompt"
+    conv.runstate.continuation_mode = "prompt"
     conv.agent.remember_prefill_unsupported(conv.model)
-    conv.prefill_was_rejected = False
-    conv.error = None
+    conv.runstate.prefill_was_rejected = False
+    conv.runstate.error = None
     conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})
-    conv.pending_kind = "prompt"
+    conv.runstate.pending_kind = "prompt"
     conv.emit("continuation.fallback", model=conv.model)
 
 
 def fail_on_error(conv: Conversation) -> None:
-    conv.reason = "api_error"
+    conv.runstate.reason = "api_error"
 
 
 # --- end_turn ---------------------------------------------------------------------------
@@ -129,21 +129,21 @@ def nudge(conv: Conversation) -> None:
     changes and only one user message follows the tool results, as wire rule 1 allows.
     """
     discard_reply(conv, "empty reply after tool results")
-    conv.empty_retries += 1
+    conv.counters.empty_retries += 1
     last = conv.messages[-1]
     if last["role"] == "user" and not history.is_tool_result_message(last):  # an earlier nudge
         again = {"type": "text", "text": conv.policy.nudge_prompt}
         conv.messages[-1] = {"role": "user", "content": [*history.blocks(last), again]}
     else:
         conv.messages.append({"role": "user", "content": conv.policy.nudge_prompt})
-    conv.pending_kind = None
-    conv.emit("empty.nudged", retry=conv.empty_retries)
+    conv.runstate.pending_kind = None
+    conv.emit("empty.nudged", retry=conv.counters.empty_retries)
 
 
 def finish_empty(conv: Conversation) -> None:
     """An empty reply that is accepted as the end: nothing to add to the history."""
     keep_reply(conv)
-    conv.reason = "empty_reply"
+    conv.runstate.reason = "empty_reply"
 
 
 # --- max_tokens -------------------------------------------------------------------------
@@ -152,19 +152,19 @@ def finish_empty(conv: Conversation) -> None:
 def climb_ladder(conv: Conversation) -> None:
     """A reply cut inside a tool call: drop it and send the same request with more room."""
     discard_reply(conv, "cut off inside a block at max_tokens")
-    before = conv.max_tokens
-    conv.max_tokens = conv.policy.max_tokens_ladder[conv.rung]
-    conv.rung += 1
-    conv.emit("ladder.climbed", from_max_tokens=before, to_max_tokens=conv.max_tokens)
+    before = conv.runstate.max_tokens
+    conv.runstate.max_tokens = conv.policy.max_tokens_ladder[conv.counters.rung]
+    conv.counters.rung += 1
+    conv.emit("ladder.climbed", from_max_tokens=before, to_max_tokens=conv.runstate.max_tokens)
 
 
 def fail_ladder_exhausted(conv: Conversation) -> None:
     discard_reply(conv, "cut off inside a block at the top of the max_tokens ladder")
-    conv.reason = "max_tokens_ladder_exhausted"
-    conv.error = RunError(
+    conv.runstate.reason = "max_tokens_ladder_exhausted"
+    conv.runstate.error = RunError(
         type="max_tokens_ladder_exhausted",
         message=(
-            f"the reply was cut off inside a tool_use or thinking block at max_tokens={conv.max_tokens}, "
+            f"the reply was cut off inside a tool_use or thinking block at max_tokens={conv.runstate.max_tokens}, "
             "the top of Policy.max_tokens_ladder; add a larger rung or ask for smaller tool inputs"
         ),
     )
@@ -173,13 +173,13 @@ def fail_ladder_exhausted(conv: Conversation) -> None:
 def continue_text(conv: Conversation) -> None:
     """Keep the cut text and ask for the rest, by prefill where allowed, else by prompt."""
     keep_reply(conv)
-    conv.continuations += 1
-    if conv.continuation_mode == "prefill" and _prefillable(conv.messages[-1]):
-        conv.pending_kind = "prefill"
+    conv.counters.continuations += 1
+    if conv.runstate.continuation_mode == "prefill" and _prefillable(conv.messages[-1]):
+        conv.runstate.pending_kind = "prefill"
     else:
         conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})
-        conv.pending_kind = "prompt"
-    conv.emit("continuation.requested", strategy=conv.pending_kind, continuation=conv.continuations)
+        conv.runstate.pending_kind = "prompt"
+    conv.emit("continuation.requested", strategy=conv.runstate.pending_kind, continuation=conv.counters.continuations)
 
 
 def _prefillable(message: dict[str, Any]) -> bool:
@@ -192,7 +192,7 @@ def _prefillable(message: dict[str, Any]) -> bool:
 
 def stop_at_continuation_limit(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "max_continuations"
+    conv.runstate.reason = "max_continuations"
 
 
 # --- tool_use ---------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def add_user_message(text: str | Callable[[Conversation], str]) -> Callable[[Con
             conv.messages[-1] = {"role": "user", "content": [*history.blocks(last), {"type": "text", "text": value}]}
         else:
             conv.messages.append({"role": "user", "content": value})
-        conv.pending_kind = None
+        conv.runstate.pending_kind = None
 
     shown = text if isinstance(text, str) else getattr(text, "__name__", "...")
     action.__name__ = action.__qualname__ = f"add_user_message({shown!r:.40})"
@@ -433,8 +433,8 @@ def _rule_of(problem: str) -> str:
 
 def fail_no_tool_calls(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "no_tool_calls"
-    conv.error = RunError(
+    conv.runstate.reason = "no_tool_calls"
+    conv.runstate.error = RunError(
         type="protocol_error",
         message="the reply's stop_reason is tool_use but it holds no client tool_use block to answer",
     )
@@ -449,14 +449,14 @@ def resume_pause(conv: Conversation) -> None:
     Only for a turn with no client tool_use block (those are answered first: ``answer_tool_calls``).
     """
     keep_reply(conv)
-    conv.pause_resumes += 1
-    conv.pending_kind = "pause"
-    conv.emit("pause.resumed", resume=conv.pause_resumes)
+    conv.counters.pause_resumes += 1
+    conv.runstate.pending_kind = "pause"
+    conv.emit("pause.resumed", resume=conv.counters.pause_resumes)
 
 
 def stop_at_pause_limit(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "max_pause_resumes"
+    conv.runstate.reason = "max_pause_resumes"
 
 
 # --- refusal, context window, unknown ---------------------------------------------------
@@ -470,22 +470,24 @@ def switch_to_fallback(conv: Conversation) -> None:
     """
     reply = conv.require_reply()
     discard_reply(conv, "refusal, retried on the fallback model")
-    conv.fallback_used = True
+    conv.counters.fallback_used = True
     token = (reply.stop_details or {}).get("fallback_credit_token")
     if isinstance(token, str) and token and conv.policy.fallback_credit_tokens:
-        conv.credit_token = token
-    before, conv.model = conv.model, str(conv.policy.fallback_model)
-    conv.emit("refusal.fallback", from_model=before, to_model=conv.model, credit_token=conv.credit_token is not None)
+        conv.runstate.credit_token = token
+    before, conv.runstate.model = conv.model, str(conv.policy.fallback_model)
+    conv.emit(
+        "refusal.fallback", from_model=before, to_model=conv.model, credit_token=conv.runstate.credit_token is not None
+    )
 
 
 def finish_refused(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "refusal"
+    conv.runstate.reason = "refusal"
 
 
 def stop_at_context_window(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "model_context_window_exceeded"
+    conv.runstate.reason = "model_context_window_exceeded"
 
 
 def finish_unknown(conv: Conversation) -> None:
@@ -493,7 +495,7 @@ def finish_unknown(conv: Conversation) -> None:
     raw = conv.require_reply().stop_reason
     conv.emit("stop_reason.unknown", level="warning", raw_stop_reason=raw)
     keep_reply(conv)
-    conv.reason = "unknown_stop_reason"
+    conv.runstate.reason = "unknown_stop_reason"
 
 
 # --- compaction -------------------------------------------------------------------------------
@@ -512,7 +514,7 @@ def _note_server_compaction(conv: Conversation, content: list[dict[str, Any]]) -
 
 def stop_compacting(conv: Conversation) -> None:
     """The summary alone is over the threshold: compacting again would not help, so stop for this run."""
-    conv.compaction_off = True
+    conv.runstate.compaction_off = True
     conv.emit(
         "compaction.ineffective",
         level="warning",
@@ -522,9 +524,9 @@ def stop_compacting(conv: Conversation) -> None:
 
 
 def _request(conv: Conversation, reason: str) -> None:
-    conv.compactions += 1
-    conv.pending_kind = "compaction"
-    conv.compaction_requested_at = conv.turns + 1  # the turn of the compaction request about to go out
+    conv.counters.compactions += 1
+    conv.runstate.pending_kind = "compaction"
+    conv.runstate.compaction_requested_at = conv.turns + 1  # the turn of the compaction request about to go out
     reply = conv.reply
     conv.emit(
         "compaction.requested",
@@ -532,7 +534,7 @@ def _request(conv: Conversation, reason: str) -> None:
         input_tokens=serverside.context_tokens(reply.usage) if reply is not None else None,
         threshold=conv.policy.compact_at_input_tokens,
         messages=len(conv.messages),
-        compaction=conv.compactions,
+        compaction=conv.counters.compactions,
     )
 
 
@@ -555,16 +557,16 @@ def apply_compaction(conv: Conversation) -> None:
     """
     reply = conv.require_reply()
     replaced = conv.messages
-    conv.replaced_messages.extend(replaced)
+    conv.runstate.replaced_messages.extend(replaced)
     conv.messages = [{"role": "assistant", "content": reply.content}]
-    conv.pending_kind = "compacted"
-    conv.compaction_applied_at = conv.turns
+    conv.runstate.pending_kind = "compacted"
+    conv.runstate.compaction_applied_at = conv.turns
     block = serverside.compaction_block(reply.content) or {}
     conv.emit(
         "compaction.applied",
         replaced_messages=len(replaced),
         summary_chars=len(str(block.get("content") or "")),
-        compaction=conv.compactions,
+        compaction=conv.counters.compactions,
         usage=serverside.compaction_usage(reply.usage),
     )
 
@@ -575,33 +577,33 @@ def skip_failed_compaction(conv: Conversation) -> None:
     An HTTP 400 would come back on every later attempt (the model or the parameters do not allow it),
     so it turns compaction at the threshold off for the run.
     """
-    error = conv.error
+    error = conv.runstate.error
     if error is not None:
         reason, status = f"the compaction request failed: {error.type}", error.status_code
         if status == 400:
-            conv.compaction_off = True
-        conv.error = None
+            conv.runstate.compaction_off = True
+        conv.runstate.error = None
     else:
         reason, status = "the compaction block has no summary", None
-    conv.pending_kind = None
+    conv.runstate.pending_kind = None
     conv.emit(
         "compaction.failed",
         level="warning",
         source="request",
         reason=reason,
         status_code=status,
-        compaction_off=conv.compaction_off,
+        compaction_off=conv.runstate.compaction_off,
     )
 
 
 def resume_compaction(conv: Conversation) -> None:
     """The server compacted and paused (``pause_after_compaction``): send the turn back unchanged to continue it."""
     keep_reply(conv)
-    conv.compactions += 1
-    conv.pending_kind = "pause"
-    conv.emit("compaction.resumed", compaction=conv.compactions)
+    conv.counters.compactions += 1
+    conv.runstate.pending_kind = "pause"
+    conv.emit("compaction.resumed", compaction=conv.counters.compactions)
 
 
 def stop_at_compaction_limit(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "max_compactions"
+    conv.runstate.reason = "max_compactions"

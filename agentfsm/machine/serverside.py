@@ -86,20 +86,20 @@ def shape_request(conv: Conversation, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as this request must go out: a compaction request, a retry redeeming a credit token,
     or an ordinary request with the policy's ``fallbacks``."""
     policy = conv.policy
-    if policy.fallbacks is not None and not conv.fallback_used:
+    if policy.fallbacks is not None and not conv.counters.fallback_used:
         # The chain is the agent's model's: after a client-side switch to fallback_model it is not sent
         # (a list sent to a model without fallbacks is an HTTP 400).
         chain = policy.fallbacks
         params["fallbacks"] = [dict(e) for e in chain] if isinstance(chain, list) else chain
-    if conv.pending_kind == "compaction":
+    if conv.runstate.pending_kind == "compaction":
         params = without_compaction_incompatible(params)
         config: dict[str, Any] = {"type": "summarize"}
         if policy.compaction_instructions and policy.compaction_instructions.strip():
             config["instructions"] = policy.compaction_instructions
         params["compaction"] = config
-    elif conv.credit_token is not None:
+    elif conv.runstate.credit_token is not None:
         params.pop("fallbacks", None)  # the API rejects fallback_credit_token with fallbacks, always
-        params["fallback_credit_token"] = credit_token_param(conv.credit_token)
+        params["fallback_credit_token"] = credit_token_param(conv.runstate.credit_token)
     return params
 
 

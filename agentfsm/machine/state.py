@@ -1,0 +1,109 @@
+"""The run's state, declared once: everything about a conversation that changes as it runs.
+
+A ``Conversation`` holds one ``RunState`` (``conv.run``); the guards read it, the
+actions change it, and a stored ``Snapshot`` is this same model with an
+envelope (schema version, conversation id, agent class). So a new counter or
+field is one line here: the conversation carries it, the store keeps it, and
+``restore`` gives it back.
+
+Three fields are derived from the live conversation when a snapshot is taken
+rather than kept up to date on every step: ``elapsed_s`` (in memory: wall time
+spent in earlier processes; in a snapshot: the total so far) and ``finished``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_serializer, field_validator
+
+from agentfsm.machine.table import REQUESTING
+from agentfsm.result import RunError, TraceStep, Usage
+from agentfsm.tools.calls import ToolResult
+from agentfsm.wire.api import Reply, RequestFailure, reply_from
+
+#: What the pending request is, which decides how its reply joins the history ("compaction": a compaction
+#: request; "compacted": the first request after one, continuing from the compaction block).
+PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"]
+
+
+class Counters(BaseModel):
+    """The numbers the guards read: each bounds one loop of the machine."""
+
+    turns: int = 0
+    continuations: int = 0
+    pause_resumes: int = 0
+    empty_retries: int = 0
+    rung: int = 0
+    fallback_used: bool = False
+    discards: int = 0
+    compactions: int = 0
+
+
+class RunState(BaseModel):
+    """One conversation's state at a transition: the body of every ``Snapshot``."""
+
+    state: str = REQUESTING
+    messages: list[dict[str, Any]]
+    model: str
+    max_tokens: int
+    counters: Counters = Field(default_factory=Counters)
+    #: Continuation strategy in force: "auto" starts as prefill unless the model is known to refuse it.
+    continuation_mode: Literal["prefill", "prompt"] = "prefill"
+    pending_kind: PendingKind | None = None
+    prefill_was_rejected: bool = False
+    #: The code-execution container the replies ran in: later requests must name it.
+    container: str | None = None
+    #: Compaction: turns of the last compaction request and of the last one applied; whether it is off.
+    compaction_requested_at: int | None = None
+    compaction_applied_at: int | None = None
+    compaction_off: bool = False
+    #: The messages compactions took out of ``messages``, oldest first.
+    replaced_messages: list[dict[str, Any]] = []
+    #: A refusal's fallback credit token, for the retry not yet sent.
+    credit_token: str | None = None
+    #: The latest reply (stored as the API sent it).
+    reply: Reply | None = None
+    #: Whether ``reply`` is in ``messages`` already (an action kept it).
+    reply_kept: bool = False
+    answer: str = ""
+    reason: str | None = None
+    error: RunError | None = None
+    usage: Usage = Field(default_factory=Usage)
+    #: None once a reply's model had no known price.
+    cost_usd: float | None = 0.0
+    trace: list[TraceStep] = []
+    #: Results committed for the tool calls of the reply being answered, by tool_use_id.
+    tool_results: dict[str, ToolResult] = {}
+    #: Tool calls handed to the executor and not committed yet: if the process died, they were running.
+    tools_started: list[str] = []
+    #: How long each client tool call answered in the history took: tool_use_id → duration_ms (None: not measured).
+    tool_ms: dict[str, float | None] = {}
+    elapsed_s: float = 0.0
+    finished: bool = False
+    #: Saves so far (1 for the first): a worker that takes the lease checks nobody saved since it loaded.
+    revision: int = 0
+    #: The state the run stopped in to wait for a decision from outside (None while it runs or once finished).
+    waiting: str | None = None
+    #: The trigger a resume decided on, until its transition has fired (a crash in between carries it out).
+    decision: str | None = None
+    #: What the latest resume gave (``resume(..., input=...)``): JSON, read by the hook and the action.
+    input: Any = None
+    #: Run through the Message Batches API (``agentfsm.batch``).
+    batched: bool = False
+
+    @field_validator("reply", mode="before")
+    @classmethod
+    def _read_reply(cls, value: Any) -> Any:
+        """A stored reply passes the checks a received one passes (``wire.api.reply_from``)."""
+        if value is None or isinstance(value, Reply):
+            return value
+        reply = reply_from(value)
+        if isinstance(reply, RequestFailure):
+            raise ValueError(f"the stored reply is not valid: {reply.message}")
+        return reply
+
+    @field_serializer("reply")
+    def _write_reply(self, reply: Reply | None) -> dict[str, Any] | None:
+        """As the API sent it: the fields it sent, none of the model's defaults."""
+        return None if reply is None else reply.model_dump(mode="json", exclude_unset=True)
