@@ -1,9 +1,9 @@
 """``BatchRunner``: many conversations, each turn of all of them in one Message Batch, at half the price.
 
-Every conversation goes through the same state table as ``Agent.run``, through
-the public step API of ``Conversation`` (``plan`` → I/O → ``complete_request`` /
-``begin_tools`` + ``finish_tools`` / ``fire``); only the I/O of a request
-differs. A round:
+Every conversation runs the same loop as ``Agent.run`` (``agentfsm.machine.loop``):
+the runner holds one loop per conversation and is its interpreter, as the
+drivers are — only the I/O of a request differs: the loop's ``SendRequest`` is
+answered from a batch. A round:
 
 1. **Advance** every conversation that is not waiting on a batch until it needs
    a request or is finished: transitions without I/O fire at once, tool calls
@@ -42,7 +42,7 @@ import json
 import re
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -53,10 +53,9 @@ import anthropic
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
 from agentfsm.batch.progress import BatchProgress, BatchStatus
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
-from agentfsm.machine import core
+from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.persistence import Settled
-from agentfsm.machine.plan import Fire, RunTools, SendRequest
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact
@@ -123,6 +122,12 @@ class _Run:
     run_id: str
     log: EventLog
     convs: dict[str, Conversation]
+    #: Each conversation's loop (``agentfsm.machine.loop.steps``), and the effect it yielded and waits on.
+    loops: dict[str, loop.Steps] = field(default_factory=dict)
+    effects: dict[str, Effect] = field(default_factory=dict)
+    #: Where tool calls run (``tool_workers`` threads), and the calls running there, by conversation.
+    pool: ThreadPoolExecutor | None = None
+    running: dict[Future[list[ToolResult]], Conversation] = field(default_factory=dict)
     #: Conversation id → (record key, custom_id) of the batch request it waits for.
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The batches this run polls, by record key.
@@ -231,13 +236,13 @@ class BatchRunner:
         self._run = state
         for cid, prompt in items:
             state.convs[cid] = self._open(cid, prompt)
-        pool = ThreadPoolExecutor(self.tool_workers, thread_name_prefix="agentfsm-batch-tools")
+        pool = state.pool = ThreadPoolExecutor(self.tool_workers, thread_name_prefix="agentfsm-batch-tools")
         try:
             self._claim_all(state)
             self._recover(state)
             first = True
             while True:
-                pending = self._advance(state, pool)
+                pending = self._advance(state)
                 if pending:
                     self._submit(state, pending)
                 if not state.open:
@@ -268,7 +273,7 @@ class BatchRunner:
         """Take every unfinished conversation's lease: one held by a live worker is left to it."""
         lease = self.agent.policy.lease_seconds
         for cid, conv in state.convs.items():
-            if not _stopped(conv) and not self.store.acquire(cid, conv.persistence.owner, lease):
+            if not conv.stopped and not self.store.acquire(cid, conv.persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
     def _recover(self, state: _Run) -> None:
@@ -300,12 +305,10 @@ class BatchRunner:
             resumed.append(record.batch_id or "?")
             for e in waiting:
                 conv = state.convs[e.conversation_id]
-                try:
-                    core.begin_request(conv)  # counts the turn the stored snapshot does not (it was in flight)
-                except Exception as exc:
-                    self._drop(state, conv, exc)
-                    continue
-                state.waiting[e.conversation_id] = (record.key, e.custom_id)
+                # The loop plans the request again and counts its turn (the stored snapshot has it in flight).
+                self._try(state, conv, None)
+                if isinstance(state.effects.get(conv.id), SendRequest):
+                    state.waiting[e.conversation_id] = (record.key, e.custom_id)
         if resumed:
             self._event(state, "batch.resumed", batch_ids=resumed, waiting=len(state.waiting))
 
@@ -314,7 +317,7 @@ class BatchRunner:
         conv = state.convs[entry.conversation_id]
         return (
             entry.conversation_id not in state.errors
-            and not _stopped(conv)
+            and not conv.stopped
             and conv.state == REQUESTING
             and conv.runstate.revision == entry.revision
         )
@@ -338,75 +341,85 @@ class BatchRunner:
 
     # --- advancing -------------------------------------------------------------------------------------------
 
-    def _advance(self, state: _Run, pool: ThreadPoolExecutor) -> list[_Pending]:
-        """Step every free conversation until it needs a request or is finished; tool steps run in ``pool``."""
-        queue = deque(
-            c
-            for cid, c in state.convs.items()
-            if not _stopped(c) and cid not in state.waiting and cid not in state.errors
-        )
-        running: dict[Future[list[ToolResult]], tuple[Conversation, RunTools, Settled]] = {}
-        sends: list[tuple[Conversation, SendRequest]] = []
-        executor, tools = self.agent.executor, self.agent.tool_map
-        while queue or running:
-            while queue:
-                conv = queue.popleft()
+    def _step(self, state: _Run, conv: Conversation, outcome: Any) -> Effect | None:
+        """Send ``outcome`` into the conversation's loop (starting one if it has none): the next effect it
+        waits on, or None once it is finished or waiting. Tool calls start at once, in the pool: the loop
+        has just recorded them as started. A sync runner: an async hook or action is refused."""
+        steps = state.loops.get(conv.id)
+        if steps is None:
+            steps = state.loops[conv.id] = loop.steps(conv)
+            outcome = None
+        try:
+            effect = steps.send(outcome)
+        except StopIteration:
+            state.loops.pop(conv.id, None)
+            state.effects.pop(conv.id, None)
+            return None
+        if isinstance(effect, AwaitHook | AwaitAction):
+            core.require_sync(conv)  # raises, saying why
+        state.effects[conv.id] = effect
+        if isinstance(effect, RunTools):
+            assert state.pool is not None
+            job = state.pool.submit(
+                self.agent.executor.execute, effect.calls, self.agent.tool_map, core.tool_timeout(conv)
+            )
+            state.running[job] = conv
+        return effect
+
+    def _again(self, state: _Run, conv: Conversation) -> None:
+        """Let the request the conversation waits on go: its loop starts over and plans it again (as after a
+        crash), so a resend is a request like any other — counted, and checked against the limits first."""
+        steps = state.loops.pop(conv.id, None)
+        state.effects.pop(conv.id, None)
+        if steps is not None:
+            steps.close()
+
+    def _advance(self, state: _Run) -> list[_Pending]:
+        """Run every free conversation's loop until it needs a request or is finished; the requests to send.
+        Tool calls start here (``ToolsDue`` is answered here only): once a whole batch's results were applied,
+        so a crash while applying them leaves no call in doubt."""
+        for cid, conv in state.convs.items():
+            if cid in state.errors or cid in state.waiting:
+                continue
+            effect = state.effects.get(cid)
+            if (effect is None and not conv.stopped) or isinstance(effect, ToolsDue):
+                self._run_on(state, conv, None)
+        while state.running:
+            done, _ = wait(state.running, return_when=FIRST_COMPLETED)
+            for job in done:
+                conv = state.running.pop(job)
                 try:
-                    plan = self._until_io(conv)
-                    if isinstance(plan, SendRequest):
-                        sends.append((conv, plan))
-                    elif isinstance(plan, RunTools):
-                        settled = core.begin_tools(conv, plan)
-                        if settled.to_run:
-                            job = pool.submit(executor.execute, settled.to_run, tools, core.tool_timeout(conv))
-                            running[job] = (conv, plan, settled)
-                        else:
-                            core.finish_tools(conv, plan, settled, [])
-                            core.fire(conv, plan.transition)
-                            queue.append(conv)
-                except StoreError:
-                    raise
+                    results = job.result()
                 except Exception as exc:
                     self._drop(state, conv, exc)
-            if running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for job in done:
-                    conv, plan, settled = running.pop(job)
-                    try:
-                        core.finish_tools(conv, plan, settled, job.result())
-                        core.fire(conv, plan.transition)
-                    except StoreError:
-                        raise
-                    except Exception as exc:
-                        self._drop(state, conv, exc)
-                        continue
-                    queue.append(conv)
+                    continue
+                self._run_on(state, conv, results)
+        sends = [
+            (state.convs[cid], effect)
+            for cid, effect in state.effects.items()
+            if isinstance(effect, SendRequest) and cid not in state.waiting and cid not in state.errors
+        ]
         return self._prepare(state, sends)
 
-    @staticmethod
-    def _until_io(conv: Conversation) -> SendRequest | RunTools | None:
-        """Fire the transitions that need no I/O; the first plan that does (None once finished or stopped)."""
-        while not _stopped(conv):
-            plan: Any = core.plan(conv)
-            if isinstance(plan, Fire):
-                core.fire(conv, plan.transition)
-            elif isinstance(plan, SendRequest | RunTools):
-                return plan
-            else:  # a plan with no request and no tools for this runner to do (a stop to wait): the driver's step
-                conv.step()
-        return None
+    def _run_on(self, state: _Run, conv: Conversation, outcome: Any) -> None:
+        """``_try``, then start the tool calls the loop announces (``ToolsDue``) until it needs something else."""
+        self._try(state, conv, outcome)
+        while isinstance(state.effects.get(conv.id), ToolsDue) and conv.id not in state.errors:
+            self._try(state, conv, None)
+
+    def _try(self, state: _Run, conv: Conversation, outcome: Any) -> None:
+        """``_step``, and a conversation that raises stops there (the others carry on); a store error stops all."""
+        try:
+            self._step(state, conv, outcome)
+        except StoreError:
+            raise
+        except Exception as exc:
+            self._drop(state, conv, exc)
 
     def _prepare(self, state: _Run, sends: list[tuple[Conversation, SendRequest]]) -> list[_Pending]:
-        """Count each request (``begin_request``) and make its batch request and ledger entry."""
+        """Make each request's batch request and ledger entry (the loop counted the request when it planned it)."""
         pending: list[_Pending] = []
         for conv, plan in sends:
-            try:
-                core.begin_request(conv)
-            except StoreError:
-                raise
-            except Exception as exc:
-                self._drop(state, conv, exc)
-                continue
             tried = state.tried.setdefault((conv.id, conv.runstate.revision), [])
             attempt = len(tried) + 1
             entry = Entry(
@@ -626,6 +639,7 @@ class BatchRunner:
                 retried = sum(1 for o in tried if o is not None and o.split(":", 1)[-1] in RETRYABLE_ERRORS)
                 if failure.type in RETRYABLE_ERRORS and retried < self.agent.policy.stream_retries:
                     conv.emit("batch.request_resent", level="warning", reason=failure.type, attempt=entry.attempt + 1)
+                    self._again(state, conv)
                     return f"errored:{failure.type}"
                 conv.emit("batch.result_applied", level="warning", result=kind, error_type=failure.type, **fields)
                 self._complete(state, conv, failure, latency_ms)
@@ -633,6 +647,7 @@ class BatchRunner:
             lapsed = sum(1 for o in tried if o in ("expired", "canceled", "missing"))
             if lapsed < LAPSE_RESENDS:
                 conv.emit("batch.request_resent", level="warning", reason=kind, attempt=entry.attempt + 1)
+                self._again(state, conv)
                 return kind
             conv.emit("batch.result_applied", level="warning", result=kind, error_type=f"batch_{kind}", **fields)
             message = (
@@ -651,12 +666,8 @@ class BatchRunner:
     def _complete(
         self, state: _Run, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
     ) -> None:
-        try:
-            core.complete_request(conv, outcome, latency_ms)
-        except StoreError:
-            raise
-        except Exception as exc:
-            self._drop(state, conv, exc)
+        """Answer the conversation's request: its loop completes it and runs on to its next effect."""
+        self._try(state, conv, (outcome, latency_ms))
 
     # --- the SDK -----------------------------------------------------------------------------------------------
 
@@ -731,11 +742,6 @@ class BatchRunner:
     def events(self) -> list[Any]:
         """The runner's own events (``batch.submitted``, ``batch.polled`` ...) of the last run, as ``Event`` models."""
         return self._run.log.events if self._run is not None else []
-
-
-def _stopped(conv: Conversation) -> bool:
-    """Finished, or stopped for another reason the conversation knows (``Conversation.stopped`` where it exists)."""
-    return bool(getattr(conv, "stopped", conv.finished))
 
 
 def _forget_attempt(state: _Run, entry: Entry) -> None:

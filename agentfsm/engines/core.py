@@ -346,6 +346,8 @@ async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> Run
             outcome = batch.results
         elif isinstance(effect, AwaitHook | AwaitAction):  # plain code here, replayed like the rest
             outcome = await perform_async(conv, effect)
+        else:  # ToolsDue: ready now
+            outcome = None
     await steps.end(conv)
     if not steps.replaying:
         log.info("conversation %s finished: %s after %d requests", conv.id, conv.state, conv.counters.turns)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from typing import TYPE_CHECKING, Any, cast
 
 from agentfsm.machine import core, loop
-from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
 from agentfsm.result import RunResult, TraceStep
 from agentfsm.tools.calls import ToolResult
@@ -50,6 +50,8 @@ def _drive(conv: Conversation, steps: loop.Steps, view: TextView | None) -> Iter
             outcome = yield from _send(conv, effect, view)
         elif isinstance(effect, RunTools):
             outcome = conv.agent.executor.execute(effect.calls, conv.agent.tool_map, core.tool_timeout(conv))
+        elif isinstance(effect, ToolsDue):
+            outcome = None
         else:  # an async hook or action: refused, with the reason
             core.require_sync(conv)
             raise AssertionError(f"unreachable: {effect!r}")  # require_sync raises for both
@@ -142,6 +144,8 @@ async def _adrive(conv: Conversation, steps: loop.Steps, view: TextView | None) 
                 effect.calls, conv.agent.tool_map, core.tool_timeout(conv)
             )
             outcome = results
+        elif isinstance(effect, ToolsDue):
+            outcome = None
         else:
             outcome = await perform_async(conv, effect)
 

@@ -9,7 +9,8 @@ await an ``async def`` hook or action — it yields that effect
 yielded             the runner sends back
 ==================  =============================================================
 ``SendRequest``     ``(Reply | RequestFailure, latency_ms)``, after ``delay`` s
-``RunTools``        the calls' ``ToolResult`` list
+``ToolsDue``        None, when it is ready to start the step's tool calls
+``RunTools``        the calls' ``ToolResult`` list (the calls to run now)
 ``AwaitHook``       what the awaited hook returned
 ``AwaitAction``     None, once the action was awaited inside ``core.acting``
 ==================  =============================================================
@@ -30,7 +31,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.machine import core
-from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Fire, RunTools, SendRequest, Suspend
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Fire, RunTools, SendRequest, Suspend, ToolsDue
 from agentfsm.machine.table import Transition
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def step(conv: Conversation) -> Steps:
             outcome, latency_ms = yield plan
         core.complete_request(conv, outcome, latency_ms)
     elif isinstance(plan, RunTools):
+        yield ToolsDue(plan)
         settled = core.begin_tools(conv, plan)
         results = (yield RunTools(plan.transition, settled.to_run)) if settled.to_run else []
         core.finish_tools(conv, plan, settled, results)

@@ -2,9 +2,9 @@
 
 ``core.plan`` returns one of these without touching the network or running a
 tool. The loop (``agentfsm.machine.loop``) yields the ones that need a runner —
-``SendRequest`` and ``RunTools`` (I/O), ``AwaitHook`` and ``AwaitAction``
-(an ``async def`` hook or action to await) — and each runner performs them its
-own way and sends the outcome back: the sync and async drivers, the durable
+``SendRequest`` and ``RunTools`` (I/O, ``RunTools`` announced by ``ToolsDue``),
+``AwaitHook`` and ``AwaitAction`` (an ``async def`` hook or action to await) —
+and each runner performs them its own way and sends the outcome back: the sync and async drivers, the durable
 engines' steps, the batch runner's batches. ``Fire`` and ``Suspend`` need no
 runner: the loop carries them out itself.
 """
@@ -48,6 +48,16 @@ class RunTools:
 
 
 @dataclass(frozen=True)
+class ToolsDue:
+    """The step runs tool calls next: answer None when you are ready to start them. Only then does the loop
+    record them as started (and save): a runner that queues work — the batch runner, applying a whole
+    batch's results before it runs any tools — leaves no call in doubt if it dies before starting it.
+    The drivers and the engines answer at once."""
+
+    plan: RunTools
+
+
+@dataclass(frozen=True)
 class Fire:
     """No I/O: fire ``transition``."""
 
@@ -81,4 +91,4 @@ class Suspend:
 
 Plan = SendRequest | RunTools | Fire | AwaitHook | Suspend
 #: What the loop yields to its runner.
-Effect = SendRequest | RunTools | AwaitHook | AwaitAction
+Effect = SendRequest | ToolsDue | RunTools | AwaitHook | AwaitAction
