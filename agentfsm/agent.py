@@ -121,6 +121,9 @@ class Agent:
             self.betas = betas
         if not isinstance(self.policy, Policy):
             raise ConfigurationError(f"policy must be an agentfsm.Policy, got {type(self.policy).__name__}")
+        # Every run of every driver, engine and the batch runner is made from an Agent: checked here, once,
+        # before any request. A model that only turns up at run time (a server-side fallback) cannot be.
+        self.policy.require_prices([self.model, *self.policy.named_models()])
         self.executor: ToolExecutor = executor if executor is not None else shared_executor()
         # By default: the standard library logger "agentfsm", silent until the application configures logging.
         self.logger: Any = default_logger() if logger is _UNSET else logger

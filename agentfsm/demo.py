@@ -16,6 +16,7 @@ from agentfsm.policy import Policy
 from agentfsm.result import RunResult
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
+from agentfsm.stores.base import Store
 from agentfsm.tools.definition import tool
 
 FORECASTS = {"hanoi": (31, "humid, afternoon thunderstorms"), "hue": (29, "light rain")}
@@ -66,8 +67,11 @@ def demo_script() -> list[Any]:
     ]
 
 
-def run_demo(*, logger: Any = None) -> tuple[RunResult, Simulator]:
-    """Run the demo conversation; events go to ``logger`` (a structlog logger) as they happen."""
+def run_demo(
+    *, logger: Any = None, store: Store | None = None, conversation_id: str | None = None
+) -> tuple[RunResult, Simulator]:
+    """Run the demo conversation; events go to ``logger`` (a structlog logger) as they happen. With a
+    ``store``, it is saved there as any run is (``agentfsm demo --store``), to be looked at afterwards."""
     sim = Simulator(demo_script())
     agent = WeatherAgent(client=sim.client(max_retries=0), logger=logger)
-    return agent.run(PROMPT), sim
+    return agent.run(PROMPT, store=store, conversation_id=conversation_id), sim

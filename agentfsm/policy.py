@@ -7,12 +7,14 @@ every loop in the machine is bounded by exactly one field here.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentfsm.errors import ConfigurationError
 from agentfsm.tools.limits import MIN_TOOL_RESULT_CHARS
-from agentfsm.wire.pricing import Price
+from agentfsm.wire.pricing import UNPRICED, Price, price_for
 
 ContinuationStrategy = Literal["auto", "prefill", "prompt"]
 
@@ -94,7 +96,10 @@ class Policy(BaseModel):
     max_input_tokens: int | None = Field(None, ge=1, description="input tokens (cache reads and writes included)")
     max_output_tokens: int | None = Field(None, ge=1, description="output tokens, summed over every reply")
     max_cost_usd: float | None = Field(
-        None, gt=0, description="dollars, from the price table (see agentfsm.wire.pricing)"
+        None,
+        gt=0,
+        description="dollars, from the price table (see agentfsm.wire.pricing); an agent whose model (or "
+        "fallback model) has no price is refused when it is made",
     )
     max_wall_seconds: float | None = Field(None, gt=0, description="wall time of the run, across resumes")
     prices: dict[str, Price] | None = Field(None, description="per-model prices overriding the built-in table")
@@ -135,6 +140,36 @@ class Policy(BaseModel):
         description="with fallback_model set: ask for fallback credit tokens (the fallback-credit beta) and "
         "redeem a refusal's token on the retry",
     )
+
+    def named_models(self) -> list[str]:
+        """The models this policy itself names, besides the agent's: the fallback model and the
+        ``fallbacks`` entries (``"default"`` names none: the API picks them at run time)."""
+        named = [self.fallback_model] if self.fallback_model else []
+        if isinstance(self.fallbacks, list):
+            named += [str(entry["model"]) for entry in self.fallbacks]
+        return list(dict.fromkeys(named))
+
+    def require_prices(self, models: Iterable[str]) -> None:
+        """Refuse a cost budget that could not be enforced: ``ConfigurationError`` when ``max_cost_usd`` is
+        set and one of ``models`` has no price, neither in ``prices`` nor in the built-in table.
+
+        Called when an ``Agent`` is made, with its model and ``self.named_models()``, so the mistake shows before
+        any request (a budget that silently stops counting would let a run spend without limit).
+        """
+        if self.max_cost_usd is None:
+            return
+        missing = [m for m in dict.fromkeys(models) if price_for(m, self.prices) is None]
+        if not missing:
+            return
+        why = "; ".join(
+            f"{m!r} has no published list price" if m in UNPRICED else f"{m!r} is not in the price table"
+            for m in missing
+        )
+        example = ", ".join(f"{m!r}: Price(input=..., output=...)" for m in missing)
+        raise ConfigurationError(
+            f"max_cost_usd={self.max_cost_usd:g} cannot be enforced: {why}. Give its price in USD per million "
+            f"tokens, Policy(prices={{{example}}}) (Price from agentfsm.wire.pricing), or drop max_cost_usd"
+        )
 
     @model_validator(mode="after")
     def _compaction_is_on(self) -> Self:

@@ -88,8 +88,11 @@ def main() -> RunResult:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:  # one step, in this process: print its result as JSON
+    if len(sys.argv) > 1:  # one step, in this process: its result as JSON on stdout, the outcome on stderr
         result = step(*sys.argv[1:])
         print(json.dumps(result.model_dump(mode="json", exclude={"events"})))
+        want, out = ("waiting" if sys.argv[1] == "start" else "done"), sys.stderr  # the first step is to wait
     else:
-        main()
+        result, want, out = main(), "done", sys.stdout
+    print(f"{result.final_state} ({result.reason})" + (f": {result.error.message}" if result.error else ""), file=out)
+    sys.exit(0 if result.final_state == want else 1)  # a run that did not end as it should fails the script

@@ -13,6 +13,7 @@ is a function (it approves reads and refuses deletes); when it cannot decide
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from agentfsm import Agent, Conversation, RunResult, Transition, Wait, actions, guard, tool
@@ -76,3 +77,5 @@ if __name__ == "__main__":
     result = main()
     print(" -> ".join(result.path))
     print(result.text)
+    print(f"{result.final_state} ({result.reason})" + (f": {result.error.message}" if result.error else ""))
+    sys.exit(0 if result.final_state == "done" else 1)  # a run that did not end as it should fails the script

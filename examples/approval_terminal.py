@@ -79,6 +79,8 @@ def main(ask: Callable[[str], str] = input, client: anthropic.Anthropic | None =
 
 
 if __name__ == "__main__":
-    final = main(client=anthropic.Anthropic() if "--real" in sys.argv else None)
-    print(" -> ".join(final.path))
-    print(final.text)
+    result = main(client=anthropic.Anthropic() if "--real" in sys.argv else None)
+    print(" -> ".join(result.path))
+    print(result.text)
+    print(f"{result.final_state} ({result.reason})" + (f": {result.error.message}" if result.error else ""))
+    sys.exit(0 if result.final_state == "done" else 1)  # a run that did not end as it should fails the script

@@ -12,6 +12,7 @@ the run stops, saved, until ``aresume`` asks again (or someone decides with a tr
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import anthropic
 
@@ -102,4 +103,6 @@ def main() -> RunResult:
 
 
 if __name__ == "__main__":
-    main()
+    result = main()
+    print(f"{result.final_state} ({result.reason})" + (f": {result.error.message}" if result.error else ""))
+    sys.exit(0 if result.final_state == "done" else 1)  # a run that did not end as it should fails the script

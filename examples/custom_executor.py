@@ -9,6 +9,7 @@ executor (concurrency, timeouts, validation) and logged.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 from agentfsm import Agent, DefaultExecutor, RunResult, Tool, ToolCall, ToolResult, tool
@@ -73,4 +74,6 @@ def main() -> tuple[RunResult, AuditingExecutor]:
 if __name__ == "__main__":
     result, executor = main()
     print("\n".join(executor.audit))
-    print(result.final_state, "|", result.text)
+    print(result.text)
+    print(f"{result.final_state} ({result.reason})" + (f": {result.error.message}" if result.error else ""))
+    sys.exit(0 if result.final_state == "done" else 1)  # a run that did not end as it should fails the script

@@ -51,5 +51,7 @@ def main(real: bool = False) -> RunResult:
 
 if __name__ == "__main__":
     result = main(real="--real" in sys.argv)
-    print(result.final_state, "|", " -> ".join(result.path))
+    print(" -> ".join(result.path))
     print(result.text)
+    print(f"{result.final_state} ({result.reason})" + (f": {result.error.message}" if result.error else ""))
+    sys.exit(0 if result.final_state == "done" else 1)  # a run that did not end as it should fails the script

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
@@ -338,3 +339,167 @@ def test_replay_draws_the_path_as_mermaid_by_default(tmp_path: Path, capsys: pyt
     assert "write it to a file with --graph FILE.svg" in one_line_error(capsys)
     assert main(["replay", str(events), "--agent", "agentfsm:Agent", "--format", "dot"]) == 0
     assert 'digraph "Agent (done)"' in capsys.readouterr().out  # --agent overrides what was recorded
+
+
+# --- run and demo --store: a run the command line can look at, and decide, later ---------------------------
+
+
+def test_run_with_a_store_is_seen_later_with_runs_show(
+    refusal_script: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "new" / "runs.db"
+    db.parent.mkdir()
+    argv = ["run", "agentfsm.demo:WeatherAgent", "Weather?", "--sim", "agentfsm.demo:demo_script", "--store", str(db)]
+    assert main(argv) == 0  # the store file is made
+    out = capsys.readouterr().out
+    run_id = out.split("stored      : ", 1)[1].split()[0]
+    assert f"stored      : {run_id} (agentfsm runs show {run_id} --store {db})" in out
+    assert main(["runs", "show", run_id, "--store", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert "agent        : agentfsm.demo:WeatherAgent" in shown and "state        : done (end_turn)" in shown
+
+    named = ["run", "agentfsm.demo:WeatherAgent", "x", "--sim", refusal_script, "--store", f"sqlite:///{db}"]
+    assert main([*named, "--id", "refused-1", "--json"]) == EXIT_NOT_DONE  # a URL names the store too
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # --json: JSON lines only
+    assert {line["conversation_id"] for line in lines} == {"refused-1"}
+    assert main(["runs", "show", "refused-1", "--store", str(db)]) == 0
+    assert "state        : refused" in capsys.readouterr().out
+
+    assert main([*named, "--id", "refused-1"]) == EXIT_ERROR  # an id the store holds: refused before running
+    assert one_line_error(capsys) == (
+        f"agentfsm: error: conversation 'refused-1' is already in sqlite:///{db}: pick another --id, or see it "
+        f"with agentfsm runs show refused-1 --store sqlite:///{db}"
+    )
+    assert main(["runs", "list", "--store", str(db)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3  # the header and two runs: nothing was overwritten
+
+
+def test_demo_with_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "demo.db")
+    assert main(["demo", "--store", db, "--id", "demo-1"]) == 0
+    assert "stored      : demo-1 (agentfsm runs show demo-1 --store " in capsys.readouterr().out
+    assert main(["runs", "show", "demo-1", "--store", db]) == 0
+    shown = capsys.readouterr().out
+    assert "state        : done (end_turn)" in shown and "requesting --pause_turn--> pause_turn" in shown
+    expected, _ = run_demo()
+    assert main(["runs", "show", "demo-1", "--store", db, "--json"]) == 0
+    snap = json.loads(capsys.readouterr().out)
+    assert [(s["source"], s["trigger"], s["dest"]) for s in snap["trace"]] == [
+        (s.source, s.trigger, s.dest) for s in expected.trace
+    ]
+    assert main(["demo", "--store", db, "--id", "demo-1"]) == EXIT_ERROR
+    assert "conversation 'demo-1' is already in" in one_line_error(capsys)
+
+
+# --- --version -----------------------------------------------------------------------------------------------
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"agentfsm {importlib.metadata.version('agentfsm')}\n" and captured.err == ""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentfsm.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout == captured.out
+
+
+# --- sim serve --script ----------------------------------------------------------------------------------------
+
+
+def test_sim_serve_answers_from_a_script_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker on the command line, tried with tool calls: ``agentfsm run`` (the real API's code path,
+    pointed by ANTHROPIC_BASE_URL) against ``agentfsm sim serve --script`` in another process."""
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            [
+                {"type": "tool_use", "name": "get_weather", "input": {"location": "Hanoi"}},
+                {"type": "text", "text": "Hanoi is at 31°C."},
+            ]
+        )
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agentfsm.cli", "sim", "serve", "--script", str(script), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        ready = server.stdout.readline()  # said once the socket listens
+        assert ready.startswith("agentfsm simulator on http://127.0.0.1:") and f"the script {script}" in ready, ready
+        url = ready.split()[3]
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-sim-0000")
+        assert main(["run", "agentfsm.demo:WeatherAgent", "Weather in Hanoi?"]) == 0
+        out = capsys.readouterr().out
+        assert "tool.finished" in out and "tool=get_weather" in out and "answer      : Hanoi is at 31°C." in out
+        assert main(["run", "agentfsm.demo:WeatherAgent", "Again?"]) == EXIT_NOT_DONE  # the script is used up
+        assert "simulator script exhausted: 2 replies were scripted" in capsys.readouterr().out
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_sim_serve_with_a_bad_script_fails_before_serving(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "serve", "--script", str(tmp_path / "missing.json"), "--port", "0"]) == EXIT_ERROR
+    assert "no such simulator script" in one_line_error(capsys)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"type": "nonsense"}]))
+    assert main(["sim", "serve", "--script", str(bad), "--port", "0"]) == EXIT_ERROR
+    assert "item 0: 'type' must be one of" in one_line_error(capsys)
+
+
+# --- the examples, run as a reader runs them -------------------------------------------------------------------
+
+#: Runs example scripts as ``python examples/NAME.py [ARGS]`` does (``__name__ == "__main__"``), one after the
+#: other in one process (starting Python and importing the SDK is most of each run's time): prints one JSON line
+#: per script with its exit code and the last line it printed.
+RUN_SCRIPTS = """
+import contextlib, io, json, os, runpy, sys
+for path, args, env in json.loads(sys.argv[1]):
+    saved = dict(os.environ)
+    os.environ.update(env)
+    sys.argv = [path, *args]
+    out, code = io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    lines = out.getvalue().strip().splitlines()
+    print(json.dumps({"script": path, "args": args, "code": code, "last": lines[-1] if lines else ""}), flush=True)
+"""
+
+
+def test_the_examples_run_as_scripts_with_no_key_and_exit_non_zero_when_not_done(tmp_path: Path) -> None:
+    """Each example on the simulator exits 0 and says last how its run ended; one whose run ends otherwise
+    (``--real`` sent, by ANTHROPIC_BASE_URL, to a simulator that refuses) exits 1."""
+    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.py"))
+    sim = Simulator([r.refusal(explanation="No.")])
+    with sim.serve() as url:
+        refusing = {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "sk-ant-sim-0000"}
+        runs = [(path, [], {}) for path in examples] + [(WEATHER_FILE, ["--real"], refusing)]
+        proc = subprocess.run(
+            [sys.executable, "-c", RUN_SCRIPTS, json.dumps(runs)],
+            input="y\n",  # approval_terminal asks at the terminal
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")},
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcomes = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [(o["script"], o["args"]) for o in outcomes] == [(path, args) for path, args, _ in runs], proc.stderr
+    for o in outcomes[:-1]:
+        assert (o["code"], o["last"]) == (0, "done (end_turn)"), o
+    refused = outcomes[-1]
+    assert refused["code"] == 1 and refused["last"].startswith("refused ("), refused
+    assert len(sim.requests) == 1

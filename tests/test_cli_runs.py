@@ -1,20 +1,41 @@
-"""``agentfsm runs list|show|graph``: reading stored conversations from the command line."""
+"""``agentfsm runs list|show|graph|decide``: stored conversations from the command line, and deciding a waiting one."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
+import threading
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import scenario as sc
+from waits_worker import ApprovalAgent
 
-from agentfsm.cli import EXIT_ERROR, main
+from agentfsm import (
+    AgentfsmError,
+    Conversation,
+    ConversationLockedError,
+    InvalidTransitionError,
+    RunResult,
+    StaleConversationError,
+    UnknownConversationError,
+    Wait,
+)
+from agentfsm.cli import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE, main
+from agentfsm.cli.runs import call_signature, decide_run
 from agentfsm.demo import WeatherAgent
 from agentfsm.observe import graph as g
+from agentfsm.sim import Simulator
+from agentfsm.sim import replies as r
+from agentfsm.stores.base import RunSummary, Snapshot
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.tools.calls import ToolCall
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +174,310 @@ def test_a_corrupt_row_is_marked_in_list_and_a_one_line_error_in_show(
         capsys
     )
     assert main(["runs", "show", "conv_done", "--store", str(copy)]) == 0  # the other one is unaffected
+
+
+# --- a waiting run: what it waits for, and deciding it from the command line --------------------------------
+
+ASK = [{"type": "tool_use", "name": "delete_file", "input": {"path": "/tmp/old.log"}, "id": "toolu_01"}]
+THEN = [{"type": "text", "text": "Deleted it."}]
+
+
+def script_file(folder: Path, name: str, replies: list[dict[str, Any]]) -> str:
+    path = folder / name
+    path.write_text(json.dumps(replies))
+    return str(path)
+
+
+@pytest.fixture
+def tool_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where ``waits_worker.delete_file`` writes each path it really deletes."""
+    log = tmp_path / "tool.log"
+    monkeypatch.setenv("WAITS_TOOL_LOG", str(log))
+    return log
+
+
+def ran(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.fixture
+def waiting(tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """A store holding run ``w1`` of ``waits_worker:ApprovalAgent``, stopped to wait before ``delete_file``,
+    made as an operator makes one: ``agentfsm run --store``."""
+    db = str(tmp_path / "runs.db")
+    ask = script_file(tmp_path, "ask.json", ASK)
+    argv = ["run", "waits_worker:ApprovalAgent", "Delete /tmp/old.log", "--sim", ask, "--store", db, "--id", "w1"]
+    assert main(argv) == EXIT_NOT_DONE
+    out = capsys.readouterr().out
+    assert f"stored      : w1 (agentfsm runs show w1 --store {db})" in out
+    assert (
+        f"waiting     : at awaiting_approval for approve | refuse (agentfsm runs decide w1 TRIGGER --store {db})" in out
+    )
+    assert ran(tool_log) == []
+    return db
+
+
+def test_show_says_what_a_waiting_run_waits_for(waiting: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "show", "w1", "--store", waiting]) == 0
+    out = capsys.readouterr().out
+    assert "state        : waiting at awaiting_approval (agentfsm runs decide carries it on)" in out
+    assert f"waiting for  : approve | refuse  (agentfsm runs decide w1 TRIGGER --store {waiting})" in out
+    assert "because      : a dangerous tool was called" in out  # the guard of the transition into the wait
+    assert 'pending call : delete_file(path="/tmp/old.log") [toolu_01]' in out
+
+    assert main(["runs", "show", "w1", "--store", waiting, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["waiting"] == "awaiting_approval"
+    assert shown["pending_decision"] == {
+        "state": "awaiting_approval",
+        "triggers": ["approve", "refuse"],
+        "tool_calls": [{"id": "toolu_01", "name": "delete_file", "input": {"path": "/tmp/old.log"}}],
+        "why": "a dangerous tool was called",
+    }
+
+
+def test_a_pending_call_shows_each_value_as_json_cut_short() -> None:
+    call = ToolCall(
+        id="t", name="issue_refund", input={"order_id": "A-100", "amount": 24.0, "notify": True, "to": None}
+    )
+    assert call_signature(call) == 'issue_refund(order_id="A-100", amount=24.0, notify=true, to=null)'
+    long = ToolCall(id="t", name="write", input={"text": "line one\nline two " + "x" * 200, "tags": ["a", "b"]})
+    shown = call_signature(long, limit=30)
+    assert shown == 'write(text="line one\\nline two xxxxxxxxx…, tags=["a", "b"])' and "\n" not in shown
+    assert (
+        call_signature(ToolCall(id="t", name="odd", input=[1, 2])) == "odd([1, 2])"
+    )  # raw input, as the model sent it
+
+
+def test_showing_a_waiting_run_imports_no_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The triggers come from the row: a module that says when it is imported is not imported, even where it
+    is importable (run as a new process, with the current directory on its import path)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    marker = tmp_path / "imported"
+    (project / "loud_agents.py").write_text(
+        "import os\nfrom pathlib import Path\nfrom waits_worker import ApprovalAgent\n\n"
+        "Path(os.environ['LOUD_MARKER']).write_text('imported')\n\n\nclass LoudAgent(ApprovalAgent):\n    pass\n"
+    )
+    env = {**os.environ, "LOUD_MARKER": str(marker), "PYTHONPATH": str(Path(__file__).parent)}
+    db, ask = str(project / "runs.db"), script_file(tmp_path, "ask.json", ASK)
+    cli = [sys.executable, "-m", "agentfsm.cli"]
+    run = [*cli, "run", "loud_agents:LoudAgent", "Delete it", "--sim", ask, "--store", db, "--id", "w1", "--json"]
+    started = subprocess.run(run, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == EXIT_NOT_DONE, started.stderr
+    assert marker.read_text() == "imported"
+    marker.unlink()
+    shown = subprocess.run(
+        [*cli, "runs", "show", "w1", "--store", db], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "agent        : loud_agents:LoudAgent" in shown.stdout and "waiting for  : approve | refuse" in shown.stdout
+    assert not marker.exists(), "runs show imported the agent's module"
+
+
+def test_decide_approve_runs_the_tool_once_and_finishes(
+    waiting: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    then = script_file(tmp_path, "then.json", THEN)
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == 0
+    out = capsys.readouterr().out
+    assert "wait.decided" in out and "awaiting_approval --approve--> requesting" in out
+    assert out.rstrip().endswith("answer      : Deleted it.")
+    assert ran(tool_log) == ["/tmp/old.log"]
+    snap = SQLiteStore(waiting).load("w1")
+    assert (snap.state, snap.waiting, snap.pending_decision) == ("done", None, None)
+    assert snap.messages[2]["content"][0]["content"] == "deleted /tmp/old.log"
+
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == EXIT_ERROR  # not again
+    assert "conversation 'w1' is not waiting (finished, at state 'done'): there is nothing to decide" in (
+        one_line_error(capsys)
+    )
+    assert ran(tool_log) == ["/tmp/old.log"]
+
+
+def test_decide_refuse_with_input_gives_the_model_the_reason(
+    waiting: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    then = script_file(tmp_path, "then.json", [{"type": "text", "text": "Understood."}])
+    argv = ["runs", "decide", "w", "refuse", "--input", '{"reason": "not today"}', "--store", waiting, "--sim", then]
+    assert main([*argv, "--json"]) == 0  # the start of an id is enough, as for show
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["trigger"] for e in events if e["event"] == "wait.decided"] == ["refuse"]
+    assert events[-1]["event"] == "run.finished" and events[-1]["final_state"] == "done"
+    answer = SQLiteStore(waiting).load("w1").messages[2]["content"][0]
+    assert (answer["tool_use_id"], answer["content"], answer["is_error"]) == ("toolu_01", "not today", True)
+    assert ran(tool_log) == []
+
+
+def test_decide_waiting_again_exits_3(waiting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    again = script_file(tmp_path, "again.json", [{**ASK[0], "id": "toolu_02"}])  # approved, it asks again
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", again]) == EXIT_NOT_DONE
+    assert "waiting     : at awaiting_approval for approve | refuse" in capsys.readouterr().out
+    snap = SQLiteStore(waiting).load("w1")
+    assert snap.pending_decision is not None and [c.id for c in snap.pending_decision.tool_calls] == ["toolu_02"]
+
+
+def test_decide_with_a_trigger_that_does_not_leave_the_wait_changes_nothing(
+    waiting: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = SQLiteStore(waiting).load("w1")
+    then = script_file(tmp_path, "then.json", THEN)
+    assert main(["runs", "decide", "w1", "finish", "--store", waiting, "--sim", then]) == EXIT_ERROR
+    assert one_line_error(capsys) == (
+        "agentfsm: error: trigger 'finish' does not leave the waiting state 'awaiting_approval'; the triggers "
+        "that can: approve, refuse"
+    )
+    assert SQLiteStore(waiting).load("w1") == before and ran(tool_log) == []
+
+
+def test_decide_with_input_that_is_not_json_is_a_usage_error(waiting: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "decide", "w1", "refuse", "--input", "{reason: no}", "--store", waiting]) == EXIT_USAGE
+    line = one_line_error(capsys)
+    assert "argument --input: not JSON (Expecting property name" in line and "'{reason: no}'" in line
+
+
+def test_decide_a_run_that_is_not_waiting(store_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    then = script_file(tmp_path, "then.json", THEN)
+    assert main(["runs", "decide", "conv_done", "approve", "--store", store_file, "--sim", then]) == EXIT_ERROR
+    assert "'conv_done' is not waiting (finished, at state 'done')" in one_line_error(capsys)
+    before = SQLiteStore(store_file).load("conv_crashed")
+    assert main(["runs", "decide", "conv_crashed", "approve", "--store", store_file, "--sim", then]) == EXIT_ERROR
+    assert "'conv_crashed' is not waiting (running, at state 'tool_use')" in one_line_error(capsys)
+    assert SQLiteStore(store_file).load("conv_crashed") == before
+
+
+def test_decide_needs_the_agent_class_and_never_falls_back(
+    waiting: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = SQLiteStore(waiting)
+    snap = store.load("w1")
+    store.save(snap.model_copy(update={"agent": "moved_away_xyz:ApprovalAgent", "revision": snap.revision + 1}))
+    store.close()
+    then = script_file(tmp_path, "then.json", THEN)
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == EXIT_ERROR
+    line = one_line_error(capsys)
+    assert "cannot load the recorded agent class moved_away_xyz:ApprovalAgent (importing moved_away_xyz failed" in line
+    assert "name the class (--agent MODULE:Class)" in line
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then, "--agent", "nowhere_xyz:A"]) == (
+        EXIT_ERROR
+    )
+    assert "no module named 'nowhere_xyz'" in one_line_error(capsys)
+    assert SQLiteStore(waiting).load("w1").waiting == "awaiting_approval" and ran(tool_log) == []
+
+    agent = "waits_worker:ApprovalAgent"  # named on the command line, the run goes on
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then, "--agent", agent]) == 0
+    assert ran(tool_log) == ["/tmp/old.log"]
+
+
+def test_decide_needs_a_key_or_a_script(
+    waiting: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting]) == EXIT_ERROR
+    assert "no Anthropic API key: set ANTHROPIC_API_KEY" in one_line_error(capsys)
+
+
+class AsyncReviewedAgent(ApprovalAgent):
+    """The approval agent with an ``async def`` hook on its wait (no answer yet: it waits): only ``arun`` and
+    ``aresume`` can run it, so the command line runs and decides it with them."""
+
+    async def on_awaiting_approval(self, conv: Conversation) -> Any:
+        return Wait
+
+
+def test_run_and_decide_an_agent_with_async_hooks(
+    tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, ask, then = (
+        str(tmp_path / "runs.db"),
+        script_file(tmp_path, "ask.json", ASK),
+        script_file(tmp_path, "t.json", THEN),
+    )
+    agent = f"{__name__}:AsyncReviewedAgent"
+    assert main(["run", agent, "Delete /tmp/old.log", "--sim", ask, "--store", db, "--id", "a1"]) == EXIT_NOT_DONE
+    assert "waiting     : at awaiting_approval for approve | refuse" in capsys.readouterr().out
+    assert main(["runs", "decide", "a1", "approve", "--store", db, "--sim", then]) == 0
+    assert "answer      : Deleted it." in capsys.readouterr().out and ran(tool_log) == ["/tmp/old.log"]
+
+
+class _MeetingStore:
+    """A SQLite store (one per decider, as if in two processes) whose first ``acquire`` waits for the other
+    decider's: both have loaded the waiting run before either takes the lease, the race to survive."""
+
+    def __init__(self, path: str, meet: threading.Barrier) -> None:
+        self.inner = SQLiteStore(path)
+        self.meet = meet
+        self.met = False
+
+    def save(self, snapshot: Snapshot) -> None:
+        self.inner.save(snapshot)
+
+    def load(self, conversation_id: str) -> Snapshot:
+        return self.inner.load(conversation_id)
+
+    def list(self) -> list[RunSummary]:
+        return self.inner.list()
+
+    def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
+        if not self.met:
+            self.met = True
+            self.meet.wait()
+        return self.inner.acquire(conversation_id, owner, lease_s)
+
+    def release(self, conversation_id: str, owner: str) -> None:
+        self.inner.release(conversation_id, owner)
+
+
+def test_two_deciders_at_once_run_the_tool_once(waiting: str, tool_log: Path) -> None:
+    meet = threading.Barrier(2, timeout=60)
+    outcomes: dict[str, Any] = {}
+
+    def decider(name: str) -> None:
+        store = _MeetingStore(waiting, meet)
+        sim = Simulator([r.text("Deleted it.")])
+        try:
+            outcomes[name] = decide_run(store, "w1", "approve", client=sim.client(max_retries=0))
+        except AgentfsmError as exc:
+            outcomes[name] = exc
+        finally:
+            store.inner.close()
+
+    threads = [threading.Thread(target=decider, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(outcomes) == ["a", "b"]
+    results = [o for o in outcomes.values() if isinstance(o, RunResult)]
+    errors = [o for o in outcomes.values() if not isinstance(o, RunResult)]
+    assert len(results) == 1 and results[0].final_state == "done" and results[0].text == "Deleted it."
+    assert len(errors) == 1 and isinstance(errors[0], ConversationLockedError | StaleConversationError), errors
+    assert ran(tool_log) == ["/tmp/old.log"]  # once
+
+
+def test_decide_run_is_the_library_call(waiting: str, tool_log: Path) -> None:
+    store = SQLiteStore(waiting)
+    sim = Simulator([r.text("Deleted it.")])
+    with pytest.raises(UnknownConversationError, match="no conversation 'w2' in the store"):
+        decide_run(store, "w2", "approve", client=sim.client())
+    with pytest.raises(InvalidTransitionError, match="the triggers that can: approve, refuse"):
+        decide_run(store, "w1", "delete", client=sim.client())
+    result = decide_run(
+        store, "w1", "refuse", {"reason": "no"}, agent_spec="waits_worker:ApprovalAgent", client=sim.client()
+    )
+    assert result.final_state == "done" and ran(tool_log) == [] and len(sim.requests) == 1
+    assert sim.requests[0].messages[-1]["content"][0]["content"] == "no"
+    store.close()
+
+
+def test_an_old_waiting_row_without_its_triggers_still_shows(waiting: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row an earlier agentfsm wrote has no ``pending_decision``: it loads, and show says so."""
+    with closing(sqlite3.connect(waiting)) as conn, conn:
+        (raw,) = conn.execute("SELECT snapshot FROM agentfsm_conversations WHERE id = 'w1'").fetchone()
+        data = json.loads(raw)
+        del data["pending_decision"]
+        conn.execute("UPDATE agentfsm_conversations SET snapshot = ? WHERE id = 'w1'", (json.dumps(data),))
+    assert main(["runs", "show", "w1", "--store", waiting]) == 0
+    out = capsys.readouterr().out
+    assert "waiting for  : a trigger not recorded with this run (agentfsm runs decide w1 TRIGGER" in out

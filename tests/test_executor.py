@@ -7,12 +7,13 @@ import contextvars
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 
 from agentfsm.errors import ConfigurationError, ToolInputError
-from agentfsm.tools.calls import ToolCall, ToolResult
+from agentfsm.tools.calls import MAX_TRACEBACK_CHARS, ToolCall, ToolResult, for_history
 from agentfsm.tools.definition import Tool, tool
 from agentfsm.tools.executor import DefaultExecutor, ToolExecutor
 
@@ -280,8 +281,10 @@ def test_exception_becomes_an_error_with_type_and_message(
         content=f"tool '{name}' raised {kind}: disk full",
         is_error=True,
         duration_ms=results[0].duration_ms,
+        traceback=results[0].traceback,
     )
-    assert results[1].content == "3" and not results[1].is_error
+    assert results[0].traceback is not None and results[0].traceback.endswith(f"{kind}: disk full\n")
+    assert results[1].content == "3" and not results[1].is_error and results[1].traceback is None
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -346,6 +349,7 @@ def test_a_tools_own_timeout_error_is_an_execution_error(driver: Driver, executo
 
     (result,) = driver(executor, [ToolCall(id="f", name="fetch")], 5.0, {"fetch": fetch})
     assert result.content == "tool 'fetch' raised TimeoutError: upstream took too long"
+    assert result.traceback is not None and "in fetch" in result.traceback
 
 
 def test_timeout_is_measured_from_the_start_of_the_batch() -> None:
@@ -712,3 +716,91 @@ def test_by_default_a_sync_tool_runs_in_the_thread_that_called_run() -> None:
     assert result.final_state == "done", result.error
     assert sim.requests[1].messages[-1]["content"][0]["content"] == "forty-two"
     assert not sim.requests[1].messages[-1]["content"][0].get("is_error")
+
+
+# --- the traceback of a tool that raised ------------------------------------------------------------------------
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b  # the ZeroDivisionError: line RATIO_LINE
+
+
+@tool
+def divide(a: int, b: int) -> float:
+    """Divide a by b."""
+    return _ratio(a, b)  # line DIVIDE_LINE
+
+
+@tool
+async def adivide(a: int, b: int) -> float:
+    """Divide a by b, asynchronously."""
+    return _ratio(a, b)  # line ADIVIDE_LINE
+
+
+def line_of(marker: str) -> int:
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    return next(n for n, text in enumerate(lines, 1) if text.rstrip().endswith(f"line {marker}"))
+
+
+def assert_points_at_the_tool(tb: str | None, tool_name: str, marker: str) -> None:
+    """The tool's file and line, then the helper's raising line, and nothing of agentfsm's executor."""
+    assert tb is not None and tb.startswith("Traceback (most recent call last):\n")
+    assert f'File "{__file__}", line {line_of(marker)}, in {tool_name}' in tb
+    assert f'File "{__file__}", line {line_of("RATIO_LINE")}, in _ratio' in tb
+    assert tb.index(f"in {tool_name}") < tb.index("in _ratio")  # outermost first, as Python prints it
+    assert tb.endswith("ZeroDivisionError: division by zero\n")
+    assert "agentfsm/tools/executor.py" not in tb  # the executor's frames are trimmed
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("name", "marker"), [("divide", "DIVIDE_LINE"), ("adivide", "ADIVIDE_LINE")])
+def test_a_tool_that_raises_keeps_its_traceback_on_the_result_not_in_what_the_model_reads(
+    driver: Driver, name: str, marker: str, executor: DefaultExecutor
+) -> None:
+    tools = {"divide": divide, "adivide": adivide}
+    (result,) = driver(executor, [call(name, "c1", a=1, b=0)], 5.0, tools)
+    assert result.is_error and result.content == f"tool '{name}' raised ZeroDivisionError: division by zero"
+    assert_points_at_the_tool(result.traceback, name, marker)
+    assert result.to_block() == {
+        "type": "tool_result",
+        "tool_use_id": "c1",
+        "content": result.content,
+        "is_error": True,
+    }
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_calls_that_did_not_raise_carry_no_traceback(driver: Driver, executor: DefaultExecutor) -> None:
+    calls = [call("add", a=1, b=2), call("refuse", reason="rude"), call("weird"), call("nope")]
+    results = driver(executor, calls)
+    assert [r.is_error for r in results] == [False, True, True, True]
+    assert [r.traceback for r in results] == [None] * 4  # a message written for the model is not a bug
+
+
+def test_a_long_traceback_keeps_the_tools_line_and_the_error() -> None:
+    @tool
+    def shout() -> str:
+        """Fail with a very long message."""
+        raise ValueError("A" * 30_000 + " the end")  # line SHOUT_LINE
+
+    (result,) = DefaultExecutor().execute([ToolCall(id="s", name="shout")], {"shout": shout}, float("inf"))
+    tb = result.traceback
+    assert tb is not None and len(tb) <= MAX_TRACEBACK_CHARS + 100
+    assert f'File "{__file__}", line {line_of("SHOUT_LINE")}, in shout' in tb
+    assert "characters of the traceback cut by agentfsm" in tb and tb.endswith(" the end\n")
+
+
+def test_the_traceback_is_redacted_like_every_other_field() -> None:
+    key = "sk-live-secret-0123456789"
+
+    @tool
+    def leak() -> str:
+        """Fail, quoting a credential."""
+        raise PermissionError(f"401 for key {key} and sk-ant-api03-abcdefghijkl")
+
+    (raw,) = DefaultExecutor().execute([ToolCall(id="k", name="leak")], {"leak": leak}, float("inf"))
+    assert raw.traceback is not None and key in raw.traceback  # redacted on its way to the history
+    kept = for_history(raw, limit=None, secrets=[key])
+    assert kept.traceback is not None and key not in kept.traceback and "sk-ant-api03" not in kept.traceback
+    assert "PermissionError: 401 for key [REDACTED] and [REDACTED]" in kept.traceback and "in leak" in kept.traceback
+    assert key not in str(kept.content)

@@ -11,10 +11,13 @@ from typing import Any, cast
 import anthropic
 import httpx2
 import pytest
+import realtraffic
 from sdk_errors import assert_dropped
 
+from agentfsm import Agent
 from agentfsm.sim import ErrorReply, ScriptedReply, ScriptError, SimRequest, Simulator, count_tokens
 from agentfsm.sim import replies as r
+from agentfsm.sim.lineup import KNOWN_MODELS, sdk_lineup
 
 MODEL = "claude-haiku-4-5"
 USER: list[Any] = [{"role": "user", "content": "What is the weather in Hanoi?"}]
@@ -581,3 +584,105 @@ def test_observer_exception_reaches_the_caller() -> None:
     with pytest.raises(anthropic.APIConnectionError) as info:
         _create(Simulator([r.text("a")]))
     assert isinstance(info.value.__cause__, AssertionError)
+
+
+# --- model names: the API's 404 for a name it does not know ----------------------------------------------
+
+
+def _not_found_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
+    body = json.loads(exc.response.text)
+    assert body.pop("request_id").startswith("req_011C")  # a real-looking id, as the API sends one
+    return cast(dict[str, Any], body)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unknown_model_is_the_apis_404_and_uses_no_script_item(stream: bool) -> None:
+    sim = Simulator([r.text("served")])
+    client = sim.client(max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        if stream:
+            with client.messages.stream(model="claude-sonet-4-5", max_tokens=50, messages=USER) as s:
+                s.get_final_message()
+        else:
+            client.messages.create(model="claude-sonet-4-5", max_tokens=50, messages=USER)
+    assert caught.value.status_code == 404 and caught.value.response.headers["content-type"] == "application/json"
+    assert _not_found_body(caught.value) == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "model: claude-sonet-4-5"},
+    }
+    assert (sim.requests[0].status, sim.requests[0].error) == (404, "model: claude-sonet-4-5")
+    assert sim.replies_served == 0 and first_text(_create(sim)) == "served"  # the script item is still there
+
+
+def test_the_404_is_the_body_the_real_api_sent_for_a_misspelt_model() -> None:
+    record = realtraffic.by_name("pyd__test_model_name_suggestion_anthropic___0.json")
+    assert record.status_code == 404 and record.request is not None
+    sim = Simulator([r.text("never served")])
+    response = sim.client(max_retries=0).messages.with_raw_response
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        response.create(**{k: record.request[k] for k in ("model", "max_tokens", "messages")})
+    recorded = dict(record.response or {})
+    recorded.pop("request_id")
+    assert _not_found_body(caught.value) == recorded
+
+
+def test_a_request_the_api_would_reject_is_still_a_400_first() -> None:
+    # validation comes before the model is looked up: a bad body with a bad name is the 400
+    sim = Simulator([r.text("never served")])
+    with pytest.raises(anthropic.BadRequestError, match="messages: at least one message is required"):
+        sim.client(max_retries=0).messages.create(model="claude-nope", max_tokens=5, messages=[])
+
+
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")  # the SDK's, on old names
+def test_the_default_set_is_the_sdks_lineup_and_older_ids() -> None:
+    lineup = sdk_lineup()
+    assert "claude-sonnet-5-5" in lineup and set(lineup) <= KNOWN_MODELS
+    assert {"claude-sonnet-4-5-20250929", "claude-3-5-haiku-20241022"} <= KNOWN_MODELS
+    sim = Simulator(lambda request: r.text(request.model))
+    for model in [*lineup, "claude-sonnet-4-5-20250929"]:
+        assert first_text(_create(sim, model=model)) == model
+    assert {"claude-future-9", "claude-sonnet-5-5-typo", "claude-sonnet", ""}.isdisjoint(KNOWN_MODELS)
+
+
+def test_models_replaces_or_widens_the_known_set() -> None:
+    only = Simulator(lambda request: r.text("ok"), models=["my-fine-tune"])
+    assert first_text(_create(only, model="my-fine-tune")) == "ok"
+    with pytest.raises(anthropic.NotFoundError, match=f"model: {MODEL}"):
+        _create(only)  # replaced, not added to
+    wider = Simulator(lambda request: r.text("ok"), models=[*KNOWN_MODELS, "my-fine-tune"])
+    assert first_text(_create(wider, model="my-fine-tune")) == first_text(_create(wider)) == "ok"
+    one = Simulator(lambda request: r.text("ok"), models="my-fine-tune")  # one name, not its letters
+    with pytest.raises(anthropic.NotFoundError):
+        _create(one, model="m")
+    anything = Simulator(lambda request: r.text("ok"), models=lambda name: name.startswith("ft:"))
+    assert first_text(_create(anything, model="ft:abc")) == "ok"
+    with pytest.raises(anthropic.NotFoundError):
+        _create(anything)
+
+
+def test_an_agent_with_a_misspelt_model_fails_with_the_404() -> None:
+    sim = Simulator([r.text("never served")])
+    result = Agent(client=sim.client(max_retries=0), model="claude-sonet-5-5", logger=None).run("Hi")
+    assert (result.final_state, result.reason) == ("failed", "api_error")
+    assert result.error is not None and result.error.status_code == 404
+    assert result.error.type == "not_found_error" and "model: claude-sonet-5-5" in result.error.message
+    assert result.messages == [{"role": "user", "content": "Hi"}] and sim.replies_served == 0
+
+
+def test_a_batched_request_for_an_unknown_model_is_errored_like_the_api() -> None:
+    sim = Simulator([r.text("one"), r.text("two")])
+    client = sim.client(max_retries=0)
+    requests: list[Any] = [
+        {"custom_id": f"req-{i}", "params": {"model": model, "max_tokens": 50, "messages": USER}}
+        for i, model in enumerate([MODEL, "claude-sonet-4-5", MODEL])
+    ]
+    batch = client.messages.batches.create(requests=requests)  # accepted: batch params are checked later
+    ended = client.messages.batches.retrieve(batch.id)
+    counts = ended.request_counts
+    assert (ended.processing_status, counts.succeeded, counts.errored) == ("ended", 2, 1)
+    found = {line.custom_id: line.result for line in client.messages.batches.results(batch.id)}
+    errored = found["req-1"].to_dict()
+    assert errored["type"] == "errored" and errored["error"]["type"] == "error"
+    assert errored["error"]["error"] == {"type": "not_found_error", "message": "model: claude-sonet-4-5"}
+    texts = [found[f"req-{i}"].to_dict()["message"]["content"][0]["text"] for i in (0, 2)]
+    assert sorted(texts) == ["one", "two"] and sim.replies_served == 2  # the errored request took no reply

@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema  # type: ignore[import-untyped]
@@ -15,7 +16,10 @@ import pytest
 from anthropic.types import ToolUseBlock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentfsm import Agent
 from agentfsm.errors import ConfigurationError, ToolInputError, ToolTimeoutError
+from agentfsm.sim import Simulator
+from agentfsm.sim import replies as r
 from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result
 from agentfsm.tools.definition import Tool, tool, tool_params
 
@@ -538,3 +542,42 @@ def test_tool_params_refuses_other_types() -> None:
 
 def test_tool_params_empty() -> None:
     assert tool_params([]) == []
+
+
+# --- a tool that raises: the model reads what, the developer sees where ------------------------------------------
+
+
+@tool
+def average(values: list[float]) -> float:
+    """Average some numbers."""
+    return sum(values) / len(values)  # raises on an empty list: line AVERAGE_LINE
+
+
+@pytest.mark.parametrize("driver", ["run", "arun"])
+def test_a_tool_that_raises_shows_its_traceback_on_the_event_and_not_to_the_model(driver: str) -> None:
+    sim = Simulator([r.tool_use("average", {"values": []}), r.text("There is nothing to average.")])
+    client = sim.async_client() if driver == "arun" else sim.client()
+    agent = Agent(client=client, tools=[average], logger=None)
+    result = asyncio.run(agent.arun("Average nothing.")) if driver == "arun" else agent.run("Average nothing.")
+    assert result.final_state == "done"
+    # what the model read: the exception's type and message, exactly as before, no traceback, no path
+    (sent,) = sim.requests[1].messages[-1]["content"]
+    assert (sent["type"], sent["is_error"]) == ("tool_result", True)
+    assert sent["content"] == "tool 'average' raised ZeroDivisionError: division by zero"
+    assert set(sent) <= {"type", "tool_use_id", "content", "is_error", "cache_control"}
+    # what the developer sees: the tool's file and line on the tool.finished event
+    (finished,) = [e for e in result.events if e.event == "tool.finished"]
+    assert finished.level == "warning" and finished.data["is_error"] is True
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if text.endswith("line AVERAGE_LINE"))
+    tb = finished.data["traceback"]
+    assert f'File "{__file__}", line {line}, in average' in tb
+    assert tb.startswith("Traceback (most recent call last):") and tb.endswith("ZeroDivisionError: division by zero\n")
+    assert "Traceback" not in json.dumps(sim.requests[1].body)  # nowhere in the request
+
+
+def test_a_call_that_did_not_raise_has_no_traceback_field_on_its_event() -> None:
+    sim = Simulator([r.tool_use("average", {"values": [1, 2]}), r.tool_use("average", {}), r.text("Done.")])
+    result = Agent(client=sim.client(), tools=[average], logger=None).run("Average.")
+    finished = [e.data for e in result.events if e.event == "tool.finished"]
+    assert [(d["is_error"], "traceback" in d) for d in finished] == [(False, False), (True, False)]  # bad input

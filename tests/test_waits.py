@@ -36,6 +36,8 @@ from agentfsm import (
 )
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
+from agentfsm.stores.base import PendingDecision, read_snapshot
+from agentfsm.tools.calls import ToolCall
 
 MODES = ["run", "stream", "arun", "astream"]
 ID = "toolu_01"
@@ -453,6 +455,54 @@ def test_a_base_state_declared_a_wait_makes_every_run_stop_there() -> None:
     assert (first.final_state, first.waiting) == ("waiting", "tool_use")
     assert "class tool_use waiting" in EveryToolWaits.graph()
     assert agent.resume(first, trigger="run_tools").final_state == "done"
+
+
+# --- what a waiting run waits for, stored with it ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_waiting_run_stores_what_it_waits_for_and_a_decision_clears_it(mode: str) -> None:
+    """``Snapshot.pending_decision``: written as the run stops, so the state, its triggers and the calls can be
+    shown without the agent's code; gone once the run goes on."""
+    sim, store = script(), MemoryStore()
+    agent = make(ApprovalAgent, sim, mode)
+    first = go(agent, mode, store=store)
+    expected = PendingDecision(
+        state="awaiting_approval",
+        triggers=["approve", "refuse"],
+        tool_calls=[ToolCall(id=ID, name="delete_file", input={"path": "/tmp/old.log"})],
+        why="a dangerous tool was called",
+    )
+    assert store.load(first.conversation_id).pending_decision == expected
+    assert first.snapshot is not None and first.snapshot.pending_decision == expected  # no store needed
+    done = carry_on(agent, mode, first.conversation_id, store=store, trigger="approve")
+    assert done.final_state == "done" and store.load(first.conversation_id).pending_decision is None
+
+
+def test_the_stored_triggers_are_those_whose_guards_pass() -> None:
+    """A hook's ``Wait`` in a base state: the triggers recorded are the ones ``resume`` takes, as its error lists."""
+    sim, store = Simulator([r.tool_use("read_file", {"path": "a.txt"}, id=ID), r.text("Read.")]), MemoryStore()
+    first = make(OnTheSpot, sim, "run").run("Read a.txt", store=store)
+    decision = store.load(first.conversation_id).pending_decision
+    assert decision is not None and (decision.state, decision.triggers) == ("tool_use", ["run_tools", "no_tool_calls"])
+    assert decision.why is None  # requesting --tool_use--> tool_use has no guard to say why
+
+    class GuardedApproval(ApprovalAgent):
+        transitions = [Transition("awaiting_approval", "escalate", "failed", (guard("never")(lambda c: False),))]
+
+    sim, store = script(), MemoryStore()
+    agent = make(GuardedApproval, sim, "run")
+    first = agent.run("Delete it", store=store)
+    decision = store.load(first.conversation_id).pending_decision
+    assert decision is not None and decision.triggers == ["approve", "refuse"]  # escalate's guard does not pass
+    with pytest.raises(InvalidTransitionError, match=r"cannot leave .* the triggers that can: approve, refuse"):
+        agent.resume(first.conversation_id, store=store, trigger="escalate")
+
+
+def test_a_row_written_before_pending_decision_loads_without_it() -> None:
+    raw = (Path(__file__).parent / "data" / "snapshot_v1.json").read_text()
+    snap = read_snapshot(json.loads(raw)["conversation_id"], raw)
+    assert snap.pending_decision is None and "pending_decision" not in json.loads(raw)
 
 
 # --- fail-safe added states: checked when the class is defined ---------------------------------------------

@@ -2,7 +2,7 @@
 
 * ``running``  — ``demo`` and ``run``
 * ``drawing``  — ``graph``, ``replay`` and ``diagrams``
-* ``runs``     — ``runs list|show|graph`` over a store
+* ``runs``     — ``runs list|show|graph|decide`` over a store
 * ``ui``       — ``ui``: the run inspector in the browser
 * ``sim``      — ``sim serve``
 * ``batch``    — ``batch``: many conversations through the Message Batches API
@@ -41,8 +41,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"agentfsm: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: ``agentfsm X.Y.Z``, read from the installed package's metadata when asked (one source of
+    truth: pyproject.toml), not at every start."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print agentfsm's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("agentfsm")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            found = "(not installed: pip install -e . to record its version)"
+        print(f"agentfsm {found}")  # on stdout, as argparse's own version action does
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentfsm", description="Claude agent loops as finite-state machines.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for commands in (running, drawing, sim, runs, ui, batch, worker):
         commands.add_commands(sub)

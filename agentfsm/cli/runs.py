@@ -1,20 +1,40 @@
-"""``agentfsm runs list|show|graph``: the conversations a store holds."""
+"""``agentfsm runs list|show|graph|decide``: the conversations a store holds, and deciding a waiting one.
+
+Looking at a stored run (``list``, ``show``) never imports code: a waiting run says what it waits
+for from what was stored when it stopped (``Snapshot.pending_decision``). Only ``graph`` (to draw on
+the class's table) and ``decide`` (to carry the run on) load the Agent class the run names.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import re
-from typing import Any
+import shlex
+from typing import TYPE_CHECKING, Any
 
 from agentfsm.cli.output import FORMATS, emit
-from agentfsm.cli.targets import load_agent_class, recorded_agent_class
+from agentfsm.cli.running import after_run, event_logger, output_options
+from agentfsm.cli.targets import (
+    command_client,
+    load_agent_class,
+    load_recorded_agent_class,
+    make_agent,
+    recorded_agent_class,
+)
 from agentfsm.errors import AgentfsmError
+
+if TYPE_CHECKING:
+    from agentfsm.result import RunResult
+    from agentfsm.stores.base import Snapshot, Store
+    from agentfsm.tools.calls import ToolCall
 
 
 def add_commands(sub: Any) -> None:
-    runs = sub.add_parser("runs", help="list and inspect stored conversations (a SQLite store file)")
+    runs = sub.add_parser("runs", help="list, inspect and decide stored conversations (a SQLite file or PostgreSQL)")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     store_help = f"the store: a SQLite file or a postgresql:// URI (default: $AGENTFSM_STORE, else {DEFAULT_STORE})"
     runs_list = runs_sub.add_parser("list", help="one line per stored conversation")
@@ -34,6 +54,38 @@ def add_commands(sub: Any) -> None:
         "--agent", metavar="MODULE:AgentClass", help="draw on this class's graph (default: the class the run recorded)"
     )
     runs_graph.set_defaults(func=cmd_runs_graph)
+    runs_decide = runs_sub.add_parser(
+        "decide",
+        help="decide a waiting conversation along TRIGGER and carry it on, as agent.resume(..., trigger=...) does",
+    )
+    runs_decide.add_argument("id", metavar="ID", help="the conversation id (or the start of one)")
+    runs_decide.add_argument("trigger", metavar="TRIGGER", help="one of the triggers `agentfsm runs show ID` lists")
+    runs_decide.add_argument(
+        "--input",
+        metavar="JSON",
+        type=json_argument,
+        help='what the decision gives the hook and the action (conv.input), as JSON: \'{"reason": "not today"}\'',
+    )
+    runs_decide.add_argument("--store", metavar="PATH", help=store_help)
+    runs_decide.add_argument(
+        "--agent", metavar="MODULE:AgentClass", help="carry it on with this class (default: the class the run recorded)"
+    )
+    runs_decide.add_argument(
+        "--sim",
+        metavar="SCRIPT",
+        help="carry it on against the simulator with this script (as for `agentfsm run`); without it, the real "
+        "API (ANTHROPIC_API_KEY)",
+    )
+    output_options(runs_decide)
+    runs_decide.set_defaults(func=cmd_runs_decide)
+
+
+def json_argument(text: str) -> Any:
+    """``--input``'s value: JSON, or a usage error saying where it breaks."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
 
 
 DEFAULT_STORE = "agentfsm.db"
@@ -161,14 +213,17 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print(snap.model_dump_json(indent=2))
         return 0
     c = snap.counters
-    status = (
-        f"{snap.state} ({snap.reason})"
-        if snap.finished
-        else f"at {snap.state} (unfinished: agent.resume carries it on)"
-    )
+    if snap.finished:
+        status = f"{snap.state} ({snap.reason})"
+    elif snap.waiting is not None:
+        status = f"waiting at {snap.waiting} (agentfsm runs decide carries it on)"
+    else:
+        status = f"at {snap.state} (unfinished: agent.resume carries it on)"
     print(f"conversation : {snap.conversation_id}")
     print(f"agent        : {snap.agent}")
     print(f"state        : {status}")
+    if snap.waiting is not None:
+        _print_wait(snap, _store_location(args))
     print(f"model        : {snap.model} (max_tokens {snap.max_tokens})")
     print(
         f"turns        : {c.turns} (continuations {c.continuations}, pause resumes {c.pause_resumes}, "
@@ -204,6 +259,34 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_wait(snap: Snapshot, store: str) -> None:
+    """What a waiting run waits for, from what was stored when it stopped (no code is imported)."""
+    decision = snap.pending_decision
+    how = f"agentfsm runs decide {shlex.quote(snap.conversation_id)} TRIGGER --store {shlex.quote(store)}"
+    if decision is None:  # stored by an earlier agentfsm, which kept no record of the triggers
+        print(f"waiting for  : a trigger not recorded with this run ({how} lists the ones that can)")
+        return
+    print(f"waiting for  : {' | '.join(decision.triggers) or '(no trigger leaves this state)'}  ({how})")
+    if decision.why:
+        print(f"because      : {decision.why}")
+    for i, call in enumerate(decision.tool_calls):
+        print(f"{'pending call' if i == 0 else '':<12} : {call_signature(call)} [{call.id}]")
+
+
+def call_signature(call: ToolCall, limit: int = 120) -> str:
+    """A tool call as an operator reads it before deciding: ``name(arg=value, ...)``, each value as JSON
+    (strings quoted, so that what is shown is exactly what will run) and cut at ``limit`` characters."""
+
+    def shown(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False, default=str)  # one line: no indent, newlines escaped
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    given = call.input
+    if isinstance(given, dict):
+        return f"{call.name}({', '.join(f'{key}={shown(value)}' for key, value in given.items())})"
+    return f"{call.name}({shown(given)})"
+
+
 def cmd_runs_graph(args: argparse.Namespace) -> int:
     from agentfsm.observe.graph import build, format_for, render
 
@@ -213,3 +296,95 @@ def cmd_runs_graph(args: argparse.Namespace) -> int:
     title = f"{cls.__name__} ({snap.state})" if snap.finished else f"{cls.__name__} (at {snap.state})"
     emit(render(build(cls.table(), title=title, trace=snap.trace, current=snap.state), fmt), args.output)
     return 0
+
+
+def cmd_runs_decide(args: argparse.Namespace) -> int:
+    store, snap = _load_run(args)
+    with contextlib.closing(store) if hasattr(store, "close") else contextlib.nullcontext():
+        check_decidable(snap)  # before loading code or asking for a key: a finished run is said so first
+        agent_cls = decider_class(snap, args.agent)
+        client = command_client(args.sim, asynchronous=bool(agent_cls.async_parts()))
+        with event_logger(args) as logger:
+            result = _carry_on(agent_cls, store, snap, args.trigger, args.input, client=client, logger=logger)
+    from agentfsm.stores.location import store_label
+
+    return after_run(args, result, agent_cls, store_label(_store_location(args)))
+
+
+def decide_run(
+    store: Store,
+    conversation_id: str,
+    trigger: str,
+    input: Any = None,
+    *,
+    agent_spec: str | None = None,
+    client: Any = None,
+) -> RunResult:
+    """Decide a waiting conversation of ``store`` along ``trigger`` and carry it on, as
+    ``agent.resume(conversation_id, store=store, trigger=trigger, input=input)`` does, to a final state or its
+    next wait: for a caller that holds a store but not the agent (the command line, the inspector).
+
+    The agent is made from ``agent_spec`` (``MODULE:Class``, or a ``.py`` file path and a class) or else the
+    class the run recorded, with ``client`` (None: the agent's default client, from ``ANTHROPIC_API_KEY``); a
+    class that cannot be loaded is an error, never a fallback. The rules are ``resume``'s: a trigger that does
+    not leave the waiting state is an ``InvalidTransitionError`` naming the ones that can; a run that is not
+    waiting is one too; two deciders at once cannot both go on (the store's lease: the second gets
+    ``ConversationLockedError`` or ``StaleConversationError``), so an approved tool runs once. Every error is an
+    ``AgentfsmError`` with a message fit for one line.
+    """
+    from agentfsm.errors import UnknownConversationError
+    from agentfsm.observe.events import default_logger
+
+    try:
+        snap = store.load(conversation_id)
+    except KeyError:
+        raise UnknownConversationError(conversation_id) from None
+    check_decidable(snap)
+    agent_cls = decider_class(snap, agent_spec)
+    return _carry_on(agent_cls, store, snap, trigger, input, client=client, logger=default_logger())
+
+
+def check_decidable(snap: Snapshot) -> None:
+    """Refuse, without loading any code, a run that cannot be waiting: a finished one, or one carrying out a
+    decision already. (Any other case is for ``Conversation.decide`` to judge: it knows the class's waits.)"""
+    from agentfsm.errors import InvalidTransitionError
+
+    if snap.finished:
+        raise InvalidTransitionError(
+            f"conversation {snap.conversation_id!r} is not waiting (finished, at state {snap.state!r}): there is "
+            "nothing to decide"
+        )
+    if snap.waiting is None and snap.decision is not None:
+        raise InvalidTransitionError(
+            f"conversation {snap.conversation_id!r} is not waiting: it is carrying out {snap.decision!r} already "
+            "(its run stopped before finishing); carry it on with agent.resume(conversation_id, store=...)"
+        )
+
+
+def decider_class(snap: Snapshot, agent_spec: str | None) -> Any:
+    """The Agent class that carries a decided run on: ``agent_spec`` if given, else the one the run recorded.
+    One that cannot be loaded is an error, never the base Agent instead: it would carry the run on wrongly."""
+    from agentfsm.errors import TargetNotFoundError
+
+    if agent_spec:
+        return load_agent_class(agent_spec)
+    try:
+        return load_recorded_agent_class(snap.agent)
+    except TargetNotFoundError as exc:
+        raise TargetNotFoundError(
+            f"{exc}: it is needed to carry the run on; run this where its module is importable, or name "
+            "the class (--agent MODULE:Class)"
+        ) from None
+
+
+def _carry_on(
+    agent_cls: Any, store: Store, snap: Snapshot, trigger: str, input: Any, *, client: Any, logger: Any
+) -> RunResult:
+    """``agent.resume`` (``aresume`` for a class with async hooks or actions, which only it can run)."""
+    agent = make_agent(agent_cls, client=client, logger=logger)
+    result: RunResult
+    if agent_cls.async_parts():
+        result = asyncio.run(agent.aresume(snap.conversation_id, store=store, trigger=trigger, input=input))
+    else:
+        result = agent.resume(snap.conversation_id, store=store, trigger=trigger, input=input)
+    return result

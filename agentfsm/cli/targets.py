@@ -56,42 +56,49 @@ def _cwd_on_path() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def recorded_agent_class(recorded: str | None) -> Any:
-    """The Agent class a run recorded (``module:QualName``), found as ``agentfsm graph`` finds one.
-
-    The current directory is on the import path. When the class cannot be loaded here, the
-    base ``Agent`` is returned and one line on stderr says so (and how to name the class).
-    """
+def load_recorded_agent_class(recorded: str | None) -> Any:
+    """The Agent class a run recorded (``module:QualName``), imported with the current directory on the
+    import path; ``TargetNotFoundError`` saying why when it cannot be loaded here."""
     from agentfsm.agent import Agent
 
     if not recorded or recorded == Agent.qualified_name():
         return Agent
     module_name, sep, qualname = recorded.partition(":")
-    problem = None
     if not sep or not module_name or not qualname:
-        problem = "it is not MODULE:Class"
+        raise TargetNotFoundError(f"the recorded agent class {recorded!r} is not MODULE:Class")
+    _cwd_on_path()
+    problem = None
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except ImportError as exc:
+        problem = f"importing {module_name} failed: {exc}"
+    except AttributeError:
+        problem = f"module {module_name} has no {qualname}"
+    except Exception as exc:  # the module ran and raised
+        problem = f"importing {module_name} failed: {type(exc).__name__}: {exc}"
     else:
-        _cwd_on_path()
-        try:
-            found: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                found = getattr(found, part)
-        except ImportError as exc:
-            problem = f"importing {module_name} failed: {exc}"
-        except AttributeError:
-            problem = f"module {module_name} has no {qualname}"
-        except Exception as exc:  # the module ran and raised
-            problem = f"importing {module_name} failed: {type(exc).__name__}: {exc}"
-        else:
-            if isinstance(found, type) and issubclass(found, Agent):
-                return found
-            problem = f"it is a {type(found).__name__}, not an agentfsm.Agent subclass"
-    print(
-        f"agentfsm: warning: cannot load the recorded agent class {recorded} ({problem}); drawing on the base "
-        "Agent's graph (name the class with --agent MODULE:Class)",
-        file=sys.stderr,
-    )
-    return Agent
+        if isinstance(found, type) and issubclass(found, Agent):
+            return found
+        problem = f"it is a {type(found).__name__}, not an agentfsm.Agent subclass"
+    raise TargetNotFoundError(f"cannot load the recorded agent class {recorded} ({problem})")
+
+
+def recorded_agent_class(recorded: str | None) -> Any:
+    """The Agent class a run recorded, as ``load_recorded_agent_class`` finds it; for drawing only: when
+    it cannot be loaded here, the base ``Agent`` is returned and one line on stderr says so (and how to
+    name the class)."""
+    from agentfsm.agent import Agent
+
+    try:
+        return load_recorded_agent_class(recorded)
+    except TargetNotFoundError as exc:
+        print(
+            f"agentfsm: warning: {exc}; drawing on the base Agent's graph (name the class with --agent MODULE:Class)",
+            file=sys.stderr,
+        )
+        return Agent
 
 
 def split_target(spec: str) -> tuple[str, str | None]:
@@ -190,13 +197,15 @@ def load_sim_script(spec: str) -> Any:
     raise TargetNotFoundError(f"{spec} is a {type(obj).__name__}: expected a list of replies or a function")
 
 
-def command_client(sim_script: str | None, **simulator_options: Any) -> Any:
-    """The client a run command uses: the simulator given ``--sim SCRIPT``, else None (the agent makes one
-    from ``ANTHROPIC_API_KEY``), checked now so a missing key is one clear line before anything starts."""
+def command_client(sim_script: str | None, *, asynchronous: bool = False, **simulator_options: Any) -> Any:
+    """The client a run command uses: the simulator given ``--sim SCRIPT`` (an ``AsyncAnthropic`` one when
+    ``asynchronous``: for an agent with async hooks or actions), else None (the agent makes one from
+    ``ANTHROPIC_API_KEY``), checked now so a missing key is one clear line before anything starts."""
     if sim_script:
         from agentfsm.sim import Simulator
 
-        return Simulator(load_sim_script(sim_script), **simulator_options).client(max_retries=0)
+        sim = Simulator(load_sim_script(sim_script), **simulator_options)
+        return sim.async_client(max_retries=0) if asynchronous else sim.client(max_retries=0)
     if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
         raise ConfigurationError(
             "no Anthropic API key: set ANTHROPIC_API_KEY to use the real API, or pass --sim SCRIPT to run "

@@ -33,7 +33,7 @@ from agentfsm.machine import core, drivers, serverside
 from agentfsm.machine.history import Message, blocks, is_tool_result_message, text_of, tool_result_ids
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
-from agentfsm.machine.state import Counters, RunState
+from agentfsm.machine.state import Counters, PendingDecision, RunState
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep, Usage
@@ -156,6 +156,7 @@ class Conversation:
         fields = dict(self.runstate)
         fields["elapsed_s"] = self.elapsed_s
         fields["finished"] = self.finished
+        fields["pending_decision"] = self.pending_decision()
         return Snapshot.model_construct(
             conversation_id=self.id, agent=type(self.agent).qualified_name(), schema_version=SCHEMA_VERSION, **fields
         )
@@ -304,6 +305,23 @@ class Conversation:
         return core.spent_budget(self)
 
     # --- deciding a waiting run -------------------------------------------------------------
+
+    def pending_decision(self) -> PendingDecision | None:
+        """What the run waits for, as stored with it (None unless waiting): worked out from the table now, so
+        that showing a stored waiting run never needs to import its Agent class."""
+        waiting = self.runstate.waiting
+        if waiting is None:
+            return None
+        table = self.table
+        # The triggers resume() will take: those leaving the state whose guards pass. Guards see what decide()
+        # will show them (the conversation as stored, input cleared), so this is the list its error would give.
+        can = [t for t in table.triggers(waiting) if table.first_allowed(self, t) is not None]
+        why = None
+        into = next((s for s in reversed(self.trace) if s.dest == waiting), None)
+        if into is not None:  # the guards of the transition taken into the wait say why it was taken
+            edge = (into.source, into.trigger, into.dest)
+            why = next((t.condition for t in table.transitions if (t.source, t.trigger, t.dest) == edge), None)
+        return PendingDecision(state=waiting, triggers=can, tool_calls=self.pending_tool_calls, why=why or None)
 
     def decide(self, trigger: str | None = None, *, input: Any = None) -> None:
         """Carry a waiting conversation on: along ``trigger`` (one that leaves the waiting state), or,

@@ -39,7 +39,7 @@ from agentfsm.machine.table import (
     Wait,
 )
 from agentfsm.observe.redaction import redact_error
-from agentfsm.result import RunError, TraceStep, billed_usage
+from agentfsm.result import RunError, TraceStep
 from agentfsm.tools.calls import ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.pricing import price_for
@@ -249,9 +249,11 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
     run.usage.add(outcome.usage)
     if run.cost_usd is not None:
         price = price_for(outcome.model or run.model, conv.policy.prices)
-        billed = billed_usage(outcome.usage)  # compaction passes included
-        run.cost_usd = None if price is None else round(run.cost_usd + price.cost(billed), 10)
+        # compaction passes included, each priced as the request it was
+        run.cost_usd = None if price is None else round(run.cost_usd + price.reply_cost(outcome.usage), 10)
         if run.cost_usd is None and conv.policy.max_cost_usd is not None:
+            # The models the agent names were checked when it was made (Policy.require_prices); this is one
+            # that turned up at run time, such as a server-side fallback answering with a model with no price.
             conv.emit("budget.unknown_cost", level="warning", model=outcome.model or run.model)
     conv.emit(
         "response.received",
@@ -310,6 +312,8 @@ def complete_tools(conv: Conversation, plan: RunTools, results: Sequence[ToolRes
             )
         result = for_history(result, limit=limit, secrets=secrets)
         ordered.append(result)
+        # A tool that raised: its traceback says where, for the developer (the model read only what).
+        where = {} if result.traceback is None else {"traceback": result.traceback}
         conv.emit(
             "tool.finished",
             level="warning" if result.is_error else "info",
@@ -317,6 +321,7 @@ def complete_tools(conv: Conversation, plan: RunTools, results: Sequence[ToolRes
             tool_use_id=call.id,
             is_error=result.is_error,
             duration_ms=result.duration_ms,
+            **where,
         )
     conv.tool_results = ToolResults(ordered)  # for_history made each a ToolResult: nothing to check
     run = conv.runstate

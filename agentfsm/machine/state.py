@@ -8,7 +8,8 @@ field is one line here: the conversation carries it, the store keeps it, and
 
 Three fields are derived from the live conversation when a snapshot is taken
 rather than kept up to date on every step: ``elapsed_s`` (in memory: wall time
-spent in earlier processes; in a snapshot: the total so far) and ``finished``.
+spent in earlier processes; in a snapshot: the total so far), ``finished`` and
+``pending_decision``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field, field_serializer, field_validator
 
 from agentfsm.machine.table import REQUESTING
 from agentfsm.result import RunError, TraceStep, Usage
-from agentfsm.tools.calls import ToolResult
+from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.wire.api import Reply, RequestFailure, reply_from
 
 #: What the pending request is, which decides how its reply joins the history ("compaction": a compaction
@@ -38,6 +39,24 @@ class Counters(BaseModel):
     fallback_used: bool = False
     discards: int = 0
     compactions: int = 0
+
+
+class PendingDecision(BaseModel):
+    """What a waiting conversation waits for, written when it stops to wait.
+
+    Stored with the snapshot so that whoever looks at a waiting run (``agentfsm runs show``,
+    the inspector) can say what it waits for without importing the agent's code: the
+    triggers are the Agent class's, and loading a class named by a stored row runs code.
+    """
+
+    #: The state it waits in.
+    state: str
+    #: The triggers that can decide it: those leaving the state whose guards passed when it stopped.
+    triggers: list[str]
+    #: The client tool calls awaiting the decision, in call order (empty when the wait is about no call).
+    tool_calls: list[ToolCall] = []
+    #: Why it waits: the guards of the transition that led into the wait (None when it has none).
+    why: str | None = None
 
 
 class RunState(BaseModel):
@@ -85,6 +104,8 @@ class RunState(BaseModel):
     revision: int = 0
     #: The state the run stopped in to wait for a decision from outside (None while it runs or once finished).
     waiting: str | None = None
+    #: While waiting, what it waits for (None otherwise, and in rows an earlier agentfsm wrote).
+    pending_decision: PendingDecision | None = None
     #: The trigger a resume decided on, until its transition has fired (a crash in between carries it out).
     decision: str | None = None
     #: What the latest resume gave (``resume(..., input=...)``): JSON, read by the hook and the action.

@@ -49,7 +49,8 @@ EVENT_NAMES: dict[str, str] = {
     "request.retried": "a streamed request broke mid-stream and is sent again: attempt, error, fault, delay_s",
     "transition": "the machine moved: source, dest, trigger, stop_reason, history_size",
     "tool.started": "a client tool call is about to run: tool, tool_use_id",
-    "tool.finished": "a client tool call ended: tool, tool_use_id, is_error, duration_ms",
+    "tool.finished": "a client tool call ended: tool, tool_use_id, is_error, duration_ms, and traceback when the "
+    "tool raised",
     "continuation.requested": "a cut-off text is being continued: strategy, continuation number",
     "continuation.fallback": "the model rejected prefill; continuing with a user prompt for the rest of the run",
     "ladder.climbed": "a reply cut inside a tool_use block is retried with a larger max_tokens: from, to",

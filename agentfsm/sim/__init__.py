@@ -13,16 +13,20 @@ continuation. ``replies.recorded(path)`` and ``Simulator.from_recording(...)``
 replay exchanges recorded from the real API, byte for byte. ``sim.batches``
 is the Message Batches API (``agentfsm.sim.batches``): batches that end after a
 set number of polls, per-request results, JSONL results billed at half price.
+A request for a model it does not serve is the API's 404 (``agentfsm.sim.lineup``:
+``KNOWN_MODELS`` by default, ``Simulator(models=...)`` to change it).
 """
 
 from agentfsm.sim import replies
 from agentfsm.sim.batches import SimBatch, SimBatches
+from agentfsm.sim.lineup import KNOWN_MODELS
 from agentfsm.sim.model import BatchOutcome, ErrorReply, RecordedReply, ScriptedReply, ScriptError, SimRequest
 from agentfsm.sim.recorded import Recording
 from agentfsm.sim.simulator import Simulator
 from agentfsm.sim.tokens import count_tokens
 
 __all__ = [
+    "KNOWN_MODELS",
     "BatchOutcome",
     "ErrorReply",
     "RecordedReply",

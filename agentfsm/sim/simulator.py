@@ -27,6 +27,7 @@ from agentfsm.sim import serverside
 from agentfsm.sim.batches import BATCHES_PATH, SimBatches, outcome_response
 from agentfsm.sim.caching import DEFAULT_MIN_TOKENS, PromptCache
 from agentfsm.sim.ids import IdSource
+from agentfsm.sim.lineup import ModelPolicy, model_predicate, not_found_message
 from agentfsm.sim.model import (
     BatchOutcome,
     ErrorReply,
@@ -74,6 +75,14 @@ class Simulator:
     It also speaks the Message Batches API (``sim.batches``, see
     ``agentfsm.sim.batches``): a batch ends on its ``batch_polls``-th poll, its
     requests answered by this same script.
+
+    ``models`` is what the simulator serves: a request for any other model is
+    answered with the API's 404 (``not_found_error``, ``"model: <name>"``) and
+    uses no script item, as a misspelt model name fails on the real API. By
+    default (None) it serves ``agentfsm.sim.lineup.KNOWN_MODELS``, the installed
+    SDK's lineup and the older ids the API served; pass exact names to replace
+    that set (``[*KNOWN_MODELS, "my-fine-tune"]`` widens it), or a predicate on
+    the name (``lambda name: True`` serves every name).
     """
 
     observers: ClassVar[list[Callable[[SimRequest], None]]] = []
@@ -96,6 +105,7 @@ class Simulator:
         auto_compact: bool = False,
         fallbacks_unsupported: serverside.FallbackPolicy = None,
         batch_polls: int = 1,
+        models: ModelPolicy = None,
     ) -> None:
         if isinstance(script, ScriptedReply | ErrorReply | RecordedReply | BatchOutcome):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
@@ -109,6 +119,8 @@ class Simulator:
                 )
         self.model_max_tokens = model_max_tokens
         self.prefill_unsupported = prefill_predicate(prefill_unsupported)
+        #: Whether the simulator serves a model name (``models=``); any other is the API's 404.
+        self.serves_model = model_predicate(models)
         #: Prompt-cache entries written by this simulator's requests (see ``agentfsm.sim.caching``).
         self.cache = PromptCache(min_cacheable_tokens, clock)
         self.prompt_cache = prompt_cache
@@ -279,6 +291,11 @@ class Simulator:
             )
             or serverside.validate(request.body, request.headers, fallbacks_unsupported=self.fallbacks_unsupported)
         )
+        if problem is None and not self.serves_model(str(request.body["model"])):
+            # after validation, before anything is sampled or redeemed: the API's answer to a name it does not know
+            return error_response(
+                404, "not_found_error", not_found_message(request.body["model"]), request_id=request_id
+            )
         credit: dict[str, Any] | None = None
         if problem is None and "fallback_credit_token" in request.body:
             credit, problem = self.credits.redeem(request)

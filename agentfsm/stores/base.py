@@ -29,11 +29,12 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from agentfsm.errors import CorruptSnapshotError, SnapshotVersionError
-from agentfsm.machine.state import Counters, RunState
+from agentfsm.machine.state import Counters, PendingDecision, RunState
 
 __all__ = [
     "SCHEMA_VERSION",
     "Counters",
+    "PendingDecision",
     "RunState",
     "RunSummary",
     "Snapshot",

@@ -5,12 +5,16 @@ one ``tool_result`` block going back. :func:`to_tool_result` turns whatever a
 tool returned into a result the API accepts; :func:`for_history` makes every
 result (whichever executor made it) safe to send and keep — cut to the policy's
 limit, the client's credentials redacted (``agentfsm.observe.redaction``).
+:func:`traceback_of` keeps the traceback of a tool that raised, for the developer:
+on the result and its ``tool.finished`` event, never in what the model reads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, SupportsIndex, TypeGuard
 
@@ -47,12 +51,19 @@ class ToolCall(BaseModel):
 
 
 class ToolResult(BaseModel):
-    """One ``tool_result`` block going back to the model; ``duration_ms`` is for events only."""
+    """One ``tool_result`` block going back to the model; ``duration_ms`` and ``traceback`` are for events
+    only (``to_block`` leaves them out).
+
+    ``traceback`` is set when the tool raised (``DefaultExecutor`` sets it): the formatted traceback from
+    the tool's own frame down, for the developer. The model reads only ``content`` (the exception's type
+    and message): a traceback would cost it tokens and show it the machine's paths.
+    """
 
     tool_use_id: str
     content: str | list[dict[str, Any]]
     is_error: bool = False
     duration_ms: float | None = None
+    traceback: str | None = None
 
     def to_block(self) -> dict[str, Any]:
         """The wire block; ``is_error`` is present only when true."""
@@ -106,6 +117,39 @@ def error_result(call: ToolCall, err: ToolCallError) -> ToolResult:
     return ToolResult(tool_use_id=call.id, content=str(err), is_error=True)
 
 
+#: The most characters of a traceback kept on a result (its head and its end, where the error is).
+MAX_TRACEBACK_CHARS = 10_000
+_TRACEBACK_HEAD = 2_000
+#: The executor's own frames (this package) stand above the tool's: a traceback starts below them.
+_TOOLS_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def traceback_of(exc: BaseException) -> str:
+    """The traceback of an exception a tool raised, as Python prints it, trimmed to the tool's frames.
+
+    It starts at the tool's own function (the executor's frames above it say nothing about the bug) and
+    goes down to where the exception was raised, with any chained exceptions; a longer one than
+    ``MAX_TRACEBACK_CHARS`` keeps its first lines (the tool's file and line) and its end (the error).
+    Credentials are redacted later, with every other field (``for_history``, the event log).
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and _in_tools_package(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception:  # an exception that cannot be formatted must not crash the run
+        return f"{type(exc).__name__} (its traceback could not be formatted)\n"
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    cut = f"\n[... {len(text) - MAX_TRACEBACK_CHARS:,} characters of the traceback cut by agentfsm ...]\n"
+    tail = MAX_TRACEBACK_CHARS - _TRACEBACK_HEAD
+    return text[:_TRACEBACK_HEAD] + cut + text[-tail:]
+
+
+def _in_tools_package(filename: str) -> bool:
+    return os.path.dirname(os.path.abspath(filename)) == _TOOLS_PACKAGE
+
+
 def to_tool_result(call: ToolCall, value: object, tool_name: str) -> ToolResult:
     """Turn what a tool returned into a result the API accepts.
 
@@ -147,11 +191,15 @@ def for_history(result: ToolResult, *, limit: int | None, secrets: Sequence[str]
             content = json.dumps(content, ensure_ascii=False, default=pydantic_core.to_jsonable_python)
         except Exception:
             content = f"the tool returned content blocks that cannot be sent (a list of {len(content)} items)"
-    content = _scrub(content, tuple(s for s in secrets if s))
+    clean = tuple(s for s in secrets if s)
+    content = _scrub(content, clean)
     content = cut_content(content, limit)
-    if content is result.content:
+    tb = result.traceback
+    if tb is not None and (clean or "sk-ant-" in tb):  # kept on the result (and in a store): no credentials
+        tb = redact_text(tb, clean)
+    if content is result.content and tb is result.traceback:
         return result
-    return result.model_copy(update={"content": content})
+    return result.model_copy(update={"content": content, "traceback": tb})
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")

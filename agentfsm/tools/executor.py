@@ -27,7 +27,7 @@ from agentfsm.errors import (
     ToolTimeoutError,
     UnknownToolError,
 )
-from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result
+from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result, traceback_of
 from agentfsm.tools.definition import Tool
 
 __all__ = ["DefaultExecutor", "ToolExecutor", "call_scope", "shared_executor"]
@@ -325,8 +325,9 @@ def _call_sync(
             value = tool.fn(**kwargs)
         except ToolCallError as exc:  # the tool wrote its own message for the model
             result = error_result(call, exc)
-        except Exception as exc:
+        except Exception as exc:  # a bug: the model reads what it was, the developer where (the traceback)
             result = error_result(call, ToolExecutionError(tool.name, exc))
+            result.traceback = traceback_of(exc)
         else:
             result = to_tool_result(call, value, tool.name)
     result.duration_ms = (time.perf_counter() - t0) * 1000
@@ -377,8 +378,10 @@ async def _call_async(
             result = error_result(call, ToolTimeoutError(tool.name, seconds or 0.0))
         else:  # the tool's own timeout (an HTTP call, say): an ordinary failure
             result = error_result(call, ToolExecutionError(tool.name, exc))
+            result.traceback = traceback_of(exc)
     except Exception as exc:
         result = error_result(call, ToolExecutionError(tool.name, exc))
+        result.traceback = traceback_of(exc)
     else:
         result = to_tool_result(call, value, tool.name)
     result.duration_ms = (time.perf_counter() - t0) * 1000
