@@ -453,7 +453,12 @@ def test_a_batch_created_by_a_process_that_died_before_storing_its_id_is_adopted
     agent_ = agent(sim)
     conv = agent_.start("orphan/1", conversation_id="o", store=store)
     params = conv.pending.params  # type: ignore[union-attr]
-    entry = Entry(custom_id=custom_id("o", 1, conv.runstate.revision, 1), conversation_id="o", revision=conv.runstate.revision, turn=1)
+    entry = Entry(
+        custom_id=custom_id("o", 1, conv.runstate.revision, 1),
+        conversation_id="o",
+        revision=conv.runstate.revision,
+        turn=1,
+    )
     ledger = SQLiteLedger(tmp_path / "runs.db")
     ledger.begin(BatchRecord(key="k1", batch_id=None, created_at=time.time(), entries={entry.custom_id: entry}))
     sim.client(max_retries=0).messages.batches.create(requests=[{"custom_id": entry.custom_id, "params": params}])
