@@ -50,15 +50,17 @@ if TYPE_CHECKING:
     from agentfsm.observe.redaction import redact_processor
     from agentfsm.observe.replay import EventsWriter, ReplayedRun
     from agentfsm.policy import Policy
-    from agentfsm.result import RunError, RunResult, TraceStep, Usage
+    from agentfsm.result import RunError, RunResult, TraceStep
     from agentfsm.stores import MemoryStore, PostgresStore, RunSummary, Snapshot, SQLiteStore, Store
     from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolExecutor, ToolResult, tool
+    from agentfsm.wire.usage import Usage
 
 #: Public name -> the module that defines it.
 _WHERE: dict[str, str] = {
     "Agent": "agentfsm.agent",
     "Policy": "agentfsm.policy",
-    **dict.fromkeys(("RunError", "RunResult", "TraceStep", "Usage"), "agentfsm.result"),
+    **dict.fromkeys(("RunError", "RunResult", "TraceStep"), "agentfsm.result"),
+    "Usage": "agentfsm.wire.usage",
     **dict.fromkeys(
         (
             "AgentfsmError",

@@ -37,6 +37,7 @@ from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.wire.usage import Usage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,6 +150,43 @@ def test_a_list_of_prompts_gives_results_in_order_and_run_finished_says_batched(
     added = [e.data for e in results[1].events if e.event == "batch.request_added"]
     assert [d["custom_id"] for d in added] == ["nightly-1-t1-r1-a1", "nightly-1-t2-r5-a1"]
     assert {e.event for r in results for e in r.events} <= set(EVENT_NAMES)
+
+
+def test_the_progress_adds_up_every_usage_field_of_every_conversation() -> None:
+    # Usage adds up field by field on Usage itself (it used to be added here by hand, without the compaction
+    # fields): here a compaction pass on one reply must reach the run's totals.
+    def compacting(request: SimRequest) -> Any:
+        reply = model(request)
+        if request.messages[0]["content"] == "b/1":
+            passes = [
+                {"type": "compaction", "input_tokens": 40, "output_tokens": 7},
+                {"type": "message", "input_tokens": 3},
+            ]
+            reply = reply.model_copy(update={"usage": {"iterations": passes}})
+        return reply
+
+    sim = Simulator(compacting)
+    batch = runner(sim)
+    results = batch.run(["a/1", "b/1"])
+    assert batch.last_progress is not None
+    total = batch.last_progress.usage
+    assert total == sum((res.usage for res in results), Usage())
+    assert total.compaction_input_tokens == 40 and total.compaction_output_tokens == 7
+
+
+def test_usages_add_up_field_by_field() -> None:
+    one = Usage(input_tokens=1, output_tokens=2, requests=1, compaction_input_tokens=5, compaction_output_tokens=6)
+    two = Usage(cache_read_input_tokens=3, cache_creation_input_tokens=4, requests=2, compaction_output_tokens=1)
+    assert one + two == Usage(
+        input_tokens=1,
+        output_tokens=2,
+        cache_read_input_tokens=3,
+        cache_creation_input_tokens=4,
+        requests=3,
+        compaction_input_tokens=5,
+        compaction_output_tokens=7,
+    )
+    assert sum([one, two]) == one + two and one.requests == 1  # the operands are unchanged
 
 
 def test_batches_split_at_the_request_and_byte_limits() -> None:

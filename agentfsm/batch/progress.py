@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from agentfsm.result import Usage
+from agentfsm.wire.usage import Usage
 
 #: The order states are listed in (others follow, alphabetically).
 _ORDER = ("requesting", "tool_use", "done", "truncated", "refused", "failed")

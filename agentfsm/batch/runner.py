@@ -59,10 +59,11 @@ from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, Send
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.observe.redaction import redact
-from agentfsm.result import RunError, RunResult, Usage
+from agentfsm.result import RunError, RunResult
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.tools.calls import ToolResult
 from agentfsm.wire import api
+from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -708,18 +709,11 @@ class BatchRunner:
         state.log.emit(name, turn=0, state="batch", level=level, **data)
 
     def _report(self, state: _Run, *, finished: bool = False) -> None:
-        usage = Usage()
-        cost: float | None = 0.0
-        states: Counter[str] = Counter()
-        for conv in state.convs.values():
-            states[conv.state] += 1
-            u = conv.usage
-            usage.input_tokens += u.input_tokens
-            usage.output_tokens += u.output_tokens
-            usage.cache_creation_input_tokens += u.cache_creation_input_tokens
-            usage.cache_read_input_tokens += u.cache_read_input_tokens
-            usage.requests += u.requests
-            cost = None if cost is None or conv.cost_usd is None else cost + conv.cost_usd
+        convs = state.convs.values()
+        usage = sum((conv.usage for conv in convs), Usage())  # every field, the compaction ones included
+        costs = [conv.cost_usd for conv in convs]
+        cost = None if None in costs else sum(c for c in costs if c is not None)
+        states = Counter(conv.state for conv in convs)
         progress = BatchProgress(
             run_id=state.run_id,
             conversations=len(state.convs),

@@ -23,6 +23,7 @@ from agentfsm.errors import InvalidActionError
 from agentfsm.machine import history, serverside, stitch
 from agentfsm.result import RunError
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
+from agentfsm.wire import usage
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -518,7 +519,7 @@ def stop_compacting(conv: Conversation) -> None:
     conv.emit(
         "compaction.ineffective",
         level="warning",
-        input_tokens=serverside.context_tokens(conv.require_reply().usage),
+        input_tokens=usage.context_tokens(conv.require_reply().usage),
         threshold=conv.policy.compact_at_input_tokens,
     )
 
@@ -531,7 +532,7 @@ def _request(conv: Conversation, reason: str) -> None:
     conv.emit(
         "compaction.requested",
         reason=reason,
-        input_tokens=serverside.context_tokens(reply.usage) if reply is not None else None,
+        input_tokens=usage.context_tokens(reply.usage) if reply is not None else None,
         threshold=conv.policy.compact_at_input_tokens,
         messages=len(conv.messages),
         compaction=conv.counters.compactions,
@@ -567,7 +568,7 @@ def apply_compaction(conv: Conversation) -> None:
         replaced_messages=len(replaced),
         summary_chars=len(str(block.get("content") or "")),
         compaction=conv.counters.compactions,
-        usage=serverside.compaction_usage(reply.usage),
+        usage=usage.compaction_passes(reply.usage),
     )
 
 

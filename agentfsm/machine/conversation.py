@@ -36,10 +36,11 @@ from agentfsm.machine.plan import Plan
 from agentfsm.machine.state import Counters, PendingDecision, RunState
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
-from agentfsm.result import RunResult, TraceStep, Usage
+from agentfsm.result import RunResult, TraceStep
 from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults
 from agentfsm.wire import api, caching
+from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from agentfsm.machine import history, serverside
+from agentfsm.wire import usage
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -115,7 +116,7 @@ def _threshold_reached(conv: Conversation) -> bool:
     reply = conv.reply
     if threshold is None or reply is None or reply.stop_reason == "compaction":
         return False
-    tokens = serverside.context_tokens(reply.usage)
+    tokens = usage.context_tokens(reply.usage)
     return tokens is not None and tokens >= threshold
 
 

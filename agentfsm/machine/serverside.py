@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
 from agentfsm.machine.history import Block, Message, tool_result_ids, tool_use_ids
+from agentfsm.wire.usage import iterations
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -194,34 +195,7 @@ def compaction_block(content: Sequence[Block]) -> Block | None:
     return found[-1] if found else None
 
 
-# --- reading a reply's usage ---------------------------------------------------------------------------
-
-
-def iterations(usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    found = (usage or {}).get("iterations")
-    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
-
-
-def _prompt_tokens(entry: Mapping[str, Any]) -> int:
-    return sum(
-        int(entry.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
-
-
-def context_tokens(usage: Mapping[str, Any] | None) -> int | None:
-    """The size of the context the request sent: the last sampling iteration's input (cache included).
-
-    Never a ``compaction`` entry's: that is the cost of the summarising pass, not the context size.
-    """
-    if not usage:
-        return None
-    sampled = [e for e in iterations(usage) if e.get("type") in ("message", "fallback_message")]
-    return _prompt_tokens(sampled[-1] if sampled else usage)
-
-
-def compaction_usage(usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The ``compaction`` entries of ``usage.iterations``: billed, but not in the top-level fields."""
-    return [e for e in iterations(usage) if e.get("type") == "compaction"]
+# --- who served a reply ---------------------------------------------------------------------------
 
 
 def served_by(reply: Reply) -> str | None:

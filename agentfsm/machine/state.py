@@ -19,9 +19,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
 from agentfsm.machine.table import REQUESTING
-from agentfsm.result import RunError, TraceStep, Usage
+from agentfsm.result import RunError, TraceStep
 from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.wire.api import Reply, RequestFailure, reply_from
+from agentfsm.wire.usage import Usage
 
 #: What the pending request is, which decides how its reply joins the history ("compaction": a compaction
 #: request; "compacted": the first request after one, continuing from the compaction block).

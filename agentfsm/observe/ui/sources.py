@@ -29,9 +29,10 @@ from typing import Any, Literal, Protocol
 
 from agentfsm.errors import ConfigurationError, EventsFileError, StoreError
 from agentfsm.observe.events import Event
-from agentfsm.result import TraceStep, Usage
+from agentfsm.result import TraceStep
 from agentfsm.stores.base import RunSummary, Snapshot, Store
 from agentfsm.stores.location import open_store, store_label
+from agentfsm.wire.usage import Usage
 
 
 @dataclass(frozen=True)
