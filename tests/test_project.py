@@ -152,6 +152,25 @@ def test_no_print_in_the_library() -> None:
         assert not re.search(r"^\s*print\(", path.read_text(), re.M), f"print() in {path}"
 
 
+def test_the_library_never_imports_the_command_line() -> None:
+    # The command line is built on the library, never the other way round: loading MODULE:Class is
+    # agentfsm.loading, which the engines use as the CLI does. (``python -m agentfsm`` is the CLI itself.)
+    import ast
+
+    found = []
+    checked = 0
+    for path in (ROOT / "agentfsm").rglob("*.py"):
+        if path.parent.name == "cli" or path.name == "__main__.py":
+            continue
+        checked += 1
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            found += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names if n.startswith("agentfsm.cli")]
+    assert checked > 50 and not found, found
+
+
 def _tool(name: str) -> list[str]:
     exe = Path(sys.executable).parent / name
     if exe.exists():

@@ -111,7 +111,8 @@ def result_line(result: Any) -> dict[str, Any]:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from agentfsm.batch import BatchRunner, ProgressDisplay
-    from agentfsm.cli.targets import command_client, load_agent_class, make_agent
+    from agentfsm.cli.targets import command_client, make_agent
+    from agentfsm.loading import load_agent_class
     from agentfsm.stores.location import open_store
 
     agent_cls = load_agent_class(args.agent)

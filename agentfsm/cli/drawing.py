@@ -10,15 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from agentfsm.cli.output import FORMATS, emit
-from agentfsm.cli.targets import (
-    agent_classes,
-    load_agent_class,
-    load_module,
-    load_target,
-    recorded_agent_class,
-    split_target,
-)
+from agentfsm.cli.targets import recorded_agent_class
 from agentfsm.errors import AgentfsmError, TargetNotFoundError
+from agentfsm.loading import agent_classes, load_agent_class, load_module, load_target, split_target
 
 
 def add_commands(sub: Any) -> None:

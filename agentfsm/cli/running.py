@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from agentfsm.cli.output import EXIT_NOT_DONE
-from agentfsm.cli.targets import command_client, load_agent_class, make_agent
+from agentfsm.cli.targets import command_client, make_agent
 from agentfsm.errors import AgentfsmError
+from agentfsm.loading import load_agent_class
 
 
 def add_commands(sub: Any) -> None:

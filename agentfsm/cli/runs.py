@@ -18,14 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.cli.output import FORMATS, emit
 from agentfsm.cli.running import after_run, event_logger, output_options
-from agentfsm.cli.targets import (
-    command_client,
-    load_agent_class,
-    load_recorded_agent_class,
-    make_agent,
-    recorded_agent_class,
-)
+from agentfsm.cli.targets import command_client, make_agent, recorded_agent_class
 from agentfsm.errors import AgentfsmError
+from agentfsm.loading import load_agent_class, load_recorded_agent_class
 
 if TYPE_CHECKING:
     from agentfsm.result import RunResult

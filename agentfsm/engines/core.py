@@ -420,7 +420,7 @@ def build_agents(specs: Iterable[str | type[Agent] | Agent]) -> list[tuple[Agent
         if isinstance(spec, Agent):
             built.append((spec, []))
         elif isinstance(spec, str):
-            from agentfsm.cli.targets import load_agent_class
+            from agentfsm.loading import load_agent_class
 
             built.append((load_agent_class(spec)(), [spec]))
         else:
