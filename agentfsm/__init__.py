@@ -47,9 +47,9 @@ if TYPE_CHECKING:
     from agentfsm.machine.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition, Wait
     from agentfsm.observe.events import EVENT_NAMES, Event
     from agentfsm.observe.live import LiveView
-    from agentfsm.observe.redaction import redact_processor
     from agentfsm.observe.replay import EventsWriter, ReplayedRun
     from agentfsm.policy import Policy
+    from agentfsm.redaction import redact_processor
     from agentfsm.result import RunError, RunResult, TraceStep
     from agentfsm.stores import MemoryStore, PostgresStore, RunSummary, Snapshot, SQLiteStore, Store
     from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolExecutor, ToolResult, tool
@@ -84,7 +84,7 @@ _WHERE: dict[str, str] = {
     "guard": "agentfsm.machine.guards",
     **dict.fromkeys(("REQUESTING", "STOP_REASONS", "TERMINAL_STATES", "Transition", "Wait"), "agentfsm.machine.table"),
     **dict.fromkeys(("EVENT_NAMES", "Event"), "agentfsm.observe.events"),
-    "redact_processor": "agentfsm.observe.redaction",
+    "redact_processor": "agentfsm.redaction",
     "LiveView": "agentfsm.observe.live",
     **dict.fromkeys(("EventsWriter", "ReplayedRun"), "agentfsm.observe.replay"),
     **dict.fromkeys(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 
 
 class AgentfsmError(Exception):

@@ -43,8 +43,8 @@ from agentfsm.cli import main
 from agentfsm.errors import ConfigurationError, CorruptSnapshotError, IncompatibleAgentError
 from agentfsm.machine.history import ABANDONED_CALL, validate_history
 from agentfsm.machine.streaming import ResultEvent, StreamEvent
-from agentfsm.observe.redaction import redact, redact_error
 from agentfsm.observe.replay import write_events
+from agentfsm.redaction import redact, redact_error
 from agentfsm.stores.base import Store
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore

@@ -307,7 +307,7 @@ def test_the_key_is_in_no_exception_raised_to_the_caller(monkeypatch: pytest.Mon
     ],
 )
 def test_redaction_finds_a_key_however_repr_would_show_it(secret: str, value: Any) -> None:
-    from agentfsm.observe.redaction import redact
+    from agentfsm.redaction import redact
 
     clean = redact(value, [secret])
     assert secret[:8] not in json.dumps(clean) and secret[:8] not in repr(clean)
@@ -315,7 +315,7 @@ def test_redaction_finds_a_key_however_repr_would_show_it(secret: str, value: An
 
 
 def test_redaction_gives_back_a_clean_value_untouched() -> None:
-    from agentfsm.observe.redaction import redact
+    from agentfsm.redaction import redact
 
     value = {"usage": {"input_tokens": 3}, "block_types": ["text"], "stop_reason": "end_turn"}
     assert redact(value, ["sk-ant-api03-" + "x" * 40]) is value
@@ -338,7 +338,7 @@ class _Text(str):
     ],
 )
 def test_event_fields_are_redacted_wherever_a_key_sits_in_them(fields: dict[str, Any]) -> None:
-    from agentfsm.observe.redaction import Redactor
+    from agentfsm.redaction import Redactor
 
     clean = Redactor(["sk-live-abcdef012345", "short"]).fields(fields)
     assert clean is not fields
@@ -347,7 +347,7 @@ def test_event_fields_are_redacted_wherever_a_key_sits_in_them(fields: dict[str,
 
 
 def test_clean_event_fields_come_back_as_they_are_and_a_short_key_is_left_in_events() -> None:
-    from agentfsm.observe.redaction import Redactor
+    from agentfsm.redaction import Redactor
 
     fields = {"turn": 3, "ok": True, "ms": 1.5, "none": None, "sizes": [3, 2, 0], "usage": {"input_tokens": 3}}
     redactor = Redactor(["sk-live-abcdef012345"])

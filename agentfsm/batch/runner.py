@@ -58,7 +58,7 @@ from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EventLog, Level
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 from agentfsm.result import RunError, RunResult
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.tools.calls import ToolResult

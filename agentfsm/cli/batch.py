@@ -127,8 +127,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
         import structlog
 
-        from agentfsm.observe.redaction import redact_processor
         from agentfsm.observe.replay import EventsWriter
+        from agentfsm.redaction import redact_processor
 
         writer = EventsWriter(args.events)
         chain: list[Any] = [redact_processor, structlog.processors.add_log_level, writer, _drop]

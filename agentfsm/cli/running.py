@@ -59,7 +59,7 @@ def _json_logger(*processors: Any) -> Any:
     """A structlog logger that prints events to stdout as JSON lines."""
     import structlog
 
-    from agentfsm.observe.redaction import redact_processor
+    from agentfsm.redaction import redact_processor
 
     chain: list[Any] = [
         redact_processor,

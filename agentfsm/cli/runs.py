@@ -179,7 +179,7 @@ def _for_display(snap: Any) -> Any:
     """The snapshot as it may be printed: credentials redacted everywhere (the conversation included —
     the store keeps the caller's messages as sent, a terminal need not show a key in them), and lone
     surrogates, which no terminal encoding can print, as U+FFFD."""
-    from agentfsm.observe.redaction import redact, redact_error
+    from agentfsm.redaction import redact, redact_error
     from agentfsm.stores.base import Snapshot
 
     secrets = tuple(v for v in (os.environ.get(name) for name in CREDENTIAL_VARIABLES) if v)

@@ -57,7 +57,7 @@ from agentfsm.machine.drivers import perform_async
 from agentfsm.machine.persistence import settle
 from agentfsm.machine.plan import AwaitAction, AwaitHook, RunTools, SendRequest
 from agentfsm.observe.events import EventLog, Level
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 from agentfsm.result import RunResult
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 from agentfsm.wire import api

@@ -38,7 +38,7 @@ from agentfsm.machine.table import (
     Transition,
     Wait,
 )
-from agentfsm.observe.redaction import redact_error
+from agentfsm.redaction import redact_error
 from agentfsm.result import RunError, TraceStep
 from agentfsm.tools.calls import ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching

@@ -17,7 +17,7 @@ Event names are a stable public interface: they are listed in ``EVENT_NAMES`` an
 docs/08-seeing-a-run.md, and a test keeps the two in step.
 
 Secrets never leave this module: every value is scrubbed of the client's API key and anything
-shaped like an Anthropic key (``agentfsm.observe.redaction``) before it is recorded, logged or
+shaped like an Anthropic key (``agentfsm.redaction``) before it is recorded, logged or
 observed.
 """
 
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from agentfsm.observe.redaction import Redactor
+from agentfsm.redaction import Redactor
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
 from agentfsm.observe import events
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 from agentfsm.tools.executor import call_scope
 
 try:

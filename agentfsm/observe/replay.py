@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from agentfsm.errors import EventsFileError
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EVENT_NAMES, Event, Level
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 from agentfsm.result import TraceStep
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@
 one ``tool_result`` block going back. :func:`to_tool_result` turns whatever a
 tool returned into a result the API accepts; :func:`for_history` makes every
 result (whichever executor made it) safe to send and keep — cut to the policy's
-limit, the client's credentials redacted (``agentfsm.observe.redaction``).
+limit, the client's credentials redacted (``agentfsm.redaction``).
 :func:`traceback_of` keeps the traceback of a tool that raised, for the developer:
 on the result and its ``tool.finished`` event, never in what the model reads.
 """
@@ -22,7 +22,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentfsm.errors import ToolCallError, ToolReturnError
-from agentfsm.observe.redaction import redact_text
+from agentfsm.redaction import redact_text
 from agentfsm.tools.limits import cut_content
 
 # Content block types the API accepts inside a tool_result's ``content`` list.
