@@ -23,7 +23,6 @@ import anthropic
 
 from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError, UnknownConversationError
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.history import Message, answer_abandoned_calls, validate_history
 from agentfsm.machine.serverside import check_request_params
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, is_async, merge, unsafe_states
@@ -33,6 +32,7 @@ from agentfsm.result import RunResult
 from agentfsm.stores.base import Store
 from agentfsm.tools.definition import Tool, tool_params
 from agentfsm.tools.executor import ToolExecutor, shared_executor
+from agentfsm.wire.messages import Message, answer_abandoned_calls, validate_history
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider

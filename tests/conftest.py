@@ -1,7 +1,7 @@
 """Suite-wide checks.
 
 Every request any agent sends to the simulator, in every test, is checked
-twice: against the wire rules of SPEC.md §3 (``agentfsm.machine.history.wire_problems``)
+twice: against the wire rules of SPEC.md §3 (``agentfsm.wire.messages.wire_problems``)
 and against the official request schema (``CreateMessageParams``, or
 ``BetaCreateMessageParams`` for beta calls) from the OpenAPI spec kept beside
 the real-traffic corpus, with a JSON Schema validator built once per session.
@@ -29,9 +29,9 @@ import pgserver
 import pytest
 import realtraffic
 
-from agentfsm.machine.history import wire_problems
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim.wire import MESSAGES_PATH
+from agentfsm.wire.messages import wire_problems
 
 #: Session totals of the schema check, for the terminal summary.
 SCHEMA_TALLY: Counter[str] = Counter()

@@ -18,11 +18,11 @@ from agentfsm import Agent, Conversation, Policy, RunResult, tool
 from agentfsm.agent import DEFAULT_MODEL
 from agentfsm.engines.core import build_agents
 from agentfsm.errors import ConfigurationError
-from agentfsm.machine.history import validate_history, wire_problems
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.caching import without_cache_control
 from agentfsm.sim.tokens import count_input_tokens
+from agentfsm.wire.messages import validate_history, wire_problems
 from agentfsm.wire.pricing import DEFAULT_PRICES, UNPRICED, Price, price_for
 
 MODEL = "claude-sonnet-4-6"  # $3 / $15 per million tokens

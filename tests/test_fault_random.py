@@ -44,11 +44,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.machine.history import wire_problems
 from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
 from agentfsm.sim import ErrorReply, ScriptedReply, SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED, default_prefill_unsupported
+from agentfsm.wire.messages import wire_problems
 
 DRIVERS = ("run", "stream", "arun", "astream")
 #: Examples per driver: about 30 s for the four together on a small machine. Set AGENTFSM_FAULT_EXAMPLES

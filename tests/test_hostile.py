@@ -41,7 +41,6 @@ from pydantic import ValidationError
 from agentfsm import Agent, Policy, RunResult, Transition, actions, tool
 from agentfsm.cli import main
 from agentfsm.errors import ConfigurationError, CorruptSnapshotError, IncompatibleAgentError
-from agentfsm.machine.history import ABANDONED_CALL, validate_history
 from agentfsm.machine.streaming import ResultEvent, StreamEvent
 from agentfsm.observe.replay import write_events
 from agentfsm.redaction import redact, redact_error
@@ -49,6 +48,7 @@ from agentfsm.stores.base import Store
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore
 from agentfsm.wire.api import RequestFailure, reply_from
+from agentfsm.wire.messages import ABANDONED_CALL, validate_history
 
 KEY = "sk-ant-api03-" + "HostileKeyDoNotLeak7x" * 3 + "-ZZ"
 TOKEN = "corp-gw-token.Zr81VeryPrivateBearerValue.41"  # not shaped like an Anthropic key

@@ -42,7 +42,6 @@ import scenario as sc
 
 from agentfsm import Agent, Policy, Tool
 from agentfsm.cli import EXIT_ERROR, main
-from agentfsm.machine.history import blocks, size_of
 from agentfsm.observe.graph import build
 from agentfsm.observe.replay import write_events
 from agentfsm.observe.ui import history as uh
@@ -54,6 +53,7 @@ from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.location import store_label
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.wire.messages import blocks, size_of
 
 ROOT = Path(__file__).resolve().parent.parent
 

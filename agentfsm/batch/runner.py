@@ -67,8 +67,8 @@ from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
-    from agentfsm.machine.history import Message
     from agentfsm.stores.base import Store
+    from agentfsm.wire.messages import Message
 
 #: The API's limits on one batch.
 MAX_BATCH_REQUESTS = 100_000

@@ -10,7 +10,7 @@ The actions a subclass uses on its own transitions, so that it never edits the
 history by hand: ``keep_reply``, ``answer_tool_calls`` (with ``runs_tools=True``),
 ``refuse_tool_calls``, ``answer_with(results)`` and ``add_user_message(text)``.
 Whatever a subclass's action does, the history it leaves is checked
-(``history_problems``) before the transition completes; a broken one raises
+(``agentfsm.wire.messages.history_problems``) before the transition completes; a broken one raises
 ``InvalidActionError`` naming the action and the rule, and is put back.
 """
 
@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import InvalidActionError
-from agentfsm.machine import history, serverside, stitch
+from agentfsm.machine import serverside, stitch
 from agentfsm.result import RunError
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
+from agentfsm.wire import messages as history
 from agentfsm.wire import usage
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ def answer_tool_calls(conv: Conversation) -> None:
     model_context_window_exceeded, an unknown one) client calls are not run: the turn is over,
     and ``result.messages`` keeps the reply as sent. Carrying such a history on with
     ``run(result.messages + [user message])`` answers them with ``is_error`` results
-    (``agentfsm.machine.history.answer_abandoned_calls``).
+    (``agentfsm.wire.messages.answer_abandoned_calls``).
     """
     _answer(conv, conv.tool_results, "answer_tool_calls", sendable=True)  # made sendable as they came in
     conv.tool_results = []
@@ -356,80 +357,6 @@ def _answer(conv: Conversation, results: Sequence[ToolResult], who: str, *, send
         limit, secrets = conv.policy.max_tool_result_chars, conv.agent.secrets()
         blocks = [for_history(by_id[c.id], limit=limit, secrets=secrets).to_block() for c in calls]
     conv.messages.append({"role": "user", "content": blocks})
-
-
-# --- checking what a subclass's action left ---------------------------------------------
-
-#: The rules every request keeps, as an InvalidActionError names them.
-RULES = {
-    "shape": "every message is a dict with role 'user' or 'assistant' and non-empty content: a string, or a "
-    "list of blocks that are dicts with a string 'type'",
-    "roles": "roles alternate user / assistant, starting with user",
-    "tools": "every tool_use is answered by exactly one tool_result with its id, in the very next user message, "
-    "which holds only tool_result blocks",
-    "prefill": "a final assistant message (a prefill) ends in text without trailing whitespace, never in thinking",
-}
-
-
-def history_problems(messages: Sequence[Any], *, sending: bool) -> list[tuple[str, str]]:
-    """Where ``messages`` (as they would be sent) break the rules every request keeps: (problem, rule) pairs.
-
-    ``sending`` is False when the history is not sent next (the transition leads to another state
-    than ``requesting``): a last assistant message may then still be waiting for its answer.
-    """
-    found: list[tuple[str, str]] = []
-    for i, m in enumerate(messages):
-        shape = _shape_problem(m, final=i == len(messages) - 1)
-        if shape:
-            found.append((f"messages[{i}]: {shape}", RULES["shape"]))
-    if found:
-        return found
-    if not messages:
-        return [("the history is empty", RULES["roles"])]
-    checked = list(messages)
-    if not sending and checked[-1]["role"] == "assistant":
-        last = checked.pop()
-        if not checked:  # a lone assistant turn is valid only as a compaction block, which opens a history
-            return (
-                [] if history.opens_with_compaction(last) else [("messages[0] is not a user message", RULES["roles"])]
-            )
-        if checked[-1]["role"] == "assistant":
-            found.append((f"messages[{len(checked)}]: two assistant messages in a row", RULES["roles"]))
-    for problem in history.wire_problems(checked):
-        found.append((problem, _rule_of(problem)))
-    for i, m in enumerate(checked):
-        results = history.tool_result_ids(m) if m["role"] == "user" else []
-        if results and i > 0 and not history.tool_use_ids(checked[i - 1]):
-            found.append(
-                (f"messages[{i}]: tool_result ids {results} answer no tool_use in the previous message", RULES["tools"])
-            )
-    return found
-
-
-def _shape_problem(m: object, *, final: bool) -> str | None:
-    if not isinstance(m, dict):
-        return f"is a {type(m).__name__}, not a message dict"
-    if m.get("role") not in ("user", "assistant"):
-        return f"role is {m.get('role')!r}"
-    content = m.get("content")
-    if isinstance(content, str):
-        return None if content or (final and m["role"] == "assistant") else "content is an empty string"
-    if not isinstance(content, list) or not content:
-        return f"content is {type(content).__name__ if not isinstance(content, list) else 'an empty list'}"
-    for j, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            return f"content[{j}] is {type(block).__name__}, not a block dict with a string 'type'"
-    return None
-
-
-def _rule_of(problem: str) -> str:
-    if "in a row" in problem or "not a user message" in problem or problem == "no messages":
-        return RULES["roles"]
-    if "tool_use" in problem or "tool_result" in problem:
-        return RULES["tools"]
-    if "final assistant" in problem:
-        return RULES["prefill"]
-    return "the rules every request keeps"
 
 
 def fail_no_tool_calls(conv: Conversation) -> None:

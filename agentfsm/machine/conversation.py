@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, IncompatibleAgentError, InvalidTransitionError
 from agentfsm.machine import core, drivers, serverside
-from agentfsm.machine.history import Message, blocks, is_tool_result_message, text_of, tool_result_ids
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
 from agentfsm.machine.state import Counters, PendingDecision, RunState
@@ -40,6 +39,7 @@ from agentfsm.result import RunResult, TraceStep
 from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults
 from agentfsm.wire import api, caching
+from agentfsm.wire.messages import Message, blocks, is_tool_result_message, text_of, tool_result_ids
 from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:

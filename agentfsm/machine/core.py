@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, InvalidActionError, InvalidTransitionError
 from agentfsm.machine import serverside
-from agentfsm.machine.actions import history_problems
-from agentfsm.machine.history import Message, blocks, size_of
 from agentfsm.machine.persistence import Settled
 from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
 from agentfsm.machine.table import (
@@ -42,6 +40,7 @@ from agentfsm.redaction import redact_error
 from agentfsm.result import RunError, TraceStep
 from agentfsm.tools.calls import ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching
+from agentfsm.wire.messages import Message, blocks, history_problems, size_of
 from agentfsm.wire.pricing import price_for
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from agentfsm.machine import history, serverside
+from agentfsm.machine import serverside
+from agentfsm.wire import messages as history
 from agentfsm.wire import usage
 
 if TYPE_CHECKING:

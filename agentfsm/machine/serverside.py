@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
-from agentfsm.machine.history import Block, Message, tool_result_ids, tool_use_ids
+from agentfsm.wire.messages import Block, Message, tool_result_ids, tool_use_ids
 from agentfsm.wire.usage import iterations
 
 if TYPE_CHECKING:

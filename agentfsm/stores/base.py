@@ -103,7 +103,7 @@ def _check_content(conversation_id: str, snap: Snapshot) -> None:
     """The row's history passes the checks ``run()`` input passes, or it is corrupt (its reply was checked as
     it was read: ``RunState.reply``)."""
     from agentfsm.errors import InvalidHistoryError
-    from agentfsm.machine.history import validate_history
+    from agentfsm.wire.messages import validate_history
 
     try:
         validate_history(snap.messages, stored=True)

@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from agentfsm.machine.history import blocks
 from agentfsm.observe.events import Event
 from agentfsm.observe.ui.history import Growth, pieces
 from agentfsm.observe.ui.sources import RunRow
 from agentfsm.observe.ui.svg import render_svg
 from agentfsm.observe.ui.view import RunView, StepView, ToolCallView
+from agentfsm.wire.messages import blocks
 
 #: Shown when the source is an events file, on every run page.
 EVENTS_NOTE = (

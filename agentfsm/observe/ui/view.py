@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentfsm.machine.history import blocks
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import Event
 from agentfsm.observe.graph import Graph, build, resolve_agent
 from agentfsm.observe.ui.history import Growth, growth
 from agentfsm.observe.ui.sources import RunData
 from agentfsm.result import TraceStep
+from agentfsm.wire.messages import blocks
 
 #: Server tools' call blocks, and the suffix of their result blocks (``web_search_tool_result`` …).
 SERVER_CALLS = frozenset({"server_tool_use", "mcp_tool_use"})
