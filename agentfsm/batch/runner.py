@@ -255,7 +255,7 @@ class BatchRunner:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # nothing runs after a normal end; after a crash, don't wait
             for conv in state.convs.values():
-                conv.persistence.release(conv)
+                conv._persistence.release(conv)
         return {cid: self._result(state, conv) for cid, conv in state.convs.items()}
 
     # --- opening and recovering ------------------------------------------------------------------------
@@ -274,7 +274,7 @@ class BatchRunner:
         """Take every unfinished conversation's lease: one held by a live worker is left to it."""
         lease = self.agent.policy.lease_seconds
         for cid, conv in state.convs.items():
-            if not conv.stopped and not self.store.acquire(cid, conv.persistence.owner, lease):
+            if not conv.stopped and not self.store.acquire(cid, conv._persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
     def _recover(self, state: _Run) -> None:
@@ -568,7 +568,7 @@ class BatchRunner:
         state.last_renewal = time.monotonic()
         for cid in list(state.waiting):
             conv = state.convs[cid]
-            if not self.store.acquire(cid, conv.persistence.owner, lease):
+            if not self.store.acquire(cid, conv._persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
     def _apply(self, state: _Run, record: BatchRecord) -> None:
@@ -694,7 +694,7 @@ class BatchRunner:
         message = redact(str(exc), self.agent.secrets())
         conv.emit("batch.conversation_error", level="error", error_type=type(exc).__name__, message=message)
         if not isinstance(exc, ConversationLockedError):
-            conv.persistence.release(conv)
+            conv._persistence.release(conv)
 
     def _result(self, state: _Run, conv: Conversation) -> RunResult:
         result = conv.result()

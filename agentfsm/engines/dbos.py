@@ -69,6 +69,7 @@ from agentfsm.errors import (
     EngineError,
     UnknownDurableConversationError,
 )
+from agentfsm.machine import core
 from agentfsm.machine.plan import SendRequest
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
 from agentfsm.result import RunResult
@@ -159,7 +160,7 @@ class _DBOSSteps:
             if view is None:
                 record = await perform_request(conv.agent, plan.params, plan.timeout, delay, betas=plan.betas)
                 return record.to_json()
-            await self._write(conv.drain())
+            await self._write(core.drain(conv))
             retry = attempt > 0
             if self.recovered and not self.resynced:  # the dead execution may have streamed part of this reply
                 self.resynced = True
@@ -205,7 +206,7 @@ class _DBOSSteps:
         async def body() -> dict[str, Any]:
             self.live = True
             if self.view is not None:
-                await self._write(conv.drain())
+                await self._write(core.drain(conv))
             return (await perform_tools(conv.agent, calls, earlier_attempt=earlier)).to_json()
 
         return ToolsRecord.from_json(await DBOS.run_step_async({"name": "agentfsm.tools"}, body))
@@ -216,7 +217,7 @@ class _DBOSSteps:
             return
 
         async def body() -> None:
-            await self._write([*conv.drain(), *view.close(conv)])
+            await self._write([*core.drain(conv), *view.close(conv)])
 
         await DBOS.run_step_async({"name": "agentfsm.stream.end"}, body)
         await DBOS.close_stream_async(STREAM)

@@ -63,13 +63,13 @@ class Conversation:
         "_marks",
         "_outbox",
         "_performed",
+        "_persistence",
         "_retry_stopped_by",
         "_started",
         "_tool_results",
         "agent",
         "id",
         "log",
-        "persistence",
         "policy",
         "runstate",
         "table",
@@ -106,7 +106,7 @@ class Conversation:
         self._elapsed_before = state.elapsed_s  # wall time spent in earlier processes (a resumed conversation)
         self._started = time.perf_counter()
         self._tool_results: list[ToolResult] = ToolResults.of(())
-        self.persistence = Persistence(store)
+        self._persistence = Persistence(store)
         self.log = EventLog(self.id, agent.logger, agent.secrets(), observer_for(self))
         # What the core keeps between calls (transient: never stored).
         self._performed: Any = None  # a subclass action an async runner has already awaited
@@ -118,7 +118,7 @@ class Conversation:
         self._marks = caching.MarkCounter()  # the caller's cache marks in the history, counted once per message
         if announce:
             self.emit("run.started", agent=type(agent).qualified_name(), model=state.model, messages=len(history))
-            self.persistence.save(self)
+            self._persistence.save(self)
 
     @classmethod
     def restore(cls, agent: Agent, snap: Snapshot, store: Store | None = None) -> Conversation:
@@ -356,7 +356,7 @@ class Conversation:
                     f"trigger {trigger!r} {why} the waiting state {run.state!r}; the triggers that can: "
                     f"{', '.join(can) or 'none'}"
                 )
-        self.persistence.claim(self)
+        self._persistence.claim(self)
         run.waiting, run.decision, run.input = None, trigger, input
         kind = sorted(input) if isinstance(input, dict) else type(input).__name__
         self.emit("wait.decided", trigger=trigger, input=kind)
@@ -400,7 +400,7 @@ class Conversation:
     def release(self) -> None:
         """Give up this worker's lease on the stored conversation (``run`` and the other drivers do it when they
         return; after stepping by hand with ``step``, do it when you stop)."""
-        self.persistence.release(self)
+        self._persistence.release(self)
 
     def _scope(self) -> AbstractContextManager[object]:
         obs = self.log.observer
@@ -416,15 +416,6 @@ class Conversation:
             mirrored = stream_event_for(name, run.counters.turns, clean)
             if mirrored is not None:
                 self._outbox.append(mirrored)
-
-    def drain(self) -> list[StreamEvent]:
-        """The stream events emitted since the last drain (a streaming runner yields them)."""
-        outbox = self._outbox
-        if not outbox:
-            return []
-        drained = list(outbox)
-        outbox.clear()
-        return drained
 
     # --- the outcome ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from agentfsm.errors import ConfigurationError, InvalidActionError, InvalidTrans
 from agentfsm.machine import serverside
 from agentfsm.machine.persistence import Settled
 from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
+from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import (
     API_ERROR,
     RECOVERABLE_FAILURES,
@@ -169,7 +170,7 @@ def spent_budget(conv: Conversation) -> str | None:
 
 def begin_request(conv: Conversation) -> None:
     """Claim the conversation, count the request about to go out (the turn) and say so."""
-    conv.persistence.claim(conv)
+    conv._persistence.claim(conv)
     run = conv.runstate
     run.counters.turns += 1
     run.credit_token = None  # a credit token goes on one request: the one planned before this call
@@ -276,8 +277,8 @@ def tool_timeout(conv: Conversation) -> float:
 
 def begin_tools(conv: Conversation, plan: RunTools) -> Settled:
     """Claim the conversation, settle what needs no run (committed or interrupted), announce the rest."""
-    conv.persistence.claim(conv)
-    settled = conv.persistence.start_tools(conv, plan.calls)
+    conv._persistence.claim(conv)
+    settled = conv._persistence.start_tools(conv, plan.calls)
     for call in settled.to_run:
         conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
     return settled
@@ -285,7 +286,7 @@ def begin_tools(conv: Conversation, plan: RunTools) -> Settled:
 
 def finish_tools(conv: Conversation, plan: RunTools, settled: Settled, results: Sequence[ToolResult]) -> None:
     """Commit what ran, then answer every call of the reply (the caller fires ``plan.transition``)."""
-    conv.persistence.commit(conv, results)
+    conv._persistence.commit(conv, results)
     complete_tools(conv, plan, [*settled.results.values(), *results])
 
 
@@ -419,7 +420,7 @@ def record_transition(conv: Conversation, source: str, dest: str, trigger: str) 
     # Validated: pydantic-core does it in ~1 µs, a third of what model_construct costs in Python.
     step = TraceStep(source=source, dest=dest, trigger=trigger, turn=run.counters.turns, history_size=size)
     run.trace.append(step)
-    conv.persistence.save(conv)
+    conv._persistence.save(conv)
     reply = run.reply
     conv.emit(
         "transition",
@@ -450,7 +451,7 @@ def record_transition(conv: Conversation, source: str, dest: str, trigger: str) 
 def suspend(conv: Conversation) -> None:
     """Stop here, waiting for a decision from outside (``Suspend``): saved, and the lease given back
     (whoever decides, in whatever process, takes it)."""
-    persistence = conv.persistence
+    persistence = conv._persistence
     persistence.claim(conv)
     run = conv.runstate
     run.waiting = run.state
@@ -464,6 +465,16 @@ def suspend(conv: Conversation) -> None:
     )
     persistence.save(conv)
     persistence.release(conv)
+
+
+def drain(conv: Conversation) -> list[StreamEvent]:
+    """The stream events the run emitted since the last drain (a streaming runner yields them in order)."""
+    outbox = conv._outbox
+    if not outbox:
+        return []
+    drained = list(outbox)
+    outbox.clear()
+    return drained
 
 
 def require_sync(conv: Conversation) -> None:

@@ -43,9 +43,9 @@ def _drive(conv: Conversation, steps: loop.Steps, view: TextView | None) -> Iter
         try:
             effect = steps.send(outcome)
         except StopIteration:
-            yield from conv.drain()
+            yield from core.drain(conv)
             break
-        yield from conv.drain()
+        yield from core.drain(conv)
         if isinstance(effect, SendRequest):
             outcome = yield from _send(conv, effect, view)
         elif isinstance(effect, RunTools):
@@ -89,7 +89,7 @@ def run(conv: Conversation) -> RunResult:
         for _ in _drive(conv, loop.steps(conv), None):
             pass
     finally:
-        conv.persistence.release(conv)
+        conv._persistence.release(conv)
     return conv.result()
 
 
@@ -102,7 +102,7 @@ def stream(conv: Conversation) -> Iterator[StreamEvent]:
         yield from view.close(conv)
     finally:
         conv._outbox = None
-        conv.persistence.release(conv)
+        conv._persistence.release(conv)
     yield ResultEvent(result=conv.result())
 
 
@@ -128,10 +128,10 @@ async def _adrive(conv: Conversation, steps: loop.Steps, view: TextView | None) 
         try:
             effect: Effect = steps.send(outcome)
         except StopIteration:
-            for event in conv.drain():
+            for event in core.drain(conv):
                 yield event
             break
-        for event in conv.drain():
+        for event in core.drain(conv):
             yield event
         if isinstance(effect, SendRequest):
             async for item in _asend(conv, effect, view):
@@ -182,7 +182,7 @@ async def arun(conv: Conversation) -> RunResult:
         async for _ in _adrive(conv, loop.steps(conv), None):
             pass
     finally:
-        conv.persistence.release(conv)
+        conv._persistence.release(conv)
     return conv.result()
 
 
@@ -196,5 +196,5 @@ async def astream(conv: Conversation) -> AsyncIterator[StreamEvent]:
             yield event
     finally:
         conv._outbox = None
-        conv.persistence.release(conv)
+        conv._persistence.release(conv)
     yield ResultEvent(result=conv.result())
