@@ -1,64 +1,89 @@
-"""The docs cannot rot: every ```python block in README.md and docs/*.md runs, and every link resolves.
+"""The docs cannot rot: every ```python block in README.md and docs/*.md runs as a reader would run it,
+prints what it says it prints, and every link resolves.
 
 The convention (docs/README.md, "For contributors", says the same to writers):
 
 * Only ```python blocks run. Shell commands, program output and fragments use another fence
   (```bash, ```console, ```text); nothing else is executed.
-* Each python block is a program of its own: it runs in a fresh namespace (a fresh ``__main__``
-  module), in a fresh empty working directory, with a time limit (``BLOCK_TIMEOUT``), here in the
-  test process (an interpreter per block would cost seconds each). So a block is exactly what a
-  user would paste into a file: its own imports, no names from an earlier block.
-* While a block runs, ``ANTHROPIC_BASE_URL`` points at a fresh ``agentfsm.sim.Simulator`` served on a
-  loopback port and ``ANTHROPIC_API_KEY`` holds a dummy key, so ``anthropic.Anthropic()``,
-  ``anthropic.AsyncAnthropic()`` and an ``Agent`` with no client talk to it unchanged.
-* What that simulator answers is said by an HTML comment (invisible once rendered) right above
-  the block, blank lines allowed between::
+* A python block is a whole program, run exactly as shown: the block is written to ``example.py`` in a
+  fresh empty folder and run there as ``python example.py`` would run it, in a process of its own
+  (``tests/blockrunner.py`` forks it from an interpreter that has imported the SDK once: see its
+  docstring for why and for what that shares). Nothing is added to it and nothing is hidden: no
+  simulator behind the scenes, no API key and no ``ANTHROPIC_*`` or ``AGENTFSM_*`` variable in its
+  environment. A block that talks to a model builds its own, visibly::
 
-      <!-- sim: [r.tool_use("get_weather", {"location": "Hanoi"}), r.text("It is 31°C.")] -->
+      from agentfsm.sim import Simulator, replies as r
 
-  The text after ``sim:`` is what goes between the parentheses of ``Simulator(...)``: a script
-  (a list of replies, or one callable answering every request) and any keyword arguments, e.g.
-  ``<!-- sim: [r.max_tokens("Once"), r.text(" upon")], prefill_unsupported=["claude-haiku"] -->``. ``r`` is
-  ``agentfsm.sim.replies``; the names in ``SCRIPTS`` below are named scripts
-  (``<!-- sim: demo -->``). A list script must be used up by the block: a reply left over means
-  the comment and the block no longer agree. Without a comment the simulator echoes.
-* ``<!-- docs: needs postgres -->`` above a block sets ``DATABASE_URL`` to a throwaway PostgreSQL
-  server (the store tests' ``pgserver``); where none can be started the block is skipped, saying why.
-* ``<!-- docs: beyond schema -->`` above a block exempts its requests from the request-schema check
-  (still not from the wire rules), for features newer than the vendored OpenAPI spec (compaction,
-  server-side fallbacks), as the ``beyond_schema`` mark does for a test. Directives combine with
-  commas: ``<!-- docs: needs postgres, beyond schema -->``.
-* Every request a block sends to any simulator (its own ones included) is checked by the suite's
-  wire-rule and request-schema hooks (``tests/conftest.py``), like every other test's.
+      sim = Simulator([r.tool_use("get_weather", {"city": "Hanoi"}), r.text("It is 31°C.")])
+      result = Agent(client=sim.client(), tools=[get_weather]).run("Weather in Hanoi?")
+
+  It must exit with status 0, within ``BLOCK_TIMEOUT``, and write no warning on stderr.
+* **What a block prints is what its comments say.** The comment at the end of a line that ends a
+  ``print(...)`` call is what it prints; for a call without one, the whole-line comments right below
+  that line (up to a blank line or code) are. One line of output each, in the order of the source;
+  ``...`` stands for any text (several lines too). The program's stdout must match them exactly
+  (trailing spaces aside), and a block whose comments show no output must print nothing. A mismatch
+  fails showing both texts::
+
+      print(result.final_state, result.turns)  # done 2
+      for step in result.trace:
+          print(step.trigger)
+      # tool_use
+      # ...
+
+* Directives are HTML comments right above a block (blank lines allowed), and only say what the block
+  needs from its environment, never what it does: ``<!-- docs: needs postgres -->`` sets ``DATABASE_URL``
+  to a throwaway PostgreSQL database (the store tests' ``pgserver``; where none can be started the block
+  is skipped, saying why), and the page says the block reads ``DATABASE_URL``. ``<!-- docs: beyond
+  schema -->`` exempts its requests from the request-schema check (still not from the wire rules), for
+  features newer than the vendored OpenAPI spec, as the ``beyond_schema`` mark does for a test.
+  Directives combine with commas: ``<!-- docs: needs postgres, beyond schema -->``.
+* ``<!-- docs: real API -->`` marks a block about the real API (the README's quickstart with a key): CI
+  has no key and no network, so such a block is compiled and its imports are checked, not run. The
+  prose right above it must say so (it mentions ``ANTHROPIC_API_KEY`` or "real API"), and the next
+  python block of the page must be its twin on the simulator, which runs. Keep them few.
+* Every Messages request a block sends to any simulator is checked against the wire rules
+  (``agentfsm.wire.messages.wire_problems``) and the API's request schema, as in the rest of the suite.
+* Blocks use only model names the installed SDK lists (``anthropic.types.Model``): the simulator, like
+  the API, answers an unknown model with 404.
+* The old hidden ``<!-- sim: ... -->`` comments are gone: one left anywhere fails the test.
 
 Besides running the blocks, this file is the ``mkdocs --strict`` of plain Markdown: every relative
-link and ``#anchor`` resolves, every guide is in the index, no page points outside the repository,
-and the reference parts that mirror the code (the Policy table, the reply builders' signatures, the
-event names) are checked against it; the README's state table is checked in test_project.py. The
-Policy table is generated: ``.venv/bin/python tests/test_docs.py --write`` rewrites it.
+link and ``#anchor`` resolves, every guide is in the index and ends by pointing to the next one, no page
+points outside the repository, and the reference parts that mirror the code (the Policy table, the reply
+builders' signatures, the event names, docs/01's table of every command of ``agentfsm --help``) are
+checked against it; the README's state table is checked in test_project.py. The Policy table is
+generated: ``.venv/bin/python tests/test_docs.py --write`` rewrites it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ast
+import importlib
 import inspect
-import logging
+import io
+import itertools
+import json
+import os
 import re
+import select
 import signal
+import subprocess
 import sys
-import types
+import time
+import tokenize
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_DIR = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS_DIR.glob("*.md"))]
-BLOCK_TIMEOUT = 20.0  # seconds; a block is a small program on a local simulator
+BLOCK_TIMEOUT = 60.0  # seconds; most blocks take well under one, the DBOS and Temporal ones a few
 
 # The guides, in reading order: docs/README.md lists exactly these, in this order.
 GUIDES = [
@@ -76,15 +101,8 @@ GUIDES = [
     "12-troubleshooting.md",
 ]
 
-
-def _demo_script() -> list[Any]:
-    from agentfsm.demo import demo_script
-
-    return list(demo_script())
-
-
-#: Named scripts a ``<!-- sim: NAME -->`` comment may use (called to build a fresh script per block).
-SCRIPTS: dict[str, Callable[[], Any]] = {"demo": _demo_script}
+NEEDS_POSTGRES, BEYOND_SCHEMA, REAL_API = "needs postgres", "beyond schema", "real API"
+KNOWN_DIRECTIVES = (NEEDS_POSTGRES, BEYOND_SCHEMA, REAL_API)
 
 
 # --- reading the pages --------------------------------------------------------------------------------
@@ -101,7 +119,8 @@ class Block:
     line: int  # 1-based line of the first line of code
     lang: str
     code: str
-    directives: dict[str, str] = field(default_factory=dict)
+    directives: list[str] = field(default_factory=list)
+    prose_before: str = ""  # the paragraph right above the block (its directives skipped)
 
     @property
     def where(self) -> str:
@@ -109,7 +128,7 @@ class Block:
 
 
 def fenced_blocks(page: Path) -> list[Block]:
-    """Every fenced block of ``page``, with the ``sim:``/``docs:`` comments right above it."""
+    """Every fenced block of ``page``, with the ``docs:`` directives right above it."""
     lines = page.read_text().splitlines()
     found: list[Block] = []
     i = 0
@@ -124,14 +143,16 @@ def fenced_blocks(page: Path) -> list[Block]:
         while j < len(lines) and not re.match(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}\s*$", lines[j]):
             j += 1
         code = "\n".join(line[indent:] for line in lines[start:j]) + "\n"
-        found.append(Block(page, start + 1, lang, code, _directives(lines, i)))
+        directives, above = _directives(lines, i)
+        found.append(Block(page, start + 1, lang, code, directives, _paragraph_ending_at(lines, above)))
         i = j + 1
     return found
 
 
-def _directives(lines: list[str], fence_index: int) -> dict[str, str]:
-    """``{"sim": ..., "docs": ...}`` from the HTML comments just above a fence (blank lines allowed)."""
-    found: dict[str, str] = {}
+def _directives(lines: list[str], fence_index: int) -> tuple[list[str], int]:
+    """The ``docs:`` directives in the HTML comments just above a fence (blank lines allowed), and the
+    index of the line above them."""
+    found: list[str] = []
     k = fence_index - 1
     while k >= 0:
         if not lines[k].strip():
@@ -146,132 +167,334 @@ def _directives(lines: list[str], fence_index: int) -> dict[str, str]:
         if k < 0 or not m:
             break
         key, _, value = m[1].strip().partition(":")
-        if key.strip() in ("sim", "docs"):
-            found.setdefault(key.strip(), " ".join(value.split()))
+        if key.strip() == "docs":
+            found += [d.strip() for d in value.split(",") if d.strip()]
         k -= 1
-    return found
+    return found, k
+
+
+def _paragraph_ending_at(lines: list[str], k: int) -> str:
+    while k >= 0 and not lines[k].strip():
+        k -= 1
+    end = k
+    while k >= 0 and lines[k].strip():
+        k -= 1
+    return "\n".join(lines[k + 1 : end + 1])
 
 
 def python_blocks() -> list[Block]:
     return [b for page in PAGES for b in fenced_blocks(page) if b.lang in ("python", "py", "python3")]
 
 
-# --- running a block ----------------------------------------------------------------------------------
-
-
-def echo(request: Any) -> Any:
-    """The default model: says back the text of the last message."""
-    from agentfsm.sim import replies as r
-
-    content = (request.last_message or {}).get("content")
-    said = (
-        content
-        if isinstance(content, str)
-        else " ".join(b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text")
-    )
-    return r.text(f"You said: {said}" if said.strip() else "Hello from the simulator.")
-
-
-def simulator_for(block: Block) -> Any:
-    from agentfsm.sim import Simulator
-    from agentfsm.sim import replies as r
-
-    args = block.directives.get("sim", "").strip()
-    if not args:
-        return Simulator(echo)
-    scope = {"r": r, "Simulator": Simulator, **{name: make() for name, make in SCRIPTS.items() if name in args}}
-    try:
-        return eval(f"Simulator({args})", scope)
-    except Exception as exc:
-        raise AssertionError(
-            f"{block.where}: the <!-- sim: ... --> comment does not build a Simulator: {exc!r}"
-        ) from exc
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float, where: str) -> Iterator[None]:
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"{where}: the block ran longer than {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def global_state_restored() -> Iterator[types.ModuleType]:
-    """A fresh ``__main__`` for the block; structlog, logging and ``__main__`` put back afterwards."""
-    structlog_config = dict(structlog.get_config())
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    main = types.ModuleType("__main__")
-    previous_main = sys.modules.get("__main__")
-    sys.modules["__main__"] = main
-    try:
-        yield main
-    finally:
-        if previous_main is not None:
-            sys.modules["__main__"] = previous_main
-        structlog.configure(**structlog_config)
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
 BLOCKS = python_blocks()
-KNOWN_NEEDS = ("needs postgres", "beyond schema")
 
 
-def _needs(block: Block) -> list[str]:
-    return [n.strip() for n in block.directives.get("docs", "").split(",") if n.strip()]
+# --- what a block says it prints ----------------------------------------------------------------------
+
+
+def expected_output(code: str) -> str:
+    """The output a block's comments show ('' when they show none).
+
+    The comment at the end of the line that ends a ``print(...)`` call; for a call without one, the
+    whole-line comments right below that line. One line of output each, in source order.
+    """
+    comments: dict[int, tuple[str, bool]] = {}  # line -> (text, a whole-line comment)
+    for token in tokenize.generate_tokens(io.StringIO(code).readline):
+        if token.type == tokenize.COMMENT:
+            text = token.string[1:].removeprefix(" ")
+            comments[token.start[0]] = (text, not token.line[: token.start[1]].strip())
+    print_ends = sorted(
+        {
+            node.end_lineno
+            for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+            if node.end_lineno is not None
+        }
+    )
+    lines: list[str] = []
+    for end in print_ends:
+        if end in comments and not comments[end][1]:
+            lines.append(comments[end][0])
+            continue
+        below = end + 1
+        while below in comments and comments[below][1]:
+            lines.append(comments[below][0])
+            below += 1
+    return "\n".join(lines)
+
+
+def _normalised(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+
+
+def output_matches(expected: str, actual: str) -> bool:
+    """``actual`` is ``expected`` with each ``...`` standing for any text, trailing spaces aside."""
+    pattern = ".*?".join(re.escape(part) for part in _normalised(expected).split("..."))
+    return re.fullmatch(pattern, _normalised(actual), re.S) is not None
+
+
+# --- running a block as a program ---------------------------------------------------------------------
+
+
+@dataclass
+class Ran:
+    """What a block's process did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    requests: list[dict[str, Any]]  # the Messages API requests it sent to simulators, as received
+
+
+class BlockRunner:
+    """Drives ``tests/blockrunner.py``: one process, started once, that forks one child per block."""
+
+    def __init__(self, folder: Path) -> None:
+        self._stderr = folder / "blockrunner.stderr"
+        with self._stderr.open("w") as stderr:
+            self._process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("blockrunner.py"))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                bufsize=0,
+            )
+        self._pending = b""
+
+    def _answer(self, deadline: float | None) -> dict[str, Any] | None:
+        """The runner's next answer line, or None if the deadline passes first."""
+        assert self._process.stdout is not None
+        while b"\n" not in self._pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._process.stdout], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(self._process.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError(f"the block runner died: {self._stderr.read_text()[-3000:]}")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def run(self, file: Path, env: dict[str, str], timeout: float) -> Ran:
+        folder = file.parent.parent
+        out, err, report = folder / "stdout", folder / "stderr", folder / "requests.json"
+        job = {"file": str(file), "cwd": str(file.parent), "env": env}
+        job |= {"stdout": str(out), "stderr": str(err), "report": str(report)}
+        assert self._process.stdin is not None
+        self._process.stdin.write((json.dumps(job) + "\n").encode())
+        started = self._answer(None)
+        assert started is not None
+        ended = self._answer(time.monotonic() + timeout)
+        if ended is None:  # out of time: end the block's whole process group, then collect its status
+            os.killpg(started["pid"], signal.SIGKILL)
+            ended = self._answer(None)
+            assert ended is not None
+            raise TimeoutError(f"the block ran longer than {timeout:g} s; its output so far:\n{out.read_text()}")
+        requests = json.loads(report.read_text()) if report.exists() else []
+        return Ran(ended["returncode"], out.read_text(), err.read_text(), requests)
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def block_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlockRunner]:
+    runner = BlockRunner(tmp_path_factory.mktemp("blockrunner"))
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def reader_environment() -> dict[str, str]:
+    """This process's environment as a reader's would be: no key, no API address, no agentfsm settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "AGENTFSM_"))}
+
+
+def on_the_page(block: Block, text: str, file: Path) -> str:
+    """``text`` with the block file's line numbers turned into the page's."""
+
+    def page_line(m: re.Match[str]) -> str:
+        return f'File "{block.page.relative_to(ROOT)}", line {block.line + int(m[1]) - 1}'
+
+    return re.sub(rf'File "{re.escape(str(file))}", line (\d+)', page_line, text)
+
+
+_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ", re.M)
+
+
+def request_problems(requests: list[dict[str, Any]], *, check_schema: bool) -> list[str]:
+    """What the requests break: the wire rules, and (unless exempt) the API's request schema."""
+    import realtraffic
+
+    from agentfsm.sim.wire import MESSAGES_PATH
+    from agentfsm.wire.messages import wire_problems
+
+    problems: list[str] = []
+    for request in requests:
+        if request["method"] != "POST" or request["path"] != MESSAGES_PATH or not request["body"]:
+            continue  # the Message Batches calls; their requests are checked one by one
+        problems += [f"request #{request['n']}: {p}" for p in wire_problems(request["body"].get("messages", []))]
+        if check_schema:
+            name = realtraffic.schema_name(request["query"], request["headers"])
+            problems += [
+                f"request #{request['n']}: {p}" for p in realtraffic.schema_problems(request["body"], name) or []
+            ]
+    return problems
 
 
 def _param(block: Block) -> Any:
-    marks = [pytest.mark.beyond_schema] if "beyond schema" in _needs(block) else []
+    marks = [pytest.mark.beyond_schema] if BEYOND_SCHEMA in block.directives else []
     return pytest.param(block, marks=marks, id=block.where)
 
 
 @pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
-def test_python_block_runs(
-    block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    needs = _needs(block)
-    unknown = [n for n in needs if n not in KNOWN_NEEDS]
-    if unknown:
-        pytest.fail(f"{block.where}: unknown directive <!-- docs: {', '.join(unknown)} --> (known: {KNOWN_NEEDS})")
-    if "needs postgres" in needs:
-        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_database"))
-    sim = simulator_for(block)
-    # Line numbers in a traceback are the page's own: the code is compiled as the page, padded.
-    code = compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
-    with sim.serve() as base_url, global_state_restored() as main:
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-docs-0000000000000000")
-        monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-        monkeypatch.chdir(tmp_path)
-        with time_limit(BLOCK_TIMEOUT, block.where):
-            exec(code, main.__dict__)
-    if sim.script:
-        left = len(sim.script) - sim.replies_served
-        assert left <= 0, (
-            f"{block.where}: {left} of the {len(sim.script)} scripted replies were never asked for: "
-            "the <!-- sim: ... --> comment and the block disagree"
-        )
+def test_python_block_runs_as_shown(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    unknown = [d for d in block.directives if d not in KNOWN_DIRECTIVES]
+    assert not unknown, (
+        f"{block.where}: unknown directive <!-- docs: {', '.join(unknown)} --> (known: {KNOWN_DIRECTIVES})"
+    )
+    if REAL_API in block.directives:
+        check_real_api_block(block)
+        return
+    env = reader_environment()
+    if NEEDS_POSTGRES in block.directives:
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_database")
+    runner: BlockRunner = request.getfixturevalue("block_runner")
+    (tmp_path / "work").mkdir()
+    file = tmp_path / "work" / "example.py"
+    file.write_text(block.code)
+    ran = runner.run(file, env, BLOCK_TIMEOUT)
+
+    stderr = on_the_page(block, ran.stderr, file)
+    assert ran.returncode == 0, f"{block.where}: the block exited with status {ran.returncode}:\n{stderr}"
+    assert not _WARNING.search(ran.stderr), f"{block.where}: the block writes a warning on stderr:\n{stderr}"
+    expected = expected_output(block.code)
+    assert output_matches(expected, ran.stdout), (
+        f"{block.where}: the block prints something else than its comments say.\n"
+        f"--- its comments say:\n{expected or '(nothing)'}\n--- it printed:\n{ran.stdout or '(nothing)'}"
+    )
+    problems = request_problems(ran.requests, check_schema=BEYOND_SCHEMA not in block.directives)
+    assert not problems, f"{block.where}: requests break the wire rules or the request schema:\n" + "\n".join(problems)
 
 
-def test_blocks_are_found_and_directives_read() -> None:
-    """The parser itself: a sim comment is attached to its block, and prose cuts the directives off."""
-    page = ROOT / "docs" / "README.md"
+def check_real_api_block(block: Block) -> None:
+    """A block about the real API: said so above it, compiles, imports, and has a twin that runs."""
+    assert "ANTHROPIC_API_KEY" in block.prose_before or "real API" in block.prose_before, (
+        f"{block.where}: a <!-- docs: real API --> block must say so in the paragraph above it "
+        "(name ANTHROPIC_API_KEY or say 'real API')"
+    )
+    tree = ast.parse(block.code, str(block.page))
+    compile(tree, str(block.page), "exec")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    importlib.import_module(f"{node.module}.{alias.name}")
+    same_page = [b for b in BLOCKS if b.page == block.page]
+    after = same_page[same_page.index(block) + 1 :]
+    twin = after[0] if after else None
+    assert twin is not None and REAL_API not in twin.directives and "Simulator(" in twin.code, (
+        f"{block.where}: a real-API block must be followed by its twin on the simulator (the next python block)"
+    )
+
+
+def test_no_hidden_simulator_comment_is_left() -> None:
+    """The old convention scripted the model in invisible ``<!-- sim: ... -->`` comments: never again."""
+    left = [
+        f"{page.relative_to(ROOT)}:{n}"
+        for page in PAGES
+        for n, line in enumerate(page.read_text().splitlines(), 1)
+        if re.search(r"<!--\s*sim\s*:", line)
+    ]
+    assert not left, f"hidden <!-- sim: --> comments (build a Simulator in the block instead): {left}"
+
+
+def known_models() -> set[str]:
+    from anthropic.types import Model
+
+    def literals(tp: Any) -> Iterator[str]:
+        if typing.get_origin(tp) is typing.Literal:
+            yield from (a for a in typing.get_args(tp) if isinstance(a, str))
+        else:
+            for arg in typing.get_args(tp):
+                yield from literals(arg)
+
+    return set(literals(Model))
+
+
+def test_blocks_use_only_models_the_sdk_knows() -> None:
+    known = known_models()
+    assert "claude-sonnet-5-5" in known, "anthropic.types.Model lists no models: the check would prove nothing"
+    unknown = [
+        f"{block.where}: {node.value!r}"
+        for block in BLOCKS
+        for node in ast.walk(ast.parse(block.code))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if re.fullmatch(r"claude-[\w.-]+", node.value) and node.value not in known
+    ]
+    listing = "\n  ".join(unknown)
+    assert not unknown, f"model names the installed SDK does not list (anthropic.types.Model):\n  {listing}"
+
+
+def test_the_parsers_read_what_the_convention_says() -> None:
+    """Directives, the paragraph above a block, and the output comments, on small made-up pages."""
     assert BLOCKS, "no python blocks found"
-    assert any(b.directives.get("sim") for b in BLOCKS), "no block says what the simulator answers"
-    lines = ["Text.", "", "<!-- sim: [r.text('a')] -->", "", "```python", "x = 1", "```"]
-    assert _directives(lines, 4) == {"sim": "[r.text('a')]"}
-    assert _directives(["<!-- sim: [] -->", "prose", "```python"], 2) == {}
-    assert _directives(["<!--", "sim: [r.text('b')]", "-->", "```python"], 3) == {"sim": "[r.text('b')]"}
-    assert page.exists()
+    lines = ["Text.", "", "<!-- docs: needs postgres, beyond schema -->", "", "```python", "x = 1", "```"]
+    assert _directives(lines, 4) == (["needs postgres", "beyond schema"], 0)
+    assert _directives(["<!-- docs: real API -->", "prose", "```python"], 2) == ([], 1)
+    assert _directives(["<!--", "docs: real API", "-->", "```python"], 3) == (["real API"], -1)
+    assert _paragraph_ending_at(["# Head", "", "With a key:", "more.", "", "<!-- x -->"], 4) == "With a key:\nmore."
+
+    code = "x = 2\nprint(x)  # 2\n# not output\nfor i in range(2):\n    print(i)\n# 0\n# 1\n\n# not output\n"
+    assert expected_output(code + 'print("a", end="")\n') == "2\n0\n1"
+    assert expected_output("print(\n    'x',\n)  # x\ny = 1  # not output\n") == "x"
+    assert output_matches("a ... c", "a b\nb c\n") and output_matches("x", "x  \n\n")
+    assert not output_matches("done 7", "done 8") and not output_matches("", "anything")
+
+
+def cli_commands() -> list[str]:
+    """Every command ``agentfsm --help`` offers, subcommands spelt out (``runs list``), and its own options."""
+    import argparse
+
+    from agentfsm.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> Iterator[str]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found = list(walk(sub, f"{prefix}{name} "))
+                    yield from found or [f"{prefix}{name}"]
+
+    parser = build_parser()
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    return [*options, *walk(parser, "")]
+
+
+def test_the_getting_started_guide_lists_every_command() -> None:
+    page = DOCS_DIR / "01-getting-started.md"
+    section = page.read_text().split("## The command line", 1)[1]
+    rows = re.findall(r"^\| `agentfsm ([^`]*)`", section, re.M)
+    commands = cli_commands()
+    assert "runs list" in commands, "no subcommands found: the check would prove nothing"
+    missing = [c for c in commands if not any(row == c or row.startswith(f"{c} ") for row in rows)]
+    assert not missing, f"{page.relative_to(ROOT)}'s command table lacks: {missing}"
+
+
+def test_every_guide_ends_by_pointing_to_the_next() -> None:
+    for guide, following in itertools.pairwise(GUIDES):
+        text = (DOCS_DIR / guide).read_text()
+        nexts = re.findall(r"^Next: \[[^\]]+\]\(([^)]+)\)\.$", text, re.M)
+        assert nexts == [following], f"docs/{guide}: one 'Next: [...]({following}).' line, found {nexts}"
+        assert text.rstrip().splitlines()[-1].startswith("Next: "), f"docs/{guide}: the 'Next:' line must come last"
 
 
 # --- links: what mkdocs --strict would check ------------------------------------------------------------
@@ -332,6 +555,11 @@ def raw_anchors(page: Path) -> set[str]:
     return found
 
 
+def _title_anchor(page: Path) -> str | None:
+    title = re.search(r"^# (.+)$", prose(page), re.M)
+    return slug(title[1]) if title else None
+
+
 def links(page: Path) -> list[str]:
     text = prose(page)
     return [m["target"] for m in _LINK.finditer(text)] + [m["target"] for m in _REF_DEF.finditer(text)]
@@ -351,6 +579,8 @@ def test_every_link_and_anchor_resolves(page: Path) -> None:
         if not dest.exists():
             problems.append(f"{target}: {dest.relative_to(ROOT)} does not exist")
             continue
+        if anchor and not path_part and anchor == _title_anchor(page):
+            problems.append(f"{target}: points at this page's own title, not at a section of it")
         if anchor:
             if dest.suffix != ".md":
                 problems.append(f"{target}: an anchor into a file that is not Markdown")

@@ -72,15 +72,19 @@ class Backend:
             return
         row = (cid, text, version, revision, "agentfsm.agent:Agent", state, 0, False, time.time(), time.time())
         self.store().list()  # makes the tables
+        # The columns of layout 1, as every agentfsm names them (the listing columns come later, filled in on listing).
+        columns = "(id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at)"
         if self.name == "sqlite":
             with closing(sqlite3.connect(self.where)) as conn, conn:
-                conn.execute("INSERT OR REPLACE INTO agentfsm_conversations VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO agentfsm_conversations {columns} VALUES (?,?,?,?,?,?,?,?,?,?)", row
+                )
             return
         import psycopg
 
         with psycopg.connect(self.where, autocommit=True) as conn:
             conn.execute("DELETE FROM agentfsm_conversations WHERE id = %s", (cid,))
-            conn.execute("INSERT INTO agentfsm_conversations VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", row)
+            conn.execute(f"INSERT INTO agentfsm_conversations {columns} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", row)
 
     def corrupt(self, cid: str, text: str) -> None:
         """Overwrite a stored conversation's JSON only (its summary columns stay)."""

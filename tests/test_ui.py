@@ -900,3 +900,50 @@ def write_screenshot(target: Path) -> None:
 
 if __name__ == "__main__":
     write_screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/ui.png"))
+
+
+# --- what the requests are sent with -------------------------------------------------------------------------------
+
+
+def test_the_run_page_shows_what_the_requests_are_sent_with(tmp_path: Path) -> None:
+    from agentfsm.stores.base import stored_request
+
+    system = "You add numbers. <b>Never</b> guess. The key sk-ant-api03-notakey-0123456789 is not yours."
+    agent = Agent(
+        client=Simulator([r.tool_use("add", {"a": 1, "b": 2}), r.text("3")]).client(max_retries=0),
+        model="claude-haiku-4-5",
+        system=system,
+        tools=[Tool(add)],
+        request_params={"temperature": 0.25, "stop_sequences": ["END"]},
+        logger=None,
+    )
+    store = SQLiteStore(tmp_path / "runs.db")
+    agent.run("1 + 2?", store=store, conversation_id="conv_params")
+    stored = store.load("conv_params").request
+    assert stored is not None and stored["temperature"] == 0.25 and "sk-ant-api03" not in json.dumps(stored)
+    served = serve(open_source(str(tmp_path / "runs.db")))
+    try:
+        page = dom(served.html("/runs/conv_params"))
+        panel = page.one(has_class("request", "section"))
+        params = {td.attrs["data-param"]: td.text() for td in panel.all(lambda n: n.tag == "td")}
+        assert params == {
+            "model": "claude-haiku-4-5",
+            "max_tokens": "1024",
+            "temperature": "0.25",
+            "stop_sequences": '["END"]',
+        }
+        shown = panel.one(has_class("system", "details")).one(lambda n: n.tag == "pre").text()
+        assert shown == system.replace("sk-ant-api03-notakey-0123456789", "[REDACTED]")  # escaped, not markup
+        (tool,) = panel.all(has_class("tool-spec", "details"))
+        assert tool.attrs["data-tool"] == "add" and "Add two numbers." in tool.text()
+        assert json.loads(tool.one(lambda n: n.tag == "pre").text())["properties"]["a"] == {"type": "integer"}
+        # A row an earlier agentfsm wrote holds none of it: the page says so.
+        store.save(store.load("conv_params").model_copy(update={"request": None, "revision": 99}))
+        note = dom(served.html("/runs/conv_params")).one(has_class("request", "section")).text()
+        assert "The system prompt, the tools and the other parameters are not in this stored run" in note
+    finally:
+        served.stop()
+        store.close()
+    # A credential under its own key (an MCP server's token) is never stored, whatever it looks like.
+    kept = stored_request({"mcp_servers": [{"name": "x", "authorization_token": "abc"}], "top_k": 5}, ["zzz-secret-1"])
+    assert kept == {"mcp_servers": [{"name": "x", "authorization_token": "[REDACTED]"}], "top_k": 5}

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentfsm.errors import AgentfsmError
+from agentfsm.errors import AgentfsmError, ConfigurationError
+
+if TYPE_CHECKING:
+    from agentfsm.observe.ui.decisions import Decider
+    from agentfsm.stores.base import Store
 
 DEFAULT_STORE = "agentfsm.db"
 
@@ -32,21 +37,68 @@ def add_commands(sub: Any) -> None:
     ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1, this machine)")
     ui.add_argument("--port", type=int, default=8000, help="the port (default: 8000; 0 picks a free one)")
     ui.add_argument("--open", action="store_true", help="open the page in a web browser")
+    decide = ui.add_argument_group(
+        "deciding waiting runs", "off by default: without --allow-decisions the inspector only shows runs"
+    )
+    decide.add_argument(
+        "--allow-decisions",
+        action="store_true",
+        help="let the page of a waiting run decide it (a trigger button, optional JSON input): the run goes on "
+        "in this process, running its tools and calling the API, as `agentfsm runs decide` does",
+    )
+    decide.add_argument(
+        "--agent",
+        metavar="MODULE:AgentClass",
+        help="the Agent class that carries decided runs on (default: the class each run recorded)",
+    )
+    decide.add_argument(
+        "--sim",
+        metavar="SCRIPT",
+        help="carry decided runs on against the simulator: a JSON file of replies or MODULE:NAME, as "
+        "`agentfsm run --sim` takes; without it, the real API (ANTHROPIC_API_KEY)",
+    )
     ui.set_defaults(func=cmd_ui)
+
+
+def decider_for(store: Store, agent_spec: str | None, sim_script: str | None) -> Decider:
+    """What decides a waiting run for ``--allow-decisions``: ``agentfsm.cli.runs.decide_run`` on ``store``, with
+    the client of ``--sim`` (or the real API's, checked now) and the class of ``--agent`` (or the run's own)."""
+    from agentfsm.cli.targets import command_client
+
+    client = command_client(sim_script)  # a missing API key is one line now, not an error on the first click
+
+    def decide(conversation_id: str, trigger: str, input: Any) -> object:
+        # `runs decide` carries the run on exactly as agent.resume does; the inspector shares it (looked up by
+        # name, when the first decision is taken, so that showing runs never loads the deciding code).
+        decide_run = getattr(importlib.import_module("agentfsm.cli.runs"), "decide_run")  # noqa: B009
+        return decide_run(store, conversation_id, trigger, input, agent_spec=agent_spec, client=client)
+
+    return decide
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from agentfsm.observe.ui.server import UIServer
-    from agentfsm.observe.ui.sources import open_source
+    from agentfsm.observe.ui.sources import StoreSource, open_source
 
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # so the runs' own Agent classes (their graphs) import, as with python -m
+    if args.events and args.allow_decisions:
+        raise ConfigurationError("--allow-decisions needs a store (--store): an events file cannot be carried on")
+    if (args.agent or args.sim) and not args.allow_decisions:
+        raise ConfigurationError("--agent and --sim are for deciding runs: add --allow-decisions")
     if args.events:
         source = open_source(events=args.events)
     else:
         source = open_source(str(args.store or os.environ.get("AGENTFSM_STORE") or DEFAULT_STORE))
     try:
-        server = UIServer(source, args.host, args.port)
+        decider = None
+        if args.allow_decisions:
+            assert isinstance(source, StoreSource)  # an events file was refused above
+            decider = decider_for(source.store, args.agent, args.sim)
+        server = UIServer(source, args.host, args.port, decider=decider)
+    except AgentfsmError:
+        source.close()
+        raise
     except OSError as exc:
         source.close()
         reason = exc.strerror or str(exc)
@@ -57,6 +109,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"agentfsm ui: serving {what} at {server.url} (Ctrl-C to stop)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"agentfsm ui: listening on {args.host}: anyone who can reach it can read these runs", flush=True)
+    if args.allow_decisions:
+        print("agentfsm ui: decisions allowed: a waiting run's page can decide it (its tools run here)", flush=True)
     if args.open:
         import webbrowser
 

@@ -58,6 +58,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shutdown-grace", type=float, default=10.0, metavar="S", help="seconds running steps get after SIGTERM"
     )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="also copy every conversation's snapshot to this agentfsm store (a SQLite path, sqlite:///PATH or "
+        "postgresql://...; for DBOS on SQLite it may be the same file) so `agentfsm runs` and `agentfsm ui` show it",
+    )
 
 
 def _rate_limit(args: argparse.Namespace) -> Any:
@@ -99,6 +105,7 @@ def cmd_worker_dbos(args: argparse.Namespace) -> int:
         recovery_interval=args.recovery_interval,
         poll_interval=args.poll_interval,
         shutdown_grace=args.shutdown_grace,
+        store=args.store,
     )
     worker.run(_stop_on_signals())
     return 0
@@ -117,6 +124,7 @@ def cmd_worker_temporal(args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         sticky_timeout=args.sticky_timeout,
         shutdown_grace=args.shutdown_grace,
+        store=args.store,
     )
     worker.run_sync(_stop_on_signals())
     return 0

@@ -31,6 +31,11 @@ A conversation that stops to wait for a decision from outside (a ``Wait``
 state) ends the workflow with its ``RunResult`` in that state, rather than
 hanging; the engines do not yet carry a decision into a waiting workflow.
 ``async def`` hooks and actions are plain code here too: they replay.
+
+Given a ``StoreMirror`` (a worker started with a store), the conversation also
+saves its snapshot into that agentfsm store after every transition, as a
+conversation run with ``store=`` does, so ``agentfsm runs`` and ``agentfsm ui``
+show it (``agentfsm.engines.mirror``).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from agentfsm.errors import ConfigurationError
 from agentfsm.machine import loop
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.drivers import perform_async
-from agentfsm.machine.persistence import settle
+from agentfsm.machine.persistence import Persistence, settle
 from agentfsm.machine.plan import AwaitAction, AwaitHook, RunTools, SendRequest
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.redaction import redact
@@ -64,6 +69,8 @@ from agentfsm.wire import api
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
+    from agentfsm.engines.mirror import StoreMirror
+    from agentfsm.stores.base import Store
 
 log = logging.getLogger("agentfsm.worker")
 
@@ -283,12 +290,38 @@ class Steps(Protocol):
         ...
 
 
-class DurableConversation(Conversation):
-    """A conversation run as a workflow: the engine is its store, wall time comes from the steps' records."""
+class _Mirrored(Persistence):
+    """A durable conversation's persistence: the engine journals its steps, so there is no store to lease or
+    commit to; with a mirror, each save copies the snapshot into an agentfsm store, for ``runs`` and ``ui``.
 
-    def __init__(self, agent: Agent, start: StartInput, steps: Steps) -> None:
+    A replay makes the same snapshots, revision for revision, as the run it replays: the store's fence
+    refuses those it has. The last one (finished or waiting) is waited for, briefly.
+    """
+
+    __slots__ = ("mirror",)
+
+    def __init__(self, mirror: StoreMirror | None) -> None:
+        super().__init__(None)
+        self.mirror = mirror
+
+    def save(self, conv: Conversation) -> None:
+        if self.mirror is None:
+            return
+        conv.runstate.revision += 1
+        stopped = conv.stopped
+        self.mirror.put(conv.snapshot(), wait=self.mirror.final_wait if stopped else None)
+
+
+class DurableConversation(Conversation):
+    """A conversation run as a workflow: the engine is its store, wall time comes from the steps' records.
+
+    With a ``mirror``, its snapshots are also copied into an agentfsm store, for ``runs`` and ``ui``.
+    """
+
+    def __init__(self, agent: Agent, start: StartInput, steps: Steps, mirror: StoreMirror | None = None) -> None:
         super().__init__(agent, list(start.messages), start.conversation_id, announce=False)
         self.steps = steps
+        self._persistence = _Mirrored(mirror)
         if start.stream:
             self._outbox = []  # stream events, drained by the engine's steps
         # While the engine replays, events go to the result only (through a log that shares its record):
@@ -302,6 +335,7 @@ class DurableConversation(Conversation):
         self._first_at: float | None = None
         self._last_at = 0.0
         self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(self.messages))
+        self._persistence.save(self)  # seen in the store from its start
 
     @property
     def elapsed_s(self) -> float:
@@ -321,10 +355,13 @@ class DurableConversation(Conversation):
             super().emit(name, level=level, **data)
 
 
-async def run_conversation(agent: Agent, start: StartInput, steps: Steps) -> RunResult:
+async def run_conversation(
+    agent: Agent, start: StartInput, steps: Steps, mirror: StoreMirror | None = None
+) -> RunResult:
     """The workflow: an interpreter of the one loop (``agentfsm.machine.loop``) whose two kinds of I/O are
-    durable steps; it ends when the conversation is finished or waiting for a decision from outside."""
-    conv = DurableConversation(agent, start, steps)
+    durable steps; it ends when the conversation is finished or waiting for a decision from outside. With a
+    ``mirror``, every snapshot is copied into an agentfsm store as well."""
+    conv = DurableConversation(agent, start, steps, mirror)
     log.info("conversation %s %s (%s)", conv.id, "resumed" if steps.replaying else "started", start.agent)
     running = loop.steps(conv)
     outcome: Any = None
@@ -426,6 +463,20 @@ def build_agents(specs: Iterable[str | type[Agent] | Agent]) -> list[tuple[Agent
         else:
             built.append((spec(), []))
     return built
+
+
+def mirror_for(store: Store | str | None, *, final_wait: float | None = None) -> StoreMirror | None:
+    """The mirror a worker copies its conversations' snapshots with: for a store, or a store URL (a SQLite path,
+    ``sqlite:///PATH``, ``postgresql://...``, as ``agentfsm runs --store`` takes); None for none."""
+    if store is None:
+        return None
+    from agentfsm.engines.mirror import FINAL_WAIT, StoreMirror
+    from agentfsm.stores.location import open_store
+
+    wait = FINAL_WAIT if final_wait is None else final_wait
+    if isinstance(store, str):
+        return StoreMirror(open_store(store, create=True), owns_store=True, final_wait=wait)
+    return StoreMirror(store, final_wait=wait)
 
 
 def executor_identity(prefix: str = "agentfsm") -> str:

@@ -23,6 +23,9 @@ database. ``pip install 'agentfsm[dbos]'``.
   request first takes a permit: a tiny workflow on a DBOS queue with that
   limiter and global concurrency, shared by all workers on the database
   (PostgreSQL; on SQLite DBOS counts them without a lock, exact with one worker).
+* **Seen by ``agentfsm runs`` and ``agentfsm ui``.** DBOS's tables are not an agentfsm store: a
+  worker given ``store=`` (``--store URL``; it may be the same SQLite file) also copies each
+  conversation's snapshot there after every transition (``agentfsm.engines.mirror``).
 * **Streaming.** Started with ``stream=True``, a conversation writes its text,
   transitions and tool calls to a DBOS stream that ``handle.stream()`` reads
   from any process; a request sent again after a crash takes back (``rewind``)
@@ -55,6 +58,7 @@ from agentfsm.engines.core import (
     ToolsRecord,
     build_agents,
     executor_identity,
+    mirror_for,
     perform_request,
     perform_tools,
     result_from_json,
@@ -62,6 +66,7 @@ from agentfsm.engines.core import (
     run_conversation,
     start_input,
 )
+from agentfsm.engines.mirror import StoreMirror
 from agentfsm.errors import (
     ConfigurationError,
     ConversationTimeoutError,
@@ -86,6 +91,7 @@ if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
     from agentfsm.agent import Agent
+    from agentfsm.stores.base import Store
 
 log = logging.getLogger("agentfsm.worker")
 
@@ -108,7 +114,7 @@ def queue_for(spec: str) -> str:
 # --- the workflow: agentfsm.engines.core's body, its I/O as DBOS steps ------------------------------------
 
 _REGISTRY = AgentRegistry()
-_SETTINGS: dict[str, Any] = {"rate_limit": None, "permit_timeout": 3600.0}
+_SETTINGS: dict[str, Any] = {"rate_limit": None, "permit_timeout": 3600.0, "mirror": None}
 
 
 class _DBOSSteps:
@@ -250,7 +256,7 @@ async def _conversation_workflow(start: dict[str, Any]) -> dict[str, Any]:
     agent = _REGISTRY.get(begin.agent)
     steps = _DBOSSteps(begin)
     await steps.begin()
-    return result_to_json(await run_conversation(agent, begin, steps))
+    return result_to_json(await run_conversation(agent, begin, steps, _SETTINGS["mirror"]))
 
 
 @DBOS.workflow(name=PERMIT_WORKFLOW, serialization_type=WorkflowSerializationFormat.PORTABLE)
@@ -410,7 +416,9 @@ class DBOSWorker:
     ``agents``: ``MODULE:CLASS`` names, Agent classes (built with no arguments, so their client comes from
     ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``) or Agent instances. ``concurrency``: conversations this
     worker runs at once (None: no limit). ``recovery_interval``: seconds between sweeps for dead workers'
-    conversations. ``poll_interval``: seconds between looks at the queues.
+    conversations. ``poll_interval``: seconds between looks at the queues. ``store``: an agentfsm store (or its
+    URL, as ``agentfsm runs --store`` takes) that every conversation's snapshots are copied to, so that
+    ``agentfsm runs`` and ``agentfsm ui`` show them (``agentfsm.engines.mirror``).
     """
 
     def __init__(
@@ -424,8 +432,10 @@ class DBOSWorker:
         poll_interval: float = 0.25,
         shutdown_grace: float = 10.0,
         executor_id: str | None = None,
+        store: Store | str | None = None,
     ) -> None:
         self.database = _check_url(database)
+        self.store = store
         self.agents = build_agents(agents)
         if not self.agents:
             raise ConfigurationError("a worker needs at least one agent to serve")
@@ -438,6 +448,7 @@ class DBOSWorker:
         self.queues: list[str] = []
         self.recovered = 0  # workflows of dead workers this worker put back on their queues
         self._liveness: _Liveness | None = None
+        self.mirror: StoreMirror | None = None
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -448,6 +459,7 @@ class DBOSWorker:
             for name in _REGISTRY.add(agent, *aliases):
                 self.queues.append(queue_for(name))
         _SETTINGS["rate_limit"] = self.rate_limit
+        _SETTINGS["mirror"] = self.mirror = mirror_for(self.store)
         self._liveness = _liveness_for(self.database)
         self._liveness.hold(self.executor_id)  # before DBOS may give this executor any workflow
         DBOS(
@@ -495,6 +507,9 @@ class DBOSWorker:
         if self._liveness is not None:
             self._liveness.close()
             self._liveness = None
+        if self.mirror is not None:
+            self.mirror.close()
+            _SETTINGS["mirror"] = self.mirror = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[DBOSWorker]:

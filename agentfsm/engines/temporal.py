@@ -23,6 +23,9 @@ cluster for many); workers and clients connect to it. ``pip install
   dead worker move on after ``sticky_timeout``.
 * The workflow runs outside Temporal's sandbox: agentfsm's own code is
   deterministic by construction (``core``); an agent's hooks must be too.
+* **Seen by ``agentfsm runs`` and ``agentfsm ui``.** A worker given ``store=`` (``--store URL``) also
+  copies each conversation's snapshot into that agentfsm store after every transition, from a thread of
+  its own (``agentfsm.engines.mirror``): the workflow's decisions never depend on it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from agentfsm.engines.core import (
     every,
     executor_identity,
     loads,
+    mirror_for,
     perform_request,
     perform_tools,
     result_from_json,
@@ -89,6 +93,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
+    from agentfsm.engines.mirror import StoreMirror
+    from agentfsm.stores.base import Store
 
 log = logging.getLogger("agentfsm.worker")
 
@@ -113,6 +119,8 @@ _REGISTRY = AgentRegistry()
 #: on a worker configured otherwise is not affected).
 _SETTINGS: dict[str, float] = {"heartbeat_timeout": 10.0, "request_timeout": 3700.0, "tool_timeout": 3600.0}
 _ATTEMPTS = 10  # attempts of one activity when its workers keep dying, then the conversation fails
+#: Where this process's worker copies its conversations' snapshots (None: nowhere).
+_MIRROR: dict[str, StoreMirror | None] = {"mirror": None}
 
 
 class _TemporalSteps:
@@ -181,7 +189,7 @@ class ConversationWorkflow:
         # Not served here: the task fails and Temporal retries it, on a worker that may serve the agent.
         agent = _REGISTRY.get(begin.agent)
         try:
-            result = await run_conversation(agent, begin, _TemporalSteps(self, begin))
+            result = await run_conversation(agent, begin, _TemporalSteps(self, begin), _MIRROR["mirror"])
         except TemporalError:
             raise
         except Exception as exc:  # a hook or action raised: the conversation fails, it does not retry forever
@@ -246,8 +254,10 @@ class TemporalWorker:
         sticky_timeout: float = 3.0,
         shutdown_grace: float = 10.0,
         identity: str | None = None,
+        store: Store | str | None = None,
     ) -> None:
         self.address = address
+        self.store = store
         self.agents = build_agents(agents)
         if not self.agents:
             raise ConfigurationError("a worker needs at least one agent to serve")
@@ -267,6 +277,8 @@ class TemporalWorker:
             _REGISTRY.add(agent, *aliases)
         _SETTINGS["heartbeat_timeout"] = self.heartbeat_timeout
         client = await _connect(self.address, self.namespace)
+        # A workflow task over 2 s is a deadlock to Temporal: the last snapshot is waited for 1 s at most.
+        mirror = _MIRROR["mirror"] = mirror_for(self.store, final_wait=1.0)
         limit = self.rate_limit
         common: dict[str, Any] = {
             "identity": self.identity,
@@ -291,11 +303,16 @@ class TemporalWorker:
             else limit.requests / limit.period,
             **common,
         )
-        async with main, requests:
-            self._ready.set()
-            log.info("Temporal worker %s serving %s on %s/%s", self.identity, ", ".join(_REGISTRY.names),
-                     self.address, self.task_queue)  # fmt: skip
-            await stop.wait()
+        try:
+            async with main, requests:
+                self._ready.set()
+                log.info("Temporal worker %s serving %s on %s/%s", self.identity, ", ".join(_REGISTRY.names),
+                         self.address, self.task_queue)  # fmt: skip
+                await stop.wait()
+        finally:
+            if mirror is not None:
+                mirror.close()
+                _MIRROR["mirror"] = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[TemporalWorker]:

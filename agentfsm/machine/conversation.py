@@ -36,7 +36,7 @@ from agentfsm.machine.state import Counters, PendingDecision, RunState
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep
-from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store
+from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store, stored_request
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults
 from agentfsm.wire import api, caching
 from agentfsm.wire.messages import Message, blocks, is_tool_result_message, text_of, tool_result_ids
@@ -158,6 +158,7 @@ class Conversation:
         fields["elapsed_s"] = self.elapsed_s
         fields["finished"] = self.finished
         fields["pending_decision"] = self.pending_decision()
+        fields["request"] = stored_request(self.agent.static_params(), self.agent.secrets())
         return Snapshot.model_construct(
             conversation_id=self.id, agent=type(self.agent).qualified_name(), schema_version=SCHEMA_VERSION, **fields
         )

@@ -6,10 +6,10 @@ envelope (schema version, conversation id, agent class). So a new counter or
 field is one line here: the conversation carries it, the store keeps it, and
 ``restore`` gives it back.
 
-Three fields are derived from the live conversation when a snapshot is taken
+Four fields are derived from the live conversation when a snapshot is taken
 rather than kept up to date on every step: ``elapsed_s`` (in memory: wall time
-spent in earlier processes; in a snapshot: the total so far), ``finished`` and
-``pending_decision``.
+spent in earlier processes; in a snapshot: the total so far), ``finished``,
+``pending_decision`` and ``request`` (the agent's request parameters).
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ class RunState(BaseModel):
     messages: list[dict[str, Any]]
     model: str
     max_tokens: int
+    #: What every request of the run is sent with besides its messages, model and max_tokens (the system
+    #: prompt, the tools with their schemas, temperature, ...), credentials replaced: for inspectors, which
+    #: show a run without importing its Agent class. None in rows an earlier agentfsm wrote.
+    request: dict[str, Any] | None = None
     counters: Counters = Field(default_factory=Counters)
     #: Continuation strategy in force: "auto" starts as prefill unless the model is known to refuse it.
     continuation_mode: Literal["prefill", "prompt"] = "prefill"

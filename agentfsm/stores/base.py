@@ -23,6 +23,8 @@ library reads every older version (``read_snapshot``). Stores implement
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
@@ -30,6 +32,7 @@ from pydantic_core import PydanticSerializationError
 
 from agentfsm.errors import CorruptSnapshotError, SnapshotVersionError
 from agentfsm.machine.state import Counters, PendingDecision, RunState
+from agentfsm.wire.usage import Usage
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -41,11 +44,45 @@ __all__ = [
     "Store",
     "read_snapshot",
     "snapshot_json",
+    "stored_request",
 ]
 
 #: The snapshot format this version writes. Bump it when a field changes meaning, and teach
 #: ``Snapshot.upgrade`` to read the old one.
 SCHEMA_VERSION = 1
+
+
+#: Request parameter keys whose values are credentials (an MCP server's ``authorization_token``): never stored.
+_CREDENTIAL_KEY = re.compile(r"token|secret|password|authori[sz]ation|api[_-]?key|cookie", re.IGNORECASE)
+
+
+#: ``stored_request``'s answers by the identity of the parameters (an agent's, the same for each of its saves).
+_STORED: dict[int, tuple[Mapping[str, Any], tuple[str, ...], dict[str, Any]]] = {}
+
+
+def stored_request(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """The request parameters a snapshot keeps (``Snapshot.request``): ``params`` with every value under a
+    credential's key replaced, and every copy of the client's credentials redacted. Worked out once per
+    agent (its parameters do not change), not at every save."""
+    from agentfsm.redaction import REDACTED, redact
+
+    found = tuple(secrets)
+    cached = _STORED.get(id(params))
+    if cached is not None and cached[0] is params and cached[1] == found:
+        return cached[2]
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: REDACTED if _CREDENTIAL_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    scrubbed: dict[str, Any] = redact(scrub(params), found)
+    if len(_STORED) > 256:
+        _STORED.clear()
+    _STORED[id(params)] = (params, found, scrubbed)
+    return scrubbed
 
 
 class Snapshot(RunState):
@@ -135,6 +172,24 @@ class RunSummary(BaseModel):
     updated_at: float
     #: Why this row cannot be loaded (corrupt, or written by a newer agentfsm); None when it is sound.
     problem: str | None = None
+    # What a run list shows, filled in by ``page`` (``agentfsm.stores.listing``); ``list()`` may leave them None.
+    #: The state it waits in, when it stopped to wait for a decision.
+    waiting: str | None = None
+    reason: str | None = None
+    tokens: int | None = None
+    #: None also when its model has no price.
+    cost_usd: float | None = None
+    elapsed_s: float | None = None
+    usage: Usage | None = None
+    #: When it was first saved (Unix time; None where the store does not keep it).
+    created_at: float | None = None
+
+    @property
+    def status(self) -> str:
+        """Its final state once finished, ``waiting`` while it waits for a decision, else ``unfinished``."""
+        if self.finished:
+            return self.state
+        return "waiting" if self.waiting is not None else "unfinished"
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ import time
 
 from agentfsm.errors import CorruptSnapshotError, StaleConversationError
 from agentfsm.stores.base import RunSummary, Snapshot, read_snapshot, snapshot_json
+from agentfsm.stores.listing import RunFilter, RunPage, page_of
 
 
 class MemoryStore:
@@ -16,6 +17,7 @@ class MemoryStore:
         self._rows: dict[str, str] = {}
         self._revisions: dict[str, int] = {}
         self._updated: dict[str, float] = {}
+        self._created: dict[str, float] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -28,6 +30,7 @@ class MemoryStore:
             self._rows[cid] = snapshot_json(snapshot)
             self._revisions[cid] = snapshot.revision
             self._updated[cid] = time.time()
+            self._created.setdefault(cid, self._updated[cid])
 
     def load(self, conversation_id: str) -> Snapshot:
         with self._lock:
@@ -64,9 +67,33 @@ class MemoryStore:
                     turns=snap.counters.turns,
                     finished=snap.finished,
                     updated_at=updated,
+                    waiting=snap.waiting,
+                    reason=snap.reason,
+                    tokens=snap.usage.total_tokens,
+                    cost_usd=snap.cost_usd,
+                    elapsed_s=snap.elapsed_s,
+                    usage=snap.usage,
+                    created_at=self._created.get(cid, updated),
                 )
             )
         return out
+
+    def page(self, run_filter: RunFilter | None = None, *, offset: int = 0, limit: int = 100) -> RunPage:
+        """A page of runs, newest first, with the filtered set's totals (in Python: it is all in memory anyway)."""
+        return page_of(self.list(), run_filter, offset=offset, limit=limit)
+
+    def summary(self, conversation_id: str) -> RunSummary | None:
+        """One run's line of the list (None if there is no such run)."""
+        return next((s for s in self.list() if s.conversation_id == conversation_id), None)
+
+    def fingerprint(self, conversation_id: str | None = None) -> str:
+        """Changes whenever a run (or the run ``conversation_id``) is saved, added or removed."""
+        with self._lock:
+            if conversation_id is None:
+                return (
+                    f"{len(self._revisions)}-{sum(self._revisions.values())}-{max(self._updated.values(), default=0)}"
+                )
+            return f"{self._revisions.get(conversation_id)}-{self._updated.get(conversation_id)}"
 
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
         now = time.time()

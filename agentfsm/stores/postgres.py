@@ -45,6 +45,17 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agentfsm.errors import ConfigurationError, SnapshotVersionError, StaleConversationError, StoreError
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
+from agentfsm.stores.listing import (
+    RunFilter,
+    RunPage,
+    check_page,
+    grouped,
+    listing_from_json,
+    listing_values,
+    totals,
+    where,
+)
+from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     import psycopg
@@ -76,6 +87,34 @@ _SCHEMA = (
         backend_pid     integer NOT NULL,
         locked          boolean NOT NULL
     )""",
+)
+
+#: The columns a run list reads (``agentfsm.stores.listing``), added in place: an older agentfsm on the same
+#: database never names them and keeps working (its rows are filled in when listed), so the layout stays 1.
+_LISTING = (
+    """
+    ALTER TABLE agentfsm_conversations
+        ADD COLUMN IF NOT EXISTS waiting text, ADD COLUMN IF NOT EXISTS reason text,
+        ADD COLUMN IF NOT EXISTS tokens bigint, ADD COLUMN IF NOT EXISTS cost_usd double precision,
+        ADD COLUMN IF NOT EXISTS elapsed_s double precision, ADD COLUMN IF NOT EXISTS usage text,
+        ADD COLUMN IF NOT EXISTS listed_revision bigint""",
+    """
+    CREATE INDEX IF NOT EXISTS agentfsm_conversations_listing ON agentfsm_conversations
+        (created_at, id, agent, state, finished, waiting, tokens, cost_usd, revision, listed_revision, updated_at)""",
+    """
+    CREATE INDEX IF NOT EXISTS agentfsm_conversations_by_agent ON agentfsm_conversations
+        (agent, created_at, id, state, finished, waiting, tokens, cost_usd)""",
+    """
+    CREATE INDEX IF NOT EXISTS agentfsm_conversations_by_status ON agentfsm_conversations
+        (finished, state, waiting, agent, tokens, cost_usd, id)""",
+)
+_SUMMARY_COLUMNS = (
+    "id, agent, state, turns, finished, updated_at, schema_version, created_at, revision, listed_revision, "
+    "waiting, reason, tokens, cost_usd, elapsed_s, usage"
+)
+_STALE = (
+    "SELECT id, revision, snapshot FROM agentfsm_conversations WHERE id = ANY(ARRAY(SELECT id FROM "
+    "agentfsm_conversations WHERE listed_revision IS NULL OR listed_revision <> revision LIMIT 500))"
 )
 
 #: Session settings: the server drops a vanished client's connection (and its advisory locks) in ~1 minute.
@@ -174,6 +213,8 @@ class PostgresStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LAYOUT_LOCK,))
             for statement in _SCHEMA:
                 conn.execute(statement)
+            for statement in _LISTING:
+                conn.execute(statement)
             row = conn.execute("SELECT obj_description('agentfsm_conversations'::regclass, 'pg_class')").fetchone()
             comment = row[0] if row else None
             if comment is None or not str(comment).startswith(_LAYOUT_COMMENT):
@@ -225,12 +266,16 @@ class PostgresStore:
                 cursor = conn.execute(
                     f"""
                     INSERT INTO agentfsm_conversations
-                        (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW})
+                        (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at,
+                         waiting, reason, tokens, cost_usd, elapsed_s, usage, listed_revision)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, %s, %s, %s, %s, %s, %s, %s)
                     ON CONFLICT (id) DO UPDATE SET
                         snapshot = excluded.snapshot, schema_version = excluded.schema_version,
                         revision = excluded.revision, agent = excluded.agent, state = excluded.state,
-                        turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at
+                        turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at,
+                        waiting = excluded.waiting, reason = excluded.reason, tokens = excluded.tokens,
+                        cost_usd = excluded.cost_usd, elapsed_s = excluded.elapsed_s, usage = excluded.usage,
+                        listed_revision = excluded.listed_revision
                     WHERE agentfsm_conversations.revision < excluded.revision
                     """,
                     (
@@ -242,6 +287,8 @@ class PostgresStore:
                         snapshot.state,
                         snapshot.counters.turns,
                         snapshot.finished,
+                        *listing_values(snapshot),
+                        snapshot.revision,
                     ),
                 )
                 if cursor.rowcount == 0:
@@ -285,6 +332,95 @@ class PostgresStore:
             )
             for cid, agent, state, turns, finished, updated, version in rows
         ]
+
+    @_errors
+    def page(self, run_filter: RunFilter | None = None, *, offset: int = 0, limit: int = 100) -> RunPage:
+        """A page of runs, newest first, with the filtered set's totals: a few indexed queries, never every row
+        (``agentfsm.stores.listing``)."""
+        check_page(offset, limit)
+        run_filter = run_filter or RunFilter()
+        self._fill_listing()
+        clause, params = where(run_filter, "%s")
+        others, other_params = where(run_filter, "%s", state=False)
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():  # one snapshot of the table for the page and its totals
+                ids = [
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM agentfsm_conversations{clause} ORDER BY created_at DESC, id DESC "
+                        "LIMIT %s OFFSET %s",
+                        (*params, limit, offset),
+                    ).fetchall()
+                ]
+                rows = {
+                    row[0]: row
+                    for row in conn.execute(
+                        f"SELECT {_SUMMARY_COLUMNS} FROM agentfsm_conversations WHERE id = ANY(%s)", (ids,)
+                    ).fetchall()
+                }
+                # One pass for the totals and the counts by status (the filter's state aside).
+                groups = grouped(
+                    conn.execute(
+                        "SELECT finished, state, waiting, COUNT(*), COALESCE(SUM(tokens), 0), "
+                        "COALESCE(SUM(cost_usd), 0), COUNT(*) FILTER (WHERE cost_usd IS NULL) "
+                        f"FROM agentfsm_conversations{others} GROUP BY finished, state, waiting",
+                        tuple(other_params),
+                    ).fetchall()
+                )
+                agents = conn.execute("SELECT DISTINCT agent FROM agentfsm_conversations ORDER BY agent").fetchall()
+        return RunPage(
+            runs=[_summary(rows[i]) for i in ids if i in rows],
+            offset=offset,
+            limit=limit,
+            total=totals(groups, run_filter.state),
+            by_state={status: n for status, n, *_ in groups},
+            agents=[a for (a,) in agents],
+        )
+
+    @_errors
+    def summary(self, conversation_id: str) -> RunSummary | None:
+        """One run's line of the list (its listing columns as stored; None if there is no such run)."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(f"SELECT {_SUMMARY_COLUMNS} FROM agentfsm_conversations WHERE id = %s", (conversation_id,))
+                .fetchone()
+            )
+        return _summary(row) if row else None
+
+    def _fill_listing(self) -> None:
+        """Write the listing columns of rows an older agentfsm saved (their ``listed_revision`` lags)."""
+        while True:
+            with self._lock:
+                conn = self._connection()
+                stale = conn.execute(_STALE).fetchall()
+                with conn.transaction():
+                    for cid, revision, text in stale:
+                        # A row that is not readable is listed with its problem, its numbers unknown.
+                        values: tuple[Any, ...] = listing_from_json(text) or (None,) * 6
+                        conn.execute(
+                            "UPDATE agentfsm_conversations SET waiting = %s, reason = %s, tokens = %s, cost_usd = %s, "
+                            "elapsed_s = %s, usage = %s, listed_revision = revision WHERE id = %s AND revision = %s",
+                            (*values, cid, revision),
+                        )
+            if len(stale) < 500:
+                return
+
+    @_errors
+    def fingerprint(self, conversation_id: str | None = None) -> str:
+        """Changes whenever a run (or the run ``conversation_id``) is saved, added or removed: one indexed query."""
+        with self._lock:
+            conn = self._connection()
+            if conversation_id is None:
+                row = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(revision), 0), MAX(updated_at) FROM agentfsm_conversations"
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT revision, updated_at, state FROM agentfsm_conversations WHERE id = %s", (conversation_id,)
+                ).fetchone()
+        return "-".join(str(v) for v in (row or ("none",)))
 
     @_errors
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
@@ -341,3 +477,25 @@ class PostgresStore:
                 ).fetchone()
                 if row is None or row[0] != self._backend:  # no lease of this session's left on it
                     self._unlock(conn, cid)
+
+
+def _summary(row: Any) -> RunSummary:
+    (cid, agent, state, turns, finished, updated, version, created, revision, listed) = row[:10]
+    (waiting, reason, tokens, cost, elapsed, usage) = row[10:]
+    fresh = listed == revision
+    return RunSummary(
+        conversation_id=cid,
+        agent=agent,
+        state=state,
+        turns=turns,
+        finished=finished,
+        updated_at=updated,
+        problem=SnapshotVersionError(cid, version, SCHEMA_VERSION).problem if version > SCHEMA_VERSION else None,
+        waiting=waiting if fresh else None,
+        reason=reason if fresh else None,
+        tokens=tokens if fresh else None,
+        cost_usd=cost if fresh else None,
+        elapsed_s=elapsed if fresh else None,
+        usage=Usage.model_validate_json(usage) if fresh and usage else None,
+        created_at=created,
+    )

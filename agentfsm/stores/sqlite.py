@@ -36,6 +36,17 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
+from agentfsm.stores.listing import (
+    RunFilter,
+    RunPage,
+    check_page,
+    grouped,
+    listing_from_json,
+    listing_values,
+    totals,
+    where,
+)
+from agentfsm.wire.usage import Usage
 
 #: The table layout this version writes (``PRAGMA user_version``).
 LAYOUT_VERSION = 1
@@ -63,6 +74,33 @@ CREATE TABLE IF NOT EXISTS agentfsm_leases (
     pid             INTEGER NOT NULL,
     pid_started     INTEGER
 )""",
+)
+
+#: The columns a run list reads (``agentfsm.stores.listing``), added in place to a layout-1 table: an
+#: older agentfsm sharing the file never names them, so it keeps working (its rows are filled in later).
+LISTING_COLUMNS = (
+    ("waiting", "TEXT"),
+    ("reason", "TEXT"),
+    ("tokens", "INTEGER"),
+    ("cost_usd", "REAL"),
+    ("elapsed_s", "REAL"),
+    ("usage", "TEXT"),
+    ("listed_revision", "INTEGER"),
+)
+#: Everything a filtered, ordered page and its totals read, so that they never touch the snapshots; and the
+#: agents, for the filter's choices.
+_LISTING_INDEXES = {
+    # the newest first, and the whole table's sums
+    "agentfsm_conversations_listing": "(created_at, id, agent, state, finished, waiting, tokens, cost_usd, revision, "
+    "listed_revision, updated_at)",
+    # one agent's runs, newest first (and the agents, for the filter's choices)
+    "agentfsm_conversations_by_agent": "(agent, created_at, id, state, finished, waiting, tokens, cost_usd)",
+    # the counts and sums by status, in index order (no sort)
+    "agentfsm_conversations_by_status": "(finished, state, waiting, agent, tokens, cost_usd, id)",
+}
+_SUMMARY_COLUMNS = (
+    "id, agent, state, turns, finished, updated_at, schema_version, created_at, revision, listed_revision, "
+    "waiting, reason, tokens, cost_usd, elapsed_s, usage"
 )
 
 _P = ParamSpec("_P")
@@ -188,6 +226,7 @@ class SQLiteStore:
                 except BaseException:
                     conn.rollback()
                     raise
+            _add_listing_columns(conn)
         except BaseException:
             conn.close()
             raise
@@ -234,12 +273,16 @@ class SQLiteStore:
             cursor = conn.execute(
                 """
                 INSERT INTO agentfsm_conversations
-                    (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    (id, snapshot, schema_version, revision, agent, state, turns, finished, created_at, updated_at,
+                     waiting, reason, tokens, cost_usd, elapsed_s, usage, listed_revision)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET
                     snapshot = excluded.snapshot, schema_version = excluded.schema_version,
                     revision = excluded.revision, agent = excluded.agent, state = excluded.state,
-                    turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at
+                    turns = excluded.turns, finished = excluded.finished, updated_at = excluded.updated_at,
+                    waiting = excluded.waiting, reason = excluded.reason, tokens = excluded.tokens,
+                    cost_usd = excluded.cost_usd, elapsed_s = excluded.elapsed_s, usage = excluded.usage,
+                    listed_revision = excluded.listed_revision
                 WHERE agentfsm_conversations.revision < excluded.revision
                 """,
                 (
@@ -253,6 +296,8 @@ class SQLiteStore:
                     int(snapshot.finished),
                     now,
                     now,
+                    *listing_values(snapshot),
+                    snapshot.revision,
                 ),
             )
             if cursor.rowcount == 0:
@@ -293,6 +338,94 @@ class SQLiteStore:
         ]
 
     @_errors
+    def page(self, run_filter: RunFilter | None = None, *, offset: int = 0, limit: int = 100) -> RunPage:
+        """A page of runs, newest first, with the filtered set's totals: a few indexed queries, never every row
+        (``agentfsm.stores.listing``)."""
+        check_page(offset, limit)
+        run_filter = run_filter or RunFilter()
+        self._fill_listing()
+        clause, params = where(run_filter, "?")
+        ids = [
+            row[0]
+            for row in self._read(
+                f"SELECT id FROM agentfsm_conversations{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+        ]
+        rows: dict[str, Any] = {}
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            valid = "json_valid(snapshot)" if self._json_valid else "1"
+            for row in self._read(
+                f"SELECT {_SUMMARY_COLUMNS}, {valid} FROM agentfsm_conversations WHERE id IN ({marks})", tuple(ids)
+            ):
+                rows[row[0]] = row
+        # One pass over the index for the totals and the counts by status (the filter's state aside).
+        others, other_params = where(run_filter, "?", state=False)
+        groups = grouped(
+            self._read(
+                "SELECT finished, state, waiting, COUNT(*), TOTAL(tokens), TOTAL(cost_usd), TOTAL(cost_usd IS NULL) "
+                f"FROM agentfsm_conversations{others} GROUP BY finished, state, waiting",
+                tuple(other_params),
+            )
+        )
+        agents = self._read("SELECT DISTINCT agent FROM agentfsm_conversations ORDER BY agent")
+        return RunPage(
+            runs=[_summary(rows[i]) for i in ids if i in rows],
+            offset=offset,
+            limit=limit,
+            total=totals(groups, run_filter.state),
+            by_state={status: n for status, n, *_ in groups},
+            agents=[a for (a,) in agents],
+        )
+
+    @_errors
+    def summary(self, conversation_id: str) -> RunSummary | None:
+        """One run's line of the list (its listing columns as stored; None if there is no such run)."""
+        valid = "json_valid(snapshot)" if self._json_valid else "1"
+        rows = self._read(
+            f"SELECT {_SUMMARY_COLUMNS}, {valid} FROM agentfsm_conversations WHERE id = ?", (conversation_id,)
+        )
+        return _summary(rows[0]) if rows else None
+
+    def _fill_listing(self) -> None:
+        """Write the listing columns of rows an older agentfsm saved (their ``listed_revision`` lags)."""
+        while True:
+            # The ids from the index first: the snapshots are read only for the rows that need them.
+            ids = self._read(
+                "SELECT id FROM agentfsm_conversations WHERE listed_revision IS NULL OR listed_revision <> revision "
+                "LIMIT 500"
+            )
+            if not ids:
+                return
+            marks = ", ".join("?" * len(ids))
+            stale = self._read(
+                f"SELECT id, revision, snapshot FROM agentfsm_conversations WHERE id IN ({marks})",
+                tuple(cid for (cid,) in ids),
+            )
+            with self._write() as conn:
+                for cid, revision, text in stale:
+                    # A row that is not readable is listed with its problem, its numbers unknown.
+                    values: tuple[Any, ...] = listing_from_json(text) or (None,) * 6
+                    conn.execute(
+                        "UPDATE agentfsm_conversations SET waiting = ?, reason = ?, tokens = ?, cost_usd = ?, "
+                        "elapsed_s = ?, usage = ?, listed_revision = revision WHERE id = ? AND revision = ?",
+                        (*values, cid, revision),
+                    )
+
+    @_errors
+    def fingerprint(self, conversation_id: str | None = None) -> str:
+        """Changes whenever a run (or the run ``conversation_id``) is saved, added or removed: one indexed query."""
+        if conversation_id is None:
+            row = self._read("SELECT COUNT(*), TOTAL(revision), MAX(updated_at) FROM agentfsm_conversations")[0]
+        else:
+            found = self._read(
+                "SELECT revision, updated_at, state FROM agentfsm_conversations WHERE id = ?", (conversation_id,)
+            )
+            row = found[0] if found else ("none",)
+        return "-".join(str(v) for v in row)
+
+    @_errors
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
         me = os.getpid()
         now = time.time()
@@ -330,6 +463,48 @@ class SQLiteStore:
             conn.execute(
                 "DELETE FROM agentfsm_leases WHERE conversation_id = ? AND owner = ?", (conversation_id, owner)
             )
+
+
+def _add_listing_columns(conn: sqlite3.Connection) -> None:
+    """Add the listing columns and their index to a table that lacks them (filled in when first listed)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(agentfsm_conversations)")}
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(agentfsm_conversations)")}
+    if all(name in have for name, _ in LISTING_COLUMNS) and set(_LISTING_INDEXES) <= indexes:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(agentfsm_conversations)")}
+        for name, kind in LISTING_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE agentfsm_conversations ADD COLUMN {name} {kind}")
+        for index, columns in _LISTING_INDEXES.items():
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON agentfsm_conversations {columns}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _summary(row: Any) -> RunSummary:
+    (cid, agent, state, turns, finished, updated, version, created, revision, listed) = row[:10]
+    (waiting, reason, tokens, cost, elapsed, usage, valid) = row[10:]
+    fresh = listed == revision
+    return RunSummary(
+        conversation_id=cid,
+        agent=agent,
+        state=state,
+        turns=turns,
+        finished=bool(finished),
+        updated_at=updated,
+        problem=_problem(cid, version, bool(valid)),
+        waiting=waiting if fresh else None,
+        reason=reason if fresh else None,
+        tokens=tokens if fresh else None,
+        cost_usd=cost if fresh else None,
+        elapsed_s=elapsed if fresh else None,
+        usage=Usage.model_validate_json(usage) if fresh and usage else None,
+        created_at=created,
+    )
 
 
 def _problem(conversation_id: str, version: int, valid_json: bool) -> str | None:

@@ -2,13 +2,16 @@
 
     agentfsm ui --store sqlite:///runs.db        # or a SQLite path, or postgresql://...
     agentfsm ui --events run.jsonl               # a recorded events file
+    agentfsm ui --store runs.db --allow-decisions   # and decide waiting runs from their pages
 
-* ``sources`` — where runs come from: a store or an events file (``open_source``)
+* ``sources`` — where runs come from: a store (a page at a time) or an events file (``open_source``)
 * ``history`` — the history as it stood after each step, from the final one and the trace's sizes
 * ``view``    — a run made ready to show: steps, tool calls, graph
 * ``svg``     — the state graph laid out and drawn as SVG (no Graphviz, no JavaScript library)
 * ``pages``   — the HTML; ``static/`` — the stylesheet, script and icon the pages load
 * ``server``  — ``UIServer``, a ``ThreadingHTTPServer`` with the pages and a JSON API
+* ``decisions`` — deciding waiting runs from a page (``UIServer(..., decider=...)``): the CSRF token, the
+  decisions carried out off the request thread
 
 From Python::
 

@@ -19,11 +19,16 @@ from html import escape
 from typing import Any
 
 from agentfsm.observe.events import Event
+from agentfsm.observe.ui.decisions import Decision, Decisions
 from agentfsm.observe.ui.history import Growth, pieces
-from agentfsm.observe.ui.sources import RunRow
+from agentfsm.observe.ui.sources import PendingCall, RunRow, RunsPage, Waiting
 from agentfsm.observe.ui.svg import render_svg
 from agentfsm.observe.ui.view import RunView, StepView, ToolCallView
+from agentfsm.stores.listing import RunFilter
 from agentfsm.wire.messages import blocks
+
+#: Runs on one page of the run list.
+PAGE_SIZE = 100
 
 #: Shown when the source is an events file, on every run page.
 EVENTS_NOTE = (
@@ -79,10 +84,38 @@ def layout(title: str, label: str, body: str) -> str:
     )
 
 
-def state_badge(state: str, finished: bool) -> str:
+def state_badge(state: str, finished: bool, waiting: str | None = None) -> str:
+    if waiting is not None:
+        return (
+            f'<span class="badge state-waiting" title="stopped to wait for a decision">waiting at {_e(waiting)}</span>'
+        )
     kind = state if finished else "live"
     text = state if finished else f"at {state}"
     return f'<span class="badge state-{_e(kind)}">{_e(text)}</span>'
+
+
+def call_text(call: PendingCall, limit: int = 120) -> str:
+    """A held-back tool call as an operator reads it: ``name(arg=value, ...)``, values as JSON (cut at ``limit``)."""
+
+    def shown(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    if isinstance(call.input, dict):
+        return f"{call.name}({', '.join(f'{k}={shown(v)}' for k, v in call.input.items())})"
+    return f"{call.name}()" if call.input is None else f"{call.name}({shown(call.input)})"
+
+
+def waiting_line(waiting: Waiting) -> str:
+    """``waiting for: approve | refuse — issue_refund(order_id="A-100", amount=24.0)``, as plain text."""
+    if waiting.triggers_known:
+        triggers = " | ".join(waiting.triggers) or "(no trigger leaves this state)"
+    else:
+        triggers = " | ".join(waiting.triggers) + " (and perhaps others: not recorded with this run)"
+        if not waiting.triggers:
+            triggers = "a trigger not recorded with this run"
+    calls = "; ".join(call_text(c) for c in waiting.calls)
+    return f"waiting for: {triggers}" + (f" — {calls}" if calls else "")
 
 
 def tokens_title(row: RunRow) -> str:
@@ -98,41 +131,121 @@ def tokens_title(row: RunRow) -> str:
 # --- the run list ---------------------------------------------------------------------------------------
 
 
-def runs_page(label: str, rows: list[RunRow], signature: str) -> str:
-    ordered = sorted(rows, key=lambda r: (r.started is None, -(r.started or 0.0), r.id))
-    if not ordered:
+def runs_page(label: str, found: RunsPage, wanted: RunFilter, signature: str) -> str:
+    """The run list: a filter (state, agent, id prefix), the filtered set's totals, and one page of it."""
+    main = (
+        f'<main id="main" data-page="runs" data-poll="/api/signature" data-signature="{_e(signature)}" data-live="1">'
+    )
+    everything = not (wanted.state or wanted.agent or wanted.id_prefix)
+    if everything and not found.rows and found.offset == 0:
         body = (
-            f'<main id="main" data-page="runs" data-poll="/api/signature" data-signature="{_e(signature)}" '
-            'data-live="1"><h1>Runs</h1>'
-            f'<p class="empty">No runs in {_e(label)} yet. A run is stored by '
+            f'{main}<h1>Runs</h1><p class="empty">No runs in {_e(label)} yet. A run is stored by '
             "<code>agent.run(prompt, store=agentfsm.SQLiteStore(PATH))</code>; this page shows it as soon as "
             "it starts.</p></main>"
         )
         return layout("Runs", label, body)
-    out = [
-        f'<main id="main" data-page="runs" data-poll="/api/signature" data-signature="{_e(signature)}" data-live="1">',
-        f'<h1>Runs</h1><p class="count">{len(ordered)} run{"" if len(ordered) == 1 else "s"} in {_e(label)}</p>',
+    out = [main, "<h1>Runs</h1>", _filter_form(found, wanted), _totals(found, label, everything)]
+    if not found.rows:
+        out.append('<p class="empty">No run matches.</p></main>')
+        return layout("Runs", label, "".join(out))
+    out.append(
         '<table class="runs"><thead><tr><th>Run</th><th>Agent</th><th>Final state</th><th>Reason</th>'
         '<th class="num">Turns</th><th class="num">Tokens</th><th class="num">Cost</th><th>Started</th>'
-        "</tr></thead><tbody>",
-    ]
-    for row in ordered:
+        "</tr></thead><tbody>"
+    )
+    for row in found.rows:
         href = f"/runs/{_e(_quote(row.id))}"
         problem = f'<div class="problem">cannot be read: {_e(row.problem)}</div>' if row.problem else ""
         tokens = "—" if row.tokens is None else f"{row.tokens:,}"
+        kind = " finished" if row.finished else (" waiting" if row.waiting else " unfinished")
         out.append(
-            f'<tr class="run{" finished" if row.finished else " unfinished"}" data-run="{_e(row.id)}">'
+            f'<tr class="run{kind}" data-run="{_e(row.id)}">'
             f'<td class="id"><a href="{href}">{_e(row.id)}</a>{problem}</td>'
             f'<td class="agent" title="{_e(row.agent or "")}">{_e(short_agent(row.agent))}</td>'
-            f'<td class="state">{state_badge(row.state, row.finished)}</td>'
+            f'<td class="state">{state_badge(row.state, row.finished, row.waiting)}</td>'
             f'<td class="reason">{_e(row.reason or "—")}</td>'
             f'<td class="num turns">{row.turns}</td>'
             f'<td class="num tokens" title="{_e(tokens_title(row))}">{tokens}</td>'
             f'<td class="num cost">{_e(cost(row.cost_usd))}</td>'
             f'<td class="started"><time datetime="{_e(iso(row.started))}">{_e(when(row.started))}</time></td></tr>'
         )
-    out.append("</tbody></table></main>")
+    out.append("</tbody></table>")
+    out.append(_pager(found, wanted))
+    out.append("</main>")
     return layout("Runs", label, "".join(out))
+
+
+def _list_url(wanted: RunFilter, offset: int = 0, **change: str | None) -> str:
+    from urllib.parse import urlencode
+
+    params = {"state": wanted.state, "agent": wanted.agent, "q": wanted.id_prefix} | change
+    query = {k: v for k, v in params.items() if v}
+    if offset:
+        query["offset"] = str(offset)
+    return "/?" + urlencode(query) if query else "/"
+
+
+def _filter_form(found: RunsPage, wanted: RunFilter) -> str:
+    """A GET form: works without the script; the list refreshes with its filter kept."""
+    states = sorted(found.by_state.items(), key=lambda kv: (-kv[1], kv[0]))
+    if wanted.state and wanted.state not in found.by_state:
+        states.append((wanted.state, 0))
+    state_options = '<option value="">every state</option>' + "".join(
+        f'<option value="{_e(s)}"{" selected" if s == wanted.state else ""}>{_e(s)} ({n:,})</option>' for s, n in states
+    )
+    agents = list(found.agents)
+    if wanted.agent and wanted.agent not in agents:
+        agents.append(wanted.agent)
+    agent_options = '<option value="">every agent</option>' + "".join(
+        f'<option value="{_e(a)}"{" selected" if a == wanted.agent else ""}>{_e(short_agent(a))}</option>'
+        for a in agents
+    )
+    return (
+        '<form class="filter" method="get" action="/">'
+        f'<label>state <select name="state">{state_options}</select></label>'
+        f'<label>agent <select name="agent">{agent_options}</select></label>'
+        f'<label>id starts with <input name="q" value="{_e(wanted.id_prefix or "")}" autocomplete="off" '
+        'spellcheck="false"></label><button type="submit">filter</button>'
+        + ("" if not (wanted.state or wanted.agent or wanted.id_prefix) else ' <a href="/">clear</a>')
+        + "</form>"
+    )
+
+
+def _totals(found: RunsPage, label: str, everything: bool) -> str:
+    t = found.total
+    where = f"in {_e(label)}" if everything else f"matching, in {_e(label)}"
+    states = " · ".join(
+        f'<span class="by-state" data-state="{_e(s)}">{_e(s)} {n:,}</span>'
+        for s, n in sorted(found.by_state.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    unpriced = f" (+{t.unpriced:,} of unknown cost)" if t.unpriced else ""
+    return (
+        f'<p class="count totals" data-runs="{t.runs}" data-tokens="{t.tokens}" data-cost="{t.cost_usd!r}">'
+        f"<b>{t.runs:,}</b> run{'' if t.runs == 1 else 's'} {where} · tokens <b>{t.tokens:,}</b> · "
+        f"cost <b>${t.cost_usd:.6f}</b>{unpriced}</p>" + (f'<p class="states">{states}</p>' if states else "")
+    )
+
+
+def _pager(found: RunsPage, wanted: RunFilter) -> str:
+    total, offset, size = found.total.runs, found.offset, found.limit
+    first = offset + 1 if found.rows else 0
+    shown = f"runs <b>{first:,}–{offset + len(found.rows):,}</b> of <b>{total:,}</b>"
+    last_offset = max(total - 1, 0) // size * size
+
+    def link(cls: str, target: int, text: str, off: bool) -> str:
+        if off:
+            return f'<span class="{cls} off">{text}</span>'
+        return f'<a class="{cls}" href="{_e(_list_url(wanted, target))}">{text}</a>'
+
+    return (
+        '<nav class="pager" aria-label="pages of runs">'
+        + link("first", 0, "« newest", offset == 0)
+        + link("prev", max(offset - size, 0), "‹ newer", offset == 0)
+        + f'<span class="where">{shown}</span>'
+        + link("next", offset + size, "older ›", offset + size >= total)
+        + link("last", last_offset, "oldest »", offset >= last_offset)
+        + "</nav>"
+    )
 
 
 def _quote(run_id: str) -> str:
@@ -144,21 +257,38 @@ def _quote(run_id: str) -> str:
 # --- a run ------------------------------------------------------------------------------------------------
 
 
-def run_page(label: str, view: RunView, step: int, signature: str) -> str:
+def run_page(
+    label: str,
+    view: RunView,
+    step: int,
+    signature: str,
+    decisions: Decisions | None = None,
+    *,
+    path_only: bool = False,
+) -> str:
+    """A run's page; with ``decisions`` (an inspector started with ``--allow-decisions``), a waiting run's
+    banner has the form that decides it; ``path_only`` draws only the states and transitions the run went
+    through."""
     row = view.data.row
     last = view.last
-    live = "0" if row.finished else "1"
+    decision = decisions.latest(row.id) if decisions is not None else None
+    live = "0" if row.finished and (decision is None or decision.status != "running") else "1"
+    graph = "path" if path_only else "all"
     out = [
         f'<main id="main" data-page="run" data-run="{_e(row.id)}" data-step="{step}" data-last="{last}" '
-        f'data-live="{live}" data-poll="/api/signature?run={_e(_quote(row.id))}" data-signature="{_e(signature)}">'
+        f'data-live="{live}" data-poll="/api/signature?run={_e(_quote(row.id))}" data-signature="{_e(signature)}" '
+        f'data-graph="{graph}">'
     ]
+    keep = "&amp;graph=path" if path_only else ""  # the links keep the graph view
     out.append(_summary(view))
-    out.append(_stepper(view, step))
+    out.append(_waiting(view, decisions, decision))
+    out.append(_stepper(view, step, keep))
     out.append('<div class="grid">')
-    out.append(_graph_panel(view, step))
-    out.append(_timeline(view, step))
+    out.append(_graph_panel(view, step, path_only))
+    out.append(_timeline(view, step, keep))
     out.append(_history(view, step))
     out.append(_tools(view, step))
+    out.append(_request(view))
     out.append("</div></main>")
     return layout(row.id, label, "".join(out))
 
@@ -200,8 +330,53 @@ def _summary(view: RunView) -> str:
         )
     return (
         f'<section class="summary"><h1><span class="run-id">{_e(row.id)}</span> '
-        f"{state_badge(row.state, row.finished)}</h1><dl>{dl}</dl>{error}{running}"
+        f"{state_badge(row.state, row.finished, row.waiting)}</h1><dl>{dl}</dl>{error}{running}"
         f'<p class="note">{_e(note)}</p>{graph_note}</section>'
+    )
+
+
+def _waiting(view: RunView, decisions: Decisions | None, decision: Decision | None) -> str:
+    """The banner of a waiting run: what it waits for, the decision taken from here, and (when allowed) the form."""
+    waiting, row = view.data.waiting, view.data.row
+    if waiting is None and decision is None:
+        return ""
+    out = ['<section class="waiting-banner" id="waiting">']
+    if waiting is not None:
+        out.append(f'<p class="waiting-for">{_e(waiting_line(waiting))}</p>')
+        why = f" because {_e(waiting.why)}" if waiting.why else ""
+        out.append(
+            f'<p class="note">Stopped at <code>{_e(waiting.state)}</code>{why} until someone decides: '
+            f"<code>agent.resume(&quot;{_e(row.id)}&quot;, store=..., trigger=...)</code> or "
+            f"<code>agentfsm runs decide {_e(row.id)} TRIGGER</code>.</p>"
+        )
+    if decision is not None:
+        out.append(
+            f'<p class="decision decision-{_e(decision.status)}" data-status="{_e(decision.status)}">'
+            + (f"deciding {_e(decision.trigger)}…" if decision.status == "running" else _e(decision.message))
+            + "</p>"
+        )
+    if decisions is not None and waiting is not None and (decision is None or decision.status != "running"):
+        out.append(_decide_form(row.id, waiting, decisions.token))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _decide_form(run_id: str, waiting: Waiting, token: str) -> str:
+    buttons = "".join(
+        f'<button type="submit" name="trigger" value="{_e(t)}">{_e(t)}</button>' for t in waiting.triggers
+    )
+    other = ""
+    if not waiting.triggers_known:  # the row does not say which triggers leave the state: let one be typed
+        other = (
+            '<label>trigger <input name="other_trigger" autocomplete="off" spellcheck="false"></label>'
+            '<button type="submit" name="trigger" value="">decide</button>'
+        )
+    return (
+        f'<form class="decide" method="post" action="/runs/{_e(_quote(run_id))}/decide">'
+        f'<input type="hidden" name="csrf" value="{_e(token)}">'
+        '<label class="input">input (JSON, optional: what the hook and the action read as conv.input)'
+        '<textarea name="input" rows="2" spellcheck="false" placeholder=\'{"reason": "..."}\'></textarea></label>'
+        f'<div class="buttons">{buttons}{other}</div></form>'
     )
 
 
@@ -210,7 +385,7 @@ def step_label(view: StepView) -> str:
     return f"turn {s.turn} · {s.source} → {s.dest} ({s.trigger})"
 
 
-def _stepper(view: RunView, step: int) -> str:
+def _stepper(view: RunView, step: int, keep: str = "") -> str:
     last = view.last
     if not last:
         return '<nav class="stepper"><span class="where">no transitions yet</span></nav>'
@@ -220,7 +395,7 @@ def _stepper(view: RunView, step: int) -> str:
         attrs = ' aria-disabled="true" tabindex="-1"' if off else ""
         target = min(max(target, 1), last)
         return (
-            f'<a class="{cls}{" off" if off else ""}" href="?step={target}" data-goto="{target}" '
+            f'<a class="{cls}{" off" if off else ""}" href="?step={target}{keep}" data-goto="{target}" '
             f'title="{key}"{attrs}>{text}</a>'
         )
 
@@ -237,15 +412,25 @@ def _stepper(view: RunView, step: int) -> str:
     )
 
 
-def _graph_panel(view: RunView, step: int) -> str:
-    svg = render_svg(view.graph, [s.step for s in view.steps], step)
+def _graph_panel(view: RunView, step: int, path_only: bool) -> str:
+    graph = view.drawn(path_only)
+    svg = render_svg(graph, [s.step for s in view.steps], step)
     rid = _e(_quote(view.data.row.id))
+    here = f"?step={step}&" if step else "?"
+    toggle = (
+        f'<a class="graph-all" href="{here}graph=all">whole graph</a> · <b>path only</b>'
+        if path_only
+        else f'<b>whole graph</b> · <a class="graph-path" href="{here}graph=path">path only</a>'
+    )
+    query = "?graph=path" if path_only else ""
+    wait = ' <span class="key wait"></span>waits for a decision (Wait)' if graph.waits else ""
     return (
-        '<section class="panel graph-panel"><h2>State graph</h2>'
+        f'<section class="panel graph-panel" data-graph="{"path" if path_only else "all"}">'
+        f'<h2>State graph <span class="graph-view">{toggle}</span></h2>'
         f'<figure class="graph">{svg}</figure>'
         '<p class="legend"><span class="key current"></span>current state <span class="key visited"></span>visited '
-        '<span class="key taken"></span>transition taken (×count so far)'
-        f' · <a href="/api/runs/{rid}/graph.svg">SVG</a> <a href="/api/runs/{rid}/graph.mmd">Mermaid</a> '
+        f'<span class="key taken"></span>transition taken (×count so far){wait}'
+        f' · <a href="/api/runs/{rid}/graph.svg{query}">SVG</a> <a href="/api/runs/{rid}/graph.mmd">Mermaid</a> '
         f'<a href="/api/runs/{rid}/graph.dot">DOT</a></p></section>'
     )
 
@@ -274,7 +459,7 @@ def _event_text(event: Event) -> str:
     return " ".join(parts)
 
 
-def _timeline(view: RunView, step: int) -> str:
+def _timeline(view: RunView, step: int, keep: str = "") -> str:
     out = ['<section class="panel timeline"><h2>Timeline</h2>']
     if not view.steps:
         out.append('<p class="empty">No transition yet.</p></section>')
@@ -301,7 +486,7 @@ def _timeline(view: RunView, step: int) -> str:
             events = f'<ul class="events">{"".join(items)}</ul>'
         out.append(
             f'<li class="{cls}" data-step="{s.index}" data-label="{_e(step_label(s))}">'
-            f'<a href="?step={s.index}" data-goto="{s.index}"><span class="n">{s.index}</span>'
+            f'<a href="?step={s.index}{keep}" data-goto="{s.index}"><span class="n">{s.index}</span>'
             f'<span class="turn">turn {s.step.turn}</span>'
             f'<span class="move">{_e(s.step.source)} → <b>{_e(s.step.dest)}</b></span>'
             f'<span class="trigger">{_e(s.step.trigger)}</span></a>'
@@ -473,6 +658,64 @@ def _tool_row(c: ToolCallView, step: int, events: bool) -> str:
         f'<td class="num">{_e(where)}</td><td><b>{_e(c.name)}</b>{kind}{error}<br><code>{_e(c.id)}</code></td>'
         f'<td>{given}</td><td>{got}</td><td class="num">{_ms(c.duration_ms)}</td></tr>'
     )
+
+
+# --- what the requests are sent with ------------------------------------------------------------------------
+
+
+def _request(view: RunView) -> str:
+    """The model, max_tokens and every other request parameter the run is sent with; the system prompt and
+    each tool (description, input schema) folded. From the stored snapshot: no Agent class is imported."""
+    data = view.data
+    params = dict(data.request or {})
+    system = params.pop("system", None)
+    tools = params.pop("tools", None)
+    rows = [("model", _e(data.model or "—")), ("max_tokens", _e(data.max_tokens if data.max_tokens else "—"))]
+    rows += [(_e(k), f"<code>{_e(json.dumps(v, ensure_ascii=False, default=str))}</code>") for k, v in params.items()]
+    table = "".join(f'<tr><th>{name}</th><td data-param="{name}">{value}</td></tr>' for name, value in rows)
+    out = ['<section class="panel request"><h2>Requests are sent with</h2>', f'<table class="params">{table}</table>']
+    if data.request is None:
+        where = "an events file" if data.kind == "events" else "this stored run (an earlier agentfsm saved it)"
+        out.append(f'<p class="note">The system prompt, the tools and the other parameters are not in {where}.</p>')
+    else:
+        if system is None:
+            out.append('<p class="note">No system prompt.</p>')
+        else:
+            text = system if isinstance(system, str) else _result_text(system)
+            shown = _e(text) if isinstance(system, str) else text
+            out.append(
+                f'<details class="system"><summary>system prompt ({len(str(text)):,} characters)</summary>'
+                f'<pre class="text">{shown}</pre></details>'
+            )
+        out.append(_tool_list(tools if isinstance(tools, list) else []))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _tool_list(tools: list[Any]) -> str:
+    if not tools:
+        return '<p class="note">No tools.</p>'
+    items = []
+    for t in tools:
+        spec = t if isinstance(t, dict) else {"name": str(t)}
+        name = spec.get("name") or spec.get("type") or "?"
+        description = spec.get("description")
+        schema = spec.get("input_schema")
+        kind = "" if "input_schema" in spec or "type" not in spec else f' <span class="dim">({_e(spec["type"])})</span>'
+        body = f'<p class="description">{_e(description)}</p>' if description else ""
+        shown = schema if schema is not None else {k: v for k, v in spec.items() if k != "name"}
+        body += f'<pre class="json">{_json(shown)}</pre>'
+        items.append(
+            f'<li><details class="tool-spec" data-tool="{_e(name)}"><summary><b>{_e(name)}</b>{kind}'
+            f"{' — ' + _e(_first_line(description)) if description else ''}</summary>{body}</details></li>"
+        )
+    head = f'<p class="tools-head">{len(tools)} tool{"" if len(tools) == 1 else "s"}:</p>'
+    return f'{head}<ul class="tool-specs">{"".join(items)}</ul>'
+
+
+def _first_line(text: Any) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= 100 else line[:99] + "…"
 
 
 # --- errors ------------------------------------------------------------------------------------------------

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from agentfsm.errors import ConfigurationError, EventsFileError, StoreError
+from agentfsm.errors import ConfigurationError, EventsFileError
 from agentfsm.observe.events import Event
 from agentfsm.result import TraceStep
 from agentfsm.stores.base import RunSummary, Snapshot, Store
+from agentfsm.stores.listing import RunFilter, RunTotals, fingerprint, list_page, status_of, summary_of
 from agentfsm.stores.location import open_store, store_label
 from agentfsm.wire.usage import Usage
 
@@ -52,10 +53,31 @@ class RunRow:
     updated: float | None = None
     #: Why the run cannot be read (a corrupt row, a newer agentfsm); None when it can.
     problem: str | None = None
+    #: The state it stopped in to wait for a decision from outside (``final_state == "waiting"``); None otherwise.
+    waiting: str | None = None
 
     @property
     def tokens(self) -> int | None:
         return None if self.usage is None else self.usage.total_tokens
+
+    @property
+    def status(self) -> str:
+        """What the list's state filter matches: the final state, ``waiting`` or ``unfinished``."""
+        return status_of(self.finished, self.state, self.waiting)
+
+
+@dataclass
+class RunsPage:
+    """A page of the run list, newest first, and what the filtered set adds up to (``agentfsm.stores.listing``)."""
+
+    rows: list[RunRow]
+    offset: int
+    limit: int
+    total: RunTotals
+    #: Runs by status, of those the filter's agent and id prefix match: the state filter's choices.
+    by_state: dict[str, int]
+    #: Every agent with runs here: the agent filter's choices.
+    agents: list[str]
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,32 @@ class ToolRecord:
     name: str
     is_error: bool | None = None
     duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """A client tool call a waiting run holds back until someone decides (its input is None in an events file)."""
+
+    id: str
+    name: str
+    input: Any = None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a waiting run waits for: the triggers that can decide it and the calls held back.
+
+    ``triggers_known`` is False when the source does not record the waiting state's triggers (a row an
+    earlier agentfsm stored): ``triggers`` are then only those the run was seen to leave that state by.
+    The Agent class is never imported to find them: viewing a run runs no code of the run's.
+    """
+
+    state: str
+    triggers: list[str]
+    triggers_known: bool
+    calls: list[PendingCall]
+    #: Why it waits: the guards of the transition that led into the wait, when the source records them.
+    why: str | None = None
 
 
 @dataclass
@@ -92,6 +140,13 @@ class RunData:
     events: list[Event] = field(default_factory=list)
     #: Tool calls as the events record them (events files).
     tool_records: list[ToolRecord] = field(default_factory=list)
+    #: What it waits for, when it stopped to wait (``row.waiting``); None otherwise.
+    waiting: Waiting | None = None
+    #: The max_tokens of its last request (the ladder may have raised it).
+    max_tokens: int | None = None
+    #: What every request is sent with besides messages, model and max_tokens (system prompt, tools, ...), as
+    #: the snapshot stored it; None when the source does not hold it (an events file, an older row).
+    request: dict[str, Any] | None = None
 
 
 class Source(Protocol):
@@ -100,7 +155,9 @@ class Source(Protocol):
     #: What is being read, for the page header (a PostgreSQL URL without its password).
     label: str
 
-    def runs(self) -> list[RunRow]: ...
+    def page(self, run_filter: RunFilter, offset: int = 0, limit: int = 100) -> RunsPage:
+        """A page of the runs ``run_filter`` matches, newest first (never all of them at once)."""
+        ...
 
     def run(self, run_id: str) -> RunData:
         """The run ``run_id``; ``KeyError`` if there is none."""
@@ -129,55 +186,37 @@ def open_source(store: str | Store | None = None, *, events: str | os.PathLike[s
     else:
         assert store is not None
         source = StoreSource(store, label=repr(store))
-    source.runs()  # fail now, with the real reason, rather than on the first page
+    source.page(RunFilter(), 0, 1)  # fail now, with the real reason, rather than on the first page
     return source
 
 
 class StoreSource:
-    """The conversations a store holds."""
+    """The conversations a store holds, a page at a time (``Store.page``, SQL in the SQL stores)."""
 
     def __init__(self, store: Store, *, label: str) -> None:
         self.store = store
         self.label = label
-        self._lock = threading.Lock()
-        self._rows: dict[str, tuple[float, RunRow]] = {}  # id → (updated_at, row): a row is parsed once per save
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
 
-    def runs(self) -> list[RunRow]:
-        rows: list[RunRow] = []
-        for summary in self.store.list():
-            with self._lock:
-                cached = self._rows.get(summary.conversation_id)
-            if cached is not None and cached[0] == summary.updated_at:
-                rows.append(cached[1])
-                continue
-            row = self._row(summary)
-            with self._lock:
-                self._rows[summary.conversation_id] = (summary.updated_at, row)
-            rows.append(row)
-        return rows
-
-    def _row(self, summary: RunSummary) -> RunRow:
-        if summary.problem is not None:
-            return _summary_row(summary, summary.problem)
-        try:
-            snap = self.store.load(summary.conversation_id)
-        except KeyError:  # deleted since it was listed
-            return _summary_row(summary, "no longer in the store")
-        except StoreError:
-            raise
-        except Exception as exc:  # a row that cannot be read is listed, with why
-            return _summary_row(summary, str(exc))
-        return _snapshot_row(snap, summary.updated_at)
+    def page(self, run_filter: RunFilter, offset: int = 0, limit: int = 100) -> RunsPage:
+        found = list_page(self.store, run_filter, offset=offset, limit=limit)
+        return RunsPage(
+            rows=[_summary_row(s) for s in found.runs],
+            offset=found.offset,
+            limit=found.limit,
+            total=found.total,
+            by_state=found.by_state,
+            agents=found.agents,
+        )
 
     def run(self, run_id: str) -> RunData:
         snap = self.store.load(run_id)
-        updated = next((s.updated_at for s in self.store.list() if s.conversation_id == run_id), None)
-        row = _snapshot_row(snap, updated)
+        listed = summary_of(self.store, run_id)
+        row = _snapshot_row(snap, listed.updated_at if listed else None)
         return RunData(
             kind="store",
             row=row,
@@ -191,26 +230,70 @@ class StoreSource:
             reply=list(snap.reply.content) if snap.reply else [],
             committed={k: v.model_dump(mode="json") for k, v in snap.tool_results.items()},
             running=[t for t in snap.tools_started if t not in snap.tool_results],
+            waiting=stored_waiting(snap),
+            max_tokens=snap.max_tokens,
+            request=getattr(snap, "request", None),
         )
 
     def signature(self, run_id: str | None = None) -> str:
-        parts = [
-            f"{s.conversation_id}\t{s.updated_at!r}\t{s.state}"
-            for s in self.store.list()
-            if run_id is None or s.conversation_id == run_id
-        ]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+        return hashlib.sha256(fingerprint(self.store, run_id).encode()).hexdigest()[:16]
 
 
-def _summary_row(summary: RunSummary, problem: str) -> RunRow:
+def stored_waiting(snap: Snapshot) -> Waiting | None:
+    """What a stored waiting run waits for, read from the snapshot alone (no Agent class is imported).
+
+    The snapshot's ``pending_decision`` (the waiting state's triggers and held-back calls, written when
+    it stopped) is used when the row has one. A row without it (an earlier agentfsm) still shows the
+    calls its last reply holds that the history does not answer, and the triggers the trace was seen
+    to leave the waiting state by, marked as not the whole list.
+    """
+    if snap.waiting is None:
+        return None
+    decision: Any = getattr(snap, "pending_decision", None)  # by name: rows of an earlier agentfsm lack it
+    if decision is not None:
+        return Waiting(
+            state=str(getattr(decision, "state", snap.waiting)),
+            triggers=[str(t) for t in decision.triggers],
+            triggers_known=True,
+            calls=[PendingCall(str(c.id), str(c.name), c.input) for c in decision.tool_calls],
+            why=getattr(decision, "why", None),
+        )
+    seen = list(dict.fromkeys(s.trigger for s in snap.trace if s.source == snap.waiting))
+    return Waiting(state=snap.waiting, triggers=seen, triggers_known=False, calls=_unanswered(snap))
+
+
+def _unanswered(snap: Snapshot) -> list[PendingCall]:
+    """The client tool calls of the snapshot's reply that its history does not answer."""
+    from agentfsm.wire.messages import blocks
+
+    content = snap.reply.content if snap.reply is not None else []
+    answered: set[str] = set()
+    if snap.reply_kept and snap.messages:
+        answered = {str(b.get("tool_use_id")) for b in blocks(snap.messages[-1]) if b.get("type") == "tool_result"}
+    return [
+        PendingCall(str(b.get("id")), str(b.get("name")), b.get("input"))
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_use" and str(b.get("id")) not in answered
+    ]
+
+
+def _summary_row(summary: RunSummary) -> RunRow:
+    """A list row from what the store lists: no snapshot is read."""
+    elapsed = summary.elapsed_s
     return RunRow(
         id=summary.conversation_id,
         agent=summary.agent,
         state=summary.state,
         finished=summary.finished,
+        reason=summary.reason,
         turns=summary.turns,
+        usage=summary.usage,
+        cost_usd=summary.cost_usd,
+        # The wall time it ran, counted back from its last save (across processes, for a resumed run).
+        started=summary.updated_at - elapsed if elapsed is not None else summary.created_at,
         updated=summary.updated_at,
-        problem=problem,
+        problem=summary.problem,
+        waiting=summary.waiting,
     )
 
 
@@ -227,6 +310,7 @@ def _snapshot_row(snap: Snapshot, updated: float | None) -> RunRow:
         # The wall time it ran, counted back from its last save (across processes, for a resumed run).
         started=None if updated is None else updated - snap.elapsed_s,
         updated=updated,
+        waiting=snap.waiting,
     )
 
 
@@ -278,8 +362,8 @@ class EventsSource:
             self._stamp, self._runs = stamp, runs
         return runs
 
-    def runs(self) -> list[RunRow]:
-        return [data.row for data in self._load().values()]
+    def page(self, run_filter: RunFilter, offset: int = 0, limit: int = 100) -> RunsPage:
+        return page_rows([data.row for data in self._load().values()], run_filter, offset, limit)
 
     def run(self, run_id: str) -> RunData:
         return self._load()[run_id]
@@ -287,6 +371,31 @@ class EventsSource:
     def signature(self, run_id: str | None = None) -> str:
         stamp = self._stat()
         return hashlib.sha256(f"{stamp}".encode()).hexdigest()[:16]
+
+
+def page_rows(rows: list[RunRow], run_filter: RunFilter, offset: int, limit: int) -> RunsPage:
+    """A page of rows already in memory (an events file), filtered and totalled as a store's page is."""
+    by_state: dict[str, int] = {}
+    total = RunTotals()
+    matched: list[RunRow] = []
+    for row in rows:
+        if run_filter.agent is not None and row.agent != run_filter.agent:
+            continue
+        if (run_filter.id is not None and row.id != run_filter.id) or not row.id.startswith(run_filter.id_prefix or ""):
+            continue
+        by_state[row.status] = by_state.get(row.status, 0) + 1
+        if run_filter.state is not None and row.status != run_filter.state:
+            continue
+        matched.append(row)
+        total.runs += 1
+        total.tokens += row.tokens or 0
+        if row.cost_usd is None:
+            total.unpriced += 1
+        else:
+            total.cost_usd += row.cost_usd
+    matched.sort(key=lambda r: (r.started is None, -(r.started or 0.0), r.id))
+    agents = sorted({r.agent for r in rows if r.agent})
+    return RunsPage(matched[offset : offset + limit], offset, limit, total, by_state, agents)
 
 
 def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[Event]) -> RunData:
@@ -317,7 +426,10 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
                 else (was.is_error if was else None),
                 duration_ms=float(ms) if isinstance(ms, int | float) else (was.duration_ms if was else None),
             )
+    waiting = _events_waiting(events) if finished is None else None
     model = started.data.get("model") if started else None
+    sent = next((e for e in reversed(events) if e.event == "request.sent"), None)
+    max_tokens = sent.data.get("max_tokens") if sent else None
     stop_reason = fin.get("stop_reason")
     reason = fin.get("reason")
     cost_usd = float(cost) if isinstance(cost, int | float) else None
@@ -332,6 +444,7 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
         cost_usd=cost_usd,
         started=events[0].timestamp if events else None,
         updated=events[-1].timestamp if events else None,
+        waiting=waiting.state if waiting else None,
     )
     return RunData(
         kind="events",
@@ -347,4 +460,21 @@ def _events_run(conversation_id: str, trace: list[TraceStep], events: Sequence[E
         elapsed_s=(events[-1].timestamp - events[0].timestamp) if len(events) > 1 else None,
         events=list(events),
         tool_records=list(tools.values()),
+        waiting=waiting,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+    )
+
+
+def _events_waiting(events: Sequence[Event]) -> Waiting | None:
+    """The wait a run's events leave it in: a ``run.waiting`` that no ``wait.decided`` or resume followed."""
+    last = next((e for e in reversed(events) if e.event in ("run.waiting", "wait.decided", "run.resumed")), None)
+    if last is None or last.event != "run.waiting":
+        return None
+    triggers = last.data.get("triggers")
+    names = last.data.get("pending_tool_calls")
+    return Waiting(
+        state=str(last.data.get("waiting") or last.state),
+        triggers=[str(t) for t in triggers] if isinstance(triggers, list) else [],
+        triggers_known=isinstance(triggers, list),
+        calls=[PendingCall("", str(n)) for n in names] if isinstance(names, list) else [],
     )

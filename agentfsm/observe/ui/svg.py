@@ -24,6 +24,7 @@ edges, ``data-steps`` (the steps that took it). Classes mark the step drawn:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -41,6 +42,9 @@ MARGIN = 16.0
 START_W = 34.0  # room left of the initial state for the start dot
 LANE_GAP = 14.0
 LOOP_H = 30.0
+LOOP_STEP = 18.0  # each further loop on the same state is this much taller, its label above the last one's
+LABEL_CHAR_W = 6.2  # a character of the 10px edge labels, generously (a label's box must hold its text)
+LABEL_H = 13.0
 
 
 @dataclass
@@ -193,8 +197,10 @@ def render_svg(graph: Graph, trace: Sequence[TraceStep], step: int | None = None
     width = x - H_GAP + MARGIN
     heights = [sum(b.h for b in col) + V_GAP * max(len(col) - 1, 0) for col in columns]
     tallest = max(heights, default=0.0)
-    loops = any(k == "loop" for k in kinds)
-    top = MARGIN + (LOOP_H + 12 if loops else 0)
+    most_loops = max(
+        Counter(e.source for e, k in zip(graph.edges, kinds, strict=True) if k == "loop").values(), default=0
+    )
+    top = MARGIN + (LOOP_H + 12 + (most_loops - 1) * LOOP_STEP if most_loops else 0)
     preds: dict[str, list[str]] = {s: [] for s in graph.states}
     for e, kind in zip(graph.edges, kinds, strict=True):
         if kind.startswith("forward"):
@@ -252,11 +258,30 @@ def render_svg(graph: Graph, trace: Sequence[TraceStep], step: int | None = None
 
     fan_out = {s: len(boxes[s].right) for s in graph.states}
     fan_in = {s: len(boxes[s].left) for s in graph.states}
+    loop_rank: dict[int, int] = {}
+    for i, kind in enumerate(kinds):
+        if kind == "loop":
+            loop_rank[i] = sum(1 for j in loop_rank if graph.edges[j].source == graph.edges[i].source)
+    routes = [
+        _route(e, i, kind, boxes, port_y, lanes, fan_out, fan_in, loop_rank.get(i, 0))
+        for i, (e, kind) in enumerate(zip(graph.edges, kinds, strict=True))
+    ]
+    labels = _place_labels(
+        [_label_size(e, len(took.get(i, []))) for i, e in enumerate(graph.edges)],
+        [candidates for _, candidates in routes],
+        [_Rect(b.x - 2, b.y - 2, b.w + 4, b.h + 4) for b in boxes.values()],
+    )
+    # The drawing's bounds: the states, the lanes, and every label where it landed.
+    left, top_edge = 0.0, -shift
+    right, bottom_edge = width, height - shift
+    for spot in labels:
+        left, right = min(left, spot.x - 4), max(right, spot.x + spot.w + 4)
+        top_edge, bottom_edge = min(top_edge, spot.y - 4), max(bottom_edge, spot.y + spot.h + 4)
+    w_total, h_total = right - left, bottom_edge - top_edge
     parts: list[str] = []
-    w_total, h_total = width, height
     parts.append(
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="agent-graph" viewBox="0 {_f(-shift)} {_f(w_total)} '
-        f'{_f(h_total)}" width="{_f(w_total)}" height="{_f(h_total)}" role="img" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="agent-graph" viewBox="{_f(left)} {_f(top_edge)} '
+        f'{_f(w_total)} {_f(h_total)}" width="{_f(w_total)}" height="{_f(h_total)}" role="img" '
         f'aria-label="{escape(graph.title)}" data-steps="{len(trace)}" data-step="{step}">'
     )
     parts.append(f"<title>{escape(graph.title)}</title>")
@@ -268,9 +293,7 @@ def render_svg(graph: Graph, trace: Sequence[TraceStep], step: int | None = None
     highlighted = bool(trace)
     parts.append('<g class="edges">')
     for i, (e, kind) in enumerate(zip(graph.edges, kinds, strict=True)):
-        parts.append(
-            _edge(graph, e, i, kind, boxes, port_y, lanes, took.get(i, []), step, highlighted, fan_out, fan_in)
-        )
+        parts.append(_edge(e, kind, routes[i][0], labels[i], took.get(i, []), step, highlighted))
     parts.append("</g>")
     parts.append('<g class="states">')
     initial = boxes[graph.initial]
@@ -293,10 +316,12 @@ def _state(graph: Graph, box: _Box, at: list[int], step: int, highlighted: bool)
     first = min(at) if at else None
     visited = first is not None and first <= step
     current = step in at if highlighted else graph.current == box.name
+    wait = box.name in graph.waits
     cls = _classes(
         "state",
         "initial" if box.name == graph.initial else None,
         "terminal" if box.name in graph.terminal else None,
+        "wait" if wait else None,
         ("visited" if visited else "unvisited") if highlighted else None,
         "current" if current else None,
     )
@@ -309,39 +334,106 @@ def _state(graph: Graph, box: _Box, at: list[int], step: int, highlighted: bool)
             f'<rect class="inner" x="{_f(box.x + 3)}" y="{_f(box.y + 3)}" width="{_f(box.w - 6)}" '
             f'height="{_f(box.h - 6)}" rx="4"/>'
         )
+    if wait:  # a Wait state: an octagon (as in the DOT drawing), where a run stops until someone decides
+        c = min(10.0, box.h / 3)
+        x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
+        corners = [(x0 + c, y0), (x1 - c, y0), (x1, y0 + c), (x1, y1 - c), (x1 - c, y1), (x0 + c, y1), (x0, y1 - c)]
+        shape = f'<polygon points="{" ".join(_p(x, y) for x, y in [*corners, (x0, y0 + c)])}"/>'
+    else:
+        shape = f'<rect x="{_f(box.x)}" y="{_f(box.y)}" width="{_f(box.w)}" height="{_f(box.h)}" rx="6"/>'
     return (
-        f'<g class="{cls}"{data}><title>{escape(box.name)}</title>'
-        f'<rect x="{_f(box.x)}" y="{_f(box.y)}" width="{_f(box.w)}" height="{_f(box.h)}" rx="6"/>{inner}'
+        f'<g class="{cls}"{data}><title>{escape(box.name)}{" (waits for a decision)" if wait else ""}</title>'
+        f"{shape}{inner}"
         f'<text x="{_f(box.x + box.w / 2)}" y="{_f(box.cy + 4)}">{escape(box.name)}</text></g>'
     )
 
 
-def _edge(
-    graph: Graph,
+@dataclass(frozen=True)
+class _Rect:
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def overlap(self, other: _Rect) -> float:
+        dx = min(self.x + self.w, other.x + other.w) - max(self.x, other.x)
+        dy = min(self.y + self.h, other.y + other.h) - max(self.y, other.y)
+        return dx * dy if dx > 0 and dy > 0 else 0.0
+
+
+def label_text(e: Edge, count: int) -> str:
+    """What an edge's label shows with ``count`` steps taken: its trigger (none when it is the state it leads
+    to) and ``×count``."""
+    label = "" if e.trigger == e.dest else e.trigger
+    sep = " " if label else ""
+    return label + (f"{sep}×{count}" if count else "")
+
+
+def _label_size(e: Edge, most: int) -> tuple[float, float]:
+    """The box a label needs at its widest: with the count the whole run reaches (the pages step up to it)."""
+    return len(label_text(e, most)) * LABEL_CHAR_W, LABEL_H
+
+
+def _place_labels(
+    sizes: list[tuple[float, float]], candidates: list[list[Point]], obstacles: list[_Rect]
+) -> list[_Rect]:
+    """A box for every label, each at the first of its candidate anchors (text centre, baseline) where it
+    overlaps no state and no label placed before it; failing that, where it overlaps least."""
+    placed: list[_Rect] = []
+    for (w, h), anchors in zip(sizes, candidates, strict=True):
+        best: _Rect | None = None
+        best_cost = float("inf")
+        for n, (x, y) in enumerate(anchors):
+            box = _Rect(x - w / 2, y - h + 3, w, h)
+            if w == 0:
+                best = box
+                break
+            cost = sum(box.overlap(o) for o in obstacles) + sum(box.overlap(o) for o in placed)
+            if cost == 0:
+                best = box
+                break
+            if cost + n < best_cost:
+                best, best_cost = box, cost + n
+        assert best is not None
+        placed.append(best)
+    return placed
+
+
+def _along(p: tuple[Point, Point, Point, Point], ts: Sequence[float], dy: float) -> list[Point]:
+    out = []
+    for t in ts:
+        x, y = _bezier(*p, t)
+        out.append((x, y + dy))
+    return out
+
+
+def _route(
     e: Edge,
     i: int,
     kind: str,
     boxes: dict[str, _Box],
     port_y: dict[tuple[str, str, int], float],
     lanes: dict[int, float],
-    took: list[int],
-    step: int,
-    highlighted: bool,
     fan_out: dict[str, int],
     fan_in: dict[str, int],
-) -> str:
+    loop_rank: int,
+) -> tuple[str, list[Point]]:
+    """An edge's path, and where its label may go (the preferred place first)."""
     a, b = boxes[e.source], boxes[e.dest]
     if kind == "loop":
         cx, y0 = a.x + a.w / 2, a.y
-        d = f"M{_p(cx - 9, y0)} C{_p(cx - 26, y0 - LOOP_H)} {_p(cx + 26, y0 - LOOP_H)} {_p(cx + 9, y0)}"
-        lx, ly = cx, y0 - LOOP_H + 2
-    elif kind == "side":
+        h, spread = LOOP_H + loop_rank * LOOP_STEP, 26 + loop_rank * 10
+        d = f"M{_p(cx - 9, y0)} C{_p(cx - spread, y0 - h)} {_p(cx + spread, y0 - h)} {_p(cx + 9, y0)}"
+        top = y0 - h * 0.75 + 2
+        return d, [(cx, top), (cx + a.w / 2 + 30, top), (cx - a.w / 2 - 30, top), (cx, top - LOOP_STEP / 2)]
+    if kind == "side":
         x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
         x2, y2 = b.x + b.w, port_y[(b.name, "r", i)]
         bend = max(x1, x2) + 46
         d = f"M{_f(x1)},{_f(y1)} C{_f(bend)},{_f(y1)} {_f(bend)},{_f(y2)} {_f(x2)},{_f(y2)}"
-        lx, ly = bend - 8, (y1 + y2) / 2
-    elif kind in ("forward", "back"):
+        mid = (y1 + y2) / 2
+        return d, [(bend - 8 + dx, mid + dy) for dy in (0, -14, 14, -28, 28) for dx in (0, 30)]
+    if kind in ("forward", "back"):
         if kind == "forward":
             x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
             x2, y2 = b.x, port_y[(b.name, "l", i)]
@@ -351,32 +443,36 @@ def _edge(
         dx = (x2 - x1) / 2
         p = ((x1, y1), (x1 + dx, y1), (x2 - dx, y2), (x2, y2))
         d = f"M{_f(x1)},{_f(y1)} C{_f(x1 + dx)},{_f(y1)} {_f(x2 - dx)},{_f(y2)} {_f(x2)},{_f(y2)}"
-        # The label where the edges around it spread out: near the end that has fewer of them.
-        below = False
+        # The label where the edges around it spread out: near the end that has fewer of them; failing that,
+        # anywhere along the line, above or below it, then a little further off.
         if kind == "back":  # just after it leaves, under its line (the edge the other way runs above)
-            t, below = 0.16, True
+            t, offsets = 0.16, (11.0, -3.0, 24.0, -16.0)
         elif e.trigger == e.dest:  # only a count to show: by the arrow
-            t = 0.88
+            t, offsets = 0.88, (-3.0, 11.0, -16.0, 24.0)
         else:
-            t = 0.66 if fan_out[a.name] > fan_in[b.name] else 0.34
-        lx, ly = _bezier(*p, t)
-        ly += 11 if below else -3
-    else:
-        lane = lanes[i]
-        if kind == "forward-long":
-            x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
-            x2, y2 = b.x, port_y[(b.name, "l", i)]
-            s = 1.0
-        else:
-            x1, y1 = a.x, port_y[(a.name, "l", i)]
-            x2, y2 = b.x + b.w, port_y[(b.name, "r", i)]
-            s = -1.0
-        r = 40.0
-        d = (
-            f"M{_p(x1, y1)} C{_p(x1 + s * r, y1)} {_p(x1 + s * r, lane)} {_p(x1 + s * 2 * r, lane)} "
-            f"L{_p(x2 - s * 2 * r, lane)} C{_p(x2 - s * r, lane)} {_p(x2 - s * r, y2)} {_p(x2, y2)}"
+            t, offsets = (0.66 if fan_out[a.name] > fan_in[b.name] else 0.34), (-3.0, 11.0, -16.0, 24.0)
+        ts = sorted(
+            (0.1, 0.16, 0.22, 0.28, 0.34, 0.42, 0.5, 0.58, 0.66, 0.72, 0.8, 0.88, 0.94), key=lambda u: abs(u - t)
         )
-        lx, ly = (x1 + x2) / 2, lane - 3
+        return d, [spot for dy in offsets for spot in _along(p, ts, dy)]
+    lane = lanes[i]
+    if kind == "forward-long":
+        x1, y1 = a.x + a.w, port_y[(a.name, "r", i)]
+        x2, y2 = b.x, port_y[(b.name, "l", i)]
+        s = 1.0
+    else:
+        x1, y1 = a.x, port_y[(a.name, "l", i)]
+        x2, y2 = b.x + b.w, port_y[(b.name, "r", i)]
+        s = -1.0
+    r = 40.0
+    d = (
+        f"M{_p(x1, y1)} C{_p(x1 + s * r, y1)} {_p(x1 + s * r, lane)} {_p(x1 + s * 2 * r, lane)} "
+        f"L{_p(x2 - s * 2 * r, lane)} C{_p(x2 - s * r, lane)} {_p(x2 - s * r, y2)} {_p(x2, y2)}"
+    )
+    return d, [(x1 + (x2 - x1) * f, lane - 3) for f in (0.5, 0.35, 0.65, 0.25, 0.75, 0.15, 0.85)]
+
+
+def _edge(e: Edge, kind: str, d: str, label: _Rect, took: list[int], step: int, highlighted: bool) -> str:
     shown = [k for k in took if k <= step]
     cls = _classes(
         "edge",
@@ -384,16 +480,16 @@ def _edge(
         None if e.declared else "undeclared",
         kind,
     )
-    label = "" if e.trigger == e.dest else e.trigger
+    text = "" if e.trigger == e.dest else e.trigger
     count = f"×{len(shown)}" if shown else ""
     tip = e.trigger + (f" [{e.condition}]" if e.condition else "")
     data = f' data-source="{escape(e.source)}" data-dest="{escape(e.dest)}" data-trigger="{escape(e.trigger)}"'
     if took:
         data += f' data-steps="{" ".join(str(k) for k in took)}"'
-    sep = " " if label else ""
+    sep = " " if text else ""
     return (
         f'<g class="{cls}"{data}><title>{escape(tip)}</title>'
         f'<path d="{d}"/>'
-        f'<text x="{_f(lx)}" y="{_f(ly)}">{escape(label)}<tspan class="count" data-sep="{sep}">'
-        f"{sep if count else ''}{count}</tspan></text></g>"
+        f'<text x="{_f(label.x + label.w / 2)}" y="{_f(label.y + label.h - 3)}">{escape(text)}'
+        f'<tspan class="count" data-sep="{sep}">{sep if count else ""}{count}</tspan></text></g>'
     )

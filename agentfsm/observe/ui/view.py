@@ -8,6 +8,7 @@ it) is decided here, once, for both the HTML pages and the JSON API.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,28 @@ class RunView:
 
     def state_at(self, step: int) -> str:
         return self.steps[step - 1].step.dest if step else self.data.row.state
+
+    def drawn(self, path_only: bool = False) -> Graph:
+        """The graph to draw: the whole of it, or (``path_only``) what the run went through."""
+        return folded(self.graph) if path_only else self.graph
+
+
+def folded(graph: Graph) -> Graph:
+    """``graph`` with the states the run never visited folded away: its path's states, the one it is at,
+    and the transitions it took (the "path only" view)."""
+    keep = set(graph.path) | ({graph.current} if graph.current is not None else set())
+    if not keep:
+        return graph
+    states = tuple(s for s in graph.states if s in keep)
+    edges = tuple(e for e in graph.edges if e.count and e.source in keep and e.dest in keep)
+    return dataclasses.replace(
+        graph,
+        states=states,
+        edges=edges,
+        initial=graph.initial if graph.initial in keep else states[0],
+        terminal=graph.terminal & keep,
+        waits=graph.waits & keep,
+    )
 
 
 def build_view(data: RunData) -> RunView:

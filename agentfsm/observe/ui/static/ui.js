@@ -18,7 +18,7 @@
     var off = target < 1 || target > last || target === k;
     target = Math.min(Math.max(target, 1), last);
     a.dataset.goto = String(target);
-    a.setAttribute("href", "?step=" + target);
+    a.setAttribute("href", "?step=" + target + (m.dataset.graph === "path" ? "&graph=path" : ""));
     a.classList.toggle("off", off);
     if (off) { a.setAttribute("aria-disabled", "true"); a.setAttribute("tabindex", "-1"); }
     else { a.removeAttribute("aria-disabled"); a.removeAttribute("tabindex"); }
@@ -137,7 +137,9 @@
   function refresh(m) {
     var following = m.dataset.page !== "run" || current() === Number(m.dataset.last || 0);
     var step = current();
-    var url = location.pathname + (following ? "" : "?step=" + step);
+    var graph = m.dataset.graph === "path" ? "graph=path" : "";
+    var url = location.pathname + (following ? (graph ? "?" + graph : "") : "?step=" + step + (graph ? "&" + graph : ""));
+    if (m.dataset.page === "runs") url = location.pathname + location.search;  // the list keeps its filter and page
     return fetch(url, { cache: "no-store" }).then(function (response) {
       if (!response.ok) throw new Error("HTTP " + response.status);
       return response.text();
@@ -146,7 +148,7 @@
       if (!fresh) return;
       m.replaceWith(document.importNode(fresh, true));
       if (following) {
-        if (location.hash) history.replaceState(null, "", location.pathname);
+        if (location.hash) history.replaceState(null, "", location.pathname + (graph ? "?" + graph : ""));
       } else {
         show(step);
       }
