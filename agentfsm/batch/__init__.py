@@ -1,6 +1,7 @@
 """Many conversations through the Message Batches API, at half the price.
 
 * ``runner``   — ``BatchRunner``: every turn of every conversation in one batch; crash-safe resume
+* ``requests`` — one conversation's request in a batch: its ``custom_id``, the limits, its result read back
 * ``ledger``   — what is stored about batches (``Ledger``; memory, SQLite, PostgreSQL), beside the store
 * ``progress`` — ``BatchProgress`` (what the runner reports) and ``ProgressDisplay`` (terminal or plain lines)
 
@@ -13,7 +14,8 @@
 
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, MemoryLedger, PostgresLedger, SQLiteLedger, ledger_for
 from agentfsm.batch.progress import BatchProgress, BatchStatus, ProgressDisplay
-from agentfsm.batch.runner import BatchRunner, custom_id, parse_reply
+from agentfsm.batch.requests import custom_id, parse_reply
+from agentfsm.batch.runner import BatchRunner
 
 __all__ = [
     "BatchProgress",

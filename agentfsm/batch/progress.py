@@ -10,8 +10,10 @@ tokens and dollars); elsewhere (a pipe, a CI log) one plain line per change.
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from agentfsm.wire.usage import Usage
 
@@ -28,7 +30,27 @@ class BatchStatus:
     request_counts: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+class _Run(Protocol):
+    """What a progress report reads of a conversation."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+
+
+def totals(convs: Iterable[_Run]) -> tuple[dict[str, int], Usage, float | None]:
+    """Conversations per state, their usage added up (every field: ``Usage`` adds itself), and their cost
+    (None when one of them has an unknown cost)."""
+    convs = list(convs)
+    costs = [conv.cost_usd for conv in convs]
+    cost = None if None in costs else sum(c for c in costs if c is not None)
+    return dict(Counter(conv.state for conv in convs)), sum((conv.usage for conv in convs), Usage()), cost
+
+
+@dataclass
 class BatchProgress:
     """A batch run at one moment."""
 

@@ -37,9 +37,7 @@ requests, created after the record, not known to the ledger) and adopted.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 import uuid
 from collections import Counter
@@ -51,7 +49,18 @@ from typing import TYPE_CHECKING, Any
 import anthropic
 
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
-from agentfsm.batch.progress import BatchProgress, BatchStatus
+from agentfsm.batch.progress import BatchProgress, BatchStatus, totals
+from agentfsm.batch.requests import (
+    LAPSE_RESENDS,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    ORPHAN_SLACK_S,
+    RETRYABLE_ERRORS,
+    chunks,
+    custom_id,
+    failure_of,
+    parse_reply,
+)
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
@@ -63,47 +72,11 @@ from agentfsm.result import RunError, RunResult
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.tools.calls import ToolResult
 from agentfsm.wire import api
-from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
     from agentfsm.stores.base import Store
     from agentfsm.wire.messages import Message
-
-#: The API's limits on one batch.
-MAX_BATCH_REQUESTS = 100_000
-MAX_BATCH_BYTES = 256 * 1024 * 1024
-#: ``{"requests":[]}`` around the requests, with room to spare.
-_ENVELOPE_BYTES = 64
-
-#: Errored results sent again in the next batch (up to ``Policy.stream_retries`` times per request).
-RETRYABLE_ERRORS = frozenset({"overloaded_error", "rate_limit_error", "api_error", "timeout_error"})
-#: Expired or canceled requests are sent again this many times, then the conversation fails.
-LAPSE_RESENDS = 1
-#: How far before a record's time a batch it lost may have been created (clocks differ).
-_ORPHAN_SLACK_S = 300.0
-
-_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-
-
-def parse_reply(body: object) -> api.Reply | api.RequestFailure:
-    """A succeeded result's ``message``, read exactly as the plain path reads a reply body.
-
-    The one place the batch runner turns a Message into a ``Reply``: ``agentfsm.wire.api.reply_from``,
-    so both paths accept and reject the same bodies (a malformed one is ``invalid_response``).
-    """
-    return api.reply_from(body)
-
-
-def custom_id(conversation_id: str, turn: int, revision: int, attempt: int) -> str:
-    """The ``custom_id`` of a conversation's request: its id (or a hash of it), turn, stored revision, attempt.
-
-    Matches the API's ``^[a-zA-Z0-9_-]{1,64}$``.
-    """
-    head = conversation_id
-    if not _SAFE_ID.fullmatch(head):
-        head = "h" + hashlib.blake2b(conversation_id.encode(), digest_size=8).hexdigest()
-    return f"{head}-t{turn}-r{revision}-a{attempt}"[:64]
 
 
 @dataclass
@@ -330,7 +303,7 @@ class BatchRunner:
         try:
             for batch in self._batches(record.beta).list(limit=100, **self._betas(record.beta)):
                 created = batch.created_at.timestamp()
-                if created < record.created_at - _ORPHAN_SLACK_S:
+                if created < record.created_at - ORPHAN_SLACK_S:
                     break
                 counts = batch.request_counts
                 total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
@@ -441,25 +414,9 @@ class BatchRunner:
 
     # --- submitting ------------------------------------------------------------------------------------------
 
-    def _chunks(self, pending: list[_Pending]) -> list[list[_Pending]]:
-        """``pending`` split at the API's limits (a request larger than the byte limit goes alone)."""
-        chunks: list[list[_Pending]] = []
-        current: list[_Pending] = []
-        size = _ENVELOPE_BYTES
-        for item in pending:
-            full = len(current) >= self.max_batch_requests or size + item.size > self.max_batch_bytes
-            if current and full:
-                chunks.append(current)
-                current, size = [], _ENVELOPE_BYTES
-            current.append(item)
-            size += item.size
-        if current:
-            chunks.append(current)
-        return chunks
-
     def _submit(self, state: _Run, pending: list[_Pending]) -> None:
         beta = bool(self.agent.betas)
-        for chunk in self._chunks(pending):
+        for chunk in chunks(pending, max_requests=self.max_batch_requests, max_bytes=self.max_batch_bytes):
             entries: dict[str, Entry] = {}
             for item in chunk:
                 while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
@@ -604,9 +561,9 @@ class BatchRunner:
 
     def _settle(self, state: _Run, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
         self.ledger.settle(record.key, outcomes)
-        for custom_id, outcome in outcomes.items():
-            entry = record.entries[custom_id]
-            record.entries[custom_id] = Entry(**{**entry.__dict__, "outcome": outcome})
+        for cid, outcome in outcomes.items():
+            entry = record.entries[cid]
+            record.entries[cid] = Entry(**{**entry.__dict__, "outcome": outcome})
             tried = state.tried.get((entry.conversation_id, entry.revision))
             if tried is not None and None in tried:
                 tried[tried.index(None)] = outcome
@@ -636,7 +593,7 @@ class BatchRunner:
                 return kind
             tried = state.tried.get((cid, entry.revision), [])
             if kind == "errored":
-                failure = _failure_of(result)
+                failure = failure_of(result)
                 retried = sum(1 for o in tried if o is not None and o.split(":", 1)[-1] in RETRYABLE_ERRORS)
                 if failure.type in RETRYABLE_ERRORS and retried < self.agent.policy.stream_retries:
                     conv.emit("batch.request_resent", level="warning", reason=failure.type, attempt=entry.attempt + 1)
@@ -709,15 +666,11 @@ class BatchRunner:
         state.log.emit(name, turn=0, state="batch", level=level, **data)
 
     def _report(self, state: _Run, *, finished: bool = False) -> None:
-        convs = state.convs.values()
-        usage = sum((conv.usage for conv in convs), Usage())  # every field, the compaction ones included
-        costs = [conv.cost_usd for conv in convs]
-        cost = None if None in costs else sum(c for c in costs if c is not None)
-        states = Counter(conv.state for conv in convs)
+        states, usage, cost = totals(state.convs.values())
         progress = BatchProgress(
             run_id=state.run_id,
             conversations=len(state.convs),
-            states=dict(states),
+            states=states,
             waiting=len(state.waiting),
             errors=len(state.errors),
             batches=[state.status[k] for k in state.open if k in state.status],
@@ -743,15 +696,3 @@ def _forget_attempt(state: _Run, entry: Entry) -> None:
     tried = state.tried.get((entry.conversation_id, entry.revision))
     if tried is not None and None in tried:
         tried.remove(None)
-
-
-def _failure_of(result: Mapping[str, Any]) -> api.RequestFailure:
-    """An ``errored`` result's error as the plain path would have described the HTTP error."""
-    body = result.get("error")
-    err = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(err, dict):
-        return api.RequestFailure(type="api_error", message=f"errored batch result without an error: {result!r:.200}")
-    kind = str(err.get("type") or "api_error")
-    return api.RequestFailure(
-        type=kind, message=str(err.get("message") or kind), status_code=api.ERROR_STATUS.get(kind)
-    )
