@@ -12,7 +12,9 @@ answered from a batch. A round:
 2. **Submit** every conversation that needs a request: one batch request each
    (the params ``plan()`` gave; ``custom_id`` names the conversation, turn,
    stored revision and attempt), split at the API's limits (100,000 requests,
-   256 MB). Each batch is written to the ledger (``agentfsm.batch.ledger``)
+   256 MB) and by the betas each request goes with (the plan's: the agent's,
+   and those a compaction, fallbacks or a credit token need; a batch's betas
+   are its create call's). Each batch is written to the ledger (``agentfsm.batch.ledger``)
    *before* it is created and gets its id right after.
 3. **Poll** the open batches every ``poll_interval`` seconds until one ends.
 4. **Apply** its results, each to its own conversation: a ``succeeded``
@@ -113,6 +115,9 @@ class _Pending:
     entry: Entry
     request: dict[str, Any]
     size: int
+    #: The betas the request goes with (the plan's: the agent's, and those its parameters need). A batch's betas
+    #: are its create call's header, so requests with other betas go into another batch.
+    betas: tuple[str, ...] = ()
 
 
 @dataclass
@@ -435,7 +440,7 @@ class BatchRunner:
             except (TypeError, ValueError) as exc:  # not JSON: the request cannot be sent, as on the plain path
                 self._complete(state, conv, api.failure_from(exc), 0.0)
                 continue
-            pending.append(_Pending(conv, entry, request, size))
+            pending.append(_Pending(conv, entry, request, size, plan.betas))
         return pending
 
     # --- submitting ------------------------------------------------------------------------------------------
@@ -457,45 +462,50 @@ class BatchRunner:
         return chunks
 
     def _submit(self, state: _Run, pending: list[_Pending]) -> None:
-        beta = bool(self.agent.betas)
-        for chunk in self._chunks(pending):
-            entries: dict[str, Entry] = {}
-            for item in chunk:
-                while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
-                    item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
-                    item.request = {**item.request, "custom_id": item.entry.custom_id}
-                entries[item.entry.custom_id] = item.entry
-            record = BatchRecord(
-                key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries
-            )
-            self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
-            for item in chunk:
-                state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
-            batch_id = self._create(state, record, chunk)
-            if batch_id is None:
-                continue
-            self.ledger.submitted(record.key, batch_id)
-            record.batch_id = batch_id
-            state.open[record.key] = record
-            state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
-            state.batches_submitted += 1
-            self._event(
-                state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk)
-            )
-            for item in chunk:
-                state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
-                item.conv.emit(
-                    "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
-                )
+        by_betas: dict[tuple[str, ...], list[_Pending]] = {}
+        for item in pending:
+            by_betas.setdefault(item.betas, []).append(item)
+        for betas, group in by_betas.items():
+            for chunk in self._chunks(group):
+                self._submit_chunk(state, chunk, betas)
         self._report(state)
 
-    def _create(self, state: _Run, record: BatchRecord, chunk: list[_Pending]) -> str | None:
+    def _submit_chunk(self, state: _Run, chunk: list[_Pending], betas: tuple[str, ...]) -> None:
+        """Record, create and start waiting on one batch of ``chunk``'s requests, all going with ``betas``."""
+        beta = bool(betas)
+        entries: dict[str, Entry] = {}
+        for item in chunk:
+            while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
+                item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
+                item.request = {**item.request, "custom_id": item.entry.custom_id}
+            entries[item.entry.custom_id] = item.entry
+        record = BatchRecord(key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries)
+        self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
+        for item in chunk:
+            state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
+        batch_id = self._create(state, record, chunk, betas)
+        if batch_id is None:
+            return
+        self.ledger.submitted(record.key, batch_id)
+        record.batch_id = batch_id
+        state.open[record.key] = record
+        state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
+        state.batches_submitted += 1
+        self._event(state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk))
+        for item in chunk:
+            state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
+            item.conv.emit(
+                "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
+            )
+
+    def _create(self, state: _Run, record: BatchRecord, chunk: list[_Pending], betas: tuple[str, ...]) -> str | None:
         """Create the batch: its id; None when the API refused it (its conversations then fail with the error)."""
         requests = [item.request for item in chunk]
         attempts = 0
         while True:
             try:
-                batch = self._batches(record.beta, retries=False).create(requests=requests, **self._betas(record.beta))
+                given = {"betas": list(betas)} if betas else {}
+                batch = self._batches(record.beta, retries=False).create(requests=requests, **given)
                 return str(batch.id)
             except anthropic.APIStatusError as exc:
                 if 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429):
