@@ -28,6 +28,12 @@ answered from a batch. A round:
    ``run``); ``expired`` and ``canceled`` requests are resent once, then
    fail the conversation. One conversation's failure never stops the others.
 
+The runner is sync, as ``run()`` is: an agent with ``async def`` hooks or
+actions is refused (``ConfigurationError``) before anything is stored or sent.
+A conversation that reaches a ``Wait`` ends its run ``waiting``: the runner
+takes prompts, not decisions, so it is decided and carried on from the store
+with ``agent.resume(id, store=..., trigger=...)``.
+
 Nothing is paid twice after a crash: a new runner on the same store finds the
 open batches in the ledger and polls them; a conversation whose stored
 revision is still the one its entry names waits on that batch instead of being
@@ -237,6 +243,13 @@ class BatchRunner:
         """``run`` for ``(conversation_id, prompt)`` pairs; results by id."""
         agent = self.agent
         _ = agent.client  # a missing key or an async client is reported now, before anything is stored
+        parts = agent.async_parts()
+        if parts:  # the runner is sync (as run() is): refused now, before anything is stored or sent
+            raise ConfigurationError(
+                f"{type(agent).__name__} has async hooks or actions ({', '.join(parts)}): BatchRunner runs "
+                "conversations with the sync client and no event loop to await them; run it with arun(), astream() "
+                "or aresume() and an anthropic.AsyncAnthropic client"
+            )
         state = _Run(run_id=run_id, log=EventLog(run_id, agent.logger, agent.secrets()), convs={})
         self._run = state
         for cid, prompt in items:
