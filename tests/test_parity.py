@@ -64,7 +64,8 @@ IN_PROCESS = ["run", "arun", "stream", "astream", "batch"]
 SYNC = {"run", "stream", "batch"}
 #: Fields of the RunResult every runner must agree on. Left out: ``conversation_id`` (each run has its own),
 #: ``cost_usd`` (a batch is billed at half the list price), ``batched`` (says which runner it was), ``agent``
-#: (the class, the same), the events (timestamps and latencies) and the error's message.
+#: (the class, the same), the events' data (timestamps, latencies; their names are compared) and the error's
+#: message.
 COMPARED = (
     "final_state", "reason", "stop_reason", "stop_sequence", "stop_details", "text", "messages", "replaced_messages",
     "usage", "trace", "model", "turns", "waiting", "pending_tool_calls", "answered_by",
@@ -142,6 +143,8 @@ def sent(sim: Simulator) -> list[dict[str, Any]]:
 def compared(result: RunResult) -> dict[str, Any]:
     data = result.model_dump(mode="json", include=set(COMPARED))
     data["error_type"] = result.error.type if result.error else None
+    # The events the run emitted, by name and in order; the batch runner's own (batch.*) are its I/O.
+    data["events"] = [e.event for e in result.events if not e.event.startswith("batch.")]
     return data
 
 
