@@ -277,7 +277,14 @@ class CompactingAgent(Agent):
     policy = Policy(compact_at_input_tokens=40, compaction_instructions="Keep the labels.")
 
 
+#: A second prompt for CompactingAgent: a text cut at max_tokens, then continued. A continuation is the middle of
+#: a turn, never compacted: its request goes without the compaction beta while the other prompt's compacts.
+TWO_PARTS = "Write two parts."
+
+
 def compacting_model(request: SimRequest) -> ScriptedReply:
+    if unmarked(request.messages)[0]["content"] == TWO_PARTS:
+        return r.text(" part two.") if request.messages[-1]["role"] == "assistant" else r.max_tokens("Part one,")
     if request.is_compaction:
         return r.compaction("The user asked to count a; it was counted.", encrypted_content="EncParity==")
     if request.messages[0].get("role") == "assistant":  # the history starts with the compaction block

@@ -273,6 +273,30 @@ def test_every_in_process_runner_ends_as_run_does(scenario: pa.Scenario, runner:
     assert (got.waiting or got.result).batched == (runner == "batch")
 
 
+@pytest.mark.beyond_schema  # the compaction parameter
+def test_a_batch_round_whose_requests_need_other_betas_goes_out_as_one_batch_per_set_of_betas() -> None:
+    """Two conversations of one agent in one BatchRunner: in the same round one sends a compaction request (its
+    beta) and the other a continuation (none). Each ends exactly as under ``run``, request for request."""
+    scenario = pa.SCENARIOS["compaction"]
+    prompts = {"compacts": scenario.prompt, "continues": pa.TWO_PARTS}
+    sim = Simulator(scenario.model)
+    agent = scenario.agent(client=sim.client(max_retries=0), logger=None)
+    results = BatchRunner(agent, poll_interval=0).run(prompts)
+    sent_by: dict[str, list[dict[str, Any]]] = {"compacts": [], "continues": []}
+    for q in sent(sim):
+        first = pa.bodies_of([q["body"]])[0]["messages"][0]["content"]
+        sent_by["continues" if first == pa.TWO_PARTS else "compacts"].append(q)
+    for cid, prompt in prompts.items():
+        alone = Simulator(scenario.model)
+        expected = scenario.agent(client=alone.client(max_retries=0), logger=None).run(prompt)
+        assert compared(results[cid]) == compared(expected)
+        assert [(q["body"], q["betas"]) for q in sent_by[cid]] == [(q["body"], q["betas"]) for q in sent(alone)]
+    assert results["continues"].path == ["requesting", "max_tokens", "requesting", "end_turn", "done"]
+    betas = [(len(b.requests), b.headers.get("anthropic-beta")) for b in sim.batches.batches.values()]
+    # Round 1: both prompts; round 2: the compaction request and the continuation apart; round 3: the answer.
+    assert betas == [(2, None), (1, "compact-2026-09-04"), (1, None), (1, "compact-2026-09-04")]
+
+
 def refused_before_any_request(runner: str, scenario: pa.Scenario) -> None:
     """A sync runner refuses an agent with async hooks or actions, saying why, before any request."""
     pa.forget_executions()
