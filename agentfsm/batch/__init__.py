@@ -2,6 +2,7 @@
 
 * ``runner``   — ``BatchRunner``: every turn of every conversation in one batch; crash-safe resume
 * ``requests`` — one conversation's request in a batch: its ``custom_id``, the limits, its result read back
+* ``state``    — what one run holds: the conversations' loops, the open batches, what each tried
 * ``ledger``   — what is stored about batches (``Ledger``; memory, SQLite, PostgreSQL), beside the store
 * ``progress`` — ``BatchProgress`` (what the runner reports) and ``ProgressDisplay`` (terminal or plain lines)
 

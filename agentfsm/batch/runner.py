@@ -12,7 +12,9 @@ answered from a batch. A round:
 2. **Submit** every conversation that needs a request: one batch request each
    (the params ``plan()`` gave; ``custom_id`` names the conversation, turn,
    stored revision and attempt), split at the API's limits (100,000 requests,
-   256 MB). Each batch is written to the ledger (``agentfsm.batch.ledger``)
+   256 MB) and by the betas each request goes with (the plan's: the agent's,
+   and those a compaction, fallbacks or a credit token need; a batch's betas
+   are its create call's). Each batch is written to the ledger (``agentfsm.batch.ledger``)
    *before* it is created and gets its id right after.
 3. **Poll** the open batches every ``poll_interval`` seconds until one ends.
 4. **Apply** its results, each to its own conversation: a ``succeeded``
@@ -25,6 +27,12 @@ answered from a batch. A round:
    rejected prefill falls back to a prompt continuation as it would in
    ``run``); ``expired`` and ``canceled`` requests are resent once, then
    fail the conversation. One conversation's failure never stops the others.
+
+The runner is sync, as ``run()`` is: an agent with ``async def`` hooks or
+actions is refused (``ConfigurationError``) before anything is stored or sent.
+A conversation that reaches a ``Wait`` ends its run ``waiting``: the runner
+takes prompts, not decisions, so it is decided and carried on from the store
+with ``agent.resume(id, store=..., trigger=...)``.
 
 Nothing is paid twice after a crash: a new runner on the same store finds the
 open batches in the ledger and polls them; a conversation whose stored
@@ -40,10 +48,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -61,6 +67,7 @@ from agentfsm.batch.requests import (
     failure_of,
     parse_reply,
 )
+from agentfsm.batch.state import BatchRun, Pending, forget_attempt
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
@@ -70,52 +77,12 @@ from agentfsm.observe.events import EventLog, Level
 from agentfsm.redaction import redact
 from agentfsm.result import RunError, RunResult
 from agentfsm.stores.memory import MemoryStore
-from agentfsm.tools.calls import ToolResult
 from agentfsm.wire import api
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
     from agentfsm.stores.base import Store
     from agentfsm.wire.messages import Message
-
-
-@dataclass
-class _Pending:
-    """A conversation whose request is about to go into a batch."""
-
-    conv: Conversation
-    entry: Entry
-    request: dict[str, Any]
-    size: int
-
-
-@dataclass
-class _Run:
-    """The state of one ``BatchRunner.run``."""
-
-    run_id: str
-    log: EventLog
-    convs: dict[str, Conversation]
-    #: Each conversation's loop (``agentfsm.machine.loop.steps``), and the effect it yielded and waits on.
-    loops: dict[str, loop.Steps] = field(default_factory=dict)
-    effects: dict[str, Effect] = field(default_factory=dict)
-    #: Where tool calls run (``tool_workers`` threads), and the calls running there, by conversation.
-    pool: ThreadPoolExecutor | None = None
-    running: dict[Future[list[ToolResult]], Conversation] = field(default_factory=dict)
-    #: Conversation id → (record key, custom_id) of the batch request it waits for.
-    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: The batches this run polls, by record key.
-    open: dict[str, BatchRecord] = field(default_factory=dict)
-    #: Conversations that raised and stopped advancing.
-    errors: dict[str, BaseException] = field(default_factory=dict)
-    #: (conversation id, revision) → outcomes of the requests already made at that revision.
-    tried: dict[tuple[str, int], list[str | None]] = field(default_factory=dict)
-    #: Batch status by record key (for the progress display).
-    status: dict[str, BatchStatus] = field(default_factory=dict)
-    results: Counter[str] = field(default_factory=Counter)
-    batches_submitted: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_renewal: float = field(default_factory=time.monotonic)
 
 
 class BatchRunner:
@@ -170,7 +137,7 @@ class BatchRunner:
         self._sleep = sleep
         #: The last progress reported (also when no ``progress`` callback is set).
         self.last_progress: BatchProgress | None = None
-        self._run: _Run | None = None
+        self._run: BatchRun | None = None
         self._once: tuple[anthropic.Anthropic, anthropic.Anthropic] | None = None  # the client, without SDK retries
 
     # --- the public entry point -----------------------------------------------------------------------
@@ -206,7 +173,14 @@ class BatchRunner:
         """``run`` for ``(conversation_id, prompt)`` pairs; results by id."""
         agent = self.agent
         _ = agent.client  # a missing key or an async client is reported now, before anything is stored
-        state = _Run(run_id=run_id, log=EventLog(run_id, agent.logger, agent.secrets()), convs={})
+        parts = agent.async_parts()
+        if parts:  # the runner is sync (as run() is): refused now, before anything is stored or sent
+            raise ConfigurationError(
+                f"{type(agent).__name__} has async hooks or actions ({', '.join(parts)}): BatchRunner runs "
+                "conversations with the sync client and no event loop to await them; run it with arun(), astream() "
+                "or aresume() and an anthropic.AsyncAnthropic client"
+            )
+        state = BatchRun(run_id=run_id, log=EventLog(run_id, agent.logger, agent.secrets()), convs={})
         self._run = state
         for cid, prompt in items:
             state.convs[cid] = self._open(cid, prompt)
@@ -243,14 +217,14 @@ class BatchRunner:
         conv.runstate.batched = True
         return conv
 
-    def _claim_all(self, state: _Run) -> None:
+    def _claim_all(self, state: BatchRun) -> None:
         """Take every unfinished conversation's lease: one held by a live worker is left to it."""
         lease = self.agent.policy.lease_seconds
         for cid, conv in state.convs.items():
             if not conv.stopped and not self.store.acquire(cid, conv._persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
-    def _recover(self, state: _Run) -> None:
+    def _recover(self, state: BatchRun) -> None:
         """Pick up what an earlier process left: its batches, and what each conversation already tried."""
         mine = [cid for cid in state.convs if cid not in state.errors]
         for entry in self.ledger.entries_for(mine):
@@ -269,7 +243,7 @@ class BatchRunner:
                 if found is None:  # the create never reached the API: the requests are made again
                     self.ledger.abandon(record.key)
                     for e in ours:
-                        _forget_attempt(state, e)
+                        forget_attempt(state, e)
                     continue
                 self.ledger.submitted(record.key, found)
                 record.batch_id = found
@@ -287,7 +261,7 @@ class BatchRunner:
             self._event(state, "batch.resumed", batch_ids=resumed, waiting=len(state.waiting))
 
     @staticmethod
-    def _still_waits(state: _Run, entry: Entry) -> bool:
+    def _still_waits(state: BatchRun, entry: Entry) -> bool:
         conv = state.convs[entry.conversation_id]
         return (
             entry.conversation_id not in state.errors
@@ -315,7 +289,7 @@ class BatchRunner:
 
     # --- advancing -------------------------------------------------------------------------------------------
 
-    def _step(self, state: _Run, conv: Conversation, outcome: Any) -> Effect | None:
+    def _step(self, state: BatchRun, conv: Conversation, outcome: Any) -> Effect | None:
         """Send ``outcome`` into the conversation's loop (starting one if it has none): the next effect it
         waits on, or None once it is finished or waiting. Tool calls start at once, in the pool: the loop
         has just recorded them as started. A sync runner: an async hook or action is refused."""
@@ -340,7 +314,7 @@ class BatchRunner:
             state.running[job] = conv
         return effect
 
-    def _again(self, state: _Run, conv: Conversation) -> None:
+    def _again(self, state: BatchRun, conv: Conversation) -> None:
         """Let the request the conversation waits on go: its loop starts over and plans it again (as after a
         crash), so a resend is a request like any other — counted, and checked against the limits first."""
         steps = state.loops.pop(conv.id, None)
@@ -348,7 +322,7 @@ class BatchRunner:
         if steps is not None:
             steps.close()
 
-    def _advance(self, state: _Run) -> list[_Pending]:
+    def _advance(self, state: BatchRun) -> list[Pending]:
         """Run every free conversation's loop until it needs a request or is finished; the requests to send.
         Tool calls start here (``ToolsDue`` is answered here only): once a whole batch's results were applied,
         so a crash while applying them leaves no call in doubt."""
@@ -375,13 +349,13 @@ class BatchRunner:
         ]
         return self._prepare(state, sends)
 
-    def _run_on(self, state: _Run, conv: Conversation, outcome: Any) -> None:
+    def _run_on(self, state: BatchRun, conv: Conversation, outcome: Any) -> None:
         """``_try``, then start the tool calls the loop announces (``ToolsDue``) until it needs something else."""
         self._try(state, conv, outcome)
         while isinstance(state.effects.get(conv.id), ToolsDue) and conv.id not in state.errors:
             self._try(state, conv, None)
 
-    def _try(self, state: _Run, conv: Conversation, outcome: Any) -> None:
+    def _try(self, state: BatchRun, conv: Conversation, outcome: Any) -> None:
         """``_step``, and a conversation that raises stops there (the others carry on); a store error stops all."""
         try:
             self._step(state, conv, outcome)
@@ -390,9 +364,9 @@ class BatchRunner:
         except Exception as exc:
             self._drop(state, conv, exc)
 
-    def _prepare(self, state: _Run, sends: list[tuple[Conversation, SendRequest]]) -> list[_Pending]:
+    def _prepare(self, state: BatchRun, sends: list[tuple[Conversation, SendRequest]]) -> list[Pending]:
         """Make each request's batch request and ledger entry (the loop counted the request when it planned it)."""
-        pending: list[_Pending] = []
+        pending: list[Pending] = []
         for conv, plan in sends:
             tried = state.tried.setdefault((conv.id, conv.runstate.revision), [])
             attempt = len(tried) + 1
@@ -409,58 +383,63 @@ class BatchRunner:
             except (TypeError, ValueError) as exc:  # not JSON: the request cannot be sent, as on the plain path
                 self._complete(state, conv, api.failure_from(exc), 0.0)
                 continue
-            pending.append(_Pending(conv, entry, request, size))
+            pending.append(Pending(conv, entry, request, size, plan.betas))
         return pending
 
     # --- submitting ------------------------------------------------------------------------------------------
 
-    def _submit(self, state: _Run, pending: list[_Pending]) -> None:
-        beta = bool(self.agent.betas)
-        for chunk in chunks(pending, max_requests=self.max_batch_requests, max_bytes=self.max_batch_bytes):
-            entries: dict[str, Entry] = {}
-            for item in chunk:
-                while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
-                    item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
-                    item.request = {**item.request, "custom_id": item.entry.custom_id}
-                entries[item.entry.custom_id] = item.entry
-            record = BatchRecord(
-                key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries
-            )
-            self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
-            for item in chunk:
-                state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
-            batch_id = self._create(state, record, chunk)
-            if batch_id is None:
-                continue
-            self.ledger.submitted(record.key, batch_id)
-            record.batch_id = batch_id
-            state.open[record.key] = record
-            state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
-            state.batches_submitted += 1
-            self._event(
-                state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk)
-            )
-            for item in chunk:
-                state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
-                item.conv.emit(
-                    "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
-                )
+    def _submit(self, state: BatchRun, pending: list[Pending]) -> None:
+        by_betas: dict[tuple[str, ...], list[Pending]] = {}
+        for item in pending:
+            by_betas.setdefault(item.betas, []).append(item)
+        for betas, group in by_betas.items():
+            for chunk in chunks(group, max_requests=self.max_batch_requests, max_bytes=self.max_batch_bytes):
+                self._submit_chunk(state, chunk, betas)
         self._report(state)
 
-    def _create(self, state: _Run, record: BatchRecord, chunk: list[_Pending]) -> str | None:
+    def _submit_chunk(self, state: BatchRun, chunk: list[Pending], betas: tuple[str, ...]) -> None:
+        """Record, create and start waiting on one batch of ``chunk``'s requests, all going with ``betas``."""
+        beta = bool(betas)
+        entries: dict[str, Entry] = {}
+        for item in chunk:
+            while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
+                item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
+                item.request = {**item.request, "custom_id": item.entry.custom_id}
+            entries[item.entry.custom_id] = item.entry
+        record = BatchRecord(key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries)
+        self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
+        for item in chunk:
+            state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
+        batch_id = self._create(state, record, chunk, betas)
+        if batch_id is None:
+            return
+        self.ledger.submitted(record.key, batch_id)
+        record.batch_id = batch_id
+        state.open[record.key] = record
+        state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
+        state.batches_submitted += 1
+        self._event(state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk))
+        for item in chunk:
+            state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
+            item.conv.emit(
+                "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
+            )
+
+    def _create(self, state: BatchRun, record: BatchRecord, chunk: list[Pending], betas: tuple[str, ...]) -> str | None:
         """Create the batch: its id; None when the API refused it (its conversations then fail with the error)."""
         requests = [item.request for item in chunk]
         attempts = 0
         while True:
             try:
-                batch = self._batches(record.beta, retries=False).create(requests=requests, **self._betas(record.beta))
+                given = {"betas": list(betas)} if betas else {}
+                batch = self._batches(record.beta, retries=False).create(requests=requests, **given)
                 return str(batch.id)
             except anthropic.APIStatusError as exc:
                 if 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429):
                     self.ledger.abandon(record.key)  # refused: no batch was created
                     failure = api.failure_from(exc)
                     for item in chunk:
-                        _forget_attempt(state, item.entry)
+                        forget_attempt(state, item.entry)
                         self._complete(state, item.conv, failure, 0.0)
                     return None
                 error: Exception = exc
@@ -480,7 +459,7 @@ class BatchRunner:
 
     # --- polling and applying ---------------------------------------------------------------------------------
 
-    def _poll(self, state: _Run, *, wait_first: bool) -> list[BatchRecord]:
+    def _poll(self, state: BatchRun, *, wait_first: bool) -> list[BatchRecord]:
         """Poll the open batches until at least one has ended; those that did."""
         while True:
             if wait_first:
@@ -517,7 +496,7 @@ class BatchRunner:
             if ended:
                 return ended
 
-    def _renew_leases(self, state: _Run) -> None:
+    def _renew_leases(self, state: BatchRun) -> None:
         """Keep the leases of conversations waiting in a batch (a batch may take hours; leases last minutes)."""
         lease = self.agent.policy.lease_seconds
         if time.monotonic() - state.last_renewal < lease / 3:
@@ -528,7 +507,7 @@ class BatchRunner:
             if not self.store.acquire(cid, conv._persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
-    def _apply(self, state: _Run, record: BatchRecord) -> None:
+    def _apply(self, state: BatchRun, record: BatchRecord) -> None:
         """Apply an ended batch's results to their conversations; settle them in the ledger."""
         assert record.batch_id is not None
         outcomes: dict[str, str] = {}
@@ -559,7 +538,7 @@ class BatchRunner:
         del state.open[record.key]
         self._report(state)
 
-    def _settle(self, state: _Run, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
+    def _settle(self, state: BatchRun, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
         self.ledger.settle(record.key, outcomes)
         for cid, outcome in outcomes.items():
             entry = record.entries[cid]
@@ -571,7 +550,7 @@ class BatchRunner:
             self.ledger.finish(record.key)
 
     def _apply_one(
-        self, state: _Run, record: BatchRecord, entry: Entry, result: dict[str, Any], latency_ms: float
+        self, state: BatchRun, record: BatchRecord, entry: Entry, result: dict[str, Any], latency_ms: float
     ) -> str:
         """Drive one conversation with its result; the outcome to settle."""
         cid = entry.conversation_id
@@ -622,7 +601,7 @@ class BatchRunner:
             return f"error:{type(exc).__name__}"
 
     def _complete(
-        self, state: _Run, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
+        self, state: BatchRun, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
     ) -> None:
         """Answer the conversation's request: its loop completes it and runs on to its next effect."""
         self._try(state, conv, (outcome, latency_ms))
@@ -644,7 +623,7 @@ class BatchRunner:
 
     # --- reporting --------------------------------------------------------------------------------------------
 
-    def _drop(self, state: _Run, conv: Conversation, exc: BaseException) -> None:
+    def _drop(self, state: BatchRun, conv: Conversation, exc: BaseException) -> None:
         """A conversation raised: it stops here (its lease given back); the others carry on."""
         state.errors[conv.id] = exc
         state.waiting.pop(conv.id, None)
@@ -653,7 +632,7 @@ class BatchRunner:
         if not isinstance(exc, ConversationLockedError):
             conv._persistence.release(conv)
 
-    def _result(self, state: _Run, conv: Conversation) -> RunResult:
+    def _result(self, state: BatchRun, conv: Conversation) -> RunResult:
         result = conv.result()
         exc = state.errors.get(conv.id)
         if exc is not None:
@@ -662,10 +641,10 @@ class BatchRunner:
             result.attach_events(conv.log.raw)
         return result
 
-    def _event(self, state: _Run, name: str, *, level: Level = "info", **data: Any) -> None:
+    def _event(self, state: BatchRun, name: str, *, level: Level = "info", **data: Any) -> None:
         state.log.emit(name, turn=0, state="batch", level=level, **data)
 
-    def _report(self, state: _Run, *, finished: bool = False) -> None:
+    def _report(self, state: BatchRun, *, finished: bool = False) -> None:
         states, usage, cost = totals(state.convs.values())
         progress = BatchProgress(
             run_id=state.run_id,
@@ -689,10 +668,3 @@ class BatchRunner:
     def events(self) -> list[Any]:
         """The runner's own events (``batch.submitted``, ``batch.polled`` ...) of the last run, as ``Event`` models."""
         return self._run.log.events if self._run is not None else []
-
-
-def _forget_attempt(state: _Run, entry: Entry) -> None:
-    """An entry whose batch was never created is no attempt."""
-    tried = state.tried.get((entry.conversation_id, entry.revision))
-    if tried is not None and None in tried:
-        tried.remove(None)
