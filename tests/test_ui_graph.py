@@ -18,7 +18,7 @@ from test_ui import Runs, Served, dom, has_class, runs, ui  # noqa: F401  (modul
 from test_ui_decisions import Chromium, chromium  # noqa: F401  (the DevTools-driven browser)
 
 from agentfsm import Agent
-from agentfsm.cli.targets import agent_classes
+from agentfsm.loading import agent_classes
 from agentfsm.observe.graph import build
 from agentfsm.observe.ui.svg import LABEL_CHAR_W, LABEL_H, render_svg
 from agentfsm.result import TraceStep
