@@ -309,7 +309,7 @@ def test_a_waiting_row_written_before_the_run_state_was_declared_once_loads_and_
     answers = [b for m in result.messages if isinstance(m["content"], list) for b in m["content"]]
     assert [b["content"] for b in answers if b["type"] == "tool_result"] == ["deleted notes.txt"]
     again = json.loads(Snapshot.model_validate(store.load(written["conversation_id"])).model_dump_json())
-    assert sorted(again) == sorted([*written, "pending_decision", "request"])  # the same format, plus fields added since
+    assert sorted(again) == sorted([*written, "pending_decision", "request"])  # same format, fields added since
 
 
 def test_a_row_from_a_newer_agentfsm_is_a_clear_error(backend: Backend) -> None:
