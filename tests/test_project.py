@@ -171,6 +171,14 @@ def test_the_library_never_imports_the_command_line() -> None:
     assert checked > 50 and not found, found
 
 
+def test_no_module_grows_past_what_a_reader_holds() -> None:
+    # One concept per module: none over 700 lines, and the conversation (what hooks see) under 600.
+    sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in (ROOT / "agentfsm").rglob("*.py")}
+    assert len(sizes) > 50
+    assert not {p: n for p, n in sizes.items() if n > 700}, "split these modules"
+    assert sizes[Path("agentfsm/machine/conversation.py")] < 600
+
+
 def _tool(name: str) -> list[str]:
     exe = Path(sys.executable).parent / name
     if exe.exists():
