@@ -288,6 +288,7 @@ def test_a_long_continuation_reads_most_of_its_prefix(strategy: str) -> None:
     assert costs[True].cost_usd < costs[False].cost_usd
 
 
+@pytest.mark.slow  # a benchmark in a subprocess
 def test_the_configuration_guide_s_cost_table_is_what_the_benchmark_prints() -> None:
     root = Path(__file__).resolve().parents[1]
     page = root / "docs" / "11-configuration.md"

@@ -24,7 +24,8 @@ and, for the streaming drivers, that the caller was shown the text of every kept
 order, with everything else taken back by ``rewind`` events.
 
 Deterministic (``derandomize=True``). The test prints how many cases ran and how many faults
-were injected.
+were injected. The fast lane (``-m "not slow"``) runs a smoke of ``SMOKE_EXAMPLES`` cases per driver;
+the search of ``EXAMPLES`` cases per driver is in the slow tier.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED, default_prefill_unsup
 from agentfsm.wire.messages import wire_problems
 
 DRIVERS = ("run", "stream", "arun", "astream")
-#: Examples per driver: about 30 s for the four together on a small machine. Set AGENTFSM_FAULT_EXAMPLES
-#: to search longer (new cases, still deterministic for a given number).
+#: Examples per driver: about 100 s of CPU for the four together, so the search is in the slow tier. Set
+#: AGENTFSM_FAULT_EXAMPLES to search longer (new cases, still deterministic for a given number).
 EXAMPLES = int(os.environ.get("AGENTFSM_FAULT_EXAMPLES") or 200)
+#: Examples per driver in the fast lane (``-m "not slow"``): a few seconds, enough to catch a broken invariant.
+SMOKE_EXAMPLES = 12
 
 TALLY: dict[str, Counter[str]] = {d: Counter() for d in DRIVERS}
 
@@ -762,10 +765,16 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
             reporter.write_line(line)
 
 
+@pytest.mark.parametrize(
+    "examples",
+    [pytest.param(SMOKE_EXAMPLES, id="smoke"), pytest.param(EXAMPLES, id="search", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_random_fault_scripts_keep_every_invariant(driver: str, request_schema_on_every_request: list[str]) -> None:
+def test_random_fault_scripts_keep_every_invariant(
+    driver: str, examples: int, request_schema_on_every_request: list[str]
+) -> None:
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,

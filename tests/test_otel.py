@@ -555,6 +555,7 @@ def test_a_tracer_provider_must_be_one() -> None:
         Agent(client=two_turns().client(), model=MODEL, tracer_provider="jaeger")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a subprocess
 def test_without_tracing_nothing_of_it_is_loaded_and_instrument_uses_the_global_provider() -> None:
     """In a fresh interpreter: a run loads nothing of agentfsm's tracing; then, with OpenTelemetry's
     global provider set (which a test process can do only once), ``instrument()`` sends every agent's

@@ -458,6 +458,7 @@ class Attacker(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_deciding_is_refused_then_done(chromium: Chromium, store: SQLiteStore, tmp_path: Path) -> None:
     waiting_run(store, "conv_wait")
     readonly = serve(open_source(f"sqlite:///{tmp_path / 'runs.db'}"))

@@ -812,6 +812,7 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, s
     return "postgres", dsn
 
 
+@pytest.mark.slow  # worker processes
 @pytest.mark.parametrize(
     ("mode", "trigger", "given"),
     [
