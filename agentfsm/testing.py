@@ -103,12 +103,17 @@ def drive(
 
 
 def shown_text(stream_events: Sequence[StreamEvent]) -> str:
-    """What a caller showing a stream would show at its end: the text events, less what rewinds took back."""
+    """What a caller showing a stream would show at its end: the text events, less what rewinds took back.
+
+    Fails (``AssertionError``) if a rewind takes back more than was shown: agentfsm never sends one.
+    """
     shown = ""
     for event in stream_events:
         if event.type == "text":
             shown += event.text
         elif event.type == "rewind":
+            if event.chars > len(shown):
+                raise AssertionError(f"a rewind of {event.chars} characters after only {len(shown)} were shown")
             shown = shown[: len(shown) - event.chars]
     return shown
 
