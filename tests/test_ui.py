@@ -143,7 +143,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 class Served:
     def __init__(self, server: UIServer) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # serve_forever checks for shutdown() every poll_interval: at its 0.5 s default, each stop cost half a second.
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{server.port}"
 
