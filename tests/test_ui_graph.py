@@ -178,6 +178,7 @@ BOXES = """Array.from(document.querySelectorAll('svg.agent-graph .edge text'))
   .map(function (t) { var b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height]; })"""
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_no_two_labels_overlap(chromium: Chromium, ui: Served) -> None:  # noqa: F811
     for path in ("/runs/conv_scenario", "/runs/conv_scenario?graph=path", "/runs/conv_writer"):
         chromium.open(ui.url + path)

@@ -11,7 +11,9 @@ Each event goes up to three ways:
   configuration takes over. ``Agent(logger=...)`` takes any structlog logger; ``None`` turns
   logging off;
 * to an ``Observer``, when tracing is on (``agentfsm.otel``): the one seam OpenTelemetry spans
-  hang on.
+  hang on;
+* to the taps (``add_tap``), while a test captures every run's events
+  (``agentfsm.testing.capture_events``). Empty, they cost one check per event.
 
 Event names are a stable public interface: they are listed in ``EVENT_NAMES`` and in
 docs/08-seeing-a-run.md, and a test keeps the two in step.
@@ -356,6 +358,24 @@ async def aobserved(gen: AsyncIterator[_T], obs: Observer) -> AsyncIterator[_T]:
             obs.abort(GeneratorExit())
 
 
+# --- taps: every event of every run, for tests -----------------------------------------------------
+
+#: Called with each event of every conversation in the process, after it is recorded and redacted. A
+#: plain list, not per conversation or context: a capture sees runs started before it opened, and runs
+#: in other threads, as ``structlog.testing.capture_logs`` does.
+_taps: list[Callable[[Event], None]] = []
+
+
+def add_tap(tap: Callable[[Event], None]) -> None:
+    """Call ``tap`` with every event of every run from now on (``remove_tap`` stops it)."""
+    _taps.append(tap)
+
+
+def remove_tap(tap: Callable[[Event], None]) -> None:
+    """Stop calling ``tap`` (the same function ``add_tap`` was given)."""
+    _taps.remove(tap)
+
+
 # --- one conversation's events ------------------------------------------------------------------------
 
 
@@ -400,4 +420,16 @@ class EventLog:
             getattr(self._logger, level)(name, conversation_id=self.conversation_id, turn=turn, state=state, **clean)
         if self.observer is not None:
             self.observer.event(name, level, turn, state, timestamp, clean)
+        if _taps:
+            event = Event(
+                event=name,
+                level=level,
+                conversation_id=self.conversation_id,
+                turn=turn,
+                state=state,
+                timestamp=timestamp,
+                data=clean,
+            )
+            for tap in tuple(_taps):
+                tap(event)
         return clean
