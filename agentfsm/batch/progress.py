@@ -73,6 +73,9 @@ class BatchProgress:
     cost_usd: float | None
     elapsed_s: float
     finished: bool = False
+    #: Conversations left waiting when the run stopped at its deadline (their batches are in ``batches``,
+    #: still in progress): a run started later on the same store carries them on.
+    unfinished: int = 0
 
     def lines(self) -> list[str]:
         """The progress as a few lines of text."""
@@ -92,7 +95,7 @@ class BatchProgress:
             if self.cost_usd >= 10
             else (f"${self.cost_usd:.6f}")
         )
-        return [
+        lines = [
             head,
             f"conversations {self.conversations}: {by_state}  (waiting on a batch {self.waiting}"
             + (f", stopped by an error {self.errors}" if self.errors else "")
@@ -102,6 +105,12 @@ class BatchProgress:
             f"tokens in {u.input_tokens:,} · out {u.output_tokens:,} · cache read {u.cache_read_input_tokens:,} · "
             f"cache write {u.cache_creation_input_tokens:,}   cost {cost} (batch prices)",
         ]
+        if self.unfinished:
+            lines.append(
+                f"stopped at the deadline: {self.unfinished} conversation(s) unfinished, waiting on "
+                f"{len(self.batches)} batch(es) still in progress; run again with the same store to carry them on"
+            )
+        return lines
 
     def line(self) -> str:
         """The progress on one line (for logs)."""

@@ -10,11 +10,19 @@ is described as the plain path would describe the HTTP error (``failure_of``).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import anthropic
+
+from agentfsm.errors import BatchError
 from agentfsm.wire import api
+
+if TYPE_CHECKING:
+    from agentfsm.batch.ledger import BatchRecord
 
 #: The API's limits on one batch.
 MAX_BATCH_REQUESTS = 100_000
@@ -30,6 +38,78 @@ LAPSE_RESENDS = 1
 ORPHAN_SLACK_S = 300.0
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: The result types a results line may hold; a line with any other is unusable (its request counts as missing).
+RESULT_TYPES = frozenset({"succeeded", "errored", "expired", "canceled"})
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """One line of a batch's results file, read: its ``custom_id`` and ``result``, or why it cannot be used."""
+
+    #: None when the line does not say (not JSON, not an object, no string ``custom_id``).
+    custom_id: str | None
+    #: The ``result`` object, its ``type`` one of ``RESULT_TYPES``; None when the line cannot be used.
+    result: dict[str, Any] | None
+    #: Why the line cannot be used (None when it can).
+    problem: str | None = None
+
+
+def read_result_line(line: str) -> ResultLine:
+    """A line of a results file, never raising: a line that is not JSON, is JSON but not an object, has no
+    ``custom_id`` or no usable ``result`` comes back with ``problem`` set (its request then counts as missing)."""
+    try:
+        item = json.loads(line)
+    except RecursionError:
+        return ResultLine(None, None, "not JSON (nested too deeply to read)")
+    except ValueError as exc:
+        return ResultLine(None, None, f"not JSON ({exc})")
+    if not isinstance(item, dict):
+        return ResultLine(None, None, f"JSON but not an object ({_JSON_TYPES.get(type(item), 'null')})")
+    cid = item.get("custom_id")
+    if not isinstance(cid, str):
+        return ResultLine(None, None, "an object without a string custom_id")
+    result = item.get("result")
+    kind = result.get("type") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not isinstance(kind, str) or kind not in RESULT_TYPES:
+        what = f"type {kind!r:.40}" if isinstance(result, dict) else _JSON_TYPES.get(type(result), "null")
+        return ResultLine(cid, None, f"no usable result ({what}; expected one of {', '.join(sorted(RESULT_TYPES))})")
+    return ResultLine(cid, result)
+
+
+def result_lines(lines: Iterable[str]) -> Iterator[tuple[int, ResultLine]]:
+    """The lines of a results file, read (``read_result_line``), numbered from 1, blank ones left out; a second
+    usable line for a ``custom_id`` is unusable (the first is the one applied)."""
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        read = read_result_line(line)
+        cid = read.custom_id
+        if cid is not None and read.result is not None:
+            if cid in seen:
+                read = replace(read, result=None, problem="a second line for this custom_id (ignored)")
+            seen.add(cid)
+        yield number, read
+
+
+def find_orphan(batches: Any, record: BatchRecord, known: set[str], betas: Mapping[str, Any]) -> str | None:
+    """The batch created for ``record`` by a process that died before storing its id, if the API lists one:
+    created since the record (``ORPHAN_SLACK_S`` allowed), with as many requests, not one of ``known``.
+    ``batches`` is the SDK's batches resource."""
+    best: tuple[float, str] | None = None
+    try:
+        for batch in batches.list(limit=100, **betas):
+            created = batch.created_at.timestamp()
+            if created < record.created_at - ORPHAN_SLACK_S:
+                break
+            counts = batch.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if batch.id not in known and total == len(record.entries) and (best is None or created < best[0]):
+                best = (created, batch.id)
+    except anthropic.AnthropicError as exc:
+        raise BatchError("listing Message Batches (to find one a crashed run created)", exc) from exc
+    return best[1] if best else None
 
 
 def parse_reply(body: object) -> api.Reply | api.RequestFailure:

@@ -27,6 +27,15 @@ answered from a batch. A round:
    rejected prefill falls back to a prompt continuation as it would in
    ``run``); ``expired`` and ``canceled`` requests are resent once, then
    fail the conversation. One conversation's failure never stops the others.
+   A line of the results file that cannot be used (not JSON, not an object,
+   no ``custom_id``, no result of a known type) costs only its own request:
+   every other line is applied, and a request left without a usable line
+   (whether or not its bad line named it) counts as ``missing``: resent
+   once, like an expired one, then failed (``batch.result_unreadable`` says
+   which line and why).
+
+**A deadline** (``deadline=``, or the agents' wall budget) stops the polling; a batch
+still in progress is left for a later run on the same store (``agentfsm.batch.deadline``).
 
 The runner is sync, as ``run()`` is: an agent with ``async def`` hooks or
 actions is refused (``ConfigurationError``) before anything is stored or sent.
@@ -54,20 +63,23 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 
+from agentfsm import clock as clocks
+from agentfsm.batch import deadline as deadlines
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
-from agentfsm.batch.progress import BatchProgress, BatchStatus, totals
+from agentfsm.batch.progress import BatchProgress, BatchStatus
 from agentfsm.batch.requests import (
     LAPSE_RESENDS,
     MAX_BATCH_BYTES,
     MAX_BATCH_REQUESTS,
-    ORPHAN_SLACK_S,
     RETRYABLE_ERRORS,
     chunks,
     custom_id,
     failure_of,
+    find_orphan,
     parse_reply,
+    result_lines,
 )
-from agentfsm.batch.state import BatchRun, Pending, forget_attempt
+from agentfsm.batch.state import BatchRun, Pending, forget_attempt, settle
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
@@ -101,6 +113,11 @@ class BatchRunner:
     processes). ``ledger`` overrides where batch records are kept (needed for a
     store ``ledger_for`` does not know). ``progress`` is called with a
     ``BatchProgress`` after every submit, poll and applied batch.
+
+    ``deadline`` (seconds from the start of ``run``) bounds how long a run polls; so does the agents'
+    ``Policy.max_wall_seconds`` (the earlier of the two). A batch still in progress then is left for
+    a later run on the same store (see the module docstring). ``sleep`` waits between polls (default:
+    the clock the run starts on, ``agentfsm.clock``).
     """
 
     def __init__(
@@ -115,10 +132,13 @@ class BatchRunner:
         tool_workers: int = 8,
         submit_retries: int = 3,
         progress: Callable[[BatchProgress], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        deadline: float | None = None,
     ) -> None:
         if poll_interval < 0:
             raise ConfigurationError(f"poll_interval must be >= 0 seconds, got {poll_interval}")
+        if deadline is not None and not deadline > 0:  # NaN too
+            raise ConfigurationError(f"deadline must be a number of seconds > 0 (or None), got {deadline!r}")
         if not 1 <= max_batch_requests <= MAX_BATCH_REQUESTS:
             raise ConfigurationError(f"max_batch_requests must be 1..{MAX_BATCH_REQUESTS}, got {max_batch_requests}")
         if not 1 <= max_batch_bytes <= MAX_BATCH_BYTES:
@@ -134,6 +154,7 @@ class BatchRunner:
         self.tool_workers = tool_workers
         self.submit_retries = submit_retries
         self.progress = progress
+        self.deadline = deadline
         self._sleep = sleep
         #: The last progress reported (also when no ``progress`` callback is set).
         self.last_progress: BatchProgress | None = None
@@ -180,7 +201,9 @@ class BatchRunner:
                 "conversations with the sync client and no event loop to await them; run it with arun(), astream() "
                 "or aresume() and an anthropic.AsyncAnthropic client"
             )
-        state = BatchRun(run_id=run_id, log=EventLog(run_id, agent.logger, agent.secrets()), convs={})
+        clock = clocks.current()  # the conversations opened below read their wall time on it too
+        log = EventLog(run_id, agent.logger, agent.secrets())
+        state = BatchRun(run_id=run_id, log=log, convs={}, clock=clock, started=clock.now())
         self._run = state
         for cid, prompt in items:
             state.convs[cid] = self._open(cid, prompt)
@@ -192,10 +215,17 @@ class BatchRunner:
             while True:
                 pending = self._advance(state)
                 if pending:
-                    self._submit(state, pending)
+                    if deadlines.passed(state, self.deadline):
+                        deadlines.leave_unsent(state, pending)  # no new batch after the deadline
+                    else:
+                        self._submit(state, pending)
                 if not state.open:
                     break
-                for record in self._poll(state, wait_first=not first or bool(pending)):
+                ended = self._poll(state, wait_first=not first or bool(pending))
+                if not ended:  # the deadline passed first
+                    self._leave_unfinished(state)
+                    break
+                for record in ended:
                     self._apply(state, record)
                 first = False
             self._report(state, finished=True)
@@ -248,15 +278,20 @@ class BatchRunner:
                 self.ledger.submitted(record.key, found)
                 record.batch_id = found
                 self._event(state, "batch.adopted", batch_id=found, requests=len(record.entries))
-            state.open[record.key] = record
-            state.status[record.key] = BatchStatus(record.batch_id or "?", "in_progress", {})
-            resumed.append(record.batch_id or "?")
+            held = []
             for e in waiting:
                 conv = state.convs[e.conversation_id]
                 # The loop plans the request again and counts its turn (the stored snapshot has it in flight).
                 self._try(state, conv, None)
                 if isinstance(state.effects.get(conv.id), SendRequest):
                     state.waiting[e.conversation_id] = (record.key, e.custom_id)
+                    held.append(e)
+            if not held:  # planned again, each stopped at a limit first (a spent wall budget): nothing to poll for
+                self._settle(state, record, {e.custom_id: "stale" for e in ours})
+                continue
+            state.open[record.key] = record
+            state.status[record.key] = BatchStatus(record.batch_id or "?", "in_progress", {})
+            resumed.append(record.batch_id or "?")
         if resumed:
             self._event(state, "batch.resumed", batch_ids=resumed, waiting=len(state.waiting))
 
@@ -272,20 +307,7 @@ class BatchRunner:
 
     def _find_orphan(self, record: BatchRecord) -> str | None:
         """The batch created for ``record`` by a process that died before storing its id, if the API has one."""
-        known = self.ledger.batch_ids()
-        best: tuple[float, str] | None = None
-        try:
-            for batch in self._batches(record.beta).list(limit=100, **self._betas(record.beta)):
-                created = batch.created_at.timestamp()
-                if created < record.created_at - ORPHAN_SLACK_S:
-                    break
-                counts = batch.request_counts
-                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-                if batch.id not in known and total == len(record.entries) and (best is None or created < best[0]):
-                    best = (created, batch.id)
-        except anthropic.AnthropicError as exc:
-            raise BatchError("listing Message Batches (to find one a crashed run created)", exc) from exc
-        return best[1] if best else None
+        return find_orphan(self._batches(record.beta), record, self.ledger.batch_ids(), self._betas(record.beta))
 
     # --- advancing -------------------------------------------------------------------------------------------
 
@@ -448,7 +470,7 @@ class BatchRunner:
             attempts += 1
             if attempts > self.submit_retries:
                 raise BatchError(f"creating a Message Batch of {len(chunk)} requests", error) from error
-            self._sleep(min(self.poll_interval, 2.0**attempts))
+            self._wait(state, min(self.poll_interval, 2.0**attempts))
             try:
                 found = self._find_orphan(record)
             except BatchError:
@@ -459,11 +481,18 @@ class BatchRunner:
 
     # --- polling and applying ---------------------------------------------------------------------------------
 
+    def _wait(self, state: BatchRun, seconds: float) -> None:
+        (self._sleep or state.clock.sleep)(seconds)
+
     def _poll(self, state: BatchRun, *, wait_first: bool) -> list[BatchRecord]:
-        """Poll the open batches until at least one has ended; those that did."""
+        """Poll the open batches until at least one has ended: those that did; [] once the deadline passed first
+        (the wait before a poll is cut short so that the last poll is at the deadline)."""
         while True:
             if wait_first:
-                self._sleep(self.poll_interval)
+                if deadlines.passed(state, self.deadline):
+                    return []
+                left = deadlines.time_left(state, self.deadline)
+                self._wait(state, self.poll_interval if left is None else min(self.poll_interval, left[0]))
             wait_first = True
             self._renew_leases(state)
             ended: list[BatchRecord] = []
@@ -495,6 +524,8 @@ class BatchRunner:
             self._report(state)
             if ended:
                 return ended
+            if deadlines.passed(state, self.deadline):
+                return []
 
     def _renew_leases(self, state: BatchRun) -> None:
         """Keep the leases of conversations waiting in a batch (a batch may take hours; leases last minutes)."""
@@ -517,37 +548,42 @@ class BatchRunner:
                 record.batch_id, **self._betas(record.beta)
             )
             with results as response:
-                for line in response.iter_lines():
-                    if not line.strip():
+                for number, read in result_lines(response.iter_lines()):
+                    entry = record.entries.get(read.custom_id) if read.custom_id is not None else None
+                    if read.custom_id is not None and entry is None:
+                        continue  # not ours (another run's conversation)
+                    if read.result is None:  # its request, when it can be told, counts as missing (below)
+                        self._event(
+                            state,
+                            "batch.result_unreadable",
+                            level="warning",
+                            batch_id=record.batch_id,
+                            line=number,
+                            custom_id=read.custom_id,
+                            problem=read.problem,
+                        )
                         continue
-                    item = json.loads(line)
-                    entry = record.entries.get(str(item.get("custom_id")))
-                    if entry is None or entry.outcome is not None or entry.conversation_id not in state.convs:
-                        continue  # not ours (another run's conversation, or settled before a crash)
-                    result = item.get("result")
-                    outcomes[entry.custom_id] = self._apply_one(
-                        state, record, entry, result if isinstance(result, dict) else {}, latency_ms
-                    )
-        except (anthropic.AnthropicError, ValueError) as exc:
+                    assert entry is not None
+                    if entry.settled or entry.conversation_id not in state.convs:
+                        continue  # settled before a crash, or another run's conversation
+                    outcomes[entry.custom_id] = self._apply_one(state, record, entry, read.result, latency_ms)
+        except anthropic.AnthropicError as exc:
             raise BatchError(f"reading the results of Message Batch {record.batch_id}", exc) from exc
         for entry in record.unsettled:
             if entry.custom_id not in outcomes and entry.conversation_id in state.convs:
-                # The results file has no line for it (not expected): treated like an expired request.
+                # No usable line for it (none, or one that could not be read): treated like an expired request.
                 outcomes[entry.custom_id] = self._apply_one(state, record, entry, {"type": "missing"}, latency_ms)
         self._settle(state, record, outcomes)
         del state.open[record.key]
         self._report(state)
 
+    def _leave_unfinished(self, state: BatchRun) -> None:
+        """The deadline passed with batches in progress: their entries are left ``unfinished``, the records open."""
+        for key, record in state.open.items():
+            self._settle(state, record, deadlines.leave_waiting(state, key, record))
+
     def _settle(self, state: BatchRun, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
-        self.ledger.settle(record.key, outcomes)
-        for cid, outcome in outcomes.items():
-            entry = record.entries[cid]
-            record.entries[cid] = Entry(**{**entry.__dict__, "outcome": outcome})
-            tried = state.tried.get((entry.conversation_id, entry.revision))
-            if tried is not None and None in tried:
-                tried[tried.index(None)] = outcome
-        if not record.unsettled:
-            self.ledger.finish(record.key)
+        settle(state, self.ledger, record, outcomes)
 
     def _apply_one(
         self, state: BatchRun, record: BatchRecord, entry: Entry, result: dict[str, Any], latency_ms: float
@@ -639,28 +675,17 @@ class BatchRunner:
             error = RunError(type=type(exc).__name__, message=redact(str(exc), self.agent.secrets()))
             result = result.model_copy(update={"error": error})
             result.attach_events(conv.log.raw)
+        elif conv.id in state.unfinished:
+            error = deadlines.unfinished_error(state, conv, self.deadline)
+            result = result.model_copy(update={"reason": "batch_unfinished", "error": error})
+            result.attach_events(conv.log.raw)
         return result
 
     def _event(self, state: BatchRun, name: str, *, level: Level = "info", **data: Any) -> None:
-        state.log.emit(name, turn=0, state="batch", level=level, **data)
+        state.event(name, level=level, **data)
 
     def _report(self, state: BatchRun, *, finished: bool = False) -> None:
-        states, usage, cost = totals(state.convs.values())
-        progress = BatchProgress(
-            run_id=state.run_id,
-            conversations=len(state.convs),
-            states=states,
-            waiting=len(state.waiting),
-            errors=len(state.errors),
-            batches=[state.status[k] for k in state.open if k in state.status],
-            batches_submitted=state.batches_submitted,
-            results=dict(state.results),
-            usage=usage,
-            cost_usd=None if cost is None else round(cost, 6),
-            elapsed_s=round(time.monotonic() - state.started, 3),
-            finished=finished,
-        )
-        self.last_progress = progress
+        progress = self.last_progress = state.progress(finished=finished)
         if self.progress is not None:
             self.progress(progress)
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentfsm.batch.ledger import BatchRecord, Entry
-from agentfsm.batch.progress import BatchStatus
+from agentfsm.batch.ledger import BatchRecord, Entry, Ledger
+from agentfsm.batch.progress import BatchProgress, BatchStatus, totals
+from agentfsm.clock import SYSTEM, Clock
 from agentfsm.machine import loop
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.plan import Effect
-from agentfsm.observe.events import EventLog
+from agentfsm.observe.events import EventLog, Level
 from agentfsm.tools.calls import ToolResult
 
 
@@ -56,8 +58,51 @@ class BatchRun:
     status: dict[str, BatchStatus] = field(default_factory=dict)
     results: Counter[str] = field(default_factory=Counter)
     batches_submitted: int = 0
-    started: float = field(default_factory=time.monotonic)
+    #: The clock the run reads and waits on (``agentfsm.clock``: the one current when it started), and its start.
+    clock: Clock = SYSTEM
+    started: float = 0.0
     last_renewal: float = field(default_factory=time.monotonic)
+    #: What stopped the polling, once the deadline passed: ``deadline`` or ``max_wall_seconds``.
+    stopped_by: str | None = None
+    #: Conversations left at the deadline → the batch each waits on (None: its request was not sent).
+    unfinished: dict[str, str | None] = field(default_factory=dict)
+
+    def progress(self, *, finished: bool = False) -> BatchProgress:
+        """The run as it stands, as the runner reports it."""
+        states, usage, cost = totals(self.convs.values())
+        return BatchProgress(
+            run_id=self.run_id,
+            conversations=len(self.convs),
+            states=states,
+            waiting=len(self.waiting),
+            errors=len(self.errors),
+            batches=[self.status[k] for k in self.open if k in self.status],
+            batches_submitted=self.batches_submitted,
+            results=dict(self.results),
+            usage=usage,
+            cost_usd=None if cost is None else round(cost, 6),
+            elapsed_s=round(self.clock.now() - self.started, 3),
+            finished=finished,
+            unfinished=len(self.unfinished),
+        )
+
+    def event(self, name: str, *, level: Level = "info", **data: Any) -> None:
+        """One of the runner's own events (on the run's id, where a conversation's events carry its id)."""
+        self.log.emit(name, turn=0, state="batch", level=level, **data)
+
+
+def settle(state: BatchRun, ledger: Ledger, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
+    """Record the outcomes of ``record``'s entries (by custom_id) in the ledger, the record and what each tried;
+    a record left with no unsettled entry is finished."""
+    ledger.settle(record.key, outcomes)
+    for cid, outcome in outcomes.items():
+        entry = record.entries[cid]
+        record.entries[cid] = Entry(**{**entry.__dict__, "outcome": outcome})
+        tried = state.tried.get((entry.conversation_id, entry.revision))
+        if tried is not None and None in tried:
+            tried[tried.index(None)] = outcome
+    if not record.unsettled:
+        ledger.finish(record.key)
 
 
 def forget_attempt(state: BatchRun, entry: Entry) -> None:

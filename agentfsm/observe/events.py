@@ -90,13 +90,18 @@ EVENT_NAMES: dict[str, str] = {
     "batch.ended": "runner: a Message Batch ended; its results are applied next: batch_id, request_counts, elapsed_s",
     "batch.resumed": "runner: batches stored by an earlier process are polled, not sent again: batch_ids, waiting",
     "batch.adopted": "runner: a batch created by a process that died before storing its id was found: batch_id",
+    "batch.result_unreadable": "runner: a line of a batch's results file could not be used and was skipped (its "
+    "request, with any other left without a usable line, counts as missing): batch_id, line, custom_id, problem",
+    "batch.unfinished": "the run stopped polling at its deadline (deadline= or max_wall_seconds) with the batch still "
+    "in progress; a later run on the same store polls it again: batch_id, stopped_by (the runner's event: "
+    "processing_status, request_counts, waiting, elapsed_s; a conversation's: custom_id)",
     "batch.request_added": "the conversation's request is in a batch: batch_id, custom_id, attempt",
     "batch.result_applied": "a batch result drove the conversation's transition: batch_id, custom_id, result, "
     "error_type",
     "batch.result_stale": "a batch result for a point the conversation had passed (applied before a crash) was "
     "skipped: batch_id, custom_id",
     "batch.request_resent": "the request goes into the next batch: reason (a retryable error type, expired, "
-    "canceled), attempt",
+    "canceled, missing), attempt",
     "batch.conversation_error": "the conversation raised (a hook, a lost lease) and stops; the others carry on: "
     "error_type, message",
 }
