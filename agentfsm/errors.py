@@ -82,10 +82,9 @@ class AlreadyDecidedError(InvalidTransitionError):
         else:
             message = (
                 f"{head} was decided already in this process ({what}): a wait is decided once, so nothing ran "
-                "now. Carry on from the RunResult that decision returned; if it failed midway (the API down, "
-                "say), the decision still stands and that result's messages keep all it did: agent.run"
-                "(result.messages) goes on from there. With store=, a decision that fails midway is carried on by "
-                "id: agent.resume(conversation_id, store=...)"
+                "now. Carry on from the RunResult that decision returned: if it failed midway (the API down, "
+                "say), the decision still stands, and that result's messages keep all it did (agent.run"
+                "(result.messages) goes on from there)"
             )
         super().__init__(message)
 

@@ -173,7 +173,7 @@ def test_a_decision_that_fails_midway_is_still_taken_and_its_result_carries_it_o
         waiting = agent.run("Delete /tmp/old.log")
         failed = agent.resume(waiting, trigger="approve")
         assert failed.final_state == "failed" and failed.error is not None and ran(tool_log) == ["/tmp/old.log"]
-        with pytest.raises(AlreadyDecidedError, match=r"if it failed midway .* agent\.run\(result\.messages\)"):
+        with pytest.raises(AlreadyDecidedError, match=r"if it failed midway .*agent\.run\(result\.messages\)"):
             agent.resume(waiting, trigger="approve")
         assert len(sim.requests) == 2  # the refusal sent nothing
         done = agent.run(failed.messages)
