@@ -336,6 +336,9 @@ def test_with_a_store_a_waiting_result_the_store_moved_past_is_refused(how: str,
                     trigger=trigger,
                 )
         assert store.load(waiting.conversation_id) == row
+        with pytest.raises(AlreadyDecidedError) as caught:  # and this process remembers: a copy without the store
+            decide(ApprovalAgent(client=client(asynchronous(how)), logger=None), how, waiting, trigger="approve")
+        assert caught.value.how == "spent"
     assert ran(tool_log) == ["/tmp/old.log"] and len(sim.requests) == 2
 
 

@@ -100,6 +100,50 @@ class _Broken:
         raise OSError("disk full")
 
 
+def test_a_replay_names_the_wait_as_the_run_it_replays_so_the_copy_and_the_result_agree(tmp_path: Path) -> None:
+    """A worker lost after a conversation stopped to wait is replayed: the wait keeps its name (it comes from the
+    workflow's input and its recorded steps), so the store's copy and the engine's result are the same wait, and
+    a decision of it lands once, whichever copy it is taken on."""
+    import anthropic
+    import httpx2
+    import waits_worker as ww
+
+    from agentfsm.engines.core import result_from_json, result_to_json, start_input
+    from agentfsm.errors import AlreadyDecidedError
+
+    call = r.tool_use("delete_file", {"path": "/tmp/old.log"}, id="toolu_01")
+    sim = Simulator([call, call, r.text("Done.")])  # the first workflow, another with the same id, the decision
+    store = SQLiteStore(tmp_path / "runs.db")
+    mirror = StoreMirror(store)
+    engine = ListEngine()
+    begin = start_input("waits_worker:ApprovalAgent", "Clean up.", "conv_wait")
+    with sim.serve() as url:
+
+        def agent() -> ww.ApprovalAgent:  # a fresh client for each event loop
+            http = anthropic.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_keepalive_connections=0))
+            client = anthropic.AsyncAnthropic(base_url=url, api_key="sk-ant-test-0000", max_retries=0, http_client=http)
+            return ww.ApprovalAgent(client=client, logger=None)
+
+        first = asyncio.run(run_conversation(agent(), begin, engine.steps(), mirror))
+        assert mirror.flush(10) and first.final_state == "waiting" and first.snapshot is not None
+        replayed = asyncio.run(run_conversation(agent(), begin, engine.steps(), mirror))
+        assert mirror.flush(10) and mirror.failures == 0 and replayed.snapshot is not None
+        token = first.snapshot.wait_token
+        assert token and replayed.snapshot.wait_token == token == store.load("conv_wait").wait_token
+        later = start_input("waits_worker:ApprovalAgent", "Clean up.", "conv_wait")  # another workflow, same id
+        other = asyncio.run(run_conversation(agent(), later, ListEngine().steps()))
+        assert other.snapshot is not None and other.snapshot.wait_token != token
+
+        done = asyncio.run(agent().aresume(result_from_json(result_to_json(replayed)), store=store, trigger="approve"))
+        assert done.final_state == "done" and store.load("conv_wait").finished
+        for copy, kw in ((first, {"store": store}), (replayed, {}), (result_from_json(result_to_json(first)), {})):
+            with pytest.raises(AlreadyDecidedError):
+                asyncio.run(agent().aresume(copy, trigger="approve", **kw))
+    assert len(sim.requests) == 3  # the replay sent nothing; the decision one request; the refusals none
+    mirror.close()
+    store.close()
+
+
 # --- for real: DBOS and Temporal workers ------------------------------------------------------------------------
 
 

@@ -397,9 +397,11 @@ class Conversation:
                 "input= are for a conversation that stopped to wait; resume it without them"
             )
         persistence = self._persistence
-        # Without a store, this process remembers the waits it decided; with one, the store does.
-        token = run.wait_token if persistence.store is None and run.waiting is not None else None
-        if token is not None:
+        # Without a store, this process holds and remembers the waits it decides; with one, the store holds
+        # them (its lease, its revision fence) and this process only remembers the ones it decided.
+        token = run.wait_token if run.waiting is not None else None
+        mine = token is not None and persistence.store is None
+        if token is not None and mine:
             decisions.check(self.id, run.state, token, self)  # first: nothing else matters then
         input = json_input(input)
         if trigger is not None:
@@ -411,7 +413,9 @@ class Conversation:
                     f"trigger {trigger!r} {why} the waiting state {run.state!r}; the triggers that can: "
                     f"{', '.join(can) or 'none'}"
                 )
-        held = decisions.hold(self, token, trigger) if token is not None else None
+        held = None
+        if token is not None:
+            held = decisions.hold(self, token, trigger) if mine else decisions.Held(token, trigger, holding=False)
         try:
             persistence.claim(self)
         except BaseException:

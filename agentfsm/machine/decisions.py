@@ -12,8 +12,9 @@ that gives the token back, and nothing of it happened: a trigger that cannot lea
 not JSON, an action that raised and had the history put back. A held or spent token refuses
 another decision (``AlreadyDecidedError``) before anything runs.
 
-This is one process's memory: one short entry per decision taken without a store, kept for the
-life of the process. With a store, the store decides, across processes. Its lease lets one decider
+This is one process's memory: one short entry per decision taken, kept for the life of the
+process. With a store, the store decides, across processes (this memory only records the decision, so
+a copy of the result decided later without the store is refused too). Its lease lets one decider
 through at a time, and its revision fence refuses a worker that loaded the conversation before
 another moved it on. ``Agent.load`` refuses a waiting result whose wait the stored conversation has
 moved past.
@@ -40,19 +41,27 @@ _spent: dict[str, str | None] = {}
 
 @dataclass(frozen=True)
 class Held:
-    """One decision under way: its first save spends it, a release before that gives it back."""
+    """One decision under way: its first save spends it, a release before that gives it back.
+
+    ``holding``: this process holds the wait while it decides (no store); with a store, the store's lease
+    does, and this only remembers the wait once it is decided (so a copy of the result without the store
+    is refused here too).
+    """
 
     token: str
     trigger: str | None
+    holding: bool = True
 
     def spend(self) -> None:
         with _lock:
-            _held.pop(self.token, None)
+            if self.holding:
+                _held.pop(self.token, None)
             _spent[self.token] = self.trigger
 
     def give_back(self) -> None:
-        with _lock:
-            _held.pop(self.token, None)
+        if self.holding:
+            with _lock:
+                _held.pop(self.token, None)
 
 
 def _refusal(conversation_id: str, state: str, token: str, asker: object) -> AlreadyDecidedError | None:
