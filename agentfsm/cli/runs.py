@@ -79,7 +79,7 @@ def json_argument(text: str) -> Any:
     """``--input``'s value: JSON, or a usage error saying where it breaks."""
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what a reader can read back
         raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
 
 

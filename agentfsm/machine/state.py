@@ -109,6 +109,9 @@ class RunState(BaseModel):
     revision: int = 0
     #: The state the run stopped in to wait for a decision from outside (None while it runs or once finished).
     waiting: str | None = None
+    #: Names the latest wait: a new one each time the run stops to wait, kept until the next. A decision spends
+    #: it, so a waiting result is decided once (``agentfsm.machine.decisions``). None in rows written before it.
+    wait_token: str | None = None
     #: While waiting, what it waits for (None otherwise, and in rows an earlier agentfsm wrote).
     pending_decision: PendingDecision | None = None
     #: The trigger a resume decided on, until its transition has fired (a crash in between carries it out).

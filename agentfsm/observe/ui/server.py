@@ -316,7 +316,7 @@ class Handler(BaseHTTPRequestHandler):
         if text.strip():
             try:
                 value = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested past what a reader can read back
                 decisions.refuse(run_id, trigger, f"not decided: the input is not JSON ({exc})")
                 return
         decisions.start(run_id, trigger, value)
