@@ -353,3 +353,141 @@ def test_an_agent_knows_the_key_of_a_client_it_made_later(monkeypatch: pytest.Mo
     assert agent.secrets() == []  # no client yet
     _ = agent.client  # made from the environment now
     assert agent.secrets() == ["sk-ant-late-" + "k" * 30]
+
+
+# --- a credential of any shape in what a tool returns (issue 21, item 3) ----------------------------------
+#
+# A tool that reads a configuration file or an environment hands back whatever credentials are in it: not
+# only the client's own key but a key of another account, an admin key, an OAuth token, a gateway's token.
+# Everything the client holds as a credential, and everything shaped like an Anthropic key (known or not),
+# is replaced in a tool result before the result is sent to the model, stored, shown or logged: the model
+# reads "[REDACTED]" (see docs/03, "Result limits": a model has no use for a key's value, and a prompt-
+# injected one could pass it on in its next tool call), so the stored row — kept as sent — holds no key
+# either, and neither does anything the inspector serves from it.
+
+FOREIGN = "sk-ant-api03-" + "Fr0mAn0therAcc0untNotTheClients_key-" * 2 + "zz9AA"
+ADMIN = "sk-ant-admin01-" + "AdminKeyOfTheOrg0123456789abcdefABCDEF" * 2 + "AA"
+OAUTH = "sk-ant-oat01-" + "OAuthAccessTokenFromAClaudeLogin_0123-" * 2 + "AA"
+GATEWAY = "gwk_live.7Hq2LzGatewayCredentialOfTheClient.99"  # a credential header's value, any shape
+BEARER = "eyJhbGciOiJIUzI1NiJ9.corpSSOBearerPayload.s1gnatureXYZ"  # sent as "Authorization: Bearer ..."
+
+#: (name, the credential the tool leaks, the client's credentials: api_key, auth_token, default_headers).
+SHAPES: list[tuple[str, str, dict[str, Any]]] = [
+    ("foreign key", FOREIGN, {"api_key": KEY}),
+    ("admin key", ADMIN, {"api_key": KEY}),
+    ("oauth token", OAUTH, {"api_key": KEY}),
+    ("own key", KEY, {"api_key": KEY}),
+    ("own key cut short", KEY[:30], {"api_key": KEY}),
+    ("auth token", TOKEN, {"api_key": None, "auth_token": TOKEN}),
+    ("credential header", GATEWAY, {"api_key": KEY, "default_headers": {"x-gateway-key": GATEWAY}}),
+    ("bearer header", BEARER, {"api_key": None, "default_headers": {"Authorization": f"Bearer {BEARER}"}}),
+]
+
+LEAKED = {"value": ""}
+
+
+@tool
+def read_config() -> str:
+    """Returns the deployment's configuration file."""
+    return f"[deploy]\nregion = eu\nanthropic_key = {LEAKED['value']}\nreplicas = 3"
+
+
+@tool
+def read_config_json() -> dict[str, Any]:
+    """Returns the configuration as JSON."""
+    return {"region": "eu", "nested": {"keys": [LEAKED["value"]]}, "replicas": 3}
+
+
+@tool
+def read_config_blocks() -> list[dict[str, Any]]:
+    """Returns the configuration as content blocks."""
+    return [
+        {"type": "text", "text": f"anthropic_key={LEAKED['value']}"},
+        {
+            "type": "search_result",
+            "source": "file:///etc/app.env",
+            "title": "app.env",
+            "content": [{"type": "text", "text": f"ANTHROPIC_API_KEY={LEAKED['value']}"}],
+        },
+    ]
+
+
+@tool
+def read_config_fails() -> str:
+    """Raises with the credential in its message."""
+    raise PermissionError(f"refusing to print {LEAKED['value']}")
+
+
+TOOLS = {"text": read_config, "json": read_config_json, "blocks": read_config_blocks, "raised": read_config_fails}
+
+
+def inspector_outputs(served: Any, run_id: str) -> dict[str, str]:
+    """Every page and JSON endpoint the inspector serves about ``run_id``: path → body (all must be 200)."""
+    steps = served.json(f"/api/runs/{run_id}")["steps"]
+    paths = ["/", "/runs", f"/runs/{run_id}", "/api/runs", f"/api/runs/{run_id}", "/api/signature"]
+    for n in range(1, len(steps) + 1):
+        paths += [f"/runs/{run_id}?step={n}", f"/api/runs/{run_id}/steps/{n}"]
+    paths += [f"/api/runs/{run_id}/{name}" for name in ("graph.svg", "graph.mmd", "graph.dot")]
+    paths += [f"/api/runs/{run_id}/graph.svg?graph=path", f"/api/signature?run={run_id}"]
+    out: dict[str, str] = {}
+    for path in paths:
+        status, _, body = served.get(path)
+        assert status == 200, (path, body[:300])
+        out[path] = body.decode("utf-8")
+    return out
+
+
+CASES = [(name, "text", "run") for name, _, _ in SHAPES] + [
+    *(("foreign key", where, "run") for where in ("json", "blocks", "raised")),
+    *(("foreign key", "text", driver) for driver in ("stream", "arun", "astream")),
+]
+
+
+@pytest.mark.usefixtures("no_ambient_key")
+@pytest.mark.parametrize(("shape", "where", "driver"), CASES)
+def test_a_credential_of_any_shape_in_a_tool_result_is_never_sent_stored_or_shown(
+    shape: str, where: str, driver: str, tmp_path: Path
+) -> None:
+    from test_ui import serve
+
+    from agentfsm.observe.ui.sources import open_source
+
+    _, secret, credentials = next(s for s in SHAPES if s[0] == shape)
+    LEAKED["value"] = secret
+    sim = Simulator([r.tool_use(TOOLS[where].name, {}), r.text("Configuration read.")])
+    db = tmp_path / "runs.db"
+    with sim.serve() as url, SQLiteStore(db, synchronous="NORMAL") as store:
+        kind = anthropic.AsyncAnthropic if driver.startswith("a") else anthropic.Anthropic
+        client = kind(base_url=url, max_retries=0, **credentials)
+        agent = Agent(client=client, model=MODEL, tools=list(TOOLS.values()), logger=None)
+        result = drive(agent, "Read the configuration.", driver, store=store, conversation_id="conv_keys")
+    assert result.final_state == "done", result.error
+    # Sent: the model read the result, with the credential replaced and everything else kept.
+    sent = json.dumps(sim.requests[1].messages[-1]["content"])
+    assert "[REDACTED]" in sent and not leaks(sent, secret), sent
+    assert {"text": "region", "json": "region", "blocks": "app.env", "raised": "refusing to print"}[where] in sent
+    assert not any(leaks(q.raw_body.decode(), secret) for q in sim.requests)
+    # Kept: the result, its events, and the store's raw bytes (old pages and the WAL included).
+    assert not leaks(json.dumps(result.model_dump(mode="json")), secret)
+    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*")).decode("utf-8", "replace")
+    assert "[REDACTED]" in raw and not leaks(raw, secret)
+    # Shown: every page and JSON endpoint of the inspector.
+    served = serve(open_source(f"sqlite:///{db}"))
+    try:
+        for path, body in inspector_outputs(served, "conv_keys").items():
+            assert not leaks(body, secret), path
+    finally:
+        served.stop()
+
+
+def test_a_foreign_key_sharing_the_clients_key_prefix_is_redacted_whole() -> None:
+    """Every real key starts ``sk-ant-api03-``: a copy of the client's key's head must not hide the rest of a
+    foreign key from the key-shape rule (it did: ``[REDACTED]`` followed by the foreign key's 90 characters)."""
+    from agentfsm.redaction import Redactor, redact, redact_error, redact_text
+
+    text = f"theirs: {FOREIGN}; ours: {KEY}; ours cut: {KEY[:20]}."
+    expected = "theirs: [REDACTED]; ours: [REDACTED]; ours cut: [REDACTED]."
+    assert redact_text(text, [KEY]) == expected
+    assert redact_error(text, [KEY]) == expected
+    assert redact({"a": [text]}, [KEY]) == {"a": [expected]}
+    assert Redactor([KEY]).fields({"message": text}) == {"message": expected}
