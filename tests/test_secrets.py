@@ -28,9 +28,10 @@ import anthropic
 import pytest
 import structlog
 
-from agentfsm import Agent, Policy, RunResult, tool
+from agentfsm import Agent, Policy, RunResult, Transition, Wait, actions, tool
 from agentfsm.errors import AgentfsmError, ConfigurationError, InvalidHistoryError, MissingAPIKeyError
 from agentfsm.machine.streaming import StreamEvent
+from agentfsm.result import RunError
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.base import Snapshot, Store
@@ -491,3 +492,158 @@ def test_a_foreign_key_sharing_the_clients_key_prefix_is_redacted_whole() -> Non
     assert redact_error(text, [KEY]) == expected
     assert redact({"a": [text]}, [KEY]) == {"a": [expected]}
     assert Redactor([KEY]).fields({"message": text}) == {"message": expected}
+
+
+# --- what the inspector serves from rows written before the fix, or by hand -------------------------------
+#
+# A store is data: a row an earlier agentfsm wrote keeps a tool's key verbatim, and the conversation is
+# stored as sent (a key in the prompt, or one the model repeats, is in the history). The inspector
+# redacts on the way out, whatever the row holds: the key shape, and the credentials of its own
+# environment (ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN) whatever their shape, in every page and JSON
+# endpoint. Redaction changes a text's length, so the sizes a step recorded are mapped through it: the
+# history after each step is still shown exactly, a key cut by a continuation's seam never half-shown.
+
+ENV_TOKEN = "envtok.Qm9WvaultIssuedTokenNotKeyShaped.42"  # the inspector's own ANTHROPIC_AUTH_TOKEN
+
+
+class ApprovalAgent(Agent):
+    """A lookup waits for a person: the waiting run's pending call holds the key the model copied."""
+
+    model = MODEL
+    states = [Wait("awaiting_approval")]
+    transitions = [
+        Transition("tool_use", "ask_approval", "awaiting_approval"),
+        Transition("awaiting_approval", "approve", "requesting", action=actions.answer_tool_calls, runs_tools=True),
+    ]
+
+
+def keyed_runs(url: str, store: Store) -> None:
+    """Two real runs over HTTP, then rewritten as a row of an earlier agentfsm (or a hostile writer) holds them."""
+    client = anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0)
+    agent = Agent(
+        client=client,
+        model=MODEL,
+        tools=[lookup],
+        system="You look keys up.",
+        policy=Policy(continuation="prefill", max_tokens=64),
+        logger=None,
+    )
+    result = agent.run(f"My keys: {FOREIGN} and {ENV_TOKEN}. Look k up.", store=store, conversation_id="conv_old")
+    assert result.final_state == "done" and [s.trigger for s in result.trace].count("continue_text") == 1, result.trace
+    snap = store.load("conv_old")
+    # What an earlier agentfsm stored: the tool's result as the tool returned it, credentials in the request.
+    messages = json.loads(json.dumps(snap.messages).replace("value of k", f"value of k: {OAUTH} {ENV_TOKEN}"))
+    request = {**(snap.request or {}), "system": f"You look keys up with {ADMIN}."}
+    error = RunError(type="api_error", message=f"upstream said {FOREIGN}")
+    store.save(snap.model_copy(update={"messages": messages, "request": request, "error": error, "revision": 99}))
+    waiting = ApprovalAgent(client=client, tools=[lookup], logger=None).run(
+        "Look my key up.", store=store, conversation_id="conv_wait"
+    )
+    assert waiting.final_state == "waiting"
+
+
+#: The model copies a key into a tool call, then writes one out across a continuation's seam (at 30 characters).
+KEYED_SCRIPT = [
+    r.tool_use("lookup", {"key": "k"}, text=f"Looking up with {FOREIGN}."),
+    r.max_tokens(f"Done. Your key is {FOREIGN[:30]}"),
+    r.text(f"{FOREIGN[30:]}, keep it safe."),
+    r.tool_use("lookup", {"key": ADMIN}),
+]
+
+
+@pytest.mark.usefixtures("no_ambient_key")
+def test_the_inspector_serves_no_credential_from_any_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_ui import dom, has_class, serve
+
+    from agentfsm.observe.ui.sources import open_source
+
+    db = tmp_path / "runs.db"
+    sim = Simulator(list(KEYED_SCRIPT))
+    with sim.serve() as url, SQLiteStore(db) as store:
+        keyed_runs(url, store)
+        raw = db.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("runs.db-*"))
+        assert all(k.encode() in raw for k in (FOREIGN, ADMIN, OAUTH, ENV_TOKEN))  # the row does hold them
+    # An events file with credentials in its fields (written by hand: EventsWriter redacts what it writes).
+    events = tmp_path / "run.jsonl"
+    lines = [
+        {
+            "event": "run.started",
+            "level": "info",
+            "conversation_id": "conv_ev",
+            "turn": 0,
+            "state": "requesting",
+            "timestamp": 1.0,
+            "agent": "agentfsm.agent:Agent",
+            "model": MODEL,
+            "note": f"{FOREIGN} {ENV_TOKEN}",
+        },
+        {
+            "event": "request.failed",
+            "level": "error",
+            "conversation_id": "conv_ev",
+            "turn": 1,
+            "state": "requesting",
+            "timestamp": 2.0,
+            "error_type": "authentication_error",
+            "message": f"invalid x-api-key: {OAUTH} ({ENV_TOKEN})",
+        },
+        {  # a state and a trigger named with a key: names are not redacted in the data (pages link by them)
+            "event": "transition",
+            "level": "info",
+            "conversation_id": "conv_ev",
+            "turn": 1,
+            "state": "failed",
+            "timestamp": 2.5,
+            "source": "requesting",
+            "dest": "failed",
+            "trigger": f"give_up_{OAUTH}",
+        },
+        {
+            "event": "run.finished",
+            "level": "info",
+            "conversation_id": "conv_ev",
+            "turn": 1,
+            "state": "failed",
+            "timestamp": 3.0,
+            "final_state": "failed",
+            "reason": f"request_failed {ADMIN}",
+        },
+    ]
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", ENV_TOKEN)  # the inspector's environment
+    secrets = (FOREIGN, ADMIN, OAUTH, ENV_TOKEN)
+    for source, ids in ((f"sqlite:///{db}", ("conv_old", "conv_wait")), (events, ("conv_ev",))):
+        served = serve(open_source(source) if isinstance(source, str) else open_source(events=source))
+        try:
+            for run_id in ids:
+                shown = inspector_outputs(served, run_id)
+                for path, body in shown.items():
+                    assert not any(leaks(body, k) for k in secrets), (path, body[:2000])
+                assert "[REDACTED]" in shown[f"/runs/{run_id}"] and "[REDACTED]" in shown[f"/api/runs/{run_id}"]
+        finally:
+            served.stop()
+
+    served = serve(open_source(f"sqlite:///{db}"))
+    try:
+        body = served.json("/api/runs/conv_old")
+        assert body["history"]["exact"] is True  # the steps' sizes were mapped through the redaction
+        assert body["run"]["error"] == "api_error: upstream said [REDACTED]"
+        calls = body["tool_calls"]
+        assert calls[0]["result"] == "value of k: [REDACTED] [REDACTED]"
+        texts = {}
+        for n in range(1, len(body["steps"]) + 1):
+            last = served.json(f"/api/runs/conv_old/steps/{n}")["messages"][-1]
+            if last["role"] == "assistant" and last["content"][-1]["type"] == "text":
+                texts[n] = last["content"][-1]["text"]
+        # The continuation's seam fell inside the key: the step before shows the text up to the key, never a part.
+        assert sorted(set(texts.values())) == ["Done. Your key is ", "Done. Your key is [REDACTED], keep it safe."]
+        prompt = served.json(f"/api/runs/conv_old/steps/{len(body['steps'])}")["messages"][0]["content"]
+        assert prompt == "My keys: [REDACTED] and [REDACTED]. Look k up."
+        page = dom(served.html("/runs/conv_old"))
+        system = page.one(has_class("system", "details")).one(lambda n: n.tag == "pre").text()
+        assert system == "You look keys up with [REDACTED]."
+        waiting = served.json("/api/runs/conv_wait")["waiting"]
+        assert waiting["tool_calls"][0]["input"] == {"key": "[REDACTED]"} and "[REDACTED]" in waiting["line"]
+    finally:
+        served.stop()
