@@ -28,7 +28,7 @@ import anthropic
 import pytest
 import structlog
 
-from agentfsm import Agent, Policy, RunResult, Transition, Wait, actions, tool
+from agentfsm import Agent, Policy, RunResult, ToolResult, Transition, Wait, actions, tool
 from agentfsm.errors import AgentfsmError, ConfigurationError, InvalidHistoryError, MissingAPIKeyError
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.result import RunError
@@ -647,3 +647,29 @@ def test_the_inspector_serves_no_credential_from_any_row(tmp_path: Path, monkeyp
         assert waiting["tool_calls"][0]["input"] == {"key": "[REDACTED]"} and "[REDACTED]" in waiting["line"]
     finally:
         served.stop()
+
+
+def _answer_from_the_vault(conv: Any) -> None:
+    """A custom action that puts its own results in place of the executor's, then answers with them."""
+    conv.tool_results = [ToolResult(tool_use_id=c.id, content=f"vault says {FOREIGN}") for c in conv.pending_tool_calls]
+    actions.answer_tool_calls(conv)
+
+
+class VaultAgent(Agent):
+    model = MODEL
+    tools = [lookup]
+    transitions = [Transition("tool_use", "answer", "requesting", action=_answer_from_the_vault, runs_tools=True)]
+
+
+@pytest.mark.usefixtures("no_ambient_key")
+def test_results_a_custom_action_puts_in_place_are_redacted_too(tmp_path: Path) -> None:
+    """``answer_tool_calls`` answers with ``conv.tool_results``: whoever put them there, they are made sendable."""
+    sim = Simulator([r.tool_use("lookup", {"key": "k"}), r.text("Done.")])
+    with sim.serve() as url, SQLiteStore(tmp_path / "runs.db") as store:
+        agent = VaultAgent(client=anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0), logger=None)
+        result = agent.run("Look k up.", store=store, conversation_id="conv_vault")
+        stored = store.load("conv_vault").model_dump_json()
+    assert result.final_state == "done"
+    sent = json.dumps(sim.requests[1].messages[-1]["content"])
+    assert "vault says [REDACTED]" in sent and not leaks(sent, FOREIGN)
+    assert "vault says [REDACTED]" in stored and not leaks(stored, FOREIGN)
