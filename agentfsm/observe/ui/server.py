@@ -54,6 +54,9 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+#: Every other answer (JSON, the graph as SVG, Mermaid and DOT text, the static files), should a browser open it
+#: as a document of its own: it loads nothing and runs nothing (``sandbox``), and an SVG keeps its inline style.
+RESOURCE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
 #: The largest decision form accepted (the input is a small JSON value).
 MAX_FORM_BYTES = 64 * 1024
 #: An Anthropic-shaped key in a body about to be sent (``agentfsm.redaction``'s shape, as bytes). Its characters
@@ -215,6 +218,19 @@ class Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = _not_allowed
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """``http.server``'s own refusals (a malformed request line, a URL too long, an unknown method) as this
+        server's error pages: with the CSP and the other headers every answer carries."""
+        self.close_connection = True
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        path = getattr(self, "path", "") or ""
+        self._fail(
+            status, status.phrase, message or status.description, path.startswith("/api"), self.command == "HEAD"
+        )
+
     # --- answering ---------------------------------------------------------------------------------
 
     def _send(
@@ -230,8 +246,7 @@ class Handler(BaseHTTPRequestHandler):
         # Nothing leaves for another site; and the browser's Origin on this server's own form posts stays its
         # origin (under no-referrer it would send "null", which the Origin check refuses).
         self.send_header("Referrer-Policy", "same-origin")
-        if csp:
-            self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Content-Security-Policy", CSP if csp else RESOURCE_CSP)
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD" + (", POST" if self.server.decisions is not None else ""))
         self.end_headers()
