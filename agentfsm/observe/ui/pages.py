@@ -388,19 +388,33 @@ def _mark_cls(cls: str, at: int, step: int) -> str:
     return f' class="{cls}{extra}" data-step="{at}"{hidden}'
 
 
+#: The most characters of one value (a tool's input or result, a block) a page draws. A browser takes tens of
+#: seconds to lay out a 5 MB line, and no one reads it there: the page says how much more there is, and the
+#: run's JSON (``/api/runs/<id>``) has every character.
+SHOWN_CHARS = 20_000
+
+
+def _cut(text: str) -> str:
+    """``text`` escaped, at most ``SHOWN_CHARS`` of it, and a note of what was left out."""
+    if len(text) <= SHOWN_CHARS:
+        return _e(text)
+    more = len(text) - SHOWN_CHARS
+    return f'{_e(text[:SHOWN_CHARS])}<span class="dim cut">… {more:,} more characters (all in the run\'s JSON)</span>'
+
+
 def _json(value: Any) -> str:
-    return _e(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    return _cut(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def _result_text(content: Any) -> str:
     if isinstance(content, str):
-        return _e(content)
+        return _cut(content)
     if isinstance(content, list):
         parts = []
         for b in content:
             kind = b.get("type") if isinstance(b, dict) else None
             if kind == "text":
-                parts.append(_e(b.get("text", "")))
+                parts.append(_cut(str(b.get("text", ""))))
             elif kind in ("image", "document"):
                 parts.append(f"[{kind}]")
             elif kind == "web_search_result":  # its encrypted_content is for the model, not for reading
