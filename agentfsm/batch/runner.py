@@ -80,13 +80,7 @@ from agentfsm.batch.requests import (
     result_lines,
 )
 from agentfsm.batch.state import BatchRun, Pending, forget_attempt, settle
-from agentfsm.errors import (
-    BatchError,
-    ConfigurationError,
-    ConversationLockedError,
-    StoreError,
-    require_conversation_id,
-)
+from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError, require_conversation_id
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
