@@ -31,7 +31,15 @@ from agentfsm.cli import batch, drawing, running, runs, sim, ui, worker
 from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
 from agentfsm.errors import AgentfsmError
 
-__all__ = ["EXIT_ERROR", "EXIT_NOT_DONE", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_NOT_DONE", "EXIT_USAGE", "build_parser", "main", "without_start_directory"]
+
+
+def without_start_directory() -> None:
+    """Take off the import path the directory ``python -m agentfsm`` put first on it (the current one), so the
+    command imports as the installed ``agentfsm`` script does: no module is found because it lies where the
+    command runs (beside a runs database, say). ``MODULE:Class`` is an importable module or a ``.py`` path."""
+    if sys.path and sys.path[0] and os.path.realpath(sys.path[0]) == os.path.realpath(os.getcwd()):
+        del sys.path[0]
 
 
 class _Parser(argparse.ArgumentParser):
