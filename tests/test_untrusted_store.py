@@ -115,7 +115,7 @@ def strip_graph(db: Path, conversation_id: str) -> None:
     with closing(sqlite3.connect(db)) as conn, conn:
         (raw,) = conn.execute("SELECT snapshot FROM agentfsm_conversations WHERE id = ?", (conversation_id,)).fetchone()
         data = json.loads(raw)
-        del data["graph"]
+        data.pop("graph", None)  # (an agentfsm before it never wrote one)
         conn.execute("UPDATE agentfsm_conversations SET snapshot = ? WHERE id = ?", (json.dumps(data), conversation_id))
 
 
