@@ -480,3 +480,25 @@ def test_the_installed_command_opens_the_stranger_folder_importing_nothing(proje
         refused = subprocess.run(named, cwd=project.folder, env=env, capture_output=True, text=True)
         assert refused.returncode == EXIT_ERROR and "no module named 'evil_mod'" in refused.stderr, refused.stderr
     assert project.imported() is None
+
+
+def test_the_stored_graph_is_the_classs_table_as_data_worked_out_once(sim: tuple[Simulator, str]) -> None:
+    """Every save stores the graph; it is derived once per Agent class (cached), not rebuilt at each save."""
+    from agentfsm.machine.state import StoredGraph
+
+    _, url = sim
+    table = ReviewAgent.table()
+    graph = StoredGraph.of(table)
+    assert StoredGraph.of(ReviewAgent.table()) is graph  # the same object: computed once for the class
+    assert graph.states == list(table.states) and set(graph.waits) == {"awaiting_review"}
+    assert set(graph.terminal) == set(table.terminal) and "rejected" in graph.terminal
+    edges = {(e.source, e.trigger, e.dest): e for e in graph.transitions}
+    assert len(graph.transitions) == len(table.transitions)
+    approve = edges[("awaiting_review", "approve", "done")]
+    assert approve.action is not None and approve.action.endswith("keep_reply")
+    guarded = [e for e in graph.transitions if e.guards]
+    assert guarded and all(e.condition == " and ".join(e.guards) for e in guarded)  # labels, as the graph shows them
+    with SQLiteStore(":memory:") as store:
+        ReviewAgent(client=real_client(url), logger=None).run("Review.", store=store, conversation_id="c")
+        stored = store.load("c").graph
+    assert stored == graph  # saved with the snapshot, and read back as the same data
