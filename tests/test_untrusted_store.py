@@ -502,3 +502,32 @@ def test_the_stored_graph_is_the_classs_table_as_data_worked_out_once(sim: tuple
         ReviewAgent(client=real_client(url), logger=None).run("Review.", store=store, conversation_id="c")
         stored = store.load("c").graph
     assert stored == graph  # saved with the snapshot, and read back as the same data
+
+
+# --- item 8: what is kept on purpose ---------------------------------------------------------------------------
+
+
+def test_a_credential_the_model_repeats_is_kept_as_sent_and_runs_show_hides_the_environments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stored history is what a resume sends next, so it is kept as sent — a credential the model repeats
+    included (docs/06 "What is kept on purpose"); `runs show` prints none the environment holds."""
+    said = f"Your key is {KEY}, and the other one is sk-ant-api03-{'x' * 40}."
+    simulator = Simulator([r.text(said)])
+    db = tmp_path / "kept.db"
+    with simulator.serve() as url, SQLiteStore(db) as store:
+        agent = Agent(client=real_client(url), logger=None)
+        agent.run("What is my key?", store=store, conversation_id="kept")
+        stored = store.load("kept")
+        assert stored.messages[-1]["content"][0]["text"] == said  # as the model said it
+        served = serve(open_source(f"sqlite:///{db}"))
+        try:
+            last = len(served.json("/api/runs/kept")["steps"])
+            assert served.json(f"/api/runs/kept/steps/{last}")["messages"][-1]["content"][0]["text"] == said
+        finally:
+            served.stop()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    assert main(["runs", "show", "kept", "--store", str(db)]) == 0
+    assert main(["runs", "show", "kept", "--json", "--store", str(db)]) == 0
+    printed = capsys.readouterr().out
+    assert KEY not in printed and "Your key is" in printed
