@@ -37,7 +37,7 @@ from agentfsm.errors import (
 from agentfsm.machine import core, decisions, drivers, serverside
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
-from agentfsm.machine.state import Counters, PendingDecision, RunState
+from agentfsm.machine.state import Counters, PendingDecision, RunState, StoredGraph
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep
@@ -209,6 +209,7 @@ class Conversation:
         fields["finished"] = self.finished
         fields["pending_decision"] = self.pending_decision()
         fields["request"] = stored_request(self.agent.static_params(), self.agent.secrets())
+        fields["graph"] = StoredGraph.of(self.table)  # so showing the run never imports its class
         return Snapshot.model_construct(
             conversation_id=self.id, agent=type(self.agent).qualified_name(), schema_version=SCHEMA_VERSION, **fields
         )

@@ -194,9 +194,15 @@ def _summary(view: RunView) -> str:
     note = EVENTS_NOTE if data.kind == "events" else STORE_NOTE
     graph_note = ""
     if not view.own_graph:
+        held = (
+            "an events file records no graph"
+            if data.kind == "events"
+            else "its row holds none (stored by an earlier agentfsm, or unreadable)"
+        )
         graph_note = (
-            f"<p class=\"note\">The graph is {_e(view.drawn_on)}'s: the run's class {_e(row.agent)} cannot be "
-            "imported here (run the inspector where its module is importable); steps that graph lacks are dashed.</p>"
+            f"<p class=\"note\">The graph is the base Agent's, not that of the run's class {_e(row.agent)}: "
+            f"{held}, and the inspector never imports a run's code to draw it. Steps that graph lacks are "
+            "dashed.</p>"
         )
     running = ""
     if data.running:
@@ -223,7 +229,7 @@ def _waiting(view: RunView, decisions: Decisions | None, decision: Decision | No
         out.append(
             f'<p class="note">Stopped at <code>{_e(waiting.state)}</code>{why} until someone decides: '
             f"<code>agent.resume(&quot;{_e(row.id)}&quot;, store=..., trigger=...)</code> or "
-            f"<code>agentfsm runs decide {_e(row.id)} TRIGGER</code>.</p>"
+            f"<code>agentfsm runs decide {_e(row.id)} TRIGGER --agent MODULE:Class</code>.</p>"
         )
     if decision is not None:
         out.append(

@@ -504,15 +504,7 @@ def _graph_text(kind: str) -> Callable[[RunView, int], tuple[str, str]]:
     def render(view: RunView, step: int) -> tuple[str, str]:
         from agentfsm.observe.graph import render_text
 
-        graph = view.graph
-        if step < view.last:  # the path as it was after that step
-            from agentfsm.observe.graph import build, resolve_agent
-
-            trace = [s.step for s in view.steps[:step]]
-            graph = build(
-                resolve_agent(view.drawn_on).table(), title=graph.title, trace=trace, current=view.state_at(step)
-            )
-        return render_text(graph, "mermaid" if kind == "mmd" else "dot"), "text/plain; charset=utf-8"
+        return render_text(view.graph_at(step), "mermaid" if kind == "mmd" else "dot"), "text/plain; charset=utf-8"
 
     return render
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agentfsm.errors import ConfigurationError, EventsFileError
+from agentfsm.machine.state import StoredGraph
 from agentfsm.observe.events import Event
 from agentfsm.redaction import REDACTED, redact, redact_text, redaction_spans
 from agentfsm.result import TraceStep
@@ -149,6 +150,9 @@ class RunData:
     #: What every request is sent with besides messages, model and max_tokens (system prompt, tools, ...), as
     #: the snapshot stored it; None when the source does not hold it (an events file, an older row).
     request: dict[str, Any] | None = None
+    #: The Agent class's states and transitions as the snapshot stored them (``Snapshot.graph``): what the run
+    #: is drawn on, with no class imported. None when the source does not hold them (an events file, an older row).
+    graph: StoredGraph | None = None
 
 
 class Source(Protocol):
@@ -235,6 +239,7 @@ class StoreSource:
             waiting=stored_waiting(snap),
             max_tokens=snap.max_tokens,
             request=getattr(snap, "request", None),
+            graph=snap.graph,
         )
 
     def signature(self, run_id: str | None = None) -> str:
