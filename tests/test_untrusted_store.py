@@ -511,7 +511,8 @@ def test_a_credential_the_model_repeats_is_kept_as_sent_and_runs_show_hides_the_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The stored history is what a resume sends next, so it is kept as sent — a credential the model repeats
-    included (docs/06 "What is kept on purpose"); `runs show` prints none the environment holds."""
+    included (docs/06 "What is kept on purpose"); the inspector serves it redacted, and `runs show` prints none
+    the environment holds."""
     said = f"Your key is {KEY}, and the other one is sk-ant-api03-{'x' * 40}."
     simulator = Simulator([r.text(said)])
     db = tmp_path / "kept.db"
@@ -523,7 +524,8 @@ def test_a_credential_the_model_repeats_is_kept_as_sent_and_runs_show_hides_the_
         served = serve(open_source(f"sqlite:///{db}"))
         try:
             last = len(served.json("/api/runs/kept")["steps"])
-            assert served.json(f"/api/runs/kept/steps/{last}")["messages"][-1]["content"][0]["text"] == said
+            shown = served.json(f"/api/runs/kept/steps/{last}")["messages"][-1]["content"][0]["text"]
+            assert shown == "Your key is [REDACTED], and the other one is [REDACTED]."  # redacted as it is served
         finally:
             served.stop()
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
