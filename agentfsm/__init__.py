@@ -4,15 +4,17 @@ The public face is here, at the top: ``Agent`` (the class you subclass),
 ``Policy`` (every limit of a run), ``RunResult`` and ``errors``. The rest is
 one folder per part of the architecture:
 
-* ``machine/`` — the state table and the conversation that runs it
-* ``wire/``    — requests to the Messages API and replies from it; caching, prices
+* ``machine/`` — the state table, the run's state, and the one loop every runner interprets
+* ``wire/``    — requests to the Messages API and replies from it; the history's wire rules, usage, caching, prices
 * ``tools/``   — ``@tool`` and the executors that run tool calls
 * ``stores/``  — snapshots and where they are kept (memory, SQLite, PostgreSQL)
 * ``observe/`` — events, graphs, replay, the live view
+* ``engines/`` — conversations as durable workflows (DBOS, Temporal)
 * ``batch/``   — ``BatchRunner``: many conversations through the Message Batches API, at half the price
 * ``sim/``     — the Messages API simulator the demo and the tests run on
 * ``cli/``     — the ``agentfsm`` command line; ``demo`` is its scripted demo
 * ``otel``     — ``instrument()``: OpenTelemetry spans of every run (the ``otel`` extra)
+* ``loading``, ``redaction`` — ``MODULE:Class`` loading, and credentials kept out of events, rows and spans
 
 Names are imported on first use, so ``import agentfsm`` (and ``agentfsm --help``)
 does not pay for the anthropic SDK until something needs it.
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from agentfsm.agent import Agent
     from agentfsm.errors import (
         AgentfsmError,
+        AlreadyDecidedError,
         ConfigurationError,
         ConversationLockedError,
         CorruptSnapshotError,
@@ -47,21 +50,24 @@ if TYPE_CHECKING:
     from agentfsm.machine.table import REQUESTING, STOP_REASONS, TERMINAL_STATES, Transition, Wait
     from agentfsm.observe.events import EVENT_NAMES, Event
     from agentfsm.observe.live import LiveView
-    from agentfsm.observe.redaction import redact_processor
     from agentfsm.observe.replay import EventsWriter, ReplayedRun
     from agentfsm.policy import Policy
-    from agentfsm.result import RunError, RunResult, TraceStep, Usage
+    from agentfsm.redaction import redact_processor
+    from agentfsm.result import RunError, RunResult, TraceStep
     from agentfsm.stores import MemoryStore, PostgresStore, RunSummary, Snapshot, SQLiteStore, Store
     from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolExecutor, ToolResult, tool
+    from agentfsm.wire.usage import Usage
 
 #: Public name -> the module that defines it.
 _WHERE: dict[str, str] = {
     "Agent": "agentfsm.agent",
     "Policy": "agentfsm.policy",
-    **dict.fromkeys(("RunError", "RunResult", "TraceStep", "Usage"), "agentfsm.result"),
+    **dict.fromkeys(("RunError", "RunResult", "TraceStep"), "agentfsm.result"),
+    "Usage": "agentfsm.wire.usage",
     **dict.fromkeys(
         (
             "AgentfsmError",
+            "AlreadyDecidedError",
             "ConfigurationError",
             "ConversationLockedError",
             "CorruptSnapshotError",
@@ -82,7 +88,7 @@ _WHERE: dict[str, str] = {
     "guard": "agentfsm.machine.guards",
     **dict.fromkeys(("REQUESTING", "STOP_REASONS", "TERMINAL_STATES", "Transition", "Wait"), "agentfsm.machine.table"),
     **dict.fromkeys(("EVENT_NAMES", "Event"), "agentfsm.observe.events"),
-    "redact_processor": "agentfsm.observe.redaction",
+    "redact_processor": "agentfsm.redaction",
     "LiveView": "agentfsm.observe.live",
     **dict.fromkeys(("EventsWriter", "ReplayedRun"), "agentfsm.observe.replay"),
     **dict.fromkeys(
@@ -101,6 +107,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Agent",
     "AgentfsmError",
+    "AlreadyDecidedError",
     "ConfigurationError",
     "Conversation",
     "ConversationLockedError",

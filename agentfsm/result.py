@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,80 +10,13 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
 
 from agentfsm.observe.events import Event, RawEvent, materialise
 from agentfsm.tools.calls import ToolCall
+from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
 
 #: Where a run stops: a terminal state, or ``waiting`` (stopped for a decision from outside; see ``waiting``).
 FinalState = Literal["done", "truncated", "refused", "failed", "waiting"]
-
-
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-
-
-def billed_usage(usage: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """One reply's ``usage`` with its ``compaction`` iterations added to the top-level token fields.
-
-    The API leaves a compaction pass out of the top-level fields and reports it in
-    ``usage.iterations`` (type ``compaction``); it is billed all the same, so budgets and prices count it.
-    """
-    if not usage or not usage.get("iterations"):  # nearly every reply: nothing to add, nothing to copy
-        return usage or {}
-    billed = dict(usage)
-    passes = [e for e in billed.get("iterations") or () if isinstance(e, Mapping) and e.get("type") == "compaction"]
-    if not passes:
-        return billed
-    for key in _TOKEN_FIELDS:
-        billed[key] = int(billed.get(key) or 0) + sum(int(e.get(key) or 0) for e in passes)
-    breakdown = dict(billed.get("cache_creation") or {}) if isinstance(billed.get("cache_creation"), Mapping) else {}
-    for entry in passes:
-        extra = entry.get("cache_creation")
-        if isinstance(extra, Mapping):
-            for key, value in extra.items():
-                breakdown[key] = int(breakdown.get(key) or 0) + int(value or 0)
-    if breakdown:
-        billed["cache_creation"] = breakdown
-    return billed
-
-
-class Usage(BaseModel):
-    """Tokens summed over every request of a run (failed requests add nothing).
-
-    Compaction passes are included: the API reports them in ``usage.iterations`` rather than the
-    top-level fields, and bills them. ``compaction_input_tokens`` and ``compaction_output_tokens`` say how
-    much of the totals they were.
-    """
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    requests: int = 0
-    #: Of the totals above: prompt tokens (cache included) and output tokens of compaction passes.
-    compaction_input_tokens: int = 0
-    compaction_output_tokens: int = 0
-
-    def add(self, usage: Mapping[str, Any] | None) -> None:
-        """Add one reply's ``usage`` object (as the API sent it; missing or null fields count 0)."""
-        self.requests += 1
-        if not usage:
-            return
-        billed = billed_usage(usage)
-        self.input_tokens += int(billed.get("input_tokens") or 0)
-        self.output_tokens += int(billed.get("output_tokens") or 0)
-        self.cache_creation_input_tokens += int(billed.get("cache_creation_input_tokens") or 0)
-        self.cache_read_input_tokens += int(billed.get("cache_read_input_tokens") or 0)
-        for entry in usage.get("iterations") or ():
-            if isinstance(entry, Mapping) and entry.get("type") == "compaction":
-                self.compaction_input_tokens += sum(
-                    int(entry.get(k) or 0)
-                    for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-                )
-                self.compaction_output_tokens += int(entry.get("output_tokens") or 0)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
 
 class TraceStep(BaseModel):
@@ -196,7 +129,9 @@ class RunResult(BaseModel):
         return [self.trace[0].source, *(step.dest for step in self.trace)]
 
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
-        """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked."""
+        """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked. The
+        class is found among those this process has imported (as the one that ran it has been); a result read
+        back from elsewhere whose class is not is drawn on the base Agent's graph: its name is never imported."""
         from agentfsm.observe.graph import path_graph
 
         return path_graph(self.trace, self.waiting or self.final_state, format, agent=agent or self.agent)

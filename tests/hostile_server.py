@@ -28,7 +28,7 @@ from typing import Any
 
 import realtraffic
 
-from agentfsm.machine.history import wire_problems
+from agentfsm.wire.messages import wire_problems
 
 
 @dataclass

@@ -244,7 +244,7 @@ def worker(
     import json
 
     from agentfsm.errors import ConversationLockedError
-    from agentfsm.machine.history import wire_problems
+    from agentfsm.wire.messages import wire_problems
 
     global KILL_AT, LOG, DELAY
     KILL_AT, LOG, DELAY = kill_at, Path(log), delay

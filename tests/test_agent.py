@@ -28,6 +28,7 @@ from agentfsm import (
     tool,
 )
 from agentfsm.errors import ConfigurationError
+from agentfsm.machine import core
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 
@@ -464,7 +465,7 @@ def test_the_machine_takes_the_transition_the_table_chose_among_those_sharing_a_
     assert conv.state == "review"
     first, second = Reviewed.table().outgoing("review")
     assert Reviewed.table().first_allowed(conv, "decide") is second  # the guard of the first fails
-    conv.fire(first)  # chosen from outside the table's order: the machine takes exactly this one
+    core.fire(conv, first)  # chosen from outside the table's order: the machine takes exactly this one
     assert conv.state == "done"
     assert conv.trace[-1].trigger == "decide" and conv.trace[-1].dest == "done"
 
@@ -476,7 +477,7 @@ def test_firing_a_transition_that_does_not_leave_the_state_is_refused_and_change
     conv = Agent(client=sim.client(max_retries=0), model="claude-haiku-4-5", logger=None).start("Q")
     leaving_end_turn = Agent.table().outgoing("end_turn")[0]
     with pytest.raises(InvalidTransitionError, match=f"no transition {leaving_end_turn.trigger!r} leaves 'requesting'"):
-        conv.fire(leaving_end_turn)
+        core.fire(conv, leaving_end_turn)
     assert conv.state == "requesting" and conv.trace == []
 
 
@@ -487,6 +488,6 @@ def test_firing_a_transition_of_no_row_of_the_table_says_so_and_changes_nothing(
     sim = Simulator([r.text("Hi.")])
     conv = Agent(client=sim.client(max_retries=0), model="claude-haiku-4-5", logger=None).start("Q")
     with pytest.raises(InvalidTransitionError, match="Agent's table has no transition 'teleport'"):
-        conv.fire(Transition("requesting", "teleport", "done"))
+        core.fire(conv, Transition("requesting", "teleport", "done"))
     assert conv.state == "requesting" and conv.trace == []
     assert conv.run().final_state == "done"  # and the conversation carries on as if nothing happened

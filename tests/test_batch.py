@@ -37,6 +37,7 @@ from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.wire.usage import Usage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +106,7 @@ def inner_requests(sim: Simulator) -> list[SimRequest]:
 # --- the acceptance test ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 500 conversations: a scale test (~25 s)
 def test_500_conversations_end_as_run_would_and_take_one_batch_per_turn() -> None:
     prompts = {f"t{i}": f"ticket {i}" + ("/1" if i % 5 == 0 else "/2" if i % 7 == 0 else "") for i in range(500)}
     sim = Simulator(model, batch_polls=2)
@@ -149,6 +151,43 @@ def test_a_list_of_prompts_gives_results_in_order_and_run_finished_says_batched(
     added = [e.data for e in results[1].events if e.event == "batch.request_added"]
     assert [d["custom_id"] for d in added] == ["nightly-1-t1-r1-a1", "nightly-1-t2-r5-a1"]
     assert {e.event for r in results for e in r.events} <= set(EVENT_NAMES)
+
+
+def test_the_progress_adds_up_every_usage_field_of_every_conversation() -> None:
+    # Usage adds up field by field on Usage itself (it used to be added here by hand, without the compaction
+    # fields): here a compaction pass on one reply must reach the run's totals.
+    def compacting(request: SimRequest) -> Any:
+        reply = model(request)
+        if request.messages[0]["content"] == "b/1":
+            passes = [
+                {"type": "compaction", "input_tokens": 40, "output_tokens": 7},
+                {"type": "message", "input_tokens": 3},
+            ]
+            reply = reply.model_copy(update={"usage": {"iterations": passes}})
+        return reply
+
+    sim = Simulator(compacting)
+    batch = runner(sim)
+    results = batch.run(["a/1", "b/1"])
+    assert batch.last_progress is not None
+    total = batch.last_progress.usage
+    assert total == sum((res.usage for res in results), Usage())
+    assert total.compaction_input_tokens == 40 and total.compaction_output_tokens == 7
+
+
+def test_usages_add_up_field_by_field() -> None:
+    one = Usage(input_tokens=1, output_tokens=2, requests=1, compaction_input_tokens=5, compaction_output_tokens=6)
+    two = Usage(cache_read_input_tokens=3, cache_creation_input_tokens=4, requests=2, compaction_output_tokens=1)
+    assert one + two == Usage(
+        input_tokens=1,
+        output_tokens=2,
+        cache_read_input_tokens=3,
+        cache_creation_input_tokens=4,
+        requests=3,
+        compaction_input_tokens=5,
+        compaction_output_tokens=7,
+    )
+    assert sum([one, two]) == one + two and one.requests == 1  # the operands are unchanged
 
 
 def test_batches_split_at_the_request_and_byte_limits() -> None:
@@ -452,8 +491,13 @@ def test_a_batch_created_by_a_process_that_died_before_storing_its_id_is_adopted
     sim = Simulator(model)
     agent_ = agent(sim)
     conv = agent_.start("orphan/1", conversation_id="o", store=store)
-    params = conv.plan().params  # type: ignore[union-attr]
-    entry = Entry(custom_id=custom_id("o", 1, conv.revision, 1), conversation_id="o", revision=conv.revision, turn=1)
+    params = conv.pending.params  # type: ignore[union-attr]
+    entry = Entry(
+        custom_id=custom_id("o", 1, conv.runstate.revision, 1),
+        conversation_id="o",
+        revision=conv.runstate.revision,
+        turn=1,
+    )
     ledger = SQLiteLedger(tmp_path / "runs.db")
     ledger.begin(BatchRecord(key="k1", batch_id=None, created_at=time.time(), entries={entry.custom_id: entry}))
     sim.client(max_retries=0).messages.batches.create(requests=[{"custom_id": entry.custom_id, "params": params}])
@@ -469,7 +513,7 @@ def test_a_record_whose_batch_never_reached_the_api_is_dropped_and_its_requests_
     store = MemoryStore()
     sim = Simulator(model)
     conv = agent(sim).start("lost/1", conversation_id="l", store=store)
-    entry = Entry(custom_id="l-t1-r1-a1", conversation_id="l", revision=conv.revision, turn=1)
+    entry = Entry(custom_id="l-t1-r1-a1", conversation_id="l", revision=conv.runstate.revision, turn=1)
     ledger_for(store).begin(
         BatchRecord(key="k", batch_id=None, created_at=time.time(), entries={entry.custom_id: entry})
     )
@@ -567,6 +611,7 @@ def test_the_ledger_round_trips_on_sqlite_and_memory(tmp_path: Path) -> None:
         assert [r.key for r in ledger.records()] == ["k"]
 
 
+@pytest.mark.slow  # a PostgreSQL server process
 def test_the_ledger_on_postgres(postgres_database: str) -> None:
     from agentfsm.stores.postgres import PostgresStore
 
@@ -600,6 +645,7 @@ def test_the_batch_command_runs_a_prompts_file_and_writes_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # its folder on the path: the current directory is not searched
     (tmp_path / "agents.py").write_text(
         "from agentfsm import Agent\n\nclass Echo(Agent):\n    model = 'claude-haiku-4-5'\n"
     )
@@ -630,6 +676,7 @@ def test_the_batch_command_exits_3_when_a_conversation_did_not_finish_done(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # its folder on the path: the current directory is not searched
     (tmp_path / "refusing_agents.py").write_text(
         "from agentfsm import Agent\n\nclass E(Agent):\n    model = 'claude-haiku-4-5'\n"
     )
@@ -680,6 +727,7 @@ def test_bad_prompts_files_are_one_line_errors(
     assert err.startswith("agentfsm: error: ") and needle in err and "\n" not in err
 
 
+@pytest.mark.slow  # a benchmark in a subprocess
 def test_the_batch_benchmark_runs_in_quick_mode() -> None:
     import subprocess
     import sys

@@ -59,6 +59,7 @@ def test_graph_writes_the_format_its_file_name_asks_for(tmp_path: Path) -> None:
     assert (tmp_path / "a.gv").read_text() == Agent.graph(format="dot")
 
 
+@pytest.mark.slow  # Graphviz's dot
 @needs_dot
 def test_graph_renders_svg_and_png(tmp_path: Path) -> None:
     assert main(["graph", "agentfsm:Agent", "-o", str(tmp_path / "a.svg")]) == 0
@@ -125,6 +126,7 @@ def test_usage_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture[str
     assert main(["--help"]) == 0
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize(
     "argv",
     [
@@ -313,6 +315,7 @@ def test_diagrams_check_reports_missing_and_stale_files(tmp_path: Path, capsys: 
     assert "Agent.svg (not rendered from the current Agent.dot)" in one_line_error(capsys)
 
 
+@pytest.mark.slow  # Graphviz's dot
 @needs_dot
 def test_diagrams_writes_then_checks_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "d"
@@ -331,14 +334,21 @@ def test_replay_draws_the_path_as_mermaid_by_default(tmp_path: Path, capsys: pyt
     assert main(["demo", "--events", str(events)]) == 0
     capsys.readouterr()
     assert main(["replay", str(events)]) == 0
-    out = capsys.readouterr().out
-    # drawn on the class the run recorded in run.started (the demo's WeatherAgent)
-    assert 'graph (mermaid) :\n---\ntitle: "WeatherAgent (done)"\n---\nstateDiagram-v2\n' in out
-    assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×2" in out
+    shown = capsys.readouterr()
+    # An events file records no graph, and the class it names (the demo's WeatherAgent) is not imported to draw
+    # one: the base Agent's graph, said so on stderr in one line.
+    assert 'graph (mermaid) :\n---\ntitle: "Agent (done)"\n---\nstateDiagram-v2\n' in shown.out
+    assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×2" in shown.out
+    assert shown.err.splitlines() == [
+        "agentfsm: note: drawn on the base Agent's graph: an events file records no graph, and the class it recorded "
+        "('agentfsm.demo:WeatherAgent') is not imported to draw it; name it with --agent MODULE:Class to draw on its "
+        "graph"
+    ]
     assert main(["replay", str(events), "--format", "svg"]) == EXIT_ERROR
     assert "write it to a file with --graph FILE.svg" in one_line_error(capsys)
-    assert main(["replay", str(events), "--agent", "agentfsm:Agent", "--format", "dot"]) == 0
-    assert 'digraph "Agent (done)"' in capsys.readouterr().out  # --agent overrides what was recorded
+    assert main(["replay", str(events), "--agent", "agentfsm.demo:WeatherAgent", "--format", "dot"]) == 0
+    named = capsys.readouterr()  # the class named on the command line is loaded, and drawn on
+    assert 'digraph "WeatherAgent (done)"' in named.out and named.err == ""
 
 
 # --- run and demo --store: a run the command line can look at, and decide, later ---------------------------
@@ -394,6 +404,7 @@ def test_demo_with_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 # --- --version -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     captured = capsys.readouterr()
@@ -407,6 +418,7 @@ def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -
 # --- sim serve --script ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_sim_serve_answers_from_a_script_over_http(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,6 +490,7 @@ for path, args, env in json.loads(sys.argv[1]):
 """
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_examples_run_as_scripts_with_no_key_and_exit_non_zero_when_not_done(tmp_path: Path) -> None:
     """Each example on the simulator exits 0 and says last how its run ended; one whose run ends otherwise
     (``--real`` sent, by ANTHROPIC_BASE_URL, to a simulator that refuses) exits 1."""

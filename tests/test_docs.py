@@ -43,7 +43,7 @@ The convention (docs/README.md, "For contributors", says the same to writers):
   prose right above it must say so (it mentions ``ANTHROPIC_API_KEY`` or "real API"), and the next
   python block of the page must be its twin on the simulator, which runs. Keep them few.
 * Every Messages request a block sends to any simulator is checked against the wire rules
-  (``agentfsm.machine.history.wire_problems``) and the API's request schema, as in the rest of the suite.
+  (``agentfsm.wire.messages.wire_problems``) and the API's request schema, as in the rest of the suite.
 * Blocks use only model names the installed SDK lists (``anthropic.types.Model``): the simulator, like
   the API, answers an unknown model with 404.
 * The old hidden ``<!-- sim: ... -->`` comments are gone: one left anywhere fails the test.
@@ -331,8 +331,8 @@ def request_problems(requests: list[dict[str, Any]], *, check_schema: bool) -> l
     """What the requests break: the wire rules, and (unless exempt) the API's request schema."""
     import realtraffic
 
-    from agentfsm.machine.history import wire_problems
     from agentfsm.sim.wire import MESSAGES_PATH
+    from agentfsm.wire.messages import wire_problems
 
     problems: list[str] = []
     for request in requests:
@@ -352,6 +352,7 @@ def _param(block: Block) -> Any:
     return pytest.param(block, marks=marks, id=block.where)
 
 
+@pytest.mark.slow  # each block runs in a process of its own
 @pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_python_block_runs_as_shown(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     unknown = [d for d in block.directives if d not in KNOWN_DIRECTIVES]

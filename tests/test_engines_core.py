@@ -225,7 +225,7 @@ def test_replay_decides_the_wall_budget_from_recorded_times() -> None:
 
 
 def test_a_broken_stream_is_sent_again_as_its_own_step() -> None:
-    """The resend is decided by ``conv.retry_delay`` in the replayed code; each attempt is a recorded step."""
+    """The resend is decided by the loop (``core.resend``) in the replayed code; each attempt is a recorded step."""
     sim = Simulator([r.with_fault(r.text("Hello there, friend."), "drop_mid_text"), r.text("Hello there, friend.")])
     engine = ListEngine()
     policy = Policy(stream_retry_backoff=0)
@@ -260,8 +260,8 @@ def test_the_learned_prefill_memory_is_not_consulted() -> None:
     a = Agent(client=Simulator([]).async_client(), model="claude-haiku-4-5", logger=None)
     a.remember_prefill_unsupported("claude-haiku-4-5")
     conv = DurableConversation(a, start(), ListEngine().steps())
-    assert conv.continuation_mode == "prefill"
-    assert a.start("hi", asynchronous=True).continuation_mode == "prompt"  # an ordinary run does use it
+    assert conv.runstate.continuation_mode == "prefill"
+    assert a.start("hi", asynchronous=True).runstate.continuation_mode == "prompt"  # an ordinary run does use it
 
 
 def test_agent_specs_and_rate_limits() -> None:

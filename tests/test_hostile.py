@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import math
-import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +37,14 @@ from pydantic import ValidationError
 from agentfsm import Agent, Policy, RunResult, Transition, actions, tool
 from agentfsm.cli import main
 from agentfsm.errors import ConfigurationError, CorruptSnapshotError, IncompatibleAgentError
-from agentfsm.machine.history import ABANDONED_CALL, validate_history
-from agentfsm.machine.streaming import ResultEvent, StreamEvent
-from agentfsm.observe.redaction import redact, redact_error
-from agentfsm.observe.replay import write_events
+from agentfsm.machine.streaming import ResultEvent
+from agentfsm.redaction import redact, redact_error
 from agentfsm.stores.base import Store
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.testing import FakeClock, drive, use_clock
 from agentfsm.wire.api import RequestFailure, reply_from
+from agentfsm.wire.messages import ABANDONED_CALL, validate_history
 
 KEY = "sk-ant-api03-" + "HostileKeyDoNotLeak7x" * 3 + "-ZZ"
 TOKEN = "corp-gw-token.Zr81VeryPrivateBearerValue.41"  # not shaped like an Anthropic key
@@ -102,24 +99,6 @@ def agent_for(server: HostileServer, driver: str, cls: type[Agent] = Agent, **kw
     kw.setdefault("logger", None)
     made = cls(client=client(server, driver.startswith("a"), **kw.pop("client_kw", {})), model=MODEL, **kw)
     return made
-
-
-def drive(agent: Agent, prompt: Any, driver: str, **kw: Any) -> RunResult:
-    if driver == "run":
-        return agent.run(prompt, **kw)
-    if driver == "arun":
-        return asyncio.run(agent.arun(prompt, **kw))
-    if driver == "stream":
-        events = list(agent.stream(prompt, **kw))
-    else:
-
-        async def collect() -> list[StreamEvent]:
-            return [e async for e in agent.astream(prompt, **kw)]
-
-        events = asyncio.run(collect())
-    final = events[-1]
-    assert isinstance(final, ResultEvent)
-    return final.result
 
 
 def leaked(text: str, secret: str = KEY) -> bool:
@@ -526,15 +505,18 @@ def test_max_turns_counts_every_resend(max_turns: int, driver: str, serve: Any) 
 
 @pytest.mark.parametrize("driver", STREAMED)
 def test_the_wall_budget_is_checked_before_each_resend(driver: str, serve: Any) -> None:
+    """On a fake clock (the wall time a conversation reads, the backoff it sleeps), so the count is exact:
+    sent at 0, 0.25 and 0.5 s; a third wait of 0.25 s would end past 0.6 s, so it is not taken."""
     server = serve(_always_drop)
     policy = Policy(max_wall_seconds=0.6, stream_retries=100, stream_retry_backoff=0.25, stream_retry_max_backoff=0.25)
-    result = drive(agent_for(server, driver, policy=policy), "Q", driver)
-    # At most three requests (0.6 s holds two 0.25 s waits), not a hundred: the wall budget stopped the resends.
-    # Which words say so depends on when the check ran: "would pass during the wait", or, on a machine slow
-    # enough that the budget was gone already, "is spent" — both name the budget.
-    assert len(server.requests) <= 3
+    with use_clock(FakeClock()) as clock:
+        result = drive(agent_for(server, driver, policy=policy), "Q", driver)
+    assert len(server.requests) == 3 and clock.slept == [0.25, 0.25] and clock.now() == 0.5
     assert result.final_state == "failed" and result.error is not None
-    assert "(not sent again: " in result.error.message and "max_wall_seconds" in result.error.message
+    assert result.error.message.endswith(
+        "(not sent again: Policy.max_wall_seconds=0.6 would pass during the 0.25 s wait)"
+    ), result.error.message
+    assert [e.data["delay_s"] for e in result.events if e.event == "request.retried"] == [0.25, 0.25]
 
 
 FLOATS = [
@@ -593,7 +575,8 @@ class ReviewAgent(Agent):
     ]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+# PostgreSQL runs a server process: its runs are in the slow tier.
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
@@ -748,60 +731,10 @@ def test_cancelling_arun_mid_tool_never_runs_a_tool_twice_unless_idempotent(idem
         assert [e.data["tool"] for e in result.events if e.event == "tool.interrupted"] == ["charge"]
 
 
-# --- 11. the command line finds the recorded class ---------------------------------------------------------
-
-AGENT_MODULE = """
-from agentfsm import Agent, Transition, actions
-
-
-class ReviewAgent(Agent):
-    model = "claude-haiku-4-5"
-    states = ["reviewing"]
-    transitions = [
-        Transition("end_turn", "review", "reviewing"),
-        Transition("reviewing", "approve", "done", action=actions.keep_reply),
-    ]
-"""
-
-
-def test_runs_graph_and_replay_find_the_recorded_class_or_warn(
-    serve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "hostile_cli_agents.py").write_text(AGENT_MODULE)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])  # restored after
-    with monkeypatch.context() as m:
-        m.syspath_prepend(str(project))
-        module = importlib.import_module("hostile_cli_agents")
-        server = serve([reply(message([text("ok")]))])
-        store = SQLiteStore(project / "runs.db")
-        result = agent_for(server, "run", cls=module.ReviewAgent).run("Q", store=store, conversation_id="c1")
-        store.close()
-    del sys.modules["hostile_cli_agents"]  # as in a new process: nothing of it imported, its folder not on the path
-    assert result.agent == "hostile_cli_agents:ReviewAgent" and "reviewing" in result.path
-    write_events(result.events, project / "run.jsonl")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    commands = {
-        "runs graph": ["runs", "graph", "c1", "--store", str(project / "runs.db")],
-        "replay": ["replay", str(project / "run.jsonl")],
-    }
-    for name, argv in commands.items():
-        monkeypatch.chdir(elsewhere)  # the class's module is not importable from here: the base Agent, and a warning
-        assert main(argv) == 0
-        lost = capsys.readouterr()
-        assert "ReviewAgent" not in lost.out, name
-        warning = lost.err.strip().splitlines()
-        assert len(warning) == 1 and warning[0].startswith(
-            "agentfsm: warning: cannot load the recorded agent class hostile_cli_agents:ReviewAgent"
-        ), (name, lost.err)
-        monkeypatch.chdir(project)  # run where the module is, as `agentfsm graph` finds one: the class itself
-        assert main(argv) == 0
-        found = capsys.readouterr()
-        assert "ReviewAgent" in found.out and found.err == "", (name, found.err)
-        sys.modules.pop("hostile_cli_agents", None)
-        sys.path[:] = [p for p in sys.path if p not in (str(project), "")]
+# --- 11. the command line finds the recorded class: moved to test_untrusted_store.py -----------------------
+#
+# It imports nothing a stored row or an events file names (issue 21): a run is drawn on the graph stored with it,
+# and `--agent MODULE:Class` names a class to draw on.
 
 
 # --- the fake server itself ---------------------------------------------------------------------------------

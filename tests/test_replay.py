@@ -14,8 +14,8 @@ import structlog
 
 from agentfsm import Agent, Policy, RunResult, tool
 from agentfsm.errors import EventsFileError
-from agentfsm.observe.redaction import redact_processor
 from agentfsm.observe.replay import EventsWriter, ReplayedRun, read_events, replay, replay_one, write_events
+from agentfsm.redaction import redact_processor
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.testing import assert_trace

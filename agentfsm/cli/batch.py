@@ -111,7 +111,8 @@ def result_line(result: Any) -> dict[str, Any]:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from agentfsm.batch import BatchRunner, ProgressDisplay
-    from agentfsm.cli.targets import command_client, load_agent_class, make_agent
+    from agentfsm.cli.targets import command_client, make_agent
+    from agentfsm.loading import load_agent_class
     from agentfsm.stores.location import open_store
 
     agent_cls = load_agent_class(args.agent)
@@ -126,8 +127,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
         import structlog
 
-        from agentfsm.observe.redaction import redact_processor
         from agentfsm.observe.replay import EventsWriter
+        from agentfsm.redaction import redact_processor
 
         writer = EventsWriter(args.events)
         chain: list[Any] = [redact_processor, structlog.processors.add_log_level, writer, _drop]

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from agentfsm.cli.output import EXIT_NOT_DONE
-from agentfsm.cli.targets import command_client, load_agent_class, make_agent
+from agentfsm.cli.targets import command_client, make_agent
 from agentfsm.errors import AgentfsmError
+from agentfsm.loading import load_agent_class
 
 
 def add_commands(sub: Any) -> None:
@@ -58,7 +59,7 @@ def _json_logger(*processors: Any) -> Any:
     """A structlog logger that prints events to stdout as JSON lines."""
     import structlog
 
-    from agentfsm.observe.redaction import redact_processor
+    from agentfsm.redaction import redact_processor
 
     chain: list[Any] = [
         redact_processor,
@@ -144,8 +145,10 @@ def after_run(args: argparse.Namespace, result: Any, agent_cls: Any, store: str 
             snapshot = result.snapshot
             decision = snapshot.pending_decision if snapshot is not None else None
             triggers = " | ".join(decision.triggers) if decision is not None else "TRIGGER"
+            # The class as this command was given it: deciding needs it named again (a stored row's is not loaded).
+            spec = getattr(args, "target", None) or getattr(args, "agent", None) or agent_cls.qualified_name()
             how = (
-                f"agentfsm runs decide {run_id} TRIGGER --store {where}"
+                f"agentfsm runs decide {run_id} TRIGGER --agent {shlex.quote(spec)} --store {where}"
                 if where
                 else "run it with --store to decide it later with agentfsm runs decide"
             )

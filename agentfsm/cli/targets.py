@@ -1,150 +1,49 @@
-"""What ``MODULE:NAME`` on the command line means: a module (or ``.py`` file) and a name in it.
+"""What the command line's targets mean: a simulator script (``--sim``), the client a run command uses, the
+agent made from a class, and what a stored run or an events file is drawn on (``drawn_table``: never a class
+the data names, which would run its module's code).
 
-The current directory is on the import path, as with ``python -m``, so a
-user's own modules are found wherever the command runs.
+Loading ``MODULE:Class`` itself is library code (``agentfsm.loading``), which the durable engines use too.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import json
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, TargetNotFoundError
+from agentfsm.loading import load_agent_class, load_target
+
+if TYPE_CHECKING:
+    from agentfsm.machine.state import StoredGraph
+    from agentfsm.machine.table import Table
 
 
-def load_module(spec: str) -> ModuleType:
-    """A module by dotted name (found from the current directory too) or by ``.py`` file path."""
-    if spec.endswith(".py") or "/" in spec or os.sep in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise TargetNotFoundError(f"no such Python file: {spec}")
-        name = path.stem if path.stem not in sys.modules else f"{path.stem}_{abs(hash(path.resolve())):x}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise TargetNotFoundError(f"cannot load {spec} as a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # dataclasses, pydantic and pickling look modules up by name
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[name]
-            raise TargetNotFoundError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
-        return module
-    _cwd_on_path()
-    try:
-        return importlib.import_module(spec)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (spec == exc.name or spec.startswith(exc.name + ".")):
-            raise TargetNotFoundError(
-                f"no module named {spec!r} (give a dotted module name importable from here, or a .py file path)"
-            ) from exc
-        raise TargetNotFoundError(f"importing {spec} failed: {exc}") from exc
-    except Exception as exc:
-        raise TargetNotFoundError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _cwd_on_path() -> None:
-    """The current directory on the import path, as ``python -m`` does, so local modules are found."""
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-
-
-def load_recorded_agent_class(recorded: str | None) -> Any:
-    """The Agent class a run recorded (``module:QualName``), imported with the current directory on the
-    import path; ``TargetNotFoundError`` saying why when it cannot be loaded here."""
+def drawn_table(
+    agent_spec: str | None, recorded: str | None, stored: StoredGraph | None, *, held: str
+) -> tuple[Table | StoredGraph, str]:
+    """What a recorded run is drawn on, and the class name that titles it: the class ``--agent`` names (loaded:
+    the person named it), else the graph stored with the run, else the base Agent's — with one line on stderr
+    saying so when the run recorded another class (``held`` says why there is no stored graph). The class the
+    run recorded is never imported: a stored row or an events file is data, and importing runs code."""
     from agentfsm.agent import Agent
+    from agentfsm.observe.graph import short_name
 
-    if not recorded or recorded == Agent.qualified_name():
-        return Agent
-    module_name, sep, qualname = recorded.partition(":")
-    if not sep or not module_name or not qualname:
-        raise TargetNotFoundError(f"the recorded agent class {recorded!r} is not MODULE:Class")
-    _cwd_on_path()
-    problem = None
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except ImportError as exc:
-        problem = f"importing {module_name} failed: {exc}"
-    except AttributeError:
-        problem = f"module {module_name} has no {qualname}"
-    except Exception as exc:  # the module ran and raised
-        problem = f"importing {module_name} failed: {type(exc).__name__}: {exc}"
-    else:
-        if isinstance(found, type) and issubclass(found, Agent):
-            return found
-        problem = f"it is a {type(found).__name__}, not an agentfsm.Agent subclass"
-    raise TargetNotFoundError(f"cannot load the recorded agent class {recorded} ({problem})")
-
-
-def recorded_agent_class(recorded: str | None) -> Any:
-    """The Agent class a run recorded, as ``load_recorded_agent_class`` finds it; for drawing only: when
-    it cannot be loaded here, the base ``Agent`` is returned and one line on stderr says so (and how to
-    name the class)."""
-    from agentfsm.agent import Agent
-
-    try:
-        return load_recorded_agent_class(recorded)
-    except TargetNotFoundError as exc:
+    if agent_spec:
+        cls = load_agent_class(agent_spec)
+        return cls.table(), cls.__name__
+    if stored is not None:
+        return stored, short_name(recorded)
+    if recorded not in (None, Agent.qualified_name()):
         print(
-            f"agentfsm: warning: {exc}; drawing on the base Agent's graph (name the class with --agent MODULE:Class)",
+            f"agentfsm: note: drawn on the base Agent's graph: {held}, and the class it recorded ({recorded!r}) is "
+            "not imported to draw it; name it with --agent MODULE:Class to draw on its graph",
             file=sys.stderr,
         )
-        return Agent
-
-
-def split_target(spec: str) -> tuple[str, str | None]:
-    """``MODULE:NAME`` → (MODULE, NAME); a bare module or file → (it, None)."""
-    module, sep, name = spec.rpartition(":")
-    if not sep or not module or os.sep in name or "/" in name:
-        return spec, None
-    return module, name
-
-
-def load_target(spec: str) -> Any:
-    """The object ``MODULE:NAME`` names."""
-    module_spec, name = split_target(spec)
-    if name is None:
-        raise TargetNotFoundError(
-            f"{spec!r} names no class: write MODULE:NAME, e.g. examples/weather_agent.py:WeatherAgent "
-            "or mypackage.agents:MyAgent"
-        )
-    module = load_module(module_spec)
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        agents = ", ".join(agent_classes(module)) or "none"
-        raise TargetNotFoundError(
-            f"module {module_spec!r} has no {name!r} (Agent classes defined there: {agents})"
-        ) from None
-
-
-def agent_classes(module: ModuleType) -> dict[str, type[Any]]:
-    """The Agent subclasses a module defines (not those it imports)."""
-    from agentfsm.agent import Agent
-
-    return {
-        name: obj
-        for name, obj in vars(module).items()
-        if isinstance(obj, type) and issubclass(obj, Agent) and obj.__module__ == module.__name__
-    }
-
-
-def load_agent_class(spec: str) -> Any:
-    from agentfsm.agent import Agent
-
-    obj = load_target(spec)
-    if not (isinstance(obj, type) and issubclass(obj, Agent)):
-        raise TargetNotFoundError(f"{spec} is a {type(obj).__name__}, not an agentfsm.Agent subclass")
-    return obj
+    return Agent.table(), "Agent"
 
 
 def load_sim_script(spec: str) -> Any:

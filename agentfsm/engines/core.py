@@ -6,16 +6,19 @@ steps return their recorded outcome instead of running. So the workflow body
 (``run_conversation``) is the drivers' loop with the two kinds of I/O made
 durable steps and everything else plain code that replays:
 
-* ``conv.plan()`` is pure, hooks and guards included, so a replay plans the same;
+* the workflow body interprets the one loop (``agentfsm.machine.loop``), as
+  the drivers do; its planning is pure, hooks and guards included, so a
+  replay plans the same;
 * one API request is one step (``perform_request``); a stream that broke is
-  resent after ``conv.retry_delay`` decides so, in the replayed code, and
-  each attempt is its own step (the decision reads and changes the conversation);
+  resent when the loop decides so (``core.resend``, in the replayed code), and
+  each attempt is its own step;
 * one reply's batch of tool calls is one step (``perform_tools``). The engine
   records that the batch *started* before any tool runs; a step run again
-  after a crash knows an earlier attempt started, so a non-idempotent call is
-  answered with the is_error "interrupted" result instead of running twice,
-  and an ``@tool(idempotent=True)`` call is run again;
-* ``conv.fire`` for every transition without I/O.
+  after a crash knows an earlier attempt started, so the exactly-once rule
+  (``persistence.settle``) answers a non-idempotent call with the is_error
+  "interrupted" result instead of running it twice, and runs an
+  ``@tool(idempotent=True)`` call again;
+* transitions without I/O fire in the replayed code.
 
 Replay must decide as the first run did, so nothing the workflow reads may
 change between runs: wall time is read inside the steps (a budget on
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -52,14 +56,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from agentfsm.errors import ConfigurationError, ToolInterruptedError
+from agentfsm.errors import ConfigurationError, require_conversation_id
+from agentfsm.machine import loop
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.drivers import afire
-from agentfsm.machine.plan import AwaitHook, Fire, RunTools, SendRequest, Suspend
+from agentfsm.machine.drivers import perform_async
+from agentfsm.machine.persistence import Persistence, settle
+from agentfsm.machine.plan import AwaitAction, AwaitHook, RunTools, SendRequest
 from agentfsm.observe.events import EventLog, Level
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 from agentfsm.result import RunResult
-from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
+from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 from agentfsm.wire import api
 
 if TYPE_CHECKING:
@@ -93,6 +99,9 @@ class StartInput(BaseModel):
     conversation_id: str
     #: Stream text and transitions to clients that read the conversation's stream (engines that have streams).
     stream: bool = False
+    #: Made once, where the conversation is started: the names of its waits derive from it, so a replay names a
+    #: wait as the first run did, and a later workflow under the same id names its own. None in older inputs.
+    nonce: str | None = None
 
 
 def agent_spec(agent: str | type[Agent]) -> str:
@@ -109,14 +118,18 @@ def agent_spec(agent: str | type[Agent]) -> str:
 def start_input(
     agent: str | type[Agent], prompt: str | Sequence[Mapping[str, Any]], conversation_id: str | None
 ) -> StartInput:
-    """Validate a prompt on the client, before anything is enqueued (an invalid history raises here)."""
+    """Validate a prompt and an id on the client, before anything is enqueued (an invalid history or an empty id
+    raises here)."""
     from agentfsm.agent import Agent
 
+    if conversation_id is not None:
+        require_conversation_id(conversation_id, "engine.start")
     messages = Agent._initial_messages(prompt)  # type: ignore[arg-type]
     return StartInput(
         agent=agent_spec(agent),
         messages=messages,
-        conversation_id=conversation_id or f"conv_{uuid.uuid4().hex[:16]}",
+        conversation_id=conversation_id if conversation_id is not None else f"conv_{uuid.uuid4().hex[:16]}",
+        nonce=uuid.uuid4().hex,
     )
 
 
@@ -252,20 +265,13 @@ async def perform_tools(agent: Agent, calls: Sequence[ToolCall], *, earlier_atte
     """
     started_at = time.time()
     tools = agent.tool_map
-    settled: list[ToolResult] = []
-    interrupted: list[str] = []
-    to_run: list[ToolCall] = []
-    for call in calls:
-        if earlier_attempt and not (call.name in tools and tools[call.name].idempotent):
-            settled.append(error_result(call, ToolInterruptedError(call.name)))
-            interrupted.append(call.id)
-        else:
-            to_run.append(call)
+    started = [c.id for c in calls] if earlier_attempt else []
+    settled = settle(calls, committed={}, started=started, tools=tools)
     timeout = agent.policy.tool_timeout or math.inf
-    ran = await agent.executor.aexecute(to_run, tools, timeout) if to_run else []
+    ran = await agent.executor.aexecute(settled.to_run, tools, timeout) if settled.to_run else []
     limit, secrets = agent.policy.max_tool_result_chars, agent.secrets()
-    results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled, *ran]]
-    return ToolsRecord(results, interrupted, started_at, time.time())
+    results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled.results.values(), *ran]]
+    return ToolsRecord(results, [c.id for c in settled.interrupted], started_at, time.time())
 
 
 # --- the workflow body ---------------------------------------------------------------------------------------
@@ -292,6 +298,28 @@ class Steps(Protocol):
         ...
 
 
+class _Mirrored(Persistence):
+    """A durable conversation's persistence: the engine journals its steps, so there is no store to lease or
+    commit to; with a mirror, each save copies the snapshot into an agentfsm store, for ``runs`` and ``ui``.
+
+    A replay makes the same snapshots, revision for revision, as the run it replays: the store's fence
+    refuses those it has. The last one (finished or waiting) is waited for, briefly.
+    """
+
+    __slots__ = ("mirror",)
+
+    def __init__(self, mirror: StoreMirror | None) -> None:
+        super().__init__(None)
+        self.mirror = mirror
+
+    def save(self, conv: Conversation) -> None:
+        if self.mirror is None:
+            return
+        conv.runstate.revision += 1
+        stopped = conv.stopped
+        self.mirror.put(conv.snapshot(), wait=self.mirror.final_wait if stopped else None)
+
+
 class DurableConversation(Conversation):
     """A conversation run as a workflow: the engine is its store, wall time comes from the steps' records.
 
@@ -301,7 +329,7 @@ class DurableConversation(Conversation):
     def __init__(self, agent: Agent, start: StartInput, steps: Steps, mirror: StoreMirror | None = None) -> None:
         super().__init__(agent, list(start.messages), start.conversation_id, announce=False)
         self.steps = steps
-        self.mirror = mirror
+        self._persistence = _Mirrored(mirror)
         if start.stream:
             self._outbox = []  # stream events, drained by the engine's steps
         # While the engine replays, events go to the result only (through a log that shares its record):
@@ -311,23 +339,12 @@ class DurableConversation(Conversation):
         # Prefill or prompt from the policy alone: the agent's memory of models that reject prefill differs
         # between workers and grows over time, and a replay must start as the first run did.
         if self.policy.continuation == "auto":
-            self.continuation_mode = "prefill"
+            self.runstate.continuation_mode = "prefill"
         self._first_at: float | None = None
         self._last_at = 0.0
+        self._nonce = start.nonce or start.conversation_id
         self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(self.messages))
-        self._save()  # seen in the store from its start
-
-    def _save(self) -> None:
-        """Copy the snapshot to the mirror's store (the engine itself records the steps, not snapshots).
-
-        A replay makes the same snapshots, revision for revision, as the run it replays: the store's
-        fence refuses those it has. The last one (finished or waiting) is waited for, briefly.
-        """
-        if self.mirror is None:
-            return
-        self.revision += 1
-        stopped = self.finished or self.waiting is not None
-        self.mirror.put(self.snapshot(), wait=self.mirror.final_wait if stopped else None)
+        self._persistence.save(self)  # seen in the store from its start
 
     @property
     def elapsed_s(self) -> float:
@@ -340,9 +357,15 @@ class DurableConversation(Conversation):
             self._first_at = started_at
         self._last_at = max(self._last_at, ended_at)
 
+    def _new_wait_token(self) -> str:
+        """The same on a replay as on the run it replays (the workflow's input and its steps decide it), so the
+        waiting result the engine returns and the snapshot a worker copied to a store before a crash agree."""
+        seed = f"{self._nonce}:{len(self.trace)}:{self.counters.turns}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
         if self.steps.replaying:
-            self._replayed.emit(name, turn=self.turns, state=self.state, level=level, **data)
+            self._replayed.emit(name, turn=self.counters.turns, state=self.state, level=level, **data)
         else:
             super().emit(name, level=level, **data)
 
@@ -350,48 +373,36 @@ class DurableConversation(Conversation):
 async def run_conversation(
     agent: Agent, start: StartInput, steps: Steps, mirror: StoreMirror | None = None
 ) -> RunResult:
-    """The workflow: the async driver's step loop (``agentfsm.machine.drivers``), its two kinds of I/O as
+    """The workflow: an interpreter of the one loop (``agentfsm.machine.loop``) whose two kinds of I/O are
     durable steps; it ends when the conversation is finished or waiting for a decision from outside. With a
     ``mirror``, every snapshot is copied into an agentfsm store as well."""
     conv = DurableConversation(agent, start, steps, mirror)
     log.info("conversation %s %s (%s)", conv.id, "resumed" if steps.replaying else "started", start.agent)
-    while not conv.stopped:
-        plan = conv.plan()
-        if isinstance(plan, AwaitHook):  # an async hook: plain code, replayed like the rest
-            plan = conv.plan(await plan.hook(conv))
-        if isinstance(plan, Suspend):  # waiting: the workflow ends with the conversation where it stopped
-            conv.suspend()
-        elif isinstance(plan, SendRequest):
-            conv.begin_request()
-            attempt, delay = 0, 0.0
-            while True:
-                record = await steps.request(conv, plan, attempt, delay)
-                conv.clock(record.started_at, record.ended_at)
-                next_delay = conv.retry_delay(record.outcome, attempt)
-                if next_delay is None:
-                    break
-                attempt, delay = attempt + 1, next_delay
-                conv.begin_request()  # a resend is a request: counted against max_turns
-            conv.complete_request(record.outcome, record.latency_ms)
-        elif isinstance(plan, RunTools):
-            to_run, settled = conv.begin_tools(plan)
-            results: list[ToolResult] = []
-            if to_run:
-                batch = await steps.tools(conv, to_run)
-                conv.clock(batch.started_at, batch.ended_at)
-                names = {c.id: c.name for c in to_run}
-                for call_id in batch.interrupted:
-                    conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
-                results = batch.results
-            conv.finish_tools(plan, settled, results, fire=False)
-            await afire(conv, plan.transition)
-        elif isinstance(plan, Fire):
-            await afire(conv, plan.transition)
-        else:  # a plan this core does not know: stop where the conversation is, rather than hang
+    running = loop.steps(conv)
+    outcome: Any = None
+    while True:
+        try:
+            effect = running.send(outcome)
+        except StopIteration:
             break
+        if isinstance(effect, SendRequest):
+            record = await steps.request(conv, effect, effect.attempt, effect.delay)
+            conv.clock(record.started_at, record.ended_at)
+            outcome = (record.outcome, record.latency_ms)
+        elif isinstance(effect, RunTools):
+            batch = await steps.tools(conv, effect.calls)
+            conv.clock(batch.started_at, batch.ended_at)
+            names = {c.id: c.name for c in effect.calls}
+            for call_id in batch.interrupted:
+                conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
+            outcome = batch.results
+        elif isinstance(effect, AwaitHook | AwaitAction):  # plain code here, replayed like the rest
+            outcome = await perform_async(conv, effect)
+        else:  # ToolsDue: ready now
+            outcome = None
     await steps.end(conv)
     if not steps.replaying:
-        log.info("conversation %s finished: %s after %d requests", conv.id, conv.state, conv.turns)
+        log.info("conversation %s finished: %s after %d requests", conv.id, conv.state, conv.counters.turns)
     return conv.result()
 
 
@@ -461,7 +472,7 @@ def build_agents(specs: Iterable[str | type[Agent] | Agent]) -> list[tuple[Agent
         if isinstance(spec, Agent):
             built.append((spec, []))
         elif isinstance(spec, str):
-            from agentfsm.cli.targets import load_agent_class
+            from agentfsm.loading import load_agent_class
 
             built.append((load_agent_class(spec)(), [spec]))
         else:

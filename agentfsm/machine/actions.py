@@ -10,7 +10,7 @@ The actions a subclass uses on its own transitions, so that it never edits the
 history by hand: ``keep_reply``, ``answer_tool_calls`` (with ``runs_tools=True``),
 ``refuse_tool_calls``, ``answer_with(results)`` and ``add_user_message(text)``.
 Whatever a subclass's action does, the history it leaves is checked
-(``history_problems``) before the transition completes; a broken one raises
+(``agentfsm.wire.messages.history_problems``) before the transition completes; a broken one raises
 ``InvalidActionError`` naming the action and the rule, and is put back.
 """
 
@@ -20,9 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import InvalidActionError
-from agentfsm.machine import history, serverside, stitch
+from agentfsm.machine import serverside, stitch
 from agentfsm.result import RunError
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
+from agentfsm.wire import messages as history
+from agentfsm.wire import usage
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -43,12 +45,12 @@ def keep_reply(conv: Conversation) -> None:
     that is already in the history does nothing, so actions can be combined.
     """
     reply = conv.require_reply()
-    if conv.reply_kept:
+    if conv.runstate.reply_kept:
         return
-    conv.reply_kept = True
+    conv.runstate.reply_kept = True
     content = reply.content
     new_text = history.text_of(content)
-    kind = conv.pending_kind
+    kind = conv.runstate.pending_kind
     if reply.stop_reason != "compaction":
         _note_server_compaction(conv, content)
     last = conv.messages[-1] if conv.messages else None
@@ -59,15 +61,15 @@ def keep_reply(conv: Conversation) -> None:
     elif content:
         conv.messages.append({"role": "assistant", "content": content})
     if kind == "prompt":
-        conv.answer = stitch.join_prompted(conv.answer, new_text)
+        conv.runstate.answer = stitch.join_prompted(conv.answer, new_text)
     elif kind in ("prefill", "caller_prefill"):
-        conv.answer = stitch.join_prefill(conv.answer, new_text)
+        conv.runstate.answer = stitch.join_prefill(conv.answer, new_text)
     elif kind == "pause":
-        conv.answer += new_text
+        conv.runstate.answer += new_text
     else:
-        conv.answer = new_text
-    conv.pending_kind = None
-    conv.reason = reply.stop_reason
+        conv.runstate.answer = new_text
+    conv.runstate.pending_kind = None
+    conv.runstate.reason = reply.stop_reason
 
 
 def _merge_prefill(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,7 +86,7 @@ def _merge_prefill(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list
 
 def discard_reply(conv: Conversation, reason: str) -> None:
     reply = conv.require_reply()
-    conv.discards += 1
+    conv.counters.discards += 1
     conv.emit(
         "reply.discarded",
         reason=reason,
@@ -97,26 +99,26 @@ def discard_reply(conv: Conversation, reason: str) -> None:
 
 
 def stop_at_turn_limit(conv: Conversation) -> None:
-    conv.reason = "max_turns"
+    conv.runstate.reason = "max_turns"
 
 
 def stop_over_budget(conv: Conversation) -> None:
-    conv.reason = conv.spent_budget()
+    conv.runstate.reason = conv.spent_budget()
 
 
 def switch_to_prompt(conv: Conversation) -> None:
     """The model refused our prefill: continue with a user prompt, now and for the rest of the run."""
-    conv.continuation_mode = "prompt"
+    conv.runstate.continuation_mode = "prompt"
     conv.agent.remember_prefill_unsupported(conv.model)
-    conv.prefill_was_rejected = False
-    conv.error = None
+    conv.runstate.prefill_was_rejected = False
+    conv.runstate.error = None
     conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})
-    conv.pending_kind = "prompt"
+    conv.runstate.pending_kind = "prompt"
     conv.emit("continuation.fallback", model=conv.model)
 
 
 def fail_on_error(conv: Conversation) -> None:
-    conv.reason = "api_error"
+    conv.runstate.reason = "api_error"
 
 
 # --- end_turn ---------------------------------------------------------------------------
@@ -129,21 +131,21 @@ def nudge(conv: Conversation) -> None:
     changes and only one user message follows the tool results, as wire rule 1 allows.
     """
     discard_reply(conv, "empty reply after tool results")
-    conv.empty_retries += 1
+    conv.counters.empty_retries += 1
     last = conv.messages[-1]
     if last["role"] == "user" and not history.is_tool_result_message(last):  # an earlier nudge
         again = {"type": "text", "text": conv.policy.nudge_prompt}
         conv.messages[-1] = {"role": "user", "content": [*history.blocks(last), again]}
     else:
         conv.messages.append({"role": "user", "content": conv.policy.nudge_prompt})
-    conv.pending_kind = None
-    conv.emit("empty.nudged", retry=conv.empty_retries)
+    conv.runstate.pending_kind = None
+    conv.emit("empty.nudged", retry=conv.counters.empty_retries)
 
 
 def finish_empty(conv: Conversation) -> None:
     """An empty reply that is accepted as the end: nothing to add to the history."""
     keep_reply(conv)
-    conv.reason = "empty_reply"
+    conv.runstate.reason = "empty_reply"
 
 
 # --- max_tokens -------------------------------------------------------------------------
@@ -152,19 +154,19 @@ def finish_empty(conv: Conversation) -> None:
 def climb_ladder(conv: Conversation) -> None:
     """A reply cut inside a tool call: drop it and send the same request with more room."""
     discard_reply(conv, "cut off inside a block at max_tokens")
-    before = conv.max_tokens
-    conv.max_tokens = conv.policy.max_tokens_ladder[conv.rung]
-    conv.rung += 1
-    conv.emit("ladder.climbed", from_max_tokens=before, to_max_tokens=conv.max_tokens)
+    before = conv.runstate.max_tokens
+    conv.runstate.max_tokens = conv.policy.max_tokens_ladder[conv.counters.rung]
+    conv.counters.rung += 1
+    conv.emit("ladder.climbed", from_max_tokens=before, to_max_tokens=conv.runstate.max_tokens)
 
 
 def fail_ladder_exhausted(conv: Conversation) -> None:
     discard_reply(conv, "cut off inside a block at the top of the max_tokens ladder")
-    conv.reason = "max_tokens_ladder_exhausted"
-    conv.error = RunError(
+    conv.runstate.reason = "max_tokens_ladder_exhausted"
+    conv.runstate.error = RunError(
         type="max_tokens_ladder_exhausted",
         message=(
-            f"the reply was cut off inside a tool_use or thinking block at max_tokens={conv.max_tokens}, "
+            f"the reply was cut off inside a tool_use or thinking block at max_tokens={conv.runstate.max_tokens}, "
             "the top of Policy.max_tokens_ladder; add a larger rung or ask for smaller tool inputs"
         ),
     )
@@ -173,13 +175,13 @@ def fail_ladder_exhausted(conv: Conversation) -> None:
 def continue_text(conv: Conversation) -> None:
     """Keep the cut text and ask for the rest, by prefill where allowed, else by prompt."""
     keep_reply(conv)
-    conv.continuations += 1
-    if conv.continuation_mode == "prefill" and _prefillable(conv.messages[-1]):
-        conv.pending_kind = "prefill"
+    conv.counters.continuations += 1
+    if conv.runstate.continuation_mode == "prefill" and _prefillable(conv.messages[-1]):
+        conv.runstate.pending_kind = "prefill"
     else:
         conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})
-        conv.pending_kind = "prompt"
-    conv.emit("continuation.requested", strategy=conv.pending_kind, continuation=conv.continuations)
+        conv.runstate.pending_kind = "prompt"
+    conv.emit("continuation.requested", strategy=conv.runstate.pending_kind, continuation=conv.counters.continuations)
 
 
 def _prefillable(message: dict[str, Any]) -> bool:
@@ -192,7 +194,7 @@ def _prefillable(message: dict[str, Any]) -> bool:
 
 def stop_at_continuation_limit(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "max_continuations"
+    conv.runstate.reason = "max_continuations"
 
 
 # --- tool_use ---------------------------------------------------------------------------
@@ -222,9 +224,11 @@ def answer_tool_calls(conv: Conversation) -> None:
     model_context_window_exceeded, an unknown one) client calls are not run: the turn is over,
     and ``result.messages`` keeps the reply as sent. Carrying such a history on with
     ``run(result.messages + [user message])`` answers them with ``is_error`` results
-    (``agentfsm.machine.history.answer_abandoned_calls``).
+    (``agentfsm.wire.messages.answer_abandoned_calls``).
     """
-    _answer(conv, conv.tool_results, "answer_tool_calls", sendable=True)  # made sendable as they came in
+    # Made sendable again (idempotent, and the same objects when they already are): a custom action may have
+    # put results of its own in conv.tool_results, and those are redacted and cut like the executor's.
+    _answer(conv, conv.tool_results, "answer_tool_calls")
     conv.tool_results = []
 
 
@@ -290,7 +294,7 @@ def add_user_message(text: str | Callable[[Conversation], str]) -> Callable[[Con
             conv.messages[-1] = {"role": "user", "content": [*history.blocks(last), {"type": "text", "text": value}]}
         else:
             conv.messages.append({"role": "user", "content": value})
-        conv.pending_kind = None
+        conv.runstate.pending_kind = None
 
     shown = text if isinstance(text, str) else getattr(text, "__name__", "...")
     action.__name__ = action.__qualname__ = f"add_user_message({shown!r:.40})"
@@ -330,7 +334,7 @@ def _given_results(given: object) -> list[ToolResult]:
     raise InvalidActionError(f"answer_with: got {type(given).__name__}; give {what}")
 
 
-def _answer(conv: Conversation, results: Sequence[ToolResult], who: str, *, sendable: bool = False) -> None:
+def _answer(conv: Conversation, results: Sequence[ToolResult], who: str) -> None:
     """Keep the reply, then answer each of its pending calls, in call order, with its result (made sendable)."""
     calls: list[ToolCall] = conv.pending_tool_calls
     by_id = {r.tool_use_id: r for r in results}
@@ -349,92 +353,15 @@ def _answer(conv: Conversation, results: Sequence[ToolResult], who: str, *, send
             action=who,
         )
     keep_reply(conv)
-    if sendable:
-        blocks = [by_id[c.id].to_block() for c in calls]
-    else:
-        limit, secrets = conv.policy.max_tool_result_chars, conv.agent.secrets()
-        blocks = [for_history(by_id[c.id], limit=limit, secrets=secrets).to_block() for c in calls]
+    limit, secrets = conv.policy.max_tool_result_chars, conv.agent.secrets()
+    blocks = [for_history(by_id[c.id], limit=limit, secrets=secrets).to_block() for c in calls]
     conv.messages.append({"role": "user", "content": blocks})
-
-
-# --- checking what a subclass's action left ---------------------------------------------
-
-#: The rules every request keeps, as an InvalidActionError names them.
-RULES = {
-    "shape": "every message is a dict with role 'user' or 'assistant' and non-empty content: a string, or a "
-    "list of blocks that are dicts with a string 'type'",
-    "roles": "roles alternate user / assistant, starting with user",
-    "tools": "every tool_use is answered by exactly one tool_result with its id, in the very next user message, "
-    "which holds only tool_result blocks",
-    "prefill": "a final assistant message (a prefill) ends in text without trailing whitespace, never in thinking",
-}
-
-
-def history_problems(messages: Sequence[Any], *, sending: bool) -> list[tuple[str, str]]:
-    """Where ``messages`` (as they would be sent) break the rules every request keeps: (problem, rule) pairs.
-
-    ``sending`` is False when the history is not sent next (the transition leads to another state
-    than ``requesting``): a last assistant message may then still be waiting for its answer.
-    """
-    found: list[tuple[str, str]] = []
-    for i, m in enumerate(messages):
-        shape = _shape_problem(m, final=i == len(messages) - 1)
-        if shape:
-            found.append((f"messages[{i}]: {shape}", RULES["shape"]))
-    if found:
-        return found
-    if not messages:
-        return [("the history is empty", RULES["roles"])]
-    checked = list(messages)
-    if not sending and checked[-1]["role"] == "assistant":
-        last = checked.pop()
-        if not checked:  # a lone assistant turn is valid only as a compaction block, which opens a history
-            return (
-                [] if history.opens_with_compaction(last) else [("messages[0] is not a user message", RULES["roles"])]
-            )
-        if checked[-1]["role"] == "assistant":
-            found.append((f"messages[{len(checked)}]: two assistant messages in a row", RULES["roles"]))
-    for problem in history.wire_problems(checked):
-        found.append((problem, _rule_of(problem)))
-    for i, m in enumerate(checked):
-        results = history.tool_result_ids(m) if m["role"] == "user" else []
-        if results and i > 0 and not history.tool_use_ids(checked[i - 1]):
-            found.append(
-                (f"messages[{i}]: tool_result ids {results} answer no tool_use in the previous message", RULES["tools"])
-            )
-    return found
-
-
-def _shape_problem(m: object, *, final: bool) -> str | None:
-    if not isinstance(m, dict):
-        return f"is a {type(m).__name__}, not a message dict"
-    if m.get("role") not in ("user", "assistant"):
-        return f"role is {m.get('role')!r}"
-    content = m.get("content")
-    if isinstance(content, str):
-        return None if content or (final and m["role"] == "assistant") else "content is an empty string"
-    if not isinstance(content, list) or not content:
-        return f"content is {type(content).__name__ if not isinstance(content, list) else 'an empty list'}"
-    for j, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            return f"content[{j}] is {type(block).__name__}, not a block dict with a string 'type'"
-    return None
-
-
-def _rule_of(problem: str) -> str:
-    if "in a row" in problem or "not a user message" in problem or problem == "no messages":
-        return RULES["roles"]
-    if "tool_use" in problem or "tool_result" in problem:
-        return RULES["tools"]
-    if "final assistant" in problem:
-        return RULES["prefill"]
-    return "the rules every request keeps"
 
 
 def fail_no_tool_calls(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "no_tool_calls"
-    conv.error = RunError(
+    conv.runstate.reason = "no_tool_calls"
+    conv.runstate.error = RunError(
         type="protocol_error",
         message="the reply's stop_reason is tool_use but it holds no client tool_use block to answer",
     )
@@ -449,14 +376,14 @@ def resume_pause(conv: Conversation) -> None:
     Only for a turn with no client tool_use block (those are answered first: ``answer_tool_calls``).
     """
     keep_reply(conv)
-    conv.pause_resumes += 1
-    conv.pending_kind = "pause"
-    conv.emit("pause.resumed", resume=conv.pause_resumes)
+    conv.counters.pause_resumes += 1
+    conv.runstate.pending_kind = "pause"
+    conv.emit("pause.resumed", resume=conv.counters.pause_resumes)
 
 
 def stop_at_pause_limit(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "max_pause_resumes"
+    conv.runstate.reason = "max_pause_resumes"
 
 
 # --- refusal, context window, unknown ---------------------------------------------------
@@ -470,22 +397,24 @@ def switch_to_fallback(conv: Conversation) -> None:
     """
     reply = conv.require_reply()
     discard_reply(conv, "refusal, retried on the fallback model")
-    conv.fallback_used = True
+    conv.counters.fallback_used = True
     token = (reply.stop_details or {}).get("fallback_credit_token")
     if isinstance(token, str) and token and conv.policy.fallback_credit_tokens:
-        conv.credit_token = token
-    before, conv.model = conv.model, str(conv.policy.fallback_model)
-    conv.emit("refusal.fallback", from_model=before, to_model=conv.model, credit_token=conv.credit_token is not None)
+        conv.runstate.credit_token = token
+    before, conv.runstate.model = conv.model, str(conv.policy.fallback_model)
+    conv.emit(
+        "refusal.fallback", from_model=before, to_model=conv.model, credit_token=conv.runstate.credit_token is not None
+    )
 
 
 def finish_refused(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "refusal"
+    conv.runstate.reason = "refusal"
 
 
 def stop_at_context_window(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "model_context_window_exceeded"
+    conv.runstate.reason = "model_context_window_exceeded"
 
 
 def finish_unknown(conv: Conversation) -> None:
@@ -493,7 +422,7 @@ def finish_unknown(conv: Conversation) -> None:
     raw = conv.require_reply().stop_reason
     conv.emit("stop_reason.unknown", level="warning", raw_stop_reason=raw)
     keep_reply(conv)
-    conv.reason = "unknown_stop_reason"
+    conv.runstate.reason = "unknown_stop_reason"
 
 
 # --- compaction -------------------------------------------------------------------------------
@@ -512,27 +441,27 @@ def _note_server_compaction(conv: Conversation, content: list[dict[str, Any]]) -
 
 def stop_compacting(conv: Conversation) -> None:
     """The summary alone is over the threshold: compacting again would not help, so stop for this run."""
-    conv.compaction_off = True
+    conv.runstate.compaction_off = True
     conv.emit(
         "compaction.ineffective",
         level="warning",
-        input_tokens=serverside.context_tokens(conv.require_reply().usage),
+        input_tokens=usage.context_tokens(conv.require_reply().usage),
         threshold=conv.policy.compact_at_input_tokens,
     )
 
 
 def _request(conv: Conversation, reason: str) -> None:
-    conv.compactions += 1
-    conv.pending_kind = "compaction"
-    conv.compaction_requested_at = conv.turns + 1  # the turn of the compaction request about to go out
+    conv.counters.compactions += 1
+    conv.runstate.pending_kind = "compaction"
+    conv.runstate.compaction_requested_at = conv.turns + 1  # the turn of the compaction request about to go out
     reply = conv.reply
     conv.emit(
         "compaction.requested",
         reason=reason,
-        input_tokens=serverside.context_tokens(reply.usage) if reply is not None else None,
+        input_tokens=usage.context_tokens(reply.usage) if reply is not None else None,
         threshold=conv.policy.compact_at_input_tokens,
         messages=len(conv.messages),
-        compaction=conv.compactions,
+        compaction=conv.counters.compactions,
     )
 
 
@@ -551,57 +480,78 @@ def apply_compaction(conv: Conversation) -> None:
     """Put the compaction reply first, in place of every message it summarises; they move to the transcript.
 
     The reply is kept exactly as sent (an assistant message holding the block), and the next reply
-    continues it: the model carries on from the summary.
+    continues it: the model carries on from the summary. Only a reply that is one compaction block with
+    a summary is applied (the guard ``lone_summary``); this refuses any other, whoever calls it.
     """
     reply = conv.require_reply()
+    block = serverside.lone_summary(reply.content)
+    if block is None:
+        raise InvalidActionError(
+            "apply_compaction: " + _not_a_summary(reply.content) + "; only such a reply can go first in messages",
+            action="apply_compaction",
+        )
     replaced = conv.messages
-    conv.replaced_messages.extend(replaced)
+    conv.runstate.replaced_messages.extend(replaced)
     conv.messages = [{"role": "assistant", "content": reply.content}]
-    conv.pending_kind = "compacted"
-    conv.compaction_applied_at = conv.turns
-    block = serverside.compaction_block(reply.content) or {}
+    conv.runstate.pending_kind = "compacted"
+    conv.runstate.compaction_applied_at = conv.turns
     conv.emit(
         "compaction.applied",
         replaced_messages=len(replaced),
         summary_chars=len(str(block.get("content") or "")),
-        compaction=conv.compactions,
-        usage=serverside.compaction_usage(reply.usage),
+        compaction=conv.counters.compactions,
+        usage=usage.compaction_passes(reply.usage),
+    )
+
+
+def _not_a_summary(content: list[dict[str, Any]]) -> str:
+    """Why a reply to our compaction request is not applied (it is not ``serverside.lone_summary``)."""
+    if len(content) == 1 and content[0].get("type") == "compaction":
+        return "the compaction block has no summary"
+    return (
+        "the reply is not one compaction block with a summary, alone (it cannot go first in messages): "
+        f"got {serverside.shape_of(content)}"
     )
 
 
 def skip_failed_compaction(conv: Conversation) -> None:
     """A compaction that produced no summary (or whose request failed) changes nothing: carry on as before.
 
+    So does an answer of any other shape than one compaction block with a summary (text around the
+    block, a tool call beside it, no block): it is dropped whole — a call in it is never run nor sent
+    back — and the next request is the ordinary one the compaction request went before.
+
     An HTTP 400 would come back on every later attempt (the model or the parameters do not allow it),
     so it turns compaction at the threshold off for the run.
     """
-    error = conv.error
+    error = conv.runstate.error
     if error is not None:
         reason, status = f"the compaction request failed: {error.type}", error.status_code
         if status == 400:
-            conv.compaction_off = True
-        conv.error = None
+            conv.runstate.compaction_off = True
+        conv.runstate.error = None
     else:
-        reason, status = "the compaction block has no summary", None
-    conv.pending_kind = None
+        reason, status = _not_a_summary(conv.require_reply().content), None
+        discard_reply(conv, reason)  # a streamed caller has seen its text: take it back
+    conv.runstate.pending_kind = None
     conv.emit(
         "compaction.failed",
         level="warning",
         source="request",
         reason=reason,
         status_code=status,
-        compaction_off=conv.compaction_off,
+        compaction_off=conv.runstate.compaction_off,
     )
 
 
 def resume_compaction(conv: Conversation) -> None:
     """The server compacted and paused (``pause_after_compaction``): send the turn back unchanged to continue it."""
     keep_reply(conv)
-    conv.compactions += 1
-    conv.pending_kind = "pause"
-    conv.emit("compaction.resumed", compaction=conv.compactions)
+    conv.counters.compactions += 1
+    conv.runstate.pending_kind = "pause"
+    conv.emit("compaction.resumed", compaction=conv.counters.compactions)
 
 
 def stop_at_compaction_limit(conv: Conversation) -> None:
     keep_reply(conv)
-    conv.reason = "max_compactions"
+    conv.runstate.reason = "max_compactions"

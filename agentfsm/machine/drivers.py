@@ -1,30 +1,27 @@
-"""Drivers: the I/O of a step, four ways — sync or async, plain or streamed.
+"""Drivers: the loop's I/O, four ways — sync or async, plain or streamed.
 
-A step is: plan (pure, ``Conversation.plan``), perform its I/O (the request
-or the tool calls — the only part that differs between drivers), complete
-(``complete_request`` / ``finish_tools`` fire the transition). Everything a
-driver decides is on the ``Conversation``; what is left here is the lines
-that must be written once with ``await`` and once without. Streamed drivers
-also yield what the caller sees while the step runs (``TextView``).
+Each driver interprets ``agentfsm.machine.loop``: it performs the effects the
+loop yields (send a request, run tool calls, await an ``async def`` hook or
+action) and sends the outcomes back. That is all a driver does; what a run
+decides is in the loop and ``core``. The streamed drivers also yield what the
+caller sees while a request streams (``TextView``) and the events the run
+emits (transitions, tool calls, retries), in order.
 
-A run ends when the conversation is ``stopped``: finished, or waiting (a
-``Suspend`` plan). The async drivers also await what a subclass made
-``async def``: a hook (``AwaitHook``: await it, then plan with its choice) and
-an action (awaited inside ``conv.acting``, then the transition fires); the
-sync drivers refuse an agent that has either (``conv.require_sync``).
+The sync drivers refuse an agent with ``async def`` hooks or actions
+(``core.require_sync``) before anything is sent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
-from agentfsm.machine.plan import AwaitHook, RunTools, SendRequest, Suspend
+from agentfsm.machine import core, loop
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
-from agentfsm.machine.table import Transition
 from agentfsm.result import RunResult, TraceStep
+from agentfsm.tools.calls import ToolResult
 from agentfsm.wire import api
 
 if TYPE_CHECKING:
@@ -32,158 +29,159 @@ if TYPE_CHECKING:
 
 _NEVER_RAN = api.RequestFailure(type="no_outcome", message="stream never ran")
 
+Sent = tuple[api.Reply | api.RequestFailure, float]
+
 
 # --- sync --------------------------------------------------------------------------------------
 
 
-def _step(conv: Conversation, view: TextView | None) -> Iterator[StreamEvent]:
-    plan = conv.plan()
-    if isinstance(plan, AwaitHook):
-        conv.require_sync()  # raises: an async hook cannot be awaited here
-        return
-    if isinstance(plan, Suspend):
-        conv.suspend()
-    elif isinstance(plan, SendRequest):
-        client, betas = conv.agent.client, plan.betas  # a client of the wrong kind raises before any request
-        conv.begin_request()
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            if view is None:
-                outcome = api.send(client, plan.params, betas=betas, timeout=plan.timeout)
-            else:
-                call = api.StreamCall(client, plan.params, betas=betas, timeout=plan.timeout)
-                view.begin(conv, retry=attempt > 0)
-                for delta in call:
-                    yield from view.feed(delta)
-                outcome = call.outcome or _NEVER_RAN
-                yield from view.end(ok=isinstance(outcome, api.Reply))
-            delay = conv.retry_delay(outcome, attempt)
-            if delay is None:
-                break
-            attempt += 1
-            yield from conv.drain()
-            time.sleep(delay)
-            conv.begin_request()  # a resend is a request: counted against max_turns
-        conv.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
-    elif isinstance(plan, RunTools):
-        to_run, settled = conv.begin_tools(plan)
-        yield from conv.drain()
-        results = conv.agent.executor.execute(to_run, conv.agent.tool_map, conv.tool_timeout) if to_run else []
-        conv.finish_tools(plan, settled, results)
+def _drive(conv: Conversation, steps: loop.Steps, view: TextView | None) -> Iterator[StreamEvent]:
+    """Perform every effect ``steps`` yields, with the sync client and executor."""
+    outcome: Any = None
+    while True:
+        try:
+            effect = steps.send(outcome)
+        except StopIteration:
+            yield from core.drain(conv)
+            break
+        yield from core.drain(conv)
+        if isinstance(effect, SendRequest):
+            outcome = yield from _send(conv, effect, view)
+        elif isinstance(effect, RunTools):
+            outcome = conv.agent.executor.execute(effect.calls, conv.agent.tool_map, core.tool_timeout(conv))
+        elif isinstance(effect, ToolsDue):
+            outcome = None
+        else:  # an async hook or action: refused, with the reason
+            core.require_sync(conv)
+            raise AssertionError(f"unreachable: {effect!r}")  # require_sync raises for both
+
+
+def _send(conv: Conversation, plan: SendRequest, view: TextView | None) -> Generator[StreamEvent, None, Sent]:
+    if plan.delay > 0:
+        conv._clock.sleep(plan.delay)
+    client = conv.agent.client  # a client of the wrong kind raises before any request
+    started = time.perf_counter()
+    if view is None:
+        outcome = api.send(client, plan.params, betas=plan.betas, timeout=plan.timeout)
     else:
-        conv.fire(plan.transition)
-    yield from conv.drain()
+        call = api.StreamCall(client, plan.params, betas=plan.betas, timeout=plan.timeout)
+        view.begin(conv, retry=plan.attempt > 0)
+        for delta in call:
+            yield from view.feed(delta)
+        outcome = call.outcome or _NEVER_RAN
+        yield from view.end(ok=isinstance(outcome, api.Reply))
+    return outcome, (time.perf_counter() - started) * 1000
 
 
 def step(conv: Conversation) -> TraceStep | None:
-    conv.require_sync()
+    core.require_sync(conv)
     if conv.stopped:
         return None
-    for _ in _step(conv, None):
+    for _ in _drive(conv, loop.step(conv), None):
         pass
     return conv.trace[-1] if conv.trace and conv.waiting is None else None
 
 
 def run(conv: Conversation) -> RunResult:
-    conv.require_sync()
+    core.require_sync(conv)
     try:
-        while not conv.stopped:
-            for _ in _step(conv, None):
-                pass
+        for _ in _drive(conv, loop.steps(conv), None):
+            pass
     finally:
-        conv.release()
+        conv._persistence.release(conv)
     return conv.result()
 
 
 def stream(conv: Conversation) -> Iterator[StreamEvent]:
-    conv.require_sync()
+    core.require_sync(conv)
     view = TextView()
     conv._outbox = []
     try:
-        while not conv.stopped:
-            yield from _step(conv, view)
+        yield from _drive(conv, loop.steps(conv), view)
         yield from view.close(conv)
     finally:
         conv._outbox = None
-        conv.release()
+        conv._persistence.release(conv)
     yield ResultEvent(result=conv.result())
 
 
-# --- async: the same lines, awaited ---------------------------------------------------------------
+# --- async: the same, awaited -----------------------------------------------------------------------
 
 
-async def afire(conv: Conversation, transition: Transition) -> None:
-    """Fire ``transition``, first awaiting its action when that is ``async def`` (inside ``conv.acting``,
-    which checks what it left). The async drivers and the durable engines fire every transition so."""
-    if transition.awaits:
-        action = cast(Callable[["Conversation"], Awaitable[None]], transition.action)
-        with conv.acting(transition):
-            await action(conv)
-    conv.fire(transition)
+async def perform_async(conv: Conversation, effect: AwaitHook | AwaitAction) -> Any:
+    """Await an ``async def`` hook (its choice is the outcome) or action (inside ``core.acting``, which checks
+    what it left and puts the history back if it raised). The async drivers and the durable engines both
+    await them so."""
+    if isinstance(effect, AwaitHook):
+        return await effect.hook(conv)
+    action = cast(Callable[["Conversation"], Awaitable[None]], effect.transition.action)
+    with core.acting(conv, effect.transition):
+        await action(conv)
+    return None
 
 
-async def _astep(conv: Conversation, view: TextView | None) -> AsyncIterator[StreamEvent]:
-    plan = conv.plan()
-    if isinstance(plan, AwaitHook):
-        plan = conv.plan(await plan.hook(conv))
-    if isinstance(plan, Suspend):
-        conv.suspend()
-    elif isinstance(plan, SendRequest):
-        client, betas = conv.agent.aclient, plan.betas
-        conv.begin_request()
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            if view is None:
-                outcome = await api.asend(client, plan.params, betas=betas, timeout=plan.timeout)
-            else:
-                call = api.StreamCall(client, plan.params, betas=betas, timeout=plan.timeout)
-                view.begin(conv, retry=attempt > 0)
-                async for delta in call:
-                    for event in view.feed(delta):
-                        yield event
-                outcome = call.outcome or _NEVER_RAN
-                for event in view.end(ok=isinstance(outcome, api.Reply)):
-                    yield event
-            delay = conv.retry_delay(outcome, attempt)
-            if delay is None:
-                break
-            attempt += 1
-            for event in conv.drain():
+async def _adrive(conv: Conversation, steps: loop.Steps, view: TextView | None) -> AsyncIterator[StreamEvent]:
+    """Perform every effect ``steps`` yields, with the async client and executor."""
+    outcome: Any = None
+    while True:
+        try:
+            effect: Effect = steps.send(outcome)
+        except StopIteration:
+            for event in core.drain(conv):
                 yield event
-            await asyncio.sleep(delay)
-            conv.begin_request()
-        conv.complete_request(outcome, latency_ms=(time.perf_counter() - started) * 1000)
-    elif isinstance(plan, RunTools):
-        to_run, settled = conv.begin_tools(plan)
-        for event in conv.drain():
+            break
+        for event in core.drain(conv):
             yield event
-        executor = conv.agent.executor
-        results = await executor.aexecute(to_run, conv.agent.tool_map, conv.tool_timeout) if to_run else []
-        conv.finish_tools(plan, settled, results, fire=False)
-        await afire(conv, plan.transition)
-    elif not isinstance(plan, AwaitHook):
-        await afire(conv, plan.transition)
-    for event in conv.drain():
-        yield event
+        if isinstance(effect, SendRequest):
+            async for item in _asend(conv, effect, view):
+                if isinstance(item, tuple):
+                    outcome = item
+                else:
+                    yield item
+        elif isinstance(effect, RunTools):
+            results: list[ToolResult] = await conv.agent.executor.aexecute(
+                effect.calls, conv.agent.tool_map, core.tool_timeout(conv)
+            )
+            outcome = results
+        elif isinstance(effect, ToolsDue):
+            outcome = None
+        else:
+            outcome = await perform_async(conv, effect)
+
+
+async def _asend(conv: Conversation, plan: SendRequest, view: TextView | None) -> AsyncIterator[StreamEvent | Sent]:
+    if plan.delay > 0:
+        await conv._clock.asleep(plan.delay)
+    client = conv.agent.aclient
+    started = time.perf_counter()
+    if view is None:
+        outcome = await api.asend(client, plan.params, betas=plan.betas, timeout=plan.timeout)
+    else:
+        call = api.StreamCall(client, plan.params, betas=plan.betas, timeout=plan.timeout)
+        view.begin(conv, retry=plan.attempt > 0)
+        async for delta in call:
+            for event in view.feed(delta):
+                yield event
+        outcome = call.outcome or _NEVER_RAN
+        for event in view.end(ok=isinstance(outcome, api.Reply)):
+            yield event
+    yield outcome, (time.perf_counter() - started) * 1000
 
 
 async def astep(conv: Conversation) -> TraceStep | None:
     if conv.stopped:
         return None
-    async for _ in _astep(conv, None):
+    async for _ in _adrive(conv, loop.step(conv), None):
         pass
     return conv.trace[-1] if conv.trace and conv.waiting is None else None
 
 
 async def arun(conv: Conversation) -> RunResult:
     try:
-        while not conv.stopped:
-            async for _ in _astep(conv, None):
-                pass
+        async for _ in _adrive(conv, loop.steps(conv), None):
+            pass
     finally:
-        conv.release()
+        conv._persistence.release(conv)
     return conv.result()
 
 
@@ -191,12 +189,11 @@ async def astream(conv: Conversation) -> AsyncIterator[StreamEvent]:
     view = TextView()
     conv._outbox = []
     try:
-        while not conv.stopped:
-            async for event in _astep(conv, view):
-                yield event
+        async for event in _adrive(conv, loop.steps(conv), view):
+            yield event
         for event in view.close(conv):
             yield event
     finally:
         conv._outbox = None
-        conv.release()
+        conv._persistence.release(conv)
     yield ResultEvent(result=conv.result())

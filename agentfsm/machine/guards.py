@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from agentfsm.machine import history, serverside
+from agentfsm.machine import serverside
+from agentfsm.wire import messages as history
+from agentfsm.wire import usage
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -49,7 +51,11 @@ def over_budget(conv: Conversation) -> bool:
 
 @guard("our prefill was rejected and strategy is auto")
 def prefill_rejected_in_auto(conv: Conversation) -> bool:
-    return conv.policy.continuation == "auto" and conv.pending_kind == "prefill" and conv.prefill_was_rejected
+    return (
+        conv.policy.continuation == "auto"
+        and conv.runstate.pending_kind == "prefill"
+        and conv.runstate.prefill_was_rejected
+    )
 
 
 @guard("reply empty after tool results")
@@ -65,7 +71,7 @@ def empty_after_tool_results(conv: Conversation) -> bool:
 
 @guard("empty_retries < max_empty_retries")
 def empty_retries_left(conv: Conversation) -> bool:
-    return conv.empty_retries < conv.policy.max_empty_retries
+    return conv.counters.empty_retries < conv.policy.max_empty_retries
 
 
 @guard("reply cut inside a tool_use or thinking block")
@@ -78,12 +84,12 @@ def cut_mid_block(conv: Conversation) -> bool:
 
 @guard("rung < len(max_tokens_ladder)")
 def rungs_left(conv: Conversation) -> bool:
-    return conv.rung < len(conv.policy.max_tokens_ladder)
+    return conv.counters.rung < len(conv.policy.max_tokens_ladder)
 
 
 @guard("continuations < max_continuations")
 def continuations_left(conv: Conversation) -> bool:
-    return conv.continuations < conv.policy.max_continuations
+    return conv.counters.continuations < conv.policy.max_continuations
 
 
 @guard("reply has client tool_use blocks")
@@ -93,13 +99,13 @@ def has_tool_calls(conv: Conversation) -> bool:
 
 @guard("pause_resumes < max_pause_resumes")
 def pause_resumes_left(conv: Conversation) -> bool:
-    return conv.pause_resumes < conv.policy.max_pause_resumes
+    return conv.counters.pause_resumes < conv.policy.max_pause_resumes
 
 
 @guard("fallback_model set and not yet tried")
 def fallback_unused(conv: Conversation) -> bool:
     fallback = conv.policy.fallback_model
-    return fallback is not None and not conv.fallback_used and fallback != conv.model
+    return fallback is not None and not conv.counters.fallback_used and fallback != conv.model
 
 
 # --- compaction ---------------------------------------------------------------------------------
@@ -111,21 +117,21 @@ def _threshold_reached(conv: Conversation) -> bool:
     reply = conv.reply
     if threshold is None or reply is None or reply.stop_reason == "compaction":
         return False
-    tokens = serverside.context_tokens(reply.usage)
+    tokens = usage.context_tokens(reply.usage)
     return tokens is not None and tokens >= threshold
 
 
 def _just_compacted(conv: Conversation) -> bool:
     """The last reply answers the first request sent after a compaction replaced the history."""
-    applied = conv.compaction_applied_at
+    applied = conv.runstate.compaction_applied_at
     return applied is not None and conv.turns == applied + 1
 
 
 def _compaction_on(conv: Conversation) -> bool:
     return (
         conv.policy.compact_at_input_tokens is not None
-        and not conv.compaction_off
-        and conv.compactions < conv.policy.max_compactions
+        and not conv.runstate.compaction_off
+        and conv.counters.compactions < conv.policy.max_compactions
         # room for the turn the compaction is for: never spend the last request on a compaction
         and conv.turns + 1 < conv.policy.max_turns
     )
@@ -133,16 +139,16 @@ def _compaction_on(conv: Conversation) -> bool:
 
 @guard("a compaction left the input >= compact_at_input_tokens")
 def compaction_ineffective(conv: Conversation) -> bool:
-    return not conv.compaction_off and _just_compacted(conv) and _threshold_reached(conv)
+    return not conv.runstate.compaction_off and _just_compacted(conv) and _threshold_reached(conv)
 
 
 @guard("input >= compact_at_input_tokens and compactions < max_compactions")
 def compaction_due(conv: Conversation) -> bool:
-    requested = conv.compaction_requested_at
+    requested = conv.runstate.compaction_requested_at
     return (
         _compaction_on(conv)
-        and conv.pending_kind is None  # between turns: nothing is being continued or resumed
-        and conv.credit_token is None  # a credit token is redeemed by the same request body only
+        and conv.runstate.pending_kind is None  # between turns: nothing is being continued or resumed
+        and conv.runstate.credit_token is None  # a credit token is redeemed by the same request body only
         and (requested is None or conv.turns > requested)  # a reply since the last compaction request
         and not _just_compacted(conv)
         and _threshold_reached(conv)
@@ -152,22 +158,20 @@ def compaction_due(conv: Conversation) -> bool:
 
 @guard("compaction on and compactions < max_compactions")
 def can_compact_at_window(conv: Conversation) -> bool:
-    return _compaction_on(conv) and conv.pending_kind is None and not _just_compacted(conv)
+    return _compaction_on(conv) and conv.runstate.pending_kind is None and not _just_compacted(conv)
 
 
 @guard("it was our compaction request")
 def compaction_request_pending(conv: Conversation) -> bool:
-    return conv.pending_kind == "compaction"
+    return conv.runstate.pending_kind == "compaction"
 
 
-@guard("it has a summary")
-def has_summary(conv: Conversation) -> bool:
-    if conv.reply is None:
-        return False
-    block = serverside.compaction_block(conv.reply.content)
-    return block is not None and isinstance(block.get("content"), str) and bool(block["content"])
+@guard("the reply is one compaction block with a summary")
+def lone_summary(conv: Conversation) -> bool:
+    """Only such a reply can go first in ``messages`` (``serverside.lone_summary`` says why)."""
+    return conv.reply is not None and serverside.lone_summary(conv.reply.content) is not None
 
 
 @guard("compactions < max_compactions")
 def compactions_left(conv: Conversation) -> bool:
-    return conv.compactions < conv.policy.max_compactions
+    return conv.counters.compactions < conv.policy.max_compactions

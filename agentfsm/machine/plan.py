@@ -1,11 +1,12 @@
 """A plan: what the next step of a conversation needs, decided before anything is done.
 
-``Conversation.plan()`` returns one of these without touching the network or
-running a tool; a driver (``agentfsm.machine.drivers``, or a durable engine)
-performs the I/O it names and hands the outcome back to the conversation.
-Two plans need no I/O but something of the driver: ``AwaitHook`` (an
-``async def`` hook to await; ``conv.plan(choice)`` then plans with what it
-returned) and ``Suspend`` (the run stops here, waiting: ``conv.suspend()``).
+``core.plan`` returns one of these without touching the network or running a
+tool. The loop (``agentfsm.machine.loop``) yields the ones that need a runner —
+``SendRequest`` and ``RunTools`` (I/O, ``RunTools`` announced by ``ToolsDue``),
+``AwaitHook`` and ``AwaitAction`` (an ``async def`` hook or action to await) —
+and each runner performs them its own way and sends the outcome back: the sync and async drivers, the durable
+engines' steps, the batch runner's batches. ``Fire`` and ``Suspend`` need no
+runner: the loop carries them out itself.
 """
 
 from __future__ import annotations
@@ -20,20 +21,40 @@ from agentfsm.tools.calls import ToolCall
 
 @dataclass(frozen=True)
 class SendRequest:
-    """I/O the next step needs: send this request (through ``client.beta.messages`` when ``betas`` is set)."""
+    """I/O the next step needs: send this request (through ``client.beta.messages`` when ``betas`` is set),
+    after waiting ``delay`` seconds; the runner answers with ``(Reply | RequestFailure, latency_ms)``."""
 
     params: dict[str, Any]
     timeout: float | None
     #: The agent's betas plus those this request's parameters need (compaction, fallbacks, credit tokens).
     betas: tuple[str, ...] = ()
+    #: 0 for the first send; n for the n-th resend of a request whose stream broke (``core.resend``).
+    attempt: int = 0
+    #: Seconds to wait before sending: the backoff before a resend.
+    delay: float = 0.0
+
+    def again(self, delay: float) -> SendRequest:
+        """The same request, sent again after ``delay`` seconds."""
+        return SendRequest(self.params, self.timeout, self.betas, self.attempt + 1, delay)
 
 
 @dataclass(frozen=True)
 class RunTools:
-    """I/O the next step needs: run these tool calls, then fire ``transition``."""
+    """I/O the next step needs: run these tool calls (the runner answers with their ``ToolResult`` list),
+    then fire ``transition``."""
 
     transition: Transition
     calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class ToolsDue:
+    """The step runs tool calls next: answer None when you are ready to start them. Only then does the loop
+    record them as started (and save): a runner that queues work — the batch runner, applying a whole
+    batch's results before it runs any tools — leaves no call in doubt if it dies before starting it.
+    The drivers and the engines answer at once."""
+
+    plan: RunTools
 
 
 @dataclass(frozen=True)
@@ -45,10 +66,20 @@ class Fire:
 
 @dataclass(frozen=True)
 class AwaitHook:
-    """The state's hook is ``async def``: await ``hook(conv)``, then plan again with ``conv.plan(choice)``."""
+    """The state's hook is ``async def``: await ``hook(conv)`` and answer with what it returned (the loop
+    plans with that choice). A sync runner refuses it."""
 
     state: str
     hook: Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class AwaitAction:
+    """The transition's action is ``async def``: await it inside ``core.acting`` (which checks and, on
+    failure, puts back what it changed), then answer None; the loop fires the transition. A sync runner
+    refuses it."""
+
+    transition: Transition
 
 
 @dataclass(frozen=True)
@@ -59,3 +90,5 @@ class Suspend:
 
 
 Plan = SendRequest | RunTools | Fire | AwaitHook | Suspend
+#: What the loop yields to its runner.
+Effect = SendRequest | ToolsDue | RunTools | AwaitHook | AwaitAction

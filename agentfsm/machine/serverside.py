@@ -30,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
-from agentfsm.machine.history import Block, Message, tool_result_ids, tool_use_ids
+from agentfsm.wire.messages import Block, Message, tool_result_ids, tool_use_ids
+from agentfsm.wire.usage import iterations
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -86,20 +87,20 @@ def shape_request(conv: Conversation, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as this request must go out: a compaction request, a retry redeeming a credit token,
     or an ordinary request with the policy's ``fallbacks``."""
     policy = conv.policy
-    if policy.fallbacks is not None and not conv.fallback_used:
+    if policy.fallbacks is not None and not conv.counters.fallback_used:
         # The chain is the agent's model's: after a client-side switch to fallback_model it is not sent
         # (a list sent to a model without fallbacks is an HTTP 400).
         chain = policy.fallbacks
         params["fallbacks"] = [dict(e) for e in chain] if isinstance(chain, list) else chain
-    if conv.pending_kind == "compaction":
+    if conv.runstate.pending_kind == "compaction":
         params = without_compaction_incompatible(params)
         config: dict[str, Any] = {"type": "summarize"}
         if policy.compaction_instructions and policy.compaction_instructions.strip():
             config["instructions"] = policy.compaction_instructions
         params["compaction"] = config
-    elif conv.credit_token is not None:
+    elif conv.runstate.credit_token is not None:
         params.pop("fallbacks", None)  # the API rejects fallback_credit_token with fallbacks, always
-        params["fallback_credit_token"] = credit_token_param(conv.credit_token)
+        params["fallback_credit_token"] = credit_token_param(conv.runstate.credit_token)
     return params
 
 
@@ -194,34 +195,29 @@ def compaction_block(content: Sequence[Block]) -> Block | None:
     return found[-1] if found else None
 
 
-# --- reading a reply's usage ---------------------------------------------------------------------------
+def lone_summary(content: Sequence[Block]) -> Block | None:
+    """The compaction block of an answer to our compaction request that can go first in ``messages``; else None.
 
-
-def iterations(usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    found = (usage or {}).get("iterations")
-    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
-
-
-def _prompt_tokens(entry: Mapping[str, Any]) -> int:
-    return sum(
-        int(entry.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
-
-
-def context_tokens(usage: Mapping[str, Any] | None) -> int | None:
-    """The size of the context the request sent: the last sampling iteration's input (cache included).
-
-    Never a ``compaction`` entry's: that is the cost of the summarising pass, not the context size.
+    What the API promises for that answer (``BetaCompactionConfigParam``: "a signed ``compaction``
+    block, alone ... nothing is sampled after the block"), and the only shape applied: exactly one
+    block, a ``compaction`` block whose ``content`` is a non-empty string (null is a failed
+    compaction; an empty string the API rejects when it comes back). Anything else — text before or
+    after it, a tool call beside it (which the next message would have to answer), thinking, a second
+    block — is not what was asked for, and the compaction counts as failed (``skip_failed_compaction``).
     """
-    if not usage:
+    if len(content) != 1:
         return None
-    sampled = [e for e in iterations(usage) if e.get("type") in ("message", "fallback_message")]
-    return _prompt_tokens(sampled[-1] if sampled else usage)
+    block = content[0]
+    summary = block.get("content")
+    return block if block.get("type") == "compaction" and isinstance(summary, str) and summary else None
 
 
-def compaction_usage(usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The ``compaction`` entries of ``usage.iterations``: billed, but not in the top-level fields."""
-    return [e for e in iterations(usage) if e.get("type") == "compaction"]
+def shape_of(content: Sequence[Block]) -> str:
+    """The block types of ``content``, as a reason shows them: ``[text, compaction, text]``."""
+    return "[" + ", ".join(str(b.get("type")) for b in content) + "]"
+
+
+# --- who served a reply ---------------------------------------------------------------------------
 
 
 def served_by(reply: Reply) -> str | None:

@@ -121,13 +121,13 @@ class TextView:
         Text shown for a reply that was then discarded, or for an attempt that broke, stays on
         the caller's screen until an attempt that succeeds confirms or takes it back.
         """
-        repeat = retry or conv.discards != self._discards_seen or bool(self._unconfirmed)
-        self._discards_seen = conv.discards
+        repeat = retry or conv.counters.discards != self._discards_seen or bool(self._unconfirmed)
+        self._discards_seen = conv.counters.discards
         if repeat:
             self._unconfirmed = self._screen
         else:
             self._screen, self._unconfirmed = "", ""
-        kind = conv.pending_kind
+        kind = conv.runstate.pending_kind
         mode = "prefill" if kind in ("prefill", "caller_prefill") else "prompt" if kind == "prompt" else "none"
         self._seam = Seam(conv.answer, mode)
 
@@ -150,7 +150,7 @@ class TextView:
     def close(self, conv: Conversation) -> list[StreamEvent]:
         """The run is over: take back what the last reply showed if it is not in the answer after all
         (its stream broke and was not resent, or it was discarded), so the caller ends with the answer."""
-        if (self._broken or conv.discards != self._discards_seen) and self._screen:
+        if (self._broken or conv.counters.discards != self._discards_seen) and self._screen:
             return [self._rewind(len(self._screen))]
         return []
 

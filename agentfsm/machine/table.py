@@ -19,12 +19,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from transitions import Event, EventData, Machine, State
-from transitions import Transition as TransitionsTransition
-
-from agentfsm.errors import ConfigurationError, InvalidTransitionError
+from agentfsm.errors import ConfigurationError
 from agentfsm.machine import actions
 from agentfsm.machine import guards as g
+from agentfsm.machine._fsm import build_machine
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -164,10 +162,11 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("pause_turn",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("pause_turn",                "resume",           REQUESTING,      (g.pause_resumes_left,),                            actions.resume_pause),
     T("pause_turn",                "give_up",          "truncated",     (),                                                 actions.stop_at_pause_limit),
-    # compaction: our compaction request answered -> its block replaces the history it summarises (a null
-    # summary is a no-op); a server-side compaction paused (pause_after_compaction) -> send it back unchanged
-    # (client tool calls in it are run and answered first, as for pause_turn).
-    T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.has_summary),      actions.apply_compaction),
+    # compaction: our compaction request answered with one block holding a summary -> it replaces the history it
+    # summarises; any other answer (a null summary, text or a tool call beside the block) is a failed compaction,
+    # a no-op; a server-side compaction paused (pause_after_compaction) -> send it back unchanged (client tool
+    # calls in it are run and answered first, as for pause_turn).
+    T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.lone_summary),     actions.apply_compaction),
     T("compaction",                COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
     T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),
@@ -225,7 +224,7 @@ class Table:
         self.must_choose: frozenset[str] = frozenset(
             s for s in self.added if s not in self.waits and len(self._outgoing[s]) > 1
         )
-        self.machine = self._build_machine()
+        self.machine = build_machine(self)
 
     def outgoing(self, state: str) -> list[Transition]:
         """Transitions leaving ``state``, in the order they are tried."""
@@ -241,29 +240,6 @@ class Table:
 
     def triggers(self, state: str) -> list[str]:
         return list(dict.fromkeys(t.trigger for t in self._outgoing[state]))
-
-    def _build_machine(self) -> Any:
-        machine = _Machine(
-            name="agentfsm",  # its log lines say so; agentfsm.observe.events drops their chatter
-            model=None,
-            states=list(self.states),
-            initial=REQUESTING,
-            auto_transitions=False,
-            send_event=True,
-            after_state_change=[_record],
-        )
-        for t in self.transitions:
-            # The table chose the transition (``first_allowed``: guards in the order written); the machine
-            # takes that one. Its guards are not run twice, and a hook's choice is never second-guessed.
-            shared = len(self._by_trigger[(t.source, t.trigger)]) > 1
-            machine.add_transition(
-                t.trigger,
-                t.source,
-                t.dest,
-                conditions=[_chosen(t)] if shared else [],
-                before=[_callback(t, t not in _BASE)] if t.action else [],
-            )
-        return machine
 
 
 def merge(parent: Table | None, states: Sequence[str], transitions: Sequence[Transition]) -> Table:
@@ -321,99 +297,3 @@ def is_async(fn: Any) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
     return callable(fn) and not isinstance(fn, type) and inspect.iscoroutinefunction(type(fn).__call__)
-
-
-def _chosen(t: Transition) -> Callable[[Any], bool]:
-    """The machine's condition for ``t``: that it is the transition ``Conversation.fire`` was given."""
-
-    def chosen(event: Any) -> bool:
-        return bool(event.args[0] is t)
-
-    return chosen
-
-
-def _callback(t: Transition, checked: bool) -> Callable[[Any], None]:
-    fn: Any = t.action
-    if checked:
-
-        def run(event: Any) -> None:
-            event.model.perform(t)
-
-    else:
-
-        def run(event: Any) -> None:
-            fn(event.model)
-
-    run.__name__ = getattr(fn, "__name__", "action")
-    return run
-
-
-_BASE = frozenset(BASE_TRANSITIONS)
-
-
-class _State(State):
-    """A state with no enter/exit callbacks (agentfsm declares none) costs nothing to enter or leave."""
-
-    def enter(self, event_data: Any) -> None:
-        if self.on_enter:
-            super().enter(event_data)
-
-    def exit(self, event_data: Any) -> None:
-        if self.on_exit:
-            super().exit(event_data)
-
-
-class _Transition(TransitionsTransition):
-    """``transitions.Transition.execute`` without its per-step debug lines and the prepare/after lists
-    agentfsm never fills: condition (the table's choice), action, state change, record. The machine is
-    fired twice a turn, and each of those lines costs a logger call whether anything listens or not."""
-
-    def execute(self, event_data: Any) -> bool:
-        machine = event_data.machine
-        for condition in self.conditions:
-            if not condition.check(event_data):
-                return False
-        machine.callbacks(self.before, event_data)
-        self._change_state(event_data)
-        machine.callbacks(machine.after_state_change, event_data)
-        return True
-
-
-class _Event(Event):
-    """``transitions.Event.trigger`` for a machine that never queues and has no prepare or finalize
-    callbacks: straight to the transitions leaving the model's state, the first that executes wins.
-    An exception propagates as it would from the stock class (agentfsm sets no ``on_exception``); a
-    trigger that does not leave the state is agentfsm's ``InvalidTransitionError``, not ``MachineError``."""
-
-    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
-        machine = self.machine
-        event_data = EventData(None, self, machine, model, args=args, kwargs=kwargs)
-        event_data.state = state = machine.get_model_state(model)
-        if state.name not in self.transitions:
-            raise InvalidTransitionError(f"no transition {self.name!r} leaves {state.name!r}")
-        for transition in self.transitions[state.name]:
-            event_data.transition = transition
-            if transition.execute(event_data):
-                event_data.result = True
-                return True
-        return False
-
-
-class _Machine(Machine):
-    """The ``transitions`` Machine agentfsm fires, through the library's own extension points
-    (``state_cls``, ``transition_cls``, ``event_cls``): the same states, events and transitions, minus
-    what agentfsm never uses (queueing, prepare/finalize callbacks, a log line per step and callback).
-    Measured inside a run (benchmarks/bench.py), a transition costs about 10 µs of the machine's own
-    time with these classes against 18 µs with the stock ones: 1.5% of a simulated turn."""
-
-    state_cls = _State
-    transition_cls = _Transition
-    event_cls = _Event
-
-    def callbacks(self, funcs: Iterable[Any], event_data: Any) -> None:
-        for func in funcs:
-            func(event_data)
-
-
-def _record(event: Any) -> None:
-    event.model.record_transition(event.transition.source, event.transition.dest, event.event.name)

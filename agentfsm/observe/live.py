@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from agentfsm.observe.redaction import redact_processor
+from agentfsm.redaction import redact_processor
 
 _HEADER = ("event", "level", "conversation_id", "turn", "state", "timestamp")
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"

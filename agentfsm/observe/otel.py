@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
 from agentfsm.observe import events
-from agentfsm.observe.redaction import redact
+from agentfsm.redaction import redact
 from agentfsm.tools.executor import call_scope
 
 try:
@@ -362,7 +362,7 @@ class SpanObserver:
             }
             span.set_attributes({k: v for k, v in attributes.items() if v is not None})
         if data.get("final_state") == "failed":
-            error = conv.error
+            error = conv.runstate.error
             span.set_attribute(ERROR_TYPE, error.type if error is not None else "failed")
             span.set_status(Status(StatusCode.ERROR, error.message if error is not None else data.get("reason")))
         elif data.get("final_state") == "done":

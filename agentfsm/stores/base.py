@@ -25,49 +25,31 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from agentfsm.errors import CorruptSnapshotError, SnapshotVersionError
-from agentfsm.result import RunError, TraceStep, Usage
-from agentfsm.tools.calls import ToolCall, ToolResult
+from agentfsm.machine.state import Counters, PendingDecision, RunState
+from agentfsm.wire.usage import Usage
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Counters",
+    "PendingDecision",
+    "RunState",
+    "RunSummary",
+    "Snapshot",
+    "Store",
+    "read_snapshot",
+    "snapshot_json",
+    "stored_request",
+]
 
 #: The snapshot format this version writes. Bump it when a field changes meaning, and teach
 #: ``Snapshot.upgrade`` to read the old one.
 SCHEMA_VERSION = 1
-
-
-class Counters(BaseModel):
-    """The numbers the guards read: each bounds one loop of the machine."""
-
-    turns: int = 0
-    continuations: int = 0
-    pause_resumes: int = 0
-    empty_retries: int = 0
-    rung: int = 0
-    fallback_used: bool = False
-    discards: int = 0
-    compactions: int = 0
-
-
-class PendingDecision(BaseModel):
-    """What a waiting conversation waits for, written when it stops to wait.
-
-    Stored with the snapshot so that whoever looks at a waiting run (``agentfsm runs show``,
-    the inspector) can say what it waits for without importing the agent's code: the
-    triggers are the Agent class's, and loading a class named by a stored row runs code.
-    """
-
-    #: The state it waits in.
-    state: str
-    #: The triggers that can decide it: those leaving the state whose guards passed when it stopped.
-    triggers: list[str]
-    #: The client tool calls awaiting the decision, in call order (empty when the wait is about no call).
-    tool_calls: list[ToolCall] = []
-    #: Why it waits: the guards of the transition that led into the wait (None when it has none).
-    why: str | None = None
 
 
 #: Request parameter keys whose values are credentials (an MCP server's ``authorization_token``): never stored.
@@ -82,7 +64,7 @@ def stored_request(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> di
     """The request parameters a snapshot keeps (``Snapshot.request``): ``params`` with every value under a
     credential's key replaced, and every copy of the client's credentials redacted. Worked out once per
     agent (its parameters do not change), not at every save."""
-    from agentfsm.observe.redaction import REDACTED, redact
+    from agentfsm.redaction import REDACTED, redact
 
     found = tuple(secrets)
     cached = _STORED.get(id(params))
@@ -103,62 +85,12 @@ def stored_request(params: Mapping[str, Any], secrets: Iterable[str] = ()) -> di
     return scrubbed
 
 
-class Snapshot(BaseModel):
-    """One conversation at a transition, as stored."""
+class Snapshot(RunState):
+    """One conversation at a transition, as stored: its ``RunState`` in an envelope."""
 
     schema_version: int = SCHEMA_VERSION
     conversation_id: str
     agent: str
-    state: str
-    messages: list[dict[str, Any]]
-    model: str
-    max_tokens: int
-    #: What every request of the run is sent with besides its messages, model and max_tokens (the system
-    #: prompt, the tools with their schemas, temperature, ...), credentials replaced: for inspectors, which
-    #: show a run without importing its Agent class. None in rows an earlier agentfsm wrote.
-    request: dict[str, Any] | None = None
-    counters: Counters
-    continuation_mode: Literal["prefill", "prompt"]
-    pending_kind: Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"] | None = None
-    prefill_was_rejected: bool = False
-    container: str | None = None
-    #: Compaction: turns of the last compaction request and of the last one applied; whether it is off.
-    compaction_requested_at: int | None = None
-    compaction_applied_at: int | None = None
-    compaction_off: bool = False
-    #: The messages compactions took out of ``messages``, oldest first.
-    replaced_messages: list[dict[str, Any]] = []
-    #: A refusal's fallback credit token, for the retry not yet sent.
-    credit_token: str | None = None
-    reply: dict[str, Any] | None = None
-    answer: str = ""
-    reason: str | None = None
-    error: RunError | None = None
-    usage: Usage = Field(default_factory=Usage)
-    cost_usd: float | None = 0.0
-    trace: list[TraceStep] = []
-    #: Results committed for the tool calls of the reply being answered, by tool_use_id.
-    tool_results: dict[str, ToolResult] = {}
-    #: Tool calls handed to the executor and not committed yet: if the process died, they were running.
-    tools_started: list[str] = []
-    #: How long each client tool call answered in the history took: tool_use_id → duration_ms (None: not measured).
-    tool_ms: dict[str, float | None] = {}
-    elapsed_s: float = 0.0
-    finished: bool = False
-    #: Saves so far (1 for the first): a worker that takes the lease checks nobody saved since it loaded.
-    revision: int = 0
-    #: The state the run stopped in to wait for a decision from outside (None while it runs or once finished).
-    waiting: str | None = None
-    #: While waiting, what it waits for (None otherwise, and in rows an earlier agentfsm wrote).
-    pending_decision: PendingDecision | None = None
-    #: The trigger a resume decided on, until its transition has fired (a crash in between carries it out).
-    decision: str | None = None
-    #: What the latest resume gave (``resume(..., input=...)``): JSON, read by the hook and the action.
-    input: Any = None
-    #: Whether ``reply`` is in ``messages`` already (an action kept it).
-    reply_kept: bool = False
-    #: Run through the Message Batches API (``agentfsm.batch``).
-    batched: bool = False
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> Snapshot:
@@ -192,8 +124,9 @@ def read_snapshot(conversation_id: str, raw: str | bytes) -> Snapshot:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the row"
+        why = str(first["msg"]).removeprefix("Value error, ")  # a validator's own message says enough
         raise CorruptSnapshotError(
-            conversation_id, f"the stored row is not a conversation snapshot: {where}: {first['msg']}"
+            conversation_id, f"the stored row is not a conversation snapshot: {where}: {why}"
         ) from None
     if snap.conversation_id != conversation_id:
         raise CorruptSnapshotError(
@@ -204,19 +137,15 @@ def read_snapshot(conversation_id: str, raw: str | bytes) -> Snapshot:
 
 
 def _check_content(conversation_id: str, snap: Snapshot) -> None:
-    """The row's history and reply pass the checks ``run()`` input and a received reply pass, or it is corrupt."""
+    """The row's history passes the checks ``run()`` input passes, or it is corrupt (its reply was checked as
+    it was read: ``RunState.reply``)."""
     from agentfsm.errors import InvalidHistoryError
-    from agentfsm.machine.history import validate_history
-    from agentfsm.wire.api import RequestFailure, reply_from
+    from agentfsm.wire.messages import validate_history
 
     try:
         validate_history(snap.messages, stored=True)
     except InvalidHistoryError as exc:
         raise CorruptSnapshotError(conversation_id, f"its history is not valid: {exc.problem}") from None
-    if snap.reply is not None:
-        reply = reply_from(snap.reply)
-        if isinstance(reply, RequestFailure):
-            raise CorruptSnapshotError(conversation_id, f"its reply is not valid: {reply.message}")
 
 
 def snapshot_json(snapshot: Snapshot) -> str:

@@ -101,7 +101,7 @@ def listing_values(snapshot: Snapshot) -> tuple[str | None, str | None, int, flo
 def listing_from_json(text: str | bytes) -> tuple[str | None, str | None, int, float | None, float, str] | None:
     """``listing_values`` read straight from a stored row's JSON (a row an older agentfsm wrote); None when
     the row is not a snapshot this can read (it is listed with its problem instead)."""
-    from agentfsm.result import Usage
+    from agentfsm.wire.usage import Usage
 
     try:
         data = json.loads(text)

@@ -34,8 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
-from agentfsm.result import Usage
+from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError, require_conversation_id
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 from agentfsm.stores.listing import (
     RunFilter,
@@ -47,6 +46,7 @@ from agentfsm.stores.listing import (
     totals,
     where,
 )
+from agentfsm.wire.usage import Usage
 
 #: The table layout this version writes (``PRAGMA user_version``).
 LAYOUT_VERSION = 1
@@ -173,7 +173,9 @@ class SQLiteStore:
 
     ``timeout`` is how long a call waits for another process's write (seconds);
     ``synchronous="NORMAL"`` trades durability across a power cut (not across
-    a process crash) for speed.
+    a process crash) for speed. ``clock`` is what lease expiry is read on
+    (seconds since the epoch: every process sharing the file compares them); a
+    test passes its own to expire a lease exactly.
     """
 
     def __init__(
@@ -182,8 +184,10 @@ class SQLiteStore:
         *,
         timeout: float = 30.0,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self._clock = clock
         self.timeout = timeout
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -268,6 +272,7 @@ class SQLiteStore:
     @_errors
     def save(self, snapshot: Snapshot) -> None:
         cid = snapshot.conversation_id
+        require_conversation_id(cid, "SQLiteStore.save")
         now = time.time()
         with self._write() as conn:
             cursor = conn.execute(
@@ -306,6 +311,7 @@ class SQLiteStore:
 
     @_errors
     def load(self, conversation_id: str) -> Snapshot:
+        require_conversation_id(conversation_id, "SQLiteStore.load")
         rows = self._read("SELECT snapshot FROM agentfsm_conversations WHERE id = ?", (conversation_id,))
         if not rows:
             raise KeyError(conversation_id)
@@ -428,7 +434,7 @@ class SQLiteStore:
     @_errors
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
         me = os.getpid()
-        now = time.time()
+        now = self._clock()
         mine = self._read(
             "SELECT expires_at FROM agentfsm_leases WHERE conversation_id = ? AND owner = ? AND pid = ?",
             (conversation_id, owner, me),

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agentfsm.machine.history import Message, blocks
+from agentfsm.wire.messages import Message, blocks
 
 #: The mark agentfsm places: a 5-minute cache entry.
 BREAKPOINT: dict[str, str] = {"type": "ephemeral"}

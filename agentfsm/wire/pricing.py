@@ -22,6 +22,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentfsm.wire.usage import compaction_passes
+
 #: What the Message Batches API bills, as a fraction of the list price (every token kind).
 BATCH_PRICE_FACTOR = 0.5
 
@@ -93,12 +95,11 @@ class Price(BaseModel):
         pass is a request of its own, so a price by prompt length bands each pass on its own prompt.
         """
         cost = self.cost(usage)
-        passes = (usage or {}).get("iterations")
+        passes = compaction_passes(usage)
         if passes:
             tier = {"service_tier": usage["service_tier"]} if usage and "service_tier" in usage else {}
             for entry in passes:
-                if isinstance(entry, Mapping) and entry.get("type") == "compaction":
-                    cost += self.cost({**entry, **tier})
+                cost += self.cost({**entry, **tier})
         return cost
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentfsm.machine.history import blocks
+from agentfsm.wire.messages import blocks
 
 Message = dict[str, Any]
 Size = tuple[int, int, int]

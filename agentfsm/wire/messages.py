@@ -1,11 +1,13 @@
-"""The message history: checking it, and reading facts off it.
+"""The message history on the wire: its rules, the checks against them, and facts read off it.
 
-Two checks live here. ``validate_history`` runs on what a caller hands to
-``run()`` and raises ``InvalidHistoryError`` (a ``ValueError``) naming the
-first problem, before any request is sent. ``wire_problems`` states the
-stricter wire rules that every request *agentfsm* sends must keep (listed in
-docs/02-state-machine.md, "The wire rules");
-the test suite runs it on every request the simulator receives.
+Three checks live here, beside the rest of the wire. ``validate_history`` runs
+on what a caller hands to ``run()`` and raises ``InvalidHistoryError`` (a
+``ValueError``) naming the first problem, before any request is sent.
+``wire_problems`` states the stricter wire rules that every request *agentfsm*
+sends must keep (listed in docs/02-state-machine.md, "The wire rules"); the
+test suite runs it on every request the simulator receives.
+``history_problems`` names the rule (``RULES``) each problem breaks, for the
+``InvalidActionError`` a subclass's action gets when it leaves a broken history.
 """
 
 from __future__ import annotations
@@ -248,3 +250,75 @@ def wire_problems(messages: Sequence[Message]) -> list[str]:
         ):
             problems.append("final assistant message ends with whitespace")
     return problems
+
+
+# --- the rules, named: what a subclass's action left is checked against them ----------------------
+
+#: The rules every request keeps, as an InvalidActionError names them.
+RULES = {
+    "shape": "every message is a dict with role 'user' or 'assistant' and non-empty content: a string, or a "
+    "list of blocks that are dicts with a string 'type'",
+    "roles": "roles alternate user / assistant, starting with user",
+    "tools": "every tool_use is answered by exactly one tool_result with its id, in the very next user message, "
+    "which holds only tool_result blocks",
+    "prefill": "a final assistant message (a prefill) ends in text without trailing whitespace, never in thinking",
+}
+
+
+def history_problems(messages: Sequence[Any], *, sending: bool) -> list[tuple[str, str]]:
+    """Where ``messages`` (as they would be sent) break the rules every request keeps: (problem, rule) pairs.
+
+    ``sending`` is False when the history is not sent next (the transition leads to another state
+    than ``requesting``): a last assistant message may then still be waiting for its answer.
+    """
+    found: list[tuple[str, str]] = []
+    for i, m in enumerate(messages):
+        shape = _shape_problem(m, final=i == len(messages) - 1)
+        if shape:
+            found.append((f"messages[{i}]: {shape}", RULES["shape"]))
+    if found:
+        return found
+    if not messages:
+        return [("the history is empty", RULES["roles"])]
+    checked = list(messages)
+    if not sending and checked[-1]["role"] == "assistant":
+        last = checked.pop()
+        if not checked:  # a lone assistant turn is valid only as a compaction block, which opens a history
+            return [] if opens_with_compaction(last) else [("messages[0] is not a user message", RULES["roles"])]
+        if checked[-1]["role"] == "assistant":
+            found.append((f"messages[{len(checked)}]: two assistant messages in a row", RULES["roles"]))
+    for problem in wire_problems(checked):
+        found.append((problem, _rule_of(problem)))
+    for i, m in enumerate(checked):
+        results = tool_result_ids(m) if m["role"] == "user" else []
+        if results and i > 0 and not tool_use_ids(checked[i - 1]):
+            found.append(
+                (f"messages[{i}]: tool_result ids {results} answer no tool_use in the previous message", RULES["tools"])
+            )
+    return found
+
+
+def _shape_problem(m: object, *, final: bool) -> str | None:
+    if not isinstance(m, dict):
+        return f"is a {type(m).__name__}, not a message dict"
+    if m.get("role") not in ("user", "assistant"):
+        return f"role is {m.get('role')!r}"
+    content = m.get("content")
+    if isinstance(content, str):
+        return None if content or (final and m["role"] == "assistant") else "content is an empty string"
+    if not isinstance(content, list) or not content:
+        return f"content is {type(content).__name__ if not isinstance(content, list) else 'an empty list'}"
+    for j, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            return f"content[{j}] is {type(block).__name__}, not a block dict with a string 'type'"
+    return None
+
+
+def _rule_of(problem: str) -> str:
+    if "in a row" in problem or "not a user message" in problem or problem == "no messages":
+        return RULES["roles"]
+    if "tool_use" in problem or "tool_result" in problem:
+        return RULES["tools"]
+    if "final assistant" in problem:
+        return RULES["prefill"]
+    return "the rules every request keeps"

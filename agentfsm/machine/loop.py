@@ -1,0 +1,80 @@
+"""The one loop: plan → I/O → complete, written once, as a generator of effects.
+
+``steps(conv)`` runs a conversation until it is finished or waiting. Whenever a
+step needs something it cannot do itself — send a request, run tool calls,
+await an ``async def`` hook or action — it yields that effect
+(``agentfsm.machine.plan``) and takes the outcome back:
+
+==================  =============================================================
+yielded             the runner sends back
+==================  =============================================================
+``SendRequest``     ``(Reply | RequestFailure, latency_ms)``, after ``delay`` s
+``ToolsDue``        None, when it is ready to start the step's tool calls
+``RunTools``        the calls' ``ToolResult`` list (the calls to run now)
+``AwaitHook``       what the awaited hook returned
+``AwaitAction``     None, once the action was awaited inside ``core.acting``
+==================  =============================================================
+
+Everything else — the plan, counting the turn, resending a broken stream
+(``core.resend``: a new ``SendRequest`` with its attempt and backoff), the
+exactly-once ledger, firing transitions, stopping to wait — happens here and
+in ``core``, the same for every runner. The runners only do I/O:
+``agentfsm.machine.drivers`` (run, arun, stream, astream), the durable engines
+(``agentfsm.engines.core``: each request and each tool batch a durable step)
+and ``agentfsm.batch`` (one loop per conversation, requests answered from a
+batch). A behaviour added here reaches all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from agentfsm.machine import core
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Fire, RunTools, SendRequest, Suspend, ToolsDue
+from agentfsm.machine.table import Transition
+
+if TYPE_CHECKING:
+    from agentfsm.machine.conversation import Conversation
+
+#: The loop as its runners see it.
+Steps = Generator[Effect, Any, None]
+
+
+def steps(conv: Conversation) -> Steps:
+    """Run ``conv`` until it is finished or waiting, yielding each effect for the runner to perform."""
+    while not conv.stopped:
+        yield from step(conv)
+
+
+def step(conv: Conversation) -> Steps:
+    """One step: exactly one transition (or one stop to wait)."""
+    plan = core.plan(conv)
+    if isinstance(plan, AwaitHook):
+        plan = core.plan(conv, (yield plan))
+    if isinstance(plan, Suspend):
+        core.suspend(conv)
+    elif isinstance(plan, SendRequest):
+        core.begin_request(conv)
+        outcome, latency_ms = yield plan
+        while (again := core.resend(conv, plan, outcome)) is not None:
+            plan = again
+            core.begin_request(conv)  # a resend is a request: counted against max_turns
+            outcome, latency_ms = yield plan
+        core.complete_request(conv, outcome, latency_ms)
+    elif isinstance(plan, RunTools):
+        yield ToolsDue(plan)
+        settled = core.begin_tools(conv, plan)
+        results = (yield RunTools(plan.transition, settled.to_run)) if settled.to_run else []
+        core.finish_tools(conv, plan, settled, results)
+        yield from fire(conv, plan.transition)
+    else:
+        assert isinstance(plan, Fire)  # planning with a hook's choice never asks for another hook
+        yield from fire(conv, plan.transition)
+
+
+def fire(conv: Conversation, transition: Transition) -> Steps:
+    """Fire ``transition``, first having the runner await its action when that is ``async def``."""
+    if transition.awaits:
+        yield AwaitAction(transition)
+    core.fire(conv, transition)

@@ -1,0 +1,146 @@
+"""Persistence: the lease, the saves, and the exactly-once rule for tool calls, in one room.
+
+A conversation with a store saves its snapshot after every transition, holds a
+lease while it advances (so two workers never advance it at once), and keeps a
+ledger of its tool calls: *started* (handed to the executor) and *committed*
+(a result saved). After a crash the ledger decides what runs again
+(``settle``): a committed call never does; a call that had started and not
+committed may have had its effect, so it runs again only if its tool is
+idempotent, and is otherwise answered with an is_error "interrupted" result for
+the model to read. The durable engines apply the same rule to what their own
+journal says started (``agentfsm.engines.core``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agentfsm.errors import ConversationLockedError, StaleConversationError, ToolInterruptedError
+from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
+
+if TYPE_CHECKING:
+    from agentfsm.machine.conversation import Conversation
+    from agentfsm.machine.decisions import Held
+    from agentfsm.stores.base import Store
+    from agentfsm.tools.definition import Tool
+
+
+@dataclass
+class Settled:
+    """What ``settle`` decided for one reply's tool calls."""
+
+    #: The calls to run now, in call order.
+    to_run: list[ToolCall] = field(default_factory=list)
+    #: The results that need no run: committed earlier, or interrupted for good (by tool_use_id).
+    results: dict[str, ToolResult] = field(default_factory=dict)
+    #: The calls answered "interrupted" (each a call that started and may have had its effect).
+    interrupted: list[ToolCall] = field(default_factory=list)
+
+
+def settle(
+    calls: Sequence[ToolCall],
+    *,
+    committed: Mapping[str, ToolResult],
+    started: Collection[str],
+    tools: Mapping[str, Tool],
+) -> Settled:
+    """The exactly-once rule: which of ``calls`` run now, and the results of the others.
+
+    A committed result is never run again; a call that ``started`` and did not commit runs again
+    only if its tool is idempotent (``@tool(idempotent=True)``), else it is answered as interrupted.
+    """
+    out = Settled()
+    for call in calls:
+        if call.id in committed:
+            out.results[call.id] = committed[call.id]
+        elif call.id in started and not (call.name in tools and tools[call.name].idempotent):
+            out.results[call.id] = error_result(call, ToolInterruptedError(call.name))
+            out.interrupted.append(call)
+        else:
+            out.to_run.append(call)
+    return out
+
+
+class Persistence:
+    """One conversation's store, lease and tool ledger. Without a store, only the ledger is kept (in memory),
+    so the same conversation object run again after an interruption knows which calls had started."""
+
+    __slots__ = ("_leased", "decision", "owner", "store")
+
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
+        #: A decision under way on a conversation with no store: spent at the first save, given back on a
+        #: release before one (``agentfsm.machine.decisions``).
+        self.decision: Held | None = None
+        # host:pid:nonce — host and pid let a store see that a crashed holder is gone (see SQLiteStore).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
+        self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
+
+    def save(self, conv: Conversation) -> None:
+        """Save the conversation as it stands (after a transition, or a change of its ledger)."""
+        if self.store is not None:
+            conv.runstate.revision += 1
+            self.store.save(conv.snapshot())
+        if self.decision is not None:  # the decision's first save: it stands, whatever happens next
+            held, self.decision = self.decision, None
+            held.spend()
+
+    def claim(self, conv: Conversation) -> None:
+        """Hold (or renew) this worker's lease on the conversation; refuse to advance without it.
+
+        When the lease is first taken, the stored conversation must still be the one this worker
+        holds: a worker that loaded it while another was advancing it would fork its history (and
+        run again the tools the other committed).
+        """
+        store = self.store
+        if store is None:
+            return
+        if not store.acquire(conv.id, self.owner, conv.policy.lease_seconds):
+            raise ConversationLockedError(conv.id)
+        if not self._leased:
+            revision = conv.runstate.revision
+            try:
+                stored = store.load(conv.id).revision
+            except KeyError:  # not stored (yet, or any more): nothing to fork
+                stored = revision
+            if stored != revision:
+                store.release(conv.id, self.owner)
+                raise StaleConversationError(conv.id, revision, stored)
+            self._leased = True
+
+    def release(self, conv: Conversation) -> None:
+        """Give up this worker's lease (the drivers do it when a run returns or stops)."""
+        if self.decision is not None:  # stopped before the decision's first save: nothing of it happened
+            held, self.decision = self.decision, None
+            held.give_back()
+        if self.store is not None:
+            self._leased = False
+            self.store.release(conv.id, self.owner)
+
+    def start_tools(self, conv: Conversation, calls: Sequence[ToolCall]) -> Settled:
+        """Settle ``calls`` against the ledger and record the ones about to run as started (saved first)."""
+        run = conv.runstate
+        settled = settle(calls, committed=run.tool_results, started=run.tools_started, tools=conv.agent.tool_map)
+        for call in settled.interrupted:
+            conv.emit("tool.interrupted", level="warning", tool=call.name, tool_use_id=call.id)
+        if settled.to_run:
+            run.tools_started = [c.id for c in settled.to_run]
+            self.save(conv)
+        return settled
+
+    def commit(self, conv: Conversation, results: Sequence[ToolResult]) -> None:
+        """Commit what ran: stored as it will be sent (cut, credentials redacted), the started list cleared."""
+        if self.store is None:
+            return
+        run, policy, secrets = conv.runstate, conv.policy, conv.agent.secrets()
+        for result in results:
+            run.tool_results[result.tool_use_id] = for_history(
+                result, limit=policy.max_tool_result_chars, secrets=secrets
+            )
+        run.tools_started = []
+        self.save(conv)
