@@ -49,3 +49,16 @@ def test_a_slow_test_may_start_processes() -> None:
     worker.start()
     worker.join(60)
     assert worker.exitcode == 0
+
+
+@pytest.fixture
+def starts_a_process(request: pytest.FixtureRequest) -> list[str]:
+    """A fixture of a fast test: its setup is guarded as the test's body is."""
+    with pytest.raises(conftest.SpawnInFastLaneError):
+        subprocess.run(["true"], check=True)
+    refused: list[str] = conftest._SPAWN_GUARD.refused.pop(request.node.nodeid)
+    return refused
+
+
+def test_a_fast_tests_fixture_that_starts_a_process_is_refused_too(starts_a_process: list[str]) -> None:
+    assert starts_a_process == ["subprocess ['true']"]
