@@ -29,7 +29,7 @@ from agentfsm.batch import (
     custom_id,
     ledger_for,
 )
-from agentfsm.cli import EXIT_NOT_DONE, main
+from agentfsm.cli import EXIT_ERROR, EXIT_NOT_DONE, main
 from agentfsm.errors import BatchError, ConfigurationError
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EVENT_NAMES
@@ -751,3 +751,29 @@ def test_batch_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     for option in ("--agent", "--prompts", "--store", "--poll", "--out", "--sim"):
         assert option in out
+
+
+def test_the_batch_command_stops_polling_at_its_deadline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that does not end in time is left for a later run: the command says which conversations wait on it
+    (reason batch_unfinished) and exits 3; on a fake clock, so nothing really waits."""
+    from agentfsm.testing import FakeClock, use_clock
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "slow_agents.py").write_text(
+        "from agentfsm import Agent\n\nclass E(Agent):\n    model = 'claude-haiku-4-5'\n"
+    )
+    (tmp_path / "script.json").write_text(json.dumps([{"type": "text", "text": "late"}]))
+    (tmp_path / "p.jsonl").write_text('"hello"\n')
+    argv = ["batch", "--agent", "slow_agents:E", "--prompts", "p.jsonl", "--store", "s.db", "--poll", "60"]
+    with use_clock(FakeClock()) as clock:
+        code = main([*argv, "--deadline", "600", "--sim", "script.json", "--sim-polls", "1000"])
+    assert code == EXIT_NOT_DONE
+    line = json.loads(capsys.readouterr().out)
+    assert line["reason"] == "batch_unfinished" and line["final_state"] == "requesting"
+    assert clock.now() == 600  # ten polls a minute apart, the last at the deadline
+    for bad in ("0", "nan"):
+        assert main([*argv, "--deadline", bad, "--sim", "script.json"]) == EXIT_ERROR
+        assert "--deadline must be a number of seconds > 0" in capsys.readouterr().err

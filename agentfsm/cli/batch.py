@@ -44,6 +44,13 @@ def add_commands(sub: Any) -> None:
         "same command again on it to carry on after a crash)",
     )
     batch.add_argument("--poll", type=float, default=60.0, metavar="SECONDS", help="seconds between polls (60)")
+    batch.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="stop polling after SECONDS: a batch still in progress is left for the same command to carry on "
+        "(its conversations end with reason batch_unfinished); default: until every batch ends",
+    )
     batch.add_argument("--out", metavar="FILE", help="write the results (JSON lines) to FILE instead of stdout")
     batch.add_argument("--events", metavar="FILE", help="also write every event as JSON lines to FILE")
     batch.add_argument(
@@ -119,6 +126,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     items = read_prompts(args.prompts)
     if args.poll < 0:
         raise ConfigurationError(f"--poll must be >= 0 seconds, got {args.poll}")
+    if args.deadline is not None and not args.deadline > 0:  # NaN too
+        raise ConfigurationError(f"--deadline must be a number of seconds > 0, got {args.deadline}")
     client = command_client(args.sim, batch_polls=args.sim_polls)
     writer = None
     logger: Any = None
@@ -140,7 +149,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     try:
         agent = make_agent(agent_cls, client=client, logger=logger)
         store = open_store(args.store, create=True)
-        runner = BatchRunner(agent, store=store, poll_interval=args.poll, progress=ProgressDisplay(sys.stderr))
+        runner = BatchRunner(
+            agent, store=store, poll_interval=args.poll, deadline=args.deadline, progress=ProgressDisplay(sys.stderr)
+        )
         results = runner.run_conversations(items, run_id=f"batch-{Path(args.prompts).stem}")
     finally:
         if writer is not None:
