@@ -98,6 +98,28 @@ def test_a_compaction_reply_whose_summary_cannot_stand_first_is_a_failed_compact
 
 
 @pytest.mark.beyond_schema  # the compaction parameter
+@pytest.mark.parametrize("stop", ["end_turn", "tool_use", "max_tokens", "pause_turn", "refusal", "stop_sequence"])
+def test_a_compaction_request_answered_under_another_stop_reason_is_a_failed_compaction(driver: str, stop: str) -> None:
+    """The API answers our compaction request with stop_reason "compaction"; under any other, the reply is not
+    a compaction (even one holding a summary) nor the conversation's answer: it is dropped, and the next request
+    is the ordinary one. Before, an end_turn text ended the run with it as the answer, and a tool_use ran."""
+    content = [SUMMARY] if stop in ("end_turn", "pause_turn") else [r.text_block("Not a summary."), CALL]
+    if stop == "refusal":
+        content = [r.text_block("I can't.")]
+    wrong = ScriptedReply(content=content, stop_reason=stop)
+    sim = Simulator([r.tool_use("lookup", {"q": "q0"}), wrong, r.text("Answer.")])
+    result, shown = run(driver, sim, policy=Policy(compact_at_input_tokens=40))
+    assert result.final_state == "done" and result.text == "Answer." and shown == "Answer."
+    _, compaction, after = sim.requests
+    assert compaction.is_compaction and not after.is_compaction
+    assert unmarked(after.messages) == unmarked(compaction.messages)
+    assert [s.trigger for s in result.trace][2:4] == ["compact", "compaction_failed"]
+    failed = [e.data["reason"] for e in result.events if e.event == "compaction.failed"]
+    assert failed == [f"the compaction request was answered with stop_reason {stop!r}, not a compaction"]
+    assert "toolu_01CompactionSideCall0000" not in str(result.messages)
+
+
+@pytest.mark.beyond_schema  # the compaction parameter
 def test_the_one_shape_applied_is_one_block_with_a_summary(driver: str) -> None:
     sim = Simulator([r.tool_use("lookup", {"q": "q0"}), r.compaction(**_kw(SUMMARY)), r.text("Answer.")])
     result, _ = run(driver, sim, policy=Policy(compact_at_input_tokens=40))

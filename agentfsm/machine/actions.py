@@ -531,7 +531,13 @@ def skip_failed_compaction(conv: Conversation) -> None:
             conv.runstate.compaction_off = True
         conv.runstate.error = None
     else:
-        reason, status = _not_a_summary(conv.require_reply().content), None
+        reply = conv.require_reply()
+        stop = reply.stop_reason
+        if stop != "compaction":
+            reason = f"the compaction request was answered with stop_reason {stop!r}, not a compaction"
+        else:
+            reason = _not_a_summary(reply.content)
+        status = None
         discard_reply(conv, reason)  # a streamed caller has seen its text: take it back
     conv.runstate.pending_kind = None
     conv.emit(

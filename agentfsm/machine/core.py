@@ -29,6 +29,7 @@ from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, 
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import (
     API_ERROR,
+    COMPACTION_FAILED,
     RECOVERABLE_FAILURES,
     REQUESTING,
     STOP_REASONS,
@@ -263,6 +264,11 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
     )
     serverside.note_reply(conv, outcome)
     trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
+    if run.pending_kind == "compaction" and trigger != "compaction":
+        # Our compaction request is answered with stop_reason "compaction" (the block, alone). Under any other
+        # stop reason the reply is not a compaction, whatever it holds, nor an answer to the conversation (it
+        # was asked to summarise): a failed compaction, as a reply of the wrong shape is.
+        trigger = COMPACTION_FAILED
     fire(conv, _require(conv, str(trigger)))
 
 

@@ -139,7 +139,8 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T(REQUESTING,                  "refusal",          "refusal"),
     T(REQUESTING,                  "model_context_window_exceeded", "model_context_window_exceeded"),
     T(REQUESTING,                  UNKNOWN_STOP_REASON, UNKNOWN_STOP_REASON),
-    # The request failed (after the SDK's own retries).
+    # The request failed (after the SDK's own retries); compaction_failed also takes a reply to our compaction request
+    # under another stop reason than compaction (core.complete_request).
     T(REQUESTING,                  PREFILL_REJECTED,   REQUESTING,      (g.prefill_rejected_in_auto,),                      actions.switch_to_prompt),
     T(REQUESTING,                  COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
     T(REQUESTING,                  API_ERROR,          "failed",        (),                                                 actions.fail_on_error),
