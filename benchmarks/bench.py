@@ -289,6 +289,120 @@ def many(n: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+# --- memory per in-flight conversation, in a fresh process ----------------------------------------------
+
+#: The memory row pauses every conversation in this turn, in its tool call: each holds 9 whole exchanges
+#: (the tool_use reply and its tool_result) and the 10th reply, whose tool call has not returned.
+MEMORY_TURN = 10
+
+
+class Gate:
+    """Where every conversation of the memory row stops: in its ``MEMORY_TURN``-th tool call, awaiting one
+    event, so all of them are in flight at once; ``all_in`` is set when the last one arrives."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.arrived = 0
+        self.all_in = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def lookup(self, key: str) -> str:
+        if key == f"k{MEMORY_TURN - 1}":
+            self.arrived += 1
+            if self.arrived == self.n:
+                self.all_in.set()
+            await self.open.wait()
+        return lookup_impl(key)
+
+
+async def sdk_memory_loop(
+    client: anthropic.AsyncAnthropic, prompt: str, gate: Gate
+) -> tuple[int, list[dict[str, Any]]]:
+    """The hand-written ``AsyncAnthropic`` loop of the memory row: it awaits the (async) tool as it goes,
+    holding its history as the API wants it back; returns the number of requests it sent and the history."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    sent = 0
+    while True:
+        reply = await client.messages.create(model=MODEL, max_tokens=1024, messages=messages, tools=[TOOL_SPEC])  # type: ignore[arg-type,list-item]
+        sent += 1
+        if reply.stop_reason != "tool_use":
+            return sent, messages
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
+        results = [
+            {"type": "tool_result", "tool_use_id": b.id, "content": await gate.lookup(**b.input)}  # type: ignore[arg-type]
+            for b in reply.content
+            if b.type == "tool_use"
+        ]
+        messages.append({"role": "user", "content": results})
+
+
+def memory_child(kind: str, n: int, top: int) -> None:
+    """Hold ``n`` conversations (``kind``: "sdk" or "agentfsm", every default) paused in turn ``MEMORY_TURN``;
+    print one JSON line: traced bytes above the baseline (after gc) per conversation, and what the history
+    itself weighs as JSON. ``top`` > 0 prints that many ``tracemalloc`` lines (by line) to stderr first."""
+    import gc
+    import tracemalloc
+
+    gate = Gate(n)
+    sim = Simulator(conversation_script(MEMORY_TURN + 1), keep_requests=False, prompt_cache=False)
+    client = sim.async_client(max_retries=0)
+
+    @tool
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        return await gate.lookup(key)
+
+    agent = Agent(client=client, model=MODEL, tools=[lookup], policy=Policy(max_turns=TURNS + 5))
+
+    async def one(i: int) -> tuple[int, int]:
+        """Requests sent, and the JSON size of the history held at the pause (the first 20 messages)."""
+        if kind == "sdk":
+            sent, messages = await sdk_memory_loop(client, f"Look up twenty keys ({i}).", gate)
+        else:
+            result = await agent.arun(f"Look up twenty keys ({i}).")
+            assert result.final_state == "done", result.reason
+            sent, messages = result.turns, result.messages
+        return sent, len(json.dumps(messages[: 2 * MEMORY_TURN]))
+
+    async def go() -> dict[str, Any]:
+        gate.open.set()
+        await one(-1)  # warm-up: imports, caches, the connection pool
+        gate.open.clear()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot() if top else None
+        baseline = tracemalloc.get_traced_memory()[0]
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        await gate.all_in.wait()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        if before is not None:
+            for stat in tracemalloc.take_snapshot().compare_to(before, "lineno")[:top]:
+                print(stat, file=sys.stderr)
+        tracemalloc.stop()
+        gate.open.set()
+        done = await asyncio.gather(*tasks)
+        assert [sent for sent, _ in done] == [MEMORY_TURN + 1] * n, "every one paused in one turn, then finished"
+        history = statistics.mean(size for _, size in done)
+        return {"kind": kind, "n": n, "bytes_per_conversation": held / n, "history_bytes": history}
+
+    print(json.dumps(asyncio.run(go())))
+
+
+def memory(n: int, top: int = 0) -> dict[str, dict[str, Any]]:
+    """The memory row: each contender in a fresh process (one's garbage is not the other's baseline)."""
+    rows = {}
+    for kind in ("sdk", "agentfsm"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", kind, str(n), str(top)],
+            capture_output=True, text=True, check=True, timeout=1800,
+        )  # fmt: skip
+        if top:
+            print(out.stderr, file=sys.stderr)
+        rows[kind] = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
 # --- time to first text delta ---------------------------------------------------------------------
 
 
@@ -500,6 +614,21 @@ def print_cost_table() -> None:
 # --- report ---------------------------------------------------------------------------------------------
 
 
+def print_memory(n: int, top: int) -> None:
+    rows = memory(n, top)
+    history = rows["sdk"]["history_bytes"]
+    print(
+        f"   memory per in-flight conversation: {n:,} conversations paused in the async tool call of turn "
+        f"{MEMORY_TURN} ({MEMORY_TURN - 1} exchanges held, {history:,.0f} bytes of history as JSON),"
+    )
+    print("   tracemalloc after gc, above the baseline, each contender in a fresh process:")
+    base = rows["sdk"]["bytes_per_conversation"]
+    names = {"sdk": "hand-written AsyncAnthropic loop (baseline)", "agentfsm": "agentfsm arun (all defaults)"}
+    for kind, row in rows.items():
+        held = row["bytes_per_conversation"]
+        print(f"     {names[kind]:<64} {held / 1024:>8.1f} KiB/conversation {held / base:>6.2f}x")
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
 
@@ -515,16 +644,35 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true", help="only the cost table (section 4; deterministic)")
     parser.add_argument("--per-turn", action="store_true", help="only the per-turn table (section 1)")
     parser.add_argument("--rounds", type=int, help="rounds of section 1 (default 14; 2 with --quick)")
+    parser.add_argument("--memory", action="store_true", help="only the memory row (section 2)")
+    parser.add_argument(
+        "--in-flight", type=int, help="conversations held at once in the memory row (default 1,000; 50 with --quick)"
+    )
+    parser.add_argument(
+        "--memory-top",
+        type=int,
+        default=0,
+        metavar="LINES",
+        help="also print the memory row's top LINES tracemalloc lines (by line) of each contender, to stderr",
+    )
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.many_child:
         many_child(args.many_child)
         return
+    if args.memory_child:
+        kind, n, top = args.memory_child
+        memory_child(kind, int(n), int(top))
+        return
     if args.cost:
         print_cost_table()
         return
-    rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (14, 10, 10_000, 30)
+    rounds, conversations, n, in_flight, first_rounds = (
+        (2, 2, 200, 50, 3) if args.quick else (14, 10, 10_000, 1_000, 30)
+    )
     rounds = args.rounds or rounds
+    in_flight = args.in_flight or in_flight
 
     print(
         f"agentfsm benchmarks ({'quick: a smoke test, these numbers measure nothing' if args.quick else 'full'}; "
@@ -539,6 +687,9 @@ def main() -> None:
         "   x baseline: the median of (contender / its group's baseline) over the conversations run side by "
         "side; CPU: this process's CPU time"
     )
+    if args.memory:
+        print_memory(in_flight, args.memory_top)
+        return
     rows = per_turn(rounds, conversations)
     walls = {group: w for group, name, w, _ in rows if "baseline" in name}
     cpus = {group: c for group, name, _, c in rows if "baseline" in name}
@@ -563,6 +714,8 @@ def main() -> None:
         f"{m['peak_above_baseline_kib'] * 1024 / n:,.0f} bytes/conversation "
         f"(message payloads {m['payload_bytes'] / n:,.0f} bytes/conversation)"
     )
+
+    print_memory(in_flight, args.memory_top)
 
     print(f"\n3. Time to first text delta, ms: median (min–max) of {first_rounds} rounds")
     for name, s in first_delta(first_rounds).items():
