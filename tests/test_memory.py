@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
 import pickle
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from agentfsm import Agent, tool
+from agentfsm.machine.state import TraceLog
 from agentfsm.observe.events import EventLog, EventRecord, RawEvent
+from agentfsm.result import TraceStep
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
+from agentfsm.stores.base import Snapshot
 
 MODEL = "claude-haiku-4-5"
 
@@ -162,3 +169,60 @@ def test_run_events_read_back_as_the_logger_saw_them() -> None:
         assert {"conversation_id": event.conversation_id, "turn": event.turn, "state": event.state, **event.data} == (
             fields
         )
+
+
+# --- the trace -------------------------------------------------------------------------------------
+
+
+def test_the_trace_reads_as_trace_steps_and_is_stored_as_it_always_was() -> None:
+    sim = Simulator(tool_loop(6), prompt_cache=False)
+    conv = Agent(client=sim.client(max_retries=0), model=MODEL, tools=[lookup], logger=None).start("Look up.")
+    steps = []
+    while (step := conv.step()) is not None:
+        steps.append(step)
+    trace = conv.trace
+    assert isinstance(trace, TraceLog) and len(trace) == len(steps) == 12
+    assert trace == steps and list(trace) == steps and list(reversed(trace)) == steps[::-1]
+    assert trace[-1] == steps[-1] and trace[2:4] == steps[2:4] and conv.result().trace == steps
+    with pytest.raises(IndexError):
+        trace[12]
+    snap = conv.snapshot()
+    stored = json.loads(snap.model_dump_json())
+    assert stored["trace"] == [step.model_dump(mode="json") for step in steps]
+    again = Snapshot.model_validate(stored)
+    assert isinstance(again.trace, TraceLog) and again.trace == steps
+    assert again.model_dump() == snap.model_dump() and again.model_dump()["trace"] == [s.model_dump() for s in steps]
+    assert pickle.loads(pickle.dumps(trace)) == trace and copy.deepcopy(trace) == trace
+
+
+def test_a_trace_without_history_sizes_round_trips() -> None:
+    old = [TraceStep(source="requesting", dest="end_turn", trigger="end_turn", turn=1)]
+    trace = TraceLog(old)
+    assert trace == old and trace[0].history_size is None
+
+
+def test_a_stored_trace_with_a_turn_beyond_32_bits_is_refused_as_invalid() -> None:
+    with pytest.raises(ValidationError, match="below 2\\*\\*31"):
+        Snapshot.model_validate(
+            {
+                "conversation_id": "c",
+                "agent": "a:A",
+                "messages": [{"role": "user", "content": "hi"}],
+                "model": MODEL,
+                "max_tokens": 1024,
+                "trace": [{"source": "a", "dest": "b", "trigger": "t", "turn": 2**40}],
+            }
+        )
+
+
+def test_a_trace_step_takes_a_few_dozen_bytes() -> None:
+    def build() -> TraceLog:
+        trace = TraceLog()
+        for turn in range(1000):
+            trace.record("requesting", "tool_use", "tool_use", turn, (2 * turn + 1, 1, 20))
+            trace.record("tool_use", "requesting", "run_tools", turn, (2 * turn + 3, 1, 0))
+        return trace
+
+    trace, size = retained(build)
+    assert len(trace) == 2000 and trace[-1].history_size == (2001, 1, 0)
+    assert size / 2000 < 40, size / 2000  # as TraceStep models: ~1,000 bytes each

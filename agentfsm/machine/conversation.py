@@ -32,7 +32,7 @@ from agentfsm.errors import ConfigurationError, IncompatibleAgentError, InvalidT
 from agentfsm.machine import core, drivers, serverside
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
-from agentfsm.machine.state import Counters, PendingDecision, RunState
+from agentfsm.machine.state import Counters, PendingDecision, RunState, TraceLog
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep
@@ -132,7 +132,7 @@ class Conversation:
         state = RunState.model_construct(**{name: getattr(snap, name) for name in RunState.model_fields})
         state.messages, state.trace, state.replaced_messages = (
             list(snap.messages),
-            list(snap.trace),
+            TraceLog(snap.trace),
             list(snap.replaced_messages),
         )
         state.usage = snap.usage.model_copy()
@@ -235,8 +235,8 @@ class Conversation:
         return self.runstate.cost_usd
 
     @property
-    def trace(self) -> list[TraceStep]:
-        """The transitions taken so far."""
+    def trace(self) -> TraceLog:
+        """The transitions taken so far (a sequence of ``TraceStep``)."""
         return self.runstate.trace
 
     @property
@@ -437,7 +437,7 @@ class Conversation:
             messages=run.messages,
             replaced_messages=run.replaced_messages,
             usage=run.usage,
-            trace=run.trace,
+            trace=list(run.trace),
             model=run.model,
             turns=run.counters.turns,
             agent=type(self.agent).qualified_name(),
