@@ -11,6 +11,7 @@ import copy
 import gc
 import json
 import pickle
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agentfsm import Agent, tool
+from agentfsm import Agent, Policy, tool
 from agentfsm.machine.state import TraceLog
 from agentfsm.observe.events import EventLog, EventRecord, RawEvent
 from agentfsm.result import TraceStep
@@ -169,6 +170,25 @@ def test_run_events_read_back_as_the_logger_saw_them() -> None:
         assert {"conversation_id": event.conversation_id, "turn": event.turn, "state": event.state, **event.data} == (
             fields
         )
+
+
+# --- the history ------------------------------------------------------------------------------------
+
+
+def test_replies_kept_in_the_history_share_their_keys_type_and_tool_name_and_are_sent_as_received() -> None:
+    sim = Simulator(tool_loop(5), prompt_cache=False)
+    agent = Agent(client=sim.client(), model=MODEL, tools=[lookup], logger=None, policy=Policy(prompt_caching=False))
+    result = agent.run("Look up.")
+    kept = [block for m in result.messages if m["role"] == "assistant" for block in m["content"]]
+    assert len(kept) == 9  # four text + tool_use replies, and the answer
+    for block in kept:
+        assert all(key is sys.intern(key) for key in block)
+        assert block["type"] is sys.intern(block["type"])
+        if block["type"] == "tool_use":
+            assert block["name"] is sys.intern("lookup")
+    # Equal to what the model sent: the next request carried each reply back as it came.
+    assert sim.requests[-1].messages == result.messages[:-1]
+    assert result.messages[-1] == {"role": "assistant", "content": [{"type": "text", "text": "Every key looked up."}]}
 
 
 # --- the trace -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -244,6 +245,7 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
         recovered = (table.first_allowed(conv, trigger) for trigger in RECOVERABLE_FAILURES)
         fire(conv, next((t for t in recovered if t is not None), None) or _require(conv, API_ERROR))
         return
+    _share_strings(outcome.content)
     run.reply, run.reply_kept = outcome, False
     run.container = outcome.container_id or run.container
     run.usage.add(outcome.usage)
@@ -265,6 +267,23 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
     serverside.note_reply(conv, outcome)
     trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
     fire(conv, _require(conv, str(trigger)))
+
+
+def _share_strings(content: list[dict[str, Any]]) -> None:
+    """Give a reply's blocks the process's one copy of their keys, type and tool name.
+
+    Each reply's JSON comes with copies of its own (``"type"``, ``"text"``, ``"id"``, ``"tool_use"``,
+    the tool's name ...), and the history keeps every reply's blocks: ~400 bytes a turn of strings
+    that are all equal. The blocks are replaced by equal ones (same keys, same order, same values)
+    holding the interned strings.
+    """
+    for i, block in enumerate(content):
+        shared = {sys.intern(key) if type(key) is str else key: value for key, value in block.items()}
+        for field in ("type", "name"):
+            value = shared.get(field)
+            if type(value) is str:
+                shared[field] = sys.intern(value)
+        content[i] = shared
 
 
 # --- tool calls ---------------------------------------------------------------------------------
