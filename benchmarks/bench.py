@@ -296,12 +296,55 @@ def many(n: int) -> dict[str, Any]:
 MEMORY_TURN = 10
 
 
+def customer_record(key: str) -> str:
+    """What a lookup returns in the ``records`` history: one customer's row as JSON, about 1 KiB."""
+    n = int(key.lstrip("k") or 0)
+    orders = [
+        {"order": f"SO-{n:04d}-{i}", "placed": f"2025-0{1 + i}-1{n % 10}", "status": "shipped", "total_eur": 120.5 + i}
+        for i in range(5)
+    ]
+    row = {
+        "key": key,
+        "name": f"Customer {n}",
+        "email": f"customer{n}@example.com",
+        "address": {"street": f"{n} Harbour Road", "city": "Rotterdam", "postcode": f"30{n:02d} AB", "country": "NL"},
+        "tier": "gold",
+        "notes": "Prefers e-mail; asked for invoices to go to the accounts address from March on.",
+        "orders": orders,
+    }
+    return json.dumps(row)
+
+
+#: The histories the memory row holds: (what it is, the model's text before each call, the tool's result).
+HISTORIES: dict[str, tuple[str, Callable[[str], str], Callable[[str], str]]] = {
+    "short": ("the per-turn conversation: short texts and results", lambda key: "Looking that up.", lookup_impl),
+    "records": (
+        "1 KiB tool results (a customer record each), a sentence before each call",
+        lambda key: f"I'll look up {key} in the customer ledger, then check its open orders before going on.",
+        customer_record,
+    ),
+}
+
+
+def memory_script(text: Callable[[str], str]) -> Callable[[SimRequest], Any]:
+    """The model of the memory row: a tool call a turn, each after a sentence, then an answer."""
+
+    def reply(request: SimRequest) -> Any:
+        done = sum(1 for m in request.messages if m["role"] == "assistant")
+        if done < MEMORY_TURN:
+            return r.tool_use("lookup", {"key": f"k{done}"}, text=text(f"k{done}"))
+        return r.text("All keys looked up; here is the summary you asked for.")
+
+    return reply
+
+
 class Gate:
     """Where every conversation of the memory row stops: in its ``MEMORY_TURN``-th tool call, awaiting one
     event, so all of them are in flight at once; ``all_in`` is set when the last one arrives."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, result: Callable[[str], str]) -> None:
         self.n = n
+        self.result = result
         self.arrived = 0
         self.all_in = asyncio.Event()
         self.open = asyncio.Event()
@@ -312,7 +355,7 @@ class Gate:
             if self.arrived == self.n:
                 self.all_in.set()
             await self.open.wait()
-        return lookup_impl(key)
+        return self.result(key)
 
 
 async def sdk_memory_loop(
@@ -336,15 +379,16 @@ async def sdk_memory_loop(
         messages.append({"role": "user", "content": results})
 
 
-def memory_child(kind: str, n: int, top: int) -> None:
-    """Hold ``n`` conversations (``kind``: "sdk" or "agentfsm", every default) paused in turn ``MEMORY_TURN``;
-    print one JSON line: traced bytes above the baseline (after gc) per conversation, and what the history
-    itself weighs as JSON. ``top`` > 0 prints that many ``tracemalloc`` lines (by line) to stderr first."""
+def memory_child(kind: str, history: str, n: int, top: int) -> None:
+    """Hold ``n`` conversations (``kind``: "sdk" or "agentfsm", every default) of ``history`` paused in turn
+    ``MEMORY_TURN``; print one JSON line: traced bytes above the baseline (after gc) per conversation, and what
+    the history itself weighs as JSON. ``top`` > 0 prints that many ``tracemalloc`` lines (by line) to stderr."""
     import gc
     import tracemalloc
 
-    gate = Gate(n)
-    sim = Simulator(conversation_script(MEMORY_TURN + 1), keep_requests=False, prompt_cache=False)
+    _, text, result = HISTORIES[history]
+    gate = Gate(n, result)
+    sim = Simulator(memory_script(text), keep_requests=False, prompt_cache=False)
     client = sim.async_client(max_retries=0)
 
     @tool
@@ -359,9 +403,9 @@ def memory_child(kind: str, n: int, top: int) -> None:
         if kind == "sdk":
             sent, messages = await sdk_memory_loop(client, f"Look up twenty keys ({i}).", gate)
         else:
-            result = await agent.arun(f"Look up twenty keys ({i}).")
-            assert result.final_state == "done", result.reason
-            sent, messages = result.turns, result.messages
+            done = await agent.arun(f"Look up twenty keys ({i}).")
+            assert done.final_state == "done", done.reason
+            sent, messages = done.turns, done.messages
         return sent, len(json.dumps(messages[: 2 * MEMORY_TURN]))
 
     async def go() -> dict[str, Any]:
@@ -383,24 +427,40 @@ def memory_child(kind: str, n: int, top: int) -> None:
         gate.open.set()
         done = await asyncio.gather(*tasks)
         assert [sent for sent, _ in done] == [MEMORY_TURN + 1] * n, "every one paused in one turn, then finished"
-        history = statistics.mean(size for _, size in done)
-        return {"kind": kind, "n": n, "bytes_per_conversation": held / n, "history_bytes": history}
+        size = statistics.mean(size for _, size in done)
+        return {"kind": kind, "history": history, "n": n, "bytes_per_conversation": held / n, "history_bytes": size}
 
     print(json.dumps(asyncio.run(go())))
 
 
-def memory(n: int, top: int = 0) -> dict[str, dict[str, Any]]:
+def memory(history: str, n: int, top: int = 0) -> dict[str, dict[str, Any]]:
     """The memory row: each contender in a fresh process (one's garbage is not the other's baseline)."""
     rows = {}
     for kind in ("sdk", "agentfsm"):
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", kind, str(n), str(top)],
-            capture_output=True, text=True, check=True, timeout=1800,
+            [sys.executable, __file__, "--memory-child", kind, history, str(n), str(top)],
+            capture_output=True, text=True, check=True, timeout=3600,
         )  # fmt: skip
         if top:
             print(out.stderr, file=sys.stderr)
         rows[kind] = dict(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
+
+
+def print_memory(n: int, top: int) -> None:
+    print(
+        f"   memory per in-flight conversation: {n:,} arun conversations at once, each paused in the async tool "
+        f"call of turn {MEMORY_TURN} ({MEMORY_TURN - 1} exchanges held);"
+    )
+    print("   tracemalloc after gc, above the baseline, each contender in a fresh process:")
+    names = {"sdk": "hand-written AsyncAnthropic loop (baseline)", "agentfsm": "agentfsm arun (all defaults)"}
+    for history, (what, _, _) in HISTORIES.items():
+        rows = memory(history, n, top)
+        print(f"   {what} ({rows['sdk']['history_bytes']:,.0f} bytes of history as JSON):")
+        base = rows["sdk"]["bytes_per_conversation"]
+        for kind, row in rows.items():
+            held = row["bytes_per_conversation"]
+            print(f"     {names[kind]:<64} {held / 1024:>8.1f} KiB/conversation {held / base:>6.2f}x")
 
 
 # --- time to first text delta ---------------------------------------------------------------------
@@ -614,21 +674,6 @@ def print_cost_table() -> None:
 # --- report ---------------------------------------------------------------------------------------------
 
 
-def print_memory(n: int, top: int) -> None:
-    rows = memory(n, top)
-    history = rows["sdk"]["history_bytes"]
-    print(
-        f"   memory per in-flight conversation: {n:,} conversations paused in the async tool call of turn "
-        f"{MEMORY_TURN} ({MEMORY_TURN - 1} exchanges held, {history:,.0f} bytes of history as JSON),"
-    )
-    print("   tracemalloc after gc, above the baseline, each contender in a fresh process:")
-    base = rows["sdk"]["bytes_per_conversation"]
-    names = {"sdk": "hand-written AsyncAnthropic loop (baseline)", "agentfsm": "agentfsm arun (all defaults)"}
-    for kind, row in rows.items():
-        held = row["bytes_per_conversation"]
-        print(f"     {names[kind]:<64} {held / 1024:>8.1f} KiB/conversation {held / base:>6.2f}x")
-
-
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
 
@@ -656,14 +701,14 @@ def main() -> None:
         help="also print the memory row's top LINES tracemalloc lines (by line) of each contender, to stderr",
     )
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.many_child:
         many_child(args.many_child)
         return
     if args.memory_child:
-        kind, n, top = args.memory_child
-        memory_child(kind, int(n), int(top))
+        kind, history, n, top = args.memory_child
+        memory_child(kind, history, int(n), int(top))
         return
     if args.cost:
         print_cost_table()
@@ -679,6 +724,10 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, "
         f"anthropic {anthropic.__version__}, {os.cpu_count()} CPUs)\n"
     )
+    if args.memory:
+        print("2. Many conversations in flight")
+        print_memory(in_flight, args.memory_top)
+        return
     print(
         f"1. Per-turn cost, {TURNS}-turn tool conversation, ms/turn: median (min–max) of {rounds} rounds "
         f"x {conversations} conversations, contenders taking turns"
@@ -687,9 +736,6 @@ def main() -> None:
         "   x baseline: the median of (contender / its group's baseline) over the conversations run side by "
         "side; CPU: this process's CPU time"
     )
-    if args.memory:
-        print_memory(in_flight, args.memory_top)
-        return
     rows = per_turn(rounds, conversations)
     walls = {group: w for group, name, w, _ in rows if "baseline" in name}
     cpus = {group: c for group, name, _, c in rows if "baseline" in name}
@@ -706,7 +752,8 @@ def main() -> None:
     if args.per_turn:
         return
 
-    print(f"\n2. {n:,} concurrent conversations (2 turns each) through arun, one event loop, fresh process")
+    print("\n2. Many conversations in flight")
+    print(f"   {n:,} concurrent conversations (2 turns each) through arun, one event loop, fresh process:")
     m = many(n)
     print(
         f"   wall {m['wall_s']:.2f} s · {n / m['wall_s']:,.0f} conversations/s · "
