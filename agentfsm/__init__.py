@@ -4,15 +4,17 @@ The public face is here, at the top: ``Agent`` (the class you subclass),
 ``Policy`` (every limit of a run), ``RunResult`` and ``errors``. The rest is
 one folder per part of the architecture:
 
-* ``machine/`` — the state table and the conversation that runs it
-* ``wire/``    — requests to the Messages API and replies from it; caching, prices
+* ``machine/`` — the state table, the run's state, and the one loop every runner interprets
+* ``wire/``    — requests to the Messages API and replies from it; the history's wire rules, usage, caching, prices
 * ``tools/``   — ``@tool`` and the executors that run tool calls
 * ``stores/``  — snapshots and where they are kept (memory, SQLite, PostgreSQL)
 * ``observe/`` — events, graphs, replay, the live view
+* ``engines/`` — conversations as durable workflows (DBOS, Temporal)
 * ``batch/``   — ``BatchRunner``: many conversations through the Message Batches API, at half the price
 * ``sim/``     — the Messages API simulator the demo and the tests run on
 * ``cli/``     — the ``agentfsm`` command line; ``demo`` is its scripted demo
 * ``otel``     — ``instrument()``: OpenTelemetry spans of every run (the ``otel`` extra)
+* ``loading``, ``redaction`` — ``MODULE:Class`` loading, and credentials kept out of events, rows and spans
 
 Names are imported on first use, so ``import agentfsm`` (and ``agentfsm --help``)
 does not pay for the anthropic SDK until something needs it.

@@ -16,14 +16,24 @@ Tests that need a server or program the machine may lack (PostgreSQL, Chromium,
 Graphviz, Node) install it when they can and skip, saying why, when they cannot.
 ``AGENTFSM_TEST_STRICT=1`` (``.ci/run`` sets it, after installing them) turns
 such a skip into a failure: in CI a missing server must be red, not quietly absent.
+
+Tests come in two tiers. ``pytest -m "not slow"`` is the fast lane: the unit and
+in-process machine tests. A test that starts another process — a subprocess, a
+multiprocessing worker, a PostgreSQL or Temporal server, a browser, mypy or
+ruff — is marked ``slow`` (the whole module with ``pytestmark`` where all of it
+is). That is enforced, not remembered: while a test not marked slow is set up or
+run, starting a process fails it, saying to mark it slow (``_SpawnGuard``).
 """
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pgserver
 import pytest
@@ -124,10 +134,100 @@ MISSING_SOMETHING = (
 )
 
 
+# --- the fast lane: a test that starts a process must be marked slow -------------------------------------
+
+
+class SpawnInFastLaneError(RuntimeError):
+    """A test not marked ``slow`` started a process."""
+
+
+class _SpawnGuard:
+    """Refuses to start a process while a test not marked ``slow`` is set up or run.
+
+    It wraps the two doors every process of the suite goes through: ``subprocess.Popen``
+    (``subprocess.run``, asyncio's subprocesses, pgserver, Chromium, Node, mypy, ruff) and
+    ``multiprocessing``'s ``Process.start`` (the forkserver workers of the kill suites). Teardown is
+    not guarded: a session fixture (the PostgreSQL server) is stopped in whichever test's teardown
+    comes last. What was refused is also remembered, so a test whose code swallowed the error
+    (``except OSError: skip``) still fails.
+    """
+
+    def __init__(self) -> None:
+        self.fast_test: str | None = None  # the node id of the fast test being set up or run
+        self.refused: dict[str, list[str]] = {}
+        self._popen = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+        self._start = multiprocessing.process.BaseProcess.start
+
+    def install(self) -> None:
+        guard, popen, start = self, self._popen, self._start
+
+        def execute_child(proc: subprocess.Popen[Any], args: Any, *rest: Any, **kw: Any) -> Any:
+            guard.check(f"subprocess {args!r}")
+            return popen(proc, args, *rest, **kw)
+
+        def process_start(proc: multiprocessing.process.BaseProcess) -> None:
+            guard.check(f"multiprocessing process {proc.name!r}")
+            start(proc)
+
+        subprocess.Popen._execute_child = execute_child  # type: ignore[attr-defined]
+        multiprocessing.process.BaseProcess.start = process_start  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        subprocess.Popen._execute_child = self._popen  # type: ignore[attr-defined]
+        multiprocessing.process.BaseProcess.start = self._start  # type: ignore[method-assign]
+
+    def check(self, what: str) -> None:
+        test = self.fast_test
+        if test is None:
+            return
+        self.refused.setdefault(test, []).append(what)
+        raise SpawnInFastLaneError(
+            f"{test} started a process ({what}) but is not marked slow: mark it "
+            "@pytest.mark.slow (or the module, pytestmark = pytest.mark.slow) so that "
+            '`pytest -m "not slow"` stays the fast, in-process lane'
+        )
+
+
+_SPAWN_GUARD = _SpawnGuard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _SPAWN_GUARD.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _SPAWN_GUARD.uninstall()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    _SPAWN_GUARD.fast_test = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        yield
+    finally:
+        _SPAWN_GUARD.fast_test = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    _SPAWN_GUARD.fast_test = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        yield
+    finally:
+        _SPAWN_GUARD.fast_test = None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    refused = _SPAWN_GUARD.refused.pop(item.nodeid, None) if call.when != "teardown" else None
+    if refused and not report.failed:  # the test swallowed the refusal (or skipped over it): fail it all the same
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} started a process ({refused[0]}) but is not marked slow: mark it @pytest.mark.slow"
+        )
+        return
     if not report.skipped or os.environ.get("AGENTFSM_TEST_STRICT") != "1" or not isinstance(report.longrepr, tuple):
         return
     reason = str(report.longrepr[2]).removeprefix("Skipped: ")

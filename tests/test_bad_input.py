@@ -23,6 +23,7 @@ from agentfsm.errors import InvalidHistoryError
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.memory import MemoryStore
+from agentfsm.testing import DRIVERS, client_for, drive
 from agentfsm.tools.limits import MIN_TOOL_RESULT_CHARS, cut_content, cut_text
 
 MODEL = "claude-haiku-4-5"
@@ -392,28 +393,12 @@ MALFORMED: list[tuple[Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize("driver", ["run", "stream", "arun", "astream"])
+@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize(("history", "match"), MALFORMED, ids=[f"case{i}" for i in range(len(MALFORMED))])
 def test_a_malformed_history_is_a_value_error_before_any_request(driver: str, history: Any, match: str) -> None:
     sim = Simulator([r.text("never")])
-    if driver.startswith("a"):
-        a = Agent(client=sim.async_client(), model=MODEL, logger=None)
-    else:
-        a = Agent(client=sim.client(), model=MODEL, logger=None)
-
-    async def consume() -> None:
-        if driver == "arun":
-            await a.arun(history)
-        else:
-            async for _ in a.astream(history):
-                pass
-
+    a = Agent(client=client_for(sim, driver), model=MODEL, logger=None)
     with pytest.raises(ValueError, match=match) as info:
-        if driver == "run":
-            a.run(history)
-        elif driver == "stream":
-            list(a.stream(history))
-        else:
-            asyncio.run(consume())
+        drive(a, history, driver)
     assert isinstance(info.value, InvalidHistoryError)
     assert sim.requests == []

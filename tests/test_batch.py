@@ -106,6 +106,7 @@ def inner_requests(sim: Simulator) -> list[SimRequest]:
 # --- the acceptance test ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 500 conversations: a scale test (~25 s)
 def test_500_conversations_end_as_run_would_and_take_one_batch_per_turn() -> None:
     prompts = {f"t{i}": f"ticket {i}" + ("/1" if i % 5 == 0 else "/2" if i % 7 == 0 else "") for i in range(500)}
     sim = Simulator(model, batch_polls=2)
@@ -610,6 +611,7 @@ def test_the_ledger_round_trips_on_sqlite_and_memory(tmp_path: Path) -> None:
         assert [r.key for r in ledger.records()] == ["k"]
 
 
+@pytest.mark.slow  # a PostgreSQL server process
 def test_the_ledger_on_postgres(postgres_database: str) -> None:
     from agentfsm.stores.postgres import PostgresStore
 
@@ -723,6 +725,7 @@ def test_bad_prompts_files_are_one_line_errors(
     assert err.startswith("agentfsm: error: ") and needle in err and "\n" not in err
 
 
+@pytest.mark.slow  # a benchmark in a subprocess
 def test_the_batch_benchmark_runs_in_quick_mode() -> None:
     import subprocess
     import sys

@@ -36,6 +36,8 @@ from agentfsm import Tool
 from agentfsm.batch import BatchRunner, SQLiteLedger
 from agentfsm.sim import SimRequest, Simulator
 
+pytestmark = pytest.mark.slow  # every test forks BatchRunner processes and SIGKILLs them
+
 
 def lookup(key: str) -> str:
     """Look a key up."""

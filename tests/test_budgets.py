@@ -6,7 +6,6 @@ and the run ends ``truncated`` with the budget's name as its reason and the hist
 
 from __future__ import annotations
 
-import asyncio
 import time
 import typing
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from agentfsm import Agent, Conversation, Policy, RunResult, tool
+from agentfsm import Agent, Policy, RunResult, tool
 from agentfsm.agent import DEFAULT_MODEL
 from agentfsm.engines.core import build_agents
 from agentfsm.errors import ConfigurationError
@@ -22,6 +21,7 @@ from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.caching import without_cache_control
 from agentfsm.sim.tokens import count_input_tokens
+from agentfsm.testing import FakeClock, client_for, drive, use_clock
 from agentfsm.wire.messages import validate_history, wire_problems
 from agentfsm.wire.pricing import DEFAULT_PRICES, UNPRICED, Price, price_for
 
@@ -46,11 +46,9 @@ def lookups(n: int, name: str = "lookup") -> Any:
 
 
 def run(sim: Simulator, driver: str, prompt: Any = "Go.", **kw: Any) -> RunResult:
-    client = sim.async_client(max_retries=0) if driver == "arun" else sim.client(max_retries=0)
     kw.setdefault("model", MODEL)
     kw.setdefault("tools", [lookup])
-    agent = Agent(client=client, logger=None, **kw)
-    return asyncio.run(agent.arun(prompt)) if driver == "arun" else agent.run(prompt)
+    return drive(Agent(client=client_for(sim, driver, max_retries=0), logger=None, **kw), prompt, driver)
 
 
 def data(result: RunResult, name: str) -> list[dict[str, Any]]:
@@ -140,18 +138,18 @@ def test_dollar_budget(driver: str) -> None:
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_wall_time_budget(driver: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = {"elapsed": 0.0}  # a fast clock: each tool call takes ten "seconds"
+def test_wall_time_budget(driver: str) -> None:
+    clock = FakeClock()  # each tool call takes ten seconds on it
 
     @tool
     def slow(key: str) -> str:
         """Take a while."""
-        clock["elapsed"] += 10
+        clock.advance(10)
         return key
 
-    monkeypatch.setattr(Conversation, "elapsed_s", property(lambda self: clock["elapsed"]))
     sim = Simulator(lookups(5, name="slow"))
-    result = run(sim, driver, tools=[slow], policy=Policy(max_wall_seconds=25))
+    with use_clock(clock):
+        result = run(sim, driver, tools=[slow], policy=Policy(max_wall_seconds=25))
     assert_stopped_cleanly(result, sim, "max_wall_seconds")
     assert len(sim.requests) == 3  # sent at 0 s, 10 s and 20 s; at 30 s the budget is spent
     assert result.messages[-1]["content"][0]["type"] == "tool_result"  # the last tool result is kept

@@ -7,7 +7,6 @@ an empty or thinking block, ...) with a 400, which would fail the run.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -18,15 +17,14 @@ from typing import Any
 
 import pytest
 
-from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.machine.streaming import ResultEvent
+from agentfsm import Agent, Policy, tool
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
+from agentfsm.testing import DRIVERS, client_for, drive
 from agentfsm.wire.caching import BREAKPOINT, MarkCounter, count_breakpoints, prefill_pieces, unmarked, with_breakpoint
 
 MODEL = "claude-haiku-4-5"
 LONG_SYSTEM = "You are a meticulous assistant. Follow the house style guide to the letter. " * 120  # 2,280 tokens
-DRIVERS = ["run", "arun", "stream", "astream"]
 
 
 @tool
@@ -35,26 +33,8 @@ def lookup(key: str) -> str:
     return f"value of {key}"
 
 
-def drive(agent: Agent, prompt: Any, driver: str) -> RunResult:
-    if driver == "run":
-        return agent.run(prompt)
-    if driver == "arun":
-        return asyncio.run(agent.arun(prompt))
-    if driver == "stream":
-        events = list(agent.stream(prompt))
-    else:
-
-        async def collect() -> list[Any]:
-            return [e async for e in agent.astream(prompt)]
-
-        events = asyncio.run(collect())
-    last = events[-1]
-    assert isinstance(last, ResultEvent)
-    return last.result
-
-
 def make(sim: Simulator, driver: str = "run", **kw: Any) -> Agent:
-    client = sim.async_client(max_retries=0) if driver.startswith("a") else sim.client(max_retries=0)
+    client = client_for(sim, driver, max_retries=0)
     kw.setdefault("model", MODEL)
     kw.setdefault("tools", [lookup])
     return Agent(client=client, logger=None, **kw)
@@ -288,6 +268,7 @@ def test_a_long_continuation_reads_most_of_its_prefix(strategy: str) -> None:
     assert costs[True].cost_usd < costs[False].cost_usd
 
 
+@pytest.mark.slow  # a benchmark in a subprocess
 def test_the_configuration_guide_s_cost_table_is_what_the_benchmark_prints() -> None:
     root = Path(__file__).resolve().parents[1]
     page = root / "docs" / "11-configuration.md"

@@ -59,6 +59,7 @@ def test_graph_writes_the_format_its_file_name_asks_for(tmp_path: Path) -> None:
     assert (tmp_path / "a.gv").read_text() == Agent.graph(format="dot")
 
 
+@pytest.mark.slow  # Graphviz's dot
 @needs_dot
 def test_graph_renders_svg_and_png(tmp_path: Path) -> None:
     assert main(["graph", "agentfsm:Agent", "-o", str(tmp_path / "a.svg")]) == 0
@@ -125,6 +126,7 @@ def test_usage_errors_are_one_line_with_exit_2(capsys: pytest.CaptureFixture[str
     assert main(["--help"]) == 0
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize(
     "argv",
     [
@@ -313,6 +315,7 @@ def test_diagrams_check_reports_missing_and_stale_files(tmp_path: Path, capsys: 
     assert "Agent.svg (not rendered from the current Agent.dot)" in one_line_error(capsys)
 
 
+@pytest.mark.slow  # Graphviz's dot
 @needs_dot
 def test_diagrams_writes_then_checks_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "d"
@@ -394,6 +397,7 @@ def test_demo_with_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 # --- --version -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     captured = capsys.readouterr()
@@ -407,6 +411,7 @@ def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -
 # --- sim serve --script ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_sim_serve_answers_from_a_script_over_http(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,6 +483,7 @@ for path, args, env in json.loads(sys.argv[1]):
 """
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_examples_run_as_scripts_with_no_key_and_exit_non_zero_when_not_done(tmp_path: Path) -> None:
     """Each example on the simulator exits 0 and says last how its run ended; one whose run ends otherwise
     (``--real`` sent, by ANTHROPIC_BASE_URL, to a simulator that refuses) exits 1."""

@@ -249,6 +249,7 @@ def test_a_pending_call_shows_each_value_as_json_cut_short() -> None:
     )  # raw input, as the model sent it
 
 
+@pytest.mark.slow  # subprocesses
 def test_showing_a_waiting_run_imports_no_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The triggers come from the row: a module that says when it is imported is not imported, even where it
     is importable (run as a new process, with the current directory on its import path)."""

@@ -16,7 +16,6 @@ schema with exactly these newer fields taken out — so everything the schema do
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 from collections.abc import Iterator
@@ -29,11 +28,12 @@ import realtraffic
 
 from agentfsm import Agent, MemoryStore, Policy, RunResult, tool
 from agentfsm.errors import ConfigurationError
-from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
+from agentfsm.machine.streaming import StreamEvent, TransitionEvent
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim import serverside as sim_serverside
 from agentfsm.sim.wire import MESSAGES_PATH
+from agentfsm.testing import DRIVERS, client_for, drive, shown_text
 from agentfsm.wire.caching import unmarked
 from agentfsm.wire.pricing import price_for
 from agentfsm.wire.sse import ReplyAssembler, parse_sse
@@ -98,9 +98,6 @@ def lookup(q: str) -> str:
     return f"result for {q}: {TOOL_OUTPUT}"
 
 
-DRIVERS = ["run", "stream", "arun", "astream"]
-
-
 @pytest.fixture(params=DRIVERS)
 def driver(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -109,34 +106,17 @@ def driver(request: pytest.FixtureRequest) -> str:
 def run(driver: str, sim: Simulator, prompt: Any = "Do the task.", **kw: Any) -> RunResult:
     """Run an Agent (``lookup`` tool, no logging, ``kw``) on the simulator through ``driver``."""
     kw.setdefault("tools", [lookup])
-    asynchronous = driver.startswith("a")
-    client = sim.async_client(max_retries=0) if asynchronous else sim.client(max_retries=0)
-    agent = Agent(client=client, logger=None, **kw)
-    if driver == "run":
-        return agent.run(prompt)
-    if driver == "arun":
-        return asyncio.run(agent.arun(prompt))
-    if driver == "stream":
-        events: list[StreamEvent] = list(agent.stream(prompt))
-    else:
-
-        async def collect() -> list[StreamEvent]:
-            return [e async for e in agent.astream(prompt)]
-
-        events = asyncio.run(collect())
-    final = events[-1]
-    assert isinstance(final, ResultEvent)
-    shown = ""
-    for event in events[:-1]:
-        if isinstance(event, TextEvent):
-            shown += event.text
-        elif isinstance(event, RewindEvent):
-            shown = shown[: len(shown) - event.chars]
-    assert shown.endswith(final.result.text), (shown, final.result.text)
+    agent = Agent(client=client_for(sim, driver, max_retries=0), logger=None, **kw)
+    events: list[StreamEvent] = []
+    result = drive(agent, prompt, driver, stream_events=events)
+    if not events:  # run, arun
+        return result
+    shown = shown_text(events)
+    assert shown.endswith(result.text), (shown, result.text)
     transitions = [(e.source, e.dest, e.trigger) for e in events if isinstance(e, TransitionEvent)]
-    assert transitions == [(s.source, s.dest, s.trigger) for s in final.result.trace]
+    assert transitions == [(s.source, s.dest, s.trigger) for s in result.trace]
     SHOWN[:] = [shown]
-    return final.result
+    return result
 
 
 #: What the last streamed run showed its caller (text events, rewinds honoured).

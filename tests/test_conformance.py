@@ -18,7 +18,6 @@ client): add a plain one to ``PLAIN_DRIVERS``; for streaming drivers, replay
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -30,9 +29,9 @@ import pytest
 from realtraffic import SKIP_REASON, Record, by_name, ga_input_block_types, load_corpus, params
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.machine.streaming import ResultEvent, StreamEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
+from agentfsm.testing import drive
 from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.tools.definition import Tool
 from agentfsm.tools.executor import DefaultExecutor
@@ -64,31 +63,17 @@ class Driver:
     asynchronous: bool = False
 
 
-def run_plain(agent: Agent, prompt: str) -> RunResult:
-    return agent.run(prompt)
-
-
-def run_streamed(agent: Agent, prompt: str) -> RunResult:
-    events = list(agent.stream(prompt))
-    assert isinstance(events[-1], ResultEvent)
-    return events[-1].result
-
-
-def run_astreamed(agent: Agent, prompt: str) -> RunResult:
-    async def go() -> list[StreamEvent]:
-        return [e async for e in agent.astream(prompt)]
-
-    events = asyncio.run(go())
-    assert isinstance(events[-1], ResultEvent)
-    return events[-1].result
+def through(driver: str) -> Runner:
+    """A runner of ``agentfsm.testing.drive`` with ``driver``."""
+    return lambda agent, prompt: drive(agent, prompt, driver)
 
 
 #: Drivers that send plain requests; every JSON recording (and every SSE one, folded) is replayed through each.
-PLAIN_DRIVERS: dict[str, Driver] = {"run": Driver(run_plain)}
+PLAIN_DRIVERS: dict[str, Driver] = {"run": Driver(through("run"))}
 #: Drivers that stream: every SSE recording is served to them byte for byte.
 STREAM_DRIVERS: dict[str, Driver] = {
-    "stream": Driver(run_streamed),
-    "astream": Driver(run_astreamed, asynchronous=True),
+    "stream": Driver(through("stream")),
+    "astream": Driver(through("astream"), asynchronous=True),
 }
 
 

@@ -352,6 +352,7 @@ def _param(block: Block) -> Any:
     return pytest.param(block, marks=marks, id=block.where)
 
 
+@pytest.mark.slow  # each block runs in a process of its own
 @pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_python_block_runs_as_shown(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     unknown = [d for d in block.directives if d not in KNOWN_DIRECTIVES]

@@ -70,6 +70,7 @@ def baseline(idempotent: bool = False) -> Any:
     )
 
 
+@pytest.mark.slow  # worker processes
 def test_a_worker_run_is_agent_run(setup: es.Setup, ctx: Any) -> None:
     expected = baseline()
     sim = Simulator(sc.model)
@@ -130,6 +131,7 @@ def long_model(request: SimRequest) -> ScriptedReply:
     return r.text("All blocks echoed.")
 
 
+@pytest.mark.slow  # worker processes
 def test_the_engine_store_grows_linearly(setup: es.Setup, ctx: Any) -> None:
     """A long conversation's recorded bytes stay a small multiple of its final history (quadratic would be ~TURNS/2)."""
     sim = Simulator(long_model)
@@ -232,6 +234,7 @@ def _stream_through_a_crash(
     return events
 
 
+@pytest.mark.slow  # worker processes
 @pytest.mark.parametrize("crash", [False, True])
 def test_dbos_streams_text_and_transitions_to_a_client_process(
     ctx: Any, tmp_path: Path, crash: bool, request: pytest.FixtureRequest
@@ -254,6 +257,7 @@ def test_dbos_streams_text_and_transitions_to_a_client_process(
         assert not [e for e in events if e.type == "rewind"]  # the resent reply repeated what was shown
 
 
+@pytest.mark.slow  # worker processes
 def test_dbos_stream_rewinds_what_a_dead_worker_showed_when_the_resent_reply_differs(
     ctx: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -267,6 +271,7 @@ def test_dbos_stream_rewinds_what_a_dead_worker_showed_when_the_resent_reply_dif
     assert _screen(events) == events[-1].result.text == "A different answer."
 
 
+@pytest.mark.slow  # worker processes
 @pytest.mark.parametrize("kind", ["dbos-postgres", "dbos-sqlite", "temporal"])
 def test_a_rate_limit_holds_across_workers(kind: str, ctx: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """``--rate-limit 4/1 --max-in-flight 2``: eight one-request conversations (on two workers sharing PostgreSQL;
@@ -303,6 +308,7 @@ def test_a_rate_limit_holds_across_workers(kind: str, ctx: Any, tmp_path: Path, 
     assert max(starts) - min(starts) >= 0.5, f"8 requests at 4/s went out within {max(starts) - min(starts):.2f} s"
 
 
+@pytest.mark.slow  # importing the engines runs 'file' (platform.architecture)
 def test_worker_command_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from agentfsm.cli import main
 
@@ -316,6 +322,7 @@ def test_worker_command_errors_are_one_line(capsys: pytest.CaptureFixture[str]) 
     assert main(["worker", "temporal", "--agent", "engine_agents:TextAgent"]) == 2  # --address is required
 
 
+@pytest.mark.slow  # a worker process on PostgreSQL
 def test_a_dbos_worker_that_loses_its_liveness_lock_stops(
     ctx: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

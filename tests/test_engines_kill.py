@@ -40,6 +40,8 @@ import scenario as sc
 
 from agentfsm.sim import SimRequest, Simulator
 
+pytestmark = pytest.mark.slow  # every test runs DBOS/Temporal worker processes and SIGKILLs them
+
 KILLS = ["request", "tool", "idempotent", "reply"]
 CONVERSATION = "conv_killed"
 

@@ -172,6 +172,7 @@ def check_seen(store_path: Path, refunds: list[tuple[str, float]]) -> None:
         assert store.load("ticket-2").finished
 
 
+@pytest.mark.slow  # a DBOS worker
 def test_a_dbos_worker_copies_its_conversations_into_the_same_sqlite_file(
     tmp_path: Path, refunds: list[tuple[str, float]]
 ) -> None:
@@ -191,6 +192,7 @@ def temporal_server() -> Iterator[str]:
     yield from es.temporal_server()
 
 
+@pytest.mark.slow  # a Temporal server and worker
 def test_a_temporal_worker_copies_its_conversations_into_a_store(
     tmp_path: Path, refunds: list[tuple[str, float]], temporal_server: str
 ) -> None:

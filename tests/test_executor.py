@@ -224,16 +224,6 @@ def test_calls_of_one_batch_run_at_the_same_time(
     assert not barrier.broken
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-@pytest.mark.parametrize("name", ["nap", "anap"])
-def test_three_sleeps_take_the_time_of_one(driver: Driver, name: str, executor: DefaultExecutor) -> None:
-    started = time.monotonic()
-    results = driver(executor, [call(name, f"c{i}", seconds=0.2) for i in range(3)])
-    elapsed = time.monotonic() - started
-    assert [r.content for r in results] == ["slept 0.2"] * 3
-    assert elapsed < 0.5  # one after another would take at least 0.6 s
-
-
 # --- failures become is_error results ---------------------------------------------------------------
 
 
@@ -306,19 +296,47 @@ def test_unserialisable_return_value(driver: Driver, executor: DefaultExecutor) 
 # --- timeouts ---------------------------------------------------------------------------------------------
 
 
+def gated_tools() -> tuple[dict[str, Tool], threading.Event, list[str], threading.Event]:
+    """A sync and an async tool that only return once the test sets ``release``; each notes when it returned,
+    and sets ``started`` when it starts."""
+    release, started, returned = threading.Event(), threading.Event(), []
+
+    @tool
+    def gate() -> str:
+        """Wait for the test."""
+        started.set()
+        release.wait(30)
+        returned.append("gate")
+        return "opened"
+
+    @tool
+    async def agate() -> str:
+        """Wait for the test without blocking the loop."""
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        returned.append("agate")
+        return "opened"
+
+    return {"gate": gate, "agate": agate, "add": add}, release, returned, started
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
-@pytest.mark.parametrize("name", ["nap", "anap"])
+@pytest.mark.parametrize("name", ["gate", "agate"])
 def test_a_slow_call_times_out_and_the_others_still_answer(
     driver: Driver, name: str, executor: DefaultExecutor
 ) -> None:
-    started = time.monotonic()
-    results = driver(executor, [call(name, "slow", seconds=1.5), call("add", "fast", a=1, b=2)], 0.2)
-    elapsed = time.monotonic() - started
+    tools, release, returned, _started = gated_tools()
+    try:
+        results = driver(executor, [ToolCall(id="slow", name=name), call("add", "fast", a=1, b=2)], 0.2, tools)
+        # The batch returned while the slow call was still waiting for the test: it did not wait for it.
+        assert returned == []
+    finally:
+        release.set()
     assert results[0].tool_use_id == "slow" and results[0].is_error
     assert results[0].content == f"tool '{name}' did not finish within 0.2 s and was abandoned"
     assert results[0].duration_ms is not None and results[0].duration_ms >= 150
     assert results[1].content == "3" and not results[1].is_error
-    assert elapsed < 1.0  # did not wait for the slow call
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -385,8 +403,8 @@ def test_a_call_still_queued_at_its_deadline_never_runs() -> None:
         assert [r.is_error for r in results] == [True, True]
         release.set()
         assert block_done.wait(SLACK)
-        time.sleep(0.2)  # ample time for the queued call to run on the freed worker, if it were going to
-        assert ran == []
+        # The only worker is free: had the queued call been left in the pool's queue (first in, first out), it
+        # would run before this one. So no waiting is needed to see that it never runs.
         (after,) = ex.execute([ToolCall(id="r2", name="record", input={"tag": "later"})], tools, SLACK)
         assert after.content == "later" and ran == ["later"]
     finally:
@@ -427,12 +445,11 @@ def test_abandoned_calls_that_fill_the_pool_do_not_block_later_batches(driver: D
     try:
         first = ex.execute([ToolCall(id="s1", name="stuck"), ToolCall(id="s2", name="stuck")], tools, 0.1)
         assert all(r.is_error and "did not finish" in r.content for r in first)
-        # Both threads of the pool are now held by abandoned calls.
-        started = time.monotonic()
+        # Both threads of the pool are now held by abandoned calls (until the test ends). Queued behind them,
+        # the call would time out: its answer is the proof that it was not blocked.
         later = [ToolCall(id="a", name="add", input={"a": 2, "b": 2})]
         (result,) = driver(ex, later, SLACK, tools)
         assert result.content == "4" and not result.is_error
-        assert time.monotonic() - started < SLACK / 2
         assert ex.pools_replaced == 1
     finally:
         release.set()
@@ -462,11 +479,18 @@ def test_the_pool_is_kept_while_abandoned_calls_leave_room() -> None:
 
 
 def test_an_abandoned_call_that_finishes_frees_its_place() -> None:
+    tools, release, returned, _started = gated_tools()
     ex = DefaultExecutor(max_workers=1)
     try:
-        ex.execute([call("nap", seconds=0.2)], TOOLS, 0.05)
-        time.sleep(0.4)  # the abandoned nap has ended by now
-        (result,) = ex.execute([call("add", a=1, b=1)], TOOLS, SLACK)
+        (abandoned,) = ex.execute([ToolCall(id="g", name="gate")], tools, 0.05)
+        assert abandoned.is_error and returned == []
+        release.set()
+        # Wait for the executor to see the call end (its future's callback), not for some time to pass.
+        deadline = time.monotonic() + SLACK
+        while ex._abandoned:
+            assert time.monotonic() < deadline, "the abandoned call never ended"
+            time.sleep(0.001)
+        (result,) = ex.execute([call("add", a=1, b=1)], tools, SLACK)
         assert result.content == "2"
         assert ex.pools_replaced == 0
     finally:
@@ -489,19 +513,24 @@ def test_system_exit_propagates(driver: Driver, executor: DefaultExecutor) -> No
         driver(executor, [call("exit_now")])
 
 
-@pytest.mark.parametrize("name", ["nap", "anap"])
+@pytest.mark.parametrize("name", ["gate", "agate"])
 def test_cancelling_aexecute_propagates(name: str, executor: DefaultExecutor) -> None:
+    tools, release, returned, started = gated_tools()
+
     async def main() -> None:
-        task = asyncio.create_task(executor.aexecute([call(name, seconds=1.0), call("add", a=1, b=1)], TOOLS, SLACK))
-        await asyncio.sleep(0.05)
+        calls = [ToolCall(id="g", name=name), call("add", a=1, b=1)]
+        task = asyncio.create_task(executor.aexecute(calls, tools, SLACK))
+        assert await asyncio.to_thread(started.wait, SLACK)  # cancelled while the tool runs
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert task.cancelled()
 
-    started = time.monotonic()
-    asyncio.run(main())
-    assert time.monotonic() - started < 0.9  # did not wait for the tool
+    try:
+        asyncio.run(main())
+        assert returned == []  # cancelled while the tool still waited for the test: it did not wait for the tool
+    finally:
+        release.set()
 
 
 def test_cancelling_aexecute_cancels_async_tools(executor: DefaultExecutor) -> None:
@@ -510,6 +539,7 @@ def test_cancelling_aexecute_cancels_async_tools(executor: DefaultExecutor) -> N
     @tool
     async def hang() -> str:
         """Wait forever."""
+        seen.append("started")
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
@@ -519,13 +549,14 @@ def test_cancelling_aexecute_cancels_async_tools(executor: DefaultExecutor) -> N
 
     async def main() -> None:
         task = asyncio.create_task(executor.aexecute([ToolCall(id="h", name="hang")], {"hang": hang}, SLACK))
-        await asyncio.sleep(0.05)
+        while not seen:  # cancelled once the tool runs, not after some time
+            await asyncio.sleep(0.001)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
-    assert seen == ["cancelled"]
+    assert seen == ["started", "cancelled"]
 
 
 def test_an_outer_timeout_around_aexecute_is_not_swallowed(executor: DefaultExecutor) -> None:

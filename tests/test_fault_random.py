@@ -24,12 +24,12 @@ and, for the streaming drivers, that the caller was shown the text of every kept
 order, with everything else taken back by ``rewind`` events.
 
 Deterministic (``derandomize=True``). The test prints how many cases ran and how many faults
-were injected.
+were injected. The fast lane (``-m "not slow"``) runs a smoke of ``SMOKE_EXAMPLES`` cases per driver;
+the search of ``EXAMPLES`` cases per driver is in the slow tier.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
@@ -44,16 +44,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentfsm import Agent, Policy, RunResult, tool
-from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
+from agentfsm.machine.streaming import ResultEvent, StreamEvent, TransitionEvent
 from agentfsm.sim import ErrorReply, ScriptedReply, SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED, default_prefill_unsupported
+from agentfsm.testing import DRIVERS, client_for, drive, shown_text
 from agentfsm.wire.messages import wire_problems
 
-DRIVERS = ("run", "stream", "arun", "astream")
-#: Examples per driver: about 30 s for the four together on a small machine. Set AGENTFSM_FAULT_EXAMPLES
-#: to search longer (new cases, still deterministic for a given number).
+#: Examples per driver: about 100 s of CPU for the four together, so the search is in the slow tier. Set
+#: AGENTFSM_FAULT_EXAMPLES to search longer (new cases, still deterministic for a given number).
 EXAMPLES = int(os.environ.get("AGENTFSM_FAULT_EXAMPLES") or 200)
+#: Examples per driver in the fast lane (``-m "not slow"``): a few seconds, enough to catch a broken invariant.
+SMOKE_EXAMPLES = 12
 
 TALLY: dict[str, Counter[str]] = {d: Counter() for d in DRIVERS}
 
@@ -577,7 +579,7 @@ def predict(case: Case, streamed: bool) -> Prediction:
 # --- running a case under one driver -----------------------------------------------------------------------
 
 
-def drive(case: Case, driver: str) -> tuple[Simulator, RunResult, list[int], str | None]:
+def play(case: Case, driver: str) -> tuple[Simulator, RunResult, list[int], str | None]:
     """Run ``case``; return the simulator, the result, the script indices served, and what a stream showed."""
     served: list[int] = []
 
@@ -589,42 +591,18 @@ def drive(case: Case, driver: str) -> tuple[Simulator, RunResult, list[int], str
         return answer
 
     sim = Simulator([serving(i, item) for i, item in enumerate(case.script)])
-    asynchronous = driver.startswith("a")
-    client = (
-        sim.async_client(max_retries=case.max_retries) if asynchronous else sim.client(max_retries=case.max_retries)
-    )
+    client = client_for(sim, driver, max_retries=case.max_retries)
     agent = Agent(client=client, model=case.model, tools=TOOLS, policy=case.policy, logger=None)
     prompt = copy.deepcopy(case.prompt)
     events: list[StreamEvent] = []
-    if driver == "run":
-        events.append(ResultEvent(result=agent.run(prompt)))
-    elif driver == "arun":
-        events.append(ResultEvent(result=asyncio.run(agent.arun(prompt))))
-    elif driver == "stream":
-        events = list(agent.stream(prompt))
-    else:
-
-        async def collect() -> list[StreamEvent]:
-            return [e async for e in agent.astream(prompt)]
-
-        events = asyncio.run(collect())
+    result = drive(agent, prompt, driver, stream_events=events)
     assert prompt == case.prompt, "the caller's messages were changed"
     if not driver.endswith("stream"):
-        assert isinstance(events[0], ResultEvent)
-        return sim, events[0].result, served, None
-    final = events[-1]
-    assert isinstance(final, ResultEvent)
-    shown = ""
-    for event in events[:-1]:
-        assert not isinstance(event, ResultEvent)
-        if isinstance(event, TextEvent):
-            shown += event.text
-        elif isinstance(event, RewindEvent):
-            assert event.chars <= len(shown)
-            shown = shown[: len(shown) - event.chars]
+        return sim, result, served, None
+    assert not any(isinstance(e, ResultEvent) for e in events[:-1])
     transitions = [(e.source, e.dest, e.trigger) for e in events if isinstance(e, TransitionEvent)]
-    assert transitions == [(s.source, s.dest, s.trigger) for s in final.result.trace]
-    return sim, final.result, served, shown
+    assert transitions == [(s.source, s.dest, s.trigger) for s in result.trace]
+    return sim, result, served, shown_text(events)  # (which fails if a rewind takes back more than was shown)
 
 
 def matches(expected: Any, actual: Any, where: str = "messages") -> None:
@@ -664,7 +642,7 @@ def check(case: Case, driver: str, schema_problems: list[str], *, counted: bool 
     streamed = driver in ("stream", "astream")
     expected = predict(case, streamed)
     known = len(schema_problems)
-    sim, result, served, shown = drive(case, driver)
+    sim, result, served, shown = play(case, driver)
     where = f"{driver}: {case!r}\npath: {result.path}\nerror: {result.error}"
 
     # (a) it ended, in a final state
@@ -762,10 +740,16 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
             reporter.write_line(line)
 
 
+@pytest.mark.parametrize(
+    "examples",
+    [pytest.param(SMOKE_EXAMPLES, id="smoke"), pytest.param(EXAMPLES, id="search", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("driver", DRIVERS)
-def test_random_fault_scripts_keep_every_invariant(driver: str, request_schema_on_every_request: list[str]) -> None:
+def test_random_fault_scripts_keep_every_invariant(
+    driver: str, examples: int, request_schema_on_every_request: list[str]
+) -> None:
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,

@@ -126,6 +126,7 @@ def test_svg_without_graphviz_names_the_package_to_install(monkeypatch: pytest.M
     assert Agent.graph(format="mermaid") and Agent.graph(format="dot")  # text formats need nothing
 
 
+@pytest.mark.slow  # Graphviz's dot
 @needs_dot
 def test_svg_and_png_render_with_graphviz() -> None:
     svg = ApprovalAgent.graph(format="svg")

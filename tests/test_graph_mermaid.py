@@ -313,6 +313,7 @@ def _decode(text: str) -> str:
     return html.unescape(text)
 
 
+@pytest.mark.slow  # Node
 def test_the_real_mermaid_parser_reads_back_every_state_edge_and_label(
     mermaid_parse: Callable[[Sequence[str]], list[dict[str, Any]]],
 ) -> None:
@@ -338,6 +339,7 @@ def test_the_real_mermaid_parser_reads_back_every_state_edge_and_label(
             assert states[ident]["classes"] == waiting + ([want] if want else []), (name, state)
 
 
+@pytest.mark.slow  # Node
 def test_the_real_mermaid_parser_rejects_what_the_grammar_rejects(
     mermaid_parse: Callable[[Sequence[str]], list[dict[str, Any]]],
 ) -> None:

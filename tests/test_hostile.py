@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,13 @@ from pydantic import ValidationError
 from agentfsm import Agent, Policy, RunResult, Transition, actions, tool
 from agentfsm.cli import main
 from agentfsm.errors import ConfigurationError, CorruptSnapshotError, IncompatibleAgentError
-from agentfsm.machine.streaming import ResultEvent, StreamEvent
+from agentfsm.machine.streaming import ResultEvent
 from agentfsm.observe.replay import write_events
 from agentfsm.redaction import redact, redact_error
 from agentfsm.stores.base import Store
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.testing import FakeClock, drive, use_clock
 from agentfsm.wire.api import RequestFailure, reply_from
 from agentfsm.wire.messages import ABANDONED_CALL, validate_history
 
@@ -103,24 +103,6 @@ def agent_for(server: HostileServer, driver: str, cls: type[Agent] = Agent, **kw
     kw.setdefault("logger", None)
     made = cls(client=client(server, driver.startswith("a"), **kw.pop("client_kw", {})), model=MODEL, **kw)
     return made
-
-
-def drive(agent: Agent, prompt: Any, driver: str, **kw: Any) -> RunResult:
-    if driver == "run":
-        return agent.run(prompt, **kw)
-    if driver == "arun":
-        return asyncio.run(agent.arun(prompt, **kw))
-    if driver == "stream":
-        events = list(agent.stream(prompt, **kw))
-    else:
-
-        async def collect() -> list[StreamEvent]:
-            return [e async for e in agent.astream(prompt, **kw)]
-
-        events = asyncio.run(collect())
-    final = events[-1]
-    assert isinstance(final, ResultEvent)
-    return final.result
 
 
 def leaked(text: str, secret: str = KEY) -> bool:
@@ -527,14 +509,18 @@ def test_max_turns_counts_every_resend(max_turns: int, driver: str, serve: Any) 
 
 @pytest.mark.parametrize("driver", STREAMED)
 def test_the_wall_budget_is_checked_before_each_resend(driver: str, serve: Any) -> None:
+    """On a fake clock (the wall time a conversation reads, the backoff it sleeps), so the count is exact:
+    sent at 0, 0.25 and 0.5 s; a third wait of 0.25 s would end past 0.6 s, so it is not taken."""
     server = serve(_always_drop)
     policy = Policy(max_wall_seconds=0.6, stream_retries=100, stream_retry_backoff=0.25, stream_retry_max_backoff=0.25)
-    started = time.monotonic()
-    result = drive(agent_for(server, driver, policy=policy), "Q", driver)
-    assert time.monotonic() - started < 2.0 and len(server.requests) <= 3
-    assert (
-        result.final_state == "failed" and result.error is not None and "max_wall_seconds=0.6" in result.error.message
-    )
+    with use_clock(FakeClock()) as clock:
+        result = drive(agent_for(server, driver, policy=policy), "Q", driver)
+    assert len(server.requests) == 3 and clock.slept == [0.25, 0.25] and clock.now() == 0.5
+    assert result.final_state == "failed" and result.error is not None
+    assert result.error.message.endswith(
+        "(not sent again: Policy.max_wall_seconds=0.6 would pass during the 0.25 s wait)"
+    ), result.error.message
+    assert [e.data["delay_s"] for e in result.events if e.event == "request.retried"] == [0.25, 0.25]
 
 
 FLOATS = [
@@ -593,7 +579,8 @@ class ReviewAgent(Agent):
     ]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+# PostgreSQL runs a server process: its runs are in the slow tier.
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()

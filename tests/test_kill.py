@@ -36,6 +36,8 @@ import scenario as sc
 
 from agentfsm.stores.sqlite import SQLiteStore
 
+pytestmark = pytest.mark.slow  # every test forks worker processes and SIGKILLs them
+
 
 def _worker(
     ctx: Any, folder: Path, name: str, *, kill_after: float | None = None, **kwargs: Any

@@ -97,12 +97,14 @@ RUN = """
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_a_program_that_never_configured_logging_prints_nothing() -> None:
     proc = _python(RUN)
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout, proc.stderr) == ("", "")
 
 
+@pytest.mark.slow  # a subprocess
 def test_basic_config_shows_the_events_and_none_of_the_state_machine_librarys_chatter() -> None:
     proc = _python(
         """

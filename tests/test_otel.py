@@ -21,15 +21,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from agentfsm import Agent, MemoryStore, Policy, RunResult, tool
+from agentfsm import Agent, MemoryStore, Policy, RunResult, testing, tool
 from agentfsm.otel import CONTENT_ENV, instrument, instrumented, uninstrument
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.sim.simulator import SIM_API_KEY
+from agentfsm.testing import DRIVERS, drive
 
 MODEL = "claude-haiku-4-5"
 FAST = Policy(stream_retry_backoff=0.0)
-DRIVERS = ["run", "stream", "arun", "astream"]
 
 
 @pytest.fixture
@@ -72,25 +72,8 @@ def two_turns() -> Simulator:
     return Simulator([r.tool_use("lookup", {"key": "hanoi"}), r.text("31°C in Hanoi.")])
 
 
-def drive(agent: Agent, prompt: str, driver: str) -> RunResult:
-    """Run ``prompt`` through one of the four drivers; the agent's client must be of the right kind."""
-    if driver == "run":
-        return agent.run(prompt)
-    if driver == "stream":
-        *_, last = agent.stream(prompt)
-        return last.result  # type: ignore[union-attr]
-    if driver == "arun":
-        return asyncio.run(agent.arun(prompt))
-
-    async def go() -> RunResult:
-        events = [e async for e in agent.astream(prompt)]
-        return events[-1].result  # type: ignore[union-attr]
-
-    return asyncio.run(go())
-
-
 def client_for(sim: Simulator, driver: str, **kw: Any) -> Any:
-    return sim.async_client(max_retries=0, **kw) if driver.startswith("a") else sim.client(max_retries=0, **kw)
+    return testing.client_for(sim, driver, max_retries=0, **kw)
 
 
 class Tree:
@@ -555,6 +538,7 @@ def test_a_tracer_provider_must_be_one() -> None:
         Agent(client=two_turns().client(), model=MODEL, tracer_provider="jaeger")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a subprocess
 def test_without_tracing_nothing_of_it_is_loaded_and_instrument_uses_the_global_provider() -> None:
     """In a fresh interpreter: a run loads nothing of agentfsm's tracing; then, with OpenTelemetry's
     global provider set (which a test process can do only once), ``instrument()`` sends every agent's

@@ -102,6 +102,7 @@ def test_cli_demo_json_lines_parse(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[-1]["final_state"] == "done"
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_errors_are_one_line_without_traceback() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "agentfsm.cli", "no-such-command"], capture_output=True, text=True, timeout=60
@@ -115,7 +116,7 @@ EXAMPLES = [
     "custom_executor",
     "approval_agent",
     "approval_terminal",
-    "approval_across_processes",
+    pytest.param("approval_across_processes", marks=pytest.mark.slow),  # two processes
     "async_approval",
 ]
 
@@ -171,6 +172,14 @@ def test_the_library_never_imports_the_command_line() -> None:
     assert checked > 50 and not found, found
 
 
+def test_no_module_grows_past_what_a_reader_holds() -> None:
+    # One concept per module: none over 700 lines, and the conversation (what hooks see) under 600.
+    sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in (ROOT / "agentfsm").rglob("*.py")}
+    assert len(sizes) > 50
+    assert not {p: n for p, n in sizes.items() if n > 700}, "split these modules"
+    assert sizes[Path("agentfsm/machine/conversation.py")] < 600
+
+
 def _tool(name: str) -> list[str]:
     exe = Path(sys.executable).parent / name
     if exe.exists():
@@ -181,6 +190,7 @@ def _tool(name: str) -> list[str]:
     return [found]
 
 
+@pytest.mark.slow  # runs mypy
 def test_mypy_strict_is_clean() -> None:
     proc = subprocess.run(
         [*_tool("mypy"), "--strict", "agentfsm"], cwd=ROOT, capture_output=True, text=True, timeout=500
@@ -188,11 +198,13 @@ def test_mypy_strict_is_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # runs ruff
 def test_ruff_is_clean() -> None:
     proc = subprocess.run([*_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # runs a benchmark in a subprocess
 def test_bench_quick_is_a_smoke_test_that_every_contender_still_runs() -> None:
     """``bench.py --quick`` measures nothing (2 rounds x 2 conversations): it only proves the script runs.
 
@@ -230,6 +242,7 @@ def test_cli_graph_formats_are_the_graph_modules() -> None:
     assert FORMATS == GRAPH_FORMATS
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_help_imports_neither_the_sdk_nor_the_machine() -> None:
     """``agentfsm --help`` stays fast because it imports nothing heavy (benchmarks/startup.py times it)."""
     probe = (

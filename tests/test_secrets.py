@@ -30,11 +30,12 @@ import structlog
 
 from agentfsm import Agent, Policy, RunResult, tool
 from agentfsm.errors import AgentfsmError, ConfigurationError, InvalidHistoryError, MissingAPIKeyError
-from agentfsm.machine.streaming import ResultEvent, StreamEvent
+from agentfsm.machine.streaming import StreamEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.base import Snapshot, Store
 from agentfsm.stores.memory import MemoryStore
+from agentfsm.testing import drive
 
 try:
     from agentfsm.stores.sqlite import SQLiteStore
@@ -146,21 +147,10 @@ def client_for(way: str, sim: Simulator, asynchronous: bool) -> anthropic.Anthro
 
 
 def run(agent: Agent, prompt: str, driver: str, store: Store) -> tuple[RunResult, list[StreamEvent]]:
-    if driver == "run":
-        return agent.run(prompt, store=store), []
-    if driver == "arun":
-        return asyncio.run(agent.arun(prompt, store=store)), []
-    if driver == "stream":
-        events = list(agent.stream(prompt, store=store))
-    else:
-
-        async def collect() -> list[StreamEvent]:
-            return [e async for e in agent.astream(prompt, store=store)]
-
-        events = asyncio.run(collect())
-    final = events[-1]
-    assert isinstance(final, ResultEvent)
-    return final.result, events[:-1]
+    """The result, and what a stream yielded before it (nothing for run and arun)."""
+    events: list[StreamEvent] = []
+    result = drive(agent, prompt, driver, store=store, stream_events=events)
+    return result, events[:-1]
 
 
 def leaks(text: str, secret: str) -> bool:

@@ -10,9 +10,10 @@ from typing import Any, Literal
 import pytest
 
 from agentfsm import Agent, Conversation, Policy, RunResult, tool
-from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, TextEvent, TransitionEvent
+from agentfsm.machine.streaming import ResultEvent, StreamEvent, TransitionEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
+from agentfsm.testing import DRIVERS, client_for, drive, shown_text
 from agentfsm.wire.caching import unmarked
 
 CALLS: list[dict[str, Any]] = []
@@ -33,7 +34,6 @@ def _reset_calls() -> None:
 DOC = "".join(f"Section {i}: the quick brown fox jumps over the lazy dog, again.  \n\n" for i in range(40))
 
 
-DRIVERS = ["run", "stream", "arun", "astream"]
 DRIVER = "run"
 
 
@@ -51,36 +51,19 @@ class Driven:
 
     def __init__(self, sim: Simulator, kw: dict[str, Any]) -> None:
         self.driver = DRIVER
-        retries = kw.pop("max_retries", 0)
-        client = sim.async_client(max_retries=retries) if DRIVER.startswith("a") else sim.client(max_retries=retries)
-        self.agent = Agent(client=client, **kw)
-        self.shown = ""
+        self.agent = Agent(client=client_for(sim, DRIVER, max_retries=kw.pop("max_retries", 0)), **kw)
 
     def run(self, prompt: Any) -> RunResult:
-        if self.driver == "run":
-            return self.agent.run(prompt)
-        if self.driver == "arun":
-            return asyncio.run(self.agent.arun(prompt))
-        if self.driver == "stream":
-            events = list(self.agent.stream(prompt))
-        else:
-
-            async def collect() -> list[StreamEvent]:
-                return [e async for e in self.agent.astream(prompt)]
-
-            events = asyncio.run(collect())
-        final = events[-1]
-        assert isinstance(final, ResultEvent)
-        for event in events[:-1]:
-            assert not isinstance(event, ResultEvent)
-            if isinstance(event, TextEvent):
-                self.shown += event.text
-            elif isinstance(event, RewindEvent):
-                self.shown = self.shown[: len(self.shown) - event.chars]
+        events: list[StreamEvent] = []
+        result = drive(self.agent, prompt, self.driver, stream_events=events)
+        if not events:  # run, arun
+            return result
+        assert not any(isinstance(e, ResultEvent) for e in events[:-1])
         transitions = [(e.source, e.dest, e.trigger) for e in events if isinstance(e, TransitionEvent)]
-        assert transitions == [(s.source, s.dest, s.trigger) for s in final.result.trace]
-        assert self.shown.endswith(final.result.text), (self.shown, final.result.text)
-        return final.result
+        assert transitions == [(s.source, s.dest, s.trigger) for s in result.trace]
+        shown = shown_text(events)
+        assert shown.endswith(result.text), (shown, result.text)
+        return result
 
     def start(self, prompt: Any) -> Conversation:
         return self.agent.start(prompt, asynchronous=self.driver.startswith("a"))

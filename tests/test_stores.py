@@ -36,9 +36,11 @@ from agentfsm.sim import replies as r
 from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store
 from agentfsm.stores.memory import MemoryStore
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.testing import FakeClock
 
 V1_ROW = Path(__file__).parent / "data" / "snapshot_v1.json"
-BACKENDS = ["memory", "sqlite", "postgres"]
+#: PostgreSQL runs a server process: its runs are in the slow tier.
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
 
 
 # --- PostgreSQL: the session's throwaway server is conftest's ``postgres_dsn`` fixture ---------------------
@@ -127,7 +129,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         made.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """The stores several processes can share."""
     if request.param == "sqlite":
@@ -309,7 +311,8 @@ def test_a_waiting_row_written_before_the_run_state_was_declared_once_loads_and_
     answers = [b for m in result.messages if isinstance(m["content"], list) for b in m["content"]]
     assert [b["content"] for b in answers if b["type"] == "tool_result"] == ["deleted notes.txt"]
     again = json.loads(Snapshot.model_validate(store.load(written["conversation_id"])).model_dump_json())
-    assert sorted(again) == sorted([*written, "pending_decision"])  # the same format (plus a field added since)
+    # the same format, plus the fields added since: what it waits for, and the request it is sent with
+    assert sorted(again) == sorted([*written, "pending_decision", "request"])
 
 
 def test_a_row_from_a_newer_agentfsm_is_a_clear_error(backend: Backend) -> None:
@@ -356,21 +359,76 @@ def test_a_lease_is_exclusive_renewable_and_released(backend: Backend) -> None:
     store.release("d", "w1")
 
 
-def test_a_lease_expires_and_renewing_extends_it(backend: Backend) -> None:
-    store, other = backend.store(), backend.store()
-    assert store.acquire("c", "w1", 0.8)
-    time.sleep(0.45)
-    assert store.acquire("c", "w1", 0.8)  # past half its time: renewed for another 0.8 s
-    renewed = time.monotonic()
-    time.sleep(0.4)
-    held = not other.acquire("c", "w2", 0.8)
-    if time.monotonic() - renewed < 0.75:  # (a slow machine may have overslept: then it proves nothing)
-        assert held  # it would have expired by now without the renewal
-    time.sleep(max(0.0, renewed + 0.9 - time.monotonic()))
-    assert other.acquire("c", "w2", 30)  # expired
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_lease_expires_and_renewing_extends_it(kind: str, tmp_path: Path) -> None:
+    """On an injected clock (leases are read on ``clock=``), so each step is exact: no sleeping, and no
+    slow machine that oversleeps and makes the check prove nothing."""
+    clock = FakeClock(start=1_700_000_000.0)  # seconds since the epoch, like time.time
+    if kind == "memory":
+        store = other = MemoryStore(clock=clock)
+    else:
+        store, other = (SQLiteStore(tmp_path / "leases.db", clock=clock) for _ in range(2))
+    assert store.acquire("c", "w1", 8)  # held until t=8
+    clock.advance(5)
+    assert store.acquire("c", "w1", 8)  # past half its time: renewed, until t=13
+    clock.advance(4)  # t=9: past the first expiry
+    assert not other.acquire("c", "w2", 8)  # still held: the renewal extended it
+    clock.advance(3.5)  # t=12.5
+    assert not other.acquire("c", "w2", 8)
+    clock.advance(1)  # t=13.5: expired
+    assert other.acquire("c", "w2", 30)
     assert not store.acquire("c", "w1", 30)
+    for opened in (store, other):
+        if isinstance(opened, SQLiteStore):
+            opened.close()
 
 
+@pytest.mark.slow  # a PostgreSQL server process
+def test_a_postgres_lease_expires_and_renewing_extends_it_on_the_servers_clock(postgres_dsn: str) -> None:
+    """PostgresStore reads lease expiry on the server's clock (so workers' clocks need not agree): the test
+    moves a lease's expiry on that clock, in its row, instead of waiting for it."""
+    from agentfsm.stores.postgres import PostgresStore
+
+    _reset_postgres(postgres_dsn)
+    store, other = PostgresStore(postgres_dsn), PostgresStore(postgres_dsn)
+
+    def expire_in(seconds: float) -> None:
+        with store._lock:
+            store._connection().execute(
+                "UPDATE agentfsm_leases SET expires_at = clock_timestamp() + make_interval(secs => %s) "
+                "WHERE conversation_id = 'c'",
+                (seconds,),
+            )
+
+    def left() -> float:
+        with store._lock:
+            row = (
+                store._connection()
+                .execute(
+                    "SELECT extract(epoch FROM expires_at - clock_timestamp()) FROM agentfsm_leases "
+                    "WHERE conversation_id = 'c'"
+                )
+                .fetchone()
+            )
+        assert row is not None
+        return float(row[0])
+
+    try:
+        assert store.acquire("c", "w1", 30)
+        expire_in(20)  # more than half of it left: the holder need not renew
+        assert store.acquire("c", "w1", 30) and left() <= 20
+        expire_in(10)  # less than half left: renewed for another 30 s
+        assert store.acquire("c", "w1", 30) and 20 < left() <= 30
+        assert not other.acquire("c", "w2", 30)  # held, by a live session
+        expire_in(-1)  # expired
+        assert other.acquire("c", "w2", 30)
+        assert not store.acquire("c", "w1", 30)
+    finally:
+        store.close()
+        other.close()
+
+
+@pytest.mark.slow  # a forkserver worker
 def test_a_lease_of_a_dead_process_does_not_block(shared_backend: Backend, tmp_path: Path) -> None:
     """A worker SIGKILLed while holding a long lease: its claim is free at once, not in 10 minutes."""
     ctx = sc.forkserver()
@@ -510,6 +568,7 @@ def test_a_second_worker_cannot_advance_a_conversation_being_advanced(backend: B
     assert sorted(sc.CALLS) == ["a", "b", "c"]
 
 
+@pytest.mark.slow  # forkserver workers
 def test_two_processes_resume_the_same_conversation_at_once(shared_backend: Backend, tmp_path: Path) -> None:
     """Two workers race to resume one stored conversation: one advances it, the other is refused."""
     store = shared_backend.store()
@@ -599,12 +658,14 @@ def test_postgres_store_without_psycopg_names_the_extra(monkeypatch: pytest.Monk
 
 
 def test_policy_lease_seconds_is_what_a_conversation_asks_for(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "agentfsm.db")
+    clock = FakeClock(start=time.time())
+    store = SQLiteStore(tmp_path / "agentfsm.db", clock=clock)
     sim = Simulator([r.text("Hi.")])
     agent = Agent(client=sim.client(), policy=Policy(lease_seconds=0.6), logger=None)
     conv = agent.start("Hello", conversation_id="c", store=store)
     conv.step()  # took the lease (for 0.6 s), and still holds it: step() does not release
+    clock.advance(0.55)
     assert not store.acquire("c", "other", 30)
-    time.sleep(0.65)
+    clock.advance(0.1)
     assert store.acquire("c", "other", 30)
     store.close()

@@ -143,7 +143,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 class Served:
     def __init__(self, server: UIServer) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # serve_forever checks for shutdown() every poll_interval: at its 0.5 s default, each stop cost half a second.
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{server.port}"
 
@@ -629,6 +630,7 @@ def test_an_events_file_shows_what_its_events_carry(events_ui: Served, ui: Serve
 # --- PostgreSQL --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a PostgreSQL server process
 def test_a_postgres_store_is_served_like_a_sqlite_one(postgres_database: str, ui: Served) -> None:
     from agentfsm.stores.postgres import PostgresStore
 
@@ -694,6 +696,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     capsys.readouterr()
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_serves_until_interrupted(runs: Runs) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentfsm", "ui", "--store", f"sqlite:///{runs.store_path}", "--port", "0"],
@@ -800,6 +803,7 @@ def browser() -> Iterator[Browser]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_the_run_list_and_a_run_step_through(browser: Browser, ui: Served, runs: Runs) -> None:
     page = browser.dom(ui.url + "/")
     assert page.one(lambda n: n.tag == "html").attrs.get("data-js") == "ready"  # the script loaded and ran
@@ -837,6 +841,7 @@ def test_in_a_browser_the_run_list_and_a_run_step_through(browser: Browser, ui: 
     assert len(grows) == 1 and grows[0].one(lambda n: n.tag == "pre").text(visible=True) == "The sum of one and two is"
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_a_run_going_on_refreshes(browser: Browser, tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "live.db")
     conv = writer_agent(Simulator(WRITER_SCRIPT)).start("1 + 2?", store=store, conversation_id="conv_live")
@@ -868,6 +873,7 @@ def test_in_a_browser_a_run_going_on_refreshes(browser: Browser, tmp_path: Path)
         store.close()
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_a_screenshot_of_the_run_page(browser: Browser, ui: Served, tmp_path: Path) -> None:
     target = tmp_path / "ui.png"
     browser.screenshot(f"{ui.url}/runs/conv_scenario#step=6", target)

@@ -458,12 +458,13 @@ class Attacker(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_deciding_is_refused_then_done(chromium: Chromium, store: SQLiteStore, tmp_path: Path) -> None:
     waiting_run(store, "conv_wait")
     readonly = serve(open_source(f"sqlite:///{tmp_path / 'runs.db'}"))
     served, deciding = serve_deciding(tmp_path / "runs.db", store)
     attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
-    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    threading.Thread(target=attacker.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     page_url = f"{served.url}/runs/conv_wait"
     try:
         # Without --allow-decisions: no form, and a post from the page itself is refused.

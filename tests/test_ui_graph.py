@@ -18,7 +18,7 @@ from test_ui import Runs, Served, dom, has_class, runs, ui  # noqa: F401  (modul
 from test_ui_decisions import Chromium, chromium  # noqa: F401  (the DevTools-driven browser)
 
 from agentfsm import Agent
-from agentfsm.cli.targets import agent_classes
+from agentfsm.loading import agent_classes
 from agentfsm.observe.graph import build
 from agentfsm.observe.ui.svg import LABEL_CHAR_W, LABEL_H, render_svg
 from agentfsm.result import TraceStep
@@ -178,6 +178,7 @@ BOXES = """Array.from(document.querySelectorAll('svg.agent-graph .edge text'))
   .map(function (t) { var b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height]; })"""
 
 
+@pytest.mark.slow  # Chromium
 def test_in_a_browser_no_two_labels_overlap(chromium: Chromium, ui: Served) -> None:  # noqa: F811
     for path in ("/runs/conv_scenario", "/runs/conv_scenario?graph=path", "/runs/conv_writer"):
         chromium.open(ui.url + path)

@@ -61,7 +61,8 @@ def fill(store: Store) -> dict[str, str]:
     return statuses
 
 
-@pytest.fixture(params=["sqlite", "memory", "postgres"])
+# PostgreSQL runs a server process: its runs are in the slow tier.
+@pytest.fixture(params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.slow)])
 def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, dict[str, str]]]:
     if request.param == "sqlite":
         store: Any = SQLiteStore(tmp_path / "runs.db")
@@ -273,6 +274,7 @@ def allocated(call: Any) -> tuple[Any, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # 100,000 rows
 def test_100000_runs_a_page_at_a_time(big: Path, tmp_path: Path) -> None:
     small = tmp_path / "small.db"
     big_store(small, 1_000)
@@ -305,6 +307,7 @@ def test_100000_runs_a_page_at_a_time(big: Path, tmp_path: Path) -> None:
         assert peak < 2 * small_peak + 64_000, (peak, small_peak)
 
 
+@pytest.mark.slow  # 100,000 rows
 def test_the_run_list_over_100000_runs(big: Path) -> None:
     served = serve(open_source(f"sqlite:///{big}"))
     try:

@@ -37,9 +37,10 @@ from agentfsm import (
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.base import PendingDecision, read_snapshot
+from agentfsm.testing import DRIVERS, client_for, drive
 from agentfsm.tools.calls import ToolCall
 
-MODES = ["run", "stream", "arun", "astream"]
+MODES = DRIVERS
 ID = "toolu_01"
 
 
@@ -59,18 +60,11 @@ def script(*, then: str = "Done.") -> Simulator:
 
 
 def make(agent_cls: type[Agent], sim: Simulator, mode: str, **kwargs: Any) -> Any:
-    client = sim.async_client() if mode.startswith("a") else sim.client()
-    return agent_cls(client=client, logger=None, **kwargs)
+    return agent_cls(client=client_for(sim, mode), logger=None, **kwargs)
 
 
 def go(agent: Agent, mode: str, prompt: str = "Delete /tmp/old.log", **kwargs: Any) -> RunResult:
-    if mode == "run":
-        return agent.run(prompt, **kwargs)
-    if mode == "stream":
-        return last(agent.stream(prompt, **kwargs))
-    if mode == "arun":
-        return asyncio.run(agent.arun(prompt, **kwargs))
-    return asyncio.run(alast(agent.astream(prompt, **kwargs)))
+    return drive(agent, prompt, mode, **kwargs)
 
 
 def carry_on(agent: Agent, mode: str, conversation: str | RunResult, **kwargs: Any) -> RunResult:
@@ -320,7 +314,8 @@ def test_an_async_hook_is_awaited_while_an_external_service_decides(mode: str, t
     agent = make(AsyncApprovalAgent, sim, mode, service=service)
 
     async def reviewer() -> None:
-        await asyncio.sleep(0.05)
+        while not service.asked:  # answers once the hook has asked (and is awaiting the answer)
+            await asyncio.sleep(0.001)
         service.decisions[ID] = "approve"
         service.arrived.set()
 
@@ -391,8 +386,12 @@ def test_an_async_action_is_awaited(mode: str) -> None:
         make(AsyncActionAgent, script(), "run").run("Delete it")
 
 
+HUNG: list[str] = []
+
+
 async def half_then_hang(conv: Conversation) -> None:
     actions.keep_reply(conv)  # half of an answer ...
+    HUNG.append(conv.id)
     await asyncio.sleep(60)  # ... then the task is cancelled here
 
 
@@ -408,7 +407,9 @@ def test_cancelling_an_async_action_puts_the_history_back() -> None:
 
     async def cancel_soon() -> None:
         task = asyncio.create_task(conv.arun())
-        await asyncio.sleep(0.05)
+        while conv.id not in HUNG:  # cancelled once the action has changed the history, not after some time
+            assert not task.done(), task
+            await asyncio.sleep(0.001)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -812,6 +813,7 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, s
     return "postgres", dsn
 
 
+@pytest.mark.slow  # worker processes
 @pytest.mark.parametrize(
     ("mode", "trigger", "given"),
     [

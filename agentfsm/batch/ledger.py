@@ -8,6 +8,10 @@ result has been applied to its conversation (``settle``); a record whose
 entries are all settled is finished. A runner that starts on the same store
 reads the open records back: a conversation whose stored revision is still the
 one an entry names is *waiting* on that batch, and is polled, never sent again.
+A runner that stops polling at its deadline (``BatchRunner(deadline=...)``, or the
+agents' wall budget) while a batch is still in progress marks the entries still
+waiting ``unfinished``: not settled, so the record stays open and the next runner
+on the store polls the batch again.
 
 Applying a result is idempotent without the ledger's help: a result is applied
 only to a conversation still at the entry's revision (every transition saves
@@ -45,6 +49,11 @@ if TYPE_CHECKING:
     from agentfsm.stores.base import Store
 
 
+#: The outcome of an entry whose batch had not ended when the runner stopped polling at its deadline: the entry
+#: is still waiting (not settled), and a runner started later on the same store polls its batch again.
+UNFINISHED = "unfinished"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One request of a batch: the conversation it advances, and at which point of it."""
@@ -58,8 +67,14 @@ class Entry:
     #: 1 for the first request made at this revision, 2 for its resend, ...
     attempt: int = 1
     #: None until the result was applied: ``succeeded``, ``errored:<type>``, ``expired``, ``canceled``,
-    #: ``stale`` (the conversation had moved on), ``missing`` (the results file had no line for it).
+    #: ``stale`` (the conversation had moved on), ``missing`` (the results file had no usable line for it);
+    #: or ``unfinished`` (``UNFINISHED``): its batch was still in progress at the runner's deadline.
     outcome: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Its result was applied (or will never be): an ``unfinished`` entry still waits on its batch."""
+        return self.outcome is not None and self.outcome != UNFINISHED
 
 
 @dataclass
@@ -75,7 +90,8 @@ class BatchRecord:
 
     @property
     def unsettled(self) -> list[Entry]:
-        return [e for e in self.entries.values() if e.outcome is None]
+        """The entries whose result is still to be applied (``unfinished`` ones included)."""
+        return [e for e in self.entries.values() if not e.settled]
 
 
 @runtime_checkable

@@ -10,8 +10,10 @@ tokens and dollars); elsewhere (a pipe, a CI log) one plain line per change.
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from agentfsm.wire.usage import Usage
 
@@ -28,7 +30,27 @@ class BatchStatus:
     request_counts: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+class _Run(Protocol):
+    """What a progress report reads of a conversation."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+
+
+def totals(convs: Iterable[_Run]) -> tuple[dict[str, int], Usage, float | None]:
+    """Conversations per state, their usage added up (every field: ``Usage`` adds itself), and their cost
+    (None when one of them has an unknown cost)."""
+    convs = list(convs)
+    costs = [conv.cost_usd for conv in convs]
+    cost = None if None in costs else sum(c for c in costs if c is not None)
+    return dict(Counter(conv.state for conv in convs)), sum((conv.usage for conv in convs), Usage()), cost
+
+
+@dataclass
 class BatchProgress:
     """A batch run at one moment."""
 
@@ -51,6 +73,9 @@ class BatchProgress:
     cost_usd: float | None
     elapsed_s: float
     finished: bool = False
+    #: Conversations left waiting when the run stopped at its deadline (their batches are in ``batches``,
+    #: still in progress): a run started later on the same store carries them on.
+    unfinished: int = 0
 
     def lines(self) -> list[str]:
         """The progress as a few lines of text."""
@@ -70,7 +95,7 @@ class BatchProgress:
             if self.cost_usd >= 10
             else (f"${self.cost_usd:.6f}")
         )
-        return [
+        lines = [
             head,
             f"conversations {self.conversations}: {by_state}  (waiting on a batch {self.waiting}"
             + (f", stopped by an error {self.errors}" if self.errors else "")
@@ -80,6 +105,12 @@ class BatchProgress:
             f"tokens in {u.input_tokens:,} · out {u.output_tokens:,} · cache read {u.cache_read_input_tokens:,} · "
             f"cache write {u.cache_creation_input_tokens:,}   cost {cost} (batch prices)",
         ]
+        if self.unfinished:
+            lines.append(
+                f"stopped at the deadline: {self.unfinished} conversation(s) unfinished, waiting on "
+                f"{len(self.batches)} batch(es) still in progress; run again with the same store to carry them on"
+            )
+        return lines
 
     def line(self) -> str:
         """The progress on one line (for logs)."""

@@ -12,7 +12,9 @@ answered from a batch. A round:
 2. **Submit** every conversation that needs a request: one batch request each
    (the params ``plan()`` gave; ``custom_id`` names the conversation, turn,
    stored revision and attempt), split at the API's limits (100,000 requests,
-   256 MB). Each batch is written to the ledger (``agentfsm.batch.ledger``)
+   256 MB) and by the betas each request goes with (the plan's: the agent's,
+   and those a compaction, fallbacks or a credit token need; a batch's betas
+   are its create call's). Each batch is written to the ledger (``agentfsm.batch.ledger``)
    *before* it is created and gets its id right after.
 3. **Poll** the open batches every ``poll_interval`` seconds until one ends.
 4. **Apply** its results, each to its own conversation: a ``succeeded``
@@ -25,6 +27,21 @@ answered from a batch. A round:
    rejected prefill falls back to a prompt continuation as it would in
    ``run``); ``expired`` and ``canceled`` requests are resent once, then
    fail the conversation. One conversation's failure never stops the others.
+   A line of the results file that cannot be used (not JSON, not an object,
+   no ``custom_id``, no result of a known type) costs only its own request:
+   every other line is applied, and a request left without a usable line
+   (whether or not its bad line named it) counts as ``missing``: resent
+   once, like an expired one, then failed (``batch.result_unreadable`` says
+   which line and why).
+
+**A deadline** (``deadline=``, or the agents' wall budget) stops the polling; a batch
+still in progress is left for a later run on the same store (``agentfsm.batch.deadline``).
+
+The runner is sync, as ``run()`` is: an agent with ``async def`` hooks or
+actions is refused (``ConfigurationError``) before anything is stored or sent.
+A conversation that reaches a ``Wait`` ends its run ``waiting``: the runner
+takes prompts, not decisions, so it is decided and carried on from the store
+with ``agent.resume(id, store=..., trigger=...)``.
 
 Nothing is paid twice after a crash: a new runner on the same store finds the
 open batches in the ledger and polls them; a conversation whose stored
@@ -37,21 +54,32 @@ requests, created after the record, not known to the ledger) and adopted.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import anthropic
 
+from agentfsm import clock as clocks
+from agentfsm.batch import deadline as deadlines
 from agentfsm.batch.ledger import BatchRecord, Entry, Ledger, ledger_for
 from agentfsm.batch.progress import BatchProgress, BatchStatus
+from agentfsm.batch.requests import (
+    LAPSE_RESENDS,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REQUESTS,
+    RETRYABLE_ERRORS,
+    chunks,
+    custom_id,
+    failure_of,
+    find_orphan,
+    parse_reply,
+    result_lines,
+)
+from agentfsm.batch.state import BatchRun, Pending, forget_attempt, settle
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
@@ -61,88 +89,12 @@ from agentfsm.observe.events import EventLog, Level
 from agentfsm.redaction import redact
 from agentfsm.result import RunError, RunResult
 from agentfsm.stores.memory import MemoryStore
-from agentfsm.tools.calls import ToolResult
 from agentfsm.wire import api
-from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
     from agentfsm.stores.base import Store
     from agentfsm.wire.messages import Message
-
-#: The API's limits on one batch.
-MAX_BATCH_REQUESTS = 100_000
-MAX_BATCH_BYTES = 256 * 1024 * 1024
-#: ``{"requests":[]}`` around the requests, with room to spare.
-_ENVELOPE_BYTES = 64
-
-#: Errored results sent again in the next batch (up to ``Policy.stream_retries`` times per request).
-RETRYABLE_ERRORS = frozenset({"overloaded_error", "rate_limit_error", "api_error", "timeout_error"})
-#: Expired or canceled requests are sent again this many times, then the conversation fails.
-LAPSE_RESENDS = 1
-#: How far before a record's time a batch it lost may have been created (clocks differ).
-_ORPHAN_SLACK_S = 300.0
-
-_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-
-
-def parse_reply(body: object) -> api.Reply | api.RequestFailure:
-    """A succeeded result's ``message``, read exactly as the plain path reads a reply body.
-
-    The one place the batch runner turns a Message into a ``Reply``: ``agentfsm.wire.api.reply_from``,
-    so both paths accept and reject the same bodies (a malformed one is ``invalid_response``).
-    """
-    return api.reply_from(body)
-
-
-def custom_id(conversation_id: str, turn: int, revision: int, attempt: int) -> str:
-    """The ``custom_id`` of a conversation's request: its id (or a hash of it), turn, stored revision, attempt.
-
-    Matches the API's ``^[a-zA-Z0-9_-]{1,64}$``.
-    """
-    head = conversation_id
-    if not _SAFE_ID.fullmatch(head):
-        head = "h" + hashlib.blake2b(conversation_id.encode(), digest_size=8).hexdigest()
-    return f"{head}-t{turn}-r{revision}-a{attempt}"[:64]
-
-
-@dataclass
-class _Pending:
-    """A conversation whose request is about to go into a batch."""
-
-    conv: Conversation
-    entry: Entry
-    request: dict[str, Any]
-    size: int
-
-
-@dataclass
-class _Run:
-    """The state of one ``BatchRunner.run``."""
-
-    run_id: str
-    log: EventLog
-    convs: dict[str, Conversation]
-    #: Each conversation's loop (``agentfsm.machine.loop.steps``), and the effect it yielded and waits on.
-    loops: dict[str, loop.Steps] = field(default_factory=dict)
-    effects: dict[str, Effect] = field(default_factory=dict)
-    #: Where tool calls run (``tool_workers`` threads), and the calls running there, by conversation.
-    pool: ThreadPoolExecutor | None = None
-    running: dict[Future[list[ToolResult]], Conversation] = field(default_factory=dict)
-    #: Conversation id → (record key, custom_id) of the batch request it waits for.
-    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: The batches this run polls, by record key.
-    open: dict[str, BatchRecord] = field(default_factory=dict)
-    #: Conversations that raised and stopped advancing.
-    errors: dict[str, BaseException] = field(default_factory=dict)
-    #: (conversation id, revision) → outcomes of the requests already made at that revision.
-    tried: dict[tuple[str, int], list[str | None]] = field(default_factory=dict)
-    #: Batch status by record key (for the progress display).
-    status: dict[str, BatchStatus] = field(default_factory=dict)
-    results: Counter[str] = field(default_factory=Counter)
-    batches_submitted: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_renewal: float = field(default_factory=time.monotonic)
 
 
 class BatchRunner:
@@ -161,6 +113,11 @@ class BatchRunner:
     processes). ``ledger`` overrides where batch records are kept (needed for a
     store ``ledger_for`` does not know). ``progress`` is called with a
     ``BatchProgress`` after every submit, poll and applied batch.
+
+    ``deadline`` (seconds from the start of ``run``) bounds how long a run polls; so does the agents'
+    ``Policy.max_wall_seconds`` (the earlier of the two). A batch still in progress then is left for
+    a later run on the same store (see the module docstring). ``sleep`` waits between polls (default:
+    the clock the run starts on, ``agentfsm.clock``).
     """
 
     def __init__(
@@ -175,10 +132,13 @@ class BatchRunner:
         tool_workers: int = 8,
         submit_retries: int = 3,
         progress: Callable[[BatchProgress], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        deadline: float | None = None,
     ) -> None:
         if poll_interval < 0:
             raise ConfigurationError(f"poll_interval must be >= 0 seconds, got {poll_interval}")
+        if deadline is not None and not deadline > 0:  # NaN too
+            raise ConfigurationError(f"deadline must be a number of seconds > 0 (or None), got {deadline!r}")
         if not 1 <= max_batch_requests <= MAX_BATCH_REQUESTS:
             raise ConfigurationError(f"max_batch_requests must be 1..{MAX_BATCH_REQUESTS}, got {max_batch_requests}")
         if not 1 <= max_batch_bytes <= MAX_BATCH_BYTES:
@@ -194,10 +154,11 @@ class BatchRunner:
         self.tool_workers = tool_workers
         self.submit_retries = submit_retries
         self.progress = progress
+        self.deadline = deadline
         self._sleep = sleep
         #: The last progress reported (also when no ``progress`` callback is set).
         self.last_progress: BatchProgress | None = None
-        self._run: _Run | None = None
+        self._run: BatchRun | None = None
         self._once: tuple[anthropic.Anthropic, anthropic.Anthropic] | None = None  # the client, without SDK retries
 
     # --- the public entry point -----------------------------------------------------------------------
@@ -233,7 +194,16 @@ class BatchRunner:
         """``run`` for ``(conversation_id, prompt)`` pairs; results by id."""
         agent = self.agent
         _ = agent.client  # a missing key or an async client is reported now, before anything is stored
-        state = _Run(run_id=run_id, log=EventLog(run_id, agent.logger, agent.secrets()), convs={})
+        parts = agent.async_parts()
+        if parts:  # the runner is sync (as run() is): refused now, before anything is stored or sent
+            raise ConfigurationError(
+                f"{type(agent).__name__} has async hooks or actions ({', '.join(parts)}): BatchRunner runs "
+                "conversations with the sync client and no event loop to await them; run it with arun(), astream() "
+                "or aresume() and an anthropic.AsyncAnthropic client"
+            )
+        clock = clocks.current()  # the conversations opened below read their wall time on it too
+        log = EventLog(run_id, agent.logger, agent.secrets())
+        state = BatchRun(run_id=run_id, log=log, convs={}, clock=clock, started=clock.now())
         self._run = state
         for cid, prompt in items:
             state.convs[cid] = self._open(cid, prompt)
@@ -245,10 +215,17 @@ class BatchRunner:
             while True:
                 pending = self._advance(state)
                 if pending:
-                    self._submit(state, pending)
+                    if deadlines.passed(state, self.deadline):
+                        deadlines.leave_unsent(state, pending)  # no new batch after the deadline
+                    else:
+                        self._submit(state, pending)
                 if not state.open:
                     break
-                for record in self._poll(state, wait_first=not first or bool(pending)):
+                ended = self._poll(state, wait_first=not first or bool(pending))
+                if not ended:  # the deadline passed first
+                    self._leave_unfinished(state)
+                    break
+                for record in ended:
                     self._apply(state, record)
                 first = False
             self._report(state, finished=True)
@@ -270,14 +247,14 @@ class BatchRunner:
         conv.runstate.batched = True
         return conv
 
-    def _claim_all(self, state: _Run) -> None:
+    def _claim_all(self, state: BatchRun) -> None:
         """Take every unfinished conversation's lease: one held by a live worker is left to it."""
         lease = self.agent.policy.lease_seconds
         for cid, conv in state.convs.items():
             if not conv.stopped and not self.store.acquire(cid, conv._persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
-    def _recover(self, state: _Run) -> None:
+    def _recover(self, state: BatchRun) -> None:
         """Pick up what an earlier process left: its batches, and what each conversation already tried."""
         mine = [cid for cid in state.convs if cid not in state.errors]
         for entry in self.ledger.entries_for(mine):
@@ -296,25 +273,30 @@ class BatchRunner:
                 if found is None:  # the create never reached the API: the requests are made again
                     self.ledger.abandon(record.key)
                     for e in ours:
-                        _forget_attempt(state, e)
+                        forget_attempt(state, e)
                     continue
                 self.ledger.submitted(record.key, found)
                 record.batch_id = found
                 self._event(state, "batch.adopted", batch_id=found, requests=len(record.entries))
-            state.open[record.key] = record
-            state.status[record.key] = BatchStatus(record.batch_id or "?", "in_progress", {})
-            resumed.append(record.batch_id or "?")
+            held = []
             for e in waiting:
                 conv = state.convs[e.conversation_id]
                 # The loop plans the request again and counts its turn (the stored snapshot has it in flight).
                 self._try(state, conv, None)
                 if isinstance(state.effects.get(conv.id), SendRequest):
                     state.waiting[e.conversation_id] = (record.key, e.custom_id)
+                    held.append(e)
+            if not held:  # planned again, each stopped at a limit first (a spent wall budget): nothing to poll for
+                self._settle(state, record, {e.custom_id: "stale" for e in ours})
+                continue
+            state.open[record.key] = record
+            state.status[record.key] = BatchStatus(record.batch_id or "?", "in_progress", {})
+            resumed.append(record.batch_id or "?")
         if resumed:
             self._event(state, "batch.resumed", batch_ids=resumed, waiting=len(state.waiting))
 
     @staticmethod
-    def _still_waits(state: _Run, entry: Entry) -> bool:
+    def _still_waits(state: BatchRun, entry: Entry) -> bool:
         conv = state.convs[entry.conversation_id]
         return (
             entry.conversation_id not in state.errors
@@ -325,24 +307,11 @@ class BatchRunner:
 
     def _find_orphan(self, record: BatchRecord) -> str | None:
         """The batch created for ``record`` by a process that died before storing its id, if the API has one."""
-        known = self.ledger.batch_ids()
-        best: tuple[float, str] | None = None
-        try:
-            for batch in self._batches(record.beta).list(limit=100, **self._betas(record.beta)):
-                created = batch.created_at.timestamp()
-                if created < record.created_at - _ORPHAN_SLACK_S:
-                    break
-                counts = batch.request_counts
-                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-                if batch.id not in known and total == len(record.entries) and (best is None or created < best[0]):
-                    best = (created, batch.id)
-        except anthropic.AnthropicError as exc:
-            raise BatchError("listing Message Batches (to find one a crashed run created)", exc) from exc
-        return best[1] if best else None
+        return find_orphan(self._batches(record.beta), record, self.ledger.batch_ids(), self._betas(record.beta))
 
     # --- advancing -------------------------------------------------------------------------------------------
 
-    def _step(self, state: _Run, conv: Conversation, outcome: Any) -> Effect | None:
+    def _step(self, state: BatchRun, conv: Conversation, outcome: Any) -> Effect | None:
         """Send ``outcome`` into the conversation's loop (starting one if it has none): the next effect it
         waits on, or None once it is finished or waiting. Tool calls start at once, in the pool: the loop
         has just recorded them as started. A sync runner: an async hook or action is refused."""
@@ -367,7 +336,7 @@ class BatchRunner:
             state.running[job] = conv
         return effect
 
-    def _again(self, state: _Run, conv: Conversation) -> None:
+    def _again(self, state: BatchRun, conv: Conversation) -> None:
         """Let the request the conversation waits on go: its loop starts over and plans it again (as after a
         crash), so a resend is a request like any other — counted, and checked against the limits first."""
         steps = state.loops.pop(conv.id, None)
@@ -375,7 +344,7 @@ class BatchRunner:
         if steps is not None:
             steps.close()
 
-    def _advance(self, state: _Run) -> list[_Pending]:
+    def _advance(self, state: BatchRun) -> list[Pending]:
         """Run every free conversation's loop until it needs a request or is finished; the requests to send.
         Tool calls start here (``ToolsDue`` is answered here only): once a whole batch's results were applied,
         so a crash while applying them leaves no call in doubt."""
@@ -402,13 +371,13 @@ class BatchRunner:
         ]
         return self._prepare(state, sends)
 
-    def _run_on(self, state: _Run, conv: Conversation, outcome: Any) -> None:
+    def _run_on(self, state: BatchRun, conv: Conversation, outcome: Any) -> None:
         """``_try``, then start the tool calls the loop announces (``ToolsDue``) until it needs something else."""
         self._try(state, conv, outcome)
         while isinstance(state.effects.get(conv.id), ToolsDue) and conv.id not in state.errors:
             self._try(state, conv, None)
 
-    def _try(self, state: _Run, conv: Conversation, outcome: Any) -> None:
+    def _try(self, state: BatchRun, conv: Conversation, outcome: Any) -> None:
         """``_step``, and a conversation that raises stops there (the others carry on); a store error stops all."""
         try:
             self._step(state, conv, outcome)
@@ -417,9 +386,9 @@ class BatchRunner:
         except Exception as exc:
             self._drop(state, conv, exc)
 
-    def _prepare(self, state: _Run, sends: list[tuple[Conversation, SendRequest]]) -> list[_Pending]:
+    def _prepare(self, state: BatchRun, sends: list[tuple[Conversation, SendRequest]]) -> list[Pending]:
         """Make each request's batch request and ledger entry (the loop counted the request when it planned it)."""
-        pending: list[_Pending] = []
+        pending: list[Pending] = []
         for conv, plan in sends:
             tried = state.tried.setdefault((conv.id, conv.runstate.revision), [])
             attempt = len(tried) + 1
@@ -436,74 +405,63 @@ class BatchRunner:
             except (TypeError, ValueError) as exc:  # not JSON: the request cannot be sent, as on the plain path
                 self._complete(state, conv, api.failure_from(exc), 0.0)
                 continue
-            pending.append(_Pending(conv, entry, request, size))
+            pending.append(Pending(conv, entry, request, size, plan.betas))
         return pending
 
     # --- submitting ------------------------------------------------------------------------------------------
 
-    def _chunks(self, pending: list[_Pending]) -> list[list[_Pending]]:
-        """``pending`` split at the API's limits (a request larger than the byte limit goes alone)."""
-        chunks: list[list[_Pending]] = []
-        current: list[_Pending] = []
-        size = _ENVELOPE_BYTES
+    def _submit(self, state: BatchRun, pending: list[Pending]) -> None:
+        by_betas: dict[tuple[str, ...], list[Pending]] = {}
         for item in pending:
-            full = len(current) >= self.max_batch_requests or size + item.size > self.max_batch_bytes
-            if current and full:
-                chunks.append(current)
-                current, size = [], _ENVELOPE_BYTES
-            current.append(item)
-            size += item.size
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _submit(self, state: _Run, pending: list[_Pending]) -> None:
-        beta = bool(self.agent.betas)
-        for chunk in self._chunks(pending):
-            entries: dict[str, Entry] = {}
-            for item in chunk:
-                while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
-                    item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
-                    item.request = {**item.request, "custom_id": item.entry.custom_id}
-                entries[item.entry.custom_id] = item.entry
-            record = BatchRecord(
-                key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries
-            )
-            self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
-            for item in chunk:
-                state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
-            batch_id = self._create(state, record, chunk)
-            if batch_id is None:
-                continue
-            self.ledger.submitted(record.key, batch_id)
-            record.batch_id = batch_id
-            state.open[record.key] = record
-            state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
-            state.batches_submitted += 1
-            self._event(
-                state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk)
-            )
-            for item in chunk:
-                state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
-                item.conv.emit(
-                    "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
-                )
+            by_betas.setdefault(item.betas, []).append(item)
+        for betas, group in by_betas.items():
+            for chunk in chunks(group, max_requests=self.max_batch_requests, max_bytes=self.max_batch_bytes):
+                self._submit_chunk(state, chunk, betas)
         self._report(state)
 
-    def _create(self, state: _Run, record: BatchRecord, chunk: list[_Pending]) -> str | None:
+    def _submit_chunk(self, state: BatchRun, chunk: list[Pending], betas: tuple[str, ...]) -> None:
+        """Record, create and start waiting on one batch of ``chunk``'s requests, all going with ``betas``."""
+        beta = bool(betas)
+        entries: dict[str, Entry] = {}
+        for item in chunk:
+            while item.entry.custom_id in entries:  # two ids hashed alike: keep custom_ids unique
+                item.entry = Entry(**{**item.entry.__dict__, "custom_id": item.entry.custom_id[:60] + "-x"})
+                item.request = {**item.request, "custom_id": item.entry.custom_id}
+            entries[item.entry.custom_id] = item.entry
+        record = BatchRecord(key=uuid.uuid4().hex, batch_id=None, created_at=time.time(), beta=beta, entries=entries)
+        self.ledger.begin(record)  # before the batch exists: a crash from here on cannot lose it
+        for item in chunk:
+            state.tried.setdefault((item.conv.id, item.entry.revision), []).append(None)
+        batch_id = self._create(state, record, chunk, betas)
+        if batch_id is None:
+            return
+        self.ledger.submitted(record.key, batch_id)
+        record.batch_id = batch_id
+        state.open[record.key] = record
+        state.status[record.key] = BatchStatus(batch_id, "in_progress", {"processing": len(chunk)})
+        state.batches_submitted += 1
+        self._event(state, "batch.submitted", batch_id=batch_id, requests=len(chunk), bytes=sum(i.size for i in chunk))
+        for item in chunk:
+            state.waiting[item.conv.id] = (record.key, item.entry.custom_id)
+            item.conv.emit(
+                "batch.request_added", batch_id=batch_id, custom_id=item.entry.custom_id, attempt=item.entry.attempt
+            )
+
+    def _create(self, state: BatchRun, record: BatchRecord, chunk: list[Pending], betas: tuple[str, ...]) -> str | None:
         """Create the batch: its id; None when the API refused it (its conversations then fail with the error)."""
         requests = [item.request for item in chunk]
         attempts = 0
         while True:
             try:
-                batch = self._batches(record.beta, retries=False).create(requests=requests, **self._betas(record.beta))
+                given = {"betas": list(betas)} if betas else {}
+                batch = self._batches(record.beta, retries=False).create(requests=requests, **given)
                 return str(batch.id)
             except anthropic.APIStatusError as exc:
                 if 400 <= exc.status_code < 500 and exc.status_code not in (408, 409, 429):
                     self.ledger.abandon(record.key)  # refused: no batch was created
                     failure = api.failure_from(exc)
                     for item in chunk:
-                        _forget_attempt(state, item.entry)
+                        forget_attempt(state, item.entry)
                         self._complete(state, item.conv, failure, 0.0)
                     return None
                 error: Exception = exc
@@ -512,7 +470,7 @@ class BatchRunner:
             attempts += 1
             if attempts > self.submit_retries:
                 raise BatchError(f"creating a Message Batch of {len(chunk)} requests", error) from error
-            self._sleep(min(self.poll_interval, 2.0**attempts))
+            self._wait(state, min(self.poll_interval, 2.0**attempts))
             try:
                 found = self._find_orphan(record)
             except BatchError:
@@ -523,11 +481,18 @@ class BatchRunner:
 
     # --- polling and applying ---------------------------------------------------------------------------------
 
-    def _poll(self, state: _Run, *, wait_first: bool) -> list[BatchRecord]:
-        """Poll the open batches until at least one has ended; those that did."""
+    def _wait(self, state: BatchRun, seconds: float) -> None:
+        (self._sleep or state.clock.sleep)(seconds)
+
+    def _poll(self, state: BatchRun, *, wait_first: bool) -> list[BatchRecord]:
+        """Poll the open batches until at least one has ended: those that did; [] once the deadline passed first
+        (the wait before a poll is cut short so that the last poll is at the deadline)."""
         while True:
             if wait_first:
-                self._sleep(self.poll_interval)
+                if deadlines.passed(state, self.deadline):
+                    return []
+                left = deadlines.time_left(state, self.deadline)
+                self._wait(state, self.poll_interval if left is None else min(self.poll_interval, left[0]))
             wait_first = True
             self._renew_leases(state)
             ended: list[BatchRecord] = []
@@ -559,8 +524,10 @@ class BatchRunner:
             self._report(state)
             if ended:
                 return ended
+            if deadlines.passed(state, self.deadline):
+                return []
 
-    def _renew_leases(self, state: _Run) -> None:
+    def _renew_leases(self, state: BatchRun) -> None:
         """Keep the leases of conversations waiting in a batch (a batch may take hours; leases last minutes)."""
         lease = self.agent.policy.lease_seconds
         if time.monotonic() - state.last_renewal < lease / 3:
@@ -571,7 +538,7 @@ class BatchRunner:
             if not self.store.acquire(cid, conv._persistence.owner, lease):
                 self._drop(state, conv, ConversationLockedError(cid))
 
-    def _apply(self, state: _Run, record: BatchRecord) -> None:
+    def _apply(self, state: BatchRun, record: BatchRecord) -> None:
         """Apply an ended batch's results to their conversations; settle them in the ledger."""
         assert record.batch_id is not None
         outcomes: dict[str, str] = {}
@@ -581,40 +548,45 @@ class BatchRunner:
                 record.batch_id, **self._betas(record.beta)
             )
             with results as response:
-                for line in response.iter_lines():
-                    if not line.strip():
+                for number, read in result_lines(response.iter_lines()):
+                    entry = record.entries.get(read.custom_id) if read.custom_id is not None else None
+                    if read.custom_id is not None and entry is None:
+                        continue  # not ours (another run's conversation)
+                    if read.result is None:  # its request, when it can be told, counts as missing (below)
+                        self._event(
+                            state,
+                            "batch.result_unreadable",
+                            level="warning",
+                            batch_id=record.batch_id,
+                            line=number,
+                            custom_id=read.custom_id,
+                            problem=read.problem,
+                        )
                         continue
-                    item = json.loads(line)
-                    entry = record.entries.get(str(item.get("custom_id")))
-                    if entry is None or entry.outcome is not None or entry.conversation_id not in state.convs:
-                        continue  # not ours (another run's conversation, or settled before a crash)
-                    result = item.get("result")
-                    outcomes[entry.custom_id] = self._apply_one(
-                        state, record, entry, result if isinstance(result, dict) else {}, latency_ms
-                    )
-        except (anthropic.AnthropicError, ValueError) as exc:
+                    assert entry is not None
+                    if entry.settled or entry.conversation_id not in state.convs:
+                        continue  # settled before a crash, or another run's conversation
+                    outcomes[entry.custom_id] = self._apply_one(state, record, entry, read.result, latency_ms)
+        except anthropic.AnthropicError as exc:
             raise BatchError(f"reading the results of Message Batch {record.batch_id}", exc) from exc
         for entry in record.unsettled:
             if entry.custom_id not in outcomes and entry.conversation_id in state.convs:
-                # The results file has no line for it (not expected): treated like an expired request.
+                # No usable line for it (none, or one that could not be read): treated like an expired request.
                 outcomes[entry.custom_id] = self._apply_one(state, record, entry, {"type": "missing"}, latency_ms)
         self._settle(state, record, outcomes)
         del state.open[record.key]
         self._report(state)
 
-    def _settle(self, state: _Run, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
-        self.ledger.settle(record.key, outcomes)
-        for custom_id, outcome in outcomes.items():
-            entry = record.entries[custom_id]
-            record.entries[custom_id] = Entry(**{**entry.__dict__, "outcome": outcome})
-            tried = state.tried.get((entry.conversation_id, entry.revision))
-            if tried is not None and None in tried:
-                tried[tried.index(None)] = outcome
-        if not record.unsettled:
-            self.ledger.finish(record.key)
+    def _leave_unfinished(self, state: BatchRun) -> None:
+        """The deadline passed with batches in progress: their entries are left ``unfinished``, the records open."""
+        for key, record in state.open.items():
+            self._settle(state, record, deadlines.leave_waiting(state, key, record))
+
+    def _settle(self, state: BatchRun, record: BatchRecord, outcomes: Mapping[str, str]) -> None:
+        settle(state, self.ledger, record, outcomes)
 
     def _apply_one(
-        self, state: _Run, record: BatchRecord, entry: Entry, result: dict[str, Any], latency_ms: float
+        self, state: BatchRun, record: BatchRecord, entry: Entry, result: dict[str, Any], latency_ms: float
     ) -> str:
         """Drive one conversation with its result; the outcome to settle."""
         cid = entry.conversation_id
@@ -636,7 +608,7 @@ class BatchRunner:
                 return kind
             tried = state.tried.get((cid, entry.revision), [])
             if kind == "errored":
-                failure = _failure_of(result)
+                failure = failure_of(result)
                 retried = sum(1 for o in tried if o is not None and o.split(":", 1)[-1] in RETRYABLE_ERRORS)
                 if failure.type in RETRYABLE_ERRORS and retried < self.agent.policy.stream_retries:
                     conv.emit("batch.request_resent", level="warning", reason=failure.type, attempt=entry.attempt + 1)
@@ -665,7 +637,7 @@ class BatchRunner:
             return f"error:{type(exc).__name__}"
 
     def _complete(
-        self, state: _Run, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
+        self, state: BatchRun, conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float
     ) -> None:
         """Answer the conversation's request: its loop completes it and runs on to its next effect."""
         self._try(state, conv, (outcome, latency_ms))
@@ -687,7 +659,7 @@ class BatchRunner:
 
     # --- reporting --------------------------------------------------------------------------------------------
 
-    def _drop(self, state: _Run, conv: Conversation, exc: BaseException) -> None:
+    def _drop(self, state: BatchRun, conv: Conversation, exc: BaseException) -> None:
         """A conversation raised: it stops here (its lease given back); the others carry on."""
         state.errors[conv.id] = exc
         state.waiting.pop(conv.id, None)
@@ -696,39 +668,24 @@ class BatchRunner:
         if not isinstance(exc, ConversationLockedError):
             conv._persistence.release(conv)
 
-    def _result(self, state: _Run, conv: Conversation) -> RunResult:
+    def _result(self, state: BatchRun, conv: Conversation) -> RunResult:
         result = conv.result()
         exc = state.errors.get(conv.id)
         if exc is not None:
             error = RunError(type=type(exc).__name__, message=redact(str(exc), self.agent.secrets()))
             result = result.model_copy(update={"error": error})
             result.attach_events(conv.log.raw)
+        elif conv.id in state.unfinished:
+            error = deadlines.unfinished_error(state, conv, self.deadline)
+            result = result.model_copy(update={"reason": "batch_unfinished", "error": error})
+            result.attach_events(conv.log.raw)
         return result
 
-    def _event(self, state: _Run, name: str, *, level: Level = "info", **data: Any) -> None:
-        state.log.emit(name, turn=0, state="batch", level=level, **data)
+    def _event(self, state: BatchRun, name: str, *, level: Level = "info", **data: Any) -> None:
+        state.event(name, level=level, **data)
 
-    def _report(self, state: _Run, *, finished: bool = False) -> None:
-        convs = state.convs.values()
-        usage = sum((conv.usage for conv in convs), Usage())  # every field, the compaction ones included
-        costs = [conv.cost_usd for conv in convs]
-        cost = None if None in costs else sum(c for c in costs if c is not None)
-        states = Counter(conv.state for conv in convs)
-        progress = BatchProgress(
-            run_id=state.run_id,
-            conversations=len(state.convs),
-            states=dict(states),
-            waiting=len(state.waiting),
-            errors=len(state.errors),
-            batches=[state.status[k] for k in state.open if k in state.status],
-            batches_submitted=state.batches_submitted,
-            results=dict(state.results),
-            usage=usage,
-            cost_usd=None if cost is None else round(cost, 6),
-            elapsed_s=round(time.monotonic() - state.started, 3),
-            finished=finished,
-        )
-        self.last_progress = progress
+    def _report(self, state: BatchRun, *, finished: bool = False) -> None:
+        progress = self.last_progress = state.progress(finished=finished)
         if self.progress is not None:
             self.progress(progress)
 
@@ -736,22 +693,3 @@ class BatchRunner:
     def events(self) -> list[Any]:
         """The runner's own events (``batch.submitted``, ``batch.polled`` ...) of the last run, as ``Event`` models."""
         return self._run.log.events if self._run is not None else []
-
-
-def _forget_attempt(state: _Run, entry: Entry) -> None:
-    """An entry whose batch was never created is no attempt."""
-    tried = state.tried.get((entry.conversation_id, entry.revision))
-    if tried is not None and None in tried:
-        tried.remove(None)
-
-
-def _failure_of(result: Mapping[str, Any]) -> api.RequestFailure:
-    """An ``errored`` result's error as the plain path would have described the HTTP error."""
-    body = result.get("error")
-    err = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(err, dict):
-        return api.RequestFailure(type="api_error", message=f"errored batch result without an error: {result!r:.200}")
-    kind = str(err.get("type") or "api_error")
-    return api.RequestFailure(
-        type=kind, message=str(err.get("message") or kind), status_code=api.ERROR_STATUS.get(kind)
-    )

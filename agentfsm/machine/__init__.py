@@ -1,11 +1,17 @@
-"""The machine: the state table and the conversation that runs it.
+"""The machine: the state table and the one loop that runs it.
 
-* ``table``        — states named for the stop reasons, transitions as data (read it first)
+* ``table``        — states named for the stop reasons, transitions as data (read it first); ``_fsm``: the
+                     ``transitions`` Machine that executes what the table decides
 * ``guards``       — the conditions on transitions (``continuations < max_continuations``)
 * ``actions``      — what each transition does to the history: the only place it changes
-* ``conversation`` — one run: state, history, counters; plans a step and completes it
-* ``drivers``      — the I/O of a step, four ways: sync or async, plain or streamed
+* ``state``        — ``RunState``: everything about a run that changes as it runs, declared once
+* ``plan``         — what the next step needs: ``SendRequest``, ``RunTools``, ``Fire``, ... (effects)
+* ``core``         — the step, sans I/O: plan it, complete it with the outcome, resend a broken stream
+* ``loop``         — the one loop: a generator of effects every runner interprets
+* ``persistence``  — the lease, the saves, and the exactly-once rule for tool calls
+* ``conversation`` — one run's public face: what hooks, guards and actions read, ``decide`` and stepping
+* ``drivers``      — the loop's I/O four ways: sync or async, plain or streamed
 * ``streaming``    — what a streaming caller sees: text, rewinds, transitions, tool calls
-* ``history``      — checking a message history against the wire rules
+* ``serverside``   — request shaping for compaction and server-side fallbacks
 * ``stitch``       — joining continuation chunks without lost or doubled characters
 """

@@ -481,15 +481,21 @@ def apply_compaction(conv: Conversation) -> None:
     """Put the compaction reply first, in place of every message it summarises; they move to the transcript.
 
     The reply is kept exactly as sent (an assistant message holding the block), and the next reply
-    continues it: the model carries on from the summary.
+    continues it: the model carries on from the summary. Only a reply that is one compaction block with
+    a summary is applied (the guard ``lone_summary``); this refuses any other, whoever calls it.
     """
     reply = conv.require_reply()
+    block = serverside.lone_summary(reply.content)
+    if block is None:
+        raise InvalidActionError(
+            "apply_compaction: " + _not_a_summary(reply.content) + "; only such a reply can go first in messages",
+            action="apply_compaction",
+        )
     replaced = conv.messages
     conv.runstate.replaced_messages.extend(replaced)
     conv.messages = [{"role": "assistant", "content": reply.content}]
     conv.runstate.pending_kind = "compacted"
     conv.runstate.compaction_applied_at = conv.turns
-    block = serverside.compaction_block(reply.content) or {}
     conv.emit(
         "compaction.applied",
         replaced_messages=len(replaced),
@@ -499,8 +505,22 @@ def apply_compaction(conv: Conversation) -> None:
     )
 
 
+def _not_a_summary(content: list[dict[str, Any]]) -> str:
+    """Why a reply to our compaction request is not applied (it is not ``serverside.lone_summary``)."""
+    if len(content) == 1 and content[0].get("type") == "compaction":
+        return "the compaction block has no summary"
+    return (
+        "the reply is not one compaction block with a summary, alone (it cannot go first in messages): "
+        f"got {serverside.shape_of(content)}"
+    )
+
+
 def skip_failed_compaction(conv: Conversation) -> None:
     """A compaction that produced no summary (or whose request failed) changes nothing: carry on as before.
+
+    So does an answer of any other shape than one compaction block with a summary (text around the
+    block, a tool call beside it, no block): it is dropped whole — a call in it is never run nor sent
+    back — and the next request is the ordinary one the compaction request went before.
 
     An HTTP 400 would come back on every later attempt (the model or the parameters do not allow it),
     so it turns compaction at the threshold off for the run.
@@ -512,7 +532,8 @@ def skip_failed_compaction(conv: Conversation) -> None:
             conv.runstate.compaction_off = True
         conv.runstate.error = None
     else:
-        reason, status = "the compaction block has no summary", None
+        reason, status = _not_a_summary(conv.require_reply().content), None
+        discard_reply(conv, reason)  # a streamed caller has seen its text: take it back
     conv.runstate.pending_kind = None
     conv.emit(
         "compaction.failed",

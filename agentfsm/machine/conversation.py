@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from agentfsm import clock as clocks
 from agentfsm.errors import ConfigurationError, IncompatibleAgentError, InvalidTransitionError
 from agentfsm.machine import core, drivers, serverside
 from agentfsm.machine.persistence import Persistence
@@ -58,6 +58,7 @@ class Conversation:
     __slots__ = (
         "__dict__",
         "_calls",
+        "_clock",
         "_compaction_seen",
         "_elapsed_before",
         "_marks",
@@ -104,7 +105,8 @@ class Conversation:
                 state.answer = text_of(blocks(history[-1]))
         self.runstate = state
         self._elapsed_before = state.elapsed_s  # wall time spent in earlier processes (a resumed conversation)
-        self._started = time.perf_counter()
+        self._clock = clocks.current()  # wall time and resend backoff: real, unless a test put its own in
+        self._started = self._clock.now()
         self._tool_results: list[ToolResult] = ToolResults.of(())
         self._persistence = Persistence(store)
         self.log = EventLog(self.id, agent.logger, agent.secrets(), observer_for(self))
@@ -242,7 +244,7 @@ class Conversation:
     @property
     def elapsed_s(self) -> float:
         """Wall time this conversation has run, across processes."""
-        return self._elapsed_before + time.perf_counter() - self._started
+        return self._elapsed_before + self._clock.now() - self._started
 
     @property
     def finished(self) -> bool:

@@ -19,7 +19,6 @@ import copy
 import inspect
 import math
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -457,7 +456,7 @@ def record_transition(conv: Conversation, source: str, dest: str, trigger: str) 
             usage=run.usage.model_dump(),
             cost_usd=run.cost_usd,
             turns=run.counters.turns,
-            latency_ms=round((time.perf_counter() - conv._started) * 1000, 3),
+            latency_ms=round((conv._clock.now() - conv._started) * 1000, 3),
             batched=run.batched,
         )
 

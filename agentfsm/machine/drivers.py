@@ -13,7 +13,6 @@ The sync drivers refuse an agent with ``async def`` hooks or actions
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -59,7 +58,7 @@ def _drive(conv: Conversation, steps: loop.Steps, view: TextView | None) -> Iter
 
 def _send(conv: Conversation, plan: SendRequest, view: TextView | None) -> Generator[StreamEvent, None, Sent]:
     if plan.delay > 0:
-        time.sleep(plan.delay)
+        conv._clock.sleep(plan.delay)
     client = conv.agent.client  # a client of the wrong kind raises before any request
     started = time.perf_counter()
     if view is None:
@@ -164,7 +163,7 @@ async def _aperform(conv: Conversation, effect: Effect) -> Any:
 
 async def _astream_send(conv: Conversation, plan: SendRequest, view: TextView) -> AsyncIterator[StreamEvent | Sent]:
     if plan.delay > 0:
-        await asyncio.sleep(plan.delay)
+        await conv._clock.asleep(plan.delay)
     client = conv.agent.aclient
     started = time.perf_counter()
     call = api.StreamCall(client, plan.params, betas=plan.betas, timeout=plan.timeout)

@@ -166,12 +166,10 @@ def compaction_request_pending(conv: Conversation) -> bool:
     return conv.runstate.pending_kind == "compaction"
 
 
-@guard("it has a summary")
-def has_summary(conv: Conversation) -> bool:
-    if conv.reply is None:
-        return False
-    block = serverside.compaction_block(conv.reply.content)
-    return block is not None and isinstance(block.get("content"), str) and bool(block["content"])
+@guard("the reply is one compaction block with a summary")
+def lone_summary(conv: Conversation) -> bool:
+    """Only such a reply can go first in ``messages`` (``serverside.lone_summary`` says why)."""
+    return conv.reply is not None and serverside.lone_summary(conv.reply.content) is not None
 
 
 @guard("compactions < max_compactions")

@@ -195,6 +195,28 @@ def compaction_block(content: Sequence[Block]) -> Block | None:
     return found[-1] if found else None
 
 
+def lone_summary(content: Sequence[Block]) -> Block | None:
+    """The compaction block of an answer to our compaction request that can go first in ``messages``; else None.
+
+    What the API promises for that answer (``BetaCompactionConfigParam``: "a signed ``compaction``
+    block, alone ... nothing is sampled after the block"), and the only shape applied: exactly one
+    block, a ``compaction`` block whose ``content`` is a non-empty string (null is a failed
+    compaction; an empty string the API rejects when it comes back). Anything else — text before or
+    after it, a tool call beside it (which the next message would have to answer), thinking, a second
+    block — is not what was asked for, and the compaction counts as failed (``skip_failed_compaction``).
+    """
+    if len(content) != 1:
+        return None
+    block = content[0]
+    summary = block.get("content")
+    return block if block.get("type") == "compaction" and isinstance(summary, str) and summary else None
+
+
+def shape_of(content: Sequence[Block]) -> str:
+    """The block types of ``content``, as a reason shows them: ``[text, compaction, text]``."""
+    return "[" + ", ".join(str(b.get("type")) for b in content) + "]"
+
+
 # --- who served a reply ---------------------------------------------------------------------------
 
 

@@ -162,10 +162,11 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("pause_turn",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("pause_turn",                "resume",           REQUESTING,      (g.pause_resumes_left,),                            actions.resume_pause),
     T("pause_turn",                "give_up",          "truncated",     (),                                                 actions.stop_at_pause_limit),
-    # compaction: our compaction request answered -> its block replaces the history it summarises (a null
-    # summary is a no-op); a server-side compaction paused (pause_after_compaction) -> send it back unchanged
-    # (client tool calls in it are run and answered first, as for pause_turn).
-    T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.has_summary),      actions.apply_compaction),
+    # compaction: our compaction request answered with one block holding a summary -> it replaces the history it
+    # summarises; any other answer (a null summary, text or a tool call beside the block) is a failed compaction,
+    # a no-op; a server-side compaction paused (pause_after_compaction) -> send it back unchanged (client tool
+    # calls in it are run and answered first, as for pause_turn).
+    T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.lone_summary),     actions.apply_compaction),
     T("compaction",                COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
     T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),

@@ -11,7 +11,9 @@ Each event goes up to three ways:
   configuration takes over. ``Agent(logger=...)`` takes any structlog logger; ``None`` turns
   logging off;
 * to an ``Observer``, when tracing is on (``agentfsm.otel``): the one seam OpenTelemetry spans
-  hang on.
+  hang on;
+* to the taps (``add_tap``), while a test captures every run's events
+  (``agentfsm.testing.capture_events``). Empty, they cost one check per event.
 
 Event names are a stable public interface: they are listed in ``EVENT_NAMES`` and in
 docs/08-seeing-a-run.md, and a test keeps the two in step.
@@ -91,13 +93,18 @@ EVENT_NAMES: dict[str, str] = {
     "batch.ended": "runner: a Message Batch ended; its results are applied next: batch_id, request_counts, elapsed_s",
     "batch.resumed": "runner: batches stored by an earlier process are polled, not sent again: batch_ids, waiting",
     "batch.adopted": "runner: a batch created by a process that died before storing its id was found: batch_id",
+    "batch.result_unreadable": "runner: a line of a batch's results file could not be used and was skipped (its "
+    "request, with any other left without a usable line, counts as missing): batch_id, line, custom_id, problem",
+    "batch.unfinished": "the run stopped polling at its deadline (deadline= or max_wall_seconds) with the batch still "
+    "in progress; a later run on the same store polls it again: batch_id, stopped_by (the runner's event: "
+    "processing_status, request_counts, waiting, elapsed_s; a conversation's: custom_id)",
     "batch.request_added": "the conversation's request is in a batch: batch_id, custom_id, attempt",
     "batch.result_applied": "a batch result drove the conversation's transition: batch_id, custom_id, result, "
     "error_type",
     "batch.result_stale": "a batch result for a point the conversation had passed (applied before a crash) was "
     "skipped: batch_id, custom_id",
     "batch.request_resent": "the request goes into the next batch: reason (a retryable error type, expired, "
-    "canceled), attempt",
+    "canceled, missing), attempt",
     "batch.conversation_error": "the conversation raised (a hook, a lost lease) and stops; the others carry on: "
     "error_type, message",
 }
@@ -520,6 +527,24 @@ async def aobserved(gen: AsyncIterator[_T], obs: Observer) -> AsyncIterator[_T]:
             obs.abort(GeneratorExit())
 
 
+# --- taps: every event of every run, for tests -----------------------------------------------------
+
+#: Called with each event of every conversation in the process, after it is recorded and redacted. A
+#: plain list, not per conversation or context: a capture sees runs started before it opened, and runs
+#: in other threads, as ``structlog.testing.capture_logs`` does.
+_taps: list[Callable[[Event], None]] = []
+
+
+def add_tap(tap: Callable[[Event], None]) -> None:
+    """Call ``tap`` with every event of every run from now on (``remove_tap`` stops it)."""
+    _taps.append(tap)
+
+
+def remove_tap(tap: Callable[[Event], None]) -> None:
+    """Stop calling ``tap`` (the same function ``add_tap`` was given)."""
+    _taps.remove(tap)
+
+
 # --- one conversation's events ------------------------------------------------------------------------
 
 
@@ -564,4 +589,16 @@ class EventLog:
             getattr(self._logger, level)(name, conversation_id=self.conversation_id, turn=turn, state=state, **clean)
         if self.observer is not None:
             self.observer.event(name, level, turn, state, timestamp, clean)
+        if _taps:
+            event = Event(
+                event=name,
+                level=level,
+                conversation_id=self.conversation_id,
+                turn=turn,
+                state=state,
+                timestamp=timestamp,
+                data=clean,
+            )
+            for tap in tuple(_taps):
+                tap(event)
         return clean

@@ -24,8 +24,11 @@ Routes (``?beta=true`` and the ``anthropic-beta`` header accepted on each, as
   and ``DELETE /v1/messages/batches/{id}`` (ended batches only).
 
 Scripting per request: a script item may answer a batched request with
-``replies.batch_expired()`` / ``replies.batch_canceled()`` (a ``BatchOutcome``);
-``SimBatches.expire(id)`` makes a whole batch expire at its next poll.
+``replies.batch_expired()`` / ``replies.batch_canceled()`` (a ``BatchOutcome``),
+or with ``replies.batch_result_line(line)``: its line of the results file is
+``line``, as given (a damaged results file). ``SimBatches.expire(id)`` makes a
+whole batch expire at its next poll; ``Simulator(batch_polls=N)`` (or
+``polls_to_end`` here, per batch) keeps one in progress as long as asked.
 
 Billing: succeeded requests are billed at the batch price, half the list price
 (``usage.service_tier == "batch"``, see ``agentfsm.wire.pricing``); ``billed``
@@ -94,6 +97,8 @@ class SimBatch:
     expire: bool = False
     #: One JSON object per request once the batch ended, in request order.
     results: list[dict[str, Any]] = field(default_factory=list)
+    #: custom_id → the line the results file holds instead of its JSON (``replies.batch_result_line``).
+    raw_lines: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
@@ -257,8 +262,17 @@ class SimBatches:
                     request_id=request_id,
                 )
             lines = list(batch.results)
+            raw = dict(batch.raw_lines)
         random.Random(batch.id).shuffle(lines)  # the API does not promise request order; neither do we
-        chunks = tuple(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" for line in lines)
+        chunks = tuple(
+            (
+                raw[line["custom_id"]]
+                if line["custom_id"] in raw
+                else json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+            ).encode()
+            + b"\n"
+            for line in lines
+        )
         headers = {"content-type": "application/x-jsonl", "request-id": request_id}
         return WireResponse(status=200, headers=headers, chunks=chunks)
 
@@ -318,6 +332,9 @@ class SimBatches:
         results: list[dict[str, Any]] = []
         for custom_id, params in batch.requests:
             result = {"type": skip} if skip is not None else self._process(batch, params)
+            raw = result.pop(_RAW_LINE, None)
+            if raw is not None:
+                batch.raw_lines[custom_id] = str(raw).replace("{custom_id}", custom_id)
             results.append({"custom_id": custom_id, "result": result})
         batch.results = results
         batch.status = "ended"
@@ -332,6 +349,8 @@ class SimBatches:
         raw = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode()
         wire = self.sim.serve_batched(batch.id, batch.query, batch.headers, params, raw)
         kind = wire.headers.get(BATCH_OUTCOME_HEADER)
+        if kind == "line":
+            return {"type": "succeeded", _RAW_LINE: b"".join(wire.chunks).decode()}
         if kind is not None:
             return {"type": kind}
         request_id = wire.headers.get("request-id") or self.sim._ids.new("req")
@@ -360,11 +379,15 @@ class SimBatches:
 
 #: The header a ``BatchOutcome`` answer carries inside the simulator (never sent on the wire).
 BATCH_OUTCOME_HEADER = "x-agentfsm-sim-batch-outcome"
+#: Where ``_process`` hands a scripted results line to ``_end`` (never in a result).
+_RAW_LINE = "_raw_line"
 
 
-def outcome_response(kind: str) -> WireResponse:
-    """How ``Simulator`` hands a ``BatchOutcome`` back to the batch that asked."""
-    return WireResponse(status=0, headers={BATCH_OUTCOME_HEADER: kind})
+def outcome_response(kind: str, line: str | None = None) -> WireResponse:
+    """How ``Simulator`` hands a ``BatchOutcome`` back to the batch that asked (a ``line`` as the body)."""
+    return WireResponse(
+        status=0, headers={BATCH_OUTCOME_HEADER: kind}, chunks=(line.encode(),) if line is not None else ()
+    )
 
 
 def _errored(error_type: str, message: str, request_id: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ anything the real API can return (including block types this project does not
 model) can be scripted. ``ErrorReply`` is an HTTP error answer.
 ``RecordedReply`` is an exchange recorded from the real API, replayed as is.
 ``BatchOutcome`` answers a request inside a Message Batch with ``expired`` or
-``canceled`` (see ``agentfsm.sim.batches``).
+``canceled``, or with a results line written as given (see ``agentfsm.sim.batches``).
 """
 
 from __future__ import annotations
@@ -181,7 +181,13 @@ class RecordedReply(BaseModel):
 
 
 class BatchOutcome(BaseModel):
-    """A request inside a Message Batch that is never processed: its result is ``expired`` or ``canceled``.
+    """A request inside a Message Batch that is not answered by the script's reply.
+
+    ``expired`` or ``canceled``: it is never processed, and its result says so. ``line``: its line in
+    the results file is ``line``, exactly as given (``{custom_id}`` in it becomes the request's
+    ``custom_id``) — not JSON, JSON that is not an object, a result of any shape — to test a reader
+    against a damaged results file; the batch's ``request_counts`` count it as ``succeeded`` (the
+    API did the work; the line was damaged on the way).
 
     Only a request that came in a batch can be answered so (``SimRequest.batch_id`` is set); a
     plain Messages request answered with one gets HTTP 400 naming the mistake.
@@ -189,7 +195,16 @@ class BatchOutcome(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["expired", "canceled"]
+    kind: Literal["expired", "canceled", "line"]
+    line: str | None = None
+
+    @model_validator(mode="after")
+    def _one_line(self) -> BatchOutcome:
+        if (self.kind == "line") != (self.line is not None):
+            raise ValueError("BatchOutcome: give line=... exactly when kind is 'line'")
+        if self.line is not None and ("\n" in self.line or "\r" in self.line):
+            raise ValueError("BatchOutcome: line is one line of the results file: no line break in it")
+        return self
 
 
 Reply: TypeAlias = ScriptedReply | ErrorReply | RecordedReply | BatchOutcome

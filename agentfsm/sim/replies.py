@@ -24,6 +24,7 @@ __all__ = [
     "authentication_error",
     "batch_canceled",
     "batch_expired",
+    "batch_result_line",
     "compaction",
     "compaction_block",
     "context_window_exceeded",
@@ -338,3 +339,9 @@ def batch_expired() -> BatchOutcome:
 def batch_canceled() -> BatchOutcome:
     """A request inside a Message Batch whose result is ``canceled``."""
     return BatchOutcome(kind="canceled")
+
+
+def batch_result_line(line: str) -> BatchOutcome:
+    """A request inside a Message Batch whose line in the results file is ``line``, as given: not JSON, JSON
+    that is not an object, a result of any shape. ``{custom_id}`` in it becomes the request's ``custom_id``."""
+    return BatchOutcome(kind="line", line=line)

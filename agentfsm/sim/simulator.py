@@ -345,8 +345,9 @@ class Simulator:
     def _render(self, request: SimRequest, reply: Reply, request_id: str) -> WireResponse:
         if isinstance(reply, BatchOutcome):
             if request.batch_id is not None:
-                return outcome_response(reply.kind)
-            message = f"simulator script item batch_{reply.kind}() answers only a request inside a Message Batch"
+                return outcome_response(reply.kind, reply.line)
+            name = "batch_result_line" if reply.kind == "line" else f"batch_{reply.kind}"
+            message = f"simulator script item {name}() answers only a request inside a Message Batch"
             return error_response(400, "invalid_request_error", message, request_id=request_id)
         if isinstance(reply, ErrorReply):
             headers = dict(reply.headers)

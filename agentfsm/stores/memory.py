@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from agentfsm.errors import CorruptSnapshotError, StaleConversationError
 from agentfsm.stores.base import RunSummary, Snapshot, read_snapshot, snapshot_json
@@ -13,7 +14,9 @@ from agentfsm.stores.listing import RunFilter, RunPage, page_of
 class MemoryStore:
     """A ``Store`` in a dict: for tests and for runs that only need resume within one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        """``clock`` is what lease expiry is read on (seconds); a test passes its own to expire a lease exactly."""
+        self._clock = clock
         self._rows: dict[str, str] = {}
         self._revisions: dict[str, int] = {}
         self._updated: dict[str, float] = {}
@@ -96,7 +99,7 @@ class MemoryStore:
             return f"{self._revisions.get(conversation_id)}-{self._updated.get(conversation_id)}"
 
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
-        now = time.time()
+        now = self._clock()
         with self._lock:
             holder = self._leases.get(conversation_id)
             if holder is not None and holder[0] != owner and holder[1] > now:

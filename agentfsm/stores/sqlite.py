@@ -173,7 +173,9 @@ class SQLiteStore:
 
     ``timeout`` is how long a call waits for another process's write (seconds);
     ``synchronous="NORMAL"`` trades durability across a power cut (not across
-    a process crash) for speed.
+    a process crash) for speed. ``clock`` is what lease expiry is read on
+    (seconds since the epoch: every process sharing the file compares them); a
+    test passes its own to expire a lease exactly.
     """
 
     def __init__(
@@ -182,8 +184,10 @@ class SQLiteStore:
         *,
         timeout: float = 30.0,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self._clock = clock
         self.timeout = timeout
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -428,7 +432,7 @@ class SQLiteStore:
     @_errors
     def acquire(self, conversation_id: str, owner: str, lease_s: float) -> bool:
         me = os.getpid()
-        now = time.time()
+        now = self._clock()
         mine = self._read(
             "SELECT expires_at FROM agentfsm_leases WHERE conversation_id = ? AND owner = ? AND pid = ?",
             (conversation_id, owner, me),

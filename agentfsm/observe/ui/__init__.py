@@ -8,7 +8,8 @@
 * ``history`` — the history as it stood after each step, from the final one and the trace's sizes
 * ``view``    — a run made ready to show: steps, tool calls, graph
 * ``svg``     — the state graph laid out and drawn as SVG (no Graphviz, no JavaScript library)
-* ``pages``   — the HTML; ``static/`` — the stylesheet, script and icon the pages load
+* ``pages``   — a run's page and what every page shares; ``listpage`` — the run list; ``static/`` — the stylesheet,
+  script and icon the pages load
 * ``server``  — ``UIServer``, a ``ThreadingHTTPServer`` with the pages and a JSON API
 * ``decisions`` — deciding waiting runs from a page (``UIServer(..., decider=...)``): the CSRF token, the
   decisions carried out off the request thread

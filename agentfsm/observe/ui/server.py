@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from agentfsm.errors import AgentfsmError, CorruptSnapshotError
-from agentfsm.observe.ui import pages
+from agentfsm.observe.ui import listpage, pages
 from agentfsm.observe.ui.decisions import Decider, Decisions
 from agentfsm.observe.ui.sources import RunRow, Source
 from agentfsm.observe.ui.view import RunView, build_view, step_json
@@ -357,7 +357,7 @@ class Handler(BaseHTTPRequestHandler):
             case [""] | ["runs"] | ["runs", ""]:
                 wanted, offset, limit = _listing(query)
                 found = source.page(wanted, offset, limit)
-                self._html(200, pages.runs_page(source.label, found, wanted, source.signature()), head)
+                self._html(200, listpage.runs_page(source.label, found, wanted, source.signature()), head)
             case ["runs", run_id] if run_id:
                 view = server.view(run_id)
                 step = view.clamp(_step(query))
@@ -435,7 +435,7 @@ def _listing(query: dict[str, list[str]]) -> tuple[RunFilter, int, int]:
         return values[0].strip() or None if values else None
 
     offset = _int(one("offset") or "0", "offset")
-    limit = _int(one("limit") or str(pages.PAGE_SIZE), "limit")
+    limit = _int(one("limit") or str(listpage.PAGE_SIZE), "limit")
     if offset < 0 or not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"offset must be 0 or more and limit between 1 and {MAX_LIMIT}")
     return RunFilter(state=one("state"), agent=one("agent"), id_prefix=one("q")), offset, limit
