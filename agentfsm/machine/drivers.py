@@ -146,7 +146,7 @@ async def _aperform(conv: Conversation, effect: Effect) -> Any:
     """Perform one effect with the async client and executor (a request not streamed), and give its outcome."""
     if isinstance(effect, SendRequest):
         if effect.delay > 0:
-            await asyncio.sleep(effect.delay)
+            await conv._clock.asleep(effect.delay)
         client = conv.agent.aclient
         started = time.perf_counter()
         reply = await api.asend(client, effect.params, betas=effect.betas, timeout=effect.timeout)
