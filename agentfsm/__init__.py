@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from agentfsm.agent import Agent
     from agentfsm.errors import (
         AgentfsmError,
+        AlreadyDecidedError,
         ConfigurationError,
         ConversationLockedError,
         CorruptSnapshotError,
@@ -66,6 +67,7 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(
         (
             "AgentfsmError",
+            "AlreadyDecidedError",
             "ConfigurationError",
             "ConversationLockedError",
             "CorruptSnapshotError",
@@ -105,6 +107,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Agent",
     "AgentfsmError",
+    "AlreadyDecidedError",
     "ConfigurationError",
     "Conversation",
     "ConversationLockedError",

@@ -2,6 +2,7 @@
 
 import sys
 
-from agentfsm.cli import main
+from agentfsm.cli import main, without_start_directory
 
+without_start_directory()
 sys.exit(main())

@@ -16,12 +16,21 @@ A run that reaches a ``Wait`` state returns ``final_state == "waiting"``;
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anthropic
 
-from agentfsm.errors import ConfigurationError, InvalidHistoryError, MissingAPIKeyError, UnknownConversationError
+from agentfsm.errors import (
+    AlreadyDecidedError,
+    ConfigurationError,
+    InvalidHistoryError,
+    MissingAPIKeyError,
+    UnknownConversationError,
+    require_conversation_id,
+)
+from agentfsm.machine import decisions
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.serverside import check_request_params
 from agentfsm.machine.streaming import StreamEvent
@@ -232,8 +241,11 @@ class Agent:
         ``asynchronous`` says which client the conversation will use (True: ``AsyncAnthropic``,
         False: ``Anthropic``), so a missing key or a client of the wrong kind is reported now; left
         None, the client the agent was given decides, and a driver of the other kind raises
-        ``ConfigurationError`` before sending anything.
+        ``ConfigurationError`` before sending anything. A ``conversation_id`` that is empty or blank is a
+        ``ConfigurationError`` too (leave it None for a new one).
         """
+        if conversation_id is not None:
+            require_conversation_id(conversation_id, "Agent.run")
         messages = self._initial_messages(prompt)
         self._check_client(asynchronous)
         if store is not None and conversation_id is not None:
@@ -264,10 +276,16 @@ class Agent:
         waiting conversation as ``resume`` does; ``load(...).stream()`` resumes it streamed.
         ``asynchronous`` as for ``start``.
 
+        A waiting result names one wait, and a wait is decided once: a result whose wait was decided
+        already raises ``AlreadyDecidedError`` (with a store: the stored conversation has moved past that
+        wait; without one: this process decided it), and nothing runs.
+
         Raises ``UnknownConversationError`` for an id the store does not hold, ``CorruptSnapshotError``
         for a row that cannot be read back as a valid conversation, and ``IncompatibleAgentError``
         when the conversation is at a state this Agent class does not have.
         """
+        if not isinstance(conversation, RunResult):
+            require_conversation_id(conversation, "Agent.resume")
         self._check_client(asynchronous)
         if store is not None:
             cid = conversation.conversation_id if isinstance(conversation, RunResult) else conversation
@@ -275,13 +293,27 @@ class Agent:
                 snapshot = store.load(cid)
             except KeyError:
                 raise UnknownConversationError(cid) from None
+            if isinstance(conversation, RunResult):
+                _check_same_wait(conversation, snapshot)
         elif isinstance(conversation, RunResult):
-            if conversation.snapshot is None:
+            own = conversation.snapshot
+            if own is None:
+                if conversation.final_state == "waiting":
+                    raise ConfigurationError(
+                        f"this waiting result of run {conversation.conversation_id!r} carries no conversation: a "
+                        "RunResult read back from its own JSON does not (result.snapshot is not part of it). Resume "
+                        "the RunResult the run returned, a copy made with agentfsm.engines.core.result_to_json / "
+                        "result_from_json, or give store= to carry on a stored one"
+                    )
                 raise ConfigurationError(
                     f"run {conversation.conversation_id!r} is {conversation.final_state}, not waiting: only a result "
                     "that stopped to wait carries its conversation (give store= to carry on a stored one)"
                 )
-            snapshot = conversation.snapshot.model_copy(deep=True)
+            if own.wait_token is None:  # made before waits were named: this object, at least, is decided once
+                own.wait_token = uuid.uuid4().hex
+            if own.waiting is not None:  # a wait this process decided (or is deciding) is not handed out again
+                decisions.check(conversation.conversation_id, own.state, own.wait_token)
+            snapshot = own.model_copy(deep=True)
         else:
             raise ConfigurationError(
                 f"resume needs store= to find conversation {conversation!r}, or the waiting RunResult itself: "
@@ -316,6 +348,11 @@ class Agent:
         hook and the action as ``conv.input``. Without a trigger, a waiting state's hook is
         asked again. ``conversation`` is an id in ``store``, or a waiting ``RunResult`` (then
         no store is needed, in the same process).
+
+        A waiting result is decided once: resuming it again (or a copy of it) raises
+        ``AlreadyDecidedError`` and runs nothing, even when the first resume failed midway —
+        carry on from what that resume returned. Input that is not JSON (NaN, Infinity, more
+        than 100 levels deep) is a ``ConfigurationError``, and nothing is saved.
         """
         return self._resumed(conversation, store, trigger, input, False).run()
 
@@ -505,3 +542,25 @@ class Agent:
         from agentfsm.observe.graph import agent_graph
 
         return agent_graph(cls, format)
+
+
+def _check_same_wait(result: RunResult, stored: Any) -> None:
+    """Refuse a waiting ``result`` whose wait the ``stored`` conversation has moved past (it was decided)."""
+    if result.final_state != "waiting":
+        return  # a finished or failed result given with a store: carry the stored conversation on, as by id
+    token = result.snapshot.wait_token if result.snapshot is not None else None
+    if token is not None and stored.wait_token is not None:
+        same = stored.waiting is not None and stored.wait_token == token
+    else:  # a result or a row from before waits were named: the same wait is the same state at the same step
+        same = stored.waiting == result.waiting and len(stored.trace) == len(result.trace)
+    if not same:
+        now = (
+            f"waiting at {stored.waiting!r} again"
+            if stored.waiting is not None
+            else "finished, " + stored.state
+            if stored.finished
+            else f"at {stored.state!r}" + (f", carrying out {stored.decision!r}" if stored.decision else "")
+        )
+        raise AlreadyDecidedError(
+            result.conversation_id, result.waiting or stored.state, stored.decision, how="stored", now=now
+        )

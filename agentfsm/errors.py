@@ -54,6 +54,65 @@ class InvalidTransitionError(AgentfsmError):
     """A hook chose a trigger that does not leave the current state, or whose guard failed."""
 
 
+class AlreadyDecidedError(InvalidTransitionError):
+    """A waiting result was decided already: a second ``resume``/``aresume``/``load(trigger=...)`` of it.
+
+    A wait is decided once. Nothing ran for the second decision: no tool, no request. ``how`` says who
+    knows: ``"spent"`` (this process decided it), ``"held"`` (another resume in this process is deciding
+    it now) or ``"stored"`` (the store holds the conversation past that wait).
+    """
+
+    def __init__(
+        self, conversation_id: str, state: str, decided: str | None, *, how: str, now: str | None = None
+    ) -> None:
+        self.conversation_id, self.state, self.decided, self.how = conversation_id, state, decided, how
+        what = f"trigger {decided!r}" if decided is not None else "its hook was asked again"
+        head = f"the waiting result of conversation {conversation_id!r} (at {state!r})"
+        if how == "held":
+            message = (
+                f"{head} is being decided right now by another resume in this process ({what}): a wait is "
+                "decided once, so nothing ran here; use the RunResult that resume returns"
+            )
+        elif how == "stored":
+            message = (
+                f"{head} was decided already: the store holds the conversation past that wait (now {now}), so "
+                "nothing ran. A wait is decided once: carry on from the RunResult that decision returned, or by "
+                f"id: agent.resume({conversation_id!r}, store=...)"
+            )
+        else:
+            message = (
+                f"{head} was decided already in this process ({what}): a wait is decided once, so nothing ran "
+                "now. Carry on from the RunResult that decision returned: if it failed midway (the API down, "
+                "say), the decision still stands, and that result's messages keep all it did (agent.run"
+                "(result.messages) goes on from there)"
+            )
+        super().__init__(message)
+
+
+class InvalidConversationIdError(ConfigurationError):
+    """A conversation id that is empty, blank or not a string, where an id is taken: refused before anything is
+    stored, sent or enqueued."""
+
+    def __init__(self, value: object, where: str) -> None:
+        self.value, self.where = value, where
+        if isinstance(value, str):
+            problem = f"conversation id {value!r} is {'empty' if not value else 'blank'}"
+        else:
+            problem = f"a conversation id must be a string, got {type(value).__name__}"
+        super().__init__(
+            f"{where}: {problem}; an id names the conversation wherever it is kept (a store, an engine, a batch): "
+            "give a non-empty string such as 'ticket-42', or leave it out (None) to have a new one made"
+        )
+
+
+def require_conversation_id(value: object, where: str) -> str:
+    """``value`` if it can name a conversation (a string with something besides whitespace), else
+    ``InvalidConversationIdError``; ``where`` names what took it (``"Agent.run"``)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    raise InvalidConversationIdError(value, where)
+
+
 class InvalidActionError(AgentfsmError, ValueError):
     """An action cannot do what it was asked, or left a message history that breaks the rules every request keeps.
 

@@ -1,10 +1,12 @@
-"""Loading ``MODULE:Class``: the Agent class a command line, a worker or a stored run names.
+"""Loading ``MODULE:Class``: the Agent class a command line or a worker names.
 
-``MODULE`` is a dotted module name (found from the current directory too, as
-with ``python -m``) or a ``.py`` file path. The library uses this where a name
-stands for a class — a durable-engine worker serving ``--agent MODULE:Class``,
-a stored run carried on by the class it recorded — and so does the command
-line (``agentfsm.cli.targets`` adds what only the command line needs).
+``MODULE`` is a dotted module name importable as it is (an installed package,
+or a folder on ``PYTHONPATH``) or a ``.py`` file path. The current directory is
+not searched: a module lying beside a runs database is not imported because a
+name matches it. Only a name a person gives (``--agent MODULE:Class`` on the
+command line, a worker's ``--agent``, ``agent_spec=`` in code) is loaded here;
+a name read from a stored run or an events file never is (a stored row is data,
+and importing a module runs its code).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from agentfsm.errors import TargetNotFoundError
 
 
 def load_module(spec: str) -> ModuleType:
-    """A module by dotted name (found from the current directory too) or by ``.py`` file path."""
+    """A module by dotted name (importable as it is: no directory is added to the import path) or by ``.py``
+    file path."""
     if spec.endswith(".py") or "/" in spec or os.sep in spec:
         path = Path(spec)
         if not path.is_file():
@@ -38,52 +41,19 @@ def load_module(spec: str) -> ModuleType:
             del sys.modules[name]
             raise TargetNotFoundError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
         return module
-    _cwd_on_path()
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (spec == exc.name or spec.startswith(exc.name + ".")):
+            as_file = spec.replace(".", "/") + ".py"
+            hint = f" ({as_file} is here: name it as {as_file}:Class)" if Path(as_file).is_file() else ""
             raise TargetNotFoundError(
-                f"no module named {spec!r} (give a dotted module name importable from here, or a .py file path)"
+                f"no module named {exc.name!r}: give a .py file path, or put its folder on PYTHONPATH (the current "
+                f"directory is not searched){hint}"
             ) from exc
         raise TargetNotFoundError(f"importing {spec} failed: {exc}") from exc
     except Exception as exc:
         raise TargetNotFoundError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _cwd_on_path() -> None:
-    """The current directory on the import path, as ``python -m`` does, so local modules are found."""
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-
-
-def load_recorded_agent_class(recorded: str | None) -> Any:
-    """The Agent class a run recorded (``module:QualName``), imported with the current directory on the
-    import path; ``TargetNotFoundError`` saying why when it cannot be loaded here."""
-    from agentfsm.agent import Agent
-
-    if not recorded or recorded == Agent.qualified_name():
-        return Agent
-    module_name, sep, qualname = recorded.partition(":")
-    if not sep or not module_name or not qualname:
-        raise TargetNotFoundError(f"the recorded agent class {recorded!r} is not MODULE:Class")
-    _cwd_on_path()
-    problem = None
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except ImportError as exc:
-        problem = f"importing {module_name} failed: {exc}"
-    except AttributeError:
-        problem = f"module {module_name} has no {qualname}"
-    except Exception as exc:  # the module ran and raised
-        problem = f"importing {module_name} failed: {type(exc).__name__}: {exc}"
-    else:
-        if isinstance(found, type) and issubclass(found, Agent):
-            return found
-        problem = f"it is a {type(found).__name__}, not an agentfsm.Agent subclass"
-    raise TargetNotFoundError(f"cannot load the recorded agent class {recorded} ({problem})")
 
 
 def split_target(spec: str) -> tuple[str, str | None]:

@@ -21,6 +21,7 @@ What is redacted, given the credentials the client holds (``Agent.secrets()``):
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,6 +31,9 @@ from typing import Any
 MIN_SECRET_CHARS = 8
 
 REDACTED = "[REDACTED]"
+
+#: The environment variables the ``anthropic`` client reads its credentials from (``environment_secrets``).
+CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 _KEY_SHAPE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
 #: What may stand on either side of a short credential quoted as a word in an error message.
@@ -151,19 +155,54 @@ def _clean(value: Any, heads: tuple[str, ...], found: tuple[str, ...]) -> Any:
 def redact_text(text: str, secrets: Sequence[str] = (), *, words: bool = False, shapes: bool = True) -> str:
     """``text`` with ``secrets`` redacted (see the module docstring): those of ``MIN_SECRET_CHARS`` or more, and
     with ``words`` (for error messages) a shorter one standing alone as a word; ``shapes`` also redacts anything
-    shaped like ``sk-ant-…``."""
+    shaped like ``sk-ant-…``.
+
+    Every match is found in the original text and each run of matched characters becomes one ``[REDACTED]``:
+    a copy of the client's key's head (``sk-ant-api03-``, which every key shares) cannot hide the rest of a
+    foreign key from the key-shape rule by being replaced first.
+    """
+    spans = redaction_spans(text, secrets, words=words, shapes=shapes)
+    if not spans:
+        return text
+    parts: list[str] = []
+    at = 0
+    for start, end in spans:
+        parts += [text[at:start], REDACTED]
+        at = end
+    return "".join(parts) + text[at:]
+
+
+def redaction_spans(
+    text: str, secrets: Sequence[str] = (), *, words: bool = False, shapes: bool = True
+) -> list[tuple[int, int]]:
+    """Where ``redact_text`` redacts ``text``: ``(start, end)`` runs of characters, sorted, none touching another.
+
+    For a caller that must know what moved where (the inspector maps a step's text length through them).
+    """
+    found: list[tuple[int, int]] = []
     for secret in secrets:
         if not secret:
             continue
         if len(secret) >= MIN_SECRET_CHARS:
             if secret[:MIN_SECRET_CHARS] in text:
-                text = _without(text, secret)
+                found += _copies(text, secret)
         elif words and secret in text:
             edge = _WORD_EDGE
-            text = re.sub(f"(?:(?<=[{edge}])|^){re.escape(secret)}(?=[{edge}]|$)", REDACTED, text)
+            pattern = f"(?:(?<=[{edge}])|^){re.escape(secret)}(?=[{edge}]|$)"
+            found += [m.span() for m in re.finditer(pattern, text)]
     if shapes and "sk-ant-" in text:
-        text = _KEY_SHAPE.sub(REDACTED, text)
-    return text
+        found += [m.span() for m in _KEY_SHAPE.finditer(text)]
+    if len(found) < 2:
+        return found
+    found.sort()
+    merged = [found[0]]
+    for start, end in found[1:]:
+        last_start, last_end = merged[-1]
+        if start <= last_end:
+            merged[-1] = (last_start, max(last_end, end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def redact_error(text: str, secrets: Iterable[str] = ()) -> str:
@@ -171,18 +210,24 @@ def redact_error(text: str, secrets: Iterable[str] = ()) -> str:
     return redact_text(text, _as_tuple(secrets), words=True)
 
 
-def _without(text: str, secret: str) -> str:
-    """``text`` with every copy of ``secret``, or of a prefix of it ``MIN_SECRET_CHARS`` or longer, redacted."""
+def _copies(text: str, secret: str) -> list[tuple[int, int]]:
+    """Every copy in ``text`` of ``secret``, or of a prefix of it ``MIN_SECRET_CHARS`` or longer."""
     head = secret[:MIN_SECRET_CHARS]
-    parts: list[str] = []
+    found: list[tuple[int, int]] = []
     at = 0
     while (start := text.find(head, at)) >= 0:
         end = start + len(head)
         while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
             end += 1
-        parts += [text[at:start], REDACTED]
+        found.append((start, end))
         at = end
-    return "".join(parts) + text[at:]
+    return found
+
+
+def environment_secrets() -> tuple[str, ...]:
+    """The credentials this process's environment holds (``CREDENTIAL_VARIABLES``): what a viewer of stored
+    runs (the inspector, ``agentfsm runs show``) redacts besides the key shape, whatever their shape."""
+    return tuple(v for v in (os.environ.get(name) for name in CREDENTIAL_VARIABLES) if v)
 
 
 def _as_tuple(secrets: Iterable[str]) -> tuple[str, ...]:

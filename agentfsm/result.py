@@ -129,7 +129,9 @@ class RunResult(BaseModel):
         return [self.trace[0].source, *(step.dest for step in self.trace)]
 
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
-        """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked."""
+        """The path this run took, drawn on its Agent class's graph (or ``agent``'s), final state marked. The
+        class is found among those this process has imported (as the one that ran it has been); a result read
+        back from elsewhere whose class is not is drawn on the base Agent's graph: its name is never imported."""
         from agentfsm.observe.graph import path_graph
 
         return path_graph(self.trace, self.waiting or self.final_state, format, agent=agent or self.agent)

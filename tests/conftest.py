@@ -199,8 +199,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _SPAWN_GUARD.uninstall()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+def _guarded(item: pytest.Item) -> Iterator[None]:
+    """While a fast test's setup or body runs, the guard refuses a process it starts (fixtures' teardown may)."""
     _SPAWN_GUARD.fast_test = None if item.get_closest_marker("slow") else item.nodeid
     try:
         yield
@@ -208,13 +208,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
         _SPAWN_GUARD.fast_test = None
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    _SPAWN_GUARD.fast_test = None if item.get_closest_marker("slow") else item.nodeid
-    try:
-        yield
-    finally:
-        _SPAWN_GUARD.fast_test = None
+pytest_runtest_setup = pytest.hookimpl(hookwrapper=True)(_guarded)
+pytest_runtest_call = pytest.hookimpl(hookwrapper=True)(_guarded)
 
 
 @pytest.hookimpl(hookwrapper=True)

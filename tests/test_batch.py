@@ -645,6 +645,7 @@ def test_the_batch_command_runs_a_prompts_file_and_writes_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # its folder on the path: the current directory is not searched
     (tmp_path / "agents.py").write_text(
         "from agentfsm import Agent\n\nclass Echo(Agent):\n    model = 'claude-haiku-4-5'\n"
     )
@@ -675,6 +676,7 @@ def test_the_batch_command_exits_3_when_a_conversation_did_not_finish_done(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # its folder on the path: the current directory is not searched
     (tmp_path / "refusing_agents.py").write_text(
         "from agentfsm import Agent\n\nclass E(Agent):\n    model = 'claude-haiku-4-5'\n"
     )

@@ -334,14 +334,21 @@ def test_replay_draws_the_path_as_mermaid_by_default(tmp_path: Path, capsys: pyt
     assert main(["demo", "--events", str(events)]) == 0
     capsys.readouterr()
     assert main(["replay", str(events)]) == 0
-    out = capsys.readouterr().out
-    # drawn on the class the run recorded in run.started (the demo's WeatherAgent)
-    assert 'graph (mermaid) :\n---\ntitle: "WeatherAgent (done)"\n---\nstateDiagram-v2\n' in out
-    assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×2" in out
+    shown = capsys.readouterr()
+    # An events file records no graph, and the class it names (the demo's WeatherAgent) is not imported to draw
+    # one: the base Agent's graph, said so on stderr in one line.
+    assert 'graph (mermaid) :\n---\ntitle: "Agent (done)"\n---\nstateDiagram-v2\n' in shown.out
+    assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×2" in shown.out
+    assert shown.err.splitlines() == [
+        "agentfsm: note: drawn on the base Agent's graph: an events file records no graph, and the class it recorded "
+        "('agentfsm.demo:WeatherAgent') is not imported to draw it; name it with --agent MODULE:Class to draw on its "
+        "graph"
+    ]
     assert main(["replay", str(events), "--format", "svg"]) == EXIT_ERROR
     assert "write it to a file with --graph FILE.svg" in one_line_error(capsys)
-    assert main(["replay", str(events), "--agent", "agentfsm:Agent", "--format", "dot"]) == 0
-    assert 'digraph "Agent (done)"' in capsys.readouterr().out  # --agent overrides what was recorded
+    assert main(["replay", str(events), "--agent", "agentfsm.demo:WeatherAgent", "--format", "dot"]) == 0
+    named = capsys.readouterr()  # the class named on the command line is loaded, and drawn on
+    assert 'digraph "WeatherAgent (done)"' in named.out and named.err == ""
 
 
 # --- run and demo --store: a run the command line can look at, and decide, later ---------------------------

@@ -19,6 +19,7 @@ from waits_worker import ApprovalAgent
 
 from agentfsm import (
     AgentfsmError,
+    ConfigurationError,
     Conversation,
     ConversationLockedError,
     InvalidTransitionError,
@@ -53,6 +54,10 @@ def store_file(tmp_path_factory: pytest.TempPathFactory) -> str:
         sc.CALLS.clear()
     store.close()
     return str(path)
+
+
+#: The class the waiting runs below are of, as an operator names it to decide one (``--agent``).
+APPROVAL = "waits_worker:ApprovalAgent"
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -211,7 +216,8 @@ def waiting(tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert f"stored      : w1 (agentfsm runs show w1 --store {db})" in out
     assert (
-        f"waiting     : at awaiting_approval for approve | refuse (agentfsm runs decide w1 TRIGGER --store {db})" in out
+        "waiting     : at awaiting_approval for approve | refuse (agentfsm runs decide w1 TRIGGER --agent "
+        f"waits_worker:ApprovalAgent --store {db})" in out
     )
     assert ran(tool_log) == []
     return db
@@ -221,7 +227,10 @@ def test_show_says_what_a_waiting_run_waits_for(waiting: str, capsys: pytest.Cap
     assert main(["runs", "show", "w1", "--store", waiting]) == 0
     out = capsys.readouterr().out
     assert "state        : waiting at awaiting_approval (agentfsm runs decide carries it on)" in out
-    assert f"waiting for  : approve | refuse  (agentfsm runs decide w1 TRIGGER --store {waiting})" in out
+    assert (
+        f"waiting for  : approve | refuse  (agentfsm runs decide w1 TRIGGER --agent MODULE:Class --store {waiting})"
+        in out
+    )
     assert "because      : a dangerous tool was called" in out  # the guard of the transition into the wait
     assert 'pending call : delete_file(path="/tmp/old.log") [toolu_01]' in out
 
@@ -252,7 +261,7 @@ def test_a_pending_call_shows_each_value_as_json_cut_short() -> None:
 @pytest.mark.slow  # subprocesses
 def test_showing_a_waiting_run_imports_no_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The triggers come from the row: a module that says when it is imported is not imported, even where it
-    is importable (run as a new process, with the current directory on its import path)."""
+    is importable (run as a new process, its folder on PYTHONPATH as the one who ran it put it)."""
     project = tmp_path / "project"
     project.mkdir()
     marker = tmp_path / "imported"
@@ -260,7 +269,11 @@ def test_showing_a_waiting_run_imports_no_code(tmp_path: Path, monkeypatch: pyte
         "import os\nfrom pathlib import Path\nfrom waits_worker import ApprovalAgent\n\n"
         "Path(os.environ['LOUD_MARKER']).write_text('imported')\n\n\nclass LoudAgent(ApprovalAgent):\n    pass\n"
     )
-    env = {**os.environ, "LOUD_MARKER": str(marker), "PYTHONPATH": str(Path(__file__).parent)}
+    env = {
+        **os.environ,
+        "LOUD_MARKER": str(marker),
+        "PYTHONPATH": os.pathsep.join([str(project), str(Path(__file__).parent)]),
+    }
     db, ask = str(project / "runs.db"), script_file(tmp_path, "ask.json", ASK)
     cli = [sys.executable, "-m", "agentfsm.cli"]
     run = [*cli, "run", "loud_agents:LoudAgent", "Delete it", "--sim", ask, "--store", db, "--id", "w1", "--json"]
@@ -274,13 +287,18 @@ def test_showing_a_waiting_run_imports_no_code(tmp_path: Path, monkeypatch: pyte
     assert shown.returncode == 0, shown.stderr
     assert "agent        : loud_agents:LoudAgent" in shown.stdout and "waiting for  : approve | refuse" in shown.stdout
     assert not marker.exists(), "runs show imported the agent's module"
+    graph = [*cli, "runs", "graph", "w1", "--store", db]
+    drawn = subprocess.run(graph, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0 and drawn.stderr == "", drawn.stderr
+    assert 'title: "LoudAgent (at awaiting_approval)"' in drawn.stdout  # the graph stored with the run
+    assert not marker.exists(), "runs graph imported the agent's module"
 
 
 def test_decide_approve_runs_the_tool_once_and_finishes(
     waiting: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     then = script_file(tmp_path, "then.json", THEN)
-    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == 0
+    assert main(["runs", "decide", "w1", "approve", "--agent", APPROVAL, "--store", waiting, "--sim", then]) == 0
     out = capsys.readouterr().out
     assert "wait.decided" in out and "awaiting_approval --approve--> requesting" in out
     assert out.rstrip().endswith("answer      : Deleted it.")
@@ -289,7 +307,8 @@ def test_decide_approve_runs_the_tool_once_and_finishes(
     assert (snap.state, snap.waiting, snap.pending_decision) == ("done", None, None)
     assert snap.messages[2]["content"][0]["content"] == "deleted /tmp/old.log"
 
-    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == EXIT_ERROR  # not again
+    again = ["runs", "decide", "w1", "approve", "--agent", APPROVAL, "--store", waiting, "--sim", then]
+    assert main(again) == EXIT_ERROR  # not again
     assert "conversation 'w1' is not waiting (finished, at state 'done'): there is nothing to decide" in (
         one_line_error(capsys)
     )
@@ -301,6 +320,7 @@ def test_decide_refuse_with_input_gives_the_model_the_reason(
 ) -> None:
     then = script_file(tmp_path, "then.json", [{"type": "text", "text": "Understood."}])
     argv = ["runs", "decide", "w", "refuse", "--input", '{"reason": "not today"}', "--store", waiting, "--sim", then]
+    argv += ["--agent", APPROVAL]
     assert main([*argv, "--json"]) == 0  # the start of an id is enough, as for show
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["trigger"] for e in events if e["event"] == "wait.decided"] == ["refuse"]
@@ -312,7 +332,9 @@ def test_decide_refuse_with_input_gives_the_model_the_reason(
 
 def test_decide_waiting_again_exits_3(waiting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     again = script_file(tmp_path, "again.json", [{**ASK[0], "id": "toolu_02"}])  # approved, it asks again
-    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", again]) == EXIT_NOT_DONE
+    assert main(["runs", "decide", "w1", "approve", "--agent", APPROVAL, "--store", waiting, "--sim", again]) == (
+        EXIT_NOT_DONE
+    )
     assert "waiting     : at awaiting_approval for approve | refuse" in capsys.readouterr().out
     snap = SQLiteStore(waiting).load("w1")
     assert snap.pending_decision is not None and [c.id for c in snap.pending_decision.tool_calls] == ["toolu_02"]
@@ -323,7 +345,8 @@ def test_decide_with_a_trigger_that_does_not_leave_the_wait_changes_nothing(
 ) -> None:
     before = SQLiteStore(waiting).load("w1")
     then = script_file(tmp_path, "then.json", THEN)
-    assert main(["runs", "decide", "w1", "finish", "--store", waiting, "--sim", then]) == EXIT_ERROR
+    finish = ["runs", "decide", "w1", "finish", "--agent", APPROVAL, "--store", waiting, "--sim", then]
+    assert main(finish) == EXIT_ERROR
     assert one_line_error(capsys) == (
         "agentfsm: error: trigger 'finish' does not leave the waiting state 'awaiting_approval'; the triggers "
         "that can: approve, refuse"
@@ -342,23 +365,25 @@ def test_decide_a_run_that_is_not_waiting(store_file: str, tmp_path: Path, capsy
     assert main(["runs", "decide", "conv_done", "approve", "--store", store_file, "--sim", then]) == EXIT_ERROR
     assert "'conv_done' is not waiting (finished, at state 'done')" in one_line_error(capsys)
     before = SQLiteStore(store_file).load("conv_crashed")
-    assert main(["runs", "decide", "conv_crashed", "approve", "--store", store_file, "--sim", then]) == EXIT_ERROR
+    crashed = ["runs", "decide", "conv_crashed", "approve", "--store", store_file, "--sim", then]
+    assert main([*crashed, "--agent", "agentfsm:Agent"]) == EXIT_ERROR  # a class's table tells (it names the code)
     assert "'conv_crashed' is not waiting (running, at state 'tool_use')" in one_line_error(capsys)
     assert SQLiteStore(store_file).load("conv_crashed") == before
 
 
-def test_decide_needs_the_agent_class_and_never_falls_back(
+def test_decide_needs_the_agent_class_named_and_never_loads_the_rows(
     waiting: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    then = script_file(tmp_path, "then.json", THEN)
+    # The row names an importable class; it is not loaded for the operator: deciding runs code, they name it.
+    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == EXIT_ERROR
+    line = one_line_error(capsys)
+    assert "deciding conversation 'w1' runs its agent's hooks, actions and tools: name the Agent class" in line
+    assert "with --agent MODULE:Class" in line and "the run recorded 'waits_worker:ApprovalAgent'" in line
     store = SQLiteStore(waiting)
     snap = store.load("w1")
     store.save(snap.model_copy(update={"agent": "moved_away_xyz:ApprovalAgent", "revision": snap.revision + 1}))
     store.close()
-    then = script_file(tmp_path, "then.json", THEN)
-    assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then]) == EXIT_ERROR
-    line = one_line_error(capsys)
-    assert "cannot load the recorded agent class moved_away_xyz:ApprovalAgent (importing moved_away_xyz failed" in line
-    assert "name the class (--agent MODULE:Class)" in line
     assert main(["runs", "decide", "w1", "approve", "--store", waiting, "--sim", then, "--agent", "nowhere_xyz:A"]) == (
         EXIT_ERROR
     )
@@ -375,7 +400,7 @@ def test_decide_needs_a_key_or_a_script(
 ) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-    assert main(["runs", "decide", "w1", "approve", "--store", waiting]) == EXIT_ERROR
+    assert main(["runs", "decide", "w1", "approve", "--agent", APPROVAL, "--store", waiting]) == EXIT_ERROR
     assert "no Anthropic API key: set ANTHROPIC_API_KEY" in one_line_error(capsys)
 
 
@@ -398,7 +423,7 @@ def test_run_and_decide_an_agent_with_async_hooks(
     agent = f"{__name__}:AsyncReviewedAgent"
     assert main(["run", agent, "Delete /tmp/old.log", "--sim", ask, "--store", db, "--id", "a1"]) == EXIT_NOT_DONE
     assert "waiting     : at awaiting_approval for approve | refuse" in capsys.readouterr().out
-    assert main(["runs", "decide", "a1", "approve", "--store", db, "--sim", then]) == 0
+    assert main(["runs", "decide", "a1", "approve", "--agent", agent, "--store", db, "--sim", then]) == 0
     assert "answer      : Deleted it." in capsys.readouterr().out and ran(tool_log) == ["/tmp/old.log"]
 
 
@@ -438,7 +463,7 @@ def test_two_deciders_at_once_run_the_tool_once(waiting: str, tool_log: Path) ->
         store = _MeetingStore(waiting, meet)
         sim = Simulator([r.text("Deleted it.")])
         try:
-            outcomes[name] = decide_run(store, "w1", "approve", client=sim.client(max_retries=0))
+            outcomes[name] = decide_run(store, "w1", "approve", agent_spec=APPROVAL, client=sim.client(max_retries=0))
         except AgentfsmError as exc:
             outcomes[name] = exc
         finally:
@@ -461,9 +486,12 @@ def test_decide_run_is_the_library_call(waiting: str, tool_log: Path) -> None:
     store = SQLiteStore(waiting)
     sim = Simulator([r.text("Deleted it.")])
     with pytest.raises(UnknownConversationError, match="no conversation 'w2' in the store"):
-        decide_run(store, "w2", "approve", client=sim.client())
+        decide_run(store, "w2", "approve", agent_spec=APPROVAL, client=sim.client())
     with pytest.raises(InvalidTransitionError, match="the triggers that can: approve, refuse"):
-        decide_run(store, "w1", "delete", client=sim.client())
+        decide_run(store, "w1", "delete", agent_spec=APPROVAL, client=sim.client())
+    with pytest.raises(ConfigurationError, match="the run recorded 'waits_worker:ApprovalAgent', which is not imp"):
+        decide_run(store, "w1", "approve", client=sim.client())  # the caller names the code that will run
+    assert store.load("w1").waiting == "awaiting_approval" and ran(tool_log) == []
     result = decide_run(
         store, "w1", "refuse", {"reason": "no"}, agent_spec="waits_worker:ApprovalAgent", client=sim.client()
     )

@@ -11,6 +11,7 @@ with tool calls, and one that waits for approval, which is then decided from its
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,50 @@ class _Broken:
 
     def release(self, conversation_id: str, owner: str) -> None:
         raise OSError("disk full")
+
+
+def test_a_replay_names_the_wait_as_the_run_it_replays_so_the_copy_and_the_result_agree(tmp_path: Path) -> None:
+    """A worker lost after a conversation stopped to wait is replayed: the wait keeps its name (it comes from the
+    workflow's input and its recorded steps), so the store's copy and the engine's result are the same wait, and
+    a decision of it lands once, whichever copy it is taken on."""
+    import anthropic
+    import httpx2
+    import waits_worker as ww
+
+    from agentfsm.engines.core import result_from_json, result_to_json, start_input
+    from agentfsm.errors import AlreadyDecidedError
+
+    call = r.tool_use("delete_file", {"path": "/tmp/old.log"}, id="toolu_01")
+    sim = Simulator([call, call, r.text("Done.")])  # the first workflow, another with the same id, the decision
+    store = SQLiteStore(tmp_path / "runs.db")
+    mirror = StoreMirror(store)
+    engine = ListEngine()
+    begin = start_input("waits_worker:ApprovalAgent", "Clean up.", "conv_wait")
+    with sim.serve() as url:
+
+        def agent() -> ww.ApprovalAgent:  # a fresh client for each event loop
+            http = anthropic.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_keepalive_connections=0))
+            client = anthropic.AsyncAnthropic(base_url=url, api_key="sk-ant-test-0000", max_retries=0, http_client=http)
+            return ww.ApprovalAgent(client=client, logger=None)
+
+        first = asyncio.run(run_conversation(agent(), begin, engine.steps(), mirror))
+        assert mirror.flush(10) and first.final_state == "waiting" and first.snapshot is not None
+        replayed = asyncio.run(run_conversation(agent(), begin, engine.steps(), mirror))
+        assert mirror.flush(10) and mirror.failures == 0 and replayed.snapshot is not None
+        token = first.snapshot.wait_token
+        assert token and replayed.snapshot.wait_token == token == store.load("conv_wait").wait_token
+        later = start_input("waits_worker:ApprovalAgent", "Clean up.", "conv_wait")  # another workflow, same id
+        other = asyncio.run(run_conversation(agent(), later, ListEngine().steps()))
+        assert other.snapshot is not None and other.snapshot.wait_token != token
+
+        done = asyncio.run(agent().aresume(result_from_json(result_to_json(replayed)), store=store, trigger="approve"))
+        assert done.final_state == "done" and store.load("conv_wait").finished
+        for copy, kw in ((first, {"store": store}), (replayed, {}), (result_from_json(result_to_json(first)), {})):
+            with pytest.raises(AlreadyDecidedError):
+                asyncio.run(agent().aresume(copy, trigger="approve", **kw))
+    assert len(sim.requests) == 3  # the replay sent nothing; the decision one request; the refusals none
+    mirror.close()
+    store.close()
 
 
 # --- for real: DBOS and Temporal workers ------------------------------------------------------------------------
@@ -215,3 +260,84 @@ def test_the_worker_command_takes_a_store() -> None:
     assert args.store == "x.db"
     args = build_parser().parse_args(["worker", "temporal", "--address", "h:1", "--agent", "m:A", "--store", "y.db"])
     assert args.store == "y.db"
+
+
+# --- a worker killed while its conversation waits (issue 21, item 7) -----------------------------------------------
+
+
+def approval_model(request: SimRequest) -> Any:
+    """Asks to delete a file; once the call is answered, says it is done."""
+    content = request.messages[-1]["content"]
+    if isinstance(content, list) and any(b.get("type") == "tool_result" for b in content):
+        return r.text("Done.")
+    return r.tool_use("delete_file", {"path": "/tmp/old.log"})
+
+
+@pytest.mark.slow  # worker processes, SIGKILLed; a Temporal server
+@pytest.mark.parametrize("kind", ["dbos-sqlite", "temporal"])
+def test_a_worker_killed_while_its_conversation_waits_and_the_decision_lands_once(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation that stops to wait ends its workflow, so the worker holds nothing while someone decides:
+    SIGKILL it then, and the decision, taken afterwards from the store, runs the approved tool once; the engine's
+    own copy of the waiting result is refused after that (this process remembers, and so does the store); a
+    restarted worker runs nothing again."""
+    import engines_support as es
+    import waits_worker as ww
+
+    from agentfsm.errors import AlreadyDecidedError
+
+    log = tmp_path / "tool.log"
+    monkeypatch.setenv("WAITS_TOOL_LOG", str(log))
+    store_path = tmp_path / "runs.db"
+    setup = es.Setup(kind, tmp_path, request)
+    argv = setup.argv("waits_worker:ApprovalAgent", "--store", f"sqlite:///{store_path}")
+    ctx = es.forkserver()
+    sim = Simulator(approval_model)
+    with sim.serve() as url:
+        env = es.test_env(tmp_path, url, WAITS_TOOL_LOG=str(log))
+        worker = es.WorkerProcess(ctx, argv, env, tmp_path / "first.log")
+        engine = setup.engine()
+        try:
+            worker.wait_ready()
+            engine.start("waits_worker:ApprovalAgent", "Clean up.", conversation_id="conv_waits")
+            waiting = engine.result("conv_waits", timeout=120)
+            assert waiting.final_state == "waiting" and waiting.waiting == "awaiting_approval"
+            with SQLiteStore(store_path) as store:  # the worker's copy is written from a thread: until it lands
+                deadline = time.monotonic() + 60
+                row = store.load("conv_waits")
+                while (row is None or row.state != "awaiting_approval") and worker.process.is_alive():
+                    assert time.monotonic() < deadline, worker.output()
+                    worker.process.join(0.05)
+                    row = store.load("conv_waits")
+                assert row is not None and row.state == "awaiting_approval", worker.output()
+            worker.kill()
+            assert worker.process.exitcode in (-9, 255), worker.output()
+            assert not log.exists() and len(sim.requests) == 1
+
+            # Decided afterwards, from the store, in this process (as `agentfsm runs decide` does).
+            client = anthropic_client(url)
+            with SQLiteStore(store_path) as store:
+                done = ww.ApprovalAgent(client=client, logger=None).resume("conv_waits", store=store, trigger="approve")
+                assert done.final_state == "done" and store.load("conv_waits").finished
+                for kw in ({"store": store}, {}):  # the engine's waiting result: the store and this process refuse it
+                    with pytest.raises(AlreadyDecidedError):
+                        ww.ApprovalAgent(client=client, logger=None).resume(waiting, trigger="approve", **kw)
+            assert log.read_text().split() == ["/tmp/old.log"] and len(sim.requests) == 2
+
+            again = es.WorkerProcess(ctx, argv, env, tmp_path / "second.log")  # a restarted worker runs nothing again
+            try:
+                again.wait_ready()
+                assert engine.result("conv_waits", timeout=60).final_state == "waiting"
+            finally:
+                again.stop()
+            assert log.read_text().split() == ["/tmp/old.log"] and len(sim.requests) == 2
+        finally:
+            engine.close()
+            worker.stop()
+
+
+def anthropic_client(url: str) -> Any:
+    import anthropic
+
+    return anthropic.Anthropic(base_url=url, api_key="sk-ant-test-0000", max_retries=0)

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import math
-import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,6 @@ from agentfsm import Agent, Policy, RunResult, Transition, actions, tool
 from agentfsm.cli import main
 from agentfsm.errors import ConfigurationError, CorruptSnapshotError, IncompatibleAgentError
 from agentfsm.machine.streaming import ResultEvent
-from agentfsm.observe.replay import write_events
 from agentfsm.redaction import redact, redact_error
 from agentfsm.stores.base import Store
 from agentfsm.stores.memory import MemoryStore
@@ -735,60 +731,10 @@ def test_cancelling_arun_mid_tool_never_runs_a_tool_twice_unless_idempotent(idem
         assert [e.data["tool"] for e in result.events if e.event == "tool.interrupted"] == ["charge"]
 
 
-# --- 11. the command line finds the recorded class ---------------------------------------------------------
-
-AGENT_MODULE = """
-from agentfsm import Agent, Transition, actions
-
-
-class ReviewAgent(Agent):
-    model = "claude-haiku-4-5"
-    states = ["reviewing"]
-    transitions = [
-        Transition("end_turn", "review", "reviewing"),
-        Transition("reviewing", "approve", "done", action=actions.keep_reply),
-    ]
-"""
-
-
-def test_runs_graph_and_replay_find_the_recorded_class_or_warn(
-    serve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "hostile_cli_agents.py").write_text(AGENT_MODULE)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])  # restored after
-    with monkeypatch.context() as m:
-        m.syspath_prepend(str(project))
-        module = importlib.import_module("hostile_cli_agents")
-        server = serve([reply(message([text("ok")]))])
-        store = SQLiteStore(project / "runs.db")
-        result = agent_for(server, "run", cls=module.ReviewAgent).run("Q", store=store, conversation_id="c1")
-        store.close()
-    del sys.modules["hostile_cli_agents"]  # as in a new process: nothing of it imported, its folder not on the path
-    assert result.agent == "hostile_cli_agents:ReviewAgent" and "reviewing" in result.path
-    write_events(result.events, project / "run.jsonl")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    commands = {
-        "runs graph": ["runs", "graph", "c1", "--store", str(project / "runs.db")],
-        "replay": ["replay", str(project / "run.jsonl")],
-    }
-    for name, argv in commands.items():
-        monkeypatch.chdir(elsewhere)  # the class's module is not importable from here: the base Agent, and a warning
-        assert main(argv) == 0
-        lost = capsys.readouterr()
-        assert "ReviewAgent" not in lost.out, name
-        warning = lost.err.strip().splitlines()
-        assert len(warning) == 1 and warning[0].startswith(
-            "agentfsm: warning: cannot load the recorded agent class hostile_cli_agents:ReviewAgent"
-        ), (name, lost.err)
-        monkeypatch.chdir(project)  # run where the module is, as `agentfsm graph` finds one: the class itself
-        assert main(argv) == 0
-        found = capsys.readouterr()
-        assert "ReviewAgent" in found.out and found.err == "", (name, found.err)
-        sys.modules.pop("hostile_cli_agents", None)
-        sys.path[:] = [p for p in sys.path if p not in (str(project), "")]
+# --- 11. the command line finds the recorded class: moved to test_untrusted_store.py -----------------------
+#
+# It imports nothing a stored row or an events file names (issue 21): a run is drawn on the graph stored with it,
+# and `--agent MODULE:Class` names a class to draw on.
 
 
 # --- the fake server itself ---------------------------------------------------------------------------------

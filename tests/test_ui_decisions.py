@@ -278,10 +278,17 @@ def test_cli_flags_for_deciding(
     assert "add --allow-decisions" in one_line(capsys)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-    assert main(["ui", "--store", db, "--port", "0", "--allow-decisions"]) == EXIT_ERROR
+    assert main(["ui", "--store", db, "--port", "0", "--allow-decisions", "--sim", "x.json"]) == EXIT_ERROR
+    assert "name the Agent class that carries them on with --agent MODULE:Class" in one_line(capsys)
+    agent = ["--agent", f"{__name__}:RefundAgent"]  # deciding runs code: the operator names it
+    assert main(["ui", "--store", db, "--port", "0", "--allow-decisions", *agent]) == EXIT_ERROR
     assert "no Anthropic API key" in one_line(capsys)  # checked before serving, not on the first click
-    assert main(["ui", "--store", db, "--port", "0", "--allow-decisions", "--sim", "missing.json"]) == EXIT_ERROR
+    assert main(["ui", "--store", db, "--port", "0", "--allow-decisions", *agent, "--sim", "missing.json"]) == (
+        EXIT_ERROR
+    )
     assert "no such simulator script: missing.json" in one_line(capsys)
+    assert main(["ui", "--store", db, "--port", "0", "--allow-decisions", "--agent", "nowhere_xyz:A"]) == EXIT_ERROR
+    assert "no module named 'nowhere_xyz'" in one_line(capsys)
 
 
 def one_line(capsys: pytest.CaptureFixture[str]) -> str:

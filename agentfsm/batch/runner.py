@@ -80,7 +80,7 @@ from agentfsm.batch.requests import (
     result_lines,
 )
 from agentfsm.batch.state import BatchRun, Pending, forget_attempt, settle
-from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError
+from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError, require_conversation_id
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
@@ -176,7 +176,9 @@ class BatchRunner:
         """
         if isinstance(prompts, str | bytes):
             raise ConfigurationError("BatchRunner.run takes many prompts: a dict {id: prompt} or a list of prompts")
-        rid = run_id or f"batchrun_{uuid.uuid4().hex[:12]}"
+        if run_id is not None:
+            require_conversation_id(run_id, "BatchRunner.run's run_id")
+        rid = run_id if run_id is not None else f"batchrun_{uuid.uuid4().hex[:12]}"
         if isinstance(prompts, Mapping):
             items = [(str(k), v) for k, v in prompts.items()]
         else:
@@ -192,6 +194,8 @@ class BatchRunner:
         self, items: Sequence[tuple[str, str | Sequence[Message]]], *, run_id: str
     ) -> dict[str, RunResult]:
         """``run`` for ``(conversation_id, prompt)`` pairs; results by id."""
+        for cid, _ in items:  # every id, before anything is stored or sent
+            require_conversation_id(cid, "BatchRunner.run's prompts")
         agent = self.agent
         _ = agent.client  # a missing key or an async client is reported now, before anything is stored
         parts = agent.async_parts()

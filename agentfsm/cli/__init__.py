@@ -31,7 +31,15 @@ from agentfsm.cli import batch, drawing, running, runs, sim, ui, worker
 from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
 from agentfsm.errors import AgentfsmError
 
-__all__ = ["EXIT_ERROR", "EXIT_NOT_DONE", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_NOT_DONE", "EXIT_USAGE", "build_parser", "main", "without_start_directory"]
+
+
+def without_start_directory() -> None:
+    """Take off the import path the directory ``python -m agentfsm`` put first on it (the current one), so the
+    command imports as the installed ``agentfsm`` script does: no module is found because it lies where the
+    command runs (beside a runs database, say). ``MODULE:Class`` is an importable module or a ``.py`` path."""
+    if sys.path and (sys.path[0] == "" or os.path.realpath(sys.path[0]) == os.path.realpath(os.getcwd())):
+        del sys.path[0]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +68,13 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="agentfsm", description="Claude agent loops as finite-state machines.")
+    parser = _Parser(
+        prog="agentfsm",
+        description="Claude agent loops as finite-state machines.",
+        epilog="MODULE:Class names a class by a module importable as it is (an installed package, or a folder on "
+        "PYTHONPATH) or by a .py file path; the current directory is not searched. Only a class named so is "
+        "imported: looking at stored runs or events files (runs list|show|graph, replay, ui) imports none.",
+    )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for commands in (running, drawing, sim, runs, ui, batch, worker):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentfsm.cli.output import FORMATS, emit
-from agentfsm.cli.targets import recorded_agent_class
+from agentfsm.cli.targets import drawn_table
 from agentfsm.errors import AgentfsmError, TargetNotFoundError
 from agentfsm.loading import agent_classes, load_agent_class, load_module, load_target, split_target
 
@@ -27,7 +27,11 @@ def add_commands(sub: Any) -> None:
     replay.add_argument("--graph", metavar="FILE", help="draw the path to FILE ('-' for stdout)")
     replay.add_argument("--format", choices=FORMATS, help="the graph's format; default: from FILE's suffix")
     replay.add_argument(
-        "--agent", metavar="MODULE:AgentClass", help="draw on this class's graph (default: the class the run recorded)"
+        "--agent",
+        metavar="MODULE:AgentClass",
+        help="draw on this class's graph (imported: a module path or a .py file); without it, the base Agent's "
+        "graph with the run's own steps added (an events file records no graph, and the class it names is never "
+        "imported)",
     )
     replay.add_argument("--conversation", metavar="ID", help="only this conversation")
     replay.set_defaults(func=cmd_replay)
@@ -73,8 +77,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     fmt = args.format or (format_for(args.graph) if to_file else "mermaid")
     if fmt in ("svg", "png") and not to_file:
         raise AgentfsmError(f"{fmt.upper()} is not for a terminal: write it to a file with --graph FILE.{fmt}")
-    chosen = load_agent_class(args.agent) if args.agent else None
-    recorded: dict[str | None, Any] = {}
+    drawn: dict[str | None, Any] = {}  # by the class each run recorded: one note each, not one per run
     out = sys.stderr if args.graph == "-" else sys.stdout  # the graph alone goes to stdout with --graph -
     for run in runs:
         finished = f"{run.final_state} ({run.reason})" if run.final_state else f"unfinished, at {run.state}"
@@ -86,10 +89,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for step in run.trace:
             print(f"  turn {step.turn:>2}  {step.source:>14} --{step.trigger}--> {step.dest}", file=out)
         print(f"edges taken : {edge_counts([(s.turn, s.source, s.trigger, s.dest) for s in run.trace])}", file=out)
-        if chosen is None and run.agent not in recorded:  # the class the run recorded (warned once if not found)
-            recorded[run.agent] = recorded_agent_class(run.agent)
-        cls = chosen or recorded[run.agent]
-        graph = build(cls.table(), title=f"{cls.__name__} ({run.state})", trace=run.trace, current=run.state)
+        if run.agent not in drawn:
+            drawn[run.agent] = drawn_table(args.agent, run.agent, None, held="an events file records no graph")
+        table, name = drawn[run.agent]
+        graph = build(table, title=f"{name} ({run.state})", trace=run.trace, current=run.state)
         if to_file:
             emit(render(graph, fmt), args.graph)
             print(f"graph       : {args.graph} ({fmt})", file=out)

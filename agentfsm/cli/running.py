@@ -145,8 +145,10 @@ def after_run(args: argparse.Namespace, result: Any, agent_cls: Any, store: str 
             snapshot = result.snapshot
             decision = snapshot.pending_decision if snapshot is not None else None
             triggers = " | ".join(decision.triggers) if decision is not None else "TRIGGER"
+            # The class as this command was given it: deciding needs it named again (a stored row's is not loaded).
+            spec = getattr(args, "target", None) or getattr(args, "agent", None) or agent_cls.qualified_name()
             how = (
-                f"agentfsm runs decide {run_id} TRIGGER --store {where}"
+                f"agentfsm runs decide {run_id} TRIGGER --agent {shlex.quote(spec)} --store {where}"
                 if where
                 else "run it with --store to decide it later with agentfsm runs decide"
             )

@@ -1,8 +1,10 @@
 """``agentfsm runs list|show|graph|decide``: the conversations a store holds, and deciding a waiting one.
 
-Looking at a stored run (``list``, ``show``) never imports code: a waiting run says what it waits
-for from what was stored when it stopped (``Snapshot.pending_decision``). Only ``graph`` (to draw on
-the class's table) and ``decide`` (to carry the run on) load the Agent class the run names.
+Looking at a stored run (``list``, ``show``, ``graph``) never imports code: a waiting run says what it
+waits for from what was stored when it stopped (``Snapshot.pending_decision``), and a run is drawn on
+the graph stored with it (``Snapshot.graph``). A stored row is data: the class it names is never
+loaded. ``decide`` runs code, so it takes the class from the person deciding (``--agent``), never
+from the row.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from agentfsm.cli.output import FORMATS, emit
 from agentfsm.cli.running import after_run, event_logger, output_options
-from agentfsm.cli.targets import command_client, make_agent, recorded_agent_class
+from agentfsm.cli.targets import command_client, drawn_table, make_agent
 from agentfsm.errors import AgentfsmError
-from agentfsm.loading import load_agent_class, load_recorded_agent_class
+from agentfsm.loading import load_agent_class
 
 if TYPE_CHECKING:
     from agentfsm.result import RunResult
@@ -46,7 +48,10 @@ def add_commands(sub: Any) -> None:
     runs_graph.add_argument("--format", choices=FORMATS, help="default: from -o's suffix, else mermaid")
     runs_graph.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     runs_graph.add_argument(
-        "--agent", metavar="MODULE:AgentClass", help="draw on this class's graph (default: the class the run recorded)"
+        "--agent",
+        metavar="MODULE:AgentClass",
+        help="draw on this class's graph, imported (default: the graph stored with the run; its class is never "
+        "imported)",
     )
     runs_graph.set_defaults(func=cmd_runs_graph)
     runs_decide = runs_sub.add_parser(
@@ -63,7 +68,10 @@ def add_commands(sub: Any) -> None:
     )
     runs_decide.add_argument("--store", metavar="PATH", help=store_help)
     runs_decide.add_argument(
-        "--agent", metavar="MODULE:AgentClass", help="carry it on with this class (default: the class the run recorded)"
+        "--agent",
+        metavar="MODULE:AgentClass",
+        help="the Agent class that carries the run on (required: deciding runs its hooks, actions and tools, so "
+        "you name the code; the class a stored row names is never imported)",
     )
     runs_decide.add_argument(
         "--sim",
@@ -79,7 +87,7 @@ def json_argument(text: str) -> Any:
     """``--input``'s value: JSON, or a usage error saying where it breaks."""
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what a reader can read back
         raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
 
 
@@ -257,7 +265,10 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 def _print_wait(snap: Snapshot, store: str) -> None:
     """What a waiting run waits for, from what was stored when it stopped (no code is imported)."""
     decision = snap.pending_decision
-    how = f"agentfsm runs decide {shlex.quote(snap.conversation_id)} TRIGGER --store {shlex.quote(store)}"
+    how = (
+        f"agentfsm runs decide {shlex.quote(snap.conversation_id)} TRIGGER --agent MODULE:Class "
+        f"--store {shlex.quote(store)}"
+    )
     if decision is None:  # stored by an earlier agentfsm, which kept no record of the triggers
         print(f"waiting for  : a trigger not recorded with this run ({how} lists the ones that can)")
         return
@@ -286,10 +297,11 @@ def cmd_runs_graph(args: argparse.Namespace) -> int:
     from agentfsm.observe.graph import build, format_for, render
 
     _, snap = _load_run(args)
-    cls = load_agent_class(args.agent) if args.agent else recorded_agent_class(snap.agent)
+    held = "the run was stored without its graph (by an earlier agentfsm, or the stored copy is unreadable)"
+    table, name = drawn_table(args.agent, snap.agent, snap.graph, held=held)
     fmt = args.format or (format_for(args.output) if args.output and args.output != "-" else "mermaid")
-    title = f"{cls.__name__} ({snap.state})" if snap.finished else f"{cls.__name__} (at {snap.state})"
-    emit(render(build(cls.table(), title=title, trace=snap.trace, current=snap.state), fmt), args.output)
+    title = f"{name} ({snap.state})" if snap.finished else f"{name} (at {snap.state})"
+    emit(render(build(table, title=title, trace=snap.trace, current=snap.state), fmt), args.output)
     return 0
 
 
@@ -319,14 +331,24 @@ def decide_run(
     ``agent.resume(conversation_id, store=store, trigger=trigger, input=input)`` does, to a final state or its
     next wait: for a caller that holds a store but not the agent (the command line, the inspector).
 
-    The agent is made from ``agent_spec`` (``MODULE:Class``, or a ``.py`` file path and a class) or else the
-    class the run recorded, with ``client`` (None: the agent's default client, from ``ANTHROPIC_API_KEY``); a
-    class that cannot be loaded is an error, never a fallback. The rules are ``resume``'s: a trigger that does
-    not leave the waiting state is an ``InvalidTransitionError`` naming the ones that can; a run that is not
-    waiting is one too; two deciders at once cannot both go on (the store's lease: the second gets
+    The agent is made from ``agent_spec`` (``MODULE:Class``, or a ``.py`` file path and a class), with ``client``
+    (None: the agent's default client, from ``ANTHROPIC_API_KEY``). ``agent_spec`` is required: deciding runs
+    the class's hooks, actions and tools, so the caller names the code, never the stored row (a row is data:
+    the class it records is not imported). Without it, a ``ConfigurationError`` says which class the row
+    recorded; a class that cannot be loaded is an error, never a fallback. The rules are ``resume``'s: a
+    trigger that does not leave the waiting state is an ``InvalidTransitionError`` naming the ones that can; a
+    run that is not waiting is one too; two deciders at once cannot both go on (the store's lease: the second gets
     ``ConversationLockedError`` or ``StaleConversationError``), so an approved tool runs once. Every error is an
     ``AgentfsmError`` with a message fit for one line.
     """
+    return decide_loaded(store, conversation_id, trigger, input, agent=agent_spec, client=client)
+
+
+def decide_loaded(
+    store: Store, conversation_id: str, trigger: str, input: Any = None, *, agent: str | type | None, client: Any
+) -> RunResult:
+    """``decide_run`` with the class given loaded already (the inspector loads each ``--agent`` once, when it
+    starts) or as ``MODULE:Class``."""
     from agentfsm.errors import UnknownConversationError
     from agentfsm.observe.events import default_logger
 
@@ -335,7 +357,7 @@ def decide_run(
     except KeyError:
         raise UnknownConversationError(conversation_id) from None
     check_decidable(snap)
-    agent_cls = decider_class(snap, agent_spec)
+    agent_cls = agent if isinstance(agent, type) else decider_class(snap, agent)
     return _carry_on(agent_cls, store, snap, trigger, input, client=client, logger=default_logger())
 
 
@@ -357,19 +379,19 @@ def check_decidable(snap: Snapshot) -> None:
 
 
 def decider_class(snap: Snapshot, agent_spec: str | None) -> Any:
-    """The Agent class that carries a decided run on: ``agent_spec`` if given, else the one the run recorded.
-    One that cannot be loaded is an error, never the base Agent instead: it would carry the run on wrongly."""
-    from agentfsm.errors import TargetNotFoundError
+    """The Agent class that carries a decided run on: the one ``agent_spec`` names. Never the one the row
+    records: a stored row is data, and importing the module it names would run that module's code. Without
+    ``agent_spec``, a ``ConfigurationError`` saying what the row recorded; a class that cannot be loaded is an
+    error, never the base Agent instead (it would carry the run on wrongly)."""
+    from agentfsm.errors import ConfigurationError
 
-    if agent_spec:
-        return load_agent_class(agent_spec)
-    try:
-        return load_recorded_agent_class(snap.agent)
-    except TargetNotFoundError as exc:
-        raise TargetNotFoundError(
-            f"{exc}: it is needed to carry the run on; run this where its module is importable, or name "
-            "the class (--agent MODULE:Class)"
-        ) from None
+    if not agent_spec:
+        raise ConfigurationError(
+            f"deciding conversation {snap.conversation_id!r} runs its agent's hooks, actions and tools: name the "
+            f"Agent class that carries it on with --agent MODULE:Class (agent_spec= in code); the run recorded "
+            f"{snap.agent!r}, which is not imported for you (a stored row is data)"
+        )
+    return load_agent_class(agent_spec)
 
 
 def _carry_on(

@@ -1,5 +1,6 @@
-"""What the command line's targets mean: an agent class to draw (``recorded_agent_class``), a simulator
-script (``--sim``), the client a run command uses, and the agent made from a class.
+"""What the command line's targets mean: a simulator script (``--sim``), the client a run command uses, the
+agent made from a class, and what a stored run or an events file is drawn on (``drawn_table``: never a class
+the data names, which would run its module's code).
 
 Loading ``MODULE:Class`` itself is library code (``agentfsm.loading``), which the durable engines use too.
 """
@@ -11,26 +12,38 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, TargetNotFoundError
-from agentfsm.loading import load_recorded_agent_class, load_target
+from agentfsm.loading import load_agent_class, load_target
+
+if TYPE_CHECKING:
+    from agentfsm.machine.state import StoredGraph
+    from agentfsm.machine.table import Table
 
 
-def recorded_agent_class(recorded: str | None) -> Any:
-    """The Agent class a run recorded, as ``load_recorded_agent_class`` finds it; for drawing only: when
-    it cannot be loaded here, the base ``Agent`` is returned and one line on stderr says so (and how to
-    name the class)."""
+def drawn_table(
+    agent_spec: str | None, recorded: str | None, stored: StoredGraph | None, *, held: str
+) -> tuple[Table | StoredGraph, str]:
+    """What a recorded run is drawn on, and the class name that titles it: the class ``--agent`` names (loaded:
+    the person named it), else the graph stored with the run, else the base Agent's — with one line on stderr
+    saying so when the run recorded another class (``held`` says why there is no stored graph). The class the
+    run recorded is never imported: a stored row or an events file is data, and importing runs code."""
     from agentfsm.agent import Agent
+    from agentfsm.observe.graph import short_name
 
-    try:
-        return load_recorded_agent_class(recorded)
-    except TargetNotFoundError as exc:
+    if agent_spec:
+        cls = load_agent_class(agent_spec)
+        return cls.table(), cls.__name__
+    if stored is not None:
+        return stored, short_name(recorded)
+    if recorded not in (None, Agent.qualified_name()):
         print(
-            f"agentfsm: warning: {exc}; drawing on the base Agent's graph (name the class with --agent MODULE:Class)",
+            f"agentfsm: note: drawn on the base Agent's graph: {held}, and the class it recorded ({recorded!r}) is "
+            "not imported to draw it; name it with --agent MODULE:Class to draw on its graph",
             file=sys.stderr,
         )
-        return Agent
+    return Agent.table(), "Agent"
 
 
 def load_sim_script(spec: str) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import AgentfsmError, ConfigurationError
@@ -48,8 +47,11 @@ def add_commands(sub: Any) -> None:
     )
     decide.add_argument(
         "--agent",
+        action="append",
         metavar="MODULE:AgentClass",
-        help="the Agent class that carries decided runs on (default: the class each run recorded)",
+        help="the Agent class that carries decided runs on (required with --allow-decisions: deciding runs its "
+        "hooks, actions and tools, so you name the code; the class a stored row names is never imported). Repeat "
+        "it for a store whose runs are of several classes: a run is decided by the one it recorded",
     )
     decide.add_argument(
         "--sim",
@@ -60,18 +62,47 @@ def add_commands(sub: Any) -> None:
     ui.set_defaults(func=cmd_ui)
 
 
-def decider_for(store: Store, agent_spec: str | None, sim_script: str | None) -> Decider:
+def decider_for(store: Store, agent_specs: list[str], sim_script: str | None) -> Decider:
     """What decides a waiting run for ``--allow-decisions``: ``agentfsm.cli.runs.decide_run`` on ``store``, with
-    the client of ``--sim`` (or the real API's, checked now) and the class of ``--agent`` (or the run's own)."""
-    from agentfsm.cli.targets import command_client
+    the client of ``--sim`` (or the real API's, checked now) and a class ``--agent`` named.
 
+    The classes are loaded now (the operator named them: a mistake is one line before serving). A run is
+    decided by the named class it recorded (``module:QualName``); when one class is named and the run recorded
+    another (a module renamed since), by that one, as ``agentfsm runs decide --agent`` does; when several are
+    named and none is the run's, the decision is refused, saying so. The class a row names is never imported.
+    """
+    from agentfsm.cli.targets import command_client
+    from agentfsm.loading import load_agent_class
+
+    if not agent_specs:
+        raise ConfigurationError(
+            "--allow-decisions runs the decided runs' hooks, actions and tools in this process: name the Agent "
+            "class that carries them on with --agent MODULE:Class (repeat it for several); the class a stored "
+            "run records is never imported"
+        )
+    classes: dict[str, type] = {}
+    for spec in agent_specs:
+        cls = load_agent_class(spec)
+        classes[cls.qualified_name()] = cls
     client = command_client(sim_script)  # a missing API key is one line now, not an error on the first click
 
     def decide(conversation_id: str, trigger: str, input: Any) -> object:
+        from agentfsm.errors import UnknownConversationError
+
+        try:
+            recorded = store.load(conversation_id).agent
+        except KeyError:
+            raise UnknownConversationError(conversation_id) from None
+        cls = classes.get(recorded) or (next(iter(classes.values())) if len(classes) == 1 else None)
+        if cls is None:
+            raise ConfigurationError(
+                f"not decided: run {conversation_id!r} recorded the class {recorded!r}, and this inspector decides "
+                f"only runs of {', '.join(sorted(classes))}: start it with --agent MODULE:Class for that class too"
+            )
         # `runs decide` carries the run on exactly as agent.resume does; the inspector shares it (looked up by
         # name, when the first decision is taken, so that showing runs never loads the deciding code).
-        decide_run = getattr(importlib.import_module("agentfsm.cli.runs"), "decide_run")  # noqa: B009
-        return decide_run(store, conversation_id, trigger, input, agent_spec=agent_spec, client=client)
+        decide_loaded = getattr(importlib.import_module("agentfsm.cli.runs"), "decide_loaded")  # noqa: B009
+        return decide_loaded(store, conversation_id, trigger, input, agent=cls, client=client)
 
     return decide
 
@@ -80,8 +111,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from agentfsm.observe.ui.server import UIServer
     from agentfsm.observe.ui.sources import StoreSource, open_source
 
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # so the runs' own Agent classes (their graphs) import, as with python -m
     if args.events and args.allow_decisions:
         raise ConfigurationError("--allow-decisions needs a store (--store): an events file cannot be carried on")
     if (args.agent or args.sim) and not args.allow_decisions:
@@ -94,7 +123,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         decider = None
         if args.allow_decisions:
             assert isinstance(source, StoreSource)  # an events file was refused above
-            decider = decider_for(source.store, args.agent, args.sim)
+            decider = decider_for(source.store, args.agent or [], args.sim)
         server = UIServer(source, args.host, args.port, decider=decider)
     except AgentfsmError:
         source.close()

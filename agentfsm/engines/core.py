@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from agentfsm.errors import ConfigurationError
+from agentfsm.errors import ConfigurationError, require_conversation_id
 from agentfsm.machine import loop
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.drivers import perform_async
@@ -98,6 +99,9 @@ class StartInput(BaseModel):
     conversation_id: str
     #: Stream text and transitions to clients that read the conversation's stream (engines that have streams).
     stream: bool = False
+    #: Made once, where the conversation is started: the names of its waits derive from it, so a replay names a
+    #: wait as the first run did, and a later workflow under the same id names its own. None in older inputs.
+    nonce: str | None = None
 
 
 def agent_spec(agent: str | type[Agent]) -> str:
@@ -114,14 +118,18 @@ def agent_spec(agent: str | type[Agent]) -> str:
 def start_input(
     agent: str | type[Agent], prompt: str | Sequence[Mapping[str, Any]], conversation_id: str | None
 ) -> StartInput:
-    """Validate a prompt on the client, before anything is enqueued (an invalid history raises here)."""
+    """Validate a prompt and an id on the client, before anything is enqueued (an invalid history or an empty id
+    raises here)."""
     from agentfsm.agent import Agent
 
+    if conversation_id is not None:
+        require_conversation_id(conversation_id, "engine.start")
     messages = Agent._initial_messages(prompt)  # type: ignore[arg-type]
     return StartInput(
         agent=agent_spec(agent),
         messages=messages,
-        conversation_id=conversation_id or f"conv_{uuid.uuid4().hex[:16]}",
+        conversation_id=conversation_id if conversation_id is not None else f"conv_{uuid.uuid4().hex[:16]}",
+        nonce=uuid.uuid4().hex,
     )
 
 
@@ -334,6 +342,7 @@ class DurableConversation(Conversation):
             self.runstate.continuation_mode = "prefill"
         self._first_at: float | None = None
         self._last_at = 0.0
+        self._nonce = start.nonce or start.conversation_id
         self.emit("run.started", agent=type(agent).qualified_name(), model=self.model, messages=len(self.messages))
         self._persistence.save(self)  # seen in the store from its start
 
@@ -347,6 +356,12 @@ class DurableConversation(Conversation):
         if self._first_at is None:
             self._first_at = started_at
         self._last_at = max(self._last_at, ended_at)
+
+    def _new_wait_token(self) -> str:
+        """The same on a replay as on the run it replays (the workflow's input and its steps decide it), so the
+        waiting result the engine returns and the snapshot a worker copied to a store before a crash agree."""
+        seed = f"{self._nonce}:{len(self.trace)}:{self.counters.turns}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
     def emit(self, name: str, *, level: Level = "info", **data: Any) -> None:
         if self.steps.replaying:

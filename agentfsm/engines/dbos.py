@@ -71,6 +71,7 @@ from agentfsm.errors import (
     DurableRunError,
     EngineError,
     UnknownDurableConversationError,
+    require_conversation_id,
 )
 from agentfsm.machine import core
 from agentfsm.machine.plan import SendRequest
@@ -569,6 +570,7 @@ class DBOSEngine:
         return total
 
     def _status(self, conversation_id: str) -> str:
+        require_conversation_id(conversation_id, "DBOSEngine")
         try:
             status: str = self._client.retrieve_workflow(conversation_id).get_status().status
         except Exception as exc:

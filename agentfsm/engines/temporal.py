@@ -73,6 +73,7 @@ from agentfsm.errors import (
     DurableRunError,
     EngineError,
     UnknownDurableConversationError,
+    require_conversation_id,
 )
 from agentfsm.machine.plan import SendRequest
 from agentfsm.machine.streaming import StreamEvent
@@ -558,6 +559,7 @@ class TemporalEngine:
         return self._call(size())
 
     async def _astatus(self, conversation_id: str) -> str:
+        require_conversation_id(conversation_id, "TemporalEngine")
         try:
             description = await self._client.get_workflow_handle(conversation_id).describe()
         except RPCError as exc:

@@ -9,6 +9,7 @@
 * ``core``         — the step, sans I/O: plan it, complete it with the outcome, resend a broken stream
 * ``loop``         — the one loop: a generator of effects every runner interprets
 * ``persistence``  — the lease, the saves, and the exactly-once rule for tool calls
+* ``decisions``    — a wait is decided once: the waits this process decided, for runs without a store
 * ``conversation`` — one run's public face: what hooks, guards and actions read, ``decide`` and stepping
 * ``drivers``      — the loop's I/O four ways: sync or async, plain or streamed
 * ``streaming``    — what a streaming caller sees: text, rewinds, transitions, tool calls

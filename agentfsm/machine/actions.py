@@ -226,7 +226,9 @@ def answer_tool_calls(conv: Conversation) -> None:
     ``run(result.messages + [user message])`` answers them with ``is_error`` results
     (``agentfsm.wire.messages.answer_abandoned_calls``).
     """
-    _answer(conv, conv.tool_results, "answer_tool_calls", sendable=True)  # made sendable as they came in
+    # Made sendable again (idempotent, and the same objects when they already are): a custom action may have
+    # put results of its own in conv.tool_results, and those are redacted and cut like the executor's.
+    _answer(conv, conv.tool_results, "answer_tool_calls")
     conv.tool_results = []
 
 
@@ -332,7 +334,7 @@ def _given_results(given: object) -> list[ToolResult]:
     raise InvalidActionError(f"answer_with: got {type(given).__name__}; give {what}")
 
 
-def _answer(conv: Conversation, results: Sequence[ToolResult], who: str, *, sendable: bool = False) -> None:
+def _answer(conv: Conversation, results: Sequence[ToolResult], who: str) -> None:
     """Keep the reply, then answer each of its pending calls, in call order, with its result (made sendable)."""
     calls: list[ToolCall] = conv.pending_tool_calls
     by_id = {r.tool_use_id: r for r in results}
@@ -351,11 +353,8 @@ def _answer(conv: Conversation, results: Sequence[ToolResult], who: str, *, send
             action=who,
         )
     keep_reply(conv)
-    if sendable:
-        blocks = [by_id[c.id].to_block() for c in calls]
-    else:
-        limit, secrets = conv.policy.max_tool_result_chars, conv.agent.secrets()
-        blocks = [for_history(by_id[c.id], limit=limit, secrets=secrets).to_block() for c in calls]
+    limit, secrets = conv.policy.max_tool_result_chars, conv.agent.secrets()
+    blocks = [for_history(by_id[c.id], limit=limit, secrets=secrets).to_block() for c in calls]
     conv.messages.append({"role": "user", "content": blocks})
 
 

@@ -28,11 +28,16 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from agentfsm import clock as clocks
-from agentfsm.errors import ConfigurationError, IncompatibleAgentError, InvalidTransitionError
-from agentfsm.machine import core, drivers, serverside
+from agentfsm.errors import (
+    ConfigurationError,
+    IncompatibleAgentError,
+    InvalidTransitionError,
+    require_conversation_id,
+)
+from agentfsm.machine import core, decisions, drivers, serverside
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
-from agentfsm.machine.state import Counters, PendingDecision, RunState, TraceLog
+from agentfsm.machine.state import Counters, PendingDecision, RunState, StoredGraph, TraceLog
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep
@@ -49,6 +54,46 @@ if TYPE_CHECKING:
 
 _NO_SCOPE = contextlib.nullcontext()  # no tracing: stepping needs no scope
 
+#: How deep ``resume(..., input=...)`` may nest lists and dicts: far beyond any decision's data, and well inside
+#: what every JSON reader of a stored row (Python's, PostgreSQL's) reads back.
+MAX_INPUT_DEPTH = 100
+
+
+def json_input(value: Any) -> Any:
+    """``value`` as the JSON a decision's ``input`` is stored as, or ``ConfigurationError`` saying why it is not.
+
+    What a live hook reads is what a resumed one reads from the store: the value after a JSON round trip
+    (a tuple is a list there, a key is a string). NaN and Infinity are refused rather than stored as null;
+    the depth is checked without recursion, so no input can overflow the stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list | tuple) else None
+        if children is None:
+            continue
+        if depth >= MAX_INPUT_DEPTH:
+            raise ConfigurationError(
+                f"input is nested more than {MAX_INPUT_DEPTH} lists or dicts deep (or holds itself): it is stored "
+                "with the conversation as JSON; give the decision flatter data"
+            )
+        stack.extend((child, depth + 1) for child in children)
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise ConfigurationError(f"input must be JSON: {exc}") from None
+        raise ConfigurationError(
+            "input must be JSON, and NaN and Infinity are not (stored, they would come back as null, so a resumed "
+            "hook would read other input than the live one): send them as strings or leave them out"
+        ) from None
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"input must be JSON (dicts, lists, strings, numbers, booleans, None): it is stored with the "
+            f"conversation; {exc}"
+        ) from None
+    return json.loads(text)
+
 
 class Conversation:
     """One run of an agent. Made by ``Agent.start`` (or ``Agent.load``, from a snapshot)."""
@@ -57,6 +102,7 @@ class Conversation:
     # hooks and actions can still keep their own values on the conversation.
     __slots__ = (
         "__dict__",
+        "__weakref__",
         "_calls",
         "_clock",
         "_compaction_seen",
@@ -90,7 +136,9 @@ class Conversation:
         self.agent = agent
         self.policy: Policy = agent.policy
         self.table: Table = agent.table()
-        self.id = conversation_id or f"conv_{uuid.uuid4().hex[:16]}"
+        if conversation_id is not None:
+            require_conversation_id(conversation_id, "Conversation")
+        self.id = conversation_id if conversation_id is not None else f"conv_{uuid.uuid4().hex[:16]}"
         if state is None:
             history = messages or []
             auto_prompt = self.policy.continuation == "auto" and agent.prefill_unsupported(agent.model)
@@ -161,6 +209,7 @@ class Conversation:
         fields["finished"] = self.finished
         fields["pending_decision"] = self.pending_decision()
         fields["request"] = stored_request(self.agent.static_params(), self.agent.secrets())
+        fields["graph"] = StoredGraph.of(self.table)  # so showing the run never imports its class
         return Snapshot.model_construct(
             conversation_id=self.id, agent=type(self.agent).qualified_name(), schema_version=SCHEMA_VERSION, **fields
         )
@@ -330,7 +379,12 @@ class Conversation:
     def decide(self, trigger: str | None = None, *, input: Any = None) -> None:
         """Carry a waiting conversation on: along ``trigger`` (one that leaves the waiting state), or,
         without one, by asking the state's hook again. ``input`` (JSON) reaches the hook and the action
-        as ``conv.input`` and is stored with the conversation."""
+        as ``conv.input`` and is stored with the conversation.
+
+        A wait is decided once: a conversation with no store refuses a second decision of the same wait
+        (``AlreadyDecidedError``: say from another copy of its waiting result), in this process; with a
+        store, the store's lease and revision fence refuse it (``agentfsm.machine.decisions``).
+        """
         run, table = self.runstate, self.table
         if run.waiting is None and not (run.state in table.waits and run.decision is None):
             if run.decision is not None:
@@ -343,13 +397,14 @@ class Conversation:
                 f"conversation {self.id!r} is not waiting ({where}, at state {run.state!r}): trigger= and "
                 "input= are for a conversation that stopped to wait; resume it without them"
             )
-        try:
-            json.dumps(input)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(
-                f"input must be JSON (dicts, lists, strings, numbers, booleans, None): it is stored with the "
-                f"conversation; {exc}"
-            ) from None
+        persistence = self._persistence
+        # Without a store, this process holds and remembers the waits it decides; with one, the store holds
+        # them (its lease, its revision fence) and this process only remembers the ones it decided.
+        token = run.wait_token if run.waiting is not None else None
+        mine = token is not None and persistence.store is None
+        if token is not None and mine:
+            decisions.check(self.id, run.state, token, self)  # first: nothing else matters then
+        input = json_input(input)
         if trigger is not None:
             leaving = table.triggers(run.state)
             if trigger not in leaving or table.first_allowed(self, trigger) is None:
@@ -359,10 +414,23 @@ class Conversation:
                     f"trigger {trigger!r} {why} the waiting state {run.state!r}; the triggers that can: "
                     f"{', '.join(can) or 'none'}"
                 )
-        self._persistence.claim(self)
+        held = None
+        if token is not None:
+            held = decisions.hold(self, token, trigger) if mine else decisions.Held(token, trigger, holding=False)
+        try:
+            persistence.claim(self)
+        except BaseException:
+            if held is not None:
+                held.give_back()
+            raise
+        persistence.decision = held
         run.waiting, run.decision, run.input = None, trigger, input
         kind = sorted(input) if isinstance(input, dict) else type(input).__name__
         self.emit("wait.decided", trigger=trigger, input=kind)
+
+    def _new_wait_token(self) -> str:
+        """A name for the wait the run stops in now (``RunState.wait_token``): new each time."""
+        return uuid.uuid4().hex
 
     # --- stepping: each hands the conversation to a driver (agentfsm.machine.drivers) ----------------
 

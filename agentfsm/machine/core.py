@@ -471,6 +471,7 @@ def suspend(conv: Conversation) -> None:
     persistence.claim(conv)
     run = conv.runstate
     run.waiting = run.state
+    run.wait_token = conv._new_wait_token()  # names this wait: a decision spends it (decided once)
     run.input = None  # it was for the decision before this one
     calls = conv.pending_tool_calls
     conv.emit(

@@ -25,6 +25,7 @@ from agentfsm.tools.calls import ToolCall, ToolResult, error_result, for_history
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
+    from agentfsm.machine.decisions import Held
     from agentfsm.stores.base import Store
     from agentfsm.tools.definition import Tool
 
@@ -69,10 +70,13 @@ class Persistence:
     """One conversation's store, lease and tool ledger. Without a store, only the ledger is kept (in memory),
     so the same conversation object run again after an interruption knows which calls had started."""
 
-    __slots__ = ("_leased", "owner", "store")
+    __slots__ = ("_leased", "decision", "owner", "store")
 
     def __init__(self, store: Store | None) -> None:
         self.store = store
+        #: A decision under way on a conversation with no store: spent at the first save, given back on a
+        #: release before one (``agentfsm.machine.decisions``).
+        self.decision: Held | None = None
         # host:pid:nonce — host and pid let a store see that a crashed holder is gone (see SQLiteStore).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" if store is not None else ""
         self._leased = False  # this worker holds the store's lease (checked fresh when first taken)
@@ -82,6 +86,9 @@ class Persistence:
         if self.store is not None:
             conv.runstate.revision += 1
             self.store.save(conv.snapshot())
+        if self.decision is not None:  # the decision's first save: it stands, whatever happens next
+            held, self.decision = self.decision, None
+            held.spend()
 
     def claim(self, conv: Conversation) -> None:
         """Hold (or renew) this worker's lease on the conversation; refuse to advance without it.
@@ -108,6 +115,9 @@ class Persistence:
 
     def release(self, conv: Conversation) -> None:
         """Give up this worker's lease (the drivers do it when a run returns or stops)."""
+        if self.decision is not None:  # stopped before the decision's first save: nothing of it happened
+            held, self.decision = self.decision, None
+            held.give_back()
         if self.store is not None:
             self._leased = False
             self.store.release(conv.id, self.owner)

@@ -6,22 +6,35 @@ envelope (schema version, conversation id, agent class). So a new counter or
 field is one line here: the conversation carries it, the store keeps it, and
 ``restore`` gives it back.
 
-Four fields are derived from the live conversation when a snapshot is taken
+Five fields are derived from the live conversation when a snapshot is taken
 rather than kept up to date on every step: ``elapsed_s`` (in memory: wall time
 spent in earlier processes; in a snapshot: the total so far), ``finished``,
-``pending_decision`` and ``request`` (the agent's request parameters).
+``pending_decision``, ``request`` (the agent's request parameters) and
+``graph`` (the Agent class's states and transitions, as data).
 """
 
 from __future__ import annotations
 
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
-from pydantic import BaseModel, Field, GetCoreSchemaHandler, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+)
 from pydantic_core import core_schema
 
-from agentfsm.machine.table import REQUESTING
+from agentfsm.machine import guards
+from agentfsm.machine.table import REQUESTING, Table
 from agentfsm.result import RunError, TraceStep
 from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.wire.api import Reply, RequestFailure, reply_from
@@ -174,6 +187,78 @@ class PendingDecision(BaseModel):
     why: str | None = None
 
 
+#: A stored graph bigger than this is not one an Agent class makes: a row holding one is read without it.
+MAX_GRAPH_STATES = 1000
+MAX_GRAPH_TRANSITIONS = 5000
+_Name = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+_Label = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class GraphEdge(BaseModel):
+    """One transition of an Agent class's table, as data: what a graph draws for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: _Name
+    trigger: _Name
+    dest: _Name
+    #: The guards' labels, in the order they are checked (all must pass).
+    guards: list[_Label] = Field(default=[], max_length=50)
+    #: The action's name (its ``__qualname__``), None when the transition has none.
+    action: _Label | None = None
+    #: Whether the reply's client tool calls are run before the action.
+    runs_tools: bool = False
+
+    @property
+    def condition(self) -> str:
+        """The guards as a graph shows them (as ``Transition.condition``)."""
+        return " and ".join(self.guards)
+
+
+class StoredGraph(BaseModel):
+    """An Agent class's states and transitions as data (``RunState.graph``): what ``agentfsm ui``, ``agentfsm
+    runs graph`` and ``agentfsm.observe.graph.build`` draw a stored run on, so that viewing a run never imports
+    the class its row names (a stored row is data, and importing a module runs its code)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Every state, in the table's order.
+    states: list[_Name] = Field(min_length=1, max_length=MAX_GRAPH_STATES)
+    #: Every transition, in the order they are tried.
+    transitions: list[GraphEdge] = Field(max_length=MAX_GRAPH_TRANSITIONS)
+    #: The waiting states (``Wait``) and the final ones (no way out).
+    waits: list[_Name] = Field(default=[], max_length=MAX_GRAPH_STATES)
+    terminal: list[_Name] = Field(default=[], max_length=MAX_GRAPH_STATES)
+
+    @classmethod
+    def of(cls, table: Table) -> StoredGraph:
+        """``table`` as data; worked out once per table (once per Agent class), not at every save."""
+        found = _GRAPHS.get(table)
+        if found is None:
+            found = cls(
+                states=list(table.states),
+                transitions=[
+                    GraphEdge(
+                        source=t.source,
+                        trigger=t.trigger,
+                        dest=t.dest,
+                        guards=[guards.label_of(fn) for fn in t.guards],
+                        action=None if t.action is None else getattr(t.action, "__qualname__", repr(t.action)),
+                        runs_tools=t.runs_tools,
+                    )
+                    for t in table.transitions
+                ],
+                waits=[s for s in table.states if s in table.waits],
+                terminal=[s for s in table.states if s in table.terminal],
+            )
+            _GRAPHS[table] = found
+        return found
+
+
+#: ``StoredGraph.of``'s answers, by table (a table lives as long as its Agent class).
+_GRAPHS: weakref.WeakKeyDictionary[Table, StoredGraph] = weakref.WeakKeyDictionary()
+
+
 class RunState(BaseModel):
     """One conversation's state at a transition: the body of every ``Snapshot``."""
 
@@ -224,6 +309,9 @@ class RunState(BaseModel):
     revision: int = 0
     #: The state the run stopped in to wait for a decision from outside (None while it runs or once finished).
     waiting: str | None = None
+    #: Names the latest wait: a new one each time the run stops to wait, kept until the next. A decision spends
+    #: it, so a waiting result is decided once (``agentfsm.machine.decisions``). None in rows written before it.
+    wait_token: str | None = None
     #: While waiting, what it waits for (None otherwise, and in rows an earlier agentfsm wrote).
     pending_decision: PendingDecision | None = None
     #: The trigger a resume decided on, until its transition has fired (a crash in between carries it out).
@@ -232,6 +320,19 @@ class RunState(BaseModel):
     input: Any = None
     #: Run through the Message Batches API (``agentfsm.batch``).
     batched: bool = False
+    #: The Agent class's states and transitions, as data: what an inspector draws the run on, importing nothing.
+    #: None in memory (derived when a snapshot is taken) and in rows an earlier agentfsm wrote.
+    graph: StoredGraph | None = None
+
+    @field_validator("graph", mode="wrap")
+    @classmethod
+    def _read_graph(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A stored graph that is not one an Agent class makes is read as none: the row stays readable (and
+        resumable: carrying a run on needs the class, not this copy), and its pages draw the base graph."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
 
     @field_validator("reply", mode="before")
     @classmethod

@@ -8,16 +8,22 @@ and DOT are plain text and need nothing installed; SVG and PNG run Graphviz's
 ``dot`` program, which is optional. Waiting states (``Wait``), where a run stops
 until it is resumed, are drawn apart: blue and dashed in Mermaid (class
 ``waiting``), blue octagons in DOT.
+
+A stored run carries its class's table as data (``Snapshot.graph``, a
+``StoredGraph``), and everything here draws from that as from a ``Table``: a
+run is drawn without importing the class its row names. Nothing here imports a
+module by name (``resolve_agent`` looks in the modules already imported).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
+import inspect
 import json
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from agentfsm.errors import GraphvizNotFoundError, GraphvizRenderError
+from agentfsm.machine.state import StoredGraph
 from agentfsm.machine.table import REQUESTING, Table
 from agentfsm.result import TraceStep
 
@@ -101,13 +108,14 @@ class Graph:
 
 
 def build(
-    table: Table,
+    table: Table | StoredGraph,
     *,
     title: str = "Agent",
     trace: Sequence[TraceStep] | None = None,
     current: str | None = None,
 ) -> Graph:
-    """The graph of ``table``; with ``trace``, each edge counts how often the run took it.
+    """The graph of ``table`` (an Agent class's, or one stored with a run); with ``trace``, each edge counts how
+    often the run took it.
 
     A step of ``trace`` that the table does not declare (a replay drawn on a
     different class's table) is added as an undeclared edge, and its states
@@ -120,6 +128,8 @@ def build(
     seen: set[tuple[str, str, str]] = set()
     for t in table.transitions:
         key = (t.source, t.trigger, t.dest)
+        states.setdefault(t.source)  # a stored graph is data: every end of an edge is a state, whatever it says
+        states.setdefault(t.dest)
         # Two transitions with the same ends and trigger cannot be told apart in a trace: the first gets the count.
         count = 0 if key in seen else taken.get(key, 0)
         seen.add(key)
@@ -133,20 +143,22 @@ def build(
     path: tuple[str, ...] = (steps[0].source, *(s.dest for s in steps)) if steps else ()
     if current is not None:
         states.setdefault(current)
+    if not states:
+        states[REQUESTING] = None
     return Graph(
         title=title,
         states=tuple(states),
         initial=REQUESTING if REQUESTING in states else next(iter(states)),
-        terminal=table.terminal,
+        terminal=frozenset(table.terminal),
         edges=tuple(edges),
         path=path,
         current=current,
-        waits=table.waits,
+        waits=frozenset(table.waits),
     )
 
 
 def draw(
-    table: Table,
+    table: Table | StoredGraph,
     format: TextFormat = "mermaid",
     *,
     title: str = "Agent",
@@ -158,22 +170,45 @@ def draw(
 
 
 def resolve_agent(agent: type[Agent] | str | None) -> type[Agent]:
-    """An Agent class from a class, a ``module:QualName``, or None (the base Agent)."""
+    """An Agent class from a class, the ``module:QualName`` of a class already imported in this process, or
+    None (the base Agent).
+
+    Never imports: a name is data (a stored row's, an events file's), and importing a module runs its code.
+    A name whose module is not imported here, or that names no Agent class in it, is the base Agent. Reading
+    the module runs nothing either (no module ``__getattr__``, no descriptor).
+    """
     from agentfsm.agent import Agent
 
     if isinstance(agent, type) and issubclass(agent, Agent):
         return agent
     if isinstance(agent, str) and ":" in agent:
         module_name, _, qualname = agent.partition(":")
+        found: Any = sys.modules.get(module_name)
         try:
-            found: Any = importlib.import_module(module_name)
             for part in qualname.split("."):
-                found = getattr(found, part)
-        except (ImportError, AttributeError):
+                found = inspect.getattr_static(found, part)
+        except AttributeError:
             return Agent
         if isinstance(found, type) and issubclass(found, Agent):
             return found
     return Agent
+
+
+def short_name(agent: str | None) -> str:
+    """The class name in a ``module:QualName`` (``Agent`` for None): what a graph of its run is titled."""
+    if not agent:
+        return "Agent"
+    return agent.rpartition(":")[2].rpartition(".")[2] or agent
+
+
+def stored_table(graph: StoredGraph | None) -> Table | StoredGraph:
+    """What a stored run is drawn on: the graph stored with it, else (a row an earlier agentfsm wrote, an events
+    file) the base Agent's table. Imports nothing of the run's."""
+    if graph is not None:
+        return graph
+    from agentfsm.agent import Agent
+
+    return Agent.table()
 
 
 def agent_graph(agent: type[Agent], format: str = "mermaid") -> str:
@@ -190,8 +225,8 @@ def path_graph(
 ) -> str:
     """A path drawn on ``agent``'s graph (the base Agent's by default; steps it lacks are added, dashed).
 
-    ``agent`` may be a class or its ``module:QualName`` as recorded in ``run.started``; a name that
-    cannot be imported here falls back to the base Agent.
+    ``agent`` may be a class or its ``module:QualName`` as recorded in ``run.started``; a name whose class is
+    not imported in this process already is the base Agent (``resolve_agent``: a name is never imported).
     """
     agent = resolve_agent(agent)
     title = f"{agent.__name__} ({current})" if current else agent.__name__

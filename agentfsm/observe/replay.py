@@ -76,8 +76,8 @@ class ReplayedRun(BaseModel):
         return self.trace[-1].dest if self.trace else REQUESTING
 
     def graph(self, format: str = "mermaid", *, agent: type[Agent] | None = None) -> str:
-        """The path drawn on ``agent``'s graph (an Agent class; by default the class that ran, when it can be
-        imported here, else the base Agent's)."""
+        """The path drawn on ``agent``'s graph (an Agent class; by default the class that ran when this process
+        has imported it already, else the base Agent's: the name an events file records is never imported)."""
         from agentfsm.observe.graph import path_graph
 
         return path_graph(self.trace, self.state, format, agent=agent or self.agent)

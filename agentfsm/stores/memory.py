@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agentfsm.errors import CorruptSnapshotError, StaleConversationError
+from agentfsm.errors import CorruptSnapshotError, StaleConversationError, require_conversation_id
 from agentfsm.stores.base import RunSummary, Snapshot, read_snapshot, snapshot_json
 from agentfsm.stores.listing import RunFilter, RunPage, page_of
 
@@ -26,6 +26,7 @@ class MemoryStore:
 
     def save(self, snapshot: Snapshot) -> None:
         cid = snapshot.conversation_id
+        require_conversation_id(cid, "MemoryStore.save")
         with self._lock:
             stored = self._revisions.get(cid)
             if stored is not None and snapshot.revision <= stored:
@@ -36,6 +37,7 @@ class MemoryStore:
             self._created.setdefault(cid, self._updated[cid])
 
     def load(self, conversation_id: str) -> Snapshot:
+        require_conversation_id(conversation_id, "MemoryStore.load")
         with self._lock:
             row = self._rows.get(conversation_id)
         if row is None:

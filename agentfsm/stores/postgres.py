@@ -43,7 +43,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from agentfsm.errors import ConfigurationError, SnapshotVersionError, StaleConversationError, StoreError
+from agentfsm.errors import (
+    ConfigurationError,
+    SnapshotVersionError,
+    StaleConversationError,
+    StoreError,
+    require_conversation_id,
+)
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 from agentfsm.stores.listing import (
     RunFilter,
@@ -260,6 +266,7 @@ class PostgresStore:
     @_errors
     def save(self, snapshot: Snapshot) -> None:
         cid = snapshot.conversation_id
+        require_conversation_id(cid, "PostgresStore.save")
         with self._lock:
             conn = self._connection()
             with conn.transaction():
@@ -297,6 +304,7 @@ class PostgresStore:
 
     @_errors
     def load(self, conversation_id: str) -> Snapshot:
+        require_conversation_id(conversation_id, "PostgresStore.load")
         with self._lock:
             row = (
                 self._connection()

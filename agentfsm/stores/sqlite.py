@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError
+from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError, require_conversation_id
 from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
 from agentfsm.stores.listing import (
     RunFilter,
@@ -272,6 +272,7 @@ class SQLiteStore:
     @_errors
     def save(self, snapshot: Snapshot) -> None:
         cid = snapshot.conversation_id
+        require_conversation_id(cid, "SQLiteStore.save")
         now = time.time()
         with self._write() as conn:
             cursor = conn.execute(
@@ -310,6 +311,7 @@ class SQLiteStore:
 
     @_errors
     def load(self, conversation_id: str) -> Snapshot:
+        require_conversation_id(conversation_id, "SQLiteStore.load")
         rows = self._read("SELECT snapshot FROM agentfsm_conversations WHERE id = ?", (conversation_id,))
         if not rows:
             raise KeyError(conversation_id)

@@ -4,7 +4,7 @@
 one ``tool_result`` block going back. :func:`to_tool_result` turns whatever a
 tool returned into a result the API accepts; :func:`for_history` makes every
 result (whichever executor made it) safe to send and keep — cut to the policy's
-limit, the client's credentials redacted (``agentfsm.redaction``).
+limit, the client's credentials and anything shaped like an Anthropic key redacted (``agentfsm.redaction``).
 :func:`traceback_of` keeps the traceback of a tool that raised, for the developer:
 on the result and its ``tool.finished`` event, never in what the model reads.
 """
@@ -181,8 +181,9 @@ def for_history(result: ToolResult, *, limit: int | None, secrets: Sequence[str]
 
     A custom executor's list content that is not valid content blocks becomes JSON text (as
     ``to_tool_result`` does); characters that cannot be sent (lone surrogates, which would fail
-    the request's UTF-8 encoding) become U+FFFD; the client's credentials become ``[REDACTED]``
-    (the model must not read them, nor a store keep them); and the text is cut to ``limit``
+    the request's UTF-8 encoding) become U+FFFD; the client's credentials, and anything shaped like an
+    Anthropic key (``sk-ant-…``, another account's included), become ``[REDACTED]`` (the model must not
+    read them, nor a store keep them: what is stored is what is sent); and the text is cut to ``limit``
     characters with a marker (``agentfsm.tools.limits``). Idempotent, and the same object when nothing changes.
     """
     content: str | list[dict[str, Any]] = result.content
@@ -206,11 +207,12 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """``value`` with lone surrogates replaced and ``secrets`` redacted in every string; the same object if clean."""
+    """``value`` with lone surrogates replaced and ``secrets`` and key-shaped text redacted in every string; the
+    same object if clean."""
     if isinstance(value, str):
         if _SURROGATE.search(value):  # a valid pair becomes its character, a lone one U+FFFD
             value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return redact_text(value, secrets, shapes=False) if secrets else value
+        return redact_text(value, secrets) if secrets or "sk-ant-" in value else value
     if isinstance(value, list):
         items = [_scrub(v, secrets) for v in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items

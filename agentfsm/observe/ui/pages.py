@@ -194,9 +194,15 @@ def _summary(view: RunView) -> str:
     note = EVENTS_NOTE if data.kind == "events" else STORE_NOTE
     graph_note = ""
     if not view.own_graph:
+        held = (
+            "an events file records no graph"
+            if data.kind == "events"
+            else "its row holds none (stored by an earlier agentfsm, or unreadable)"
+        )
         graph_note = (
-            f"<p class=\"note\">The graph is {_e(view.drawn_on)}'s: the run's class {_e(row.agent)} cannot be "
-            "imported here (run the inspector where its module is importable); steps that graph lacks are dashed.</p>"
+            f"<p class=\"note\">The graph is the base Agent's, not that of the run's class {_e(row.agent)}: "
+            f"{held}, and the inspector never imports a run's code to draw it. Steps that graph lacks are "
+            "dashed.</p>"
         )
     running = ""
     if data.running:
@@ -223,7 +229,7 @@ def _waiting(view: RunView, decisions: Decisions | None, decision: Decision | No
         out.append(
             f'<p class="note">Stopped at <code>{_e(waiting.state)}</code>{why} until someone decides: '
             f"<code>agent.resume(&quot;{_e(row.id)}&quot;, store=..., trigger=...)</code> or "
-            f"<code>agentfsm runs decide {_e(row.id)} TRIGGER</code>.</p>"
+            f"<code>agentfsm runs decide {_e(row.id)} TRIGGER --agent MODULE:Class</code>.</p>"
         )
     if decision is not None:
         out.append(
@@ -388,19 +394,33 @@ def _mark_cls(cls: str, at: int, step: int) -> str:
     return f' class="{cls}{extra}" data-step="{at}"{hidden}'
 
 
+#: The most characters of one value (a tool's input or result, a block) a page draws. A browser takes tens of
+#: seconds to lay out a 5 MB line, and no one reads it there: the page says how much more there is, and the
+#: run's JSON (``/api/runs/<id>``) has every character.
+SHOWN_CHARS = 20_000
+
+
+def _cut(text: str) -> str:
+    """``text`` escaped, at most ``SHOWN_CHARS`` of it, and a note of what was left out."""
+    if len(text) <= SHOWN_CHARS:
+        return _e(text)
+    more = len(text) - SHOWN_CHARS
+    return f'{_e(text[:SHOWN_CHARS])}<span class="dim cut">… {more:,} more characters (all in the run\'s JSON)</span>'
+
+
 def _json(value: Any) -> str:
-    return _e(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    return _cut(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def _result_text(content: Any) -> str:
     if isinstance(content, str):
-        return _e(content)
+        return _cut(content)
     if isinstance(content, list):
         parts = []
         for b in content:
             kind = b.get("type") if isinstance(b, dict) else None
             if kind == "text":
-                parts.append(_e(b.get("text", "")))
+                parts.append(_cut(str(b.get("text", ""))))
             elif kind in ("image", "document"):
                 parts.append(f"[{kind}]")
             elif kind == "web_search_result":  # its encrypted_content is for the model, not for reading

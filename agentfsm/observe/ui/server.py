@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -34,8 +35,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from agentfsm.errors import AgentfsmError, CorruptSnapshotError
 from agentfsm.observe.ui import listpage, pages
 from agentfsm.observe.ui.decisions import Decider, Decisions
-from agentfsm.observe.ui.sources import RunRow, Source
+from agentfsm.observe.ui.sources import RunRow, RunsPage, Source, shown_page, shown_run
 from agentfsm.observe.ui.view import RunView, build_view, step_json
+from agentfsm.redaction import environment_secrets, redact, redact_text
 from agentfsm.stores.listing import MAX_LIMIT, RunFilter
 
 log = logging.getLogger("agentfsm.ui")
@@ -52,8 +54,14 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+#: Every other answer (JSON, the graph as SVG, Mermaid and DOT text, the static files), should a browser open it
+#: as a document of its own: it loads nothing and runs nothing (``sandbox``), and an SVG keeps its inline style.
+RESOURCE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox"
 #: The largest decision form accepted (the input is a small JSON value).
 MAX_FORM_BYTES = 64 * 1024
+#: An Anthropic-shaped key in a body about to be sent (``agentfsm.redaction``'s shape, as bytes). Its characters
+#: are never escaped in HTML, JSON, SVG or text, and replacing them with ``[REDACTED]`` is safe in all four.
+_KEY_SHAPE = re.compile(rb"sk-ant-[A-Za-z0-9_\-]{4,}")
 
 
 def static_files() -> dict[str, bytes]:
@@ -79,14 +87,26 @@ class UIServer(ThreadingHTTPServer):
 
     ``decider`` (``(conversation_id, trigger, input) -> result``) lets the pages decide waiting runs;
     None (the default) keeps the inspector read-only: every ``POST`` is refused.
+
+    Nothing it serves holds a credential, whatever the runs hold: ``secrets`` (by default the credentials of
+    this process's environment, ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_AUTH_TOKEN``) and anything shaped like
+    an Anthropic key are ``[REDACTED]`` in every page and JSON answer (``sources.shown_run``), and every body
+    is scrubbed of the key shape once more as it is sent.
     """
 
     daemon_threads = True
 
     def __init__(
-        self, source: Source, host: str = "127.0.0.1", port: int = 8000, *, decider: Decider | None = None
+        self,
+        source: Source,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        decider: Decider | None = None,
+        secrets: Iterable[str] | None = None,
     ) -> None:
         self.source = source
+        self.secrets: tuple[str, ...] = environment_secrets() if secrets is None else tuple(s for s in secrets if s)
         self.decisions = Decisions(decider) if decider is not None else None
         self.static = static_files()
         super().__init__((host, port), Handler)
@@ -105,7 +125,11 @@ class UIServer(ThreadingHTTPServer):
             data = self.source.run(run_id)
         except KeyError:
             raise NotFound(f"no run {run_id!r} in {self.source.label}") from None
-        return build_view(data)
+        return build_view(shown_run(data, self.secrets))
+
+    def page(self, run_filter: RunFilter, offset: int, limit: int) -> RunsPage:
+        """A page of the run list, as it may be shown."""
+        return shown_page(self.source.page(run_filter, offset, limit), self.secrets)
 
     def close(self) -> None:
         self.server_close()
@@ -194,9 +218,26 @@ class Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = _not_allowed
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """``http.server``'s own refusals (a malformed request line, a URL too long, an unknown method) as this
+        server's error pages: with the CSP and the other headers every answer carries."""
+        self.close_connection = True
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        path = getattr(self, "path", "") or ""
+        self._fail(
+            status, status.phrase, message or status.description, path.startswith("/api"), self.command == "HEAD"
+        )
+
     # --- answering ---------------------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, content_type: str, *, head: bool, csp: bool = False) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, *, head: bool, csp: bool = False, scrub: bool = True
+    ) -> None:
+        if scrub and b"sk-ant-" in body:  # the last line of defence: no key leaves, whatever the page was made of
+            body = _KEY_SHAPE.sub(b"[REDACTED]", body)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -205,8 +246,7 @@ class Handler(BaseHTTPRequestHandler):
         # Nothing leaves for another site; and the browser's Origin on this server's own form posts stays its
         # origin (under no-referrer it would send "null", which the Origin check refuses).
         self.send_header("Referrer-Policy", "same-origin")
-        if csp:
-            self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Content-Security-Policy", CSP if csp else RESOURCE_CSP)
         if status == HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD" + (", POST" if self.server.decisions is not None else ""))
         self.end_headers()
@@ -217,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, text.encode("utf-8"), "text/html; charset=utf-8", head=head, csp=True)
 
     def _json(self, status: int, value: Any, head: bool) -> None:
-        body = json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        body = json.dumps(redact(value, self.server.secrets), ensure_ascii=False, default=str).encode("utf-8")
         self._send(status, body, "application/json; charset=utf-8", head=head)
 
     def _serve(self, *, head: bool, post: bool = False) -> None:
@@ -260,7 +300,7 @@ class Handler(BaseHTTPRequestHandler):
         self._fail(HTTPStatus.FORBIDDEN, "Forbidden", message, api, head)
 
     def _fail(self, status: HTTPStatus, title: str, message: str, api: bool, head: bool) -> None:
-        message = " ".join(message.split())
+        message = redact_text(" ".join(message.split()), self.server.secrets)
         if api:
             self._json(status, {"error": message, "status": int(status)}, head)
         else:
@@ -316,7 +356,7 @@ class Handler(BaseHTTPRequestHandler):
         if text.strip():
             try:
                 value = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested past what a reader can read back
                 decisions.refuse(run_id, trigger, f"not decided: the input is not JSON ({exc})")
                 return
         decisions.start(run_id, trigger, value)
@@ -356,7 +396,7 @@ class Handler(BaseHTTPRequestHandler):
         match segments:
             case [""] | ["runs"] | ["runs", ""]:
                 wanted, offset, limit = _listing(query)
-                found = source.page(wanted, offset, limit)
+                found = server.page(wanted, offset, limit)
                 self._html(200, listpage.runs_page(source.label, found, wanted, source.signature()), head)
             case ["runs", run_id] if run_id:
                 view = server.view(run_id)
@@ -367,10 +407,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._html(200, page, head)
             case ["static", name] if name in server.static:
                 suffix = name[name.rfind(".") :]
-                self._send(200, server.static[name], _TYPES.get(suffix, "application/octet-stream"), head=head)
+                kind = _TYPES.get(suffix, "application/octet-stream")
+                self._send(200, server.static[name], kind, head=head, scrub=False)
             case ["api", "runs"]:
                 wanted, offset, limit = _listing(query)
-                found = source.page(wanted, offset, limit)
+                found = server.page(wanted, offset, limit)
                 self._json(
                     200,
                     {
@@ -463,15 +504,7 @@ def _graph_text(kind: str) -> Callable[[RunView, int], tuple[str, str]]:
     def render(view: RunView, step: int) -> tuple[str, str]:
         from agentfsm.observe.graph import render_text
 
-        graph = view.graph
-        if step < view.last:  # the path as it was after that step
-            from agentfsm.observe.graph import build, resolve_agent
-
-            trace = [s.step for s in view.steps[:step]]
-            graph = build(
-                resolve_agent(view.drawn_on).table(), title=graph.title, trace=trace, current=view.state_at(step)
-            )
-        return render_text(graph, "mermaid" if kind == "mmd" else "dot"), "text/plain; charset=utf-8"
+        return render_text(view.graph_at(step), "mermaid" if kind == "mmd" else "dot"), "text/plain; charset=utf-8"
 
     return render
 

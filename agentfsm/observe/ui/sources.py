@@ -19,6 +19,7 @@ is a cheap fingerprint the pages poll to know when to refresh.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agentfsm.errors import ConfigurationError, EventsFileError
+from agentfsm.machine.state import StoredGraph
 from agentfsm.observe.events import Event
+from agentfsm.redaction import REDACTED, redact, redact_text, redaction_spans
 from agentfsm.result import TraceStep
 from agentfsm.stores.base import RunSummary, Snapshot, Store
 from agentfsm.stores.listing import RunFilter, RunTotals, fingerprint, list_page, status_of, summary_of
@@ -147,6 +150,9 @@ class RunData:
     #: What every request is sent with besides messages, model and max_tokens (system prompt, tools, ...), as
     #: the snapshot stored it; None when the source does not hold it (an events file, an older row).
     request: dict[str, Any] | None = None
+    #: The Agent class's states and transitions as the snapshot stored them (``Snapshot.graph``): what the run
+    #: is drawn on, with no class imported. None when the source does not hold them (an events file, an older row).
+    graph: StoredGraph | None = None
 
 
 class Source(Protocol):
@@ -233,6 +239,7 @@ class StoreSource:
             waiting=stored_waiting(snap),
             max_tokens=snap.max_tokens,
             request=getattr(snap, "request", None),
+            graph=snap.graph,
         )
 
     def signature(self, run_id: str | None = None) -> str:
@@ -478,3 +485,120 @@ def _events_waiting(events: Sequence[Event]) -> Waiting | None:
         triggers_known=isinstance(triggers, list),
         calls=[PendingCall("", str(n)) for n in names] if isinstance(names, list) else [],
     )
+
+
+# --- what is shown: credentials redacted on the way out ------------------------------------------------
+
+
+def shown_run(data: RunData, secrets: Sequence[str] = ()) -> RunData:
+    """``data`` as the pages and the JSON API may show it: ``secrets`` and anything shaped like an Anthropic
+    key replaced by ``[REDACTED]`` in every text it holds, the conversation included.
+
+    A store is data, not a promise: a row an earlier agentfsm wrote kept a tool's credential verbatim, a
+    hand-written row or events file holds anything, and the conversation is stored as sent (a key in the
+    prompt, or one the model repeats, stays in the history). Whatever the row holds, the inspector shows
+    none of it. A text block's redacted length differs from the one each step recorded, so the steps' sizes
+    are mapped through the redaction: the history after every step is still the one that step left, and a
+    key a continuation's seam cut in two appears whole at the step that completed it, never in part.
+    Names the pages link by (run ids, state names, triggers) are left alone here; the server also scrubs
+    every body it sends of the key shape (``server.Handler._send``).
+    """
+    found = tuple(s for s in secrets if s)
+    trace = data.trace
+    messages = data.messages
+    if messages is not None:
+        messages, spans = _shown_messages(messages, found)
+        if spans:
+            trace = [_shown_size(step, spans) for step in trace]
+    waiting = data.waiting
+    if waiting is not None:
+        waiting = dataclasses.replace(
+            waiting,
+            calls=[dataclasses.replace(c, input=redact(c.input, found)) for c in waiting.calls],
+            why=None if waiting.why is None else redact_text(waiting.why, found),
+        )
+    return dataclasses.replace(
+        data,
+        row=shown_row(data.row, found),
+        trace=trace,
+        model=_text(data.model, found),
+        stop_reason=_text(data.stop_reason, found),
+        error=_text(data.error, found),
+        messages=messages,
+        reply=redact(data.reply, found),
+        committed=redact(data.committed, found),
+        events=[e if (d := redact(e.data, found)) is e.data else e.model_copy(update={"data": d}) for e in data.events],
+        tool_records=[dataclasses.replace(t, name=redact_text(t.name, found)) for t in data.tool_records],
+        waiting=waiting,
+        request=redact(data.request, found),
+    )
+
+
+def shown_row(row: RunRow, secrets: Sequence[str] = ()) -> RunRow:
+    """A list row with its free texts (agent, reason, problem) redacted as ``shown_run`` redacts a run."""
+    return dataclasses.replace(
+        row, agent=_text(row.agent, secrets), reason=_text(row.reason, secrets), problem=_text(row.problem, secrets)
+    )
+
+
+def shown_page(page: RunsPage, secrets: Sequence[str] = ()) -> RunsPage:
+    """A page of the run list as it may be shown (``shown_row`` on each row, the agent filter's names)."""
+    return dataclasses.replace(
+        page, rows=[shown_row(r, secrets) for r in page.rows], agents=[redact_text(a, secrets) for a in page.agents]
+    )
+
+
+def _text(value: str | None, secrets: Sequence[str]) -> str | None:
+    return None if value is None else redact_text(value, secrets)
+
+
+Spans = dict[tuple[int, int], list[tuple[int, int]]]
+
+
+def _shown_messages(messages: list[dict[str, Any]], secrets: Sequence[str]) -> tuple[list[dict[str, Any]], Spans]:
+    """The history redacted, and where each text block was redacted ((message, block) → spans of the original)."""
+    out: list[dict[str, Any]] = []
+    spans: Spans = {}
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, str):  # one text block to the API, and to the recorded sizes
+            content = _shown_text(content, secrets, spans, (i, 0))
+        elif isinstance(content, list):
+            blocks: list[Any] = []
+            for j, block in enumerate(content):
+                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                    block = {**block, "text": _shown_text(block["text"], secrets, spans, (i, j))}
+                blocks.append(redact(block, secrets))
+            content = blocks
+        else:
+            content = redact(content, secrets)
+        out.append({**redact({k: v for k, v in message.items() if k != "content"}, secrets), "content": content})
+    return out, spans
+
+
+def _shown_text(text: str, secrets: Sequence[str], spans: Spans, at: tuple[int, int]) -> str:
+    found = redaction_spans(text, secrets)
+    if not found:
+        return text
+    spans[at] = found
+    return redact_text(text, secrets)
+
+
+def _shown_size(step: TraceStep, spans: Spans) -> TraceStep:
+    """``step`` with the length of its last text block mapped from the stored text to the redacted one."""
+    size = step.history_size
+    if size is None:
+        return step
+    count, nblocks, chars = size
+    cut = spans.get((count - 1, nblocks - 1))
+    if not cut:
+        return step
+    moved = 0
+    for start, end in cut:
+        if end <= chars:  # wholly before the cut: the marker stands in for it
+            moved += len(REDACTED) - (end - start)
+        elif start < chars:  # the cut falls inside it: the step ends before the credential
+            return step.model_copy(update={"history_size": (count, nblocks, start + moved)})
+        else:
+            break
+    return step.model_copy(update={"history_size": (count, nblocks, chars + moved)})

@@ -73,21 +73,28 @@ def _layers(graph: Graph) -> tuple[dict[str, int], set[int]]:
     colour: dict[str, int] = {}
     back: set[int] = set()
     finish: list[str] = []
-
-    def visit(u: str) -> None:
-        colour[u] = 1
-        for i in out[u]:
+    # A depth-first search with a stack of its own, not recursion: a stored graph or trace is data, and a chain
+    # of states as long as the interpreter's recursion limit must draw as any other.
+    for root in (graph.initial, *graph.states):
+        if root in colour:
+            continue
+        colour[root] = 1
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            u, k = stack[-1]
+            if k == len(out[u]):
+                stack.pop()
+                colour[u] = 2
+                finish.append(u)
+                continue
+            stack[-1] = (u, k + 1)
+            i = out[u][k]
             v = graph.edges[i].dest
             if colour.get(v) == 1:
                 back.add(i)
             elif v not in colour:
-                visit(v)
-        colour[u] = 2
-        finish.append(u)
-
-    for root in (graph.initial, *graph.states):
-        if root not in colour:
-            visit(root)
+                colour[v] = 1
+                stack.append((v, 0))
     layer = dict.fromkeys(graph.states, 0)
     for u in reversed(finish):  # a topological order of the forward edges
         for i in out[u]:

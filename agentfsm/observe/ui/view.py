@@ -12,9 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentfsm.machine.table import REQUESTING
+from agentfsm.machine.state import StoredGraph
+from agentfsm.machine.table import REQUESTING, Table
 from agentfsm.observe.events import Event
-from agentfsm.observe.graph import Graph, build, resolve_agent
+from agentfsm.observe.graph import Graph, build, short_name, stored_table
 from agentfsm.observe.ui.history import Growth, growth
 from agentfsm.observe.ui.sources import RunData
 from agentfsm.result import TraceStep
@@ -84,7 +85,10 @@ class RunView:
     data: RunData
     steps: list[StepView]
     graph: Graph
-    #: The Agent class the graph is drawn on (``module:QualName``), and whether it is the run's own.
+    #: What the graph is drawn on: the table stored with the run, else the base Agent's.
+    table: Table | StoredGraph
+    #: The Agent class the graph is drawn on (``module:QualName``), and whether it is the run's own: False when
+    #: the source holds no graph of the run's class (an events file, a row an earlier agentfsm stored).
     drawn_on: str
     own_graph: bool
     tool_calls: list[ToolCallView]
@@ -114,6 +118,13 @@ class RunView:
         """The graph to draw: the whole of it, or (``path_only``) what the run went through."""
         return folded(self.graph) if path_only else self.graph
 
+    def graph_at(self, step: int) -> Graph:
+        """The graph with the path as it was after ``step`` (the whole path at the last step)."""
+        if step >= self.last:
+            return self.graph
+        trace = [s.step for s in self.steps[:step]]
+        return build(self.table, title=self.graph.title, trace=trace, current=self.state_at(step))
+
 
 def folded(graph: Graph) -> Graph:
     """``graph`` with the states the run never visited folded away: its path's states, the one it is at,
@@ -139,10 +150,16 @@ def build_view(data: RunData) -> RunView:
     grown = growth(data.messages, [s.history_size for s in trace]) if data.messages is not None else None
     _describe_changes(steps)
     _place_events(steps, data.events)
-    agent = resolve_agent(data.row.agent)
-    own = data.row.agent is None or agent.qualified_name() == data.row.agent
-    title = f"{agent.__name__} ({data.row.state})" if data.row.finished else f"{agent.__name__} (at {data.row.state})"
-    graph = build(agent.table(), title=title, trace=trace, current=data.row.state)
+    # Drawn on the graph stored with the run, never on its class: importing the module a row names runs code.
+    from agentfsm.agent import Agent
+
+    base = Agent.qualified_name()
+    own = data.graph is not None or data.row.agent in (None, base)
+    drawn_on = (data.row.agent or base) if data.graph is not None else base
+    name = short_name(drawn_on)
+    title = f"{name} ({data.row.state})" if data.row.finished else f"{name} (at {data.row.state})"
+    table = stored_table(data.graph)
+    graph = build(table, title=title, trace=trace, current=data.row.state)
     if data.messages is not None and grown is not None:
         calls = _calls_from_history(data, grown)
     else:
@@ -151,7 +168,8 @@ def build_view(data: RunData) -> RunView:
         data=data,
         steps=steps,
         graph=graph,
-        drawn_on=agent.qualified_name(),
+        table=table,
+        drawn_on=drawn_on,
         own_graph=own,
         tool_calls=calls,
         growth=grown,
