@@ -18,7 +18,7 @@ from __future__ import annotations
 import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Annotated, Any, Literal, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
@@ -45,6 +45,20 @@ from agentfsm.wire.usage import Usage
 PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"]
 
 
+def _set_field(model: BaseModel, name: str, value: Any) -> None:
+    """Assignment for the models a running conversation changes at every step (``RunState``, ``Counters``).
+
+    Pydantic's own adds each assigned name to the instance's ``model_fields_set``, a set that outgrows its
+    inline table after five names (512 bytes more per model, a thousand conversations in flight); nothing
+    reads these models' ``model_fields_set`` (they are stored and dumped whole, never ``exclude_unset``),
+    so a field is set in ``__dict__`` alone. Neither validates on assignment, as before.
+    """
+    if name in type(model).__pydantic_fields__:
+        model.__dict__[name] = value
+    else:
+        BaseModel.__setattr__(model, name, value)
+
+
 class Counters(BaseModel):
     """The numbers the guards read: each bounds one loop of the machine."""
 
@@ -56,6 +70,9 @@ class Counters(BaseModel):
     fallback_used: bool = False
     discards: int = 0
     compactions: int = 0
+
+    if not TYPE_CHECKING:  # mypy checks an assignment against the field's type, as for any model
+        __setattr__ = _set_field
 
 
 class TraceLog(Sequence[TraceStep]):
@@ -323,6 +340,9 @@ class RunState(BaseModel):
     #: The Agent class's states and transitions, as data: what an inspector draws the run on, importing nothing.
     #: None in memory (derived when a snapshot is taken) and in rows an earlier agentfsm wrote.
     graph: StoredGraph | None = None
+
+    if not TYPE_CHECKING:
+        __setattr__ = _set_field
 
     @field_validator("graph", mode="wrap")
     @classmethod
