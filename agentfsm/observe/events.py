@@ -219,14 +219,21 @@ def _exact(value: Any, depth: int = 3) -> bool:
     return False
 
 
+def _unpack(chunk: bytes) -> bytes:
+    """A chunk of an ``EventRecord``, inflated."""
+    unpacker = zlib.decompressobj(_WBITS, _ZDICT)
+    return unpacker.decompress(chunk) + unpacker.flush()
+
+
 class EventRecord(Sequence[RawEvent]):
     """A run's events, in order, kept packed (see above); reading it (iterating, ``len``, an index) gives
     ``RawEvent`` tuples, decoded anew each time."""
 
-    __slots__ = ("_aside", "_chunks", "_count", "_tail")
+    __slots__ = ("_aside", "_chunks", "_count", "_levels", "_tail")
 
     def __init__(self, events: Iterable[RawEvent] = ()) -> None:
         self._chunks: list[bytes] = []
+        self._levels = bytearray()  # _levels[i]: chunk i holds 2**_levels[i] chunks' worth of events
         self._tail = bytearray()
         self._aside: dict[int, RawEvent] | None = None
         self._count = 0
@@ -249,8 +256,18 @@ class EventRecord(Sequence[RawEvent]):
         self._tail += record
         self._count += 1
         if len(self._tail) >= _CHUNK:
+            chunks, levels, data = self._chunks, self._levels, bytes(self._tail)
+            level = 0
+            # Chunks merge as a binary counter does (two of one level make one of the next): a long
+            # stream packs better than many short ones (each event finds the last turns' in its window)
+            # and a run of n chunks' worth keeps log2(n) chunks, each byte re-packed log2(n) times.
+            while levels and levels[-1] == level:
+                data = _unpack(chunks.pop()) + data
+                levels.pop()
+                level += 1
             packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
-            self._chunks.append(packer.compress(self._tail) + packer.flush())
+            chunks.append(packer.compress(data) + packer.flush())
+            levels.append(level)
             self._tail = bytearray()
 
     def __len__(self) -> int:
@@ -260,11 +277,7 @@ class EventRecord(Sequence[RawEvent]):
         chunks, tail, aside, count = list(self._chunks), bytes(self._tail), self._aside or {}, self._count
         index = 0
         for chunk in [*chunks, None]:
-            if chunk is None:
-                data = tail
-            else:
-                unpacker = zlib.decompressobj(_WBITS, _ZDICT)
-                data = unpacker.decompress(chunk) + unpacker.flush()
+            data = tail if chunk is None else _unpack(chunk)
             stream = io.BytesIO(data)
             while index < count and stream.tell() < len(data):
                 event = marshal.load(stream)
