@@ -145,7 +145,7 @@ def materialise(conversation_id: str, raw: Iterable[RawEvent]) -> list[Event]:
 # written in C), appended to a buffer that is deflated every ``_CHUNK`` bytes against a dictionary of
 # typical events (``_ZDICT``): a tool turn's events then take ~150 bytes. They are read back on demand.
 
-_CHUNK = 1024
+_CHUNK = 512
 #: Raw deflate with a 4 KiB window: the dictionary and a chunk fit in it, and the compressor stays small.
 _WBITS = -12
 _MEM_LEVEL = 4
