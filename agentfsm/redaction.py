@@ -83,10 +83,15 @@ class Redactor:
 
     def fields(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` with credentials redacted: ``data`` itself when there are none in it."""
+        return self.scrub(data)[0]
+
+    def scrub(self, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """``fields``, and whether ``data`` was plain: its values exactly numbers, booleans, None, strings, and
+        lists, tuples or dicts of them two deep (what an event log can keep packed, ``observe.events``)."""
         if _plainly_clean(data.values(), self._heads, 2):
-            return data
+            return data, True
         cleaned: dict[str, Any] = redact(data, self.secrets)
-        return cleaned
+        return cleaned, False
 
 
 def _plainly_clean(values: Iterable[Any], heads: tuple[str, ...], depth: int) -> bool:

@@ -289,6 +289,180 @@ def many(n: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+# --- memory per in-flight conversation, in a fresh process ----------------------------------------------
+
+#: The memory row pauses every conversation in this turn, in its tool call: each holds 9 whole exchanges
+#: (the tool_use reply and its tool_result) and the 10th reply, whose tool call has not returned.
+MEMORY_TURN = 10
+
+
+def customer_record(key: str) -> str:
+    """What a lookup returns in the ``records`` history: one customer's row as JSON, about 1 KiB."""
+    n = int(key.lstrip("k") or 0)
+    orders = [
+        {"order": f"SO-{n:04d}-{i}", "placed": f"2025-0{1 + i}-1{n % 10}", "status": "shipped", "total_eur": 120.5 + i}
+        for i in range(5)
+    ]
+    row = {
+        "key": key,
+        "name": f"Customer {n}",
+        "email": f"customer{n}@example.com",
+        "address": {"street": f"{n} Harbour Road", "city": "Rotterdam", "postcode": f"30{n:02d} AB", "country": "NL"},
+        "tier": "gold",
+        "notes": "Prefers e-mail; asked for invoices to go to the accounts address from March on.",
+        "orders": orders,
+    }
+    return json.dumps(row)
+
+
+#: The histories the memory row holds: (what it is, the model's text before each call, the tool's result).
+HISTORIES: dict[str, tuple[str, Callable[[str], str], Callable[[str], str]]] = {
+    "short": ("the per-turn conversation: short texts and results", lambda key: "Looking that up.", lookup_impl),
+    "records": (
+        "1 KiB tool results (a customer record each), a sentence before each call",
+        lambda key: f"I'll look up {key} in the customer ledger, then check its open orders before going on.",
+        customer_record,
+    ),
+}
+
+
+def memory_script(text: Callable[[str], str]) -> Callable[[SimRequest], Any]:
+    """The model of the memory row: a tool call a turn, each after a sentence, then an answer."""
+
+    def reply(request: SimRequest) -> Any:
+        done = sum(1 for m in request.messages if m["role"] == "assistant")
+        if done < MEMORY_TURN:
+            return r.tool_use("lookup", {"key": f"k{done}"}, text=text(f"k{done}"))
+        return r.text("All keys looked up; here is the summary you asked for.")
+
+    return reply
+
+
+class Gate:
+    """Where every conversation of the memory row stops: in its ``MEMORY_TURN``-th tool call, awaiting one
+    event, so all of them are in flight at once; ``all_in`` is set when the last one arrives."""
+
+    def __init__(self, n: int, result: Callable[[str], str]) -> None:
+        self.n = n
+        self.result = result
+        self.arrived = 0
+        self.all_in = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def lookup(self, key: str) -> str:
+        if key == f"k{MEMORY_TURN - 1}":
+            self.arrived += 1
+            if self.arrived == self.n:
+                self.all_in.set()
+            await self.open.wait()
+        return self.result(key)
+
+
+async def sdk_memory_loop(
+    client: anthropic.AsyncAnthropic, prompt: str, gate: Gate
+) -> tuple[int, list[dict[str, Any]]]:
+    """The hand-written ``AsyncAnthropic`` loop of the memory row: it awaits the (async) tool as it goes,
+    holding its history as the API wants it back; returns the number of requests it sent and the history."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    sent = 0
+    while True:
+        reply = await client.messages.create(model=MODEL, max_tokens=1024, messages=messages, tools=[TOOL_SPEC])  # type: ignore[arg-type,list-item]
+        sent += 1
+        if reply.stop_reason != "tool_use":
+            return sent, messages
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
+        results = [
+            {"type": "tool_result", "tool_use_id": b.id, "content": await gate.lookup(**b.input)}  # type: ignore[arg-type]
+            for b in reply.content
+            if b.type == "tool_use"
+        ]
+        messages.append({"role": "user", "content": results})
+
+
+def memory_child(kind: str, history: str, n: int, top: int) -> None:
+    """Hold ``n`` conversations (``kind``: "sdk" or "agentfsm", every default) of ``history`` paused in turn
+    ``MEMORY_TURN``; print one JSON line: traced bytes above the baseline (after gc) per conversation, and what
+    the history itself weighs as JSON. ``top`` > 0 prints that many ``tracemalloc`` lines (by line) to stderr."""
+    import gc
+    import tracemalloc
+
+    _, text, result = HISTORIES[history]
+    gate = Gate(n, result)
+    sim = Simulator(memory_script(text), keep_requests=False, prompt_cache=False)
+    client = sim.async_client(max_retries=0)
+
+    @tool
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        return await gate.lookup(key)
+
+    agent = Agent(client=client, model=MODEL, tools=[lookup], policy=Policy(max_turns=TURNS + 5))
+
+    async def one(i: int) -> tuple[int, int]:
+        """Requests sent, and the JSON size of the history held at the pause (the first 20 messages)."""
+        if kind == "sdk":
+            sent, messages = await sdk_memory_loop(client, f"Look up twenty keys ({i}).", gate)
+        else:
+            done = await agent.arun(f"Look up twenty keys ({i}).")
+            assert done.final_state == "done", done.reason
+            sent, messages = done.turns, done.messages
+        return sent, len(json.dumps(messages[: 2 * MEMORY_TURN]))
+
+    async def go() -> dict[str, Any]:
+        gate.open.set()
+        await one(-1)  # warm-up: imports, caches, the connection pool
+        gate.open.clear()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot() if top else None
+        baseline = tracemalloc.get_traced_memory()[0]
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        await gate.all_in.wait()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        if before is not None:
+            for stat in tracemalloc.take_snapshot().compare_to(before, "lineno")[:top]:
+                print(stat, file=sys.stderr)
+        tracemalloc.stop()
+        gate.open.set()
+        done = await asyncio.gather(*tasks)
+        assert [sent for sent, _ in done] == [MEMORY_TURN + 1] * n, "every one paused in one turn, then finished"
+        size = statistics.mean(size for _, size in done)
+        return {"kind": kind, "history": history, "n": n, "bytes_per_conversation": held / n, "history_bytes": size}
+
+    print(json.dumps(asyncio.run(go())))
+
+
+def memory(history: str, n: int, top: int = 0) -> dict[str, dict[str, Any]]:
+    """The memory row: each contender in a fresh process (one's garbage is not the other's baseline)."""
+    rows = {}
+    for kind in ("sdk", "agentfsm"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", kind, history, str(n), str(top)],
+            capture_output=True, text=True, check=True, timeout=3600,
+        )  # fmt: skip
+        if top:
+            print(out.stderr, file=sys.stderr)
+        rows[kind] = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def print_memory(n: int, top: int) -> None:
+    print(
+        f"   memory per in-flight conversation: {n:,} arun conversations at once, each paused in the async tool "
+        f"call of turn {MEMORY_TURN} ({MEMORY_TURN - 1} exchanges held);"
+    )
+    print("   tracemalloc after gc, above the baseline, each contender in a fresh process:")
+    names = {"sdk": "hand-written AsyncAnthropic loop (baseline)", "agentfsm": "agentfsm arun (all defaults)"}
+    for history, (what, _, _) in HISTORIES.items():
+        rows = memory(history, n, top)
+        print(f"   {what} ({rows['sdk']['history_bytes']:,.0f} bytes of history as JSON):")
+        base = rows["sdk"]["bytes_per_conversation"]
+        for kind, row in rows.items():
+            held = row["bytes_per_conversation"]
+            print(f"     {names[kind]:<64} {held / 1024:>8.1f} KiB/conversation {held / base:>6.2f}x")
+
+
 # --- time to first text delta ---------------------------------------------------------------------
 
 
@@ -515,22 +689,45 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true", help="only the cost table (section 4; deterministic)")
     parser.add_argument("--per-turn", action="store_true", help="only the per-turn table (section 1)")
     parser.add_argument("--rounds", type=int, help="rounds of section 1 (default 14; 2 with --quick)")
+    parser.add_argument("--memory", action="store_true", help="only the memory row (section 2)")
+    parser.add_argument(
+        "--in-flight", type=int, help="conversations held at once in the memory row (default 1,000; 50 with --quick)"
+    )
+    parser.add_argument(
+        "--memory-top",
+        type=int,
+        default=0,
+        metavar="LINES",
+        help="also print the memory row's top LINES tracemalloc lines (by line) of each contender, to stderr",
+    )
     parser.add_argument("--many-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.many_child:
         many_child(args.many_child)
         return
+    if args.memory_child:
+        kind, history, n, top = args.memory_child
+        memory_child(kind, history, int(n), int(top))
+        return
     if args.cost:
         print_cost_table()
         return
-    rounds, conversations, n, first_rounds = (2, 2, 200, 3) if args.quick else (14, 10, 10_000, 30)
+    rounds, conversations, n, in_flight, first_rounds = (
+        (2, 2, 200, 50, 3) if args.quick else (14, 10, 10_000, 1_000, 30)
+    )
     rounds = args.rounds or rounds
+    in_flight = args.in_flight or in_flight
 
     print(
         f"agentfsm benchmarks ({'quick: a smoke test, these numbers measure nothing' if args.quick else 'full'}; "
         f"Python {sys.version.split()[0]}, "
         f"anthropic {anthropic.__version__}, {os.cpu_count()} CPUs)\n"
     )
+    if args.memory:
+        print("2. Many conversations in flight")
+        print_memory(in_flight, args.memory_top)
+        return
     print(
         f"1. Per-turn cost, {TURNS}-turn tool conversation, ms/turn: median (min–max) of {rounds} rounds "
         f"x {conversations} conversations, contenders taking turns"
@@ -555,7 +752,8 @@ def main() -> None:
     if args.per_turn:
         return
 
-    print(f"\n2. {n:,} concurrent conversations (2 turns each) through arun, one event loop, fresh process")
+    print("\n2. Many conversations in flight")
+    print(f"   {n:,} concurrent conversations (2 turns each) through arun, one event loop, fresh process:")
     m = many(n)
     print(
         f"   wall {m['wall_s']:.2f} s · {n / m['wall_s']:,.0f} conversations/s · "
@@ -563,6 +761,8 @@ def main() -> None:
         f"{m['peak_above_baseline_kib'] * 1024 / n:,.0f} bytes/conversation "
         f"(message payloads {m['payload_bytes'] / n:,.0f} bytes/conversation)"
     )
+
+    print_memory(in_flight, args.memory_top)
 
     print(f"\n3. Time to first text delta, ms: median (min–max) of {first_rounds} rounds")
     for name, s in first_delta(first_rounds).items():

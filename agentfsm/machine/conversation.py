@@ -37,7 +37,7 @@ from agentfsm.errors import (
 from agentfsm.machine import core, decisions, drivers, serverside
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
-from agentfsm.machine.state import Counters, PendingDecision, RunState, StoredGraph
+from agentfsm.machine.state import Counters, PendingDecision, RunState, StoredGraph, TraceLog
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep
@@ -182,7 +182,7 @@ class Conversation:
         state = RunState.model_construct(**{name: getattr(snap, name) for name in RunState.model_fields})
         state.messages, state.trace, state.replaced_messages = (
             list(snap.messages),
-            list(snap.trace),
+            TraceLog(snap.trace),
             list(snap.replaced_messages),
         )
         state.usage = snap.usage.model_copy()
@@ -286,8 +286,8 @@ class Conversation:
         return self.runstate.cost_usd
 
     @property
-    def trace(self) -> list[TraceStep]:
-        """The transitions taken so far."""
+    def trace(self) -> TraceLog:
+        """The transitions taken so far (a sequence of ``TraceStep``)."""
         return self.runstate.trace
 
     @property
@@ -507,7 +507,7 @@ class Conversation:
             messages=run.messages,
             replaced_messages=run.replaced_messages,
             usage=run.usage,
-            trace=run.trace,
+            trace=list(run.trace),
             model=run.model,
             turns=run.counters.turns,
             agent=type(self.agent).qualified_name(),

@@ -132,39 +132,48 @@ async def _adrive(conv: Conversation, steps: loop.Steps, view: TextView | None) 
             break
         for event in core.drain(conv):
             yield event
-        if isinstance(effect, SendRequest):
-            async for item in _asend(conv, effect, view):
+        if isinstance(effect, SendRequest) and view is not None:
+            async for item in _astream_send(conv, effect, view):
                 if isinstance(item, tuple):
                     outcome = item
                 else:
                     yield item
-        elif isinstance(effect, RunTools):
-            results: list[ToolResult] = await conv.agent.executor.aexecute(
-                effect.calls, conv.agent.tool_map, core.tool_timeout(conv)
-            )
-            outcome = results
-        elif isinstance(effect, ToolsDue):
-            outcome = None
         else:
-            outcome = await perform_async(conv, effect)
+            outcome = await _aperform(conv, effect)
 
 
-async def _asend(conv: Conversation, plan: SendRequest, view: TextView | None) -> AsyncIterator[StreamEvent | Sent]:
+async def _aperform(conv: Conversation, effect: Effect) -> Any:
+    """Perform one effect with the async client and executor (a request not streamed), and give its outcome."""
+    if isinstance(effect, SendRequest):
+        if effect.delay > 0:
+            await conv._clock.asleep(effect.delay)
+        client = conv.agent.aclient
+        started = time.perf_counter()
+        reply = await api.asend(client, effect.params, betas=effect.betas, timeout=effect.timeout)
+        return reply, (time.perf_counter() - started) * 1000
+    if isinstance(effect, RunTools):
+        results: list[ToolResult] = await conv.agent.executor.aexecute(
+            effect.calls, conv.agent.tool_map, core.tool_timeout(conv)
+        )
+        return results
+    if isinstance(effect, ToolsDue):
+        return None
+    return await perform_async(conv, effect)
+
+
+async def _astream_send(conv: Conversation, plan: SendRequest, view: TextView) -> AsyncIterator[StreamEvent | Sent]:
     if plan.delay > 0:
         await conv._clock.asleep(plan.delay)
     client = conv.agent.aclient
     started = time.perf_counter()
-    if view is None:
-        outcome = await api.asend(client, plan.params, betas=plan.betas, timeout=plan.timeout)
-    else:
-        call = api.StreamCall(client, plan.params, betas=plan.betas, timeout=plan.timeout)
-        view.begin(conv, retry=plan.attempt > 0)
-        async for delta in call:
-            for event in view.feed(delta):
-                yield event
-        outcome = call.outcome or _NEVER_RAN
-        for event in view.end(ok=isinstance(outcome, api.Reply)):
+    call = api.StreamCall(client, plan.params, betas=plan.betas, timeout=plan.timeout)
+    view.begin(conv, retry=plan.attempt > 0)
+    async for delta in call:
+        for event in view.feed(delta):
             yield event
+    outcome = call.outcome or _NEVER_RAN
+    for event in view.end(ok=isinstance(outcome, api.Reply)):
+        yield event
     yield outcome, (time.perf_counter() - started) * 1000
 
 
@@ -177,9 +186,19 @@ async def astep(conv: Conversation) -> TraceStep | None:
 
 
 async def arun(conv: Conversation) -> RunResult:
+    # _adrive with nothing to yield, as a plain coroutine: no async generator to step through every effect,
+    # and, while a tool call is in flight, one frame fewer held by each of a thousand paused conversations.
+    steps = loop.steps(conv)
+    outcome: Any = None
     try:
-        async for _ in _adrive(conv, loop.steps(conv), None):
-            pass
+        while True:
+            try:
+                effect = steps.send(outcome)
+            except StopIteration:
+                break
+            finally:
+                core.drain(conv)  # nobody streams: whatever is in the outbox goes nowhere
+            outcome = await _aperform(conv, effect)
     finally:
         conv._persistence.release(conv)
     return conv.result()

@@ -16,18 +16,22 @@ spent in earlier processes; in a snapshot: the total so far), ``finished``,
 from __future__ import annotations
 
 import weakref
-from typing import Annotated, Any, Literal
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StringConstraints,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_serializer,
     field_validator,
 )
+from pydantic_core import core_schema
 
 from agentfsm.machine import guards
 from agentfsm.machine.table import REQUESTING, Table
@@ -41,6 +45,20 @@ from agentfsm.wire.usage import Usage
 PendingKind = Literal["prefill", "prompt", "pause", "caller_prefill", "compaction", "compacted"]
 
 
+def _set_field(model: BaseModel, name: str, value: Any) -> None:
+    """Assignment for the models a running conversation changes at every step (``RunState``, ``Counters``).
+
+    Pydantic's own adds each assigned name to the instance's ``model_fields_set``, a set that outgrows its
+    inline table after five names (512 bytes more per model, a thousand conversations in flight); nothing
+    reads these models' ``model_fields_set`` (they are stored and dumped whole, never ``exclude_unset``),
+    so a field is set in ``__dict__`` alone. Neither validates on assignment, as before.
+    """
+    if name in type(model).__pydantic_fields__:
+        model.__dict__[name] = value
+    else:
+        BaseModel.__setattr__(model, name, value)
+
+
 class Counters(BaseModel):
     """The numbers the guards read: each bounds one loop of the machine."""
 
@@ -52,6 +70,120 @@ class Counters(BaseModel):
     fallback_used: bool = False
     discards: int = 0
     compactions: int = 0
+
+    if not TYPE_CHECKING:  # mypy checks an assignment against the field's type, as for any model
+        __setattr__ = _set_field
+
+
+class TraceLog(Sequence[TraceStep]):
+    """The transitions a run took: a sequence of ``TraceStep``, kept as numbers.
+
+    A run adds a step at every transition and a thousand runs may be in flight: as models, the
+    steps of a ten-turn tool loop held ~20 KB (a pydantic model with its fields set and ``__dict__``
+    each); as rows of seven 32-bit numbers (the source, destination and trigger by their index in
+    the run's few names, the turn and the history's size), under 1 KB. Reading a step builds its
+    ``TraceStep``; stored, it is the list of steps it always was (the same JSON).
+    """
+
+    __slots__ = ("_names", "_rows")
+
+    _WIDTH = 7  # source, dest, trigger, turn, history_size (messages, blocks, chars; -1s for None)
+
+    def __init__(self, steps: Iterable[TraceStep] = ()) -> None:
+        self._names: list[str] = []
+        self._rows = array("i")
+        if isinstance(steps, TraceLog):  # a copy
+            self._names += steps._names
+            self._rows += steps._rows
+            return
+        for step in steps:
+            self.append(step)
+
+    def record(self, source: str, dest: str, trigger: str, turn: int, size: tuple[int, int, int] | None) -> None:
+        """Add a step (what ``append`` does, minus building the ``TraceStep``)."""
+        names = self._names
+        row = []
+        for name in (source, dest, trigger):
+            try:
+                row.append(names.index(name))
+            except ValueError:
+                names.append(name)
+                row.append(len(names) - 1)
+        try:
+            self._rows.extend((*row, turn, *(size if size is not None else (-1, -1, -1))))
+        except OverflowError:
+            raise ValueError(f"a trace step's turn and history size must be below 2**31: {turn}, {size}") from None
+
+    def append(self, step: TraceStep) -> None:
+        self.record(step.source, step.dest, step.trigger, step.turn, step.history_size)
+
+    def _step(self, at: int) -> TraceStep:
+        source, dest, trigger, turn, messages, blocks, chars = self._rows[at : at + self._WIDTH]
+        names = self._names
+        size = None if messages < 0 else (messages, blocks, chars)
+        return TraceStep(source=names[source], dest=names[dest], trigger=names[trigger], turn=turn, history_size=size)
+
+    def __len__(self) -> int:
+        return len(self._rows) // self._WIDTH
+
+    @overload
+    def __getitem__(self, index: int) -> TraceStep: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TraceStep]: ...
+
+    def __getitem__(self, index: int | slice) -> TraceStep | list[TraceStep]:
+        if isinstance(index, slice):
+            return [self._step(i * self._WIDTH) for i in range(*index.indices(len(self)))]
+        count = len(self)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("trace index out of range")
+        return self._step(index * self._WIDTH)
+
+    def __iter__(self) -> Iterator[TraceStep]:
+        for at in range(0, len(self._rows), self._WIDTH):
+            yield self._step(at)
+
+    def __reversed__(self) -> Iterator[TraceStep]:
+        for at in range(len(self._rows) - self._WIDTH, -1, -self._WIDTH):
+            yield self._step(at)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TraceLog):
+            return list(self) == list(other)
+        if isinstance(other, list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __copy__(self) -> TraceLog:
+        return TraceLog(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TraceLog:
+        return TraceLog(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TraceLog, (list(self),))
+
+    def __repr__(self) -> str:
+        return f"TraceLog({list(self)!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        """Validated and serialised as the ``list[TraceStep]`` it stands for (a ``TraceLog`` is taken as it is)."""
+        steps = handler.generate_schema(list[TraceStep])
+
+        def validate(value: Any, validate_steps: Callable[[Any], list[TraceStep]]) -> TraceLog:
+            return value if isinstance(value, TraceLog) else TraceLog(validate_steps(value))
+
+        return core_schema.no_info_wrap_validator_function(
+            validate,
+            steps,
+            serialization=core_schema.plain_serializer_function_ser_schema(list, return_schema=steps),
+        )
 
 
 class PendingDecision(BaseModel):
@@ -180,7 +312,8 @@ class RunState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     #: None once a reply's model had no known price.
     cost_usd: float | None = 0.0
-    trace: list[TraceStep] = []
+    #: The transitions taken so far (a ``TraceLog``: stored as the list of ``TraceStep`` it reads as).
+    trace: TraceLog = Field(default_factory=TraceLog)
     #: Results committed for the tool calls of the reply being answered, by tool_use_id.
     tool_results: dict[str, ToolResult] = {}
     #: Tool calls handed to the executor and not committed yet: if the process died, they were running.
@@ -207,6 +340,9 @@ class RunState(BaseModel):
     #: The Agent class's states and transitions, as data: what an inspector draws the run on, importing nothing.
     #: None in memory (derived when a snapshot is taken) and in rows an earlier agentfsm wrote.
     graph: StoredGraph | None = None
+
+    if not TYPE_CHECKING:
+        __setattr__ = _set_field
 
     @field_validator("graph", mode="wrap")
     @classmethod

@@ -25,12 +25,15 @@ observed.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import marshal
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -121,9 +124,8 @@ class Event(BaseModel):
     data: dict[str, Any] = {}
 
 
-#: One event as kept while a run is going: (event, level, turn, state, timestamp, data).
-#: Tuples, not models: a run keeps every event, and a model costs ~1 KiB where this costs a few
-#: hundred bytes; ``Event`` models are built when someone reads them.
+#: One event as read back from a run's record: (event, level, turn, state, timestamp, data).
+#: ``Event`` models are built only when someone reads them.
 RawEvent = tuple[str, Level, int, str, float, dict[str, Any]]
 
 
@@ -133,6 +135,181 @@ def materialise(conversation_id: str, raw: Iterable[RawEvent]) -> list[Event]:
         Event(event=e, level=lv, conversation_id=conversation_id, turn=t, state=st, timestamp=ts, data=d)
         for e, lv, t, st, ts, d in raw
     ]
+
+
+# --- a run's record of its events, kept packed -----------------------------------------------------------
+
+# Every run keeps every event (``RunResult.events``), about six a turn, and thousands of runs may be in
+# flight at once: kept as tuples of dicts, a tool turn's events held ~2.7 KB. So a record keeps them as
+# bytes: each event one ``marshal`` record (exact for the builtin types an event's fields are made of, and
+# written in C), appended to a buffer that is deflated every ``_CHUNK`` bytes against a dictionary of
+# typical events (``_ZDICT``): a tool turn's events then take ~150 bytes. They are read back on demand.
+
+_CHUNK = 512
+#: Raw deflate with a 4 KiB window: the dictionary and a chunk fit in it, and the compressor stays small.
+_WBITS = -12
+_MEM_LEVEL = 4
+#: Stands in the stream for an event whose fields marshal could not give back exactly as they were (a
+#: value of another type, or one that held a credential); the event itself is kept as it is, aside.
+_ASIDE = marshal.dumps(None)
+
+
+def _zdict() -> bytes:
+    """What the events of a tool loop look like, as marshal writes them: deflate finds each new event's
+    names, keys and values here, so even the first chunk of a run packs well. (Only a matter of size: any
+    event packs and reads back exactly.) The most frequent come last, where references are cheapest."""
+    usage = {
+        "input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": 100,
+        "service_tier": "standard",
+        "inference_geo": "not_available",
+    }
+    total = {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "requests": 2,
+        "compaction_input_tokens": 0,
+        "compaction_output_tokens": 0,
+    }
+    now = 1.8e9
+    samples: list[tuple[Any, ...]] = [
+        ("run.finished", "info", 2, "done", now, {"final_state": "done", "reason": "end_turn",
+         "stop_reason": "end_turn", "usage": total, "cost_usd": 0.001, "turns": 2, "latency_ms": 1.0,
+         "batched": False}),
+        ("run.started", "info", 0, "requesting", now, {"agent": "agentfsm.agent:Agent", "model": "claude-sonnet-4-5",
+         "messages": 1}),
+        ("transition", "info", 2, "end_turn", now, {"source": "requesting", "dest": "end_turn",
+         "trigger": "end_turn", "stop_reason": "end_turn", "history_size": [3, 1, 0]}),
+        ("transition", "info", 2, "done", now, {"source": "end_turn", "dest": "done", "trigger": "finish",
+         "stop_reason": "end_turn", "history_size": [4, 1, 100]}),
+        ("request.sent", "info", 1, "requesting", now, {"max_tokens": 4096, "messages": 1,
+         "model": "claude-sonnet-4-5"}),
+        ("response.received", "info", 1, "requesting", now, {"stop_reason": "tool_use", "usage": usage,
+         "latency_ms": 1.0, "block_types": ["text", "tool_use"]}),
+        ("transition", "info", 1, "tool_use", now, {"source": "requesting", "dest": "tool_use",
+         "trigger": "tool_use", "stop_reason": "tool_use", "history_size": [1, 1, 20]}),
+        ("tool.started", "info", 1, "tool_use", now, {"tool": "lookup", "tool_use_id": "toolu_01"}),
+        ("tool.finished", "info", 1, "tool_use", now, {"tool": "lookup", "tool_use_id": "toolu_01",
+         "is_error": False, "duration_ms": 0.1}),
+        ("transition", "info", 1, "requesting", now, {"source": "tool_use", "dest": "requesting",
+         "trigger": "run_tools", "stop_reason": "tool_use", "history_size": [3, 1, 0]}),
+    ]  # fmt: skip
+    return b"".join(marshal.dumps(sample) for sample in samples)
+
+
+_ZDICT = _zdict()
+
+
+def _exact(value: Any, depth: int = 3) -> bool:
+    """Whether marshal gives ``value`` back as it is: builtin scalars, and lists, tuples and dicts of them."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return True
+    if not depth:
+        return False
+    if kind is list or kind is tuple:
+        return all(_exact(v, depth - 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _exact(v, depth - 1) for k, v in value.items())
+    return False
+
+
+def _unpack(chunk: bytes) -> bytes:
+    """A chunk of an ``EventRecord``, inflated."""
+    unpacker = zlib.decompressobj(_WBITS, _ZDICT)
+    return unpacker.decompress(chunk) + unpacker.flush()
+
+
+class EventRecord(Sequence[RawEvent]):
+    """A run's events, in order, kept packed (see above); reading it (iterating, ``len``, an index) gives
+    ``RawEvent`` tuples, decoded anew each time."""
+
+    __slots__ = ("_aside", "_chunks", "_count", "_levels", "_tail")
+
+    def __init__(self, events: Iterable[RawEvent] = ()) -> None:
+        self._chunks: list[bytes] = []
+        self._levels = bytearray()  # _levels[i]: chunk i holds 2**_levels[i] chunks' worth of events
+        self._tail = bytearray()
+        self._aside: dict[int, RawEvent] | None = None
+        self._count = 0
+        for event in events:
+            self.add(event, plain=_exact(event[5]))
+
+    def add(self, event: RawEvent, plain: bool) -> None:
+        """Record one event; ``plain``: its fields are of the types marshal keeps exactly (``_exact``)."""
+        record = None
+        if plain:
+            try:
+                record = marshal.dumps(event)
+            except ValueError:  # a name, level or state of another type than str
+                record = None
+        if record is None:
+            if self._aside is None:
+                self._aside = {}
+            self._aside[self._count] = event
+            record = _ASIDE
+        self._tail += record
+        self._count += 1
+        if len(self._tail) >= _CHUNK:
+            chunks, levels, data = self._chunks, self._levels, bytes(self._tail)
+            level = 0
+            # Chunks merge as a binary counter does (two of one level make one of the next): a long
+            # stream packs better than many short ones (each event finds the last turns' in its window)
+            # and a run of n chunks' worth keeps log2(n) chunks, each byte re-packed log2(n) times.
+            while levels and levels[-1] == level:
+                data = _unpack(chunks.pop()) + data
+                levels.pop()
+                level += 1
+            packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, _ZDICT)
+            chunks.append(packer.compress(data) + packer.flush())
+            levels.append(level)
+            self._tail = bytearray()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[RawEvent]:
+        chunks, tail, aside, count = list(self._chunks), bytes(self._tail), self._aside or {}, self._count
+        index = 0
+        for chunk in [*chunks, None]:
+            data = tail if chunk is None else _unpack(chunk)
+            stream = io.BytesIO(data)
+            while index < count and stream.tell() < len(data):
+                event = marshal.load(stream)
+                yield event if event is not None else aside[index]
+                index += 1
+
+    @overload
+    def __getitem__(self, index: int) -> RawEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RawEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> RawEvent | list[RawEvent]:
+        """Decodes the whole record: read it once (``list(record)``) to index it often."""
+        return list(self)[index]
+
+    def __reversed__(self) -> Iterator[RawEvent]:
+        return reversed(list(self))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EventRecord | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickled by another process, perhaps another agentfsm: the events, not the packing.
+        return (EventRecord, (list(self),))
+
+    def __repr__(self) -> str:
+        return f"<EventRecord of {self._count} events>"
 
 
 # --- where events go ----------------------------------------------------------------------------------
@@ -397,7 +574,7 @@ class EventLog:
         observer: Observer | None = None,
     ) -> None:
         self.conversation_id = conversation_id
-        self.raw: list[RawEvent] = []
+        self.raw = EventRecord()
         self._redactor = Redactor(secrets)
         self._logger = logger
         self._stdlib = logger if isinstance(logger, StdlibLogger) else None
@@ -416,9 +593,9 @@ class EventLog:
         """``emit`` with the fields as a dict of their own (which may be kept as it is: do not change it)."""
         if name not in EVENT_NAMES:
             raise KeyError(f"undeclared event name {name!r}; add it to agentfsm.observe.events.EVENT_NAMES")
-        clean = self._redactor.fields(data)
+        clean, plain = self._redactor.scrub(data)
         timestamp = time.time()
-        self.raw.append((name, level, turn, state, timestamp, clean))
+        self.raw.add((name, level, turn, state, timestamp, clean), plain)
         if self._stdlib is not None:
             self._stdlib.event(level, name, self.conversation_id, turn, state, timestamp, clean)
         elif self._logger is not None:

@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -165,21 +165,35 @@ class DefaultExecutor:
         """Run every call concurrently: async tools on this loop, sync tools in the pool."""
         limit = _check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
-
-        async def one(call: ToolCall) -> ToolResult:
-            prepared = _prepare(call, tools)
+        # Found and validated here, as in execute: unknown names and bad input need no task.
+        ready = [_prepare(call, tools) for call in calls]
+        if len(ready) == 1:
+            # Nothing to overlap with: no gather. A sync call runs in the pool in its own context anyway; an
+            # async one gets a task, for a context of its own as the contract says. (Awaited while it stays in
+            # flight, a call's frames are what a thousand paused conversations hold: kept to the task alone.)
+            prepared = ready[0]
             if isinstance(prepared, ToolResult):
-                return prepared
+                return [prepared]
             tool, kwargs = prepared
-            if tool.is_async:
-                return await _run_async(tool, kwargs, call, limit)
-            return await self._await_sync(tool, kwargs, call, limit, deadline)
-
-        if len(calls) == 1 and not getattr(tools.get(calls[0].name), "is_async", False):
-            # Nothing to overlap with, and a sync call runs in the pool in its own context anyway: no task
-            # needed around it (an async call keeps its task: its own context, as the contract says).
-            return [await one(calls[0])]
-        return list(await asyncio.gather(*(one(call) for call in calls)))
+            if not tool.is_async:
+                return [await self._await_sync(tool, kwargs, calls[0], limit, deadline)]
+            # Cancelling this coroutine cancels the task it awaits.
+            return [await asyncio.get_running_loop().create_task(_async_call(tool, kwargs, calls[0], limit))]
+        results: list[ToolResult | None] = []
+        running: list[Awaitable[ToolResult]] = []
+        for call, prepared in zip(calls, ready, strict=True):
+            if isinstance(prepared, ToolResult):
+                results.append(prepared)
+                continue
+            tool, kwargs = prepared
+            results.append(None)
+            running.append(
+                _async_call(tool, kwargs, call, limit)
+                if tool.is_async
+                else self._await_sync(tool, kwargs, call, limit, deadline)
+            )
+        ran = iter(await asyncio.gather(*running))
+        return [result if result is not None else next(ran) for result in results]
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -344,6 +358,16 @@ def _run_async_in_thread(
         result.duration_ms = 0.0
         return result
     return asyncio.run(_run_async(tool, kwargs, call, remaining, reported=limit))
+
+
+def _async_call(
+    tool: Tool, kwargs: dict[str, Any], call: ToolCall, limit: float | None
+) -> Coroutine[Any, Any, ToolResult]:
+    """The coroutine that runs an async call: ``_run_async``, or, with no call scope set, the call itself (one
+    frame fewer for as long as the call is in flight)."""
+    if call_scope.get() is None:
+        return _call_async(tool, kwargs, call, limit, None)
+    return _run_async(tool, kwargs, call, limit)
 
 
 async def _run_async(
