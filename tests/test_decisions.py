@@ -398,6 +398,7 @@ def looped() -> Any:
     return value
 
 
+@pytest.mark.slow  # every driver and bad input, through a store
 @pytest.mark.parametrize("kind", NOT_JSON)
 @pytest.mark.parametrize("how", ["resume", "aresume", "stream"])
 def test_input_that_is_not_json_is_refused_and_the_stored_row_is_unchanged(how: str, kind: str) -> None:

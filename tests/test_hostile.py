@@ -137,6 +137,7 @@ MALFORMED: dict[str, object] = {
 }
 
 
+@pytest.mark.slow  # every malformed reply under every driver
 @pytest.mark.parametrize("driver", PLAIN)
 @pytest.mark.parametrize("case", [*MALFORMED, "not JSON"])
 def test_a_malformed_reply_ends_the_run_in_failed(case: str, driver: str, serve: Any) -> None:
@@ -315,6 +316,7 @@ ENDING = {
 }
 
 
+@pytest.mark.slow  # every terminal stop reason under every driver
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("stop", list(ENDING))
 def test_a_call_in_a_final_reply_is_not_run_and_the_history_can_be_carried_on(

@@ -175,6 +175,7 @@ def no_ambient_key(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.mark.slow  # the full matrix: every key source, fault and driver
 @pytest.mark.usefixtures("no_ambient_key")
 @pytest.mark.parametrize("driver", ["run", "stream", "arun", "astream"])
 @pytest.mark.parametrize("where", WHERE)
@@ -444,6 +445,7 @@ CASES = [(name, "text", "run") for name, _, _ in SHAPES] + [
 ]
 
 
+@pytest.mark.slow  # every key shape, place and driver
 @pytest.mark.usefixtures("no_ambient_key")
 @pytest.mark.parametrize(("shape", "where", "driver"), CASES)
 def test_a_credential_of_any_shape_in_a_tool_result_is_never_sent_stored_or_shown(

@@ -290,6 +290,7 @@ def every_path(served: Served, run_ids: list[str], listener: str) -> list[str]:
 # --- over HTTP: every answer carries the CSP --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # every page of the hostile runs (the fixture builds a 5 MB run)
 def test_every_answer_carries_the_csp_and_no_hostile_markup(
     hostile: Hostile, store_ui: Served, events_ui: Served
 ) -> None:
@@ -340,6 +341,7 @@ def raw_request(port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.slow  # the hostile runs fixture (a 5 MB run)
 def test_the_hostile_runs_are_what_they_claim(hostile: Hostile, store_ui: Served) -> None:
     """The payloads did reach the store and the answers (as text): the other tests do test something."""
     body = store_ui.json("/api/runs/conv_hostile")

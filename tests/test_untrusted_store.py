@@ -373,6 +373,7 @@ def test_the_inspector_decides_with_the_classes_it_was_given(
 # --- a stored graph is data ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # hostile and oversized graphs, drawn
 def test_a_stored_graph_is_data(project: Project) -> None:
     hostile = {
         "states": ["requesting", "end_turn", "done", '<script>alert("x")</script>'],
@@ -405,6 +406,7 @@ def test_a_stored_graph_is_data(project: Project) -> None:
     assert project.imported() is None
 
 
+@pytest.mark.slow  # a 1,500-state graph laid out
 def test_a_trace_longer_than_the_recursion_limit_draws(project: Project) -> None:
     """The inspector's layout walks the graph with a stack of its own: 1,500 states visited in a row draw."""
     with closing(sqlite3.connect(project.db)) as conn, conn:
