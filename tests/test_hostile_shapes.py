@@ -69,15 +69,23 @@ WRONG_SHAPES: dict[str, list[dict[str, Any]]] = {
 }
 
 
-@pytest.mark.beyond_schema  # the compaction parameter (tests/test_compaction.py checks the rest of these requests)
-@pytest.mark.parametrize("shape", list(WRONG_SHAPES))
-def test_a_compaction_reply_whose_summary_cannot_stand_first_is_a_failed_compaction(driver: str, shape: str) -> None:
-    wrong = ScriptedReply(content=WRONG_SHAPES[shape], stop_reason="compaction")
+def failed_compaction(driver: str, wrong: ScriptedReply) -> tuple[RunResult, SimRequest, SimRequest]:
+    """A tool turn, our compaction request answered with ``wrong``, the answer: the result, the compaction
+    request and the one after it (checked: the run ends done with the answer, shown as it ends)."""
     sim = Simulator([r.tool_use("lookup", {"q": "q0"}), wrong, r.text("Answer.")])
     result, shown = run(driver, sim, policy=Policy(compact_at_input_tokens=40))
     assert result.final_state == "done" and result.text == "Answer." and shown == "Answer."
     _, compaction, after = sim.requests
     assert compaction.is_compaction and not after.is_compaction
+    return result, compaction, after
+
+
+@pytest.mark.beyond_schema  # the compaction parameter (tests/test_compaction.py checks the rest of these requests)
+@pytest.mark.parametrize("shape", list(WRONG_SHAPES))
+def test_a_compaction_reply_whose_summary_cannot_stand_first_is_a_failed_compaction(driver: str, shape: str) -> None:
+    result, compaction, after = failed_compaction(
+        driver, ScriptedReply(content=WRONG_SHAPES[shape], stop_reason="compaction")
+    )
     # nothing of the wrong reply reached the history: the next request is the one the compaction went before
     assert unmarked(after.messages) == unmarked(compaction.messages)
     assert unmarked(after.messages)[0] == {"role": "user", "content": "Do the task."}
@@ -106,12 +114,7 @@ def test_a_compaction_request_answered_under_another_stop_reason_is_a_failed_com
     content = [SUMMARY] if stop in ("end_turn", "pause_turn") else [r.text_block("Not a summary."), CALL]
     if stop == "refusal":
         content = [r.text_block("I can't.")]
-    wrong = ScriptedReply(content=content, stop_reason=stop)
-    sim = Simulator([r.tool_use("lookup", {"q": "q0"}), wrong, r.text("Answer.")])
-    result, shown = run(driver, sim, policy=Policy(compact_at_input_tokens=40))
-    assert result.final_state == "done" and result.text == "Answer." and shown == "Answer."
-    _, compaction, after = sim.requests
-    assert compaction.is_compaction and not after.is_compaction
+    result, compaction, after = failed_compaction(driver, ScriptedReply(content=content, stop_reason=stop))
     assert unmarked(after.messages) == unmarked(compaction.messages)
     assert [s.trigger for s in result.trace][2:4] == ["compact", "compaction_failed"]
     failed = [e.data["reason"] for e in result.events if e.event == "compaction.failed"]
