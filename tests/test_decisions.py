@@ -33,6 +33,7 @@ import anthropic
 import httpx2
 import pytest
 import waits_worker as ww
+from test_waits import SEEN, RecordingAgent
 from waits_worker import ApprovalAgent, alast, last
 
 from agentfsm import (
@@ -420,28 +421,16 @@ def test_input_that_is_not_json_is_refused_and_the_stored_row_is_unchanged(how: 
     assert done.final_state == "done" and len(sim.requests) == 2
 
 
-SEEN: list[Any] = []
-
-
-def note_input(conv: Conversation) -> None:
-    SEEN.append(conv.input)
-    actions.refuse_tool_calls(conv)
-
-
-class Noting(ApprovalAgent):
-    transitions = [Transition("awaiting_approval", "noted", "requesting", action=note_input)]
-
-
 def test_the_live_action_reads_the_input_a_resumed_one_would() -> None:
     """Input is stored as JSON: the live action reads it as stored (a tuple is a list, a key a string), never
     something a crash and a resume would change."""
     SEEN.clear()
     sim, store = script(), MemoryStore()
     with over_http(sim) as client:
-        agent = Noting(client=client(), logger=None)
+        agent = RecordingAgent(client=client(), logger=None)
         waiting = agent.run("Delete /tmp/old.log", store=store)
         given = {"ids": (1, 2), 3: "three", "ratio": 0.1, "nested": deep(99)}
-        agent.resume(waiting.conversation_id, store=store, trigger="noted", input=given)
+        agent.resume(waiting.conversation_id, store=store, trigger="refuse_noted", input=given)
     expected = {"ids": [1, 2], "3": "three", "ratio": 0.1, "nested": deep(99)}
     assert [expected] == SEEN and store.load(waiting.conversation_id).input == expected
 
