@@ -953,3 +953,34 @@ def test_the_run_page_shows_what_the_requests_are_sent_with(tmp_path: Path) -> N
     # A credential under its own key (an MCP server's token) is never stored, whatever it looks like.
     kept = stored_request({"mcp_servers": [{"name": "x", "authorization_token": "abc"}], "top_k": 5}, ["zzz-secret-1"])
     assert kept == {"mcp_servers": [{"name": "x", "authorization_token": "[REDACTED]"}], "top_k": 5}
+
+
+def test_a_long_value_is_drawn_cut_with_a_note_and_the_json_keeps_all_of_it(tmp_path: Path) -> None:
+    """A browser takes tens of seconds to lay out a 5 MB line: a page draws SHOWN_CHARS of a value and says how
+    many more there are; the run's JSON has every character."""
+    from agentfsm.observe.ui.pages import SHOWN_CHARS
+
+    big = "B" * (SHOWN_CHARS + 12_345)
+
+    def dump() -> str:
+        """Dump a file."""
+        return big
+
+    sim = Simulator([r.tool_use("dump", {}), r.text("Dumped.")])
+    db = tmp_path / "runs.db"
+    with sim.serve() as url, SQLiteStore(db) as store:
+        import anthropic
+
+        client = anthropic.Anthropic(base_url=url, api_key="sk-ant-test-0000", max_retries=0)
+        agent = Agent(client=client, model="claude-haiku-4-5", tools=[Tool(dump)], logger=None,
+                      policy=Policy(max_tool_result_chars=None))  # fmt: skip
+        assert agent.run("Dump it.", store=store, conversation_id="big").final_state == "done"
+    served = serve(open_source(f"sqlite:///{db}"))
+    try:
+        page = served.html("/runs/big")
+        assert "B" * SHOWN_CHARS in page and "B" * (SHOWN_CHARS + 1) not in page
+        assert page.count("… 12,345 more characters (all in the run's JSON)") == 2  # the history, the calls
+        calls = served.json("/api/runs/big")["tool_calls"]
+        assert [c["result"] for c in calls] == [big]
+    finally:
+        served.stop()
