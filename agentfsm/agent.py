@@ -32,6 +32,7 @@ from agentfsm.errors import (
 )
 from agentfsm.machine import decisions
 from agentfsm.machine.conversation import Conversation
+from agentfsm.machine.output import OUTPUT_TOOL, OutputSpec, spec_for
 from agentfsm.machine.serverside import check_request_params
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, is_async, merge, unsafe_states
@@ -75,6 +76,9 @@ class Agent:
     request_params: Mapping[str, Any] = {}
     #: Beta feature names; when set, requests go through ``client.beta.messages``.
     betas: Sequence[str] = ()
+    #: The type of the answer (a pydantic model, or any type ``pydantic.TypeAdapter`` validates): the run's
+    #: ``result.output`` is one, validated (``agentfsm.machine.output``). None: a text answer only.
+    output_type: Any = None
     #: OpenTelemetry spans of this agent's runs go to this provider (``agentfsm[otel]``); None follows
     #: ``agentfsm.otel.instrument()`` (no spans unless it was called).
     tracer_provider: TracerProvider | None = None
@@ -107,6 +111,7 @@ class Agent:
         executor: ToolExecutor | None = None,
         request_params: Mapping[str, Any] | None = None,
         betas: Sequence[str] | None = None,
+        output_type: Any = _UNSET,
         logger: Any = _UNSET,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
@@ -128,6 +133,8 @@ class Agent:
             self.request_params = request_params
         if betas is not None:
             self.betas = betas
+        if output_type is not _UNSET:
+            self.output_type = output_type
         if not isinstance(self.policy, Policy):
             raise ConfigurationError(f"policy must be an agentfsm.Policy, got {type(self.policy).__name__}")
         # Every run of every driver, engine and the batch runner is made from an Agent: checked here, once,
@@ -141,6 +148,12 @@ class Agent:
 
             self.tracer_provider = check_provider(tracer_provider)
         self._tool_map: dict[str, Tool] = {t.name: t for t in self.tools if isinstance(t, Tool)}
+        #: How the run asks for ``output_type`` and validates it; None without one.
+        self.output_spec: OutputSpec | None = (
+            None
+            if self.output_type is None
+            else spec_for(self.output_type, self.policy, [self.model, *filter(None, [self.policy.fallback_model])])
+        )
         self._static_params = self._build_static_params()
         self._no_prefill: set[str] = set()
 
@@ -484,6 +497,21 @@ class Agent:
             params["system"] = self.system
         if self.tools:
             params["tools"] = tool_params(self.tools)
+        spec = self.output_spec
+        if spec is not None:
+            config = self.request_params.get("output_config")
+            if isinstance(config, Mapping) and config.get("format") is not None:
+                raise ConfigurationError(
+                    "request_params['output_config'] sets a format and output_type is set: output_type asks for "
+                    "its own (output_config.format with its JSON schema); give one of the two"
+                )
+            if spec.mode == "tool":
+                if any(p.get("name") == OUTPUT_TOOL for p in params.get("tools", ())):
+                    raise ConfigurationError(
+                        f"a tool is named {OUTPUT_TOOL!r}, the name of the tool an output_type is asked for with "
+                        f'(Policy.output_mode="tool", or a model without structured outputs): rename the tool'
+                    )
+                params["tools"] = [*params.get("tools", ()), spec.tool_param()]
         reserved = {"model", "max_tokens", "messages", "stream"} & set(self.request_params)
         if reserved:
             raise ConfigurationError(

@@ -383,3 +383,13 @@ class DurableRunError(EngineError):
         self.conversation_id = conversation_id
         self.problem = problem
         super().__init__(f"conversation {conversation_id!r} failed in its worker: {problem}")
+
+
+class NoOutputError(AgentfsmError):
+    """``RunResult.output_as`` was asked for a typed output the run does not have: it did not finish
+    ``done`` (its output failed to validate, it was refused, truncated, waiting ...), or its agent had
+    no ``output_type``, or the output does not validate as the type asked for."""
+
+    def __init__(self, conversation_id: str, why: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"run {conversation_id!r} has no output to give: {why}")

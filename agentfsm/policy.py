@@ -17,6 +17,7 @@ from agentfsm.tools.limits import MIN_TOOL_RESULT_CHARS
 from agentfsm.wire.pricing import UNPRICED, Price, price_for
 
 ContinuationStrategy = Literal["auto", "prefill", "prompt"]
+OutputMode = Literal["auto", "native", "tool"]
 
 DEFAULT_CONTINUATION_PROMPT = "Continue exactly where you stopped; do not repeat anything."
 DEFAULT_NUDGE_PROMPT = "Please continue: use the tool results above to answer my request."
@@ -139,6 +140,20 @@ class Policy(BaseModel):
         True,
         description="with fallback_model set: ask for fallback credit tokens (the fallback-credit beta) and "
         "redeem a refusal's token on the retry",
+    )
+
+    # Typed output (Agent.output_type; see agentfsm.machine.output).
+    max_output_retries: int = Field(
+        2,
+        ge=0,
+        description="replies whose output does not validate against the agent's output_type that are sent back "
+        "with the validation errors before the run ends failed (reason invalid_output)",
+    )
+    output_mode: OutputMode = Field(
+        "auto",
+        description="how an agent with an output_type asks for it: native (the API's structured outputs, "
+        "output_config.format), tool (a final_answer tool whose input is the output), or auto (native where "
+        "the model supports it, else tool)",
     )
 
     def named_models(self) -> list[str]:

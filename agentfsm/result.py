@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_origin
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
+from pydantic import BaseModel, ConfigDict, PrivateAttr, TypeAdapter, ValidationError, computed_field
 
 from agentfsm.observe.events import Event, RawEvent, materialise
 from agentfsm.tools.calls import ToolCall
@@ -14,6 +15,26 @@ from agentfsm.wire.usage import Usage
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
+
+_T = TypeVar("_T")
+
+
+def _adapter(output_type: Any) -> TypeAdapter[Any]:
+    try:
+        return _cached_adapter(output_type)
+    except TypeError:  # unhashable
+        return TypeAdapter(output_type)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_adapter(output_type: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(output_type)
+
+
+def _is_generic(output_type: Any) -> bool:
+    """``list[int]`` and the like: ``isinstance`` cannot check their items, so they are validated."""
+    return get_origin(output_type) is not None
+
 
 #: Where a run stops: a terminal state, or ``waiting`` (stopped for a decision from outside; see ``waiting``).
 FinalState = Literal["done", "truncated", "refused", "failed", "waiting"]
@@ -55,6 +76,9 @@ class RunResult(BaseModel):
     stop_sequence: str | None = None
     stop_details: dict[str, Any] | None = None
     text: str = ""
+    #: The answer as the agent's ``output_type`` (``Agent(output_type=Invoice)``): an ``Invoice``, validated;
+    #: None unless the run finished ``done`` with one. Typed for a type checker by ``output_as(Invoice)``.
+    output: Any = None
     error: RunError | None = None
     #: The history as the API needs it next: after a compaction, the compaction block first, in place of
     #: the messages it summarises.
@@ -108,6 +132,34 @@ class RunResult(BaseModel):
         first block is the ``compaction`` block that summarised what comes before it.
         """
         return [*self.replaced_messages, *self.messages] if self.replaced_messages else self.messages
+
+    def output_as(self, output_type: type[_T]) -> _T:
+        """``output``, typed: ``result.output_as(Invoice)`` is an ``Invoice`` for a type checker and at run time.
+
+        The output as the run made it when it is an instance of ``output_type`` already; else validated as
+        one (a result read back from JSON, such as a durable engine's, holds the output as JSON). Raises
+        ``NoOutputError`` saying why when there is none: the run did not finish ``done`` (``error`` says
+        why: an ``invalid_output`` run's validation errors), or the output is not an ``output_type``.
+        """
+        from agentfsm.errors import NoOutputError
+
+        if self.output is None:
+            why = (
+                f"it ended {self.final_state} (reason {self.reason}"
+                + (f"; {self.error.type}: {self.error.message}" if self.error is not None else "")
+                + ")"
+                if self.final_state != "done"
+                else "it finished done without one (did its agent set output_type?)"
+            )
+            raise NoOutputError(self.conversation_id, why)
+        if isinstance(output_type, type) and isinstance(self.output, output_type) and not _is_generic(output_type):
+            return self.output
+        try:
+            value: _T = _adapter(output_type).validate_python(self.output)
+        except ValidationError as exc:
+            name = getattr(output_type, "__name__", output_type)
+            raise NoOutputError(self.conversation_id, f"its output is not a valid {name}: {exc}") from None
+        return value
 
     @property
     def truncated(self) -> bool:

@@ -47,9 +47,9 @@ def keep_reply(conv: Conversation) -> None:
     reply = conv.require_reply()
     if conv.runstate.reply_kept:
         return
+    answer = stitched_answer(conv, reply)
     conv.runstate.reply_kept = True
     content = reply.content
-    new_text = history.text_of(content)
     kind = conv.runstate.pending_kind
     if reply.stop_reason != "compaction":
         _note_server_compaction(conv, content)
@@ -60,16 +60,25 @@ def keep_reply(conv: Conversation) -> None:
         conv.messages[-1] = {"role": "assistant", "content": merged}
     elif content:
         conv.messages.append({"role": "assistant", "content": content})
-    if kind == "prompt":
-        conv.runstate.answer = stitch.join_prompted(conv.answer, new_text)
-    elif kind in ("prefill", "caller_prefill"):
-        conv.runstate.answer = stitch.join_prefill(conv.answer, new_text)
-    elif kind == "pause":
-        conv.runstate.answer += new_text
-    else:
-        conv.runstate.answer = new_text
+    conv.runstate.answer = answer
     conv.runstate.pending_kind = None
     conv.runstate.reason = reply.stop_reason
+
+
+def stitched_answer(conv: Conversation, reply: Any) -> str:
+    """The answer text once ``reply`` is kept: continuations stitched on (``keep_reply`` sets it; a guard may
+    read it before). The answer itself once it is kept."""
+    if conv.runstate.reply_kept:
+        return conv.runstate.answer
+    new_text = history.text_of(reply.content)
+    kind = conv.runstate.pending_kind
+    if kind == "prompt":
+        return stitch.join_prompted(conv.answer, new_text)
+    if kind in ("prefill", "caller_prefill"):
+        return stitch.join_prefill(conv.answer, new_text)
+    if kind == "pause":
+        return conv.answer + new_text
+    return new_text
 
 
 def _merge_prefill(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from agentfsm.errors import (
     InvalidTransitionError,
     require_conversation_id,
 )
-from agentfsm.machine import core, decisions, drivers, serverside
+from agentfsm.machine import core, decisions, drivers, output, serverside
 from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
 from agentfsm.machine.state import Counters, PendingDecision, RunState, StoredGraph, TraceLog
@@ -109,6 +109,7 @@ class Conversation:
         "_elapsed_before",
         "_marks",
         "_outbox",
+        "_output_check",
         "_performed",
         "_persistence",
         "_retry_stopped_by",
@@ -165,6 +166,7 @@ class Conversation:
         #: What serverside.carries_compaction last saw: (the history list, its length then, found).
         self._compaction_seen: tuple[list[Message], int, bool] | None = None
         self._calls: tuple[api.Reply, list[ToolCall]] | None = None  # the reply's client calls, read once
+        self._output_check: tuple[api.Reply, str, output.Check | None] | None = None  # output.check, per reply
         self._marks = caching.MarkCounter()  # the caller's cache marks in the history, counted once per message
         if announce:
             self.emit("run.started", agent=type(agent).qualified_name(), model=state.model, messages=len(history))
@@ -503,6 +505,7 @@ class Conversation:
             stop_sequence=reply.stop_sequence if reply else None,
             stop_details=reply.stop_details if reply else None,
             text=run.answer,
+            output=output.result_value(self),
             error=run.error,
             messages=run.messages,
             replaced_messages=run.replaced_messages,

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, InvalidActionError, InvalidTransitionError
-from agentfsm.machine import serverside
+from agentfsm.machine import output, serverside
 from agentfsm.machine.persistence import Settled
 from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
 from agentfsm.machine.streaming import StreamEvent
@@ -123,6 +123,7 @@ def request_params(conv: Conversation) -> dict[str, Any]:
     run = conv.runstate
     params: dict[str, Any] = {"model": run.model, "max_tokens": run.max_tokens, "messages": wire_messages(conv)}
     params.update(conv.agent.static_params())
+    params = output.shape_request(conv, params)  # output_config.format, for an output_type asked for natively
     if run.container is not None:
         given = params.get("container")
         params["container"] = {**given, "id": run.container} if isinstance(given, dict) else run.container
@@ -302,7 +303,9 @@ def tool_timeout(conv: Conversation) -> float:
 def begin_tools(conv: Conversation, plan: RunTools) -> Settled:
     """Claim the conversation, settle what needs no run (committed or interrupted), announce the rest."""
     conv._persistence.claim(conv)
-    settled = conv._persistence.start_tools(conv, plan.calls)
+    calls, answered = output.split_calls(conv, plan.calls)  # a final_answer call is judged, never run
+    settled = conv._persistence.start_tools(conv, calls)
+    settled.results.update(answered)
     for call in settled.to_run:
         conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
     return settled

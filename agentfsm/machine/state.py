@@ -70,6 +70,8 @@ class Counters(BaseModel):
     fallback_used: bool = False
     discards: int = 0
     compactions: int = 0
+    #: Replies sent back because their output did not validate against the agent's output_type.
+    output_retries: int = 0
 
     if not TYPE_CHECKING:  # mypy checks an assignment against the field's type, as for any model
         __setattr__ = _set_field

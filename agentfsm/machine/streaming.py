@@ -22,6 +22,7 @@ from agentfsm.result import RunResult
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
+    from agentfsm.machine.output import PartialOutput
 
 
 class TextEvent(BaseModel):
@@ -74,6 +75,16 @@ class RetryEvent(BaseModel):
     delay_s: float
 
 
+class OutputEvent(BaseModel):
+    """The typed output so far (an agent with an ``output_type``, asked for natively): the JSON parsed from
+    the text streamed so far, incomplete values left out; sent whenever it changes. ``result.output`` is the
+    validated whole."""
+
+    model_config = ConfigDict(frozen=True)
+    type: Literal["output"] = "output"
+    partial: Any
+
+
 class ResultEvent(BaseModel):
     """The last event of a stream: the run's result."""
 
@@ -81,7 +92,7 @@ class ResultEvent(BaseModel):
     result: RunResult
 
 
-StreamEvent = TextEvent | RewindEvent | TransitionEvent | ToolCallEvent | RetryEvent | ResultEvent
+StreamEvent = TextEvent | RewindEvent | TransitionEvent | ToolCallEvent | RetryEvent | OutputEvent | ResultEvent
 
 
 def stream_event_for(name: str, turn: int, data: dict[str, Any]) -> StreamEvent | None:
@@ -114,6 +125,7 @@ class TextView:
         self._seam = Seam("", "none")
         self._discards_seen = 0
         self._broken = False  # the last attempt ended without a reply
+        self._partial: PartialOutput | None = None  # the typed output so far (agentfsm.machine.output)
 
     def begin(self, conv: Conversation, *, retry: bool) -> None:
         """A request is about to stream; ``retry`` when it repeats one whose stream broke.
@@ -130,6 +142,9 @@ class TextView:
         kind = conv.runstate.pending_kind
         mode = "prefill" if kind in ("prefill", "caller_prefill") else "prompt" if kind == "prompt" else "none"
         self._seam = Seam(conv.answer, mode)
+        from agentfsm.machine.output import PartialOutput
+
+        self._partial = PartialOutput.of(conv)
 
     def already_shown(self, text: str) -> None:
         """The caller was shown ``text`` for the reply in progress by a process that then died (a durable
@@ -137,7 +152,7 @@ class TextView:
         self._screen = text
 
     def feed(self, delta: str) -> list[StreamEvent]:
-        return self._show(self._seam.feed(delta))
+        return self._with_output(self._show(self._seam.feed(delta)))
 
     def end(self, *, ok: bool) -> list[StreamEvent]:
         """The attempt ended; on success, take back anything shown before that it did not repeat."""
@@ -145,6 +160,14 @@ class TextView:
         self._broken = not ok
         if ok and self._unconfirmed:
             events.append(self._rewind(len(self._unconfirmed)))
+        return self._with_output(events)
+
+    def _with_output(self, events: list[StreamEvent]) -> list[StreamEvent]:
+        """``events``, then the typed output so far when what was shown changed it."""
+        if self._partial is not None and events:
+            partial = self._partial.update(self._screen)
+            if partial is not None:
+                events.append(partial)
         return events
 
     def close(self, conv: Conversation) -> list[StreamEvent]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agentfsm.errors import ConfigurationError
 from agentfsm.machine import actions
 from agentfsm.machine import guards as g
+from agentfsm.machine import output as o
 from agentfsm.machine._fsm import build_machine
 
 if TYPE_CHECKING:
@@ -144,8 +145,11 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T(REQUESTING,                  PREFILL_REJECTED,   REQUESTING,      (g.prefill_rejected_in_auto,),                      actions.switch_to_prompt),
     T(REQUESTING,                  COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
     T(REQUESTING,                  API_ERROR,          "failed",        (),                                                 actions.fail_on_error),
-    # end_turn: finish; an empty reply right after tool results gets a nudge instead.
+    # end_turn: finish; an empty reply right after tool results gets a nudge instead ...
     T("end_turn",                  "nudge",            REQUESTING,      (g.empty_after_tool_results, g.empty_retries_left), actions.nudge),
+    # ... an agent with an output_type: an answer that does not validate is sent back with the errors, then fails.
+    T("end_turn",                  "retry_output",     REQUESTING,      (o.output_invalid, o.output_retries_left),          o.retry_output),
+    T("end_turn",                  "invalid_output",   "failed",        (o.output_invalid,),                                o.fail_invalid_output),
     T("end_turn",                  "accept_empty",     "done",          (g.empty_after_tool_results,),                      actions.finish_empty),
     T("end_turn",                  "finish",           "done",          (),                                                 actions.keep_reply),
     # max_tokens: cut inside a tool call -> retry larger; complete tool calls, then cut text -> run them; cut in text -> continue.
@@ -156,7 +160,12 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("max_tokens",                "give_up",          "truncated",     (),                                                 actions.stop_at_continuation_limit),
     # stop_sequence: finish, recording which sequence.
     T("stop_sequence",             "finish",           "done",          (),                                                 actions.keep_reply),
-    # tool_use: run every call, answer with one message of tool_result blocks.
+    # tool_use: run every call, answer with one message of tool_result blocks ...
+    # ... an output_type asked for by a final_answer tool: a valid call ends the run; an invalid one is answered
+    # with the errors (and the reply's other calls run), then fails.
+    T("tool_use",                  "finish",           "done",          (o.output_given,),                                  o.finish_with_output),
+    T("tool_use",                  "retry_output",     REQUESTING,      (o.output_invalid, o.output_retries_left),          o.retry_output, runs_tools=True),
+    T("tool_use",                  "invalid_output",   "failed",        (o.output_invalid,),                                o.fail_invalid_output),
     T("tool_use",                  "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("tool_use",                  "no_tool_calls",    "failed",        (),                                                 actions.fail_no_tool_calls),
     # pause_turn: send the reply back unchanged so the server resumes; client tool calls in it are run and answered first.

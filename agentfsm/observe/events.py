@@ -86,6 +86,8 @@ EVENT_NAMES: dict[str, str] = {
     "served_by, hops (from, to, category)",
     "fallback.credit": "the API's verdict on a fallback credit token sent with a retry: status (redeemed or "
     "not_applied), reason, remove_to_redeem",
+    "output.invalid": "a reply's output did not validate against the agent's output_type: mode (native or tool), "
+    "errors, retry (the retry it is sent back for; None when none is left and the run fails)",
     # The Message Batches API (agentfsm.batch.BatchRunner). The runner's own events carry the run's id
     # where a conversation's id would be; the others are on the conversation they concern.
     "batch.submitted": "runner: a Message Batch was created: batch_id, requests, bytes",

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from agentfsm.wire import structured
+
 PrefillPolicy = Collection[str] | Callable[[str], bool] | None
 """Which models reject an assistant prefill: model-name prefixes, a predicate, or None for the default."""
 
@@ -195,6 +197,35 @@ def _check_final_assistant(messages: list[dict[str, Any]], model: str, no_prefil
     return None
 
 
+def _check_output_config(body: Mapping[str, Any]) -> str | None:
+    """``output_config``: its ``format`` is a JSON schema in the API's subset, on a model with structured outputs.
+
+    The rules are the "Structured outputs" page's (``agentfsm.wire.structured``); the wording is modelled on the
+    API's validation errors (no structured-output 400 is in the recorded traffic).
+    """
+    config = body.get("output_config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return "output_config: Input should be a valid dictionary"
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        return "output_config.format: Input should be a valid dictionary"
+    if fmt.get("type") != "json_schema":
+        return "output_config.format.type: Input should be 'json_schema'"
+    if "schema" not in fmt:
+        return "output_config.format.schema: Field required"
+    if not isinstance(fmt["schema"], dict):
+        return "output_config.format.schema: Input should be a valid dictionary"
+    model = str(body.get("model"))
+    if not structured.supports_structured_outputs(model):
+        return f"output_config.format: structured outputs are not supported on the model {model!r}"
+    problem = structured.schema_problems(fmt["schema"])
+    return None if problem is None else f"output_config.format.{problem}"
+
+
 def validate(
     body: Mapping[str, Any],
     *,
@@ -207,7 +238,8 @@ def validate(
         return problem
     messages: list[dict[str, Any]] = body["messages"]
     return (
-        _check_roles(messages)
+        _check_output_config(body)
+        or _check_roles(messages)
         or _check_tool_pairing(messages)
         or _check_final_assistant(messages, str(body["model"]), prefill_unsupported)
     )
