@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from agentfsm import Agent, Conversation, Policy, RunResult, Transition, Wait, actions, guard, tool
 from agentfsm.sim import ScriptedReply, SimRequest
 from agentfsm.sim import replies as r
@@ -459,6 +461,54 @@ def async_hook_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
     assert refused
 
 
+# 13. typed output (Agent.output_type): natively (output_config.format), a tool call first, an answer that does not
+# validate sent back with its errors, then a valid one; and by the final_answer tool on a model without structured
+# outputs, an invalid call answered with the errors (is_error), then a valid one.
+
+
+class Receipt(BaseModel):
+    label: str
+    count: int = Field(gt=0)
+
+
+class TypedOutputAgent(Agent):
+    model = MODEL
+    tools = [count]
+    output_type = Receipt
+
+
+def typed_output_model(request: SimRequest) -> ScriptedReply:
+    if not answered(request):
+        return calls(("count", {"label": "a"}), request=request)
+    if "not a valid Receipt" in str(request.messages[-1].get("content")):  # the errors, sent back
+        return r.text('{"label": "a", "count": 1}')
+    return r.text('{"label": "a", "count": 0}')
+
+
+def typed_output_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """Every request asks for the format; the errors go back in a user message; the output is typed."""
+    assert all(b["output_config"]["format"]["type"] == "json_schema" for b in bodies)
+    assert "count: Input should be greater than 0" in str(bodies[2]["messages"][-1]["content"])
+    assert result.output_as(Receipt) == Receipt(label="a", count=1)
+
+
+class ToolOutputAgent(Agent):
+    model = "claude-3-5-haiku-20241022"  # no structured outputs: the final_answer tool
+    output_type = Receipt
+
+
+def tool_output_model(request: SimRequest) -> ScriptedReply:
+    return calls(("final_answer", {"label": "a", "count": answered(request)}), request=request)
+
+
+def tool_output_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """The invalid call is answered with its errors, never run; the valid one ends the run."""
+    assert all("output_config" not in b and b["tools"][-1]["name"] == "final_answer" for b in bodies)
+    ((content, is_error),) = _results(bodies[1]["messages"][-1])
+    assert is_error and "greater than 0" in content
+    assert result.output_as(Receipt) == Receipt(label="a", count=1)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -534,6 +584,17 @@ SCENARIOS: dict[str, Scenario] = {
              "requesting", "end_turn", "done"], 3,
             {("delete_file", "/tmp/old.log"): 1},
             wire=async_hook_wire,
+        ),
+        Scenario(
+            "typed_output", TypedOutputAgent, typed_output_model, "Count a, then report.", "done", "end_turn",
+            ["requesting", "tool_use", "requesting", "end_turn", "requesting", "end_turn", "done"], 3,
+            {("count", "a"): 1},
+            wire=typed_output_wire,
+        ),
+        Scenario(
+            "typed_output_by_tool", ToolOutputAgent, tool_output_model, "Report.", "done", "final_answer",
+            ["requesting", "tool_use", "requesting", "tool_use", "done"], 2,
+            wire=tool_output_wire,
         ),
     ]
 }  # fmt: skip

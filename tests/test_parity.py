@@ -6,7 +6,8 @@ same final state and reason, takes the same path, sends the same request bodies 
 the same number of times. The conversations (``parity_agents.SCENARIOS``): tool calls, the
 max_tokens ladder, continuation (by prefill, and by prompt on a model that rejects prefill),
 pause_turn, compaction (the policy's request, and the server's paused compaction), refusal
-fallback, a wait and its resume, a budget, a malformed reply and async hooks and actions.
+fallback, a wait and its resume, a budget, a malformed reply, async hooks and actions, and typed output
+(natively and by the final_answer tool, each with an invalid answer sent back).
 
 Each runner talks to a fresh ``Simulator`` through the real ``anthropic`` client (its in-process
 transport); the durable engines run a real worker in this process (``DBOSWorker`` on SQLite, its
@@ -73,7 +74,7 @@ SYNC = {"run", "stream", "batch"}
 #: message.
 COMPARED = (
     "final_state", "reason", "stop_reason", "stop_sequence", "stop_details", "text", "messages", "replaced_messages",
-    "usage", "trace", "model", "turns", "waiting", "pending_tool_calls", "answered_by",
+    "usage", "trace", "model", "turns", "waiting", "pending_tool_calls", "answered_by", "output",
 )  # fmt: skip
 
 
