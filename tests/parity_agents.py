@@ -493,7 +493,8 @@ def typed_output_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
 
 
 class ToolOutputAgent(Agent):
-    model = "claude-3-5-haiku-20241022"  # no structured outputs: the final_answer tool
+    model = MODEL
+    policy = Policy(output_mode="tool")  # the final_answer tool, as on a model without structured outputs
     output_type = Receipt
 
 

@@ -23,12 +23,14 @@ from agentfsm.machine.output import OUTPUT_TOOL
 from agentfsm.machine.streaming import OutputEvent, StreamEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
+from agentfsm.sim.lineup import KNOWN_MODELS
 from agentfsm.testing import DRIVERS, capture_events, client_for, drive
 from agentfsm.wire.structured import schema_problems, supports_structured_outputs
 
 NATIVE_MODEL = "claude-haiku-4-5"  # structured outputs, and prefill
 NO_PREFILL_MODEL = "claude-sonnet-4-6"  # structured outputs; rejects prefill
-OLD_MODEL = "claude-3-5-haiku-20241022"  # no structured outputs: the final_answer tool
+FINE_TUNE = "my-fine-tune"  # a model the rule does not know to take structured outputs: auto picks the tool
+TOOL = Policy(output_mode="tool")  # the final_answer tool, as on a model without structured outputs
 
 
 class Invoice(BaseModel):
@@ -44,6 +46,10 @@ NEGATIVE = '{"number": "INV-7", "total": -3}'
 def lookup(order: str) -> str:
     """Look an order up."""
     return f"order {order}: 120.5 EUR"
+
+
+def fine_tune_sim(*replies: Any) -> Simulator:
+    return Simulator(list(replies), models=[*KNOWN_MODELS, FINE_TUNE])
 
 
 def agent(sim: Simulator, driver: str = "run", **kw: Any) -> Agent:
@@ -207,14 +213,12 @@ def test_a_streamed_continuation_shows_the_stitched_output() -> None:
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_model_without_structured_outputs_answers_through_the_final_answer_tool(driver: str) -> None:
-    sim = Simulator(
-        [
-            r.tool_use("lookup", {"order": "7"}),
-            r.tool_use(OUTPUT_TOOL, {"number": "INV-7", "total": -1}),
-            r.tool_use(OUTPUT_TOOL, {"number": "INV-7", "total": 120.5}),
-        ]
+    sim = fine_tune_sim(
+        r.tool_use("lookup", {"order": "7"}),
+        r.tool_use(OUTPUT_TOOL, {"number": "INV-7", "total": -1}),
+        r.tool_use(OUTPUT_TOOL, {"number": "INV-7", "total": 120.5}),
     )
-    result = drive(agent(sim, driver, model=OLD_MODEL, tools=[lookup]), "Invoice for order 7?", driver)
+    result = drive(agent(sim, driver, model=FINE_TUNE, tools=[lookup]), "Invoice for order 7?", driver)
     assert (result.final_state, result.reason) == ("done", OUTPUT_TOOL)
     assert result.output == Invoice(number="INV-7", total=120.5)
     assert all("output_config" not in b for b in bodies(sim))
@@ -227,14 +231,14 @@ def test_a_model_without_structured_outputs_answers_through_the_final_answer_too
 
 def test_a_text_answer_in_tool_mode_is_asked_to_call_the_tool() -> None:
     sim = Simulator([r.text(VALID), r.tool_use(OUTPUT_TOOL, json.loads(VALID))])
-    result = agent(sim, model=OLD_MODEL).run("Invoice?")
+    result = agent(sim, policy=TOOL).run("Invoice?")
     assert result.output == Invoice(number="INV-7", total=120.5)
     assert OUTPUT_TOOL in last_user_text(bodies(sim)[1])
 
 
 def test_tool_mode_to_the_limit_fails_with_the_errors() -> None:
     sim = Simulator([r.tool_use(OUTPUT_TOOL, {"number": 7}), r.tool_use(OUTPUT_TOOL, {"number": 7})])
-    result = agent(sim, model=OLD_MODEL, policy=Policy(max_output_retries=1)).run("Invoice?")
+    result = agent(sim, policy=Policy(output_mode="tool", max_output_retries=1)).run("Invoice?")
     assert (result.final_state, result.reason) == ("failed", "invalid_output")
     assert result.error is not None and "total: Field required" in result.error.message
 
@@ -249,13 +253,13 @@ def test_a_valid_final_answer_beside_other_calls_ends_the_run_without_running_th
         return x
 
     sim = Simulator([r.tool_uses([("side", {"x": "a"}), (OUTPUT_TOOL, json.loads(VALID))])])
-    result = agent(sim, model=OLD_MODEL, tools=[side]).run("Invoice?")
+    result = agent(sim, policy=TOOL, tools=[side]).run("Invoice?")
     assert result.final_state == "done" and result.output is not None and ran == []
 
 
 def test_tool_mode_wraps_a_type_that_is_not_an_object() -> None:
     sim = Simulator([r.tool_use(OUTPUT_TOOL, {"response": [1, 2]})])
-    result = agent(sim, model=OLD_MODEL, output_type=list[int]).run("Numbers?")
+    result = agent(sim, policy=TOOL, output_type=list[int]).run("Numbers?")
     assert result.output == [1, 2]
     schema = bodies(sim)[0]["tools"][-1]["input_schema"]
     assert schema["required"] == ["response"] and schema["properties"]["response"]["type"] == "array"
@@ -263,18 +267,18 @@ def test_tool_mode_wraps_a_type_that_is_not_an_object() -> None:
 
 def test_the_mode_can_be_forced_either_way() -> None:
     sim = Simulator([r.tool_use(OUTPUT_TOOL, json.loads(VALID))])
-    assert agent(sim, policy=Policy(output_mode="tool")).run("Invoice?").output is not None
+    assert agent(sim, policy=TOOL).run("Invoice?").output is not None
     assert "output_config" not in bodies(sim)[0]
-    # Forced native on a model the API serves without structured outputs: the API's 400, history kept.
-    sim = Simulator([r.text(VALID)])
-    result = agent(sim, model=OLD_MODEL, policy=Policy(output_mode="native")).run("Invoice?")
+    # Forced native on a model served without structured outputs: the API's 400, history kept.
+    sim = fine_tune_sim(r.text(VALID))
+    result = agent(sim, model=FINE_TUNE, policy=Policy(output_mode="native")).run("Invoice?")
     assert result.final_state == "failed" and result.error is not None and result.error.status_code == 400
     assert "structured outputs are not supported" in result.error.message
 
 
 def test_a_fallback_model_without_structured_outputs_makes_auto_choose_the_tool() -> None:
     sim = Simulator([r.tool_use(OUTPUT_TOOL, json.loads(VALID))])
-    result = agent(sim, policy=Policy(fallback_model=OLD_MODEL)).run("Invoice?")
+    result = agent(sim, policy=Policy(fallback_model=FINE_TUNE)).run("Invoice?")
     assert result.output is not None and "output_config" not in bodies(sim)[0]
 
 
@@ -331,7 +335,7 @@ def test_configuration_mistakes_are_caught_when_the_agent_is_made() -> None:
         return x
 
     with pytest.raises(ConfigurationError, match="final_answer"):
-        agent(sim, model=OLD_MODEL, tools=[final_answer])
+        agent(sim, policy=TOOL, tools=[final_answer])
     with pytest.raises(ConfigurationError, match="output_config"):
         agent(sim, request_params={"output_config": {"format": {"type": "json_schema", "schema": {}}}})
 

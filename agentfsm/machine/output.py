@@ -249,7 +249,7 @@ def result_value(conv: Conversation) -> Any:
 # --- guards and actions of the state table ---------------------------------------------------------------
 
 
-@guard("the output does not validate")
+@guard("output invalid")
 def output_invalid(conv: Conversation) -> bool:
     found = check(conv)
     return found is not None and not found.valid
@@ -260,7 +260,7 @@ def output_retries_left(conv: Conversation) -> bool:
     return conv.counters.output_retries < conv.policy.max_output_retries
 
 
-@guard("final_answer called with a valid output")
+@guard("final_answer valid")
 def output_given(conv: Conversation) -> bool:
     found = check(conv)
     return found is not None and found.valid and found.call_id is not None
