@@ -238,7 +238,7 @@ def test_a_compaction_request_goes_out_between_turns_and_its_block_replaces_the_
 
 @pytest.mark.beyond_schema  # the compaction and fallbacks parameters
 def test_a_compaction_request_drops_the_parameters_the_api_rejects_on_one(driver: str) -> None:
-    fmt = {"type": "json_schema", "schema": {"type": "object"}}
+    fmt = {"type": "json_schema", "schema": {"type": "object", "additionalProperties": False}}
     params = {
         "stop_sequences": ["</done>"],
         "tool_choice": {"type": "any"},
