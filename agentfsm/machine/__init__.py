@@ -15,4 +15,5 @@
 * ``streaming``    — what a streaming caller sees: text, rewinds, transitions, tool calls
 * ``serverside``   — request shaping for compaction and server-side fallbacks
 * ``stitch``       — joining continuation chunks without lost or doubled characters
+* ``output``       — typed output (``Agent.output_type``): asked for, validated, sent back when invalid
 """

@@ -4,4 +4,5 @@
 * ``sse``     — a streamed reply assembled from raw server-sent events
 * ``caching`` — where prompt-caching breakpoints go on the wire copy of a request
 * ``pricing`` — prices per model and the cost of a reply
+* ``structured`` — structured outputs: ``output_config.format``, its schema rules, the models that take it
 """
