@@ -148,6 +148,7 @@ def test_needs_approval_for_each_setting() -> None:
 # --- results -------------------------------------------------------------------------------------------------
 
 PNG = "iVBORw0KGgo="
+PDF, ZIP = "application/pdf", "application/zip"
 
 
 def test_result_content_text_alone_is_a_string() -> None:
@@ -166,8 +167,8 @@ def test_result_content_maps_every_block_kind() -> None:
                 {"type": "image", "data": PNG, "mimeType": "image/bmp"},
                 {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
                 {"type": "resource", "resource": {"uri": "file:///a.md", "mimeType": "text/markdown", "text": "# A"}},
-                {"type": "resource", "resource": {"uri": "file:///a.pdf", "mimeType": "application/pdf", "blob": "JVBE"}},
-                {"type": "resource", "resource": {"uri": "file:///a.bin", "mimeType": "application/zip", "blob": "AAAA"}},
+                {"type": "resource", "resource": {"uri": "file:///a.pdf", "mimeType": PDF, "blob": "JVBE"}},
+                {"type": "resource", "resource": {"uri": "file:///a.bin", "mimeType": ZIP, "blob": "AAAA"}},
                 {"type": "resource_link", "uri": "file:///b.txt", "name": "b"},
             ]
         },
@@ -178,7 +179,7 @@ def test_result_content_maps_every_block_kind() -> None:
     assert content[2]["type"] == "text" and "image/bmp left out" in content[2]["text"]
     assert "audio (audio/wav) left out" in content[3]["text"]
     assert content[4] == {"type": "text", "text": "# A"}
-    assert content[5] == {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}
+    assert content[5] == {"type": "document", "source": {"type": "base64", "media_type": PDF, "data": "JVBE"}}
     assert content[6]["text"] == "[resource file:///a.bin (application/zip, about 3 bytes) left out: binary]"
     assert content[7]["text"] == "[resource file:///b.txt (b)]"
 
@@ -267,7 +268,8 @@ def test_connector_blocks_go_back_verbatim_on_the_next_turn_and_are_not_run() ->
         """Keep a note."""
         return "kept"
 
-    failed = r.mcp_tool_call("docs", "search", {"q": "x"}, [{"type": "text", "text": "no index"}], is_error=True, answer=None)
+    no_index = [{"type": "text", "text": "no index"}]
+    failed = r.mcp_tool_call("docs", "search", {"q": "x"}, no_index, is_error=True, answer=None)
     turn = r.message([*failed.content, r.tool_use_block("note", {"text": "x"})], "tool_use")
     sim = Simulator([turn, r.text("noted")])
     result = Agent(client=sim.client(), mcp_servers=[CONNECTOR], tools=[note]).run("search then note")
