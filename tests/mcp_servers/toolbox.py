@@ -2,8 +2,8 @@
 call that never returns until the process is killed, and one that makes the server exit mid-call.
 
 Run: ``python tests/mcp_servers/toolbox.py`` (stdio) or ``... --http PORT`` (streamable HTTP on 127.0.0.1).
-``TOOLBOX_MARK`` (a file path): ``hang`` and ``tally`` append a line there as they start, so a test
-sees the call in flight (or count the runs) without sleeping.
+``TOOLBOX_MARK`` (a file or a FIFO): ``hang`` writes a line there as it starts, so a test sees the call
+in flight without sleeping; ``TOOLBOX_TALLY`` (a file): ``tally`` appends a line there each time it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import EmbeddedResource, ImageContent, TextContent, TextResourceContents, ToolAnnotations
 from pydantic import Field
 
-server = MCPServer("toolbox", log_level="WARNING")
+HTTP = len(sys.argv) == 3 and sys.argv[1] == "--http"
+server = MCPServer("toolbox", log_level="INFO" if HTTP else "WARNING")  # INFO: uvicorn says when it listens
 
 # A 1x1 PNG.
 PIXEL = base64.b64encode(
@@ -30,8 +31,8 @@ PIXEL = base64.b64encode(
 ).decode()
 
 
-def _mark(line: str) -> None:
-    path = os.environ.get("TOOLBOX_MARK")
+def _mark(line: str, variable: str = "TOOLBOX_MARK") -> None:
+    path = os.environ.get(variable)
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
@@ -94,7 +95,7 @@ async def grow(ctx: Context) -> str:
 @server.tool(annotations=ToolAnnotations(idempotentHint=False))
 def tally(label: str) -> str:
     """Counts a call (each call appends a line to TOOLBOX_MARK)."""
-    _mark(f"tally {label}")
+    _mark(f"tally {label}", "TOOLBOX_TALLY")
     return f"counted {label}"
 
 
@@ -106,6 +107,12 @@ async def hang(label: str) -> str:
     return "unreachable"
 
 
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def pid() -> int:
+    """The server's process id."""
+    return os.getpid()
+
+
 @server.tool()
 def die() -> str:
     """The server process exits in the middle of this call."""
@@ -113,7 +120,7 @@ def die() -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+    if HTTP:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:
         server.run()
