@@ -186,7 +186,7 @@ def test_a_clash_without_a_prefix_names_both_sources() -> None:
     assert "prefix" in str(caught.value)
     assert sim.requests == []  # nothing was sent
     other = MCPServer.stdio(sys.executable, [TOOLBOX], name="again")
-    with pytest.raises(ConfigurationError, match="MCP server 'toolbox'.*MCP server 'again'"):
+    with pytest.raises(ConfigurationError, match=r"MCP server 'toolbox'.*MCP server 'again'"):
         Agent(client=sim.client(), tools=[bare, other]).run("Add.")
     # With prefixes both serve.
     sim = Simulator([r.tool_uses([("add", {"a": 1, "b": 1}), ("box_add", {"a": 2, "b": 2})]), r.text("2 and 4.")])
