@@ -99,6 +99,7 @@ GUIDES = [
     "10-bulk-runs.md",
     "11-configuration.md",
     "12-troubleshooting.md",
+    "13-mcp-and-typed-output.md",
 ]
 
 NEEDS_POSTGRES, BEYOND_SCHEMA, REAL_API = "needs postgres", "beyond schema", "real API"
