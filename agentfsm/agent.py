@@ -18,11 +18,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anthropic
 
 from agentfsm.errors import (
+    AgentfsmError,
     AlreadyDecidedError,
     ConfigurationError,
     InvalidHistoryError,
@@ -42,6 +44,8 @@ from agentfsm.result import RunResult
 from agentfsm.stores.base import Store
 from agentfsm.tools.definition import Tool, tool_params
 from agentfsm.tools.executor import ToolExecutor, shared_executor
+from agentfsm.tools.mcp.scope import ToolSet
+from agentfsm.tools.mcp.server import MCPServer
 from agentfsm.wire.messages import Message, answer_abandoned_calls, validate_history
 
 if TYPE_CHECKING:
@@ -70,7 +74,8 @@ class Agent:
 
     model: str = DEFAULT_MODEL
     system: str | list[dict[str, Any]] | None = None
-    tools: Sequence[Tool | dict[str, Any]] = ()
+    #: ``@tool`` functions, server-tool dicts, and ``MCPServer``s (agentfsm.tools.mcp): their tools, listed.
+    tools: Sequence[Tool | dict[str, Any] | MCPServer] = ()
     policy: Policy = Policy()
     #: Any other Messages API parameters sent with every request (temperature, stop_sequences, thinking, ...).
     request_params: Mapping[str, Any] = {}
@@ -79,6 +84,10 @@ class Agent:
     #: The type of the answer (a pydantic model, or any type ``pydantic.TypeAdapter`` validates): the run's
     #: ``result.output`` is one, validated (``agentfsm.machine.output``). None: a text answer only.
     output_type: Any = None
+    #: The API's MCP connector: servers the API itself connects to (``{"type": "url", "name", "url",
+    #: "authorization_token"?}``), sent as ``mcp_servers`` with its beta; each gets an ``mcp_toolset`` entry in
+    #: ``tools`` unless the tools configure it. Their ``mcp_tool_use``/``mcp_tool_result`` blocks are the server's.
+    mcp_servers: Sequence[Mapping[str, Any]] = ()
     #: OpenTelemetry spans of this agent's runs go to this provider (``agentfsm[otel]``); None follows
     #: ``agentfsm.otel.instrument()`` (no spans unless it was called).
     tracer_provider: TracerProvider | None = None
@@ -106,12 +115,13 @@ class Agent:
         *,
         model: str | None = None,
         system: str | list[dict[str, Any]] | None = _UNSET,
-        tools: Sequence[Tool | dict[str, Any]] | None = None,
+        tools: Sequence[Tool | dict[str, Any] | MCPServer] | None = None,
         policy: Policy | None = None,
         executor: ToolExecutor | None = None,
         request_params: Mapping[str, Any] | None = None,
         betas: Sequence[str] | None = None,
         output_type: Any = _UNSET,
+        mcp_servers: Sequence[Mapping[str, Any]] | None = None,
         logger: Any = _UNSET,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
@@ -135,6 +145,8 @@ class Agent:
             self.betas = betas
         if output_type is not _UNSET:
             self.output_type = output_type
+        if mcp_servers is not None:
+            self.mcp_servers = mcp_servers
         if not isinstance(self.policy, Policy):
             raise ConfigurationError(f"policy must be an agentfsm.Policy, got {type(self.policy).__name__}")
         # Every run of every driver, engine and the batch runner is made from an Agent: checked here, once,
@@ -147,14 +159,20 @@ class Agent:
             from agentfsm.observe.otel import check_provider
 
             self.tracer_provider = check_provider(tracer_provider)
-        self._tool_map: dict[str, Tool] = {t.name: t for t in self.tools if isinstance(t, Tool)}
+        local = [t for t in self.tools if not isinstance(t, MCPServer)]
+        self._tool_map: dict[str, Tool] = {t.name: t for t in local if isinstance(t, Tool)}
         #: How the run asks for ``output_type`` and validates it; None without one.
         self.output_spec: OutputSpec | None = (
             None
             if self.output_type is None
             else spec_for(self.output_type, self.policy, [self.model, *filter(None, [self.policy.fallback_model])])
         )
-        self._static_params = self._build_static_params()
+        self._static_params = self._build_static_params(local)
+        #: The tools with the MCP servers' among them (None: no MCP server; the tools never change). The
+        #: connector's toolsets and the final-answer tool of an output_type come after the servers' tools.
+        self.toolset: ToolSet | None = None
+        if len(local) < len(self.tools):
+            self.toolset = ToolSet(self.tools, extra=self._static_params.get("tools", [])[len(tool_params(local)) :])
         self._no_prefill: set[str] = set()
 
     # --- the state table, once per class ----------------------------------------------------
@@ -488,15 +506,29 @@ class Agent:
     # --- what conversations ask of their agent ------------------------------------------------
 
     def static_params(self) -> dict[str, Any]:
-        """Request parameters that are the same for every request of every run."""
-        return self._static_params
+        """Request parameters that are the same for every request of every run (with MCP servers among the
+        tools: ``tools`` is their current lists, and changes when a server's list does)."""
+        if self.toolset is None:
+            return self._static_params
+        tools, _ = self.toolset.current()
+        cached = self.__dict__.get("_mcp_params")
+        if cached is not None and cached[0] is tools:
+            return cached[1]  # type: ignore[no-any-return]
+        params = {**self._static_params, "tools": tools}
+        if not tools:
+            del params["tools"]
+        self.__dict__["_mcp_params"] = (tools, params)
+        return params
 
-    def _build_static_params(self) -> dict[str, Any]:
+    def _build_static_params(self, local: Sequence[Tool | dict[str, Any]]) -> dict[str, Any]:
         params: dict[str, Any] = {}
         if self.system:
             params["system"] = self.system
-        if self.tools:
-            params["tools"] = tool_params(self.tools)
+        toolsets = _connector_toolsets(self.mcp_servers, local)
+        if local or toolsets:
+            params["tools"] = tool_params(local) + toolsets
+        if self.mcp_servers:
+            params["mcp_servers"] = [dict(s) for s in self.mcp_servers]
         spec = self.output_spec
         if spec is not None:
             config = self.request_params.get("output_config")
@@ -524,8 +556,57 @@ class Agent:
 
     @property
     def tool_map(self) -> dict[str, Tool]:
-        """The client tools by name, as executors receive them."""
-        return self._tool_map
+        """The client tools by name, as executors receive them (MCP servers' tools included, as now listed)."""
+        if self.toolset is None:
+            return self._tool_map
+        return self.toolset.current()[1]
+
+    def tools_problem(self) -> AgentfsmError | None:
+        """Why a run cannot go on with this agent's tools (an MCP server failed, or two tools got one name
+        when a server listed its tools again), or None. Asked before every request."""
+        return None if self.toolset is None else self.toolset.problem()
+
+    # --- MCP servers kept open across runs -----------------------------------------------------------
+
+    def __enter__(self) -> Agent:
+        """``with agent:`` keeps the agent's MCP servers open across its runs (each run otherwise starts
+        and stops them). A server that fails to start raises ``MCPServerError`` here."""
+        if self.toolset is not None:
+            self.toolset.open()
+            failed = next((s.failure for s in self.toolset.servers if s.failure is not None), None)
+            if failed is not None:
+                self.toolset.close()
+                raise failed
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.toolset is not None:
+            self.toolset.close()
+            self.toolset.release_lazy()
+
+    async def __aenter__(self) -> Agent:
+        """``async with agent:``: ``with agent:``, awaited."""
+        if self.toolset is not None:
+            await self.toolset.aopen()
+            failed = next((s.failure for s in self.toolset.servers if s.failure is not None), None)
+            if failed is not None:
+                await self.toolset.aclose()
+                raise failed
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.toolset is not None:
+            await self.toolset.aclose()
+            await self.toolset.arelease_lazy()
+
+    def close(self) -> None:
+        """Stop the MCP servers this agent opened outside a run (stepping, a durable engine's worker)."""
+        if self.toolset is not None:
+            self.toolset.release_lazy()
 
     def secrets(self) -> list[str]:
         """Credential strings that must never reach an event, an error, a log line or a stored row.
@@ -551,6 +632,9 @@ class Agent:
                         scheme, _, rest = value.partition(" ")
                         if rest and scheme.lower() in ("bearer", "basic", "token"):
                             found.append(rest.strip())
+        if self.toolset is not None:
+            found += self.toolset.credentials()
+        found += [str(s["authorization_token"]) for s in self.mcp_servers if s.get("authorization_token")]
         secrets = list(dict.fromkeys(found))
         self.__dict__["_secrets_cache"] = (self._client, self._aclient, tuple(secrets))
         return secrets
@@ -570,6 +654,24 @@ class Agent:
         from agentfsm.observe.graph import agent_graph
 
         return agent_graph(cls, format)
+
+
+def _connector_toolsets(
+    servers: Sequence[Mapping[str, Any]], local: Sequence[Tool | dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """An ``mcp_toolset`` entry for each connector server the agent's tools do not configure already (the
+    API offers a connector server's tools only through one)."""
+    configured = {t.get("mcp_server_name") for t in local if isinstance(t, Mapping) and t.get("type") == "mcp_toolset"}
+    entries = []
+    for server in servers:
+        if not isinstance(server, Mapping) or not isinstance(server.get("name"), str):
+            raise ConfigurationError(
+                "mcp_servers entries are the API's MCP server definitions, "
+                f"{{'type': 'url', 'name': ..., 'url': ...}}; got {server!r:.80}"
+            )
+        if server["name"] not in configured:
+            entries.append({"type": "mcp_toolset", "mcp_server_name": server["name"]})
+    return entries
 
 
 def _check_same_wait(result: RunResult, stored: Any) -> None:

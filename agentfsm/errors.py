@@ -393,3 +393,18 @@ class NoOutputError(AgentfsmError):
     def __init__(self, conversation_id: str, why: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(f"run {conversation_id!r} has no output to give: {why}")
+
+
+class MCPServerError(AgentfsmError):
+    """An MCP server a run needs failed: it could not be started, or it stopped answering (exited, crashed,
+    its connection dropped). The run ends ``failed`` with this error (``result.error.type ==
+    "MCPServerError"``), its history kept; the tool call that was running is answered ``is_error``."""
+
+    def __init__(self, server: str, problem: str) -> None:
+        # ``server`` names it as errors do: "MCP server 'files' (files_server.py)"
+        self.server, self.problem = server, problem = server, redact(problem)
+        super().__init__(f"{server}: {problem}")
+
+
+class MCPToolError(ToolCallError):
+    """An MCP tool answered ``isError: true`` (or the server rejected the call): its text is what the model reads."""

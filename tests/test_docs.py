@@ -98,8 +98,8 @@ GUIDES = [
     "09-scaling-out.md",
     "10-bulk-runs.md",
     "11-configuration.md",
-    "13-mcp-and-typed-output.md",
     "12-troubleshooting.md",
+    "13-mcp-and-typed-output.md",
 ]
 
 NEEDS_POSTGRES, BEYOND_SCHEMA, REAL_API = "needs postgres", "beyond schema", "real API"

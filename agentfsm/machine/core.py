@@ -94,6 +94,10 @@ def plan(conv: Conversation, choice: Any = ASK) -> Plan:
                 "of those triggers, or Wait to stop here until agent.resume(..., trigger=...)"
             )
     if state == REQUESTING and chosen is None:
+        if conv.agent.toolset is not None:
+            stopped = _tools_failed(conv)
+            if stopped is not None:
+                return stopped
         for limit in table.pre_request:
             if limit.allowed(conv):
                 return Fire(limit)
@@ -116,6 +120,19 @@ def plan(conv: Conversation, choice: Any = ASK) -> Plan:
         conv.require_reply()  # raises when there is none to run
         return RunTools(transition, conv.reply_calls())
     return Fire(transition)
+
+
+def _tools_failed(conv: Conversation) -> Fire | None:
+    """An MCP server the agent's tools come from failed (or a re-listing made two tools share a name): no
+    request can carry the tools, so the run ends ``failed`` along ``api_error``, with that error."""
+    problem = conv.agent.tools_problem()
+    if problem is None:
+        return None
+    message = redact_error(str(problem), conv.agent.secrets())
+    conv.emit("request.failed", level="error", error_type=type(problem).__name__, status_code=None,
+              message=message, latency_ms=0.0)  # fmt: skip
+    conv.runstate.error = RunError(type=type(problem).__name__, message=message)
+    return Fire(_require(conv, API_ERROR))
 
 
 def request_params(conv: Conversation) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, Send
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
 from agentfsm.result import RunResult, TraceStep
 from agentfsm.tools.calls import ToolResult
+from agentfsm.tools.mcp.scope import aserving, serving
 from agentfsm.wire import api
 
 if TYPE_CHECKING:
@@ -84,11 +85,12 @@ def step(conv: Conversation) -> TraceStep | None:
 
 def run(conv: Conversation) -> RunResult:
     core.require_sync(conv)
-    try:
-        for _ in _drive(conv, loop.steps(conv), None):
-            pass
-    finally:
-        conv._persistence.release(conv)
+    with serving(conv.agent):  # the agent's MCP servers, open for the run
+        try:
+            for _ in _drive(conv, loop.steps(conv), None):
+                pass
+        finally:
+            conv._persistence.release(conv)
     return conv.result()
 
 
@@ -96,12 +98,13 @@ def stream(conv: Conversation) -> Iterator[StreamEvent]:
     core.require_sync(conv)
     view = TextView()
     conv._outbox = []
-    try:
-        yield from _drive(conv, loop.steps(conv), view)
-        yield from view.close(conv)
-    finally:
-        conv._outbox = None
-        conv._persistence.release(conv)
+    with serving(conv.agent):
+        try:
+            yield from _drive(conv, loop.steps(conv), view)
+            yield from view.close(conv)
+        finally:
+            conv._outbox = None
+            conv._persistence.release(conv)
     yield ResultEvent(result=conv.result())
 
 
@@ -190,29 +193,31 @@ async def arun(conv: Conversation) -> RunResult:
     # and, while a tool call is in flight, one frame fewer held by each of a thousand paused conversations.
     steps = loop.steps(conv)
     outcome: Any = None
-    try:
-        while True:
-            try:
-                effect = steps.send(outcome)
-            except StopIteration:
-                break
-            finally:
-                core.drain(conv)  # nobody streams: whatever is in the outbox goes nowhere
-            outcome = await _aperform(conv, effect)
-    finally:
-        conv._persistence.release(conv)
+    async with aserving(conv.agent):
+        try:
+            while True:
+                try:
+                    effect = steps.send(outcome)
+                except StopIteration:
+                    break
+                finally:
+                    core.drain(conv)  # nobody streams: whatever is in the outbox goes nowhere
+                outcome = await _aperform(conv, effect)
+        finally:
+            conv._persistence.release(conv)
     return conv.result()
 
 
 async def astream(conv: Conversation) -> AsyncIterator[StreamEvent]:
     view = TextView()
     conv._outbox = []
-    try:
-        async for event in _adrive(conv, loop.steps(conv), view):
-            yield event
-        for event in view.close(conv):
-            yield event
-    finally:
-        conv._outbox = None
-        conv._persistence.release(conv)
+    async with aserving(conv.agent):
+        try:
+            async for event in _adrive(conv, loop.steps(conv), view):
+                yield event
+            for event in view.close(conv):
+                yield event
+        finally:
+            conv._outbox = None
+            conv._persistence.release(conv)
     yield ResultEvent(result=conv.result())

@@ -44,6 +44,8 @@ COMPACTION_EDIT_BETA = "compact-2026-01-12"
 """The ``compact_20260112`` context-management edit (the server compacts on its own)."""
 SERVER_FALLBACK_BETA = "server-side-fallback-2026-07-01"
 FALLBACK_CREDIT_BETA = "fallback-credit-2026-07-01"
+MCP_CONNECTOR_BETA = "mcp-client-2025-11-20"
+"""The ``mcp_servers`` request parameter (the API's MCP connector) with ``mcp_toolset`` tool entries."""
 
 #: Parameters that only shape a reply: the API rejects them on a compaction request.
 COMPACTION_INCOMPATIBLE = ("context_management", "stop_sequences", "output_format")
@@ -147,6 +149,8 @@ def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, .
         betas.append(COMPACTION_EDIT_BETA)
     if "fallbacks" in params:
         betas.append(SERVER_FALLBACK_BETA)
+    if "mcp_servers" in params and not any(b.startswith("mcp-client-") for b in betas):
+        betas.append(MCP_CONNECTOR_BETA)
     policy = conv.policy
     if "fallback_credit_token" in params or (policy.fallback_model is not None and policy.fallback_credit_tokens):
         betas.append(FALLBACK_CREDIT_BETA)

@@ -32,6 +32,7 @@ __all__ = [
     "failed_compaction",
     "http_error",
     "max_tokens",
+    "mcp_tool_call",
     "message",
     "overloaded",
     "pause_turn",
@@ -181,6 +182,29 @@ def pause_turn(*, query: str = "latest news", text: str | None = None, completed
 def server_search(query: str, answer: str) -> ScriptedReply:
     """A completed web_search turn: the search, its results, then the answer; end_turn."""
     return ScriptedReply(content=[*_search_pair(query), text_block(answer)], stop_reason="end_turn")
+
+
+def mcp_tool_call(
+    server_name: str,
+    name: str,
+    input: dict[str, Any],
+    result: str | list[dict[str, Any]],
+    *,
+    is_error: bool = False,
+    answer: str | None = "Done.",
+) -> ScriptedReply:
+    """A turn in which the API's MCP connector called a tool of ``server_name`` itself: the ``mcp_tool_use``
+    block, its ``mcp_tool_result`` (``result``: text, or text blocks), then ``answer`` (None: none); end_turn.
+
+    Both blocks are the server's work, kept verbatim in the history; the client runs nothing.
+    """
+    call = {"type": "mcp_tool_use", "id": None, "name": name, "server_name": server_name, "input": input}
+    content = result if isinstance(result, str) else [dict(b) for b in result]
+    outcome = {"type": "mcp_tool_result", "tool_use_id": None, "is_error": is_error, "content": content}
+    blocks: list[dict[str, Any]] = [call, outcome]
+    if answer is not None:
+        blocks.append(text_block(answer))
+    return ScriptedReply(content=blocks, stop_reason="end_turn")
 
 
 def refusal(
