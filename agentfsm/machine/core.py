@@ -30,6 +30,7 @@ from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, 
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import (
     API_ERROR,
+    AWAITING_APPROVAL,
     COMPACTION_FAILED,
     RECOVERABLE_FAILURES,
     REQUESTING,
@@ -40,6 +41,7 @@ from agentfsm.machine.table import (
 )
 from agentfsm.redaction import redact_error
 from agentfsm.result import RunError
+from agentfsm.tools.approval import requires_approval
 from agentfsm.tools.calls import ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.messages import Message, blocks, history_problems, size_of
@@ -114,7 +116,11 @@ def plan(conv: Conversation, choice: Any = ASK) -> Plan:
         raise InvalidTransitionError(f"no transition leaves state {state!r} with its guards passing")
     if transition.runs_tools:
         conv.require_reply()  # raises when there is none to run
-        return RunTools(transition, conv.reply_calls())
+        calls = conv.reply_calls()
+        if transition.dest == AWAITING_APPROVAL:  # the calls that need no approval run before the run waits
+            tools = conv.agent.tool_map
+            calls = [call for call in calls if not requires_approval(tools, call)]
+        return RunTools(transition, calls)
     return Fire(transition)
 
 
