@@ -313,7 +313,7 @@ def test_a_hook_cannot_run_a_call_needing_approval_by_choosing_run_tools() -> No
             return "run_tools"
 
     sim = Simulator([r.tool_use("delete_file", {"path": "/"}), r.text("x")])
-    with pytest.raises(InvalidTransitionError, match=r"chose trigger 'run_tools'.*await_approval"):
+    with pytest.raises(InvalidTransitionError, match=r"'run_tools' from 'tool_use' would run calls that need approval"):
         Hasty(client=sim.client(), logger=None).run("Delete everything")
     assert Counter() == RAN
 

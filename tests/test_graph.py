@@ -148,8 +148,7 @@ def test_a_result_graph_highlights_the_path_and_counts_each_edge() -> None:
     text = result.graph()
     lines = edges(text)
     assert "requesting --> tool_use: tool_use ×7" in lines
-    guard = "reply has client tool_use blocks and no call needs approval"
-    assert f"tool_use --> requesting: run_tools [{guard}] ×7" in lines
+    assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×7" in lines
     assert "requesting --> end_turn: end_turn ×1" in lines and "end_turn --> done: finish ×1" in lines
     assert "max_tokens --> requesting: continue_text [continuations < max_continuations]" in lines  # not taken
     assert classes(text) == {
@@ -160,10 +159,7 @@ def test_a_result_graph_highlights_the_path_and_counts_each_edge() -> None:
     assert "%% path: requesting -> tool_use -> requesting" in text
     dot = result.graph(format="dot")
     assert re.search(r'"done" \[peripheries="2", style="rounded,filled", fillcolor="#ffd166"', dot)
-    run_tools = (
-        r'"tool_use" -> "requesting" \[label="run_tools ×7\\n\[reply has client tool_use blocks and\\nno call needs '
-        r'approval\]", color='
-    )
+    run_tools = r'"tool_use" -> "requesting" \[label="run_tools ×7\\n\[reply has client tool_use blocks\]", color='
     assert re.search(run_tools, dot)
     assert re.search(r'"refusal" \[color="#a0a0a0"', dot)  # states not visited are greyed
 

@@ -105,11 +105,6 @@ def calls_need_approval(conv: Conversation) -> bool:
     return any(requires_approval(tools, call) for call in conv.reply_calls())
 
 
-@guard("no call needs approval")
-def no_call_needs_approval(conv: Conversation) -> bool:
-    return not calls_need_approval(conv)
-
-
 @guard("pause_resumes < max_pause_resumes")
 def pause_resumes_left(conv: Conversation) -> bool:
     return conv.counters.pause_resumes < conv.policy.max_pause_resumes

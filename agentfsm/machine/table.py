@@ -162,19 +162,20 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("max_tokens",                "retry_larger",     REQUESTING,      (g.cut_mid_block, g.rungs_left),                    actions.climb_ladder),
     T("max_tokens",                "ladder_exhausted", "failed",        (g.cut_mid_block,),                                 actions.fail_ladder_exhausted),
     T("max_tokens",                "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
-    T("max_tokens",                "run_tools",        REQUESTING,      (g.has_tool_calls, g.no_call_needs_approval),       actions.answer_tool_calls, runs_tools=True),
+    T("max_tokens",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("max_tokens",                "continue_text",    REQUESTING,      (g.continuations_left,),                            actions.continue_text),
     T("max_tokens",                "give_up",          "truncated",     (),                                                 actions.stop_at_continuation_limit),
     # stop_sequence: finish, recording which sequence.
     T("stop_sequence",             "finish",           "done",          (),                                                 actions.keep_reply),
     # tool_use: run every call, answer with one message of tool_result blocks. A call of a tool that needs approval
-    # first stops the run in awaiting_tool_approval (the other calls run before it waits; their results wait in the ledger).
+    # first stops the run in awaiting_tool_approval (the other calls run before it waits; their results wait in the
+    # ledger); a hook that names run_tools then is refused (core.plan): nothing runs a call unapproved.
     T("tool_use",                  "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
-    T("tool_use",                  "run_tools",        REQUESTING,      (g.has_tool_calls, g.no_call_needs_approval),       actions.answer_tool_calls, runs_tools=True),
+    T("tool_use",                  "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("tool_use",                  "no_tool_calls",    "failed",        (),                                                 actions.fail_no_tool_calls),
     # pause_turn: send the reply back unchanged so the server resumes; client tool calls in it are run and answered first.
     T("pause_turn",                "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
-    T("pause_turn",                "run_tools",        REQUESTING,      (g.has_tool_calls, g.no_call_needs_approval),       actions.answer_tool_calls, runs_tools=True),
+    T("pause_turn",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("pause_turn",                "resume",           REQUESTING,      (g.pause_resumes_left,),                            actions.resume_pause),
     T("pause_turn",                "give_up",          "truncated",     (),                                                 actions.stop_at_pause_limit),
     # compaction: our compaction request answered with one block holding a summary -> it replaces the history it
@@ -184,7 +185,7 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.lone_summary),     actions.apply_compaction),
     T("compaction",                COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
     T("compaction",                "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
-    T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls, g.no_call_needs_approval),       actions.answer_tool_calls, runs_tools=True),
+    T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),
     T("compaction",                "give_up",          "truncated",     (),                                                 actions.stop_at_compaction_limit),
     # refusal: stop, or retry once on the fallback model.
