@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from agentfsm.errors import (
         AgentfsmError,
         AlreadyDecidedError,
+        ApprovalDecisionError,
         ConfigurationError,
         ConversationLockedError,
         CorruptSnapshotError,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from agentfsm.result import RunError, RunResult, TraceStep
     from agentfsm.stores import MemoryStore, PostgresStore, RunSummary, Snapshot, SQLiteStore, Store
     from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolExecutor, ToolResult, tool
+    from agentfsm.tools.hooks import Deny, Rewrite
     from agentfsm.wire.usage import Usage
 
 #: Public name -> the module that defines it.
@@ -69,6 +71,7 @@ _WHERE: dict[str, str] = {
         (
             "AgentfsmError",
             "AlreadyDecidedError",
+            "ApprovalDecisionError",
             "ConfigurationError",
             "ConversationLockedError",
             "CorruptSnapshotError",
@@ -97,6 +100,7 @@ _WHERE: dict[str, str] = {
         ("MemoryStore", "PostgresStore", "RunSummary", "SQLiteStore", "Snapshot", "Store"), "agentfsm.stores"
     ),
     **dict.fromkeys(("DefaultExecutor", "Tool", "ToolCall", "ToolExecutor", "ToolResult", "tool"), "agentfsm.tools"),
+    **dict.fromkeys(("Deny", "Rewrite"), "agentfsm.tools.hooks"),
 }
 #: Public modules reachable as attributes (``from agentfsm import actions``).
 _MODULES: dict[str, str] = {"actions": "agentfsm.machine.actions"}
@@ -110,11 +114,13 @@ __all__ = [
     "Agent",
     "AgentfsmError",
     "AlreadyDecidedError",
+    "ApprovalDecisionError",
     "ConfigurationError",
     "Conversation",
     "ConversationLockedError",
     "CorruptSnapshotError",
     "DefaultExecutor",
+    "Deny",
     "Event",
     "EventsFileError",
     "EventsWriter",
@@ -129,6 +135,7 @@ __all__ = [
     "Policy",
     "PostgresStore",
     "ReplayedRun",
+    "Rewrite",
     "RunError",
     "RunResult",
     "RunSummary",

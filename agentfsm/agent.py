@@ -10,7 +10,11 @@ built and checked when the class is defined: a state the subclass adds must be
 a ``Wait``, have a hook, or have exactly one way out (``table.unsafe_states``).
 
 A run that reaches a ``Wait`` state returns ``final_state == "waiting"``;
-``resume(id_or_result, trigger=..., input=...)`` carries it on.
+``resume(id_or_result, trigger=..., input=...)`` carries it on. A tool with
+``needs_approval`` stops the run in ``awaiting_tool_approval`` until
+``resume(id_or_result, approve=..., deny=...)``. Around every tool call,
+``before_tool`` may deny it or rewrite its input and ``after_tool`` may replace
+its result (``agentfsm.machine.around``).
 """
 
 from __future__ import annotations
@@ -37,13 +41,23 @@ from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.output import OUTPUT_TOOL, OutputSpec, spec_for
 from agentfsm.machine.serverside import check_request_params
 from agentfsm.machine.streaming import StreamEvent
-from agentfsm.machine.table import BASE_STATES, BASE_TRANSITIONS, Table, Transition, is_async, merge, unsafe_states
+from agentfsm.machine.table import (
+    BASE_STATES,
+    BASE_TRANSITIONS,
+    Table,
+    Transition,
+    is_async,
+    merge,
+    unsafe_states,
+)
 from agentfsm.observe.events import default_logger
 from agentfsm.policy import Policy
 from agentfsm.result import RunResult
 from agentfsm.stores.base import Store
+from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.tools.definition import Tool, tool_params
 from agentfsm.tools.executor import ToolExecutor, shared_executor
+from agentfsm.tools.hooks import Deny, Rewrite
 from agentfsm.tools.mcp.scope import ToolSet
 from agentfsm.tools.mcp.server import MCPServer
 from agentfsm.wire.messages import Message, answer_abandoned_calls, validate_history
@@ -98,6 +112,7 @@ class Agent:
     transitions: ClassVar[Sequence[Transition]] = ()
     _table: ClassVar[Table | None] = None
     _async: ClassVar[tuple[frozenset[str], tuple[str, ...]] | None] = None
+    _tool_hooks: ClassVar[tuple[tuple[bool, bool], tuple[bool, bool]] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Build and check the class's table now, so a mistake in it is an error where the class is defined."""
@@ -198,6 +213,7 @@ class Agent:
             hooks = frozenset(s for s in table.states if is_async(getattr(cls, f"on_{s}", None)))
             parts = [f"on_{s}" for s in table.states if s in hooks]
             parts += [getattr(t.action, "__qualname__", repr(t.action)) for t in table.transitions if t.awaits]
+            parts += [name for name in ("before_tool", "after_tool") if is_async(getattr(cls, name))]
             info = (hooks, tuple(dict.fromkeys(parts)))
             cls._async = info
         return info
@@ -206,6 +222,20 @@ class Agent:
     def async_hook_states(cls) -> frozenset[str]:
         """The states whose hook is ``async def`` (the async drivers await it)."""
         return cls._async_info()[0]
+
+    @classmethod
+    def tool_hooks(cls) -> tuple[tuple[bool, bool], tuple[bool, bool]]:
+        """``((defined, async), (defined, async))`` for ``before_tool`` and ``after_tool``: whether this class
+        overrides each, and whether it is ``async def`` (``agentfsm.machine.around`` asks them)."""
+        found = cls.__dict__.get("_tool_hooks")
+        if found is None:
+            before, after = cls.before_tool, cls.after_tool
+            found = (
+                (before is not Agent.before_tool, is_async(before)),
+                (after is not Agent.after_tool, is_async(after)),
+            )
+            cls._tool_hooks = found
+        return found
 
     @classmethod
     def async_parts(cls) -> tuple[str, ...]:
@@ -299,12 +329,15 @@ class Agent:
         trigger: str | None = None,
         input: Any = None,
         asynchronous: bool | None = None,
+        approve: Sequence[str] | bool | None = None,
+        deny: Mapping[str, str] | Sequence[str] | None = None,
     ) -> Conversation:
         """A stored conversation, rebuilt at its last transition (step it, inspect it, or run it).
 
         ``conversation`` is an id in ``store``, or a ``RunResult`` that stopped waiting (then no
-        store is needed: the result carries the conversation). ``trigger``/``input`` decide a
-        waiting conversation as ``resume`` does; ``load(...).stream()`` resumes it streamed.
+        store is needed: the result carries the conversation). ``trigger``/``input`` (or, waiting
+        for approval, ``approve``/``deny``) decide a waiting conversation as ``resume`` does;
+        ``load(...).stream()`` resumes it streamed.
         ``asynchronous`` as for ``start``.
 
         A waiting result names one wait, and a wait is decided once: a result whose wait was decided
@@ -350,15 +383,32 @@ class Agent:
                 f"resume needs store= to find conversation {conversation!r}, or the waiting RunResult itself: "
                 "agent.resume(result, trigger=...)"
             )
+        if approve is not None or deny is not None:
+            trigger, input = _approval_decision(trigger, input, approve, deny)
         conv = Conversation.restore(self, snapshot, store)
         if trigger is not None or input is not None:
             conv.decide(trigger, input=input)
         return conv
 
     def _resumed(
-        self, conversation: str | RunResult, store: Store | None, trigger: str | None, input: Any, asynchronous: bool
+        self,
+        conversation: str | RunResult,
+        store: Store | None,
+        trigger: str | None,
+        input: Any,
+        asynchronous: bool,
+        approve: Sequence[str] | bool | None = None,
+        deny: Mapping[str, str] | Sequence[str] | None = None,
     ) -> Conversation:
-        conv = self.load(conversation, store=store, trigger=trigger, input=input, asynchronous=asynchronous)
+        conv = self.load(
+            conversation,
+            store=store,
+            trigger=trigger,
+            input=input,
+            asynchronous=asynchronous,
+            approve=approve,
+            deny=deny,
+        )
         if conv.waiting is not None:
             conv.decide()  # no trigger: ask the waiting state's hook again (it may decide now, or wait on)
         return conv
@@ -370,6 +420,8 @@ class Agent:
         store: Store | None = None,
         trigger: str | None = None,
         input: Any = None,
+        approve: Sequence[str] | bool | None = None,
+        deny: Mapping[str, str] | Sequence[str] | None = None,
     ) -> RunResult:
         """Carry a conversation on to a final state, or to its next wait.
 
@@ -384,8 +436,15 @@ class Agent:
         ``AlreadyDecidedError`` and runs nothing, even when the first resume failed midway —
         carry on from what that resume returned. Input that is not JSON (NaN, Infinity, more
         than 100 levels deep) is a ``ConfigurationError``, and nothing is saved.
+
+        Waiting in ``awaiting_tool_approval`` (a tool with ``needs_approval``): ``approve=[ids]`` (or
+        ``True``: every call not denied) runs those calls, ``deny={id: "reason"}`` answers those with an
+        ``is_error`` result carrying the reason, and the run carries on. Every call awaiting approval
+        (``result.pending_tool_calls``) must be in one or the other: else ``ApprovalDecisionError``, listing
+        them, and the run still waits. ``approve``/``deny`` are the trigger ``run_tools`` with
+        ``input={"approve": [...], "deny": {...}}``.
         """
-        return self._resumed(conversation, store, trigger, input, False).run()
+        return self._resumed(conversation, store, trigger, input, False, approve, deny).run()
 
     async def aresume(
         self,
@@ -394,9 +453,11 @@ class Agent:
         store: Store | None = None,
         trigger: str | None = None,
         input: Any = None,
+        approve: Sequence[str] | bool | None = None,
+        deny: Mapping[str, str] | Sequence[str] | None = None,
     ) -> RunResult:
         """``resume`` with an ``anthropic.AsyncAnthropic`` client (async hooks and actions are awaited)."""
-        return await self._resumed(conversation, store, trigger, input, True).arun()
+        return await self._resumed(conversation, store, trigger, input, True, approve, deny).arun()
 
     @staticmethod
     def _initial_messages(prompt: str | Sequence[Message]) -> list[Message]:
@@ -501,6 +562,28 @@ class Agent:
         return None
 
     def on_unknown_stop_reason(self, conv: Conversation) -> str | None:
+        return None
+
+    # --- hooks around every tool call ------------------------------------------------------------
+
+    def before_tool(self, call: ToolCall, conv: Conversation) -> Deny | Rewrite | None:
+        """Asked before each client tool call runs (after its approval, if its tool needs one).
+
+        Return None to run it, ``Deny("reason")`` to answer it with an ``is_error`` result carrying the
+        reason (the function never runs), or ``Rewrite(input={...})`` to run it with that input instead
+        (validated against the tool's schema first; an input that does not validate is an ``is_error``
+        result saying so). May be ``async def`` (then only ``arun``/``astream``/``aresume`` and the
+        engines run the agent). A hook that raises fails closed: the call is not run.
+        """
+        return None
+
+    def after_tool(self, call: ToolCall, result: ToolResult, conv: Conversation) -> ToolResult | None:
+        """Asked after each client tool call the executor ran, with the call as it ran and its result.
+
+        Return None to keep the result, or a ``ToolResult`` to send instead (it answers the same call).
+        May be ``async def``. A hook that raises fails closed: the result is withheld, and the model reads
+        an ``is_error`` result saying the check failed.
+        """
         return None
 
     # --- what conversations ask of their agent ------------------------------------------------
@@ -672,6 +755,31 @@ def _connector_toolsets(
         if server["name"] not in configured:
             entries.append({"type": "mcp_toolset", "mcp_server_name": server["name"]})
     return entries
+
+
+def _approval_decision(
+    trigger: str | None,
+    input: Any,
+    approve: Sequence[str] | bool | None,
+    deny: Mapping[str, str] | Sequence[str] | None,
+) -> tuple[str, Any]:
+    """``approve=``/``deny=`` as the decision they are: the trigger ``run_tools`` with them as its input. Checked
+    against the calls the run waits on by ``Conversation.decide`` (every one approved or denied)."""
+    if trigger not in (None, "run_tools") or input is not None:
+        raise ConfigurationError(
+            "approve=/deny= decide a run waiting for approval (trigger run_tools, with them as its input): "
+            "give them without trigger= and input="
+        )
+    if isinstance(approve, str) or not isinstance(approve, bool | Sequence | None):
+        raise ConfigurationError(
+            f"approve= takes a list of tool_use ids or True (every call not denied), got {type(approve).__name__}"
+        )
+    given: dict[str, Any] = {}
+    if approve is not None:
+        given["approve"] = approve if isinstance(approve, bool) else list(approve)
+    if deny is not None:
+        given["deny"] = dict(deny) if isinstance(deny, Mapping) else list(deny)
+    return "run_tools", given
 
 
 def _check_same_wait(result: RunResult, stored: Any) -> None:

@@ -89,6 +89,21 @@ class AlreadyDecidedError(InvalidTransitionError):
         super().__init__(message)
 
 
+class ApprovalDecisionError(InvalidTransitionError):
+    """An approval decision that does not decide the calls a run waits on: a call neither approved nor denied,
+    an id the wait does not hold, or one both approved and denied. Nothing ran and nothing was saved: the run
+    still waits, and can be decided again. ``pending`` lists the calls awaiting approval (``ToolCall``)."""
+
+    def __init__(self, problem: str, pending: Sequence[object]) -> None:
+        self.pending = list(pending)
+        listed = ", ".join(f"{getattr(c, 'id', '?')} ({getattr(c, 'name', '?')})" for c in self.pending) or "none"
+        super().__init__(
+            f"{problem}. The calls awaiting approval: {listed}. Decide every one: "
+            "agent.resume(id, approve=[ids] or approve=True, deny={id: 'reason'}) (or input="
+            '{"approve": [...], "deny": {...}} with trigger="run_tools")'
+        )
+
+
 class InvalidConversationIdError(ConfigurationError):
     """A conversation id that is empty, blank or not a string, where an id is taken: refused before anything is
     stored, sent or enqueued."""

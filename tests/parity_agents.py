@@ -23,7 +23,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agentfsm import Agent, Conversation, Policy, RunResult, Transition, Wait, actions, guard, tool
+from agentfsm import (
+    Agent,
+    Conversation,
+    Deny,
+    Policy,
+    Rewrite,
+    RunResult,
+    ToolCall,
+    ToolResult,
+    Transition,
+    Wait,
+    actions,
+    guard,
+    tool,
+)
 from agentfsm.sim import ScriptedReply, SimRequest
 from agentfsm.sim import replies as r
 from agentfsm.sim.writer import writer
@@ -82,6 +96,13 @@ def delete_file(path: str) -> str:
     """Delete a file."""
     _ran("delete_file", path)
     return f"deleted {path}"
+
+
+@tool(needs_approval=True)
+def remove(path: str) -> str:
+    """Remove a file (a person approves each call first)."""
+    _ran("remove", path)
+    return f"removed {path}"
 
 
 # --- what the models read off a request ------------------------------------------------------------------
@@ -144,6 +165,8 @@ class Scenario:
     #: A scenario that stops waiting: the trigger that decides it, and the path up to the wait.
     trigger: str | None = None
     waiting_path: list[str] | None = None
+    #: Or, for approval on a tool: the decision, ``resume``'s ``approve=``/``deny=``, made from the waiting result.
+    decide: Callable[[RunResult], dict[str, Any]] | None = None
     error_type: str | None = None
     #: Requests carry parameters newer than the vendored API schema (marked ``beyond_schema``).
     beyond_schema: bool = False
@@ -154,6 +177,14 @@ class Scenario:
     @property
     def asynchronous(self) -> bool:
         return bool(self.agent.async_parts())
+
+    @property
+    def waits(self) -> bool:
+        return self.trigger is not None or self.decide is not None
+
+    def decision(self, waiting: RunResult) -> dict[str, Any]:
+        """What ``resume``/``load`` take to decide the wait: ``trigger=``, or ``approve=``/``deny=``."""
+        return {"trigger": self.trigger} if self.decide is None else self.decide(waiting)
 
 
 # 1. tool calls: two in parallel, then two more (one raises), then the answer.
@@ -510,6 +541,120 @@ def tool_output_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
     assert result.output_as(Receipt) == Receipt(label="a", count=1)
 
 
+# 14. approval on a tool: a call of a tool with needs_approval stops the run before it runs; a person approves it,
+# denies it, or (a reply with three calls) the call needing no approval runs before the wait and the two others are
+# decided one each way.
+
+
+class ApprovalToolAgent(Agent):
+    model = MODEL
+    tools = [count, remove]
+
+
+# One class per scenario: a durable engine's worker serves each scenario's agent under its class's name.
+class ApprovedAgent(ApprovalToolAgent):
+    pass
+
+
+class DeniedAgent(ApprovalToolAgent):
+    pass
+
+
+class MixedApprovalAgent(ApprovalToolAgent):
+    pass
+
+
+def approval_model(*paths: str, counted: bool = False) -> Callable[[SimRequest], ScriptedReply]:
+    def model(request: SimRequest) -> ScriptedReply:
+        if answered(request):
+            return r.text("Done as decided.")
+        lead = [("count", {"label": "a"})] if counted else []
+        return calls(*lead, *(("remove", {"path": p}) for p in paths), request=request)
+
+    return model
+
+
+def approve_all(waiting: RunResult) -> dict[str, Any]:
+    return {"approve": True}
+
+
+def deny_all(waiting: RunResult) -> dict[str, Any]:
+    return {"deny": {c.id: "not today" for c in waiting.pending_tool_calls}}
+
+
+def approve_first_deny_second(waiting: RunResult) -> dict[str, Any]:
+    first, second = waiting.pending_tool_calls
+    return {"approve": [first.id], "deny": {second.id: "not that one"}}
+
+
+def approved_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """Nothing ran while it waited; the approved call ran and its result went out."""
+    assert _results(bodies[1]["messages"][-1]) == [("removed /tmp/a", False)]
+
+
+def denied_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """The denied call never ran: it is answered is_error with the person's reason."""
+    assert _results(bodies[1]["messages"][-1]) == [("not today", True)]
+
+
+def mixed_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """Every call of the reply answered at once, in call order: the one that ran before the wait, the approved one,
+    the denied one."""
+    assert _results(bodies[1]["messages"][-1]) == [
+        ("counted a", False),
+        ("removed /tmp/a", False),
+        ("not that one", True),
+    ]
+
+
+# 15. hooks around every call: before_tool denies one call and rewrites another's input, after_tool replaces a
+# result (sync hooks, and the same as async hooks).
+
+
+class ToolHooksAgent(Agent):
+    model = MODEL
+    tools = [count]
+
+    def before_tool(self, call: ToolCall, conv: Conversation) -> Deny | Rewrite | None:
+        label = call.input.get("label")
+        if label == "secret":
+            return Deny("counting secrets is not allowed")
+        return Rewrite(input={"label": "b"}) if label == "B" else None
+
+    def after_tool(self, call: ToolCall, result: ToolResult, conv: Conversation) -> ToolResult | None:
+        if call.input.get("label") == "b":
+            return ToolResult(tool_use_id=call.id, content="counted [redacted]")
+        return None
+
+
+class AsyncToolHooksAgent(ToolHooksAgent):
+    async def before_tool(self, call: ToolCall, conv: Conversation) -> Deny | Rewrite | None:
+        await asyncio.sleep(0)  # ask a policy service
+        return ToolHooksAgent.before_tool(self, call, conv)
+
+    async def after_tool(self, call: ToolCall, result: ToolResult, conv: Conversation) -> ToolResult | None:
+        await asyncio.sleep(0)
+        return ToolHooksAgent.after_tool(self, call, result, conv)
+
+
+def hooks_model(request: SimRequest) -> ScriptedReply:
+    if answered(request):
+        return r.text("Counted what I was allowed to.")
+    return calls(*(("count", {"label": label}) for label in ("a", "secret", "B")), request=request)
+
+
+def hooks_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """Denied: never ran, answered with the reason; rewritten: ran with the new input; its result replaced. The
+    history keeps the calls as the model made them."""
+    assert _results(bodies[1]["messages"][-1]) == [
+        ("counted a", False),
+        ("counting secrets is not allowed", True),
+        ("counted [redacted]", False),
+    ]
+    sent_calls = [b["input"] for b in _blocks(bodies[1]["messages"][1]) if b["type"] == "tool_use"]
+    assert sent_calls == [{"label": "a"}, {"label": "secret"}, {"label": "B"}]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -596,6 +741,40 @@ SCENARIOS: dict[str, Scenario] = {
             "typed_output_by_tool", ToolOutputAgent, tool_output_model, "Report.", "done", "final_answer",
             ["requesting", "tool_use", "requesting", "tool_use", "done"], 2,
             wire=tool_output_wire,
+        ),
+        Scenario(
+            "approval_approved", ApprovedAgent, approval_model("/tmp/a"), "Remove /tmp/a.", "done", "end_turn",
+            ["requesting", "tool_use", "awaiting_tool_approval", "requesting", "end_turn", "done"], 2,
+            {("remove", "/tmp/a"): 1},
+            decide=approve_all, waiting_path=["requesting", "tool_use", "awaiting_tool_approval"],
+            wire=approved_wire,
+        ),
+        Scenario(
+            "approval_denied", DeniedAgent, approval_model("/tmp/a"), "Remove /tmp/a.", "done", "end_turn",
+            ["requesting", "tool_use", "awaiting_tool_approval", "requesting", "end_turn", "done"], 2,
+            {},
+            decide=deny_all, waiting_path=["requesting", "tool_use", "awaiting_tool_approval"],
+            wire=denied_wire,
+        ),
+        Scenario(
+            "approval_mixed", MixedApprovalAgent, approval_model("/tmp/a", "/etc/x", counted=True), "Tidy up.", "done",
+            "end_turn",
+            ["requesting", "tool_use", "awaiting_tool_approval", "requesting", "end_turn", "done"], 2,
+            {("count", "a"): 1, ("remove", "/tmp/a"): 1},
+            decide=approve_first_deny_second, waiting_path=["requesting", "tool_use", "awaiting_tool_approval"],
+            wire=mixed_wire,
+        ),
+        Scenario(
+            "tool_hooks", ToolHooksAgent, hooks_model, "Count a, the secret and B.", "done", "end_turn",
+            ["requesting", "tool_use", "requesting", "end_turn", "done"], 2,
+            {("count", "a"): 1, ("count", "b"): 1},
+            wire=hooks_wire,
+        ),
+        Scenario(
+            "async_tool_hooks", AsyncToolHooksAgent, hooks_model, "Count a, the secret and B.", "done", "end_turn",
+            ["requesting", "tool_use", "requesting", "end_turn", "done"], 2,
+            {("count", "a"): 1, ("count", "b"): 1},
+            wire=hooks_wire,
         ),
     ]
 }  # fmt: skip

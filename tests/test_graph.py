@@ -78,7 +78,10 @@ def test_the_base_graph_has_every_state_and_transition_with_its_guard() -> None:
     for state in ("done", "truncated", "refused", "failed"):
         assert f"{state} --> [*]" in lines
     assert "max_tokens --> requesting: continue_text [continuations < max_continuations]" in lines
-    assert "classDef" not in text  # nothing highlighted on a class's graph
+    # Nothing highlighted on a class's graph: only its waiting state (approval on a tool) is drawn apart.
+    assert classes(text) == {"waiting": {"awaiting_tool_approval"}}
+    assert "tool_use --> awaiting_tool_approval: await_approval [a call needs approval]" in lines
+    assert "awaiting_tool_approval --> requesting: run_tools" in lines
 
 
 def test_a_subclass_graph_includes_its_added_state_and_transitions() -> None:
@@ -148,7 +151,11 @@ def test_a_result_graph_highlights_the_path_and_counts_each_edge() -> None:
     assert "tool_use --> requesting: run_tools [reply has client tool_use blocks] ×7" in lines
     assert "requesting --> end_turn: end_turn ×1" in lines and "end_turn --> done: finish ×1" in lines
     assert "max_tokens --> requesting: continue_text [continuations < max_continuations]" in lines  # not taken
-    assert classes(text) == {"visited": {"requesting", "tool_use", "end_turn"}, "current": {"done"}}
+    assert classes(text) == {
+        "visited": {"requesting", "tool_use", "end_turn"},
+        "current": {"done"},
+        "waiting": {"awaiting_tool_approval"},  # every graph draws the waiting states apart
+    }
     assert "%% path: requesting -> tool_use -> requesting" in text
     dot = result.graph(format="dot")
     assert re.search(r'"done" \[peripheries="2", style="rounded,filled", fillcolor="#ffd166"', dot)
@@ -202,7 +209,8 @@ def test_step_by_step_with_a_breakpoint_on_a_state_and_the_graph_between_steps()
     script = [r.tool_use("add", {"a": 1, "b": 2}), r.max_tokens("The sum is"), r.text(" 3.")]
     sim = Simulator(script)
     conv = Calculator(client=sim.client(), logger=None, policy=Policy(continuation="prompt")).start("1+2?")
-    assert conv.state == "requesting" and classes(conv.graph()) == {"current": {"requesting"}}
+    assert conv.state == "requesting"
+    assert classes(conv.graph()) == {"current": {"requesting"}, "waiting": {"awaiting_tool_approval"}}
     assert 'title: "Calculator (at requesting)"' in conv.graph()
     pending = conv.pending
     assert isinstance(pending, SendRequest) and pending.params["messages"] == [{"role": "user", "content": "1+2?"}]
@@ -214,7 +222,7 @@ def test_step_by_step_with_a_breakpoint_on_a_state_and_the_graph_between_steps()
     pending = conv.pending
     assert isinstance(pending, RunTools) and [c.name for c in pending.calls] == ["add"]  # the calls about to run
     text = conv.graph()
-    assert classes(text) == {"visited": {"requesting"}, "current": {"tool_use"}}
+    assert classes(text) == {"visited": {"requesting"}, "current": {"tool_use"}, "waiting": {"awaiting_tool_approval"}}
     assert "requesting --> tool_use: tool_use ×1" in edges(text)
 
     while conv.state != "max_tokens":  # a breakpoint on a state

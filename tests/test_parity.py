@@ -6,8 +6,9 @@ same final state and reason, takes the same path, sends the same request bodies 
 the same number of times. The conversations (``parity_agents.SCENARIOS``): tool calls, the
 max_tokens ladder, continuation (by prefill, and by prompt on a model that rejects prefill),
 pause_turn, compaction (the policy's request, and the server's paused compaction), refusal
-fallback, a wait and its resume, a budget, a malformed reply, async hooks and actions, and typed output
-(natively and by the final_answer tool, each with an invalid answer sent back).
+fallback, a wait and its resume, a budget, a malformed reply, async hooks and actions, typed output
+(natively and by the final_answer tool, each with an invalid answer sent back), approval on a tool
+(approved, denied, and a mixed reply) and hooks around every tool call (sync and async).
 
 Each runner talks to a fresh ``Simulator`` through the real ``anthropic`` client (its in-process
 transport); the durable engines run a real worker in this process (``DBOSWorker`` on SQLite, its
@@ -197,19 +198,19 @@ def drive(runner: str, scenario: pa.Scenario, sim: Simulator) -> Outcome:
         first = asyncio.run(agent.arun(scenario.prompt))
     else:
         first = asyncio.run(_alast(agent.astream(scenario.prompt)))
-    if scenario.trigger is None:
+    if not scenario.waits:
         return Outcome(first, None, sent(sim), pa.executions())
-    trigger, resumed_at = scenario.trigger, len(sent(sim))
+    decision, resumed_at = scenario.decision(first), len(sent(sim))
     if runner == "batch":  # BatchRunner takes prompts, not decisions: the waiting conversation goes on from its store
-        second = agent.resume("parity", store=store, trigger=trigger)
+        second = agent.resume("parity", store=store, **decision)
     elif runner == "run":
-        second = agent.resume(first, trigger=trigger)
+        second = agent.resume(first, **decision)
     elif runner == "stream":
-        second = _last(list(agent.load(first, trigger=trigger).stream()))
+        second = _last(list(agent.load(first, **decision).stream()))
     elif runner == "arun":
-        second = asyncio.run(agent.aresume(first, trigger=trigger))
+        second = asyncio.run(agent.aresume(first, **decision))
     else:
-        second = asyncio.run(_alast(agent.load(first, trigger=trigger, asynchronous=True).astream()))
+        second = asyncio.run(_alast(agent.load(first, **decision, asynchronous=True).astream()))
     return Outcome(second, first, sent(sim), pa.executions(), resumed_at)
 
 
@@ -230,7 +231,7 @@ def reference(name: str) -> Outcome:
     assert len(got.requests) == scenario.requests
     assert got.ran == scenario.ran
     scenario.wire(pa.bodies_of([q["body"] for q in got.requests]), result)
-    if scenario.trigger is None:
+    if not scenario.waits:
         assert got.waiting is None
     else:
         assert got.waiting is not None and got.waiting.final_state == "waiting"
@@ -327,13 +328,13 @@ class EngineUnderTest:
         sim = self.sims[scenario.name]
         assert sim.requests == [], "each scenario runs once per worker"
         first = self.start(scenario)
-        if scenario.trigger is None:
+        if not scenario.waits:
             return Outcome(first, None, sent(sim), pa.executions())
         # The engines carry no decision into a waiting workflow: its result (the snapshot travels in it) is
         # decided and carried on in the caller's process, with an async client on the same simulator.
         resumed_at = len(sent(sim))
         agent = scenario.agent(client=sim.async_client(max_retries=0), logger=None)
-        second = asyncio.run(agent.aresume(first, trigger=scenario.trigger))
+        second = asyncio.run(agent.aresume(first, **scenario.decision(first)))
         return Outcome(second, first, sent(sim), pa.executions(), resumed_at)
 
 

@@ -122,10 +122,13 @@ def test_the_loops_on_requesting_no_longer_print_over_each_other() -> None:
 def test_a_wait_state_is_drawn_as_a_wait() -> None:
     approval = next(a for a in SHIPPED if a.__name__ == "ApprovalAgent")
     page = dom(render_svg(build(approval.table()), []))
-    (wait,) = page.all(has_class("wait", "g"))
-    assert wait.attrs["data-state"] == "awaiting_approval" and wait.all(lambda n: n.tag == "polygon")
+    waits = {w.attrs["data-state"]: w for w in page.all(has_class("wait", "g"))}
+    assert set(waits) == {"awaiting_approval", "awaiting_tool_approval"}  # its own, and approval on a tool's
+    wait = waits["awaiting_approval"]
+    assert wait.all(lambda n: n.tag == "polygon")
     assert "waits for a decision" in wait.one(lambda n: n.tag == "title").text()
-    assert not dom(render_svg(build(Agent.table()), [])).all(has_class("wait", "g"))
+    base = dom(render_svg(build(Agent.table()), [])).all(has_class("wait", "g"))
+    assert [w.attrs["data-state"] for w in base] == ["awaiting_tool_approval"]
 
 
 def test_the_path_only_view(ui: Served, runs: Runs) -> None:  # noqa: F811
@@ -166,8 +169,9 @@ def test_a_run_page_legend_names_wait_states(tmp_path: Path) -> None:
     try:
         page = dom(served.html("/runs/conv_wait"))
         assert "waits for a decision (Wait)" in page.one(has_class("graph-panel")).one(has_class("legend", "p")).text()
-        (wait,) = page.all(has_class("wait", "g"))
-        assert {"current", "visited"} <= wait.classes
+        waits = {w.attrs["data-state"]: w for w in page.all(has_class("wait", "g"))}
+        assert {"current", "visited"} <= waits["awaiting_approval"].classes
+        assert not {"current", "visited"} & waits["awaiting_tool_approval"].classes
     finally:
         served.stop()
 

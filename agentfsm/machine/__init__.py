@@ -8,6 +8,7 @@
 * ``plan``         — what the next step needs: ``SendRequest``, ``RunTools``, ``Fire``, ... (effects)
 * ``core``         — the step, sans I/O: plan it, complete it with the outcome, resend a broken stream
 * ``loop``         — the one loop: a generator of effects every runner interprets
+* ``around``       — around every tool call: a person's approval, then ``before_tool``, the call, ``after_tool``
 * ``persistence``  — the lease, the saves, and the exactly-once rule for tool calls
 * ``decisions``    — a wait is decided once: the waits this process decided, for runs without a store
 * ``conversation`` — one run's public face: what hooks, guards and actions read, ``decide`` and stepping

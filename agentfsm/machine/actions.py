@@ -241,6 +241,17 @@ def answer_tool_calls(conv: Conversation) -> None:
     conv.tool_results = []
 
 
+def hold_tool_results(conv: Conversation) -> None:
+    """Keep the results of the calls just run in the tool ledger, answering nothing yet (``runs_tools=True``).
+
+    The way into ``awaiting_tool_approval``: the reply's calls that need no approval ran, and wait, with
+    their results committed, for the ones a person decides. The decision's ``run_tools`` then answers every
+    call at once, in call order (the ledger's results are never run again).
+    """
+    conv.runstate.tool_results.update((r.tool_use_id, r) for r in conv.tool_results)
+    conv.tool_results = []
+
+
 def refuse_tool_calls(conv: Conversation) -> None:
     """Keep the reply and answer every pending tool call with an ``is_error`` result, running none of them.
 

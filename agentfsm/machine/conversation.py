@@ -39,9 +39,11 @@ from agentfsm.machine.persistence import Persistence
 from agentfsm.machine.plan import Plan
 from agentfsm.machine.state import Counters, PendingDecision, RunState, StoredGraph, TraceLog
 from agentfsm.machine.streaming import StreamEvent, stream_event_for
+from agentfsm.machine.table import AWAITING_APPROVAL
 from agentfsm.observe.events import EventLog, Level, aobserved, observed, observer_for
 from agentfsm.result import RunResult, TraceStep
 from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store, stored_request
+from agentfsm.tools.approval import read_decision
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults
 from agentfsm.wire import api, caching
 from agentfsm.wire.messages import Message, blocks, is_tool_result_message, text_of, tool_result_ids
@@ -323,12 +325,18 @@ class Conversation:
 
     @property
     def pending_tool_calls(self) -> list[ToolCall]:
-        """The reply's client tool calls that the history does not answer yet (what a waiting run asks about)."""
+        """The reply's client tool calls that the history does not answer yet (what a waiting run asks about).
+
+        In ``awaiting_tool_approval``, the calls awaiting approval: those whose results the tool ledger does
+        not hold (the reply's other calls ran before the run stopped to wait)."""
         calls = self.reply_calls()
-        messages = self.runstate.messages
-        if calls and self.runstate.reply_kept and messages and is_tool_result_message(messages[-1]):
+        run = self.runstate
+        messages = run.messages
+        if calls and run.reply_kept and messages and is_tool_result_message(messages[-1]):
             answered = set(tool_result_ids(messages[-1]))
             calls = [c for c in calls if c.id not in answered]
+        if run.state == AWAITING_APPROVAL and run.tool_results:
+            calls = [c for c in calls if c.id not in run.tool_results]
         return calls
 
     def reply_calls(self) -> list[ToolCall]:
@@ -416,6 +424,8 @@ class Conversation:
                     f"trigger {trigger!r} {why} the waiting state {run.state!r}; the triggers that can: "
                     f"{', '.join(can) or 'none'}"
                 )
+        if run.state == AWAITING_APPROVAL and trigger == "run_tools":  # every call approved or denied, or nothing
+            input = read_decision(self.pending_tool_calls, input)
         held = None
         if token is not None:
             held = decisions.hold(self, token, trigger) if mine else decisions.Held(token, trigger, holding=False)

@@ -30,6 +30,8 @@ from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, 
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import (
     API_ERROR,
+    AWAITING_APPROVAL,
+    BASE_TRANSITIONS,
     COMPACTION_FAILED,
     RECOVERABLE_FAILURES,
     REQUESTING,
@@ -40,7 +42,8 @@ from agentfsm.machine.table import (
 )
 from agentfsm.redaction import redact_error
 from agentfsm.result import RunError
-from agentfsm.tools.calls import ToolResult, ToolResults, for_history
+from agentfsm.tools.approval import requires_approval
+from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.messages import Message, blocks, history_problems, size_of
 from agentfsm.wire.pricing import price_for
@@ -118,7 +121,13 @@ def plan(conv: Conversation, choice: Any = ASK) -> Plan:
         raise InvalidTransitionError(f"no transition leaves state {state!r} with its guards passing")
     if transition.runs_tools:
         conv.require_reply()  # raises when there is none to run
-        return RunTools(transition, conv.reply_calls())
+        calls = conv.reply_calls()
+        if transition.dest == AWAITING_APPROVAL:  # the calls that need no approval run before the run waits
+            tools = conv.agent.tool_map
+            calls = [call for call in calls if not requires_approval(tools, call)]
+        elif chosen is not None and transition.source != AWAITING_APPROVAL and transition in _GATED:
+            _refuse_unapproved(conv, chosen, calls)
+        return RunTools(transition, calls)
     return Fire(transition)
 
 
@@ -133,6 +142,23 @@ def _tools_failed(conv: Conversation) -> Fire | None:
               message=message, latency_ms=0.0)  # fmt: skip
     conv.runstate.error = RunError(type=type(problem).__name__, message=message)
     return Fire(_require(conv, API_ERROR))
+
+
+#: The base table's rows that run a reply's calls: the first allowed of a state is its await_approval row when a
+#: call needs approval, so only a trigger named from outside (a hook, a decision) could reach these then.
+_GATED = frozenset(t for t in BASE_TRANSITIONS if t.runs_tools and AWAITING_APPROVAL not in (t.source, t.dest))
+
+
+def _refuse_unapproved(conv: Conversation, chosen: str, calls: list[ToolCall]) -> None:
+    """Nothing runs a call needing approval before a person decides it: not a hook naming ``run_tools`` either."""
+    tools = conv.agent.tool_map
+    gated = [f"{call.name} ({call.id})" for call in calls if requires_approval(tools, call)]
+    if gated:
+        state = conv.runstate.state
+        raise InvalidTransitionError(
+            f"{chosen!r} from {state!r} would run calls that need approval: {', '.join(gated)}; return None or "
+            f"'await_approval' from on_{state} (the run then waits for agent.resume(..., approve=..., deny=...))"
+        )
 
 
 def request_params(conv: Conversation) -> dict[str, Any]:

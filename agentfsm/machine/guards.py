@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from agentfsm.machine import serverside
+from agentfsm.tools.approval import requires_approval
 from agentfsm.wire import messages as history
 from agentfsm.wire import usage
 
@@ -95,6 +96,13 @@ def continuations_left(conv: Conversation) -> bool:
 @guard("reply has client tool_use blocks")
 def has_tool_calls(conv: Conversation) -> bool:
     return conv.reply is not None and any(b.get("type") == "tool_use" for b in conv.reply.content)
+
+
+@guard("a call needs approval")
+def calls_need_approval(conv: Conversation) -> bool:
+    """A client call of the reply is of a tool whose ``needs_approval`` says so (``agentfsm.tools.approval``)."""
+    tools = conv.agent.tool_map
+    return any(requires_approval(tools, call) for call in conv.reply_calls())
 
 
 @guard("pause_resumes < max_pause_resumes")

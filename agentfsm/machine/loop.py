@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from agentfsm.machine import core
+from agentfsm.machine import around, core
 from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Fire, RunTools, SendRequest, Suspend, ToolsDue
 from agentfsm.machine.table import Transition
 
@@ -64,9 +64,11 @@ def step(conv: Conversation) -> Steps:
         core.complete_request(conv, outcome, latency_ms)
     elif isinstance(plan, RunTools):
         yield ToolsDue(plan)
-        settled = core.begin_tools(conv, plan)
+        screened = yield from around.screen(conv, plan)  # approvals, then before_tool (machine/around.py)
+        settled = core.begin_tools(conv, screened.plan)
         results = (yield RunTools(plan.transition, settled.to_run)) if settled.to_run else []
-        core.finish_tools(conv, plan, settled, results)
+        results = yield from around.review(conv, screened, results)  # after_tool
+        core.finish_tools(conv, plan, settled, [*screened.answered, *results])
         yield from fire(conv, plan.transition)
     else:
         assert isinstance(plan, Fire)  # planning with a hook's choice never asks for another hook

@@ -59,6 +59,10 @@ RECOVERABLE_FAILURES = (PREFILL_REJECTED, COMPACTION_FAILED)
 
 TERMINAL_STATES = ("done", "truncated", "refused", "failed")
 
+#: Where a run waits for a person to approve or deny the calls of tools with ``needs_approval``
+#: (``agentfsm.tools.approval``): a ``Wait`` of the base table, decided by ``run_tools``.
+AWAITING_APPROVAL = "awaiting_tool_approval"
+
 
 class Wait(str):
     """A waiting state: the run stops there, saved, until something outside decides.
@@ -121,7 +125,13 @@ class Transition:
 
 T = Transition
 
-BASE_STATES: tuple[str, ...] = (REQUESTING, *STOP_REASONS, UNKNOWN_STOP_REASON, *TERMINAL_STATES)
+BASE_STATES: tuple[str, ...] = (
+    REQUESTING,
+    *STOP_REASONS,
+    UNKNOWN_STOP_REASON,
+    *TERMINAL_STATES,
+    Wait(AWAITING_APPROVAL),
+)
 
 BASE_TRANSITIONS: tuple[Transition, ...] = (
     # source                       trigger             dest             guards                                              action
@@ -155,20 +165,25 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     # max_tokens: cut inside a tool call -> retry larger; complete tool calls, then cut text -> run them; cut in text -> continue.
     T("max_tokens",                "retry_larger",     REQUESTING,      (g.cut_mid_block, g.rungs_left),                    actions.climb_ladder),
     T("max_tokens",                "ladder_exhausted", "failed",        (g.cut_mid_block,),                                 actions.fail_ladder_exhausted),
+    T("max_tokens",                "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
     T("max_tokens",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("max_tokens",                "continue_text",    REQUESTING,      (g.continuations_left,),                            actions.continue_text),
     T("max_tokens",                "give_up",          "truncated",     (),                                                 actions.stop_at_continuation_limit),
     # stop_sequence: finish, recording which sequence.
     T("stop_sequence",             "finish",           "done",          (),                                                 actions.keep_reply),
-    # tool_use: run every call, answer with one message of tool_result blocks ...
-    # ... an output_type asked for by a final_answer tool: a valid call ends the run; an invalid one is answered
-    # with the errors (and the reply's other calls run), then fails.
+    # tool_use: run every call, answer with one message of tool_result blocks. A call of a tool that needs approval
+    # first stops the run in awaiting_tool_approval (the other calls run before it waits; their results wait in the
+    # ledger); a hook that names run_tools then is refused (core.plan): nothing runs a call unapproved.
+    # An output_type asked for by a final_answer tool: a valid call ends the run (the reply's other calls are not
+    # run); an invalid one is answered with the errors (and the reply's other calls run, once approved), then fails.
     T("tool_use",                  "finish",           "done",          (o.output_given,),                                  o.finish_with_output),
+    T("tool_use",                  "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
     T("tool_use",                  "retry_output",     REQUESTING,      (o.output_invalid, o.output_retries_left),          o.retry_output, runs_tools=True),
     T("tool_use",                  "invalid_output",   "failed",        (o.output_invalid,),                                o.fail_invalid_output),
     T("tool_use",                  "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("tool_use",                  "no_tool_calls",    "failed",        (),                                                 actions.fail_no_tool_calls),
     # pause_turn: send the reply back unchanged so the server resumes; client tool calls in it are run and answered first.
+    T("pause_turn",                "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
     T("pause_turn",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("pause_turn",                "resume",           REQUESTING,      (g.pause_resumes_left,),                            actions.resume_pause),
     T("pause_turn",                "give_up",          "truncated",     (),                                                 actions.stop_at_pause_limit),
@@ -178,6 +193,7 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     # calls in it are run and answered first, as for pause_turn).
     T("compaction",                "compacted",        REQUESTING,      (g.compaction_request_pending, g.lone_summary),     actions.apply_compaction),
     T("compaction",                COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
+    T("compaction",                "await_approval",   AWAITING_APPROVAL, (g.calls_need_approval,),                         actions.hold_tool_results, runs_tools=True),
     T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),
     T("compaction",                "give_up",          "truncated",     (),                                                 actions.stop_at_compaction_limit),
@@ -189,6 +205,9 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("model_context_window_exceeded", "give_up",      "truncated",     (),                                                 actions.stop_at_context_window),
     # anything else: finish safely, with a warning event.
     T(UNKNOWN_STOP_REASON,         "finish",           "done",          (),                                                 actions.finish_unknown),
+    # awaiting_tool_approval: a person's decision (agent.resume(id, approve=..., deny=...)) runs the approved calls,
+    # answers the denied ones with is_error results carrying the reason, and answers every call of the reply at once.
+    T(AWAITING_APPROVAL,           "run_tools",        REQUESTING,      (),                                                 actions.answer_tool_calls, runs_tools=True),
 )  # fmt: skip
 
 

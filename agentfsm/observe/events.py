@@ -56,6 +56,12 @@ EVENT_NAMES: dict[str, str] = {
     "tool.started": "a client tool call is about to run: tool, tool_use_id",
     "tool.finished": "a client tool call ended: tool, tool_use_id, is_error, duration_ms, and traceback when the "
     "tool raised",
+    "tool.denied": "a client tool call is answered is_error without running: tool, tool_use_id, by (approval: a "
+    "person denied it; before_tool: the agent's hook denied it, or failed), reason",
+    "tool.rewritten": "the agent's before_tool rewrote a call's input: tool, tool_use_id, valid (false: the new input "
+    "does not validate, and the call is answered is_error without running)",
+    "tool.result_replaced": "the agent's after_tool replaced a call's result: tool, tool_use_id, is_error, and reason "
+    "when the hook failed and the result was withheld",
     "continuation.requested": "a cut-off text is being continued: strategy, continuation number",
     "continuation.fallback": "the model rejected prefill; continuing with a user prompt for the rest of the run",
     "ladder.climbed": "a reply cut inside a tool_use block is retried with a larger max_tokens: from, to",

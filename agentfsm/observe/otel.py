@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
+from agentfsm.machine.around import DECISION_EVENTS, span_attributes
 from agentfsm.observe import events
 from agentfsm.redaction import redact
 from agentfsm.tools.executor import call_scope
@@ -89,7 +90,7 @@ CONVERSATION_ID = "gen_ai.conversation.id"
 _COMMON: dict[str, str] = {"gen_ai.provider.name": PROVIDER, "gen_ai.system": PROVIDER}
 #: Events that are spans of their own (or end one), not span events on the run span.
 _SPAN_EVENTS = frozenset({"run.started", "run.resumed", "request.sent", "response.received", "request.failed"})
-_TOOL_EVENTS = frozenset({"tool.started", "tool.finished"})
+_TOOL_EVENTS = frozenset({"tool.started", "tool.finished", *DECISION_EVENTS})
 #: Request parameters recorded as ``gen_ai.request.<name>``.
 _REQUEST_PARAMS = ("temperature", "top_p", "top_k")
 
@@ -310,6 +311,8 @@ class SpanObserver:
             self._tool_started(data, ts)
         elif name == "tool.finished":
             self._tool_finished(data, ts, run)
+        elif name in DECISION_EVENTS:  # around the call (machine/around.py): one that never runs gets its span here
+            self._tool_started(data, ts).span.set_attributes(span_attributes(name, data))
         else:
             attributes = _flat(data)
             attributes["agentfsm.turn"] = turn
@@ -506,8 +509,10 @@ class SpanObserver:
 
     # --- tools ---------------------------------------------------------------------------------------
 
-    def _tool_started(self, data: dict[str, Any], ts: int) -> None:
+    def _tool_started(self, data: dict[str, Any], ts: int) -> _ToolSpan:
         name, call_id = str(data.get("tool")), str(data.get("tool_use_id"))
+        if call_id in self._tools:  # opened already, by a decision about its input (a rewrite)
+            return self._tools[call_id]
         tool = self._conv.agent.tool_map.get(name)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
@@ -526,7 +531,7 @@ class SpanObserver:
             reply = self._conv.reply
             arguments = next((b.get("input") for b in (reply.content if reply else []) if b.get("id") == call_id), None)
             self._set_content(span, {"gen_ai.tool.call.arguments": arguments})
-        self._tools[call_id] = _ToolSpan(span)
+        return self._tools.setdefault(call_id, _ToolSpan(span))
 
     def _tool_finished(self, data: dict[str, Any], ts: int, run: Span) -> None:
         entry = self._tools.get(str(data.get("tool_use_id")))

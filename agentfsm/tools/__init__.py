@@ -5,10 +5,23 @@
   ``ToolResults``, the list ``conv.tool_results`` is, which takes nothing else
 * ``executor``   — the ``ToolExecutor`` protocol and the default concurrent executor
 * ``limits``     — cutting an enormous tool result down to the policy's bound
+* ``approval``   — which calls wait for a person's approval (``needs_approval``), and reading a decision
+* ``hooks``      — ``Deny`` and ``Rewrite``: what ``Agent.before_tool`` may answer about a call
 """
 
 from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.tools.definition import Tool, tool, tool_params
 from agentfsm.tools.executor import DefaultExecutor, ToolExecutor
+from agentfsm.tools.hooks import Deny, Rewrite
 
-__all__ = ["DefaultExecutor", "Tool", "ToolCall", "ToolExecutor", "ToolResult", "tool", "tool_params"]
+__all__ = [
+    "DefaultExecutor",
+    "Deny",
+    "Rewrite",
+    "Tool",
+    "ToolCall",
+    "ToolExecutor",
+    "ToolResult",
+    "tool",
+    "tool_params",
+]

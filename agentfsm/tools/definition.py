@@ -17,11 +17,18 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, overload
+from typing import TYPE_CHECKING, Annotated, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
 from agentfsm.errors import ConfigurationError, ToolInputError
+
+if TYPE_CHECKING:
+    from agentfsm.tools.calls import ToolCall
+
+#: ``Tool.needs_approval``: whether a call waits for a person's approval before it runs (``True``), never
+#: (``False``), or a function of the call saying so (``lambda call: call.input["amount"] > 100``).
+NeedsApproval = bool | Callable[["ToolCall"], bool]
 
 __all__ = ["Tool", "tool", "tool_params"]
 
@@ -46,6 +53,10 @@ class Tool:
     fn: Callable[..., Any]
     is_async: bool
     idempotent: bool
+    #: A call of this tool stops the run in ``awaiting_tool_approval`` until a person decides it
+    #: (``agent.resume(id, approve=..., deny=...)``): always (True), never (False), or when the function
+    #: of the call returns True (see ``requires_approval``).
+    needs_approval: NeedsApproval
 
     def __init__(
         self,
@@ -54,6 +65,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         idempotent: bool = False,
+        needs_approval: NeedsApproval = False,
     ) -> None:
         if isinstance(fn, Tool):
             fn = fn.fn
@@ -81,6 +93,7 @@ class Tool:
         # an object whose class defines ``async def __call__`` counts as async too
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
         self.idempotent = idempotent
+        self.needs_approval = _check_needs_approval(needs_approval, who)
         self._params, self.input_model = _build_input_model(fn, self.name, who)
         self.input_schema = _clean_schema(_json_schema(self.input_model, fn, who))
 
@@ -91,6 +104,22 @@ class Tool:
     def __repr__(self) -> str:
         kind = "async " if self.is_async else ""
         return f"<{kind}Tool {self.name!r}>"
+
+    def requires_approval(self, call: ToolCall) -> bool:
+        """Whether ``call`` must wait for a person's approval before it runs.
+
+        ``needs_approval`` as a bool, or what its function returns for the call. The function is
+        asked while the machine chooses its transition, possibly more than once: it must be quick,
+        free of side effects and give the same answer for the same call. One that raises counts as
+        True: a check that fails never lets a call through unapproved.
+        """
+        rule = self.needs_approval
+        if isinstance(rule, bool):
+            return rule
+        try:
+            return bool(rule(call))
+        except Exception:
+            return True
 
     def to_param(self) -> dict[str, Any]:
         """The Messages API tool definition: ``{"name", "description", "input_schema"}``.
@@ -123,7 +152,11 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, idempotent: bool = False
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = False,
+    needs_approval: NeedsApproval = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -134,16 +167,19 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     idempotent: bool = False,
+    needs_approval: NeedsApproval = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a :class:`Tool`; use as ``@tool`` or ``@tool(name=..., description=..., idempotent=...)``.
 
     ``idempotent=True`` marks a tool that is safe to run twice (e.g. when a run is resumed).
+    ``needs_approval=True`` (or a function of the ``ToolCall`` returning a bool) stops the run before
+    the call runs, until a person approves or denies it (docs/05-extending.md, "Approval on a tool").
     """
     if fn is not None:
-        return Tool(fn, name=name, description=description, idempotent=idempotent)
+        return Tool(fn, name=name, description=description, idempotent=idempotent, needs_approval=needs_approval)
 
     def decorate(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name=name, description=description, idempotent=idempotent)
+        return Tool(f, name=name, description=description, idempotent=idempotent, needs_approval=needs_approval)
 
     return decorate
 
@@ -176,6 +212,23 @@ def tool_params(tools: Sequence[Tool | Mapping[str, Any]]) -> list[dict[str, Any
 
 
 # --- internals ---------------------------------------------------------------
+
+
+def _check_needs_approval(rule: object, who: str) -> NeedsApproval:
+    """``needs_approval`` as given, or ``ConfigurationError``: a bool, or a plain (not async) function of the call."""
+    if isinstance(rule, bool):
+        return rule
+    if not callable(rule) or isinstance(rule, type):
+        raise ConfigurationError(
+            f"{who}: needs_approval must be True, False or a function of the ToolCall returning a bool, "
+            f"got {type(rule).__name__} {rule!r:.60}"
+        )
+    if inspect.iscoroutinefunction(rule) or inspect.iscoroutinefunction(type(rule).__call__):
+        raise ConfigurationError(
+            f"{who}: needs_approval must be a plain function, not async: it is asked while the machine chooses "
+            "its next transition (like a guard); look anything up before, or decide in before_tool"
+        )
+    return rule
 
 
 def _first_paragraph(doc: str | None) -> str:
