@@ -29,17 +29,15 @@ import anthropic
 
 from agentfsm.errors import (
     AgentfsmError,
-    AlreadyDecidedError,
     ConfigurationError,
     InvalidHistoryError,
-    MissingAPIKeyError,
     UnknownConversationError,
     require_conversation_id,
 )
 from agentfsm.machine import decisions
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.output import OUTPUT_TOOL, OutputSpec, spec_for
-from agentfsm.machine.serverside import check_request_params
+from agentfsm.machine.output import OutputSpec, spec_for
+from agentfsm.machine.request import static_params
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.machine.table import (
     BASE_STATES,
@@ -60,6 +58,7 @@ from agentfsm.tools.executor import ToolExecutor, shared_executor
 from agentfsm.tools.hooks import Deny, Rewrite
 from agentfsm.tools.mcp.scope import ToolSet
 from agentfsm.tools.mcp.server import MCPServer
+from agentfsm.wire.api import client_from_environment
 from agentfsm.wire.messages import Message, answer_abandoned_calls, validate_history
 
 if TYPE_CHECKING:
@@ -182,7 +181,7 @@ class Agent:
             if self.output_type is None
             else spec_for(self.output_type, self.policy, [self.model, *filter(None, [self.policy.fallback_model])])
         )
-        self._static_params = self._build_static_params(local)
+        self._static_params = static_params(self, local)
         #: The tools with the MCP servers' among them (None: no MCP server; the tools never change). The
         #: connector's toolsets and the final-answer tool of an output_type come after the servers' tools.
         self.toolset: ToolSet | None = None
@@ -358,7 +357,7 @@ class Agent:
             except KeyError:
                 raise UnknownConversationError(cid) from None
             if isinstance(conversation, RunResult):
-                _check_same_wait(conversation, snapshot)
+                decisions.check_same_wait(conversation, snapshot)
         elif isinstance(conversation, RunResult):
             own = conversation.snapshot
             if own is None:
@@ -384,7 +383,7 @@ class Agent:
                 "agent.resume(result, trigger=...)"
             )
         if approve is not None or deny is not None:
-            trigger, input = _approval_decision(trigger, input, approve, deny)
+            trigger, input = decisions.approval_decision(trigger, input, approve, deny)
         conv = Conversation.restore(self, snapshot, store)
         if trigger is not None or input is not None:
             conv.decide(trigger, input=input)
@@ -484,7 +483,7 @@ class Agent:
                     "run() and stream() need an anthropic.Anthropic client, and this agent was given an "
                     "anthropic.AsyncAnthropic one: use arun() / astream(), or pass client=anthropic.Anthropic(...)"
                 )
-            self._client = self._client_from_environment(anthropic.Anthropic)
+            self._client = client_from_environment(anthropic.Anthropic)
         if not isinstance(self._client, anthropic.Anthropic):
             raise ConfigurationError(
                 f"run() and stream() need an anthropic.Anthropic client; this agent has a "
@@ -503,7 +502,7 @@ class Agent:
                     f"{type(self._client).__name__} one: use run() / stream(), or pass "
                     "client=anthropic.AsyncAnthropic(...)"
                 )
-            self._aclient = self._client_from_environment(anthropic.AsyncAnthropic)
+            self._aclient = client_from_environment(anthropic.AsyncAnthropic)
         return self._aclient
 
     def _check_client(self, asynchronous: bool | None) -> None:
@@ -511,17 +510,6 @@ class Agent:
         if asynchronous is None:  # whichever kind was given; none given: the environment's sync client
             asynchronous = self._aclient is not None and self._client is None
         _ = self.aclient if asynchronous else self.client
-
-    @staticmethod
-    def _client_from_environment(kind: type[_C]) -> _C:
-        try:
-            client = kind()
-        except anthropic.AnthropicError as exc:
-            raise MissingAPIKeyError() from exc
-        # The SDK defers a missing credential to the first request; report it now, clearly.
-        if not (client.api_key or client.auth_token or getattr(client, "credentials", None)):
-            raise MissingAPIKeyError()
-        return client
 
     # --- hooks: one per state -------------------------------------------------------------------
 
@@ -601,40 +589,6 @@ class Agent:
         if not tools:
             del params["tools"]
         self.__dict__["_mcp_params"] = (tools, params)
-        return params
-
-    def _build_static_params(self, local: Sequence[Tool | dict[str, Any]]) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        if self.system:
-            params["system"] = self.system
-        toolsets = _connector_toolsets(self.mcp_servers, local)
-        if local or toolsets:
-            params["tools"] = tool_params(local) + toolsets
-        if self.mcp_servers:
-            params["mcp_servers"] = [dict(s) for s in self.mcp_servers]
-        spec = self.output_spec
-        if spec is not None:
-            config = self.request_params.get("output_config")
-            if isinstance(config, Mapping) and config.get("format") is not None:
-                raise ConfigurationError(
-                    "request_params['output_config'] sets a format and output_type is set: output_type asks for "
-                    "its own (output_config.format with its JSON schema); give one of the two"
-                )
-            if spec.mode == "tool":
-                if any(p.get("name") == OUTPUT_TOOL for p in params.get("tools", ())):
-                    raise ConfigurationError(
-                        f"a tool is named {OUTPUT_TOOL!r}, the name of the tool an output_type is asked for with "
-                        f'(Policy.output_mode="tool", or a model without structured outputs): rename the tool'
-                    )
-                params["tools"] = [*params.get("tools", ()), spec.tool_param()]
-        reserved = {"model", "max_tokens", "messages", "stream"} & set(self.request_params)
-        if reserved:
-            raise ConfigurationError(
-                f"request_params may not set {sorted(reserved)}: the machine controls them "
-                "(use model= and Policy.max_tokens)"
-            )
-        check_request_params(self.policy, self.request_params)
-        params.update(self.request_params)
         return params
 
     @property
@@ -737,68 +691,3 @@ class Agent:
         from agentfsm.observe.graph import agent_graph
 
         return agent_graph(cls, format)
-
-
-def _connector_toolsets(
-    servers: Sequence[Mapping[str, Any]], local: Sequence[Tool | dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """An ``mcp_toolset`` entry for each connector server the agent's tools do not configure already (the
-    API offers a connector server's tools only through one)."""
-    configured = {t.get("mcp_server_name") for t in local if isinstance(t, Mapping) and t.get("type") == "mcp_toolset"}
-    entries = []
-    for server in servers:
-        if not isinstance(server, Mapping) or not isinstance(server.get("name"), str):
-            raise ConfigurationError(
-                "mcp_servers entries are the API's MCP server definitions, "
-                f"{{'type': 'url', 'name': ..., 'url': ...}}; got {server!r:.80}"
-            )
-        if server["name"] not in configured:
-            entries.append({"type": "mcp_toolset", "mcp_server_name": server["name"]})
-    return entries
-
-
-def _approval_decision(
-    trigger: str | None,
-    input: Any,
-    approve: Sequence[str] | bool | None,
-    deny: Mapping[str, str] | Sequence[str] | None,
-) -> tuple[str, Any]:
-    """``approve=``/``deny=`` as the decision they are: the trigger ``run_tools`` with them as its input. Checked
-    against the calls the run waits on by ``Conversation.decide`` (every one approved or denied)."""
-    if trigger not in (None, "run_tools") or input is not None:
-        raise ConfigurationError(
-            "approve=/deny= decide a run waiting for approval (trigger run_tools, with them as its input): "
-            "give them without trigger= and input="
-        )
-    if isinstance(approve, str) or not isinstance(approve, bool | Sequence | None):
-        raise ConfigurationError(
-            f"approve= takes a list of tool_use ids or True (every call not denied), got {type(approve).__name__}"
-        )
-    given: dict[str, Any] = {}
-    if approve is not None:
-        given["approve"] = approve if isinstance(approve, bool) else list(approve)
-    if deny is not None:
-        given["deny"] = dict(deny) if isinstance(deny, Mapping) else list(deny)
-    return "run_tools", given
-
-
-def _check_same_wait(result: RunResult, stored: Any) -> None:
-    """Refuse a waiting ``result`` whose wait the ``stored`` conversation has moved past (it was decided)."""
-    if result.final_state != "waiting":
-        return  # a finished or failed result given with a store: carry the stored conversation on, as by id
-    token = result.snapshot.wait_token if result.snapshot is not None else None
-    if token is not None and stored.wait_token is not None:
-        same = stored.waiting is not None and stored.wait_token == token
-    else:  # a result or a row from before waits were named: the same wait is the same state at the same step
-        same = stored.waiting == result.waiting and len(stored.trace) == len(result.trace)
-    if not same:
-        now = (
-            f"waiting at {stored.waiting!r} again"
-            if stored.waiting is not None
-            else "finished, " + stored.state
-            if stored.finished
-            else f"at {stored.state!r}" + (f", carrying out {stored.decision!r}" if stored.decision else "")
-        )
-        raise AlreadyDecidedError(
-            result.conversation_id, result.waiting or stored.state, stored.decision, how="stored", now=now
-        )

@@ -10,10 +10,12 @@
 * ``loop``         — the one loop: a generator of effects every runner interprets
 * ``around``       — around every tool call: a person's approval, then ``before_tool``, the call, ``after_tool``
 * ``persistence``  — the lease, the saves, and the exactly-once rule for tool calls
-* ``decisions``    — a wait is decided once: the waits this process decided, for runs without a store
+* ``decisions``    — a wait is decided once: the waits this process decided, for runs without a store;
+                     ``approve=``/``deny=`` as the decision they are
 * ``conversation`` — one run's public face: what hooks, guards and actions read, ``decide`` and stepping
 * ``drivers``      — the loop's I/O four ways: sync or async, plain or streamed
 * ``streaming``    — what a streaming caller sees: text, rewinds, transitions, tool calls
+* ``request``      — what every request of an agent carries besides its messages, worked out once
 * ``serverside``   — request shaping for compaction and server-side fallbacks
 * ``stitch``       — joining continuation chunks without lost or doubled characters
 * ``output``       — typed output (``Agent.output_type``): asked for, validated, sent back when invalid

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from agentfsm.errors import AlreadyDecidedError
+from agentfsm.errors import AlreadyDecidedError, ConfigurationError
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
+    from agentfsm.result import RunResult
 
 _lock = threading.Lock()
 #: Tokens being decided now, by the conversation deciding (a conversation dropped unrun lets go of its hold).
@@ -100,3 +102,50 @@ def decided(token: str) -> bool:
     """Whether this process decided the wait ``token`` names."""
     with _lock:
         return token in _spent
+
+
+def approval_decision(
+    trigger: str | None,
+    input: Any,
+    approve: Sequence[str] | bool | None,
+    deny: Mapping[str, str] | Sequence[str] | None,
+) -> tuple[str, Any]:
+    """``approve=``/``deny=`` as the decision they are: the trigger ``run_tools`` with them as its input. Checked
+    against the calls the run waits on by ``Conversation.decide`` (every one approved or denied)."""
+    if trigger not in (None, "run_tools") or input is not None:
+        raise ConfigurationError(
+            "approve=/deny= decide a run waiting for approval (trigger run_tools, with them as its input): "
+            "give them without trigger= and input="
+        )
+    if isinstance(approve, str) or not isinstance(approve, bool | Sequence | None):
+        raise ConfigurationError(
+            f"approve= takes a list of tool_use ids or True (every call not denied), got {type(approve).__name__}"
+        )
+    given: dict[str, Any] = {}
+    if approve is not None:
+        given["approve"] = approve if isinstance(approve, bool) else list(approve)
+    if deny is not None:
+        given["deny"] = dict(deny) if isinstance(deny, Mapping) else list(deny)
+    return "run_tools", given
+
+
+def check_same_wait(result: RunResult, stored: Any) -> None:
+    """Refuse a waiting ``result`` whose wait the ``stored`` conversation has moved past (it was decided)."""
+    if result.final_state != "waiting":
+        return  # a finished or failed result given with a store: carry the stored conversation on, as by id
+    token = result.snapshot.wait_token if result.snapshot is not None else None
+    if token is not None and stored.wait_token is not None:
+        same = stored.waiting is not None and stored.wait_token == token
+    else:  # a result or a row from before waits were named: the same wait is the same state at the same step
+        same = stored.waiting == result.waiting and len(stored.trace) == len(result.trace)
+    if not same:
+        now = (
+            f"waiting at {stored.waiting!r} again"
+            if stored.waiting is not None
+            else "finished, " + stored.state
+            if stored.finished
+            else f"at {stored.state!r}" + (f", carrying out {stored.decision!r}" if stored.decision else "")
+        )
+        raise AlreadyDecidedError(
+            result.conversation_id, result.waiting or stored.state, stored.decision, how="stored", now=now
+        )

@@ -15,11 +15,12 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentfsm.errors import MissingAPIKeyError
 from agentfsm.wire.sse import (
     SURROGATE_ESCAPE,
     MalformedStreamError,
@@ -442,3 +443,18 @@ def _error_message(body: object) -> str | None:
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             return str(err["message"])
     return None
+
+
+_C = TypeVar("_C", anthropic.Anthropic, anthropic.AsyncAnthropic)
+
+
+def client_from_environment(kind: type[_C]) -> _C:
+    """An SDK client of ``kind`` made from the environment (``ANTHROPIC_API_KEY``, ...), or ``MissingAPIKeyError``."""
+    try:
+        client = kind()
+    except anthropic.AnthropicError as exc:
+        raise MissingAPIKeyError() from exc
+    # The SDK defers a missing credential to the first request; report it now, clearly.
+    if not (client.api_key or client.auth_token or getattr(client, "credentials", None)):
+        raise MissingAPIKeyError()
+    return client
