@@ -492,7 +492,7 @@ def test_the_stored_graph_is_the_classs_table_as_data_worked_out_once(sim: tuple
     table = ReviewAgent.table()
     graph = StoredGraph.of(table)
     assert StoredGraph.of(ReviewAgent.table()) is graph  # the same object: computed once for the class
-    assert graph.states == list(table.states) and set(graph.waits) == {"awaiting_review"}
+    assert graph.states == list(table.states) and set(graph.waits) == {"awaiting_review", "awaiting_tool_approval"}
     assert set(graph.terminal) == set(table.terminal) and "rejected" in graph.terminal
     edges = {(e.source, e.trigger, e.dest): e for e in graph.transitions}
     assert len(graph.transitions) == len(table.transitions)

@@ -172,14 +172,16 @@ def test_input_must_be_json() -> None:
 
 def test_the_graph_draws_waiting_states_apart() -> None:
     mermaid = ApprovalAgent.graph()
-    assert "classDef waiting" in mermaid and "    class awaiting_approval waiting" in mermaid
-    assert "classDef waiting" not in Agent.graph()
+    assert "classDef waiting" in mermaid and "    class awaiting_tool_approval,awaiting_approval waiting" in mermaid
+    # The base table's one wait is the approval of a tool call (issue 22): drawn so on every graph.
+    assert "    class awaiting_tool_approval waiting" in Agent.graph()
     dot = ApprovalAgent.graph(format="dot")
-    assert '"awaiting_approval" [shape="octagon"' in dot and 'shape="octagon"' not in Agent.graph(format="dot")
+    assert '"awaiting_approval" [shape="octagon"' in dot
+    assert Agent.graph(format="dot").count('shape="octagon"') == 1
     sim = script()
     waiting = make(ApprovalAgent, sim, "run").run("Delete it")
     drawn = waiting.graph()
-    assert "class awaiting_approval current" in drawn and "class awaiting_approval waiting" in drawn
+    assert "class awaiting_approval current" in drawn and "class awaiting_tool_approval,awaiting_approval waiting" in drawn
     assert 'title: "ApprovalAgent (awaiting_approval)"' in drawn
 
 
@@ -454,7 +456,7 @@ def test_a_base_state_declared_a_wait_makes_every_run_stop_there() -> None:
     agent = make(EveryToolWaits, sim, "run")
     first = agent.run("Read a.txt")
     assert (first.final_state, first.waiting) == ("waiting", "tool_use")
-    assert "class tool_use waiting" in EveryToolWaits.graph()
+    assert "class tool_use,awaiting_tool_approval waiting" in EveryToolWaits.graph()
     assert agent.resume(first, trigger="run_tools").final_state == "done"
 
 
@@ -549,7 +551,7 @@ def test_an_added_state_with_several_ways_out_and_no_hook_fails_at_class_creatio
             Transition("checking", "go", "requesting", action=actions.refuse_tool_calls),
         ]
 
-    assert WithHook.table().must_choose == {"awaiting_approval"} and AsWait.table().waits == {"awaiting_approval"}
+    assert WithHook.table().must_choose == {"awaiting_approval"} and AsWait.table().waits == {"awaiting_approval", "awaiting_tool_approval"}
     assert OneWay.table().must_choose == frozenset()
 
 

@@ -355,6 +355,9 @@ def _state(graph: Graph, box: _Box, at: list[int], step: int, highlighted: bool)
     )
 
 
+_GAP = 0.5  # pixels kept between two labels
+
+
 @dataclass(frozen=True)
 class _Rect:
     x: float
@@ -363,8 +366,10 @@ class _Rect:
     h: float
 
     def overlap(self, other: _Rect) -> float:
-        dx = min(self.x + self.w, other.x + other.w) - max(self.x, other.x)
-        dy = min(self.y + self.h, other.y + other.h) - max(self.y, other.y)
+        """The area the two share, counting a gap under half a pixel as shared: two labels placed edge to edge
+        (one's bottom at the other's top, give or take a float's rounding) would read as one."""
+        dx = min(self.x + self.w, other.x + other.w) - max(self.x, other.x) + _GAP
+        dy = min(self.y + self.h, other.y + other.h) - max(self.y, other.y) + _GAP
         return dx * dy if dx > 0 and dy > 0 else 0.0
 
 
