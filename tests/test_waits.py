@@ -181,7 +181,8 @@ def test_the_graph_draws_waiting_states_apart() -> None:
     sim = script()
     waiting = make(ApprovalAgent, sim, "run").run("Delete it")
     drawn = waiting.graph()
-    assert "class awaiting_approval current" in drawn and "class awaiting_tool_approval,awaiting_approval waiting" in drawn
+    assert "class awaiting_approval current" in drawn
+    assert "class awaiting_tool_approval,awaiting_approval waiting" in drawn
     assert 'title: "ApprovalAgent (awaiting_approval)"' in drawn
 
 
@@ -551,7 +552,8 @@ def test_an_added_state_with_several_ways_out_and_no_hook_fails_at_class_creatio
             Transition("checking", "go", "requesting", action=actions.refuse_tool_calls),
         ]
 
-    assert WithHook.table().must_choose == {"awaiting_approval"} and AsWait.table().waits == {"awaiting_approval", "awaiting_tool_approval"}
+    assert WithHook.table().must_choose == {"awaiting_approval"}
+    assert AsWait.table().waits == {"awaiting_approval", "awaiting_tool_approval"}
     assert OneWay.table().must_choose == frozenset()
 
 
