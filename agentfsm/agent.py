@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -554,7 +554,9 @@ class Agent:
 
     # --- hooks around every tool call ------------------------------------------------------------
 
-    def before_tool(self, call: ToolCall, conv: Conversation) -> Deny | Rewrite | None:
+    def before_tool(
+        self, call: ToolCall, conv: Conversation
+    ) -> Deny | Rewrite | None | Awaitable[Deny | Rewrite | None]:
         """Asked before each client tool call runs (after its approval, if its tool needs one).
 
         Return None to run it, ``Deny("reason")`` to answer it with an ``is_error`` result carrying the
@@ -565,7 +567,9 @@ class Agent:
         """
         return None
 
-    def after_tool(self, call: ToolCall, result: ToolResult, conv: Conversation) -> ToolResult | None:
+    def after_tool(
+        self, call: ToolCall, result: ToolResult, conv: Conversation
+    ) -> ToolResult | None | Awaitable[ToolResult | None]:
         """Asked after each client tool call the executor ran, with the call as it ran and its result.
 
         Return None to keep the result, or a ``ToolResult`` to send instead (it answers the same call).

@@ -138,20 +138,17 @@ def check_guarded_run(sim: Simulator, events: list[Any]) -> None:
     assert [e.data["tool_use_id"] for e in events if e.event == "tool.finished"] == ids
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_sync_hooks_deny_rewrite_and_replace_under_every_driver(driver: str) -> None:
+@pytest.mark.parametrize(
+    ("agent", "driver"),
+    [*((Guarded, d) for d in DRIVERS), (AsyncGuarded, "arun"), (AsyncGuarded, "astream")],
+    ids=lambda v: v if isinstance(v, str) else v.__name__,
+)
+def test_hooks_deny_rewrite_and_replace_sync_under_every_driver_and_async_under_the_async_ones(
+    agent: type[Agent], driver: str
+) -> None:
     sim = script()
     with capture_events() as events:
-        result = drive(Guarded(client=client_for(sim, driver), logger=None), "Tell me about Ana", driver)
-    assert result.final_state == "done"
-    check_guarded_run(sim, events)
-
-
-@pytest.mark.parametrize("driver", ["arun", "astream"])
-def test_async_hooks_do_the_same_under_the_async_drivers(driver: str) -> None:
-    sim = script()
-    with capture_events() as events:
-        result = drive(AsyncGuarded(client=client_for(sim, driver), logger=None), "Tell me about Ana", driver)
+        result = drive(agent(client=client_for(sim, driver), logger=None), "Tell me about Ana", driver)
     assert result.final_state == "done"
     check_guarded_run(sim, events)
 
