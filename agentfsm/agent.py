@@ -556,7 +556,7 @@ class Agent:
 
     def before_tool(
         self, call: ToolCall, conv: Conversation
-    ) -> Deny | Rewrite | None | Awaitable[Deny | Rewrite | None]:
+    ) -> Deny | Rewrite | Awaitable[Deny | Rewrite | None] | None:
         """Asked before each client tool call runs (after its approval, if its tool needs one).
 
         Return None to run it, ``Deny("reason")`` to answer it with an ``is_error`` result carrying the
@@ -569,7 +569,7 @@ class Agent:
 
     def after_tool(
         self, call: ToolCall, result: ToolResult, conv: Conversation
-    ) -> ToolResult | None | Awaitable[ToolResult | None]:
+    ) -> ToolResult | Awaitable[ToolResult | None] | None:
         """Asked after each client tool call the executor ran, with the call as it ran and its result.
 
         Return None to keep the result, or a ``ToolResult`` to send instead (it answers the same call).
