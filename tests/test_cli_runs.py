@@ -18,15 +18,18 @@ import scenario as sc
 from waits_worker import ApprovalAgent
 
 from agentfsm import (
+    Agent,
     AgentfsmError,
     ConfigurationError,
     Conversation,
     ConversationLockedError,
     InvalidTransitionError,
+    Policy,
     RunResult,
     StaleConversationError,
     UnknownConversationError,
     Wait,
+    tool,
 )
 from agentfsm.cli import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE, main
 from agentfsm.cli.runs import call_signature, decide_run
@@ -36,6 +39,7 @@ from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.base import RunSummary, Snapshot
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.tools.approval import DEFAULT_DENIAL
 from agentfsm.tools.calls import ToolCall
 
 
@@ -510,3 +514,148 @@ def test_an_old_waiting_row_without_its_triggers_still_shows(waiting: str, capsy
     assert main(["runs", "show", "w1", "--store", waiting]) == 0
     out = capsys.readouterr().out
     assert "waiting for  : a trigger not recorded with this run (agentfsm runs decide w1 TRIGGER" in out
+
+
+# --- approval on a tool: runs decide --approve / --approve-all / --deny ------------------------------------------
+
+
+@tool(needs_approval=True)
+def remove(path: str) -> str:
+    """Delete a file (each call waits for a person's approval)."""
+    log = os.environ.get("WAITS_TOOL_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(path + "\n")
+    return f"deleted {path}"
+
+
+class Cleaner(Agent):
+    model = "claude-haiku-4-5"
+    tools = [remove]
+    policy = Policy(max_tokens=512)
+
+
+CLEANER = f"{__name__}:Cleaner"
+TWO_CALLS = [
+    {
+        "type": "message",
+        "stop_reason": "tool_use",
+        "content": [
+            {"type": "tool_use", "name": "remove", "input": {"path": "/tmp/old.log"}, "id": "toolu_01"},
+            {"type": "tool_use", "name": "remove", "input": {"path": "/"}, "id": "toolu_02"},
+        ],
+    }
+]
+
+
+@pytest.fixture
+def tool_wait(tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """A store holding run ``c1`` of ``Cleaner``, waiting in ``awaiting_tool_approval`` on two calls."""
+    db = str(tmp_path / "runs.db")
+    ask = script_file(tmp_path, "ask.json", TWO_CALLS)
+    assert main(["run", CLEANER, "Clean up /tmp", "--sim", ask, "--store", db, "--id", "c1"]) == EXIT_NOT_DONE
+    assert "waiting     : at awaiting_tool_approval for run_tools" in capsys.readouterr().out
+    assert ran(tool_log) == []
+    return db
+
+
+def decide_argv(db: str, then: str, *flags: str) -> list[str]:
+    return ["runs", "decide", "c1", *flags, "--agent", CLEANER, "--store", db, "--sim", then]
+
+
+def answers(db: str) -> list[tuple[str, str, bool]]:
+    blocks = SQLiteStore(db).load("c1").messages[2]["content"]
+    return [(b["tool_use_id"], b["content"], b.get("is_error", False)) for b in blocks]
+
+
+def test_show_lists_the_calls_awaiting_approval(tool_wait: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "show", "c1", "--store", tool_wait]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "waiting for  : run_tools  (agentfsm runs decide c1 --approve TOOL_USE_ID | --approve-all | "
+        f"--deny TOOL_USE_ID[=REASON] ... --agent MODULE:Class --store {tool_wait})" in out
+    )
+    assert 'pending call : remove(path="/tmp/old.log") [toolu_01]' in out
+    assert '             : remove(path="/") [toolu_02]' in out
+
+
+def test_decide_approves_one_call_and_denies_one_with_a_reason(
+    tool_wait: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    then = script_file(tmp_path, "then.json", [{"type": "text", "text": "Deleted /tmp/old.log only."}])
+    argv = decide_argv(tool_wait, then, "--approve", "toolu_01", "--deny", "toolu_02=Never delete /.")
+    assert main(argv) == 0  # no TRIGGER: it is run_tools
+    out = capsys.readouterr().out
+    assert "awaiting_tool_approval --run_tools--> requesting" in out
+    assert out.rstrip().endswith("answer      : Deleted /tmp/old.log only.")
+    assert ran(tool_log) == ["/tmp/old.log"]
+    assert answers(tool_wait) == [("toolu_01", "deleted /tmp/old.log", False), ("toolu_02", "Never delete /.", True)]
+    assert SQLiteStore(tool_wait).load("c1").state == "done"
+
+
+def test_decide_denies_without_a_reason_with_the_default_text(
+    tool_wait: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    then = script_file(tmp_path, "then.json", [{"type": "text", "text": "I left them."}])
+    argv = decide_argv(
+        tool_wait, then, "run_tools", "--deny", "toolu_01", "--deny", "toolu_02="
+    )  # run_tools may be said
+    assert main(argv) == 0
+    assert ran(tool_log) == []
+    assert answers(tool_wait) == [("toolu_01", DEFAULT_DENIAL, True), ("toolu_02", DEFAULT_DENIAL, True)]
+
+
+def test_decide_approve_all_runs_every_call_not_denied(
+    tool_wait: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    then = script_file(tmp_path, "then.json", [{"type": "text", "text": "Done."}])
+    assert main(decide_argv(tool_wait, then, "--approve-all")) == 0
+    assert sorted(ran(tool_log)) == ["/", "/tmp/old.log"]  # the calls may run concurrently
+    assert [a[2] for a in answers(tool_wait)] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (
+            ["--approve", "toolu_01", "--input", '{"approve": true}'],
+            "--approve make the decision's input: give them without --input",
+        ),
+        (
+            ["refuse", "--deny", "toolu_01"],
+            "--deny decide a run awaiting_tool_approval along run_tools: give them without TRIGGER (got 'refuse')",
+        ),
+        (["--approve", "toolu_01", "--approve-all"], "argument --approve-all: not allowed with argument --approve"),
+        (["--deny", "=no"], "argument --deny: no tool_use id before '='"),
+        (["--deny", "toolu_01", "--deny", "toolu_01=no"], "--deny toolu_01 is given twice"),
+        ([], "the following arguments are required: TRIGGER (or, for a run awaiting_tool_approval, --approve/"),
+    ],
+)
+def test_decide_approval_flags_misused_are_usage_errors(
+    tool_wait: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str], flags: list[str], said: str
+) -> None:
+    before = SQLiteStore(tool_wait).load("c1")
+    then = script_file(tmp_path, "then.json", THEN)
+    assert main(decide_argv(tool_wait, then, *flags)) == EXIT_USAGE
+    assert said in one_line_error(capsys)
+    assert SQLiteStore(tool_wait).load("c1") == before and ran(tool_log) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (
+            ["--approve", "toolu_01", "--deny", "toolu_02", "--approve", "toolu_99"],
+            "the run is not waiting on 'toolu_99'. The calls awaiting approval: toolu_01 (remove), toolu_02 (remove)",
+        ),
+        (["--approve", "toolu_01"], "no decision for 'toolu_02'. The calls awaiting approval: toolu_01 (remove)"),
+    ],
+)
+def test_decide_an_unknown_or_undecided_call_changes_nothing(
+    tool_wait: str, tmp_path: Path, tool_log: Path, capsys: pytest.CaptureFixture[str], flags: list[str], said: str
+) -> None:
+    before = SQLiteStore(tool_wait).load("c1")
+    then = script_file(tmp_path, "then.json", THEN)
+    assert main(decide_argv(tool_wait, then, *flags)) == EXIT_ERROR
+    assert said in one_line_error(capsys)
+    assert SQLiteStore(tool_wait).load("c1") == before and ran(tool_log) == []

@@ -16,9 +16,10 @@ import json
 import os
 import re
 import shlex
+import sys
 from typing import TYPE_CHECKING, Any
 
-from agentfsm.cli.output import FORMATS, emit
+from agentfsm.cli.output import EXIT_USAGE, FORMATS, emit
 from agentfsm.cli.running import after_run, event_logger, output_options
 from agentfsm.cli.targets import command_client, drawn_table, make_agent
 from agentfsm.errors import AgentfsmError
@@ -56,10 +57,37 @@ def add_commands(sub: Any) -> None:
     runs_graph.set_defaults(func=cmd_runs_graph)
     runs_decide = runs_sub.add_parser(
         "decide",
-        help="decide a waiting conversation along TRIGGER and carry it on, as agent.resume(..., trigger=...) does",
+        help="decide a waiting conversation along TRIGGER and carry it on, as agent.resume(..., trigger=...) does; "
+        "a run awaiting approval on its tool calls, with --approve/--approve-all/--deny, as "
+        "agent.resume(..., approve=, deny=) does",
     )
     runs_decide.add_argument("id", metavar="ID", help="the conversation id (or the start of one)")
-    runs_decide.add_argument("trigger", metavar="TRIGGER", help="one of the triggers `agentfsm runs show ID` lists")
+    runs_decide.add_argument(
+        "trigger",
+        metavar="TRIGGER",
+        nargs="?",
+        help="one of the triggers `agentfsm runs show ID` lists (with --approve/--approve-all/--deny: run_tools, "
+        "which may be left out)",
+    )
+    approving = runs_decide.add_mutually_exclusive_group()
+    approving.add_argument(
+        "--approve",
+        metavar="TOOL_USE_ID",
+        action="append",
+        help="a run awaiting_tool_approval: run this call (repeatable; the ids are those `runs show ID` lists)",
+    )
+    approving.add_argument(
+        "--approve-all", action="store_true", help="a run awaiting_tool_approval: run every call not --deny'd"
+    )
+    runs_decide.add_argument(
+        "--deny",
+        metavar="TOOL_USE_ID[=REASON]",
+        action="append",
+        type=denial_argument,
+        help="a run awaiting_tool_approval: answer this call with an error carrying REASON, which the model reads, "
+        "instead of running it (repeatable; without a reason: the library's default denial text). Every call "
+        "awaiting approval must be approved or denied",
+    )
     runs_decide.add_argument(
         "--input",
         metavar="JSON",
@@ -89,6 +117,57 @@ def json_argument(text: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested past what a reader can read back
         raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+
+
+def denial_argument(text: str) -> tuple[str, str]:
+    """``--deny``'s value: ``TOOL_USE_ID`` or ``TOOL_USE_ID=REASON`` (split at the first ``=``: a tool_use id
+    has none). No reason (or an empty one) is the library's default denial text."""
+    call_id, _, reason = text.partition("=")
+    if not call_id.strip():
+        raise argparse.ArgumentTypeError(f"no tool_use id before '=': {text!r} (TOOL_USE_ID[=REASON])")
+    return call_id, reason
+
+
+#: The trigger an approval decision (``--approve``, ``--approve-all``, ``--deny``) takes.
+APPROVAL_TRIGGER = "run_tools"
+
+
+def decision_of(args: argparse.Namespace) -> tuple[str, Any]:
+    """The trigger and input ``runs decide``'s arguments give: TRIGGER and ``--input``, or the approval flags as
+    ``agent.resume(approve=, deny=)`` gives them (trigger ``run_tools``, input ``{"approve": ..., "deny": ...}``).
+    A mix, or neither, is a ``ValueError`` saying so (a usage error)."""
+    flags = [
+        name
+        for name, given in (("--approve", args.approve), ("--approve-all", args.approve_all), ("--deny", args.deny))
+        if given
+    ]
+    if not flags:
+        if args.trigger is None:
+            raise ValueError(
+                "the following arguments are required: TRIGGER (or, for a run awaiting_tool_approval, "
+                "--approve/--approve-all/--deny)"
+            )
+        return args.trigger, args.input
+    if args.input is not None:
+        raise ValueError(f"{'/'.join(flags)} make the decision's input: give them without --input")
+    if args.trigger not in (None, APPROVAL_TRIGGER):
+        raise ValueError(
+            f"{'/'.join(flags)} decide a run awaiting_tool_approval along {APPROVAL_TRIGGER}: give them without "
+            f"TRIGGER (got {args.trigger!r})"
+        )
+    given: dict[str, Any] = {}
+    if args.approve_all:
+        given["approve"] = True
+    elif args.approve:
+        given["approve"] = list(args.approve)
+    if args.deny:
+        denied: dict[str, str] = {}
+        for call_id, reason in args.deny:
+            if call_id in denied:
+                raise ValueError(f"--deny {call_id} is given twice")
+            denied[call_id] = reason
+        given["deny"] = denied
+    return APPROVAL_TRIGGER, given
 
 
 DEFAULT_STORE = "agentfsm.db"
@@ -272,6 +351,11 @@ def _print_wait(snap: Snapshot, store: str) -> None:
     if decision is None:  # stored by an earlier agentfsm, which kept no record of the triggers
         print(f"waiting for  : a trigger not recorded with this run ({how} lists the ones that can)")
         return
+    if decision.state == "awaiting_tool_approval" and decision.tool_calls:  # approval on a tool: its own flags
+        how = (
+            f"agentfsm runs decide {shlex.quote(snap.conversation_id)} --approve TOOL_USE_ID | --approve-all | "
+            f"--deny TOOL_USE_ID[=REASON] ... --agent MODULE:Class --store {shlex.quote(store)}"
+        )
     print(f"waiting for  : {' | '.join(decision.triggers) or '(no trigger leaves this state)'}  ({how})")
     if decision.why:
         print(f"because      : {decision.why}")
@@ -306,13 +390,18 @@ def cmd_runs_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_decide(args: argparse.Namespace) -> int:
+    try:
+        trigger, given = decision_of(args)
+    except ValueError as exc:  # a usage error, reported as the parser reports one
+        print(f"agentfsm: error: {exc} (see agentfsm runs decide --help)", file=sys.stderr)
+        return EXIT_USAGE
     store, snap = _load_run(args)
     with contextlib.closing(store) if hasattr(store, "close") else contextlib.nullcontext():
         check_decidable(snap)  # before loading code or asking for a key: a finished run is said so first
         agent_cls = decider_class(snap, args.agent)
         client = command_client(args.sim, asynchronous=bool(agent_cls.async_parts()))
         with event_logger(args) as logger:
-            result = _carry_on(agent_cls, store, snap, args.trigger, args.input, client=client, logger=logger)
+            result = _carry_on(agent_cls, store, snap, trigger, given, client=client, logger=logger)
     from agentfsm.stores.location import store_label
 
     return after_run(args, result, agent_cls, store_label(_store_location(args)))
