@@ -147,8 +147,12 @@ def after_run(args: argparse.Namespace, result: Any, agent_cls: Any, store: str 
             triggers = " | ".join(decision.triggers) if decision is not None else "TRIGGER"
             # The class as this command was given it: deciding needs it named again (a stored row's is not loaded).
             spec = getattr(args, "target", None) or getattr(args, "agent", None) or agent_cls.qualified_name()
+            from agentfsm.machine.table import AWAITING_APPROVAL  # the run has loaded the machine already
+
+            # A run waiting for approval of its tool calls is decided with the approval flags, not a trigger.
+            decide = "--approve ID --deny ID[=REASON]" if result.waiting == AWAITING_APPROVAL else "TRIGGER"
             how = (
-                f"agentfsm runs decide {run_id} TRIGGER --agent {shlex.quote(spec)} --store {where}"
+                f"agentfsm runs decide {run_id} {decide} --agent {shlex.quote(spec)} --store {where}"
                 if where
                 else "run it with --store to decide it later with agentfsm runs decide"
             )
