@@ -3,12 +3,14 @@ mcp package), over stdio and streamable HTTP: nothing of the client session is m
 
 Listed and called, prefixes and clashes, annotations, isError, images, list_changed, validation before the
 call, timeouts, a server that exits mid-run or never starts, servers kept open across runs, every driver,
-a SIGKILL mid-call then a resume from the store (the exactly-once rules), and a DBOS worker calling one.
+a SIGKILL mid-call then a resume from the store (the exactly-once rules), and a DBOS and a Temporal worker
+calling one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -16,11 +18,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp_servers.agents import TOOLBOX, toolbox
+from mcp_servers.agents import TOOLBOX, ToolboxAgent, toolbox
 
 from agentfsm import Agent, Policy, tool
 from agentfsm.errors import ConfigurationError, MCPServerError
@@ -36,34 +39,48 @@ pytestmark = pytest.mark.slow  # every test starts MCP server processes
 TESTS = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def http_url() -> Iterator[str]:
-    """The toolbox over streamable HTTP on a free loopback port; ready once uvicorn says it listens."""
+@contextmanager
+def http_toolbox() -> Iterator[str]:
+    """A toolbox process over streamable HTTP on a free loopback port; its URL once uvicorn says it listens."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, TOOLBOX, "--http", str(port)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
+    process = subprocess.Popen([sys.executable, TOOLBOX, "--http", str(port)], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL)  # fmt: skip
     assert process.stderr is not None
     try:
-        seen: list[str] = []
+        seen = b""  # read unbuffered: a buffered readline may hold the line select() no longer reports
         for _ in range(200):  # bounded: uvicorn prints a handful of lines before it listens
             ready, _, _ = select.select([process.stderr], [], [], 30)
-            assert ready, f"the HTTP toolbox said nothing for 30 s: {seen}"
-            line = process.stderr.readline()
-            assert line, f"the HTTP toolbox exited: {seen}"
-            seen.append(line)
-            if "Uvicorn running on" in line:
+            assert ready, f"the HTTP toolbox said nothing for 30 s: {seen!r}"
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, f"the HTTP toolbox exited: {seen!r}"
+            seen += chunk
+            if b"Uvicorn running on" in seen:
                 break
         else:
-            raise AssertionError(f"the HTTP toolbox never listened: {seen}")
+            raise AssertionError(f"the HTTP toolbox never listened: {seen!r}")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()
         process.wait(10)
+        process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    """The toolbox over streamable HTTP, shared by the module's tests."""
+    with http_toolbox() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def temporal_server() -> Iterator[str]:
+    import engines_support as es
+
+    yield from es.temporal_server()
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -197,15 +214,19 @@ def test_a_clash_without_a_prefix_names_both_sources() -> None:
 # --- failures ---------------------------------------------------------------------------------------------------
 
 
-def test_a_server_that_exits_mid_run_fails_the_run_with_the_history_kept(tmp_path: Path) -> None:
-    # Over stdio only: the HTTP toolbox is one server the module's tests share (a dying HTTP server is untested).
-    box = toolbox()
-    store = SQLiteStore(tmp_path / "runs.db")
-    sim = Simulator([r.tool_use("box_add", {"a": 1, "b": 1}), r.tool_use("box_die", {}), r.text("never")])
-    result = Agent(client=sim.client(), tools=[box]).run("Add, then die.", store=store)
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_a_server_that_exits_mid_run_fails_the_run_with_the_history_kept(tmp_path: Path, transport: str) -> None:
+    # Over HTTP a toolbox process of its own: the module's HTTP toolbox is shared, and this one dies.
+    with contextlib.ExitStack() as stack:
+        over_http = transport == "http"
+        box = MCPServer.http(stack.enter_context(http_toolbox()), prefix="box") if over_http else toolbox()
+        store = SQLiteStore(tmp_path / "runs.db")
+        sim = Simulator([r.tool_use("box_add", {"a": 1, "b": 1}), r.tool_use("box_die", {}), r.text("never")])
+        result = Agent(client=sim.client(), tools=[box]).run("Add, then die.", store=store)
     assert result.final_state == "failed"
     assert result.error is not None and result.error.type == "MCPServerError"
     assert "MCP server 'box'" in result.error.message and "box_die" not in result.error.message
+    assert results_of(result, 2)[0]["content"] == "2"
     died = results_of(result, 4)[0]
     assert died["is_error"] and "exited during the call" in died["content"]
     assert len(sim.requests) == 2  # no request without the tools
@@ -306,20 +327,28 @@ def test_sigkill_mid_mcp_call_then_resume_keeps_exactly_once(tmp_path: Path) -> 
 # --- a durable engine -------------------------------------------------------------------------------------------------
 
 
-def test_a_dbos_worker_runs_the_mcp_call(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("kind", ["dbos-sqlite", "temporal"])
+def test_a_durable_worker_runs_the_mcp_call(tmp_path: Path, request: pytest.FixtureRequest, kind: str) -> None:
     import engines_support as es
 
-    setup = es.Setup("dbos-sqlite", tmp_path, request)
-    sim = Simulator(lambda req: r.text("4.") if len(req.messages) > 1 else r.tool_use("box_add", {"a": 2, "b": 2}))
+    setup = es.Setup(kind, tmp_path, request)
+    sim = Simulator(lambda req: r.text("4.") if len(req.messages) > 1 else r.tool_use("box_pid", {}))
     argv = setup.argv("mcp_servers.agents:ToolboxAgent")
-    with sim.serve() as url, es.workers(es.forkserver(), argv, es.test_env(setup.folder, url), setup.folder):
+    with sim.serve() as url, es.workers(es.forkserver(), argv, es.test_env(setup.folder, url), setup.folder) as ws:
         engine = setup.engine()
         try:
-            result = engine.start("mcp_servers.agents:ToolboxAgent", "Add 2 and 2.", conversation_id="conv_mcp").result(
+            result = engine.start("mcp_servers.agents:ToolboxAgent", "Your pid?", conversation_id="conv_mcp").result(
                 timeout=120
             )
         finally:
             engine.close()
+        worker_pid = ws[0].pid
     assert result.final_state == "done" and result.text == "4."
-    assert result.messages[2]["content"][0]["content"] == "4"
-    assert "box_add" in [t["name"] for t in sim.requests[0].body["tools"]]
+    assert "box_pid" in [t["name"] for t in sim.requests[0].body["tools"]]
+    # The call ran in the worker: the toolbox it started answered, not one of this process.
+    server_pid = int(result.messages[2]["content"][0]["content"])
+    assert server_pid not in (os.getpid(), worker_pid)
+    assert ToolboxAgent.tools[0].version == 0  # this process never started or listed the toolbox
+    # Its result reached the model: the second request carries it.
+    sent = sim.requests[1].body["messages"][2]["content"][0]
+    assert sent["type"] == "tool_result" and sent["content"] == str(server_pid)
