@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from agentfsm.redaction import redact_processor
     from agentfsm.result import RunError, RunResult, TraceStep
     from agentfsm.stores import MemoryStore, PostgresStore, RunSummary, Snapshot, SQLiteStore, Store
-    from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolExecutor, ToolResult, tool
+    from agentfsm.tools import DefaultExecutor, Tool, ToolCall, ToolContext, ToolExecutor, ToolResult, tool
     from agentfsm.tools.hooks import Deny, Rewrite
     from agentfsm.wire.usage import Usage
 
@@ -99,7 +99,9 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(
         ("MemoryStore", "PostgresStore", "RunSummary", "SQLiteStore", "Snapshot", "Store"), "agentfsm.stores"
     ),
-    **dict.fromkeys(("DefaultExecutor", "Tool", "ToolCall", "ToolExecutor", "ToolResult", "tool"), "agentfsm.tools"),
+    **dict.fromkeys(
+        ("DefaultExecutor", "Tool", "ToolCall", "ToolContext", "ToolExecutor", "ToolResult", "tool"), "agentfsm.tools"
+    ),
     **dict.fromkeys(("Deny", "Rewrite"), "agentfsm.tools.hooks"),
 }
 #: Public modules reachable as attributes (``from agentfsm import actions``).
@@ -147,6 +149,7 @@ __all__ = [
     "StoreError",
     "Tool",
     "ToolCall",
+    "ToolContext",
     "ToolExecutor",
     "ToolResult",
     "TraceStep",

@@ -254,24 +254,38 @@ async def perform_request(
     return RequestRecord(outcome, latency_ms, started_at, time.time())
 
 
-async def perform_tools(agent: Agent, calls: Sequence[ToolCall], *, earlier_attempt: bool) -> ToolsRecord:
+async def perform_tools(
+    agent: Agent, calls: Sequence[ToolCall], *, earlier_attempt: bool, attempt: int | None = None
+) -> ToolsRecord:
     """Run one reply's tool calls with the agent's executor.
 
     ``earlier_attempt``: the engine recorded that this batch started before (the worker running it
     died, or the step is run again): a call that is not idempotent may have run, so it is answered
     with the is_error "interrupted" result, as ``Agent.resume`` does from a store; an idempotent one
-    runs again. Results are returned as they enter the history (cut, credentials redacted), since the
-    engine stores them.
+    runs again, its ``ToolContext.attempt`` ``attempt`` (the engine's count of this step's attempts,
+    where it keeps one) or else 2. The calls carry their contexts (``core.begin_tools``; their keys do
+    not depend on the attempt). Results are returned as they enter the history (cut, credentials
+    redacted), since the engine stores them.
     """
     started_at = time.time()
     tools = agent.tool_map
     started = [c.id for c in calls] if earlier_attempt else []
     settled = settle(calls, committed={}, started=started, tools=tools)
+    if earlier_attempt:
+        settled.to_run = [_nth_attempt(call, max(2, attempt or 2)) for call in settled.to_run]
     timeout = agent.policy.tool_timeout or math.inf
     ran = await agent.executor.aexecute(settled.to_run, tools, timeout) if settled.to_run else []
     limit, secrets = agent.policy.max_tool_result_chars, agent.secrets()
     results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled.results.values(), *ran]]
     return ToolsRecord(results, [c.id for c in settled.interrupted], started_at, time.time())
+
+
+def _nth_attempt(call: ToolCall, attempt: int) -> ToolCall:
+    """``call`` with its context's attempt raised to ``attempt``."""
+    context = call.context
+    if context is None or context.attempt >= attempt:
+        return call
+    return call.with_context(context.model_copy(update={"attempt": attempt}))
 
 
 # --- the workflow body ---------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ from agentfsm.errors import (
 from agentfsm.machine.plan import SendRequest
 from agentfsm.machine.streaming import StreamEvent
 from agentfsm.result import RunResult
-from agentfsm.tools.calls import ToolCall
+from agentfsm.tools.calls import ToolCall, ToolContext
 
 try:
     from temporalio import activity, workflow
@@ -163,7 +163,7 @@ class _TemporalSteps:
     async def tools(self, conv: DurableConversation, calls: list[ToolCall]) -> ToolsRecord:
         data = await workflow.execute_activity(
             TOOLS_ACTIVITY,
-            dumps({"agent": self.agent, "calls": [c.model_dump(mode="json") for c in calls]}),
+            dumps({"agent": self.agent, "conversation": conv.id, "calls": [c.model_dump(mode="json") for c in calls]}),
             **self._options(_SETTINGS["tool_timeout"]),
         )
         return ToolsRecord.from_json(loads(data))
@@ -223,10 +223,16 @@ async def _request_activity(text: str) -> str:
 async def _tools_activity(text: str) -> str:
     arg = loads(text)
     agent = _REGISTRY.get(arg["agent"])
-    calls = [ToolCall.model_validate(c) for c in arg["calls"]]
-    earlier = activity.info().attempt > 1  # an earlier attempt started this batch, and its worker died
+    info = activity.info()
+    # The contexts (not part of a call's JSON) again: the key is the call's own; the attempt is Temporal's count.
+    conversation = str(arg.get("conversation") or info.workflow_id or "")
+    calls = [
+        ToolCall.model_validate(c).with_context(ToolContext.of(conversation, str(c["id"]), info.attempt))
+        for c in arg["calls"]
+    ]
+    earlier = info.attempt > 1  # an earlier attempt started this batch, and its worker died
     async with every(_SETTINGS["heartbeat_timeout"] / 3, activity.heartbeat):
-        record = await perform_tools(agent, calls, earlier_attempt=earlier)
+        record = await perform_tools(agent, calls, earlier_attempt=earlier, attempt=info.attempt)
     return dumps(record.to_json())
 
 

@@ -43,7 +43,7 @@ from agentfsm.machine.table import (
 from agentfsm.redaction import redact_error
 from agentfsm.result import RunError
 from agentfsm.tools.approval import requires_approval
-from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults, for_history
+from agentfsm.tools.calls import ToolCall, ToolContext, ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching
 from agentfsm.wire.messages import Message, blocks, history_problems, size_of
 from agentfsm.wire.pricing import price_for
@@ -349,6 +349,12 @@ def begin_tools(conv: Conversation, plan: RunTools) -> Settled:
     calls, answered = output.split_calls(conv, plan.calls)  # a final_answer call is judged, never run
     settled = conv._persistence.start_tools(conv, calls)
     settled.results.update(answered)
+    # Each call carries its ToolContext to the executor (a tool that declares one receives it): the key is
+    # the call's own, whichever runner runs it; attempt 2 when the ledger says it started before.
+    settled.to_run = [
+        call.with_context(ToolContext.of(conv.id, call.id, 2 if call.id in settled.again else 1))
+        for call in settled.to_run
+    ]
     for call in settled.to_run:
         conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
     return settled

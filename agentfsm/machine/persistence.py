@@ -40,6 +40,9 @@ class Settled:
     results: dict[str, ToolResult] = field(default_factory=dict)
     #: The calls answered "interrupted" (each a call that started and may have had its effect).
     interrupted: list[ToolCall] = field(default_factory=list)
+    #: The ids of the calls in ``to_run`` that had started before (idempotent tools, run again): their
+    #: ``ToolContext.attempt`` is 2 or more.
+    again: set[str] = field(default_factory=set)
 
 
 def settle(
@@ -63,6 +66,8 @@ def settle(
             out.interrupted.append(call)
         else:
             out.to_run.append(call)
+            if call.id in started:
+                out.again.add(call.id)
     return out
 
 

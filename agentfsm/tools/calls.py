@@ -7,10 +7,13 @@ result (whichever executor made it) safe to send and keep — cut to the policy'
 limit, the client's credentials and anything shaped like an Anthropic key redacted (``agentfsm.redaction``).
 :func:`traceback_of` keeps the traceback of a tool that raised, for the developer:
 on the result and its ``tool.finished`` event, never in what the model reads.
+:class:`ToolContext` is what a tool that asks for it learns about its call: above all a key that stays the same
+for the call wherever and however often it runs (``idempotency_key``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, SupportsIndex, TypeGuard
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from agentfsm.errors import ToolCallError, ToolReturnError
 from agentfsm.redaction import redact_text
@@ -31,14 +34,83 @@ from agentfsm.tools.limits import cut_content
 TOOL_RESULT_BLOCK_TYPES = frozenset({"text", "image", "document", "search_result", "tool_reference", "browser_state"})
 
 
+#: Prefixed to what the key is a hash of: a new derivation would get a new prefix, never collide with this one.
+_KEY_PREFIX = "agentfsm.tool_call.v1"
+
+
+def idempotency_key(conversation_id: str, tool_use_id: str) -> str:
+    """The key of one tool call: ``sha256("agentfsm.tool_call.v1" NUL conversation_id NUL tool_use_id)`` in hex.
+
+    64 characters of ``[0-9a-f]``, a valid idempotency key for payment and e-mail APIs (Stripe takes up to 255).
+    It depends on nothing else: the same call has the same key on a resume, on another worker, in an engine's
+    retry and in a copy of the history, and no two calls share one (the API makes every ``tool_use`` id unique
+    in a conversation).
+    """
+    data = "\0".join((_KEY_PREFIX, conversation_id, tool_use_id)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
+
+
+class ToolContext(BaseModel):
+    """What a tool learns about the call it is running for: declare a parameter of this type to receive it
+    (it is not part of the tool's input schema; the model never sees it).
+
+    ``idempotency_key`` is the one to hand to an API that deduplicates (``idempotency_key(conversation_id,
+    tool_use_id)``): a call that runs again — an idempotent tool re-run after a crash, an engine retrying the
+    step — runs with the same key. ``attempt`` is 1 the first time the call runs and n when the ledger knows it
+    was handed to a tool n-1 times before (docs/03-tools.md, "A key per call").
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    idempotency_key: str
+    conversation_id: str
+    tool_use_id: str
+    attempt: int = 1
+
+    @classmethod
+    def of(cls, conversation_id: str, tool_use_id: str, attempt: int = 1) -> ToolContext:
+        """The context of call ``tool_use_id`` of conversation ``conversation_id`` (its key derived)."""
+        return cls(
+            idempotency_key=idempotency_key(conversation_id, tool_use_id),
+            conversation_id=conversation_id,
+            tool_use_id=tool_use_id,
+            attempt=attempt,
+        )
+
+
 class ToolCall(BaseModel):
-    """One client ``tool_use`` block from the model. ``input`` is raw: anything the model sent."""
+    """One client ``tool_use`` block from the model. ``input`` is raw: anything the model sent.
+
+    ``context`` is the call's :class:`ToolContext`, set when the conversation hands it to the executor
+    (None on a call read from a reply): not a field, so it is neither stored nor sent nor compared.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     name: str
     input: Any = Field(default_factory=dict)
+    _context: ToolContext | None = PrivateAttr(default=None)
+
+    @property
+    def context(self) -> ToolContext | None:
+        """The call's context, when a conversation is running it (see :meth:`with_context`)."""
+        return self._context
+
+    def with_context(self, context: ToolContext | None) -> ToolCall:
+        """A copy of this call carrying ``context``."""
+        call = self.model_copy()
+        call._context = context
+        return call
+
+    def __eq__(self, other: object) -> bool:
+        """Calls are equal when their fields are (the context is not one)."""
+        if not isinstance(other, ToolCall):
+            return NotImplemented
+        return (self.id, self.name, self.input) == (other.id, other.name, other.input)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.name))
 
     @classmethod
     def from_block(cls, block: Mapping[str, Any] | BaseModel) -> ToolCall:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, overload
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 
 from agentfsm.errors import ConfigurationError, ToolInputError
+from agentfsm.tools.calls import ToolContext
 
 if TYPE_CHECKING:
     from agentfsm.tools.calls import ToolCall
@@ -53,6 +54,10 @@ class Tool:
     fn: Callable[..., Any]
     is_async: bool
     idempotent: bool
+    #: The parameter annotated ``ToolContext`` (the executor passes the call's context there), or None.
+    context_param: str | None
+    #: A call without a context runs without one (rather than failing): MCP tools, whose context is optional.
+    context_optional: bool = False
     #: A call of this tool stops the run in ``awaiting_tool_approval`` until a person decides it
     #: (``agent.resume(id, approve=..., deny=...)``): always (True), never (False), or when the function
     #: of the call returns True (see ``requires_approval``).
@@ -94,7 +99,7 @@ class Tool:
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
         self.idempotent = idempotent
         self.needs_approval = _check_needs_approval(needs_approval, who)
-        self._params, self.input_model = _build_input_model(fn, self.name, who)
+        self._params, self.input_model, self.context_param = _build_input_model(fn, self.name, who)
         self.input_schema = _clean_schema(_json_schema(self.input_model, fn, who))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -237,8 +242,11 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join(doc.strip().split("\n\n", 1)[0].split())
 
 
-def _build_input_model(fn: Callable[..., Any], tool_name: str, who: str) -> tuple[dict[str, str], type[BaseModel]]:
-    """A pydantic model of ``fn``'s parameters; returns it with ``{field name: parameter name}``.
+def _build_input_model(
+    fn: Callable[..., Any], tool_name: str, who: str
+) -> tuple[dict[str, str], type[BaseModel], str | None]:
+    """A pydantic model of ``fn``'s parameters; returns it with ``{field name: parameter name}`` and the name of
+    the parameter annotated ``ToolContext`` (not in the model: the executor passes the call's context there).
 
     Fields are named ``p0, p1, ...`` and aliased to the parameter names, so any
     parameter name works (``schema``, ``json``, ``model_config``, ``_x``) without
@@ -250,8 +258,16 @@ def _build_input_model(fn: Callable[..., Any], tool_name: str, who: str) -> tupl
         raise ConfigurationError(f"{who}: cannot read its signature: {exc}") from exc
     fields: dict[str, Any] = {}
     names: dict[str, str] = {}
+    context_param: str | None = None
     for i, (pname, param) in enumerate(sig.parameters.items()):
         where = f"{who}: parameter {pname!r}"
+        if param.annotation is ToolContext:
+            if context_param is not None:
+                raise ConfigurationError(f"{where}: a tool takes one ToolContext parameter ({context_param!r} is one)")
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY or param.kind is inspect.Parameter.VAR_POSITIONAL:
+                raise ConfigurationError(f"{where} is positional-only; tools are called with keyword arguments")
+            context_param = pname
+            continue
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise ConfigurationError(f"{where}: *args/**kwargs cannot be described to the model; name every parameter")
         if param.kind is inspect.Parameter.POSITIONAL_ONLY:
@@ -267,7 +283,7 @@ def _build_input_model(fn: Callable[..., Any], tool_name: str, who: str) -> tupl
     except (PydanticUserError, TypeError, ValueError) as exc:
         raise ConfigurationError(_culprit(sig, who, exc)) from exc
     assert isinstance(model, type) and issubclass(model, BaseModel)
-    return names, model
+    return names, model, context_param
 
 
 def _json_schema(model: type[BaseModel], fn: Callable[..., Any], who: str) -> dict[str, Any]:

@@ -307,11 +307,25 @@ def _prepare(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult | tuple[To
         err = UnknownToolError(call.name, list(tools))
     else:
         try:
-            return tool, tool.validate(call.input)
+            kwargs = tool.validate(call.input)
         except ToolInputError as exc:
             err = exc
         except Exception as exc:  # a user validator raised something pydantic does not wrap
             err = ToolInputError(tool.name, [f"the input could not be validated: {type(exc).__name__}: {exc}"])
+        else:
+            if tool.context_param is None or (call.context is None and tool.context_optional):
+                return tool, kwargs
+            if call.context is not None:
+                kwargs[tool.context_param] = call.context
+                return tool, kwargs
+            err = ToolExecutionError(
+                tool.name,
+                ConfigurationError(
+                    f"the call {call.id} has no ToolContext for parameter {tool.context_param!r}: a conversation "
+                    "gives every call it runs one; to run a call yourself, pass call.with_context(ToolContext.of("
+                    "conversation_id, call.id))"
+                ),
+            )
     result = error_result(call, err)
     result.duration_ms = (time.perf_counter() - t0) * 1000
     return result

@@ -279,13 +279,16 @@ class MCPServer:
 
     # --- calls (from any thread or loop) --------------------------------------------------------------
 
-    async def call(self, tool: MCPTool, arguments: dict[str, Any]) -> str | list[dict[str, Any]]:
-        """Call ``tool`` on the server's own loop and map its result (``result_content``)."""
+    async def call(
+        self, tool: MCPTool, arguments: dict[str, Any], *, meta: dict[str, Any] | None = None
+    ) -> str | list[dict[str, Any]]:
+        """Call ``tool`` on the server's own loop (``meta``: the request's ``_meta``) and map its result
+        (``result_content``)."""
         conn = self._conn
         if conn is None or self._failure is not None:
             why = self._failure.problem if self._failure is not None else "it is not running"
             raise MCPToolError(tool.name, f"the tool's MCP server {self.name!r} cannot take calls: {why}")
-        future = conn.submit(conn.call(tool.remote_name, arguments))
+        future = conn.submit(conn.call(tool.remote_name, arguments, meta))
         try:
             result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -461,12 +464,12 @@ class _Connection:
             # the new list before it returns (``call``), so the next request carries it.
             self.relisting = asyncio.run_coroutine_threadsafe(self._relist(), self.loop)
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, name: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
         from mcp import MCPError
         from mcp_types import CONNECTION_CLOSED
 
         try:
-            result = await self.client.call_tool(name, arguments)
+            result = await self.client.call_tool(name, arguments, meta=meta)
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self.server._died(self, f"exited or dropped the connection during a call of {name!r}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from agentfsm.errors import ConfigurationError, MCPToolError, ToolInputError
-from agentfsm.tools.calls import ToolCall
+from agentfsm.tools.calls import ToolCall, ToolContext
 from agentfsm.tools.definition import Tool
 from agentfsm.tools.mcp.schema import schema_problems
 
@@ -100,6 +100,8 @@ class MCPTool(Tool):
         self.is_async = True
         self.fn = self._call
         self._params = {}
+        self.context_param = "context"  # the call's key goes to the server in the request's _meta
+        self.context_optional = True  # a call run outside a conversation goes without one
 
     def __repr__(self) -> str:
         return f"<MCPTool {self.name!r} of {self.server.name}>"
@@ -113,8 +115,23 @@ class MCPTool(Tool):
             raise ToolInputError(self.name, problems)
         return {"arguments": dict(raw_input)}
 
-    async def _call(self, arguments: dict[str, Any]) -> str | list[dict[str, Any]]:
-        return await self.server.call(self, arguments)
+    async def _call(self, arguments: dict[str, Any], context: ToolContext | None = None) -> str | list[dict[str, Any]]:
+        return await self.server.call(self, arguments, meta=None if context is None else request_meta(context))
+
+
+#: The ``_meta`` keys of a ``tools/call`` request that carry the call's ``ToolContext``.
+META_KEYS = {
+    "idempotency_key": "agentfsm/idempotency_key",
+    "conversation_id": "agentfsm/conversation_id",
+    "tool_use_id": "agentfsm/tool_use_id",
+    "attempt": "agentfsm/attempt",
+}
+
+
+def request_meta(context: ToolContext) -> dict[str, Any]:
+    """The ``_meta`` of the ``tools/call`` request for a call: its context under ``agentfsm/`` keys (a server
+    reads ``ctx.request_context.meta["agentfsm/idempotency_key"]`` or its SDK's equivalent)."""
+    return {key: getattr(context, field) for field, key in META_KEYS.items()}
 
 
 # --- results ----------------------------------------------------------------------------------------
