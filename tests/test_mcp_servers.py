@@ -31,6 +31,7 @@ from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.sqlite import SQLiteStore
 from agentfsm.testing import DRIVERS, drive
+from agentfsm.tools.calls import idempotency_key
 from agentfsm.tools.mcp import MCPServer, MCPTool
 from agentfsm.wire.messages import history_problems
 
@@ -116,6 +117,13 @@ def test_tools_are_listed_with_their_schemas_and_called(box: MCPServer) -> None:
     schema = tools["box_add"]["input_schema"]  # as the server gave it, title and all
     assert schema["required"] == ["a", "b"] and schema["properties"]["a"]["type"] == "integer"
     assert schema.get("title") == "addArguments"
+
+
+def test_the_call_key_reaches_the_server_in_the_request_meta(box: MCPServer) -> None:
+    sim = Simulator([r.tool_use("box_call_key", {}, id="toolu_k"), r.text("Keyed.")])
+    result = Agent(client=sim.client(), tools=[box]).run("Key?", conversation_id="conv_key")
+    (answer,) = results_of(result, 2)
+    assert answer["content"] == f"{idempotency_key('conv_key', 'toolu_k')} 1 toolu_k"
 
 
 def test_annotations_are_on_the_tools_and_idempotent_hint_counts() -> None:

@@ -66,7 +66,9 @@ class ToolExecutor(Protocol):
     * each result carries ``duration_ms``.
 
     ``tools`` maps tool name to :class:`Tool` (client tools only; server tools
-    never reach an executor). ``execute`` is called from synchronous runs,
+    never reach an executor). Each call a conversation hands over carries its
+    :class:`~agentfsm.tools.calls.ToolContext` (``call.context``): a tool that
+    declares a ``ToolContext`` parameter receives it there. ``execute`` is called from synchronous runs,
     ``aexecute`` from async runs; both must keep the contract.
     """
 

@@ -92,6 +92,13 @@ async def grow(ctx: Context) -> str:
     return "grown"
 
 
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def call_key(ctx: Context) -> str:
+    """The idempotency key agentfsm sent in the request's _meta, with the attempt."""
+    meta = ctx.request_context.meta or {}
+    return f"{meta.get('agentfsm/idempotency_key')} {meta.get('agentfsm/attempt')} {meta.get('agentfsm/tool_use_id')}"
+
+
 @server.tool(annotations=ToolAnnotations(idempotentHint=False))
 def tally(label: str) -> str:
     """Counts a call (each call appends a line to TOOLBOX_MARK)."""
