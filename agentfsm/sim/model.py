@@ -47,6 +47,12 @@ class SimRequest(BaseModel):
     batch_id: str | None = Field(
         default=None, description="the Message Batch this request came in; None for a plain Messages request"
     )
+    thread_held: int | None = Field(
+        default=None,
+        description="a request on a message thread: how many of ``body['messages']`` the server's thread held "
+        "(0 for a create; ``body`` is the full history the model sees); None without a thread or when the "
+        "thread was not found (``body`` is then as sent)",
+    )
 
     @property
     def model(self) -> str:
@@ -57,6 +63,11 @@ class SimRequest(BaseModel):
     def messages(self) -> list[dict[str, Any]]:
         value = self.body.get("messages")
         return [m for m in value if isinstance(m, dict)] if isinstance(value, list) else []
+
+    @property
+    def sent_messages(self) -> list[dict[str, Any]]:
+        """The messages this request carried on the wire: on a thread, only those the server did not hold."""
+        return self.messages[self.thread_held or 0 :]
 
     @property
     def max_tokens(self) -> int | None:

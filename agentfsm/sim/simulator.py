@@ -42,6 +42,7 @@ from agentfsm.sim.model import (
 )
 from agentfsm.sim.recorded import Recording, load, recorded_response
 from agentfsm.sim.server import SimHTTPServer
+from agentfsm.sim.threads import SimThreads, ThreadProblem
 from agentfsm.sim.transport import to_httpx
 from agentfsm.sim.validation import PrefillPolicy, prefill_predicate, validate
 from agentfsm.sim.wire import MESSAGES_PATH, RETRY_NOW, WireResponse, error_response, is_retryable, reply_response
@@ -83,6 +84,10 @@ class Simulator:
     SDK's lineup and the older ids the API served; pass exact names to replace
     that set (``[*KNOWN_MODELS, "my-fine-tune"]`` widens it), or a predicate on
     the name (``lambda name: True`` serves every name).
+
+    It serves message threads (``thread``, beta ``message-threads-2026-08-12``; see
+    ``agentfsm.sim.threads``): a thread idle for ``thread_idle_limit`` seconds of
+    ``clock`` expires, and ``sim.threads.forget()`` loses them all.
     """
 
     observers: ClassVar[list[Callable[[SimRequest], None]]] = []
@@ -106,6 +111,7 @@ class Simulator:
         fallbacks_unsupported: serverside.FallbackPolicy = None,
         batch_polls: int = 1,
         models: ModelPolicy = None,
+        thread_idle_limit: float | None = None,
     ) -> None:
         if isinstance(script, ScriptedReply | ErrorReply | RecordedReply | BatchOutcome):
             raise TypeError("Simulator(script): pass a list of replies, e.g. Simulator([r.text('hi')])")
@@ -138,6 +144,9 @@ class Simulator:
         self._lock = threading.Lock()
         #: The Message Batches this simulator holds (``agentfsm.sim.batches``).
         self.batches = SimBatches(self, polls_to_end=batch_polls)
+        #: The message threads this simulator holds (``agentfsm.sim.threads``); ``thread_idle_limit`` seconds
+        #: of ``clock`` without a continuation expire one.
+        self.threads = SimThreads(clock, thread_idle_limit)
 
     @classmethod
     def from_recording(
@@ -263,15 +272,23 @@ class Simulator:
             self.requests_received += 1
             if self.keep_requests:
                 self.requests.append(request)
-        for observer in list(Simulator.observers):
-            observer(request)
-        wire = self._answer(request, parse_error)
+        thread_problem: ThreadProblem | None = None
+        if parse_error is None and method.upper() == "POST" and path == MESSAGES_PATH:
+            request.body, request.thread_held, thread_problem = self.threads.resolve(
+                request.n, body, headers, batched=batch_id is not None
+            )
+        try:
+            for observer in list(Simulator.observers):
+                observer(request)
+            wire = self._answer(request, parse_error, thread_problem)
+        finally:
+            self.threads.done(request.n)
         request.status = wire.status if not (wire.drop and not wire.chunks) else None
         if wire.status >= 400:
             request.error = _error_message(wire)
         return wire
 
-    def _answer(self, request: SimRequest, parse_error: str | None) -> WireResponse:
+    def _answer(self, request: SimRequest, parse_error: str | None, thread: ThreadProblem | None) -> WireResponse:
         request_id = self._ids.new("req")
         if request.path == BATCHES_PATH or request.path.startswith(BATCHES_PATH + "/"):
             return self.batches.respond(
@@ -280,6 +297,10 @@ class Simulator:
             )  # fmt: skip
         if request.method != "POST" or request.path != MESSAGES_PATH:
             return error_response(404, "not_found_error", "Not Found", request_id=request_id)
+        if thread is not None:
+            details = {"error_code": thread.code} if thread.code else None
+            return error_response(thread.status, thread.error_type, thread.message, request_id=request_id,
+                                  details=details)  # fmt: skip
         problem = (
             parse_error
             or self.cache.problem(request.body)
@@ -381,9 +402,10 @@ class Simulator:
             reply = reply.model_copy(update={"content": content, "model": to})
         content = self._fill_ids(reply.content)
         cached = self.cache.account(request.body) if self.prompt_cache else None
-        return reply_response(
-            request, reply, content, message_id=self._ids.new("msg"), request_id=request_id, cached=cached
-        )
+        message_id = self._ids.new("msg")
+        if reply.fault is None:  # a reply cut or dropped on its way is one the server holds none of
+            self.threads.served(request.n, message_id, content)
+        return reply_response(request, reply, content, message_id=message_id, request_id=request_id, cached=cached)
 
     def _fill_ids(self, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A copy of ``content`` with missing tool ids filled (server tool results point at their call)."""

@@ -48,10 +48,20 @@ def is_retryable(status: int) -> bool:
 
 
 def error_response(
-    status: int, error_type: str, message: str, *, request_id: str, headers: dict[str, str] | None = None
+    status: int,
+    error_type: str,
+    message: str,
+    *,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> WireResponse:
-    """An error in the API's shape: ``{"type": "error", "error": {...}, "request_id": ...}``."""
-    body = {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
+    """An error in the API's shape: ``{"type": "error", "error": {...}, "request_id": ...}`` (``details``, such
+    as a thread rejection's ``error_code``, inside ``error``)."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if details is not None:
+        error["details"] = details
+    body = {"type": "error", "error": error, "request_id": request_id}
     merged = {
         "content-type": "application/json",
         "request-id": request_id,

@@ -1,0 +1,121 @@
+"""Message threads on the wire (beta ``message-threads-2026-08-12``): the shapes both sides agree on.
+
+The server holds a conversation's history between turns. A request that sends
+``thread: {"type": "create"}`` carries the whole history (with ``system`` and
+``tools``); the reply's ``id`` then names what the server holds: that history
+plus the reply. A request that sends ``thread: {"type": "continue",
+"previous_message_id": <that id>}`` carries only the messages the server does
+not have (``[]`` to resume a paused turn) and never ``system`` or ``tools``
+(the thread keeps the ones it was created with). Each reply can be continued
+once. The rejections a replay of the full history under a new ``create``
+recovers from: a 404 ``not_found_error`` whose ``error.details.error_code`` is
+``thread_not_found`` (expired after the thread's idle limit, or held by another
+account), and the 400s ``thread_already_continued`` and
+``thread_continue_in_flight``; ``thread_unsupported_request`` says the server
+cannot thread this request at all (the SDK then sends it, and every later turn,
+without a thread). Read off the installed SDK, ``anthropic/lib/threads/``.
+
+``ThreadPosition`` is where a run stands on its thread, kept in ``RunState``;
+``held_digest`` fingerprints the history the server holds, so the machine
+continues a thread only while that history is exactly a prefix of what it
+would send (``agentfsm.machine.threads``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+THREADS_BETA = "message-threads-2026-08-12"
+
+#: The request fields a ``continue`` takes from the thread and may not repeat.
+CREATE_ONLY_FIELDS = ("system", "tools")
+
+#: ``error.details.error_code`` values a replay of the full history under a new thread recovers from.
+REPLAY_CODES = ("thread_not_found", "thread_already_continued", "thread_continue_in_flight")
+#: The server cannot thread this request: send it (and every later turn) with the full history, no thread.
+UNSUPPORTED_CODE = "thread_unsupported_request"
+
+ThreadErrorCode = Literal[
+    "thread_not_found", "thread_already_continued", "thread_continue_in_flight", "thread_unsupported_request"
+]
+
+
+class ThreadPosition(BaseModel):
+    """Where a run stands on its server-held thread (``RunState.thread``).
+
+    ``previous_message_id`` is the reply the next turn continues from (None: the next threaded turn creates a
+    new thread); the server holds ``held`` messages, fingerprinted by ``digest``, and the ``system``/``tools``
+    fingerprinted by ``fields``. ``thread_id`` names the thread: the id of the reply that answered its
+    ``create``. ``sending`` is how the request in flight was sent ("create", "continue" or "full": no thread).
+    ``off`` is set once the server said it cannot thread the run's requests: every later turn is full history.
+    """
+
+    previous_message_id: str | None = None
+    thread_id: str | None = None
+    held: int = 0
+    digest: str = ""
+    fields: str = ""
+    model: str = ""
+    sending: Literal["create", "continue", "full"] | None = None
+    off: bool = False
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def held_digest(messages: Sequence[Mapping[str, Any]]) -> str:
+    """A fingerprint of ``messages`` as sent: equal fingerprints, equal histories (cache marks aside, which
+    apply to the request that sent them, not to the history the server keeps)."""
+    h = hashlib.sha256()
+    for message in messages:
+        h.update(_canonical(without_cache_control(message)))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def fields_digest(params: Mapping[str, Any]) -> str:
+    """A fingerprint of a request's create-only fields (``system``, ``tools``)."""
+    return hashlib.sha256(_canonical({k: params.get(k) for k in CREATE_ONLY_FIELDS})).hexdigest()
+
+
+def held_after(sent: Sequence[Mapping[str, Any]], content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history the server holds once a request with the full history ``sent`` is answered with
+    ``content``: the reply appended, or merged into a final assistant turn it continues (a resumed pause)."""
+    messages = [dict(m) for m in sent]
+    if messages and messages[-1].get("role") == "assistant":
+        last = messages[-1]
+        old = last.get("content")
+        old_blocks = [{"type": "text", "text": old}] if isinstance(old, str) else list(old or [])
+        messages[-1] = {"role": "assistant", "content": old_blocks + list(content)}
+    else:
+        messages.append({"role": "assistant", "content": list(content)})
+    return messages
+
+
+def without_cache_control(value: Any) -> Any:
+    """``value`` without the ``cache_control`` of any block in it (tool inputs left as they are)."""
+    if isinstance(value, dict):
+        return {
+            k: (without_cache_control(v) if k in ("content", "source") else v)
+            for k, v in value.items()
+            if k != "cache_control"
+        }
+    if isinstance(value, list):
+        return [without_cache_control(v) for v in value]
+    return value
+
+
+def error_code(body: object) -> str | None:
+    """``error.details.error_code`` of an API error body, if it has one."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        details = err.get("details") if isinstance(err, dict) else None
+        code = details.get("error_code") if isinstance(details, dict) else None
+        return code if isinstance(code, str) else None
+    return None
