@@ -156,6 +156,14 @@ class Policy(BaseModel):
         "the model supports it, else tool)",
     )
 
+    # Message threads (see docs/02-state-machine.md, "Message threads").
+    transport: Literal["messages", "thread"] = Field(
+        "messages",
+        description='"thread": each turn goes on a server-held message thread (beta message-threads-2026-08-12), '
+        "sending only the messages the server does not hold; the full history is sent again, on a new thread, "
+        'when the thread is lost. "messages": every request carries the full history',
+    )
+
     def named_models(self) -> list[str]:
         """The models this policy itself names, besides the agent's: the fallback model and the
         ``fallbacks`` entries (``"default"`` names none: the API picks them at run time)."""

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, InvalidActionError, InvalidTransitionError
-from agentfsm.machine import output, serverside
+from agentfsm.machine import output, serverside, threads
 from agentfsm.machine.persistence import Settled
 from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
 from agentfsm.machine.streaming import StreamEvent
@@ -104,13 +104,7 @@ def plan(conv: Conversation, choice: Any = ASK) -> Plan:
         for limit in table.pre_request:
             if limit.allowed(conv):
                 return Fire(limit)
-        params = request_params(conv)
-        policy = conv.policy
-        return SendRequest(
-            params,
-            api.request_timeout(run.max_tokens, policy.request_timeout, policy.long_request_timeout),
-            serverside.request_betas(conv, params),
-        )
+        return _send_request(conv)
     transition = table.first_allowed(conv, chosen)
     if transition is None:
         if chosen is not None:
@@ -159,6 +153,15 @@ def _refuse_unapproved(conv: Conversation, chosen: str, calls: list[ToolCall]) -
             f"{chosen!r} from {state!r} would run calls that need approval: {', '.join(gated)}; return None or "
             f"'await_approval' from on_{state} (the run then waits for agent.resume(..., approve=..., deny=...))"
         )
+
+
+def _send_request(conv: Conversation, attempt: int = 0) -> SendRequest:
+    """The next request, as the run's transport sends it (``agentfsm.machine.threads``)."""
+    params = request_params(conv)
+    policy = conv.policy
+    params, betas = threads.shape(conv, params, serverside.request_betas(conv, params))
+    timeout = api.request_timeout(conv.runstate.max_tokens, policy.request_timeout, policy.long_request_timeout)
+    return SendRequest(params, timeout, betas, attempt)
 
 
 def request_params(conv: Conversation) -> dict[str, Any]:
@@ -224,12 +227,20 @@ def begin_request(conv: Conversation) -> None:
 
 def resend(conv: Conversation, sent: SendRequest, outcome: api.Reply | api.RequestFailure) -> SendRequest | None:
     """The same request again, after a backoff, when a stream broke and the limits allow another; else None.
+    On a message thread the server lost (``agentfsm.machine.threads.lost``), the same turn at once, with the
+    full history on a new thread.
 
     A resend is a request like any other (counted as a turn by ``begin_request``): it is sent
     only while ``Policy.stream_retries`` allows another, a turn is left under ``max_turns``, and
     no budget is spent — wall time counted to the end of the wait. When a limit stops the
     resends, the run's error says which.
     """
+    if threads.lost(conv, outcome):  # the same turn again, with the full history, on a new thread
+        blocked = _resend_blocked(conv, 0.0)
+        if blocked is None:
+            return _send_request(conv, sent.attempt)
+        conv._retry_stopped_by = blocked
+        return None
     if not isinstance(outcome, api.RequestFailure) or outcome.fault is None:
         return None
     policy = conv.policy
@@ -268,6 +279,7 @@ def _resend_blocked(conv: Conversation, delay: float) -> str | None:
 def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure, latency_ms: float) -> None:
     """Feed the outcome of the request from ``requesting`` and fire the transition it calls for."""
     run = conv.runstate
+    threads.note_reply(conv, outcome, wire_messages(conv))
     stopped_by, conv._retry_stopped_by = conv._retry_stopped_by, None
     if isinstance(outcome, api.RequestFailure):
         # The error goes into events, onto the result and into the store: scrubbed of credentials

@@ -38,6 +38,7 @@ from agentfsm.machine.table import REQUESTING, Table
 from agentfsm.result import RunError, TraceStep
 from agentfsm.tools.calls import ToolCall, ToolResult
 from agentfsm.wire.api import Reply, RequestFailure, reply_from
+from agentfsm.wire.threads import ThreadPosition
 from agentfsm.wire.usage import Usage
 
 #: What the pending request is, which decides how its reply joins the history ("compaction": a compaction
@@ -339,6 +340,9 @@ class RunState(BaseModel):
     input: Any = None
     #: Run through the Message Batches API (``agentfsm.batch``).
     batched: bool = False
+    #: Where the run stands on its server-held message thread (``Policy.transport="thread"``; None before its
+    #: first threaded request, and in rows an earlier agentfsm wrote): a resume in another process continues it.
+    thread: ThreadPosition | None = None
     #: The Agent class's states and transitions, as data: what an inspector draws the run on, importing nothing.
     #: None in memory (derived when a snapshot is taken) and in rows an earlier agentfsm wrote.
     graph: StoredGraph | None = None

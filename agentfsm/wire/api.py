@@ -21,6 +21,7 @@ import anthropic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentfsm.errors import MissingAPIKeyError
+from agentfsm.wire import threads
 from agentfsm.wire.sse import (
     SURROGATE_ESCAPE,
     MalformedStreamError,
@@ -83,6 +84,8 @@ class RequestFailure(BaseModel):
     #: Set when a stream broke after it opened ("dropped", "error_event", "incomplete"): the SDK
     #: does not retry those, so the driver does, per ``Policy.stream_retries``.
     fault: str | None = None
+    #: The error body's ``error.details.error_code`` (a message-thread rejection, ``agentfsm.wire.threads``).
+    error_code: str | None = None
 
     @property
     def rejects_prefill(self) -> bool:
@@ -425,6 +428,7 @@ def failure_from(exc: BaseException) -> RequestFailure:
             type=_error_type(exc.body) or type(exc).__name__,
             message=message,
             status_code=exc.status_code,
+            error_code=threads.error_code(exc.body),
         )
     return RequestFailure(type=type(exc).__name__, message=str(exc) or repr(exc))
 

@@ -74,6 +74,9 @@ def held_digest(messages: Sequence[Mapping[str, Any]]) -> str:
     apply to the request that sent them, not to the history the server keeps)."""
     h = hashlib.sha256()
     for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):  # the same message as one text block (how a cache mark is put on it)
+            message = {**message, "content": [{"type": "text", "text": content}]}
         h.update(_canonical(without_cache_control(message)))
         h.update(b"\n")
     return h.hexdigest()
