@@ -655,6 +655,29 @@ def hooks_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
     assert sent_calls == [{"label": "a"}, {"label": "secret"}, {"label": "B"}]
 
 
+# Message threads: tool calls and a pause_turn on a server-held thread (Policy.transport="thread").
+
+
+class ThreadAgent(Agent):
+    model = MODEL
+    tools = [count, WEB_SEARCH]
+    policy = Policy(transport="thread")
+
+
+def thread_model(request: SimRequest) -> ScriptedReply:
+    if request.messages[-1].get("role") == "user" and not answered(request):
+        return calls(("count", {"label": "t"}), request=request)
+    return pause_model(request)  # a pause, then (the paused turn sent back) its end
+
+
+def thread_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """The model sees the whole conversation on every turn (the simulator rebuilds it from the thread): the
+    bodies are those of a run without a thread; the pause goes back as the last message."""
+    assert [len(b["messages"]) for b in bodies] == [1, 3, 4]
+    assert bodies[2]["messages"][:-1] == bodies[1]["messages"] and bodies[2]["messages"][-1]["role"] == "assistant"
+    assert result.messages[-1]["content"][-1] == {"type": "text", "text": "Found it."}
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -763,6 +786,12 @@ SCENARIOS: dict[str, Scenario] = {
             {("count", "a"): 1, ("remove", "/tmp/a"): 1},
             decide=approve_first_deny_second, waiting_path=["requesting", "tool_use", "awaiting_tool_approval"],
             wire=mixed_wire,
+        ),
+        Scenario(
+            "thread", ThreadAgent, thread_model, "Count t, then search.", "done", "end_turn",
+            ["requesting", "tool_use", "requesting", "pause_turn", "requesting", "end_turn", "done"], 3,
+            {("count", "t"): 1}, beyond_schema=True,  # the thread parameter
+            wire=thread_wire,
         ),
         Scenario(
             "tool_hooks", ToolHooksAgent, hooks_model, "Count a, the secret and B.", "done", "end_turn",

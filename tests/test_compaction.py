@@ -39,7 +39,7 @@ from agentfsm.wire.pricing import price_for
 from agentfsm.wire.sse import ReplyAssembler, parse_sse
 
 #: The fields stripped before the schema check of a ``beyond_schema`` test (see the module docstring).
-NEWER_PARAMS = ("compaction", "fallbacks", "fallback_credit_token")
+NEWER_PARAMS = ("compaction", "fallbacks", "fallback_credit_token", "thread")
 NEWER_COMPACTION_FIELDS = ("signature", "tool_changes")
 NEWER_BLOCK_TYPES = ("fallback",)
 

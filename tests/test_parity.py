@@ -8,7 +8,8 @@ max_tokens ladder, continuation (by prefill, and by prompt on a model that rejec
 pause_turn, compaction (the policy's request, and the server's paused compaction), refusal
 fallback, a wait and its resume, a budget, a malformed reply, async hooks and actions, typed output
 (natively and by the final_answer tool, each with an invalid answer sent back), approval on a tool
-(approved, denied, and a mixed reply) and hooks around every tool call (sync and async).
+(approved, denied, and a mixed reply), hooks around every tool call (sync and async), and a tool call and a
+pause_turn on a message thread (``Policy(transport="thread")``; the batch runner sends the full history).
 
 Each runner talks to a fresh ``Simulator`` through the real ``anthropic`` client (its in-process
 transport); the durable engines run a real worker in this process (``DBOSWorker`` on SQLite, its
@@ -26,7 +27,9 @@ path, number of requests, tool executions, and the scenario's facts about its re
   legitimately differs: ``stream: true`` is dropped (the streamed runners ask for SSE, the
   others for JSON; the reply is the same message) and a batched request is its ``params``
   (``BatchRunner`` sends each request inside a Message Batch; the simulator records it with
-  its ``batch_id``). The beta names (``anthropic-beta``) each request went with are compared too;
+  its ``batch_id``); a request on a message thread is the full history the simulator rebuilt from the thread,
+  without ``thread`` and its beta (the batch runner cannot thread; how each runner sent it is checked
+  apart, ``assert_threaded``). The beta names (``anthropic-beta``) each request went with are compared too;
 * how many times each tool really ran, by argument;
 * how the requests went (streamed, batched), per runner; for a streamed run, that the transitions
   it streamed are its trace and the text it showed (rewinds honoured) ends in its text.
@@ -65,6 +68,8 @@ from agentfsm.machine.streaming import ResultEvent, RewindEvent, StreamEvent, Te
 from agentfsm.sim import SimRequest, Simulator
 from agentfsm.sim.wire import MESSAGES_PATH
 from agentfsm.stores.memory import MemoryStore
+from agentfsm.wire.caching import unmarked
+from agentfsm.wire.threads import THREADS_BETA
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_PROCESS = ["run", "arun", "stream", "astream", "batch"]
@@ -142,8 +147,12 @@ def sent(sim: Simulator) -> list[dict[str, Any]]:
     for q in sim.requests:
         if q.path != MESSAGES_PATH:
             continue
-        body = {k: v for k, v in q.body.items() if k != "stream"}
-        out.append({"body": body, "betas": sorted(q.betas), "streamed": q.stream, "batched": q.batch_id is not None})
+        body = {k: v for k, v in q.body.items() if k not in ("stream", "thread")}
+        thread = q.body.get("thread")
+        out.append({
+            "body": body, "betas": sorted(q.betas - {THREADS_BETA}), "streamed": q.stream,
+            "batched": q.batch_id is not None, "thread": thread["type"] if isinstance(thread, dict) else None,
+        })  # fmt: skip
     return out
 
 
@@ -247,8 +256,18 @@ def assert_same(got: Outcome, expected: Outcome) -> None:
     else:
         assert got.waiting is not None and compared(got.waiting) == compared(expected.waiting)
     assert got.resumed_at == expected.resumed_at
-    assert [(q["body"], q["betas"]) for q in got.requests] == [(q["body"], q["betas"]) for q in expected.requests]
+    # On a thread a continue sends the new messages only, their cache marks with them: a held message's mark (a
+    # resumed pause marks the one before it) does not go. A threaded scenario's bodies are compared unmarked.
+    threaded = any(q["thread"] for q in expected.requests)
+    assert [_body(q, threaded) for q in got.requests] == [_body(q, threaded) for q in expected.requests]
     assert got.ran == expected.ran
+
+
+def _body(request: dict[str, Any], threaded: bool) -> tuple[dict[str, Any], list[str]]:
+    body = request["body"]
+    if threaded:
+        body = {**body, "messages": unmarked(body["messages"])}
+    return body, request["betas"]
 
 
 def assert_went(got: Outcome, *, streamed: bool, batched: bool) -> None:
@@ -278,6 +297,17 @@ def test_every_in_process_runner_ends_as_run_does(scenario: pa.Scenario, runner:
             len(got.requests) - got.resumed_at
         )
     assert (got.waiting or got.result).batched == (runner == "batch")
+    assert_threaded(got, scenario, batched=runner == "batch")
+
+
+def assert_threaded(got: Outcome, scenario: pa.Scenario, *, batched: bool) -> None:
+    """On ``Policy(transport="thread")`` a runner creates a thread and continues it; the batch runner cannot (the
+    Batches API takes no ``thread``) and sends the full history. Either way the model saw the same bodies."""
+    threads = [q["thread"] for q in got.requests]
+    if scenario.agent.policy.transport != "thread" or batched:
+        assert threads == [None] * len(threads)
+    else:
+        assert threads == ["create"] + ["continue"] * (len(threads) - 1)
 
 
 @pytest.mark.beyond_schema  # the compaction parameter
@@ -388,6 +418,7 @@ def test_every_durable_engine_ends_as_run_does(engine: EngineUnderTest, scenario
     got = engine.outcome(scenario)
     assert_same(got, expected)
     assert_went(got, streamed=engine.kind == "dbos-streamed", batched=False)
+    assert_threaded(got, scenario, batched=False)
 
 
 # --- where a scenario cannot apply, the runner's docs say why -----------------------------------------------------

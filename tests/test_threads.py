@@ -17,6 +17,7 @@ from typing import Any
 import anthropic
 import pytest
 from anthropic import beta_async_tool, beta_tool
+from test_compaction import schema_where_it_covers  # noqa: F401  (autouse: the schema, where it covers a body)
 
 from agentfsm import Agent, Policy, tool
 from agentfsm.sim import SimRequest, Simulator
@@ -29,7 +30,8 @@ from agentfsm.wire.threads import THREADS_BETA
 
 THREAD = Policy(transport="thread")
 
-#: The OpenAPI spec the suite checks bodies against predates message threads (no `thread` property).
+#: The OpenAPI spec the suite checks bodies against predates message threads (no `thread` property): each
+#: body is checked without it (``schema_where_it_covers``).
 pytestmark = pytest.mark.beyond_schema
 
 
