@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,7 +233,8 @@ def _unmarked(value: Any) -> Any:
     return value
 
 
-def test_a_lost_thread_resends_the_turn_with_the_full_history_and_the_run_goes_on() -> None:
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_lost_thread_resends_the_turn_with_the_full_history_and_the_run_goes_on(driver: str) -> None:
     sim = Simulator([*tool_turns(3), r.text("Done.")])
 
     @tool(name="add")
@@ -241,9 +244,9 @@ def test_a_lost_thread_resends_the_turn_with_the_full_history_and_the_run_goes_o
             sim.threads.forget()
         return a + b
 
-    with served(sim) as client, capture_events() as events:
+    with served(sim, driver) as client, capture_events() as events:
         agent = Agent(client, tools=[forgetful], policy=THREAD, logger=None)
-        result = agent.run("Add.")
+        result = drive(agent, "Add.", driver)
     assert result.final_state == "done" and result.text == "Done."
     assert kinds(sim) == ["create", "continue+1", "continue?", "create", "continue+1"]
     assert sim.requests[2].status == 404 and sim.requests[3].status == 200
@@ -457,3 +460,16 @@ def test_the_default_transport_sends_the_full_history_without_the_beta() -> None
     with served(sim) as client:
         Agent(client, tools=[add], logger=None).run("Add.")
     assert kinds(sim) == ["full", "full"] and not any(THREADS_BETA in q.betas for q in sim.requests)
+
+
+@pytest.mark.slow  # starts a process
+def test_the_benchmark_runs_and_finds_the_histories_equal() -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "threads.py"), "--quick"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("message threads (quick: a smoke run")
+    assert [line.split()[0] for line in lines[2:4]] == ["messages", "thread"]
+    assert lines[-1].endswith("fewer bytes; the histories are equal")
