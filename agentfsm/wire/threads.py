@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 THREADS_BETA = "message-threads-2026-08-12"
 
@@ -57,7 +57,7 @@ class ThreadPosition(BaseModel):
 
     previous_message_id: str | None = None
     thread_id: str | None = None
-    held: int = 0
+    held: int = Field(0, ge=0)
     digest: str = ""
     fields: str = ""
     model: str = ""
