@@ -473,3 +473,25 @@ def test_the_benchmark_runs_and_finds_the_histories_equal() -> None:
     assert lines[0].startswith("message threads (quick: a smoke run")
     assert [line.split()[0] for line in lines[2:4]] == ["messages", "thread"]
     assert lines[-1].endswith("fewer bytes; the histories are equal")
+
+
+def test_a_server_that_cannot_thread_the_run_gets_the_full_history_from_then_on() -> None:
+    """``thread_unsupported_request`` (a 400 the simulator never gives; a server the library did not write
+    does): the turn goes again without a thread, and so does every later one."""
+    from hostile_server import HostileServer, call, json_body, message, text
+
+    unsupported = {"error_code": "thread_unsupported_request", "unsupported": ["mcp_servers"]}
+    error = {"type": "invalid_request_error", "message": "this request cannot be threaded", "details": unsupported}
+    script = [
+        json_body({"type": "error", "error": error}, status=400),
+        json_body(message([call("add", {"a": 1, "b": 2}, "toolu_1")], "tool_use", id="msg_1")),
+        json_body(message([text("Three.")], id="msg_2")),
+    ]
+    with HostileServer(script) as server, capture_events() as events:
+        client = anthropic.Anthropic(base_url=server.url, api_key=SIM_API_KEY, max_retries=0)
+        result = Agent(client, tools=[add], policy=THREAD, logger=None).run("Add.")
+    assert result.final_state == "done" and result.text == "Three."
+    assert [q.get("thread") for q in server.requests] == [{"type": "create"}, None, None]
+    assert [THREADS_BETA in h.get("anthropic-beta", "") for h in server.headers] == [True, False, False]
+    assert [e.data["reason"] for e in events if e.event == "thread.lost"] == ["thread_unsupported_request"]
+    assert all("thread" in p for p in server.problems)  # the vendored schema predates `thread`; nothing else
