@@ -19,4 +19,5 @@
 * ``serverside``   — request shaping for compaction and server-side fallbacks
 * ``stitch``       — joining continuation chunks without lost or doubled characters
 * ``output``       — typed output (``Agent.output_type``): asked for, validated, sent back when invalid
+* ``threads``      — message threads as a transport: continue the server's thread with only the new messages
 """

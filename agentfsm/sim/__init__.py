@@ -15,6 +15,8 @@ is the Message Batches API (``agentfsm.sim.batches``): batches that end after a
 set number of polls, per-request results, JSONL results billed at half price.
 A request for a model it does not serve is the API's 404 (``agentfsm.sim.lineup``:
 ``KNOWN_MODELS`` by default, ``Simulator(models=...)`` to change it).
+It serves message threads (``agentfsm.sim.threads``): ``thread`` create/continue,
+expiry after ``Simulator(thread_idle_limit=...)``, ``sim.threads.forget()``.
 """
 
 from agentfsm.sim import replies
