@@ -353,7 +353,10 @@ class Simulator:
             headers = dict(reply.headers)
             if is_retryable(reply.status):
                 headers = {**RETRY_NOW, **headers}
-            return error_response(reply.status, reply.error_type, reply.message, request_id=request_id, headers=headers)
+            return error_response(
+                reply.status, reply.error_type, reply.message, request_id=request_id, headers=headers,
+                error_code=reply.error_code,
+            )  # fmt: skip
         if isinstance(reply, RecordedReply):
             return recorded_response(request, reply, request_id=request_id)
         if not isinstance(reply, ScriptedReply):

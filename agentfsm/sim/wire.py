@@ -48,10 +48,20 @@ def is_retryable(status: int) -> bool:
 
 
 def error_response(
-    status: int, error_type: str, message: str, *, request_id: str, headers: dict[str, str] | None = None
+    status: int,
+    error_type: str,
+    message: str,
+    *,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+    error_code: str | None = None,
 ) -> WireResponse:
-    """An error in the API's shape: ``{"type": "error", "error": {...}, "request_id": ...}``."""
-    body = {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
+    """An error in the API's shape: ``{"type": "error", "error": {...}, "request_id": ...}`` (with
+    ``error.details.error_code`` when given)."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    body = {"type": "error", "error": error, "request_id": request_id}
     merged = {
         "content-type": "application/json",
         "request-id": request_id,
