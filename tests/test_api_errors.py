@@ -21,7 +21,7 @@ from anthropic.types.shared.error_type import ErrorType
 from agentfsm import Agent, Policy
 from agentfsm.sim import ErrorReply, Simulator
 from agentfsm.sim import replies as r
-from agentfsm.testing import FakeClock, client_for, drive, use_clock
+from agentfsm.testing import FakeClock, client_for, drive, shown_text, use_clock
 from agentfsm.wire import api_errors
 from agentfsm.wire.api import failure_from
 
@@ -177,6 +177,7 @@ def test_an_overloaded_error_event_mid_stream_goes_down_the_chain_once_the_resen
     assert [q.model for q in sim.requests] == ["claude-opus-5-5", "claude-sonnet-5-5"]
     [hop] = [e.data for e in result.events if e.event == "fallback.hop"]
     assert hop["trigger"] == "overloaded"
+    assert shown_text(streamed) == "Hello from Sonnet."  # the broken stream's "Hel" taken back
 
 
 def test_the_sdk_exception_carries_its_error_code_and_retry_after() -> None:

@@ -171,6 +171,16 @@ def test_not_sticky_every_new_request_starts_on_the_agents_model() -> None:
     assert result.turn_models == [(2, SONNET), (3, OPUS)]
 
 
+def test_not_sticky_the_fallback_models_thinking_is_not_sent_back_to_the_agents_model() -> None:
+    thought = r.message([r.thinking_block("Sonnet thinks."), r.tool_use_block("lookup", {"city": "Hanoi"})], "tool_use")
+    sim = Simulator(per_model(OPUS=[r.overloaded()] * SDK_ATTEMPTS + [r.text("Warm.")], SONNET=[thought]))
+    policy = Policy(fallback_models=CHAIN, fallback_sticky=False)
+    result = Agent(client=sim.client(), model=OPUS, tools=[lookup], policy=policy).run("Weather?")
+    assert result.final_state == "done" and models(sim)[-1] == OPUS
+    assert [b["type"] for b in sim.requests[-1].messages[1]["content"]] == ["tool_use"]
+    assert [b["type"] for b in result.messages[1]["content"]] == ["thinking", "tool_use"]
+
+
 def test_the_pinned_model_survives_a_crash_and_a_resume_from_sqlite(tmp_path: Path) -> None:
     crash = {"on": True}
 

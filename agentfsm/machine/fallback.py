@@ -98,6 +98,7 @@ def answered(conv: Conversation, model: str, *, refused: bool) -> None:
         run.turn_models.append((run.counters.turns, model))
     if not refused and not conv.policy.fallback_sticky and run.chain_at:
         switch(conv, 0)
+        run.thinking_before = len(run.messages) + 1  # this reply, about to join the history, is the other model's
 
 
 def account(conv: Conversation, model: str, usage: dict[str, Any] | None, cost: float | None) -> None:
