@@ -43,12 +43,12 @@ def next_position(conv: Conversation) -> int | None:
     return at if at < len(models) else None
 
 
-@guard("refusal in fallback_on; chain left")
+@guard("refusal in fallback_on, chain left")
 def refusal_falls_back(conv: Conversation) -> bool:
     return "refusal" in conv.policy.fallback_on and next_position(conv) is not None
 
 
-@guard("error kind in fallback_on; chain left")
+@guard("error kind in fallback_on, chain left")
 def failure_falls_back(conv: Conversation) -> bool:
     error = conv.runstate.error
     kind = error.kind if error is not None else None

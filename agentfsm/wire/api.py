@@ -435,7 +435,7 @@ def failure_from(exc: BaseException) -> RequestFailure:
             type=_error_type(exc.body) or type(exc).__name__,
             message=message,
             status_code=exc.status_code,
-            error_code=getattr(exc, "error_code", None),
+            error_code=_error_code(exc.body),
             retry_after=_retry_after(exc.response.headers),
         )
     return RequestFailure(type=type(exc).__name__, message=str(exc) or repr(exc))
@@ -450,6 +450,16 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             continue
         if value >= 0 and value == value and value != float("inf"):
             return value * scale
+    return None
+
+
+def _error_code(body: object) -> str | None:
+    """``error.details.error_code`` (read off the body: SDKs before 2.17 do not parse it)."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        details = err.get("details") if isinstance(err, dict) else None
+        if isinstance(details, dict) and isinstance(details.get("error_code"), str):
+            return str(details["error_code"])
     return None
 
 
