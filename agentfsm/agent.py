@@ -179,7 +179,7 @@ class Agent:
         self.output_spec: OutputSpec | None = (
             None
             if self.output_type is None
-            else spec_for(self.output_type, self.policy, [self.model, *filter(None, [self.policy.fallback_model])])
+            else spec_for(self.output_type, self.policy, [self.model, *self.policy.fallback_chain])
         )
         self._static_params = static_params(self, local)
         #: The tools with the MCP servers' among them (None: no MCP server; the tools never change). The

@@ -17,6 +17,9 @@ from agentfsm.tools.limits import MIN_TOOL_RESULT_CHARS
 from agentfsm.wire.pricing import UNPRICED, Price, price_for
 
 ContinuationStrategy = Literal["auto", "prefill", "prompt"]
+#: What sends a request on to the next model of ``Policy.fallback_models``.
+FallbackTrigger = Literal["refusal", "overloaded", "rate_limited"]
+FALLBACK_TRIGGERS: tuple[FallbackTrigger, ...] = ("refusal", "overloaded", "rate_limited")
 OutputMode = Literal["auto", "native", "tool"]
 
 DEFAULT_CONTINUATION_PROMPT = "Continue exactly where you stopped; do not repeat anything."
@@ -53,7 +56,35 @@ class Policy(BaseModel):
     nudge_prompt: str = Field(
         DEFAULT_NUDGE_PROMPT, description="the user message sent after an empty end_turn that followed tool results"
     )
-    fallback_model: str | None = Field(None, description="model to retry once on after a refusal")
+    fallback_model: str | None = Field(
+        None, description="one model to fall back to: fallback_models=[fallback_model] (give one of the two)"
+    )
+    # A fallback chain, client side (docs/02-state-machine.md, "Falling back"): each request that ends in a
+    # refusal, or fails overloaded or rate limited after the SDK's own retries, goes to the next model.
+    fallback_models: tuple[str, ...] = Field(
+        (),
+        description="models to send a request on to, in order, when it ends in one of fallback_on: each hop once "
+        "per request; a refusal's credit token goes with the hop",
+    )
+    fallback_on: tuple[FallbackTrigger, ...] = Field(
+        FALLBACK_TRIGGERS,
+        description="what sends a request to the next model of the chain: refusal (stop_reason), overloaded (529 "
+        "overloaded_error) and rate_limited (429), the last two after the SDK's own retries",
+    )
+    fallback_sticky: bool = Field(
+        True,
+        description="keep the model that answered for the rest of the conversation (stored: a resume keeps it); "
+        "False: every new request starts again on the agent's model",
+    )
+    # Errors the API says to retry later (docs/12-troubleshooting.md, the error kinds): the machine waits and resends.
+    max_retries_later: int = Field(
+        1, ge=0, description="resends of a request that failed not_ready or ramp_limited, per request, before failing"
+    )
+    retry_later_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="seconds to wait before such a resend when the API's retry-after header does not say",
+    )
     # None by default, as in the SDK's tool_runner, pydantic-ai and LangGraph: a sync tool then runs in the
     # caller's thread (thread-bound resources such as a sqlite3 connection keep working, and no thread hop
     # is paid on every turn). A number bounds each call, which needs every sync call in a worker thread.
@@ -138,7 +169,7 @@ class Policy(BaseModel):
     )
     fallback_credit_tokens: bool = Field(
         True,
-        description="with fallback_model set: ask for fallback credit tokens (the fallback-credit beta) and "
+        description="with a fallback chain: ask for fallback credit tokens (the fallback-credit beta) and "
         "redeem a refusal's token on the retry",
     )
 
@@ -164,10 +195,17 @@ class Policy(BaseModel):
         'when the thread is lost. "messages": every request carries the full history',
     )
 
+    @property
+    def fallback_chain(self) -> tuple[str, ...]:
+        """The client-side chain: ``fallback_models``, or ``fallback_model`` as a chain of one."""
+        if self.fallback_model is not None:
+            return (self.fallback_model,)
+        return self.fallback_models
+
     def named_models(self) -> list[str]:
-        """The models this policy itself names, besides the agent's: the fallback model and the
+        """The models this policy itself names, besides the agent's: the fallback chain and the
         ``fallbacks`` entries (``"default"`` names none: the API picks them at run time)."""
-        named = [self.fallback_model] if self.fallback_model else []
+        named = list(self.fallback_chain)
         if isinstance(self.fallbacks, list):
             named += [str(entry["model"]) for entry in self.fallbacks]
         return list(dict.fromkeys(named))
@@ -215,6 +253,18 @@ class Policy(BaseModel):
                     f"fallbacks[{i}] has {extra}: an entry may set only {sorted(FALLBACK_ENTRY_KEYS)} "
                     "(the API rejects any other key)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _one_chain(self) -> Self:
+        if self.fallback_model is not None and self.fallback_models:
+            raise ValueError(
+                f"give fallback_model={self.fallback_model!r} or fallback_models={list(self.fallback_models)}, not "
+                "both: fallback_model is the chain of one, fallback_models=[...] the chain"
+            )
+        chain = self.fallback_chain
+        if any(not m for m in chain) or len(set(chain)) != len(chain):
+            raise ValueError(f"fallback_models must be distinct, non-empty model names; got {list(chain)}")
         return self
 
     @model_validator(mode="after")

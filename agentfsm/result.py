@@ -64,6 +64,11 @@ class RunError(BaseModel):
     type: str
     message: str
     status_code: int | None = None
+    #: A failed request's kind (``agentfsm.wire.api_errors``; docs/12-troubleshooting.md lists each and what the
+    #: machine does about it): ``overloaded``, ``rate_limited``, ``not_ready``, ... None for a limit of the machine.
+    kind: str | None = None
+    #: The API's ``error.details.error_code``, when the error body had one.
+    error_code: str | None = None
 
 
 class RunResult(BaseModel):
@@ -99,6 +104,13 @@ class RunResult(BaseModel):
     pending_tool_calls: list[ToolCall] = []
     #: The model that produced the last reply: ``model``, or the server-side fallback model that served it.
     answered_by: str | None = None
+    #: The model that answered each turn, from the turn it first did (a fallback chain, ``Policy.fallback_models``):
+    #: ``[(1, "claude-sonnet-5-5"), (3, "claude-haiku-4-5")]`` — turns 1 and 2 on the first, 3 on.
+    turn_models: list[tuple[int, str]] = []
+    #: Usage per model that answered (the same numbers as ``usage``, split).
+    usage_by_model: dict[str, Usage] = {}
+    #: Dollars per model that answered, each at its own price; None for a model with no known price.
+    cost_by_model: dict[str, float | None] = {}
     #: The requests went through the Message Batches API (``agentfsm.batch.BatchRunner``), at batch prices.
     batched: bool = False
 

@@ -38,7 +38,7 @@ from agentfsm import (
     guard,
     tool,
 )
-from agentfsm.sim import ScriptedReply, SimRequest
+from agentfsm.sim import ErrorReply, ScriptedReply, SimRequest
 from agentfsm.sim import replies as r
 from agentfsm.sim.writer import writer
 from agentfsm.wire.caching import unmarked
@@ -381,6 +381,33 @@ def refusal_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
     assert [b["model"] for b in bodies] == [MODEL, FALLBACK_MODEL, FALLBACK_MODEL]
     assert bodies[1]["messages"] == bodies[0]["messages"]
     assert str(bodies[1]["fallback_credit_token"]["token"]).startswith("fct_")
+
+
+# 8b. a fallback chain: the agent's model is overloaded (after the SDK's retries), the request goes on to the next
+# model of the chain, which answers and is kept (sticky) for the rest of the conversation.
+
+
+class OverloadChainAgent(Agent):
+    model = MODEL
+    tools = [count]
+    # No resends of its own: the batch runner resends an overloaded request stream_retries times (the SDK's
+    # retries, which the parity clients turn off), so it goes on down the chain as the others do.
+    policy = Policy(fallback_models=(FALLBACK_MODEL,), stream_retries=0)
+
+
+def overload_chain_model(request: SimRequest) -> ScriptedReply | ErrorReply:
+    if request.model == MODEL:
+        return r.overloaded()
+    if answered(request):
+        return r.text("Counted on the fallback model.")
+    return calls(("count", {"label": "a"}), request=request)
+
+
+def overload_chain_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """The same request goes on to the fallback model, which is kept; the result says which model answered."""
+    assert [b["model"] for b in bodies] == [MODEL, FALLBACK_MODEL, FALLBACK_MODEL]
+    assert bodies[1]["messages"] == bodies[0]["messages"] and "fallback_credit_token" not in bodies[1]
+    assert result.turn_models == [(2, FALLBACK_MODEL)] and list(result.usage_by_model) == [FALLBACK_MODEL]
 
 
 # 9. a wait and its resume: a dangerous call stops the run until someone approves it.
@@ -727,6 +754,12 @@ SCENARIOS: dict[str, Scenario] = {
             ["requesting", "refusal", "requesting", "tool_use", "requesting", "end_turn", "done"], 3,
             {("count", "a"): 1}, beyond_schema=True,
             wire=refusal_wire,
+        ),
+        Scenario(
+            "overload_chain", OverloadChainAgent, overload_chain_model, "Count a.", "done", "end_turn",
+            ["requesting", "requesting", "tool_use", "requesting", "end_turn", "done"], 3,
+            {("count", "a"): 1},
+            wire=overload_chain_wire,
         ),
         Scenario(
             "wait_and_resume", WaitAgent, wait_model, "Delete /tmp/old.log.", "done", "end_turn",

@@ -499,19 +499,11 @@ def test_a_refusals_credit_token_goes_on_the_retry_and_is_redeemed(driver: str, 
     assert event(result, "fallback.credit") == {"status": "redeemed", "reason": None, "remove_to_redeem": None}
 
 
-@pytest.mark.beyond_schema  # the fallbacks and fallback_credit_token parameters
-def test_fallbacks_and_a_credit_token_are_never_sent_together(driver: str) -> None:
-    sim = Simulator([r.refusal(credit_token=True), *tool_turns(1), r.text("Answer.")])
+def test_fallbacks_and_a_client_side_chain_are_refused_together() -> None:
+    # The API rejects a credit token beside `fallbacks`, and a refusal would fall back twice: one of the two.
     policy = Policy(fallback_model="claude-opus-4-8", fallbacks=[{"model": "claude-sonnet-5-5"}])
-    result = run(driver, sim, model="claude-fable-5", policy=policy)
-    assert result.final_state == "done"
-    refused, retry, later = sim.requests
-    assert "fallbacks" in refused.body and "fallback_credit_token" not in refused.body
-    assert "fallback_credit_token" in retry.body and "fallbacks" not in retry.body
-    # the token went on one request; the chain is the requested model's, so it stays off the fallback model
-    assert (
-        later.model == "claude-opus-4-8" and "fallbacks" not in later.body and "fallback_credit_token" not in later.body
-    )
+    with pytest.raises(ConfigurationError, match=r"cannot be combined.*Use\s+fallback_models"):
+        Agent(client=Simulator([]).client(), model="claude-fable-5", policy=policy)
 
 
 def test_without_credit_tokens_the_retry_is_plain(driver: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import InvalidActionError
-from agentfsm.machine import serverside, stitch
+from agentfsm.machine import fallback, serverside, stitch
 from agentfsm.result import RunError
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 from agentfsm.wire import messages as history
@@ -410,18 +410,19 @@ def stop_at_pause_limit(conv: Conversation) -> None:
 
 
 def switch_to_fallback(conv: Conversation) -> None:
-    """Drop the refusal and send the same request on the fallback model, with the refusal's credit token.
+    """Drop the refusal and send the same request on the next model of the fallback chain, with the refusal's
+    credit token (``agentfsm.machine.fallback``).
 
     The token (``stop_details.fallback_credit_token``) refunds the cache-miss cost of the retry when the
     retry's body is the refused request's; it goes on that one request only (``serverside.shape_request``).
     """
     reply = conv.require_reply()
     discard_reply(conv, "refusal, retried on the fallback model")
-    conv.counters.fallback_used = True
     token = (reply.stop_details or {}).get("fallback_credit_token")
     if isinstance(token, str) and token and conv.policy.fallback_credit_tokens:
         conv.runstate.credit_token = token
-    before, conv.runstate.model = conv.model, str(conv.policy.fallback_model)
+    before = conv.model
+    fallback.hop(conv, "refusal")
     conv.emit(
         "refusal.fallback", from_model=before, to_model=conv.model, credit_token=conv.runstate.credit_token is not None
     )

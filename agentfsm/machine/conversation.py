@@ -526,6 +526,9 @@ class Conversation:
             agent=type(self.agent).qualified_name(),
             cost_usd=run.cost_usd,
             answered_by=serverside.served_by(reply) if reply else None,
+            turn_models=run.turn_models,
+            usage_by_model=run.usage_by_model,
+            cost_by_model=run.cost_by_model,
             batched=run.batched,
         )
         result.attach_events(self.log.raw)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, InvalidActionError, InvalidTransitionError
-from agentfsm.machine import output, serverside, threads
+from agentfsm.machine import fallback, output, serverside, threads
 from agentfsm.machine.persistence import Settled
 from agentfsm.machine.plan import AwaitHook, Fire, Plan, RunTools, SendRequest, Suspend
 from agentfsm.machine.streaming import StreamEvent
@@ -45,6 +45,7 @@ from agentfsm.result import RunError
 from agentfsm.tools.approval import requires_approval
 from agentfsm.tools.calls import ToolCall, ToolContext, ToolResult, ToolResults, for_history
 from agentfsm.wire import api, caching
+from agentfsm.wire.api_errors import action_of
 from agentfsm.wire.messages import Message, blocks, history_problems, size_of
 from agentfsm.wire.pricing import price_for
 
@@ -184,8 +185,11 @@ def request_params(conv: Conversation) -> dict[str, Any]:
 
 
 def wire_messages(conv: Conversation) -> list[Message]:
-    """The history as sent: a prefill loses its trailing whitespace, which the API rejects."""
+    """The history as sent: a prefill loses its trailing whitespace, which the API rejects; after a switch of
+    model, the thinking blocks another model produced are left out (``agentfsm.machine.fallback``)."""
     messages = conv.runstate.messages
+    if conv.runstate.thinking_before:
+        messages = fallback.without_other_thinking(messages, conv.runstate.thinking_before)
     if conv.runstate.pending_kind not in ("prefill", "caller_prefill"):
         return messages
     last = messages[-1]
@@ -221,7 +225,6 @@ def begin_request(conv: Conversation) -> None:
     conv._persistence.claim(conv)
     run = conv.runstate
     run.counters.turns += 1
-    run.credit_token = None  # a credit token goes on one request: the one planned before this call
     conv.emit("request.sent", max_tokens=run.max_tokens, messages=len(run.messages), model=run.model)
 
 
@@ -231,7 +234,9 @@ def resend(conv: Conversation, sent: SendRequest, outcome: api.Reply | api.Reque
     full history on a new thread.
 
     A resend is a request like any other (counted as a turn by ``begin_request``): it is sent
-    only while ``Policy.stream_retries`` allows another, a turn is left under ``max_turns``, and
+    only while ``Policy.stream_retries`` allows another (for an error the API says to retry later,
+    ``Policy.max_retries_later``, after its retry-after or ``retry_later_seconds``), a turn is left
+    under ``max_turns``, and
     no budget is spent — wall time counted to the end of the wait. When a limit stops the
     resends, the run's error says which.
     """
@@ -241,12 +246,17 @@ def resend(conv: Conversation, sent: SendRequest, outcome: api.Reply | api.Reque
             return _send_request(conv, sent.attempt)
         conv._retry_stopped_by = blocked
         return None
-    if not isinstance(outcome, api.RequestFailure) or outcome.fault is None:
+    if not isinstance(outcome, api.RequestFailure):
         return None
     policy = conv.policy
-    if sent.attempt >= policy.stream_retries:
+    if outcome.fault is None:  # an HTTP error after the SDK's retries: again only when the API says to wait
+        if action_of(outcome.kind) != "retry_later" or sent.attempt >= policy.max_retries_later:
+            return None
+        delay = policy.retry_later_seconds if outcome.retry_after is None else outcome.retry_after
+    elif sent.attempt >= policy.stream_retries:
         return None
-    delay: float = min(policy.stream_retry_backoff * 2**sent.attempt, policy.stream_retry_max_backoff)
+    else:
+        delay = min(policy.stream_retry_backoff * 2**sent.attempt, policy.stream_retry_max_backoff)
     blocked = _resend_blocked(conv, delay)
     if blocked is not None:
         conv._retry_stopped_by = blocked
@@ -295,7 +305,13 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
             message=message,
             latency_ms=round(latency_ms, 3),
         )
-        run.error = RunError(type=outcome.type, message=message, status_code=outcome.status_code)
+        run.error = RunError(
+            type=outcome.type,
+            message=message,
+            status_code=outcome.status_code,
+            kind=outcome.kind,
+            error_code=outcome.error_code,
+        )
         run.prefill_was_rejected = outcome.rejects_prefill
         table = conv.table
         recovered = (table.first_allowed(conv, trigger) for trigger in RECOVERABLE_FAILURES)
@@ -305,10 +321,13 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
     run.reply, run.reply_kept = outcome, False
     run.container = outcome.container_id or run.container
     run.usage.add(outcome.usage)
+    run.credit_token = None  # a credit token goes on one request: answered now (a refusal's own goes on the hop)
+    answered_by = serverside.served_by(outcome) or run.model
+    price = price_for(outcome.model or run.model, conv.policy.prices)
+    cost = None if price is None else price.reply_cost(outcome.usage)  # compaction passes included
+    fallback.account(conv, answered_by, outcome.usage, cost)
     if run.cost_usd is not None:
-        price = price_for(outcome.model or run.model, conv.policy.prices)
-        # compaction passes included, each priced as the request it was
-        run.cost_usd = None if price is None else round(run.cost_usd + price.reply_cost(outcome.usage), 10)
+        run.cost_usd = None if cost is None else round(run.cost_usd + cost, 10)
         if run.cost_usd is None and conv.policy.max_cost_usd is not None:
             # The models the agent names were checked when it was made (Policy.require_prices); this is one
             # that turned up at run time, such as a server-side fallback answering with a model with no price.
@@ -322,6 +341,7 @@ def complete_request(conv: Conversation, outcome: api.Reply | api.RequestFailure
     )
     serverside.note_reply(conv, outcome)
     trigger = outcome.stop_reason if outcome.stop_reason in STOP_REASONS else UNKNOWN_STOP_REASON
+    fallback.answered(conv, answered_by, refused=trigger == "refusal")
     if run.pending_kind == "compaction" and trigger != "compaction":
         # Our compaction request is answered with stop_reason "compaction" (the block, alone). Under any other
         # stop reason the reply is not a compaction, whatever it holds, nor an answer to the conversation (it

@@ -110,12 +110,6 @@ def pause_resumes_left(conv: Conversation) -> bool:
     return conv.counters.pause_resumes < conv.policy.max_pause_resumes
 
 
-@guard("fallback_model set and not yet tried")
-def fallback_unused(conv: Conversation) -> bool:
-    fallback = conv.policy.fallback_model
-    return fallback is not None and not conv.counters.fallback_used and fallback != conv.model
-
-
 # --- compaction ---------------------------------------------------------------------------------
 
 

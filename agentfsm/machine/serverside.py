@@ -53,7 +53,7 @@ COMPACTION_INCOMPATIBLE = ("context_management", "stop_sequences", "output_forma
 MACHINE_PARAMS = {
     "compaction": "Policy.compact_at_input_tokens (the machine sends compaction requests between turns)",
     "fallbacks": "Policy.fallbacks",
-    "fallback_credit_token": "Policy.fallback_model (a refusal's credit token goes on the retry by itself)",
+    "fallback_credit_token": "Policy.fallback_models (a refusal's credit token goes on the hop by itself)",
 }
 
 
@@ -65,6 +65,13 @@ def check_request_params(policy: Policy, request_params: Mapping[str, Any]) -> N
     for name, instead in MACHINE_PARAMS.items():
         if name in request_params:
             raise ConfigurationError(f"request_params may not set {name!r}: use {instead}")
+    if policy.fallbacks is not None and policy.fallback_chain:
+        raise ConfigurationError(
+            f"Policy.fallbacks (server-side: the API retries a refusal on its chain within the request) and a "
+            f"client-side chain (Policy.fallback_models={list(policy.fallback_chain)}) cannot be combined: the API "
+            "rejects a refusal's credit token beside `fallbacks`, and a request would fall back twice. Use "
+            "fallback_models (it also falls back on overloads and rate limits), or fallbacks alone."
+        )
     if policy.compact_at_input_tokens is not None and has_compaction_edit(request_params):
         raise ConfigurationError(
             "Policy.compact_at_input_tokens cannot be used with a compact_20260112 edit in "
@@ -90,7 +97,7 @@ def shape_request(conv: Conversation, params: dict[str, Any]) -> dict[str, Any]:
     or an ordinary request with the policy's ``fallbacks``."""
     policy = conv.policy
     if policy.fallbacks is not None and not conv.counters.fallback_used:
-        # The chain is the agent's model's: after a client-side switch to fallback_model it is not sent
+        # The chain is the agent's model's: after a client-side switch to another model it is not sent
         # (a list sent to a model without fallbacks is an HTTP 400).
         chain = policy.fallbacks
         params["fallbacks"] = [dict(e) for e in chain] if isinstance(chain, list) else chain
@@ -152,7 +159,7 @@ def request_betas(conv: Conversation, params: Mapping[str, Any]) -> tuple[str, .
     if "mcp_servers" in params and not any(b.startswith("mcp-client-") for b in betas):
         betas.append(MCP_CONNECTOR_BETA)
     policy = conv.policy
-    if "fallback_credit_token" in params or (policy.fallback_model is not None and policy.fallback_credit_tokens):
+    if "fallback_credit_token" in params or (policy.fallback_chain and policy.fallback_credit_tokens):
         betas.append(FALLBACK_CREDIT_BETA)
     return tuple(dict.fromkeys(betas))
 

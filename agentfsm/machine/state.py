@@ -303,8 +303,17 @@ class RunState(BaseModel):
     compaction_off: bool = False
     #: The messages compactions took out of ``messages``, oldest first.
     replaced_messages: list[dict[str, Any]] = []
-    #: A refusal's fallback credit token, for the retry not yet sent.
+    #: A refusal's fallback credit token, for the retry not yet answered (a hop after a failure carries it on).
     credit_token: str | None = None
+    #: The fallback chain (``agentfsm.machine.fallback``): the position of ``model`` in [agent's model,
+    #: *Policy.fallback_models]; messages before ``thinking_before`` hold another model's thinking blocks.
+    chain_at: int = 0
+    thinking_before: int = 0
+    #: The model that answered each turn, from the turn it first did: [(turn, model), ...].
+    turn_models: list[tuple[int, str]] = []
+    #: Usage and dollars per model that answered.
+    usage_by_model: dict[str, Usage] = {}
+    cost_by_model: dict[str, float | None] = {}
     #: The latest reply (stored as the API sent it).
     reply: Reply | None = None
     #: Whether ``reply`` is in ``messages`` already (an action kept it).

@@ -5,7 +5,7 @@ written so that a caller who appends every ``text`` and honours every
 ``rewind`` ends with exactly the text the run produced: continuation seams
 drop the characters a continuation repeats, and when a request has to be
 sent again (a stream that dropped, a reply cut inside a tool call and
-retried larger, a refusal retried on the fallback model) the text the caller
+retried larger, a request sent on down the fallback chain) the text the caller
 already saw is not shown twice: the new attempt's text is matched against
 it, and only if the new attempt says something different does a ``rewind``
 tell the caller how many characters to take back.
@@ -133,7 +133,8 @@ class TextView:
         Text shown for a reply that was then discarded, or for an attempt that broke, stays on
         the caller's screen until an attempt that succeeds confirms or takes it back.
         """
-        repeat = retry or conv.counters.discards != self._discards_seen or bool(self._unconfirmed)
+        # An attempt that broke and is not resent as such (its request gone on down a fallback chain) is repeated too.
+        repeat = retry or self._broken or conv.counters.discards != self._discards_seen or bool(self._unconfirmed)
         self._discards_seen = conv.counters.discards
         if repeat:
             self._unconfirmed = self._screen

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError
-from agentfsm.machine import actions
+from agentfsm.machine import actions, fallback
 from agentfsm.machine import guards as g
 from agentfsm.machine import output as o
 from agentfsm.machine._fsm import build_machine
@@ -55,7 +55,9 @@ PRE_REQUEST_TRIGGERS = (*LIMIT_TRIGGERS, "stop_compacting", "compact")
 API_ERROR = "api_error"
 PREFILL_REJECTED = "prefill_rejected"
 COMPACTION_FAILED = "compaction_failed"
-RECOVERABLE_FAILURES = (PREFILL_REJECTED, COMPACTION_FAILED)
+#: A request that failed overloaded or rate limited goes on to the next model of the chain (``machine.fallback``).
+RETRY_FALLBACK = "retry_fallback"
+RECOVERABLE_FAILURES = (PREFILL_REJECTED, COMPACTION_FAILED, RETRY_FALLBACK)
 
 TERMINAL_STATES = ("done", "truncated", "refused", "failed")
 
@@ -154,6 +156,7 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     # under another stop reason than compaction (core.complete_request).
     T(REQUESTING,                  PREFILL_REJECTED,   REQUESTING,      (g.prefill_rejected_in_auto,),                      actions.switch_to_prompt),
     T(REQUESTING,                  COMPACTION_FAILED,  REQUESTING,      (g.compaction_request_pending,),                    actions.skip_failed_compaction),
+    T(REQUESTING,                  RETRY_FALLBACK,     REQUESTING,      (fallback.failure_falls_back,),                     fallback.switch_after_failure),
     T(REQUESTING,                  API_ERROR,          "failed",        (),                                                 actions.fail_on_error),
     # end_turn: finish; an empty reply right after tool results gets a nudge instead ...
     T("end_turn",                  "nudge",            REQUESTING,      (g.empty_after_tool_results, g.empty_retries_left), actions.nudge),
@@ -197,8 +200,8 @@ BASE_TRANSITIONS: tuple[Transition, ...] = (
     T("compaction",                "run_tools",        REQUESTING,      (g.has_tool_calls,),                                actions.answer_tool_calls, runs_tools=True),
     T("compaction",                "resume",           REQUESTING,      (g.compactions_left,),                              actions.resume_compaction),
     T("compaction",                "give_up",          "truncated",     (),                                                 actions.stop_at_compaction_limit),
-    # refusal: stop, or retry once on the fallback model.
-    T("refusal",                   "retry_fallback",   REQUESTING,      (g.fallback_unused,),                               actions.switch_to_fallback),
+    # refusal: stop, or send the same request on to the next model of the fallback chain.
+    T("refusal",                   RETRY_FALLBACK,     REQUESTING,      (fallback.refusal_falls_back,),                               actions.switch_to_fallback),
     T("refusal",                   "finish",           "refused",       (),                                                 actions.finish_refused),
     # model_context_window_exceeded: compact and ask again when compaction is on; else a valid but limited reply.
     T("model_context_window_exceeded", "compact",      REQUESTING,      (g.can_compact_at_window,),                         actions.compact_at_context_window),

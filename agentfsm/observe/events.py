@@ -67,7 +67,8 @@ EVENT_NAMES: dict[str, str] = {
     "ladder.climbed": "a reply cut inside a tool_use block is retried with a larger max_tokens: from, to",
     "pause.resumed": "a pause_turn reply is sent back unchanged: resume number",
     "empty.nudged": "an empty end_turn after tool results gets a continuation prompt: retry number",
-    "refusal.fallback": "a refusal is retried once on the policy's fallback model",
+    "refusal.fallback": "a refusal is sent on to the next model of the fallback chain: from_model, to_model, "
+    "credit_token",
     "reply.discarded": "a reply is dropped from the history (cut tool call, empty reply, refusal retried): reason",
     "stop_reason.unknown": "the API sent a stop_reason this version does not know: raw value",
     "run.finished": "a run ended: final_state, reason, stop_reason, usage, cost_usd, turns, latency_ms, batched",
@@ -92,6 +93,8 @@ EVENT_NAMES: dict[str, str] = {
     "served_by, hops (from, to, category)",
     "fallback.credit": "the API's verdict on a fallback credit token sent with a retry: status (redeemed or "
     "not_applied), reason, remove_to_redeem",
+    "fallback.hop": "a request goes on to the next model of Policy.fallback_models: from_model, to_model, trigger "
+    "(refusal, overloaded, rate_limited), position in the chain, credit_token",
     "output.invalid": "a reply's output did not validate against the agent's output_type: mode (native or tool), "
     "errors, retry (the retry it is sent back for; None when none is left and the run fails)",
     "thread.lost": "the server's message thread could not be continued (Policy.transport=\"thread\"): the same turn "

@@ -166,6 +166,8 @@ class ErrorReply(BaseModel):
     error_type: str
     message: str
     headers: dict[str, str] = Field(default_factory=dict)
+    #: ``error.details.error_code`` (``storage_not_ready``, ``ramp_limit_exceeded``, ...); None sends no details.
+    error_code: str | None = None
 
 
 class RecordedReply(BaseModel):

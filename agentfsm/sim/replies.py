@@ -14,7 +14,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentfsm.sim.model import BatchOutcome, ErrorReply, FallbackHop, Fault, RecordedReply, ScriptedReply
+from agentfsm.sim.model import (
+    BatchOutcome,
+    ErrorReply,
+    FallbackHop,
+    Fault,
+    RecordedReply,
+    Reply,
+    ReplyFn,
+    ScriptedReply,
+    ScriptError,
+    ScriptItem,
+    SimRequest,
+)
 from agentfsm.sim.recorded import Recording, load
 from agentfsm.sim.validation import PREFILL_NOT_SUPPORTED
 from agentfsm.sim.wire import RETRY_NOW, is_retryable
@@ -25,6 +37,7 @@ __all__ = [
     "batch_canceled",
     "batch_expired",
     "batch_result_line",
+    "by_model",
     "compaction",
     "compaction_block",
     "context_window_exceeded",
@@ -38,6 +51,7 @@ __all__ = [
     "pause_turn",
     "prefill_not_supported",
     "prompt_too_long",
+    "ramp_limited",
     "rate_limited",
     "recorded",
     "redacted_thinking_block",
@@ -46,6 +60,7 @@ __all__ = [
     "server_error",
     "server_search",
     "stop_sequence",
+    "storage_not_ready",
     "text",
     "text_block",
     "thinking_block",
@@ -54,6 +69,7 @@ __all__ = [
     "tool_uses",
     "truncated_tool_use",
     "unknown",
+    "url_fetch_disabled",
     "with_compaction",
     "with_fault",
     "writer",
@@ -312,14 +328,17 @@ def with_fault(reply: ScriptedReply, fault: Fault) -> ScriptedReply:
 # --- errors ---------------------------------------------------------------------------------------
 
 
-def http_error(status: int, error_type: str, message: str, *, retry_after_ms: int | None = None) -> ErrorReply:
-    """Any HTTP error. Retryable statuses get ``retry-after-ms`` (default 1 ms) so SDK retries are instant."""
+def http_error(
+    status: int, error_type: str, message: str, *, retry_after_ms: int | None = None, error_code: str | None = None
+) -> ErrorReply:
+    """Any HTTP error. Retryable statuses get ``retry-after-ms`` (default 1 ms) so SDK retries are instant.
+    ``error_code`` is sent as ``error.details.error_code`` (the SDK raises its class for that code)."""
     headers: dict[str, str] = {}
     if retry_after_ms is not None:
         headers["retry-after-ms"] = str(retry_after_ms)
     elif is_retryable(status):
         headers.update(RETRY_NOW)
-    return ErrorReply(status=status, error_type=error_type, message=message, headers=headers)
+    return ErrorReply(status=status, error_type=error_type, message=message, headers=headers, error_code=error_code)
 
 
 def rate_limited() -> ErrorReply:
@@ -338,6 +357,47 @@ def server_error() -> ErrorReply:
 
 def overloaded() -> ErrorReply:
     return http_error(529, "overloaded_error", "Overloaded")
+
+
+def storage_not_ready() -> ErrorReply:
+    """503 ``storage_not_ready``: the workspace is still being connected to its storage (retry in a minute)."""
+    return http_error(
+        503,
+        "api_error",
+        "This workspace isn't ready yet: it's still being connected to its storage. Try again in a minute.",
+        error_code="storage_not_ready",
+    )
+
+
+def ramp_limited() -> ErrorReply:
+    """429 ``ramp_limit_exceeded``: usage is growing faster than the ramp limit allows (retry after retry-after)."""
+    return http_error(
+        429, "rate_limit_error", "The request would exceed a ramp limit.", error_code="ramp_limit_exceeded"
+    )
+
+
+def url_fetch_disabled() -> ErrorReply:
+    """400 ``organization_url_fetch_disabled``: URL sources, ``web_fetch`` and ``mcp_servers`` are off."""
+    return http_error(
+        400,
+        "invalid_request_error",
+        "URL image and document sources, the web_fetch tool and mcp_servers are turned off for this organization.",
+        error_code="organization_url_fetch_disabled",
+    )
+
+
+def by_model(replies: Mapping[str, ScriptItem], *, default: ScriptItem | None = None) -> ReplyFn:
+    """A script item that answers by the request's model: ``replies[model]``, else ``default``; a model in
+    neither is a script error (a 400). For a fallback chain: ``by_model({"claude-opus-4-8": overloaded(),
+    "claude-sonnet-5-5": text("Hi.")})`` answers each hop's request from its own model's entry."""
+
+    def answer(request: SimRequest) -> Reply:
+        item = replies.get(request.model, default)
+        if item is None:
+            raise ScriptError(f"by_model has no reply for model {request.model!r} (and no default)")
+        return item(request) if callable(item) else item
+
+    return answer
 
 
 def prefill_not_supported() -> ErrorReply:

@@ -298,9 +298,9 @@ class Simulator:
         if request.method != "POST" or request.path != MESSAGES_PATH:
             return error_response(404, "not_found_error", "Not Found", request_id=request_id)
         if thread is not None:
-            details = {"error_code": thread.code} if thread.code else None
-            return error_response(thread.status, thread.error_type, thread.message, request_id=request_id,
-                                  details=details)  # fmt: skip
+            return error_response(
+                thread.status, thread.error_type, thread.message, request_id=request_id, error_code=thread.code
+            )
         problem = (
             parse_error
             or self.cache.problem(request.body)
@@ -374,7 +374,10 @@ class Simulator:
             headers = dict(reply.headers)
             if is_retryable(reply.status):
                 headers = {**RETRY_NOW, **headers}
-            return error_response(reply.status, reply.error_type, reply.message, request_id=request_id, headers=headers)
+            return error_response(
+                reply.status, reply.error_type, reply.message, request_id=request_id, headers=headers,
+                error_code=reply.error_code,
+            )  # fmt: skip
         if isinstance(reply, RecordedReply):
             return recorded_response(request, reply, request_id=request_id)
         if not isinstance(reply, ScriptedReply):

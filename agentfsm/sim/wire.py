@@ -54,13 +54,13 @@ def error_response(
     *,
     request_id: str,
     headers: dict[str, str] | None = None,
-    details: dict[str, Any] | None = None,
+    error_code: str | None = None,
 ) -> WireResponse:
-    """An error in the API's shape: ``{"type": "error", "error": {...}, "request_id": ...}`` (``details``, such
-    as a thread rejection's ``error_code``, inside ``error``)."""
+    """An error in the API's shape: ``{"type": "error", "error": {...}, "request_id": ...}`` (with
+    ``error.details.error_code`` when given)."""
     error: dict[str, Any] = {"type": error_type, "message": message}
-    if details is not None:
-        error["details"] = details
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
     body = {"type": "error", "error": error, "request_id": request_id}
     merged = {
         "content-type": "application/json",

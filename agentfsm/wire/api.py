@@ -21,7 +21,7 @@ import anthropic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentfsm.errors import MissingAPIKeyError
-from agentfsm.wire import threads
+from agentfsm.wire.api_errors import classify
 from agentfsm.wire.sse import (
     SURROGATE_ESCAPE,
     MalformedStreamError,
@@ -84,8 +84,15 @@ class RequestFailure(BaseModel):
     #: Set when a stream broke after it opened ("dropped", "error_event", "incomplete"): the SDK
     #: does not retry those, so the driver does, per ``Policy.stream_retries``.
     fault: str | None = None
-    #: The error body's ``error.details.error_code`` (a message-thread rejection, ``agentfsm.wire.threads``).
+    #: The body's ``error.details.error_code``, when it has one (``storage_not_ready``, ``ramp_limit_exceeded``, ...).
     error_code: str | None = None
+    #: Seconds the API asked to wait before a retry (``retry-after-ms`` / ``retry-after``), when it said.
+    retry_after: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """What kind of failure this is (``agentfsm.wire.api_errors``): ``overloaded``, ``rate_limited``, ..."""
+        return classify(self.type, self.status_code, self.error_code)
 
     @property
     def rejects_prefill(self) -> bool:
@@ -428,9 +435,32 @@ def failure_from(exc: BaseException) -> RequestFailure:
             type=_error_type(exc.body) or type(exc).__name__,
             message=message,
             status_code=exc.status_code,
-            error_code=threads.error_code(exc.body),
+            error_code=_error_code(exc.body),
+            retry_after=_retry_after(exc.response.headers),
         )
     return RequestFailure(type=type(exc).__name__, message=str(exc) or repr(exc))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait a response asked for, in seconds (``retry-after-ms``, else ``retry-after`` in seconds)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name, ""))
+        except ValueError:
+            continue
+        if value >= 0 and value == value and value != float("inf"):
+            return value * scale
+    return None
+
+
+def _error_code(body: object) -> str | None:
+    """``error.details.error_code`` (read off the body: SDKs before 2.17 do not parse it)."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        details = err.get("details") if isinstance(err, dict) else None
+        if isinstance(details, dict) and isinstance(details.get("error_code"), str):
+            return str(details["error_code"])
+    return None
 
 
 def _error_type(body: object) -> str | None:

@@ -113,12 +113,3 @@ def without_cache_control(value: Any) -> Any:
         return [without_cache_control(v) for v in value]
     return value
 
-
-def error_code(body: object) -> str | None:
-    """``error.details.error_code`` of an API error body, if it has one."""
-    if isinstance(body, dict):
-        err = body.get("error")
-        details = err.get("details") if isinstance(err, dict) else None
-        code = details.get("error_code") if isinstance(details, dict) else None
-        return code if isinstance(code, str) else None
-    return None
