@@ -21,9 +21,8 @@ from pydantic import BaseModel
 
 from agentfsm import Agent, ConfigurationError, Policy, tool
 from agentfsm.machine.streaming import StreamEvent
-from agentfsm.sim import Simulator
+from agentfsm.sim import Simulator, validation
 from agentfsm.sim import replies as r
-from agentfsm.sim import validation
 from agentfsm.sim.lineup import LEGACY_MODELS, sdk_lineup
 from agentfsm.testing import DRIVERS, client_for, drive, shown_text
 from agentfsm.wire import models
@@ -319,7 +318,7 @@ def test_a_refusal_fallback_to_a_stricter_model_sends_what_that_model_takes(driv
     )
     result = drive(agent, "Weather?", driver)
     assert result.final_state == "done" and result.text == "Sunny in Hanoi."
-    first, refused, retried = sim.requests
+    _first, refused, retried = sim.requests
     assert refused.body["tool_choice"] == {"type": "any"} and retried.body["model"] == DEFAULT
     assert retried.body["tool_choice"] == {"type": "auto"} and retried.body["thinking"] == {"type": "between_tools"}
     assert all(b["type"] != "thinking" for m in retried.messages for b in m["content"] if isinstance(b, dict))
