@@ -187,7 +187,6 @@ class Agent:
         self.toolset: ToolSet | None = None
         if len(local) < len(self.tools):
             self.toolset = ToolSet(self.tools, extra=self._static_params.get("tools", [])[len(tool_params(local)) :])
-        self._no_prefill: set[str] = set()
 
     # --- the state table, once per class ----------------------------------------------------
 
@@ -679,13 +678,6 @@ class Agent:
         secrets = list(dict.fromkeys(found))
         self.__dict__["_secrets_cache"] = (self._client, self._aclient, tuple(secrets))
         return secrets
-
-    def prefill_unsupported(self, model: str) -> bool:
-        return model in self._no_prefill
-
-    def remember_prefill_unsupported(self, model: str) -> None:
-        """Remember that ``model`` rejects assistant prefill, so later runs of this agent skip the attempt."""
-        self._no_prefill.add(model)
 
     # --- drawing ---------------------------------------------------------------------------------
 

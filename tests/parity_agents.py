@@ -252,9 +252,10 @@ def continuation_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
 
 
 def prompt_continuation_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
-    """The prefill is tried once (the API rejects it); every continuation after that asks by prompt."""
-    assert [b["messages"][-1]["role"] for b in bodies] == ["user", "assistant", "user", "user"]
-    assert bodies[2]["messages"][-1]["content"] == Policy().continuation_prompt
+    """The model's request rules refuse prefill (agentfsm.wire.models): every continuation asks by prompt, and no
+    prefill is ever tried (no 400 eaten)."""
+    assert [b["messages"][-1]["role"] for b in bodies] == ["user", "user", "user"]
+    assert bodies[1]["messages"][-1]["content"] == Policy().continuation_prompt
     assert result.text == DOCUMENT
 
 
@@ -263,7 +264,7 @@ class ContinuationAgent(Agent):
     policy = Policy(max_tokens=12, max_continuations=12)
 
 
-# 4. continuation on a model that rejects prefill: "auto" tries prefill, gets the API's 400, asks by prompt.
+# 4. continuation on a model that rejects prefill: "auto" asks by prompt from the first continuation.
 
 
 class PromptContinuationAgent(Agent):
@@ -728,8 +729,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "continuation_by_prompt", PromptContinuationAgent, writer(DOCUMENT), "Write the report.", "done",
-            "end_turn",  # prefill tried and rejected (the API's 400), then the prompt, on every continuation after
-            ["requesting", "max_tokens", "requesting", "requesting", "max_tokens", "requesting", "end_turn", "done"], 4,
+            "end_turn",  # by prompt from the first continuation: the model's rules refuse prefill, no 400 is eaten
+            ["requesting", "max_tokens", "requesting", "max_tokens", "requesting", "end_turn", "done"], 3,
             wire=prompt_continuation_wire,
         ),
         Scenario(

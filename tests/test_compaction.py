@@ -248,7 +248,8 @@ def test_a_compaction_request_drops_the_parameters_the_api_rejects_on_one(driver
     fallbacks = [{"model": "claude-opus-4-8", "output_config": {"format": fmt}}]
     sim = Simulator([*tool_turns(1), r.compaction("S."), r.text("Answer.")])
     policy = Policy(compact_at_input_tokens=40, fallbacks=fallbacks)
-    result = run(driver, sim, policy=policy, request_params=params)
+    # claude-opus-5: a model that takes both a forced tool_choice and a fallbacks list (agentfsm.wire.models)
+    result = run(driver, sim, model="claude-opus-5", policy=policy, request_params=params)
     assert result.final_state == "done"
     first, compaction, after = sim.requests
     for name in ("stop_sequences", "tool_choice", "context_management"):

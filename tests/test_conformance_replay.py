@@ -180,7 +180,10 @@ def test_the_schema_check_catches_a_request_outside_the_spec(request_schema_on_e
     if realtraffic.request_validators() is None:
         pytest.skip(realtraffic.SKIP_REASON)
     sim = Simulator([r.text("ok")])
-    Agent(client=sim.client(max_retries=0), request_params={"temperature": 7}, logger=None).run("Hi")
+    # a model that takes sampling parameters (agentfsm.wire.models), so the temperature goes out
+    Agent(
+        client=sim.client(max_retries=0), model="claude-sonnet-4-6", request_params={"temperature": 7}, logger=None
+    ).run("Hi")
     assert len(request_schema_on_every_request) == 1 and "temperature" in request_schema_on_every_request[0]
     request_schema_on_every_request.clear()  # caught as it should be: not a failure of this test
 

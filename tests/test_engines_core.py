@@ -37,6 +37,7 @@ from agentfsm.machine.plan import SendRequest
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.tools.calls import ToolCall
+from agentfsm.wire import models
 
 
 class Crash(BaseException):
@@ -256,12 +257,18 @@ def test_a_waiting_state_ends_the_workflow_with_a_result_that_resumes() -> None:
 
 
 def test_the_learned_prefill_memory_is_not_consulted() -> None:
-    """A replay must start as the first run did, whatever the worker learned from other conversations since."""
+    """A replay must start as the first run did, whatever the worker learned from other conversations since:
+    prefill or prompt is the model's request rules' alone (agentfsm.wire.models)."""
     a = Agent(client=Simulator([]).async_client(), model="claude-haiku-4-5", logger=None)
-    a.remember_prefill_unsupported("claude-haiku-4-5")
-    conv = DurableConversation(a, start(), ListEngine().steps())
-    assert conv.runstate.continuation_mode == "prefill"
-    assert a.start("hi", asynchronous=True).runstate.continuation_mode == "prompt"  # an ordinary run does use it
+    models.remember_prefill_refused("claude-haiku-4-5")
+    try:
+        conv = DurableConversation(a, start(), ListEngine().steps())
+        assert conv.runstate.continuation_mode == "prefill"
+        assert a.start("hi", asynchronous=True).runstate.continuation_mode == "prompt"  # an ordinary run does use it
+    finally:
+        models.forget_learned()
+    sonnet = Agent(client=Simulator([]).async_client(), logger=None)  # the default model refuses prefill: prompts
+    assert DurableConversation(sonnet, start(), ListEngine().steps()).runstate.continuation_mode == "prompt"
 
 
 def test_agent_specs_and_rate_limits() -> None:

@@ -10,10 +10,12 @@ from typing import Any, Literal
 import pytest
 
 from agentfsm import Agent, Conversation, Policy, RunResult, tool
+from agentfsm.errors import ConfigurationError
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TransitionEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.testing import DRIVERS, client_for, drive, shown_text
+from agentfsm.wire import models
 from agentfsm.wire.caching import unmarked
 
 CALLS: list[dict[str, Any]] = []
@@ -195,9 +197,18 @@ def test_text_continuation_by_prompt_keeps_roles_alternating() -> None:
 
 
 def test_auto_falls_back_to_prompt_when_the_model_rejects_prefill_and_remembers() -> None:
-    sim = Simulator([r.writer(DOC)] * 40)
-    a = agent(sim, model="claude-sonnet-5-5", policy=Policy(max_tokens=80, max_continuations=19))
-    result = a.run("Write.")
+    """The safety net: the model's request rules (agentfsm.wire.models) say claude-haiku-4-5 takes a prefill, and
+    this server refuses it: one 400, prompts for the rest of the run, and the process remembers the model."""
+    sim = Simulator([r.writer(DOC)] * 40, prefill_unsupported=["claude-haiku-4-5"])
+    a = agent(sim, policy=Policy(max_tokens=80, max_continuations=19))
+    try:
+        result = a.run("Write.")
+        _falls_back_once_and_remembers(a, sim, result)
+    finally:
+        models.forget_learned()
+
+
+def _falls_back_once_and_remembers(a: Driven, sim: Simulator, result: RunResult) -> None:
     assert result.final_state == "done" and result.text == DOC
     rejected = [q for q in sim.requests if q.messages[-1]["role"] == "assistant"]
     assert len(rejected) == 1  # one prefill attempt, answered 400, then prompts
@@ -211,12 +222,19 @@ def test_auto_falls_back_to_prompt_when_the_model_rejects_prefill_and_remembers(
     assert all(q.messages[-1]["role"] == "user" for q in sim.requests[before:])  # remembered: no prefill tried
 
 
+def test_auto_on_a_model_that_refuses_prefill_prompts_from_the_start() -> None:
+    sim = Simulator([r.writer(DOC)] * 40)
+    result = agent(sim, model="claude-sonnet-5-5", policy=Policy(max_tokens=80, max_continuations=19)).run("Write.")
+    assert result.final_state == "done" and result.text == DOC
+    assert all(q.messages[-1]["role"] == "user" for q in sim.requests)  # never a prefill, never a 400
+    assert not events(result, "continuation.fallback") and not events(result, "request.failed")
+
+
 def test_prefill_strategy_on_a_model_without_prefill_fails_clearly() -> None:
     sim = Simulator([r.writer(DOC)] * 5)
-    result = agent(sim, model="claude-sonnet-5-5", policy=Policy(max_tokens=80, continuation="prefill")).run("W")
-    assert result.final_state == "failed"
-    assert result.error is not None and result.error.status_code == 400 and "prefill" in result.error.message
-    assert result.messages[-1]["role"] == "assistant"  # the partial text is kept
+    with pytest.raises(ConfigurationError, match=r"continuation=.prefill.*auto"):
+        Agent(client=sim.client(), model="claude-sonnet-5-5", policy=Policy(continuation="prefill"), logger=None)
+    assert sim.requests == []  # said before any request
 
 
 def test_continuations_are_bounded_then_truncated() -> None:

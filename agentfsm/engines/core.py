@@ -22,9 +22,10 @@ durable steps and everything else plain code that replays:
 
 Replay must decide as the first run did, so nothing the workflow reads may
 change between runs: wall time is read inside the steps (a budget on
-``max_wall_seconds`` sees the recorded times), and the agent's memory of
+``max_wall_seconds`` sees the recorded times), and what the process learned of
 models that reject prefill (which grows as other conversations run) is not
-consulted. Events are not emitted twice: while the engine replays, events are
+consulted: prefill or prompt is the model's request rules' (``wire.models``).
+Events are not emitted twice: while the engine replays, events are
 kept for the result but not logged nor streamed (``Steps.replaying``).
 
 A conversation that stops to wait for a decision from outside (a ``Wait``
@@ -66,7 +67,7 @@ from agentfsm.observe.events import EventLog, Level
 from agentfsm.redaction import redact
 from agentfsm.result import RunResult
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
-from agentfsm.wire import api
+from agentfsm.wire import api, models
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -350,10 +351,12 @@ class DurableConversation(Conversation):
         # they were logged, observed and streamed when they happened.
         self._replayed = EventLog(self.id, None, agent.secrets())
         self._replayed.raw = self.log.raw
-        # Prefill or prompt from the policy alone: the agent's memory of models that reject prefill differs
-        # between workers and grows over time, and a replay must start as the first run did.
+        # Prefill or prompt from the policy and the model's request rules alone: what a process learned of models
+        # that reject prefill differs between workers and grows over time, and a replay must start as the first
+        # run did.
         if self.policy.continuation == "auto":
-            self.runstate.continuation_mode = "prefill"
+            allowed = models.prefill_allowed(self.model, learned=False)
+            self.runstate.continuation_mode = "prefill" if allowed else "prompt"
         self._first_at: float | None = None
         self._last_at = 0.0
         self._nonce = start.nonce or start.conversation_id

@@ -24,7 +24,7 @@ from agentfsm.machine import fallback, serverside, stitch
 from agentfsm.result import RunError
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
 from agentfsm.wire import messages as history
-from agentfsm.wire import usage
+from agentfsm.wire import models, usage
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
@@ -118,7 +118,7 @@ def stop_over_budget(conv: Conversation) -> None:
 def switch_to_prompt(conv: Conversation) -> None:
     """The model refused our prefill: continue with a user prompt, now and for the rest of the run."""
     conv.runstate.continuation_mode = "prompt"
-    conv.agent.remember_prefill_unsupported(conv.model)
+    models.remember_prefill_refused(conv.model)  # the safety net: the model's rules said it accepts prefill
     conv.runstate.prefill_was_rejected = False
     conv.runstate.error = None
     conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})
@@ -185,7 +185,11 @@ def continue_text(conv: Conversation) -> None:
     """Keep the cut text and ask for the rest, by prefill where allowed, else by prompt."""
     keep_reply(conv)
     conv.counters.continuations += 1
-    if conv.runstate.continuation_mode == "prefill" and _prefillable(conv.messages[-1]):
+    if (
+        conv.runstate.continuation_mode == "prefill"
+        and (conv.policy.continuation != "auto" or models.prefill_allowed(conv.model))  # the model now asked
+        and _prefillable(conv.messages[-1])
+    ):
         conv.runstate.pending_kind = "prefill"
     else:
         conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})

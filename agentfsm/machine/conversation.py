@@ -45,7 +45,7 @@ from agentfsm.result import RunResult, TraceStep
 from agentfsm.stores.base import SCHEMA_VERSION, Snapshot, Store, stored_request
 from agentfsm.tools.approval import read_decision
 from agentfsm.tools.calls import ToolCall, ToolResult, ToolResults
-from agentfsm.wire import api, caching
+from agentfsm.wire import api, caching, models
 from agentfsm.wire.messages import Message, blocks, is_tool_result_message, text_of, tool_result_ids
 from agentfsm.wire.usage import Usage
 
@@ -144,7 +144,8 @@ class Conversation:
         self.id = conversation_id if conversation_id is not None else f"conv_{uuid.uuid4().hex[:16]}"
         if state is None:
             history = messages or []
-            auto_prompt = self.policy.continuation == "auto" and agent.prefill_unsupported(agent.model)
+            # auto: prefill only where the model's request rules accept it (agentfsm.wire.models), never a 400 first
+            auto_prompt = self.policy.continuation == "auto" and not models.prefill_allowed(agent.model)
             state = RunState.model_construct(
                 messages=history,
                 model=agent.model,

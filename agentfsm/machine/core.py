@@ -44,7 +44,7 @@ from agentfsm.redaction import redact_error
 from agentfsm.result import RunError
 from agentfsm.tools.approval import requires_approval
 from agentfsm.tools.calls import ToolCall, ToolContext, ToolResult, ToolResults, for_history
-from agentfsm.wire import api, caching
+from agentfsm.wire import api, caching, models
 from agentfsm.wire.api_errors import action_of
 from agentfsm.wire.messages import Message, blocks, history_problems, size_of
 from agentfsm.wire.pricing import price_for
@@ -181,7 +181,12 @@ def request_params(conv: Conversation) -> dict[str, Any]:
         # A follow-up: mark what the next request will repeat (on the wire copy only; see agentfsm.wire.caching).
         prefill = run.pending_kind in ("prefill", "caller_prefill")
         params = caching.with_breakpoint(params, prefill=prefill, max_tokens=run.max_tokens, counter=conv._marks)
-    return serverside.shape_request(conv, params)
+    params = serverside.shape_request(conv, params)
+    if run.model != conv.agent.model:  # another model mid-run (a fallback): the request made fit for it
+        params, changed = models.request_for_model(params, run.model, from_model=conv.agent.model)
+        if changed:
+            conv.emit("request.adapted", model=run.model, changed=changed)
+    return params
 
 
 def wire_messages(conv: Conversation) -> list[Message]:

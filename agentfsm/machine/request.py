@@ -13,6 +13,7 @@ from agentfsm.errors import ConfigurationError
 from agentfsm.machine.output import OUTPUT_TOOL
 from agentfsm.machine.serverside import check_request_params
 from agentfsm.tools.definition import Tool, tool_params
+from agentfsm.wire import models
 
 if TYPE_CHECKING:
     from agentfsm.agent import Agent
@@ -52,6 +53,8 @@ def static_params(agent: Agent, local: Sequence[Tool | dict[str, Any]]) -> dict[
             "(use model= and Policy.max_tokens)"
         )
     check_request_params(agent.policy, agent.request_params)
+    # What the agent's model refuses, before any request (agentfsm.wire.models); a fallback's request is adapted.
+    models.check_request(agent.model, agent.request_params, continuation=agent.policy.continuation)
     params.update(agent.request_params)
     return params
 

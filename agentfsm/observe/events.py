@@ -63,12 +63,15 @@ EVENT_NAMES: dict[str, str] = {
     "tool.result_replaced": "the agent's after_tool replaced a call's result: tool, tool_use_id, is_error, and reason "
     "when the hook failed and the result was withheld",
     "continuation.requested": "a cut-off text is being continued: strategy, continuation number",
-    "continuation.fallback": "the model rejected prefill; continuing with a user prompt for the rest of the run",
+    "continuation.fallback": "a model whose request rules accept prefill rejected one (the safety net); continuing "
+    "with a user prompt for the rest of the run",
     "ladder.climbed": "a reply cut inside a tool_use block is retried with a larger max_tokens: from, to",
     "pause.resumed": "a pause_turn reply is sent back unchanged: resume number",
     "empty.nudged": "an empty end_turn after tool results gets a continuation prompt: retry number",
     "refusal.fallback": "a refusal is sent on to the next model of the fallback chain: from_model, to_model, "
     "credit_token",
+    "request.adapted": "a request goes to another model than the agent's (a fallback) and is made fit for it (its "
+    "request rules, agentfsm.wire.models): model, changed (what was dropped or replaced)",
     "reply.discarded": "a reply is dropped from the history (cut tool call, empty reply, refusal retried): reason",
     "stop_reason.unknown": "the API sent a stop_reason this version does not know: raw value",
     "run.finished": "a run ended: final_state, reason, stop_reason, usage, cost_usd, turns, latency_ms, batched",

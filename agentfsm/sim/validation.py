@@ -8,17 +8,13 @@ problem found, or ``None`` for a request the real API would accept.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from agentfsm.wire import structured
+from agentfsm.wire import models, structured
 
 PrefillPolicy = Collection[str] | Callable[[str], bool] | None
-"""Which models reject an assistant prefill: model-name prefixes, a predicate, or None for the default."""
-
-_NO_PREFILL_PREFIXES = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-7", "claude-opus-4-8")
-_GENERATION_5 = re.compile(r"^claude-[a-z]+-5(?:$|[-.@])")
+"""Which models reject an assistant prefill: model-name prefixes, a predicate, or None for the model rules."""
 
 PREFILL_NOT_SUPPORTED = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
@@ -26,8 +22,9 @@ PREFILL_NOT_SUPPORTED = (
 
 
 def default_prefill_unsupported(model: str) -> bool:
-    """Models reported to reject prefill: Opus/Sonnet 4.6, Opus 4.7 and 4.8, and every ``claude-<family>-5…``."""
-    return model.startswith(_NO_PREFILL_PREFIXES) or bool(_GENERATION_5.match(model))
+    """The models whose request rules refuse prefill (``agentfsm.wire.models``: Claude 4.6 and later, and any name
+    the table does not know)."""
+    return not models.rules_for(model).prefill
 
 
 def prefill_predicate(policy: PrefillPolicy) -> Callable[[str], bool]:
@@ -38,6 +35,47 @@ def prefill_predicate(policy: PrefillPolicy) -> Callable[[str], bool]:
         return policy
     prefixes = tuple(policy)
     return lambda model: model.startswith(prefixes)
+
+
+# The wording of the refusals of ``agentfsm.wire.models``. The thinking ones are quoted on the "What's new in
+# Claude Opus 5.5" page; the sampling one is the live API's, as reported for Claude Opus 4.7 and Sonnet 5
+# (github.com/Comfy-Org/ComfyUI/issues/13923, github.com/braintrustdata/lingua/pull/335). No recorded body of a
+# forced tool_choice refusal, of Sonnet 5.5's thinking-disabled refusal (its page says only that the message
+# points to between_tools) or of the temperature-and-top_p one was found: those three are modelled on the others.
+THINKING_NOT_SUPPORTED = (
+    '"thinking.type.{kind}" is not supported for this model. Use "thinking.type.adaptive" and '
+    '"output_config.effort" to control thinking behavior.'
+)
+THINKING_OFF_INSTEAD = (
+    '"thinking.type.disabled" is not supported for this model. Use "thinking.type.{off}" to turn off up-front thinking.'
+)
+SAMPLING_DEPRECATED = "`{name}` is deprecated for this model."
+SAMPLING_ONE_OF = "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+FORCED_TOOL_CHOICE = (
+    '"tool_choice.type.{kind}" is not supported for this model. Use "tool_choice.type.auto" or "tool_choice.type.none".'
+)
+
+
+def _check_model_rules(body: Mapping[str, Any]) -> str | None:
+    """What the body's model refuses in its parameters (``agentfsm.wire.models``), as the API words it."""
+    rules = models.rules_for(str(body["model"]))
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") in ("any", "tool") and not rules.forced_tool_choice:
+        return FORCED_TOOL_CHOICE.format(kind=choice.get("type"))
+    for name in models.SAMPLING_PARAMS:
+        if name in body and rules.sampling == "refused":
+            return SAMPLING_DEPRECATED.format(name=name)
+    if rules.sampling == "one_of" and "temperature" in body and "top_p" in body:
+        return SAMPLING_ONE_OF
+    thinking = body.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, Mapping) else None
+    if kind == "enabled" and not rules.thinking_budget:
+        return THINKING_NOT_SUPPORTED.format(kind="enabled")
+    if kind == "disabled" and not rules.thinking_disabled:
+        if rules.thinking_off is not None:
+            return THINKING_OFF_INSTEAD.format(off=rules.thinking_off)
+        return THINKING_NOT_SUPPORTED.format(kind="disabled")
+    return None
 
 
 def _blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -238,7 +276,8 @@ def validate(
         return problem
     messages: list[dict[str, Any]] = body["messages"]
     return (
-        _check_output_config(body)
+        _check_model_rules(body)
+        or _check_output_config(body)
         or _check_roles(messages)
         or _check_tool_pairing(messages)
         or _check_final_assistant(messages, str(body["model"]), prefill_unsupported)
