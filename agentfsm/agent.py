@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anthropic
 
+from agentfsm import debugging as _debugging
 from agentfsm.errors import (
     AgentfsmError,
     ConfigurationError,
@@ -687,6 +688,8 @@ class Agent:
         """Remember that ``model`` rejects assistant prefill, so later runs of this agent skip the attempt."""
         self._no_prefill.add(model)
 
+    fork = _debugging.fork.fork  # agent.fork(id, store=, at=, ...): a stored run's history after a step, ready to run
+    rerun = _debugging.rerun.rerun  # agent.rerun(id, store=, tools="recorded", ...): again, tools from the recording
     # --- drawing ---------------------------------------------------------------------------------
 
     @classmethod
