@@ -19,8 +19,10 @@ Decisions (docs/14-debugging-and-evaluating.md says them to users):
 * A history that ends in client ``tool_use`` blocks with no results (only a custom action that keeps a reply
   before its calls are answered makes one) starts in ``tool_use`` with those calls pending: they run, live, when
   the fork runs (under ``agent.rerun``, answered from the recording).
-* The fork's counters, usage, cost and trace start at zero: they are the fork's own. Its answer holds the
-  trailing prefill's text, if any (a continuation by prompt stitched text the fork does not hold).
+* The fork's counters, usage, cost and trace start at zero: they are the fork's own (but for the compactions
+  its history holds, which count against ``max_compactions``; a history that opens with a compaction block
+  is treated as just compacted). Its answer holds the trailing prefill's text, if any (a continuation by
+  prompt stitched text the fork does not hold).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import ConfigurationError, ForkError, InvalidHistoryError, require_conversation_id
-from agentfsm.machine.state import ForkedFrom
+from agentfsm.machine.state import Counters, ForkedFrom
 from agentfsm.observe.ui.history import history_at
 from agentfsm.stores.base import Snapshot, Store
 from agentfsm.tools.executor import ToolExecutor
@@ -129,6 +131,9 @@ def fork_snapshot(
         "forked_from": ForkedFrom(conversation_id=cid, step=at),
         "revision": 1,
     }
+    if opens_with_compaction(messages[0]):  # as the run stood after the compaction: it counts, and is recent
+        compactions = sum(1 for m in [*replaced, messages[0]] if opens_with_compaction(m))
+        fields.update(counters=Counters(compactions=compactions), compaction_applied_at=0)
     last = messages[-1]
     if pending:
         reply = reply_from(
