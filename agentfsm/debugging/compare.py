@@ -57,7 +57,8 @@ class Comparison(BaseModel):
 
     original: RunSide
     rerun: RunSide
-    #: The step the rerun started after (0: the original's prompt).
+    #: The original's step the rerun went on from (0: its prompt): the fork point, or, for a fork at a step whose
+    #: reply the original had not acted on yet (a tool round, a wait), the step before that reply was asked for.
     at: int = 0
     #: The first step, numbered as the original's trace, where the two runs took different transitions (or one
     #: had a step the other had not); None when they took the same path.

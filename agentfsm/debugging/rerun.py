@@ -109,4 +109,16 @@ def rerun(
     ran_by = with_overrides(agent, model=model, policy=policy, system=system, executor=executor)
     original = original_result(agent, parent)
     conv = start_fork(ran_by, parent, start, store=store, new_id=fid, edit=None, asynchronous=False)
-    return _finish(ran_by, store, original, conv.run(), start)
+    base = aligned(parent, start, conv.state)
+    return _finish(ran_by, store, original, conv.run(), base)
+
+
+def aligned(parent: Snapshot, at: int, state: str) -> int:
+    """The original's step a fork at ``at`` goes on from: ``at``, or, when the fork asks again for a reply the
+    original had received by then (it starts in ``requesting``, the original was past it), the step before that
+    request went out — the last step up to ``at`` that ended in the fork's state with the same history."""
+    trace = parent.trace
+    step = at
+    while step > 0 and trace[step - 1].dest != state and trace[step - 1].history_size == trace[at - 1].history_size:
+        step -= 1
+    return step if step == 0 or trace[step - 1].dest == state else at
