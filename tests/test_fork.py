@@ -289,3 +289,35 @@ def test_fork_on_postgresql(postgres_database: str) -> None:
         assert listed == {"orig": None, "pg-fork": ForkedFrom(conversation_id="orig", step=8)}
     finally:
         store.close()
+
+
+def test_the_inspector_links_a_fork_to_its_parent_at_the_step(
+    tmp_path: Path, store: SQLiteStore, sim: Simulator, recorded: Snapshot
+) -> None:
+    import http.client
+    import threading
+
+    from agentfsm.observe.ui import UIServer, open_source
+
+    agent(sim).fork("orig", store=store, at=8, new_id="child")
+    server = UIServer(open_source(f"sqlite:///{tmp_path / 'runs.db'}"), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        pages = {}
+        for run in ("child", "orig"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("GET", f"/runs/{run}")
+            response = conn.getresponse()
+            assert response.status == 200
+            pages[run] = response.read().decode()
+            conn.close()
+    finally:
+        server.shutdown()
+        server.close()
+        thread.join(10)
+    assert (
+        '<dt>forked from</dt><dd><a class="forked-from" href="/runs/orig?step=8">orig</a> at step 8</dd>'
+        in pages["child"]
+    )
+    assert "forked from" not in pages["orig"]

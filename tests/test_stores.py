@@ -312,8 +312,8 @@ def test_a_waiting_row_written_before_the_run_state_was_declared_once_loads_and_
     assert [b["content"] for b in answers if b["type"] == "tool_result"] == ["deleted notes.txt"]
     again = json.loads(Snapshot.model_validate(store.load(written["conversation_id"])).model_dump_json())
     # the same format, plus the fields added since: what it waits for, the request it is sent with, the wait's
-    # name, its graph
-    assert sorted(again) == sorted([*written, "pending_decision", "request", "wait_token", "graph"])
+    # name, its graph, the run it was forked from
+    assert sorted(again) == sorted([*written, "pending_decision", "request", "wait_token", "graph", "forked_from"])
 
 
 def test_a_row_from_a_newer_agentfsm_is_a_clear_error(backend: Backend) -> None:

@@ -218,7 +218,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no conversations in {_store_location(args)}")
         return 0
-    rows = [("ID", "STATE", "FINISHED", "TURNS", "UPDATED", "FORKED FROM", "AGENT")]
+    rows = [("ID", "STATE", "FINISHED", "TURNS", "UPDATED", "FORKED", "AGENT")]
     for run in runs:
         agent = f"{run.agent}  (cannot be read: {run.problem})" if run.problem else run.agent
         parent = run.forked_from
