@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anthropic
 
+from agentfsm import debugging as _debugging
 from agentfsm.errors import (
     AgentfsmError,
     ConfigurationError,
@@ -678,6 +679,9 @@ class Agent:
         secrets = list(dict.fromkeys(found))
         self.__dict__["_secrets_cache"] = (self._client, self._aclient, tuple(secrets))
         return secrets
+
+    fork = _debugging.fork.fork  # agent.fork(id, store=, at=, ...): a stored run's history after a step, ready to run
+    rerun = _debugging.rerun.rerun  # agent.rerun(id, store=, tools="recorded", ...): again, tools from the recording
 
     # --- drawing ---------------------------------------------------------------------------------
 

@@ -423,3 +423,28 @@ class MCPServerError(AgentfsmError):
 
 class MCPToolError(ToolCallError):
     """An MCP tool answered ``isError: true`` (or the server rejected the call): its text is what the model reads."""
+
+
+class ForkError(AgentfsmError, ValueError):
+    """A stored run cannot be forked as asked (``agent.fork``, ``agentfsm runs fork``): the step is not one of its
+    trace, its recorded history sizes do not give that step's history exactly, or the history (after ``edit=``)
+    is not one the API accepts. Nothing is saved. A ``ValueError`` too."""
+
+    def __init__(self, conversation_id: str, problem: str) -> None:
+        self.conversation_id, self.problem = conversation_id, problem = conversation_id, redact(problem)
+        super().__init__(f"cannot fork conversation {conversation_id!r}: {problem}")
+
+
+class RecordingMismatchError(AgentfsmError):
+    """A rerun with ``tools="fail"`` (``agent.rerun``) met a tool call the recording has no result for: the rerun
+    stops there, with nothing run; its conversation is kept in the store at that call."""
+
+    def __init__(self, conversation_id: str, original_id: str, call: str) -> None:
+        self.conversation_id, self.original_id = conversation_id, original_id
+        super().__init__(
+            redact(
+                f"rerun {conversation_id!r} called {call}, which run {original_id!r} has no recorded result for: "
+                "tools='fail' stops the rerun here (tools='live' runs such a call, tools='refuse' answers it with "
+                "an error the model reads)"
+            )
+        )

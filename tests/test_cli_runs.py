@@ -75,7 +75,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 def test_list_shows_one_line_per_conversation(store_file: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "list", "--store", store_file]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "STATE", "FINISHED", "TURNS", "UPDATED", "AGENT"]
+    assert lines[0].split() == ["ID", "STATE", "FINISHED", "TURNS", "UPDATED", "FORKED", "AGENT"]
     done = next(line for line in lines if line.startswith("conv_done"))
     crashed = next(line for line in lines if line.startswith("conv_crashed"))
     assert done.split()[1:4] == ["done", "yes", "8"] and done.endswith("agentfsm.agent:Agent")

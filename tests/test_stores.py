@@ -312,9 +312,11 @@ def test_a_waiting_row_written_before_the_run_state_was_declared_once_loads_and_
     assert [b["content"] for b in answers if b["type"] == "tool_result"] == ["deleted notes.txt"]
     again = json.loads(Snapshot.model_validate(store.load(written["conversation_id"])).model_dump_json())
     # the same format, plus the fields added since: what it waits for, the request it is sent with, the wait's
-    # name, its graph, its message thread, the fallback chain's place and what each model answered and cost
+    # name, its graph, its message thread, the fallback chain's place and what each model answered and cost, the
+    # run it was forked from
     chain = ["chain_at", "thinking_before", "turn_models", "usage_by_model", "cost_by_model"]
-    assert sorted(again) == sorted([*written, "pending_decision", "request", "wait_token", "graph", "thread", *chain])
+    added = ["pending_decision", "request", "wait_token", "graph", "thread", *chain, "forked_from"]
+    assert sorted(again) == sorted([*written, *added])
 
 
 def test_a_row_from_a_newer_agentfsm_is_a_clear_error(backend: Backend) -> None:

@@ -3,6 +3,7 @@
 * ``running``  — ``demo`` and ``run``
 * ``drawing``  — ``graph``, ``replay`` and ``diagrams``
 * ``runs``     — ``runs list|show|graph|decide`` over a store
+* ``debugging`` — ``runs fork|rerun``: fork a stored run at a step, rerun one against its recording
 * ``ui``       — ``ui``: the run inspector in the browser
 * ``sim``      — ``sim serve``
 * ``batch``    — ``batch``: many conversations through the Message Batches API

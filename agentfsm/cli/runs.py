@@ -109,6 +109,9 @@ def add_commands(sub: Any) -> None:
     )
     output_options(runs_decide)
     runs_decide.set_defaults(func=cmd_runs_decide)
+    from agentfsm.cli import debugging  # runs fork|rerun: a module of their own
+
+    debugging.add_commands(runs_sub, store_help)
 
 
 def json_argument(text: str) -> Any:
@@ -215,9 +218,10 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no conversations in {_store_location(args)}")
         return 0
-    rows = [("ID", "STATE", "FINISHED", "TURNS", "UPDATED", "AGENT")]
+    rows = [("ID", "STATE", "FINISHED", "TURNS", "UPDATED", "FORKED", "AGENT")]
     for run in runs:
         agent = f"{run.agent}  (cannot be read: {run.problem})" if run.problem else run.agent
+        parent = run.forked_from
         rows.append(
             (
                 run.conversation_id,
@@ -225,6 +229,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
                 "yes" if run.finished else "no",
                 str(run.turns),
                 _when(run.updated_at),
+                "-" if parent is None else f"{parent.conversation_id}@{parent.step}",
                 agent,
             )
         )
@@ -303,6 +308,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         status = f"at {snap.state} (unfinished: agent.resume carries it on)"
     print(f"conversation : {snap.conversation_id}")
     print(f"agent        : {snap.agent}")
+    if snap.forked_from is not None:
+        print(f"forked from  : {snap.forked_from.conversation_id} at step {snap.forked_from.step}")
     print(f"state        : {status}")
     if snap.waiting is not None:
         _print_wait(snap, _store_location(args))

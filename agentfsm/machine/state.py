@@ -207,6 +207,16 @@ class PendingDecision(BaseModel):
     why: str | None = None
 
 
+class ForkedFrom(BaseModel):
+    """Where a forked run came from (``agent.fork``, ``agentfsm.debugging``): the run, and the step of its trace."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation_id: str
+    #: The parent's step the fork's history was cut at (as ``result.trace`` counts: 1 is after the first; 0 its prompt).
+    step: int
+
+
 #: A stored graph bigger than this is not one an Agent class makes: a row holding one is read without it.
 MAX_GRAPH_STATES = 1000
 MAX_GRAPH_TRANSITIONS = 5000
@@ -355,6 +365,9 @@ class RunState(BaseModel):
     #: The Agent class's states and transitions, as data: what an inspector draws the run on, importing nothing.
     #: None in memory (derived when a snapshot is taken) and in rows an earlier agentfsm wrote.
     graph: StoredGraph | None = None
+    #: The run this one was forked from, and at which step (``agent.fork``); None for any other run, and in rows
+    #: an earlier agentfsm wrote.
+    forked_from: ForkedFrom | None = None
 
     if not TYPE_CHECKING:
         __setattr__ = _set_field

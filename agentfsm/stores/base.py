@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from agentfsm.errors import CorruptSnapshotError, SnapshotVersionError
-from agentfsm.machine.state import Counters, PendingDecision, RunState
+from agentfsm.machine.state import Counters, ForkedFrom, PendingDecision, RunState
 from agentfsm.wire.usage import Usage
 
 __all__ = [
@@ -148,6 +148,16 @@ def _check_content(conversation_id: str, snap: Snapshot) -> None:
         raise CorruptSnapshotError(conversation_id, f"its history is not valid: {exc.problem}") from None
 
 
+def forked_from_json(text: str | bytes | None) -> ForkedFrom | None:
+    """A stored row's ``forked_from`` object as SQL picked it out of the row's JSON (None: absent, or unreadable)."""
+    if not text:
+        return None
+    try:
+        return ForkedFrom.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
 def snapshot_json(snapshot: Snapshot) -> str:
     """The text a store keeps for ``snapshot``: its JSON, whatever strings it holds.
 
@@ -183,6 +193,8 @@ class RunSummary(BaseModel):
     usage: Usage | None = None
     #: When it was first saved (Unix time; None where the store does not keep it).
     created_at: float | None = None
+    #: The run it was forked from, and at which step (``agent.fork``); filled in by ``list()``.
+    forked_from: ForkedFrom | None = None
 
     @property
     def status(self) -> str:

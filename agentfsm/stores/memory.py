@@ -78,6 +78,7 @@ class MemoryStore:
                     cost_usd=snap.cost_usd,
                     elapsed_s=snap.elapsed_s,
                     usage=snap.usage,
+                    forked_from=snap.forked_from,
                     created_at=self._created.get(cid, updated),
                 )
             )

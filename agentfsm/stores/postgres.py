@@ -50,7 +50,14 @@ from agentfsm.errors import (
     StoreError,
     require_conversation_id,
 )
-from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
+from agentfsm.stores.base import (
+    SCHEMA_VERSION,
+    RunSummary,
+    Snapshot,
+    forked_from_json,
+    read_snapshot,
+    snapshot_json,
+)
 from agentfsm.stores.listing import (
     RunFilter,
     RunPage,
@@ -127,6 +134,8 @@ _STALE = (
 _SESSION = ("SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10", "SET tcp_keepalives_count = 3")
 
 _NOW = "extract(epoch FROM clock_timestamp())"
+#: A snapshot's ``forked_from`` object in its JSON text (a regular expression; the first group is the object).
+_FORKED_FROM = r'"forked_from":(\{"conversation_id":"(?:[^"\\]|\\.)*","step":-?[0-9]+\})'
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -321,7 +330,9 @@ class PostgresStore:
             rows = (
                 self._connection()
                 .execute(
-                    "SELECT id, agent, state, turns, finished, updated_at, schema_version "
+                    "SELECT id, agent, state, turns, finished, updated_at, schema_version, "
+                    # a fork's parent: the row's forked_from object, as the snapshot's JSON writes it
+                    f"substring(snapshot from '{_FORKED_FROM}') "
                     "FROM agentfsm_conversations ORDER BY created_at, id"
                 )
                 .fetchall()
@@ -337,8 +348,9 @@ class PostgresStore:
                 problem=(
                     SnapshotVersionError(cid, version, SCHEMA_VERSION).problem if version > SCHEMA_VERSION else None
                 ),
+                forked_from=forked_from_json(forked),
             )
-            for cid, agent, state, turns, finished, updated, version in rows
+            for cid, agent, state, turns, finished, updated, version, forked in rows
         ]
 
     @_errors

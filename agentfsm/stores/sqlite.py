@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from agentfsm.errors import SnapshotVersionError, StaleConversationError, StoreError, require_conversation_id
-from agentfsm.stores.base import SCHEMA_VERSION, RunSummary, Snapshot, read_snapshot, snapshot_json
+from agentfsm.stores.base import (
+    SCHEMA_VERSION,
+    RunSummary,
+    Snapshot,
+    forked_from_json,
+    read_snapshot,
+    snapshot_json,
+)
 from agentfsm.stores.listing import (
     RunFilter,
     RunPage,
@@ -323,13 +330,17 @@ class SQLiteStore:
         order = "ORDER BY created_at, id"
         if self._json_valid:
             try:
-                rows = self._read(f"SELECT {columns}, json_valid(snapshot) FROM agentfsm_conversations {order}")
+                # a fork's parent, read from the row's JSON where it is valid JSON (a corrupt row is listed too)
+                forked = "CASE WHEN json_valid(snapshot) THEN json_extract(snapshot, '$.forked_from') END"
+                rows = self._read(
+                    f"SELECT {columns}, json_valid(snapshot), {forked} FROM agentfsm_conversations {order}"
+                )
             except sqlite3.OperationalError as exc:
                 if "json_valid" not in str(exc):
                     raise
                 self._json_valid = False
         if not self._json_valid:
-            rows = self._read(f"SELECT {columns}, 1 FROM agentfsm_conversations {order}")
+            rows = self._read(f"SELECT {columns}, 1, NULL FROM agentfsm_conversations {order}")
         return [
             RunSummary(
                 conversation_id=cid,
@@ -339,8 +350,9 @@ class SQLiteStore:
                 finished=bool(finished),
                 updated_at=updated,
                 problem=_problem(cid, version, bool(valid)),
+                forked_from=forked_from_json(forked),
             )
-            for cid, agent, state, turns, finished, updated, version, valid in rows
+            for cid, agent, state, turns, finished, updated, version, valid, forked in rows
         ]
 
     @_errors

@@ -164,7 +164,10 @@ def history_at(messages: Sequence[Message], size: Size | None) -> list[Message]:
     if not out:
         return out
     last = out[-1]
-    content = [dict(b) for b in blocks(last)][:nblocks]
+    whole = blocks(last)
+    if nblocks >= len(whole) and (not whole or _length(whole[-1]) is None or chars >= (_length(whole[-1]) or 0)):
+        return out  # the last message whole, as it is stored (a string content stays a string): the exact prefix
+    content = [dict(b) for b in whole][:nblocks]
     if content and _length(content[-1]) is not None:
         content[-1]["text"] = content[-1]["text"][:chars]
     last["content"] = content

@@ -189,6 +189,11 @@ def _summary(view: RunView) -> str:
         ("started", f'<time datetime="{_e(iso(row.started))}">{_e(when(row.started))}</time>'),
         ("wall time", "—" if data.elapsed_s is None else f"{data.elapsed_s:.2f} s"),
     ]
+    parent = data.forked_from
+    if parent is not None:  # a fork (agent.fork, agent.rerun): its parent's page, at the step it was cut at
+        href = f"/runs/{_e(quote_id(parent.conversation_id))}?step={parent.step}"
+        link = f'<a class="forked-from" href="{href}">{_e(parent.conversation_id)}</a> at step {parent.step}'
+        facts.insert(1, ("forked from", link))
     dl = "".join(f"<div><dt>{name}</dt><dd>{value}</dd></div>" for name, value in facts)
     error = f'<p class="error">{_e(data.error)}</p>' if data.error else ""
     note = EVENTS_NOTE if data.kind == "events" else STORE_NOTE

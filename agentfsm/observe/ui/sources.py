@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agentfsm.errors import ConfigurationError, EventsFileError
-from agentfsm.machine.state import StoredGraph
+from agentfsm.machine.state import ForkedFrom, StoredGraph
 from agentfsm.observe.events import Event
 from agentfsm.redaction import REDACTED, redact, redact_text, redaction_spans
 from agentfsm.result import TraceStep
@@ -153,6 +153,8 @@ class RunData:
     #: The Agent class's states and transitions as the snapshot stored them (``Snapshot.graph``): what the run
     #: is drawn on, with no class imported. None when the source does not hold them (an events file, an older row).
     graph: StoredGraph | None = None
+    #: The run it was forked from, and the step (``agent.fork``); None for any other run and for events files.
+    forked_from: ForkedFrom | None = None
 
 
 class Source(Protocol):
@@ -240,6 +242,7 @@ class StoreSource:
             max_tokens=snap.max_tokens,
             request=getattr(snap, "request", None),
             graph=snap.graph,
+            forked_from=snap.forked_from,
         )
 
     def signature(self, run_id: str | None = None) -> str:
