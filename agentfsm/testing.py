@@ -14,6 +14,8 @@
   read their wall time on it, and its ``sleep`` (the backoff before a broken stream is sent again)
   returns at once, moving the clock: a wall budget or a backoff is tested exactly, with no sleeping.
   The stores take ``clock=`` for their leases.
+* ``explore(agent, depth=4)``: every sequence of replies up to ``depth`` requests, with faults and
+  crashes, each path checked (``agentfsm.exploring``); ``evaluate`` runs cases (``agentfsm.eval``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ __all__ = [
     "capture_events",
     "client_for",
     "drive",
+    "evaluate",
+    "explore",
     "shown_text",
     "trace_of",
     "use_clock",
@@ -237,3 +241,7 @@ def _explain(expected: list[str], actual: list[str], trace: list[TraceStep]) -> 
 
 
 _W = 28
+
+
+from agentfsm.eval import evaluate  # noqa: E402  (re-exported; they import FakeClock from here)
+from agentfsm.exploring import explore  # noqa: E402

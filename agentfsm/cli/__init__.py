@@ -8,6 +8,7 @@
 * ``sim``      — ``sim serve``
 * ``batch``    — ``batch``: many conversations through the Message Batches API
 * ``worker``   — ``worker dbos|temporal``: durable-engine workers (``agentfsm.engines``)
+* ``checking`` — ``explore`` (every path on the simulator) and ``eval`` (cases, a table, a report)
 * ``targets``  — what ``MODULE:NAME`` means; ``output`` — exit codes and writing graphs
 
 Errors are one line on stderr and a non-zero exit, never a traceback. Exit
@@ -28,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from agentfsm.cli import batch, drawing, running, runs, sim, ui, worker
+from agentfsm.cli import batch, checking, drawing, running, runs, sim, ui, worker
 from agentfsm.cli.output import EXIT_ERROR, EXIT_NOT_DONE, EXIT_USAGE
 from agentfsm.errors import AgentfsmError
 
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (running, drawing, sim, runs, ui, batch, worker):
+    for commands in (running, drawing, sim, runs, ui, batch, worker, checking):
         commands.add_commands(sub)
     return parser
 
