@@ -86,7 +86,8 @@ def screen(conv: Conversation, plan: RunTools) -> Generator[Effect, Any, Screene
     before, is_async = conv.agent.tool_hooks()[0]
     if before and calls:
         run = conv.runstate
-        asked = settle(calls, committed=run.tool_results, started=run.tools_started, tools=conv.agent.tool_map).to_run
+        due = settle(calls, committed=run.tool_results, started=run.tools_started, tools=conv.agent.tool_map)
+        asked = [*due.to_run, *due.to_check]  # a call in doubt may run, if its reconcile check says it did not
         if asked:
             if is_async:
                 answers = yield AwaitHook(conv.state, _gathered(lambda call, c: c.agent.before_tool(call, c), asked))

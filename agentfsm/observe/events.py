@@ -62,6 +62,8 @@ EVENT_NAMES: dict[str, str] = {
     "does not validate, and the call is answered is_error without running)",
     "tool.result_replaced": "the agent's after_tool replaced a call's result: tool, tool_use_id, is_error, and reason "
     "when the hook failed and the result was withheld",
+    "tool.reconciled": "on resume, a call in doubt was checked with its tool's reconcile: tool, tool_use_id, outcome "
+    "(happened, not_happened or unknown), and reason when unknown",
     "continuation.requested": "a cut-off text is being continued: strategy, continuation number",
     "continuation.fallback": "the model rejected prefill; continuing with a user prompt for the rest of the run",
     "ladder.climbed": "a reply cut inside a tool_use block is retried with a larger max_tokens: from, to",
