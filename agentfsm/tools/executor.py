@@ -265,10 +265,16 @@ class DefaultExecutor:
                     results[i] = _timeout_result(call, tool, limit, started)
                     on_result(results[i])  # type: ignore[arg-type]
                 break
-            for fut in done:
+            dying: BaseException | None = None
+            for fut in done:  # the finished ones committed first, then a call's KeyboardInterrupt goes up
                 i = pending.pop(fut)[0]
+                if fut.exception() is not None:
+                    dying = dying or fut.exception()
+                    continue
                 results[i] = result = fut.result()
                 on_result(result)
+            if dying is not None:
+                raise dying
         return _all(results)
 
     async def _aexecute_reporting(
