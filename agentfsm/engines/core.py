@@ -12,11 +12,14 @@ durable steps and everything else plain code that replays:
 * one API request is one step (``perform_request``); a stream that broke is
   resent when the loop decides so (``core.resend``, in the replayed code), and
   each attempt is its own step;
-* one reply's batch of tool calls is one step (``perform_tools``). The engine
-  records that the batch *started* before any tool runs; a step run again
-  after a crash knows an earlier attempt started, so the exactly-once rule
-  (``persistence.settle``) answers a non-idempotent call with the is_error
-  "interrupted" result instead of running it twice, and runs an
+* each tool call of a reply is a durable step of its own (``perform_tools``
+  with one call), the calls' steps run concurrently: the engine's journal
+  holds each result as soon as its call finished, and a replay gives back the
+  finished ones. The engine records that a call *started* before it runs; a
+  step run again after a crash knows an earlier attempt started, so the
+  exactly-once rule (``persistence.settle``) answers a non-idempotent call
+  with the is_error "interrupted" result instead of running it twice — or,
+  if its tool has a ``reconcile`` check, asks it first — and runs an
   ``@tool(idempotent=True)`` call again;
 * transitions without I/O fire in the replayed code.
 
@@ -210,6 +213,17 @@ class ToolsRecord:
             "ended_at": self.ended_at,
             "reconciled": self.reconciled,
         }
+
+    @classmethod
+    def merged(cls, records: Sequence[ToolsRecord]) -> ToolsRecord:
+        """The record of a reply's calls run one durable step each (in call order): as one batch's."""
+        return cls(
+            [r for record in records for r in record.results],
+            [i for record in records for i in record.interrupted],
+            min((r.started_at for r in records), default=0.0),
+            max((r.ended_at for r in records), default=0.0),
+            {i: said for record in records for i, said in record.reconciled.items()},
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ToolsRecord:

@@ -568,6 +568,11 @@ def _reports(executor: object) -> bool:
     return known
 
 
+def _reporting(executor: ToolExecutor, on_result: OnResult | None) -> dict[str, Any]:
+    """The keyword that gives ``executor`` the ``on_result`` callback, when there is one and it takes it."""
+    return {"on_result": on_result} if on_result is not None and _reports(executor) else {}
+
+
 def run_calls(
     executor: ToolExecutor,
     calls: Sequence[ToolCall],
@@ -576,9 +581,7 @@ def run_calls(
     on_result: OnResult | None,
 ) -> list[ToolResult]:
     """``executor.execute``, given ``on_result`` when there is one and the executor takes it."""
-    if on_result is not None and _reports(executor):
-        return executor.execute(calls, tools, timeout, on_result=on_result)  # type: ignore[call-arg]
-    return executor.execute(calls, tools, timeout)
+    return executor.execute(calls, tools, timeout, **_reporting(executor, on_result))
 
 
 async def arun_calls(
@@ -589,9 +592,7 @@ async def arun_calls(
     on_result: OnResult | None,
 ) -> list[ToolResult]:
     """``executor.aexecute``, given ``on_result`` when there is one and the executor takes it."""
-    if on_result is not None and _reports(executor):
-        return await executor.aexecute(calls, tools, timeout, on_result=on_result)  # type: ignore[call-arg]
-    return await executor.aexecute(calls, tools, timeout)
+    return await executor.aexecute(calls, tools, timeout, **_reporting(executor, on_result))
 
 
 def _all(results: list[ToolResult | None]) -> list[ToolResult]:
