@@ -6,7 +6,8 @@ from the environment the test gives the worker process:
 * ``AGENTFSM_TEST_DIR``: where ``count`` logs each real execution (``tool.log``), where the kill
   markers go, and where each worker process logs the events it emits (``events.<pid>.jsonl``);
 * ``AGENTFSM_TEST_KILL``: where the worker SIGKILLs itself, once per test (a marker file remembers):
-  ``tool:<label>`` after that count call's side effect, ``reply:<turn>`` right after that reply
+  ``tool:<label>`` after that count call's side effect (``before:<label>`` before it, with
+  ``ReconcileKillAgent``), ``reply:<turn>`` right after that reply
   (in the ``tool_use`` hook, once the engine has recorded the reply).
 
 The client sends its worker's pid in a header, so the test's simulator can kill the worker that sent
@@ -26,7 +27,7 @@ from typing import Any
 import anthropic
 import scenario as sc
 
-from agentfsm import Agent, Policy, Tool
+from agentfsm import Agent, Policy, Tool, ToolContext
 from agentfsm.machine.conversation import Conversation
 
 PID_HEADER = "x-agentfsm-test-pid"
@@ -60,6 +61,27 @@ def count(label: str) -> str:
         os.fsync(f.fileno())
     _kill_once(f"tool:{label}")
     return f"counted {label}"
+
+
+def count_keyed(label: str, ctx: ToolContext) -> str:
+    """Count one call of the given label."""
+    _kill_once(f"before:{label}")
+    with (_dir() / "tool.log").open("a") as f:  # the label and the call it ran for: what ``counted`` reads
+        f.write(f"{label} {ctx.tool_use_id}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _kill_once(f"tool:{label}")
+    return f"counted {label}"
+
+
+def counted(ctx: ToolContext) -> str | None:
+    """``count_keyed``'s reconcile check: the log says whether the call's effect happened."""
+    log = _dir() / "tool.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        label, _, call_id = line.partition(" ")
+        if call_id == ctx.tool_use_id:
+            return f"counted {label}"
+    return None
 
 
 class FileLogger:
@@ -104,6 +126,13 @@ class IdempotentKillAgent(KillAgent):
     """The same, with ``count`` marked idempotent (a call running at a kill runs again)."""
 
     tools = [Tool(count, idempotent=True), sc.WEB_SEARCH]
+
+
+class ReconcileKillAgent(KillAgent):
+    """The same, with a reconcile check that asks the tool's log (``AGENTFSM_TEST_KILL=before:<label>`` kills
+    before the effect, ``tool:<label>`` after it)."""
+
+    tools = [Tool(count_keyed, name="count", reconcile=counted), sc.WEB_SEARCH]
 
 
 class LongAgent(Agent):

@@ -145,8 +145,9 @@ def executions(folder: Path) -> dict[str, int]:
     """How many times each ``count`` label really ran."""
     found: dict[str, int] = {}
     log = folder / "tool.log"
-    for line in log.read_text().split() if log.exists() else []:
-        found[line] = found.get(line, 0) + 1
+    for line in log.read_text().splitlines() if log.exists() else []:
+        label = line.split(" ")[0]  # a line is the label, then (for ``count_keyed``) the call's id
+        found[label] = found.get(label, 0) + 1
     return found
 
 

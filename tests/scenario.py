@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentfsm import Agent, Policy, Tool
+from agentfsm import Agent, Policy, Tool, ToolContext
 from agentfsm.sim import ScriptedReply, SimRequest, Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.base import Snapshot, Store
@@ -67,12 +67,23 @@ RAISE_ON: set[str] = set()  # labels whose execution raises KeyboardInterrupt (a
 DELAY = 0.0
 
 
-def count(label: str) -> str:
+#: In the kill workers: ``count("c")`` starts its effect only once ``count("b")``'s result is committed (a commit
+#: per call), so the kill points come in the same order every run, one of them with b committed and c running.
+ORDERED = False
+B_ID: list[str] = []  # the id of the call that counted "b", once it ran
+B_COMMITTED = threading.Event()
+
+
+def count(label: str, ctx: ToolContext) -> str:
     """Count one call of the given label."""
+    if label == "b":
+        B_ID.append(ctx.tool_use_id)
+    elif label == "c" and ORDERED and ctx.attempt == 1:
+        assert B_COMMITTED.wait(10), "b's result was never committed on its own"
     CALLS.append(label)
     if LOG is not None:
-        with LOG.open("a") as f:
-            f.write(label + "\n")
+        with LOG.open("a") as f:  # one line per real execution: the label, and the call it ran for
+            f.write(f"{label} {ctx.tool_use_id}\n")
             f.flush()
             os.fsync(f.fileno())
     if DELAY:
@@ -83,16 +94,45 @@ def count(label: str) -> str:
     return f"counted {label}"
 
 
-def counter(idempotent: bool = False) -> Tool:
-    return Tool(count, idempotent=idempotent)
+def logged(log: Path | None = None) -> list[tuple[str, str]]:
+    """The real executions, in order: (label, tool_use_id) per line of the log file."""
+    log = log or LOG
+    if log is None or not log.exists():
+        return []
+    return [(line.split()[0], line.split()[1]) for line in log.read_text().splitlines() if len(line.split()) == 2]
+
+
+def counted(ctx: ToolContext) -> str | None:
+    """``count``'s reconcile check: the log says whether the call's effect happened (and so what it returned)."""
+    for label, call_id in logged():
+        if call_id == ctx.tool_use_id:
+            return f"counted {label}"
+    return None
+
+
+def _check_raises(ctx: ToolContext) -> str | None:
+    raise ConnectionError("the counter's log cannot be read")
+
+
+def _check_hangs(ctx: ToolContext) -> str | None:
+    threading.Event().wait(30)  # longer than the tool timeout: given up on
+    return None
+
+
+RECONCILED = "tool.reconciled"
+#: The reconcile checks a kill worker may give ``count``.
+CHECKS = {"log": counted, "raises": _check_raises, "hangs": _check_hangs}
+
+
+def counter(idempotent: bool = False, reconcile: str | None = None) -> Tool:
+    return Tool(count, idempotent=idempotent, reconcile=CHECKS[reconcile] if reconcile else None)
 
 
 def executions() -> dict[str, int]:
     """How many times each label really ran (from the log file)."""
     found = {label: 0 for label in LABELS}
-    if LOG is not None and LOG.exists():
-        for line in LOG.read_text().split():
-            found[line] = found.get(line, 0) + 1
+    for label, _ in logged():
+        found[label] = found.get(label, 0) + 1
     return found
 
 
@@ -150,12 +190,19 @@ def model(request: SimRequest) -> ScriptedReply:
     return _WRITE(request)
 
 
-def agent(*, idempotent: bool = False, simulator: Simulator | None = None, **kwargs: Any) -> Agent:
+def agent(
+    *,
+    idempotent: bool = False,
+    simulator: Simulator | None = None,
+    reconcile: str | None = None,
+    policy: Policy = POLICY,
+    **kwargs: Any,
+) -> Agent:
     sim = simulator or Simulator(model)
     return Agent(
         client=sim.client(max_retries=0),
-        tools=[counter(idempotent), WEB_SEARCH],
-        policy=POLICY,
+        tools=[counter(idempotent, reconcile), WEB_SEARCH],
+        policy=policy,
         logger=None,
         **kwargs,
     )
@@ -170,6 +217,8 @@ class KillingStore:
     def save(self, snapshot: Snapshot) -> None:
         kill_point("save")
         self.inner.save(snapshot)
+        if B_ID and B_ID[0] in snapshot.tool_results:
+            B_COMMITTED.set()
         kill_point(f"saved:{len([t for t in snapshot.tools_started if t not in snapshot.tool_results])}")
 
     def __getattr__(self, name: str) -> Any:
@@ -234,6 +283,7 @@ def worker(
     idempotent: bool = False,
     delay: float = 0.0,
     barrier: Any = None,
+    reconcile: str | None = None,
 ) -> None:
     """Run (or resume, if stored) the scenario's conversation; write what happened to ``out`` as JSON.
 
@@ -246,8 +296,8 @@ def worker(
     from agentfsm.errors import ConversationLockedError
     from agentfsm.wire.messages import wire_problems
 
-    global KILL_AT, LOG, DELAY
-    KILL_AT, LOG, DELAY = kill_at, Path(log), delay
+    global KILL_AT, LOG, DELAY, ORDERED
+    KILL_AT, LOG, DELAY, ORDERED = kill_at, Path(log), delay, True
     problems: list[str] = []
     checked = Path(out + ".requests")
 
@@ -264,14 +314,18 @@ def worker(
     try:
         if barrier is not None:
             barrier.wait(10)
+        # a check that hangs is given up on at the tool timeout
+        policy = POLICY.model_copy(update={"tool_timeout": 2.0}) if reconcile == "hangs" else POLICY
+        made = agent(idempotent=idempotent, reconcile=reconcile, policy=policy)
         try:
             loaded = len(store.load(CONVERSATION).trace)
         except KeyError:
             loaded = 0
-            result = agent(idempotent=idempotent).run(PROMPT, store=saving, conversation_id=CONVERSATION)  # type: ignore[arg-type]
+            result = made.run(PROMPT, store=saving, conversation_id=CONVERSATION)  # type: ignore[arg-type]
         else:
-            result = agent(idempotent=idempotent).resume(CONVERSATION, store=saving)  # type: ignore[arg-type]
+            result = made.resume(CONVERSATION, store=saving)  # type: ignore[arg-type]
         report.update(
+            reconciled=[[e.data["tool_use_id"], e.data["outcome"]] for e in result.events if e.event == RECONCILED],
             outcome=result.final_state,
             messages=result.messages,
             text=result.text,

@@ -49,7 +49,7 @@ def store_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("runs") / "agentfsm.db"
     store = SQLiteStore(path)
     sc.agent().run(sc.PROMPT, store=store, conversation_id="conv_done")
-    sc.RAISE_ON.add("b")
+    sc.RAISE_ON.update("bc")  # both calls of the parallel reply die: neither result is committed
     try:
         with pytest.raises(KeyboardInterrupt):
             sc.agent().run(sc.PROMPT, store=store, conversation_id="conv_crashed")

@@ -43,6 +43,9 @@ from agentfsm.sim import SimRequest, Simulator
 pytestmark = pytest.mark.slow  # every test runs DBOS/Temporal worker processes and SIGKILLs them
 
 KILLS = ["request", "tool", "idempotent", "reply"]
+#: Killed in ``count("b")`` (run beside ``count("c")``) with a reconcile check that asks the tool's log: after its
+#: effect (the check says it happened) and before it (it did not: the call runs now).
+RECONCILE_KILLS = {"reconciled-happened": "tool:b", "reconciled-not-happened": "before:b"}
 CONVERSATION = "conv_killed"
 
 
@@ -134,8 +137,10 @@ def _duplicates(folder: Path, setup: es.Setup, kill: str) -> list[str]:
 def _one_kill(ctx: Any, setup: es.Setup, kill: str, baseline: dict[str, Any], survivors: int = 0) -> str | None:
     """Run the conversation, kill its worker at ``kill``, finish it on another worker; the problem found, or None."""
     folder = setup.folder
-    agent = "engine_agents:IdempotentKillAgent" if kill == "idempotent" else "engine_agents:KillAgent"
-    trigger = {"request": "", "tool": "tool:a", "idempotent": "tool:a", "reply": "reply:2"}[kill]
+    agent = {"idempotent": "engine_agents:IdempotentKillAgent"}.get(kill, "engine_agents:KillAgent")
+    if kill in RECONCILE_KILLS:
+        agent = "engine_agents:ReconcileKillAgent"
+    trigger = {"request": "", "tool": "tool:a", "idempotent": "tool:a", "reply": "reply:2", **RECONCILE_KILLS}[kill]
     sim = Simulator(_killing_model(2 if kill == "request" else None))
     with sim.serve() as url:
         env = es.test_env(folder, url, AGENTFSM_TEST_KILL=trigger)
@@ -245,3 +250,20 @@ def test_sigkill_a_worker_then_another_finishes(
             f"{time.perf_counter() - started:.1f} s"
         )
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("kind", es.ENGINES)
+def test_a_call_in_doubt_is_reconciled_in_its_own_step(
+    kind: str, ctx: Any, baseline: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """Each call is a durable step of its own: killed inside ``count("b")``, another worker gives back the calls
+    whose steps finished (never run again) and asks ``b``'s reconcile check — happened (not run again) or did not
+    (run now, once). No call is answered interrupted: the history is exactly the uninterrupted run's."""
+    ids = {label: call_id for call_id, label in _labels(baseline["messages"]).items()}
+    for kill, outcome in (("reconciled-happened", "happened"), ("reconciled-not-happened", "not_happened")):
+        folder = tmp_path / kill
+        folder.mkdir()
+        problem = _one_kill(ctx, es.Setup(kind, folder, request), kill, baseline)
+        assert problem is None, problem
+        said = {(e["tool_use_id"], e["outcome"]) for e in es.logged_events(folder) if e["event"] == "tool.reconciled"}
+        assert (ids["b"], outcome) in said, said

@@ -40,13 +40,19 @@ pytestmark = pytest.mark.slow  # every test forks worker processes and SIGKILLs 
 
 
 def _worker(
-    ctx: Any, folder: Path, name: str, *, kill_after: float | None = None, **kwargs: Any
+    ctx: Any,
+    folder: Path,
+    name: str,
+    *,
+    kill_after: float | None = None,
+    where: str | None = None,
+    **kwargs: Any,
 ) -> tuple[int | None, dict[str, Any] | None]:
-    """Run ``scenario.worker`` in a fresh process (SIGKILLed after ``kill_after`` seconds if given)."""
+    """Run ``scenario.worker`` in a fresh process (SIGKILLed after ``kill_after`` seconds if given), on the
+    folder's SQLite store, or on the PostgreSQL database ``where`` names."""
     out = folder / f"{name}.json"
-    process = ctx.Process(
-        target=sc.worker, args=("sqlite", str(folder / "store.db"), str(folder / "tool.log"), str(out)), kwargs=kwargs
-    )
+    kind, store = ("postgres", where) if where else ("sqlite", str(folder / "store.db"))
+    process = ctx.Process(target=sc.worker, args=(kind, store, str(folder / "tool.log"), str(out)), kwargs=kwargs)
     process.start()
     if kill_after is not None:
         process.join(kill_after)
@@ -76,7 +82,7 @@ def baseline(ctx: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     code, report = _worker(ctx, folder, "run")
     assert code == 0 and report is not None and report["outcome"] == "done", report
     assert not report["problems"]
-    assert sorted((folder / "tool.log").read_text().split()) == ["a", "b", "c"]
+    assert sorted(label for label, _ in sc.logged(folder / "tool.log")) == ["a", "b", "c"]
     return report
 
 
@@ -105,9 +111,9 @@ def _labels_by_id(messages: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
-def _interrupted_at_kill(db: Path) -> set[str]:
-    """The tool calls the killed worker had started and not committed (what resume treats as interrupted)."""
-    store = SQLiteStore(db)
+def _interrupted_at_kill(db: Path, where: str | None = None) -> set[str]:
+    """The tool calls the killed worker had started and not committed (what resume treats as in doubt)."""
+    store = sc.open_store("postgres", where) if where else SQLiteStore(db)
     try:
         snap = store.load(sc.CONVERSATION)
     except KeyError:
@@ -125,25 +131,34 @@ def _one_kill(
     baseline: dict[str, Any],
     after: float | None = None,
     interrupted_at: dict[int, set[str]] | None = None,
+    reconcile: str | None = None,
+    where: str | None = None,
+    reconciled: dict[int, list[list[str]]] | None = None,
 ) -> str | None:
     """Kill at kill point ``point`` (or, given ``after``, that many seconds in), resume, and check.
 
-    Returns the problem found, or None; records in ``interrupted_at`` the calls the kill interrupted.
+    Returns the problem found, or None; records in ``interrupted_at`` the calls the kill interrupted (in doubt),
+    and in ``reconciled`` what the resume's reconcile checks said (``tool.reconciled``: [id, outcome] pairs).
+    With ``reconcile="log"`` (a check that reads the tool's log) no call is answered interrupted: the history is
+    exactly the uninterrupted run's and every call ran exactly once.
     """
     folder = root / f"kill{point:03d}"
     folder.mkdir()
+    options: dict[str, Any] = {"idempotent": idempotent, "reconcile": reconcile, "where": where}
     if after is None:
-        code, _ = _worker(ctx, folder, "killed", kill_at=point, idempotent=idempotent)
+        code, _ = _worker(ctx, folder, "killed", kill_at=point, **options)
     else:
-        code, _ = _worker(ctx, folder, "killed", kill_after=after, idempotent=idempotent)
+        code, _ = _worker(ctx, folder, "killed", kill_after=after, **options)
         if code == 0:
             return None  # it finished first: resuming a finished conversation is tested elsewhere
     if code != -signal.SIGKILL:
         return f"point {point}: the worker was to be killed there, but exited with {code}"
-    interrupted = _interrupted_at_kill(folder / "store.db")
+    interrupted = _interrupted_at_kill(folder / "store.db", where)
     if interrupted_at is not None:
         interrupted_at[point] = interrupted
-    code, report = _worker(ctx, folder, "resumed", idempotent=idempotent)
+    code, report = _worker(ctx, folder, "resumed", **options)
+    if reconciled is not None and report is not None:
+        reconciled[point] = report.get("reconciled", [])
     if code != 0 or report is None:
         return f"point {point}: the resuming worker exited with {code}"
     if report["outcome"] != "done":
@@ -159,7 +174,7 @@ def _one_kill(
     expected = baseline["messages"]
     labels = _labels_by_id(expected)
     final = report["messages"]
-    if not idempotent:  # an interrupted call is answered as interrupted; the rest of the history is the same
+    if not idempotent and reconcile != "log":  # a call in doubt is answered interrupted; the rest is the same
         answered = []
         for m in final:
             content = m["content"]
@@ -178,10 +193,10 @@ def _one_kill(
     if report["text"] != baseline["text"]:
         return f"point {point}: the final text differs"
     runs = {label: 0 for label in sc.LABELS}
-    for line in (folder / "tool.log").read_text().split():
-        runs[line] += 1
+    for label, _ in sc.logged(folder / "tool.log"):
+        runs[label] += 1
     for call_id, label in labels.items():
-        if call_id not in interrupted and runs[label] != 1:
+        if (call_id not in interrupted or reconcile == "log") and runs[label] != 1:
             return f"point {point}: committed call {label!r} ran {runs[label]} times"
         if call_id in interrupted and runs[label] > (2 if idempotent else 1):
             return f"point {point}: interrupted call {label!r} ran {runs[label]} times"
@@ -258,3 +273,81 @@ def test_sigkill_at_random_moments_then_resume(
             f"({_requests_checked(tmp_path)} requests checked against the wire rules)"
         )
     assert not problems, "\n".join(problems)
+
+
+# --- a commit per call, and reconcile (issue 25) ------------------------------------------------------------------
+
+
+def _parallel_points(passed: list[str]) -> tuple[int, int]:
+    """In the two-call reply (b, then c: the workers order them): the point just after b's result was committed
+    while c runs (``saved:1`` after ``saved:2``), and the point just after c's effect, before it is committed."""
+    two = passed.index("saved:2")
+    b_committed = passed.index("saved:1", two) + 1
+    c_effect = passed.index("tool", b_committed) + 1
+    return b_committed, c_effect
+
+
+def _ids(baseline: dict[str, Any]) -> dict[str, str]:
+    return {label: call_id for call_id, label in _labels_by_id(baseline["messages"]).items()}
+
+
+def test_a_call_that_finished_is_committed_while_its_sibling_runs(
+    ctx: Any, baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """Killed once b's result is committed and c still runs: only c is in doubt (answered interrupted); b is
+    neither answered interrupted nor run again."""
+    point, _ = _parallel_points(baseline["passed"])
+    interrupted: dict[int, set[str]] = {}
+    problem = _one_kill(ctx, tmp_path, point, False, baseline, interrupted_at=interrupted)
+    assert problem is None, problem
+    assert interrupted[point] == {_ids(baseline)["c"]}
+
+
+def test_reconcile_at_every_point_with_calls_in_flight(
+    ctx: Any, baseline: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a reconcile check that asks the tool's log, every kill with calls in flight ends in exactly the
+    uninterrupted run's history, every call run exactly once: "happened" where the effect was logged before
+    the kill, "not happened" (the call runs now) where it was not. The check gets the call's own key."""
+    points = in_flight(baseline["passed"])
+    said: dict[int, list[list[str]]] = {}
+    with ThreadPoolExecutor(2) as pool:
+        found = pool.map(
+            lambda n: _one_kill(ctx, tmp_path, n, False, baseline, reconcile="log", reconciled=said), points
+        )
+        problems = [p for p in found if p is not None]
+    outcomes = sorted({outcome for pairs in said.values() for _, outcome in pairs})
+    with capsys.disabled():
+        print(f"\nkill suite (reconcile): {len(points) - len(problems)} of {len(points)} points survived; {outcomes}")
+    assert not problems, "\n".join(problems)
+    assert outcomes == ["happened", "not_happened"]
+    ids = _ids(baseline)
+    b_committed, c_effect = _parallel_points(baseline["passed"])
+    assert said[b_committed] == [[ids["c"], "not_happened"]] and said[c_effect] == [[ids["c"], "happened"]]
+
+
+@pytest.mark.parametrize("check", ["raises", "hangs"])
+def test_a_reconcile_that_raises_or_times_out_is_the_unknown_answer(
+    ctx: Any, baseline: dict[str, Any], tmp_path: Path, check: str
+) -> None:
+    """A check that raises, or runs past the tool timeout: the call in doubt is answered interrupted."""
+    point, _ = _parallel_points(baseline["passed"])
+    said: dict[int, list[list[str]]] = {}
+    problem = _one_kill(ctx, tmp_path, point, False, baseline, reconcile=check, reconciled=said)
+    assert problem is None, problem
+    assert said[point] == [[_ids(baseline)["c"], "unknown"]]
+
+
+def test_reconcile_on_postgres(ctx: Any, baseline: dict[str, Any], tmp_path: Path, postgres_dsn: str) -> None:
+    """The same ledger on PostgreSQL: killed with c running (not happened: it runs once) and after c's effect
+    (happened: not run again); b, committed before either kill, never runs again."""
+    import uuid
+
+    import pgserver
+
+    ids, said = _ids(baseline), {}
+    for point in _parallel_points(baseline["passed"]):
+        where = pgserver.fresh_database(postgres_dsn, f"agentfsm_kill_{uuid.uuid4().hex[:10]}")
+        problem = _one_kill(ctx, tmp_path, point, False, baseline, reconcile="log", where=where, reconciled=said)
+        assert problem is None, problem
+    assert list(said.values()) == [[[ids["c"], "not_happened"]], [[ids["c"], "happened"]]]

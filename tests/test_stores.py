@@ -212,7 +212,9 @@ def test_save_load_round_trip(backend: Backend, baseline: Any) -> None:
     assert snap.conversation_id == "round" and snap.state == "done" and snap.finished
     assert snap.messages == result.messages == baseline.messages
     assert snap.usage == result.usage and snap.trace == result.trace and snap.counters.turns == result.turns
-    assert snap.schema_version == SCHEMA_VERSION and snap.revision == len(result.trace) + 1 + 2 * 2
+    # A save per transition, the first one, and per tool batch one as it starts plus one per call as it
+    # finishes (a commit per call): the one-call batch 2, the two-call batch 3.
+    assert snap.schema_version == SCHEMA_VERSION and snap.revision == len(result.trace) + 1 + 2 + 3
     again = backend.store().load("round")  # another worker reads the same
     assert again == snap
     assert Snapshot.model_validate_json(snap.model_dump_json()) == snap  # plain JSON

@@ -37,11 +37,10 @@ answered from a batch. A round:
 **A deadline** (``deadline=``, or the agents' wall budget) stops the polling; a batch
 still in progress is left for a later run on the same store (``agentfsm.batch.deadline``).
 
-The runner is sync, as ``run()`` is: an agent with ``async def`` hooks or
-actions is refused (``ConfigurationError``) before anything is stored or sent.
-A conversation that reaches a ``Wait`` ends its run ``waiting``: the runner
-takes prompts, not decisions, so it is decided and carried on from the store
-with ``agent.resume(id, store=..., trigger=...)``.
+The runner is sync, as ``run()`` is: an agent with ``async def`` hooks or actions is refused
+(``ConfigurationError``) before anything is stored or sent. A conversation that reaches a ``Wait``
+ends its run ``waiting``: the runner takes prompts, not decisions, so it is decided and carried on
+from the store with ``agent.resume(id, store=..., trigger=...)``.
 
 Nothing is paid twice after a crash: a new runner on the same store finds the
 open batches in the ledger and polls them; a conversation whose stored
@@ -83,12 +82,13 @@ from agentfsm.batch.state import BatchRun, Pending, forget_attempt, settle
 from agentfsm.errors import BatchError, ConfigurationError, ConversationLockedError, StoreError, require_conversation_id
 from agentfsm.machine import core, loop
 from agentfsm.machine.conversation import Conversation
-from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Reconcile, RunTools, SendRequest, ToolsDue
 from agentfsm.machine.table import REQUESTING
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.redaction import redact
 from agentfsm.result import RunError, RunResult
 from agentfsm.stores.memory import MemoryStore
+from agentfsm.tools.reconcile import check_all
 from agentfsm.wire import api
 
 if TYPE_CHECKING:
@@ -115,9 +115,8 @@ class BatchRunner:
     ``BatchProgress`` after every submit, poll and applied batch.
 
     ``deadline`` (seconds from the start of ``run``) bounds how long a run polls; so does the agents'
-    ``Policy.max_wall_seconds`` (the earlier of the two). A batch still in progress then is left for
-    a later run on the same store (see the module docstring). ``sleep`` waits between polls (default:
-    the clock the run starts on, ``agentfsm.clock``).
+    ``Policy.max_wall_seconds`` (the earlier of the two). A batch still in progress then is left for a later
+    run on the same store (see the module docstring). ``sleep`` waits between polls (default: the run's clock).
     """
 
     def __init__(
@@ -316,15 +315,17 @@ class BatchRunner:
     # --- advancing -------------------------------------------------------------------------------------------
 
     def _step(self, state: BatchRun, conv: Conversation, outcome: Any) -> Effect | None:
-        """Send ``outcome`` into the conversation's loop (starting one if it has none): the next effect it
-        waits on, or None once it is finished or waiting. Tool calls start at once, in the pool: the loop
-        has just recorded them as started. A sync runner: an async hook or action is refused."""
+        """Send ``outcome`` into the conversation's loop (starting one if it has none): the next effect it waits
+        on, or None once finished or waiting. Tool calls start at once, in the pool (the loop has just recorded
+        them as started; their batch is committed when it returns). Sync: an async hook or action is refused."""
         steps = state.loops.get(conv.id)
         if steps is None:
             steps = state.loops[conv.id] = loop.steps(conv)
             outcome = None
         try:
             effect = steps.send(outcome)
+            while isinstance(effect, Reconcile):  # calls in doubt after a crash: their checks, run here
+                effect = steps.send(check_all(effect.calls, self.agent.tool_map, effect.timeout))
         except StopIteration:
             state.loops.pop(conv.id, None)
             state.effects.pop(conv.id, None)

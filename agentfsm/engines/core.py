@@ -12,11 +12,14 @@ durable steps and everything else plain code that replays:
 * one API request is one step (``perform_request``); a stream that broke is
   resent when the loop decides so (``core.resend``, in the replayed code), and
   each attempt is its own step;
-* one reply's batch of tool calls is one step (``perform_tools``). The engine
-  records that the batch *started* before any tool runs; a step run again
-  after a crash knows an earlier attempt started, so the exactly-once rule
-  (``persistence.settle``) answers a non-idempotent call with the is_error
-  "interrupted" result instead of running it twice, and runs an
+* each tool call of a reply is a durable step of its own (``perform_tools``
+  with one call), the calls' steps run concurrently: the engine's journal
+  holds each result as soon as its call finished, and a replay gives back the
+  finished ones. The engine records that a call *started* before it runs; a
+  step run again after a crash knows an earlier attempt started, so the
+  exactly-once rule (``persistence.settle``) answers a non-idempotent call
+  with the is_error "interrupted" result instead of running it twice — or,
+  if its tool has a ``reconcile`` check, asks it first — and runs an
   ``@tool(idempotent=True)`` call again;
 * transitions without I/O fire in the replayed code.
 
@@ -61,12 +64,13 @@ from agentfsm.errors import ConfigurationError, require_conversation_id
 from agentfsm.machine import loop
 from agentfsm.machine.conversation import Conversation
 from agentfsm.machine.drivers import perform_async
-from agentfsm.machine.persistence import Persistence, settle
-from agentfsm.machine.plan import AwaitAction, AwaitHook, RunTools, SendRequest
+from agentfsm.machine.persistence import Persistence, apply_checks, settle
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Reconcile, RunTools, SendRequest
 from agentfsm.observe.events import EventLog, Level
 from agentfsm.redaction import redact
 from agentfsm.result import RunResult
 from agentfsm.tools.calls import ToolCall, ToolResult, for_history
+from agentfsm.tools.reconcile import acheck_all
 from agentfsm.wire import api, models
 
 if TYPE_CHECKING:
@@ -198,6 +202,9 @@ class ToolsRecord:
     interrupted: list[str] = field(default_factory=list)
     started_at: float = 0.0
     ended_at: float = 0.0
+    #: The reconcile checks' outcomes of the calls in doubt (by tool_use_id): "happened", "not_happened" or
+    #: "unknown" (``agentfsm.tools.reconcile``).
+    reconciled: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -205,7 +212,19 @@ class ToolsRecord:
             "interrupted": self.interrupted,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "reconciled": self.reconciled,
         }
+
+    @classmethod
+    def merged(cls, records: Sequence[ToolsRecord]) -> ToolsRecord:
+        """The record of a reply's calls run one durable step each (in call order): as one batch's."""
+        return cls(
+            [r for record in records for r in record.results],
+            [i for record in records for i in record.interrupted],
+            min((r.started_at for r in records), default=0.0),
+            max((r.ended_at for r in records), default=0.0),
+            {i: said for record in records for i, said in record.reconciled.items()},
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ToolsRecord:
@@ -214,6 +233,7 @@ class ToolsRecord:
             list(data.get("interrupted") or ()),
             float(data.get("started_at") or 0.0),
             float(data.get("ended_at") or 0.0),
+            dict(data.get("reconciled") or {}),
         )
 
 
@@ -272,13 +292,18 @@ async def perform_tools(
     tools = agent.tool_map
     started = [c.id for c in calls] if earlier_attempt else []
     settled = settle(calls, committed={}, started=started, tools=tools)
+    timeout = agent.policy.tool_timeout or math.inf
+    limit, secrets = agent.policy.max_tool_result_chars, agent.secrets()
+    reconciled: dict[str, str] = {}
+    if settled.to_check:  # in doubt, and the tool can say whether the effect happened: asked first, in the step
+        checked = await acheck_all(settled.to_check, tools, timeout)
+        reconciled = {c.tool_use_id: c.outcome for c in checked}
+        apply_checks(settled, checked, limit=limit, secrets=secrets)
     if earlier_attempt:
         settled.to_run = [_nth_attempt(call, max(2, attempt or 2)) for call in settled.to_run]
-    timeout = agent.policy.tool_timeout or math.inf
     ran = await agent.executor.aexecute(settled.to_run, tools, timeout) if settled.to_run else []
-    limit, secrets = agent.policy.max_tool_result_chars, agent.secrets()
     results = [for_history(r, limit=limit, secrets=secrets) for r in [*settled.results.values(), *ran]]
-    return ToolsRecord(results, [c.id for c in settled.interrupted], started_at, time.time())
+    return ToolsRecord(results, [c.id for c in settled.interrupted], started_at, time.time(), reconciled)
 
 
 def _nth_attempt(call: ToolCall, attempt: int) -> ToolCall:
@@ -410,11 +435,17 @@ async def run_conversation(
             batch = await steps.tools(conv, effect.calls)
             conv.clock(batch.started_at, batch.ended_at)
             names = {c.id: c.name for c in effect.calls}
+            for call_id, said in batch.reconciled.items():
+                level: Level = "warning" if said == "unknown" else "info"
+                name = names.get(call_id, "?")
+                conv.emit("tool.reconciled", level=level, tool=name, tool_use_id=call_id, outcome=said)
             for call_id in batch.interrupted:
                 conv.emit("tool.interrupted", level="warning", tool=names.get(call_id, "?"), tool_use_id=call_id)
             outcome = batch.results
         elif isinstance(effect, AwaitHook | AwaitAction):  # plain code here, replayed like the rest
             outcome = await perform_async(conv, effect)
+        elif isinstance(effect, Reconcile):  # never from the engine's own ledger (its tool step reconciles)
+            outcome = await acheck_all(effect.calls, agent.tool_map, effect.timeout)
         else:  # ToolsDue: ready now
             outcome = None
     await steps.end(conv)

@@ -8,8 +8,8 @@ database. ``pip install 'agentfsm[dbos]'``.
   an id twice attaches to the first). Workflows wait on one queue per agent
   class (``agentfsm:MODULE:CLASS``), so a worker only takes the agents it serves.
 * The durable steps are ``agentfsm.engines.core``'s: one per request attempt,
-  one per batch of tool calls (after a marker step recording that the batch
-  started). DBOS stores each step's output once, and nothing of its input, so
+  one per tool call, a reply's calls run concurrently (after a marker step
+  recording that they started). DBOS stores each step's output once, and nothing of its input, so
   the engine's store grows linearly with the conversation. Everything is stored
   as JSON (DBOS's portable format), in the order the API sent it.
 * **Failover.** DBOS recovers a dead worker's workflows only when a worker
@@ -36,12 +36,13 @@ DBOS is one instance per process: run one ``DBOSWorker`` per process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -206,15 +207,21 @@ class _DBOSSteps:
 
     async def tools(self, conv: DurableConversation, calls: list[ToolCall]) -> ToolsRecord:
         started_by = await DBOS.run_step_async({"name": "agentfsm.tools.started"}, self._mark)
-        earlier = started_by != self.token  # recorded by an execution that died: the batch may have run
+        earlier = started_by != self.token  # recorded by an execution that died: its calls may have run
 
-        async def body() -> dict[str, Any]:
-            self.live = True
-            if self.view is not None:
-                await self._write(core.drain(conv))
-            return (await perform_tools(conv.agent, calls, earlier_attempt=earlier)).to_json()
+        def step(call: ToolCall) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
+            async def body() -> dict[str, Any]:
+                self.live = True
+                if self.view is not None:
+                    await self._write(core.drain(conv))
+                return (await perform_tools(conv.agent, [call], earlier_attempt=earlier)).to_json()
 
-        return ToolsRecord.from_json(await DBOS.run_step_async({"name": "agentfsm.tools"}, body))
+            return body
+
+        # A step per call, run concurrently: each result is in the journal as soon as its call finished, and a
+        # replay gives back the finished ones. Their step ids are taken as each starts, in call order.
+        done = await asyncio.gather(*(DBOS.run_step_async({"name": "agentfsm.tools"}, step(c)) for c in calls))
+        return ToolsRecord.merged([ToolsRecord.from_json(d) for d in done])
 
     async def end(self, conv: DurableConversation) -> None:
         view = self.view

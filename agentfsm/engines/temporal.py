@@ -9,9 +9,10 @@ cluster for many); workers and clients connect to it. ``pip install
   worker serves). Starting an id twice attaches to the first run.
 * The durable steps are ``agentfsm.engines.core``'s, as activities: one per
   request attempt (on ``<task queue>.requests``, where the rate limit applies)
-  and one per batch of tool calls. A tool batch whose activity is on its
-  second attempt was started before (its worker died): non-idempotent calls
-  are answered "interrupted", idempotent ones run again.
+  and one per tool call, a reply's calls run concurrently. A call whose
+  activity is on its second attempt was started before (its worker died):
+  a non-idempotent call is reconciled or answered "interrupted", an idempotent
+  one runs again.
 * **History stays linear.** Temporal keeps every activity's input in the
   workflow history, and a request's input would be the whole conversation
   (quadratic over a run). So a request activity takes a *reference* — the
@@ -161,12 +162,16 @@ class _TemporalSteps:
         return RequestRecord.from_json(loads(data))
 
     async def tools(self, conv: DurableConversation, calls: list[ToolCall]) -> ToolsRecord:
-        data = await workflow.execute_activity(
-            TOOLS_ACTIVITY,
-            dumps({"agent": self.agent, "conversation": conv.id, "calls": [c.model_dump(mode="json") for c in calls]}),
-            **self._options(_SETTINGS["tool_timeout"]),
-        )
-        return ToolsRecord.from_json(loads(data))
+        async def one(call: ToolCall) -> ToolsRecord:
+            data = await workflow.execute_activity(
+                TOOLS_ACTIVITY,
+                dumps({"agent": self.agent, "conversation": conv.id, "calls": [call.model_dump(mode="json")]}),
+                **self._options(_SETTINGS["tool_timeout"]),
+            )
+            return ToolsRecord.from_json(loads(data))
+
+        # An activity per call, run concurrently: the history holds each result as soon as its call finished.
+        return ToolsRecord.merged(await asyncio.gather(*(one(call) for call in calls)))
 
     async def end(self, conv: DurableConversation) -> None:
         return None

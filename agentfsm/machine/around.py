@@ -4,9 +4,14 @@ The loop (``agentfsm.machine.loop``) runs one step's tool calls so::
 
     screened = yield from around.screen(conv, plan)   # approvals carried out, before_tool asked
     settled = core.begin_tools(conv, screened.plan)   # the ledger: what runs now, what is settled
-    results = yield RunTools(...)                     # the executor
-    results = yield from around.review(conv, screened, results)   # after_tool
+    ... yield Reconcile(...)                          # calls in doubt: their reconcile checks, if any
+    results = yield RunTools(...)                     # the executor (each result committed as it finishes)
+    results = yield from around.review(conv, screened, [*held, *results])   # after_tool
     core.finish_tools(conv, plan, settled, [*screened.answered, *results])
+
+``after_tool`` sees every result the ledger committed and the history has not answered yet: the ones
+just run, and on a resume those committed before the crash (the ledger keeps a result as the executor
+made it, so the hook decides on it again, as an engine's replay asks it again about a recorded one).
 
 **Where they run, and why here.** Around the executor, in the loop — not inside an executor. So
 every runner gets them with no copy: the four drivers, the durable engines (the calls run in the
@@ -86,7 +91,8 @@ def screen(conv: Conversation, plan: RunTools) -> Generator[Effect, Any, Screene
     before, is_async = conv.agent.tool_hooks()[0]
     if before and calls:
         run = conv.runstate
-        asked = settle(calls, committed=run.tool_results, started=run.tools_started, tools=conv.agent.tool_map).to_run
+        due = settle(calls, committed=run.tool_results, started=run.tools_started, tools=conv.agent.tool_map)
+        asked = [*due.to_run, *due.to_check]  # a call in doubt may run, if its reconcile check says it did not
         if asked:
             if is_async:
                 answers = yield AwaitHook(conv.state, _gathered(lambda call, c: c.agent.before_tool(call, c), asked))

@@ -16,10 +16,11 @@ the ``Conversation``, whose public face is reading and ``decide``).
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ from agentfsm.wire.pricing import price_for
 
 if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
+    from agentfsm.tools.reconcile import Checked
 
 ASK: Any = object()  # plan(): no choice given, ask the hook
 
@@ -392,14 +394,40 @@ def begin_tools(conv: Conversation, plan: RunTools) -> Settled:
         call.with_context(ToolContext.of(conv.id, call.id, 2 if call.id in settled.again else 1))
         for call in settled.to_run
     ]
-    for call in settled.to_run:
-        conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
+    # A call in doubt is checked with its key (the one it ran with) before anything runs (``reconciled``).
+    settled.to_check = [call.with_context(ToolContext.of(conv.id, call.id, 2)) for call in settled.to_check]
+    if not settled.to_check:
+        announce_tools(conv, settled.to_run)
     return settled
 
 
-def finish_tools(conv: Conversation, plan: RunTools, settled: Settled, results: Sequence[ToolResult]) -> None:
-    """Commit what ran, then answer every call of the reply (the caller fires ``plan.transition``)."""
+def announce_tools(conv: Conversation, calls: Sequence[ToolCall]) -> None:
+    for call in calls:
+        conv.emit("tool.started", tool=call.name, tool_use_id=call.id)
+
+
+def reconciled(conv: Conversation, settled: Settled, checked: Sequence[Checked]) -> None:
+    """Carry out the answers of the reconcile checks (``Reconcile``), then announce what runs now."""
+    conv._persistence.reconciled(conv, settled, checked)
+    announce_tools(conv, settled.to_run)
+
+
+def commit_call(conv: Conversation) -> Callable[[ToolResult], None] | None:
+    """The ``RunTools.commit`` of ``conv``: commits one finished call's result (``Persistence.commit_call``);
+    None without a store (nothing to commit: the executor runs the batch as it always did)."""
+    persistence = conv._persistence
+    if persistence.store is None:
+        return None
+    return functools.partial(persistence.commit_call, conv)
+
+
+def commit_tools(conv: Conversation, results: Sequence[ToolResult]) -> None:
+    """Commit the results the runner did not commit call by call (one save; none if it did)."""
     conv._persistence.commit(conv, results)
+
+
+def finish_tools(conv: Conversation, plan: RunTools, settled: Settled, results: Sequence[ToolResult]) -> None:
+    """Answer every call of the reply (the caller fires ``plan.transition``)."""
     complete_tools(conv, plan, [*settled.results.values(), *results])
 
 

@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from typing import TYPE_CHECKING, Any, cast
 
 from agentfsm.machine import core, loop
-from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, RunTools, SendRequest, ToolsDue
+from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Reconcile, RunTools, SendRequest, ToolsDue
 from agentfsm.machine.streaming import ResultEvent, StreamEvent, TextView
 from agentfsm.result import RunResult, TraceStep
+from agentfsm.tools import reconcile
 from agentfsm.tools.calls import ToolResult
+from agentfsm.tools.executor import arun_calls, run_calls
 from agentfsm.tools.mcp.scope import aserving, serving
 from agentfsm.wire import api
 
@@ -48,8 +50,12 @@ def _drive(conv: Conversation, steps: loop.Steps, view: TextView | None) -> Iter
         yield from core.drain(conv)
         if isinstance(effect, SendRequest):
             outcome = yield from _send(conv, effect, view)
-        elif isinstance(effect, RunTools):
-            outcome = conv.agent.executor.execute(effect.calls, conv.agent.tool_map, core.tool_timeout(conv))
+        elif isinstance(effect, RunTools):  # each result committed as it finishes (effect.commit)
+            outcome = run_calls(
+                conv.agent.executor, effect.calls, conv.agent.tool_map, core.tool_timeout(conv), effect.commit
+            )
+        elif isinstance(effect, Reconcile):
+            outcome = reconcile.check_all(effect.calls, conv.agent.tool_map, effect.timeout)
         elif isinstance(effect, ToolsDue):
             outcome = None
         else:  # an async hook or action: refused, with the reason
@@ -155,10 +161,12 @@ async def _aperform(conv: Conversation, effect: Effect) -> Any:
         reply = await api.asend(client, effect.params, betas=effect.betas, timeout=effect.timeout)
         return reply, (time.perf_counter() - started) * 1000
     if isinstance(effect, RunTools):
-        results: list[ToolResult] = await conv.agent.executor.aexecute(
-            effect.calls, conv.agent.tool_map, core.tool_timeout(conv)
+        results: list[ToolResult] = await arun_calls(
+            conv.agent.executor, effect.calls, conv.agent.tool_map, core.tool_timeout(conv), effect.commit
         )
         return results
+    if isinstance(effect, Reconcile):
+        return await reconcile.acheck_all(effect.calls, conv.agent.tool_map, effect.timeout)
     if isinstance(effect, ToolsDue):
         return None
     return await perform_async(conv, effect)

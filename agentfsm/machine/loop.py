@@ -10,7 +10,9 @@ yielded             the runner sends back
 ==================  =============================================================
 ``SendRequest``     ``(Reply | RequestFailure, latency_ms)``, after ``delay`` s
 ``ToolsDue``        None, when it is ready to start the step's tool calls
-``RunTools``        the calls' ``ToolResult`` list (the calls to run now)
+``Reconcile``       the ``Checked`` list of the calls in doubt (their reconcile checks)
+``RunTools``        the calls' ``ToolResult`` list (the calls to run now), having
+                    called ``RunTools.commit`` with each as it finished, if it can
 ``AwaitHook``       what the awaited hook returned
 ``AwaitAction``     None, once the action was awaited inside ``core.acting``
 ==================  =============================================================
@@ -31,7 +33,17 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.machine import around, core
-from agentfsm.machine.plan import AwaitAction, AwaitHook, Effect, Fire, RunTools, SendRequest, Suspend, ToolsDue
+from agentfsm.machine.plan import (
+    AwaitAction,
+    AwaitHook,
+    Effect,
+    Fire,
+    Reconcile,
+    RunTools,
+    SendRequest,
+    Suspend,
+    ToolsDue,
+)
 from agentfsm.machine.table import Transition
 
 if TYPE_CHECKING:
@@ -66,8 +78,12 @@ def step(conv: Conversation) -> Steps:
         yield ToolsDue(plan)
         screened = yield from around.screen(conv, plan)  # approvals, then before_tool (machine/around.py)
         settled = core.begin_tools(conv, screened.plan)
-        results = (yield RunTools(plan.transition, settled.to_run)) if settled.to_run else []
-        results = yield from around.review(conv, screened, results)  # after_tool
+        if settled.to_check:  # calls in doubt whose tools can say whether the effect happened
+            core.reconciled(conv, settled, (yield Reconcile(settled.to_check, core.tool_timeout(conv))))
+        ran = (yield RunTools(plan.transition, settled.to_run, core.commit_call(conv))) if settled.to_run else []
+        core.commit_tools(conv, ran)  # what was not committed call by call
+        held = [settled.results[i] for i in settled.committed]  # from the ledger, not yet seen by after_tool
+        results = yield from around.review(conv, screened, [*held, *ran])  # after_tool
         core.finish_tools(conv, plan, settled, [*screened.answered, *results])
         yield from fire(conv, plan.transition)
     else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentfsm.machine.table import Transition
-from agentfsm.tools.calls import ToolCall
+from agentfsm.tools.calls import ToolCall, ToolResult
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,20 @@ class RunTools:
 
     transition: Transition
     calls: list[ToolCall]
+    #: Commits one call's result as soon as it finished (the ledger's ``commit_call``): a runner whose
+    #: executor reports each result as it completes calls it with each, from the loop's thread, one at a
+    #: time; the results it returns are committed at the end either way (those not committed yet).
+    commit: Callable[[ToolResult], None] | None = None
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """I/O the next step needs first: run the ``reconcile`` checks of these calls in doubt (their tools'
+    ``reconcile``, each under ``timeout`` s) and answer with their ``agentfsm.tools.reconcile.Checked``
+    list, in call order (``reconcile.check_all`` / ``acheck_all`` do exactly that)."""
+
+    calls: list[ToolCall]
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -91,4 +105,4 @@ class Suspend:
 
 Plan = SendRequest | RunTools | Fire | AwaitHook | Suspend
 #: What the loop yields to its runner.
-Effect = SendRequest | ToolsDue | RunTools | AwaitHook | AwaitAction
+Effect = SendRequest | ToolsDue | RunTools | AwaitHook | AwaitAction | Reconcile

@@ -62,6 +62,8 @@ EVENT_NAMES: dict[str, str] = {
     "does not validate, and the call is answered is_error without running)",
     "tool.result_replaced": "the agent's after_tool replaced a call's result: tool, tool_use_id, is_error, and reason "
     "when the hook failed and the result was withheld",
+    "tool.reconciled": "on resume, a call in doubt was checked with its tool's reconcile: tool, tool_use_id, outcome "
+    "(happened, not_happened or unknown), and reason when unknown",
     "continuation.requested": "a cut-off text is being continued: strategy, continuation number",
     "continuation.fallback": "a model whose request rules accept prefill rejected one (the safety net); continuing "
     "with a user prompt for the rest of the run",

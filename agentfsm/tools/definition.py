@@ -62,6 +62,10 @@ class Tool:
     #: (``agent.resume(id, approve=..., deny=...)``): always (True), never (False), or when the function
     #: of the call returns True (see ``requires_approval``).
     needs_approval: NeedsApproval
+    #: Asked, on resume, about a call of this tool that started and never committed (its effect is in
+    #: doubt): ``reconcile(ctx)`` with the call's ``ToolContext`` returns its result if the effect happened,
+    #: None if it did not (``agentfsm.tools.reconcile``). None: such a call is answered "interrupted".
+    reconcile: Callable[[ToolContext], Any] | None = None
 
     def __init__(
         self,
@@ -71,6 +75,7 @@ class Tool:
         description: str | None = None,
         idempotent: bool = False,
         needs_approval: NeedsApproval = False,
+        reconcile: Callable[[ToolContext], Any] | None = None,
     ) -> None:
         if isinstance(fn, Tool):
             fn = fn.fn
@@ -99,6 +104,11 @@ class Tool:
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
         self.idempotent = idempotent
         self.needs_approval = _check_needs_approval(needs_approval, who)
+        if reconcile is not None and not callable(reconcile):
+            raise ConfigurationError(
+                f"{who}: reconcile must be a function taking the call's ToolContext, got {type(reconcile).__name__}"
+            )
+        self.reconcile = reconcile
         self._params, self.input_model, self.context_param = _build_input_model(fn, self.name, who)
         self.input_schema = _clean_schema(_json_schema(self.input_model, fn, who))
 
@@ -162,6 +172,7 @@ def tool(
     description: str | None = None,
     idempotent: bool = False,
     needs_approval: NeedsApproval = False,
+    reconcile: Callable[[ToolContext], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -173,18 +184,29 @@ def tool(
     description: str | None = None,
     idempotent: bool = False,
     needs_approval: NeedsApproval = False,
+    reconcile: Callable[[ToolContext], Any] | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a :class:`Tool`; use as ``@tool`` or ``@tool(name=..., description=..., idempotent=...)``.
 
     ``idempotent=True`` marks a tool that is safe to run twice (e.g. when a run is resumed).
     ``needs_approval=True`` (or a function of the ``ToolCall`` returning a bool) stops the run before
     the call runs, until a person approves or denies it (docs/05-extending.md, "Approval on a tool").
+    ``reconcile=check`` (sync or async, given the call's ``ToolContext``) is asked on resume about a call
+    whose effect is in doubt: a result (what the tool would return) means it happened, None that it did not
+    (docs/06-persistence.md, "Exactly-once tools").
     """
+    options: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "idempotent": idempotent,
+        "needs_approval": needs_approval,
+        "reconcile": reconcile,
+    }
     if fn is not None:
-        return Tool(fn, name=name, description=description, idempotent=idempotent, needs_approval=needs_approval)
+        return Tool(fn, **options)
 
     def decorate(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name=name, description=description, idempotent=idempotent, needs_approval=needs_approval)
+        return Tool(f, **options)
 
     return decorate
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -30,7 +31,10 @@ from agentfsm.errors import (
 from agentfsm.tools.calls import ToolCall, ToolResult, error_result, to_tool_result, traceback_of
 from agentfsm.tools.definition import Tool
 
-__all__ = ["DefaultExecutor", "ToolExecutor", "call_scope", "shared_executor"]
+__all__ = ["DefaultExecutor", "OnResult", "ToolExecutor", "call_scope", "shared_executor"]
+
+#: Called with each call's result as soon as it finished (``on_result``; see ``ToolExecutor``).
+OnResult = Callable[["ToolResult"], None]
 
 #: One call ready to run: its index in the batch, its tool, the call, and the job that runs it.
 _Job = tuple[int, Tool, ToolCall, Callable[[], ToolResult]]
@@ -70,6 +74,13 @@ class ToolExecutor(Protocol):
     :class:`~agentfsm.tools.calls.ToolContext` (``call.context``): a tool that
     declares a ``ToolContext`` parameter receives it there. ``execute`` is called from synchronous runs,
     ``aexecute`` from async runs; both must keep the contract.
+
+    **Reporting each result (optional).** An executor whose ``execute`` / ``aexecute`` also take a
+    keyword ``on_result`` is given one when the conversation has a store: call it with each call's
+    result as soon as that call finished, from the thread that called ``execute`` (in ``aexecute``,
+    on the event loop), never twice at once, and still return the whole list. The conversation
+    commits each result as it comes, so after a crash only the calls still running are in doubt
+    (docs/06-persistence.md, "Exactly-once tools"). Without it the batch is committed when it returns.
     """
 
     def execute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
@@ -123,8 +134,16 @@ class DefaultExecutor:
 
     # --- the two drivers --------------------------------------------------------
 
-    def execute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
-        """Run every call concurrently in the pool; wait at most ``timeout`` s from now for each."""
+    def execute(
+        self,
+        calls: Sequence[ToolCall],
+        tools: Mapping[str, Tool],
+        timeout: float,
+        *,
+        on_result: OnResult | None = None,
+    ) -> list[ToolResult]:
+        """Run every call concurrently in the pool; wait at most ``timeout`` s from now for each. With
+        ``on_result``, each result is given to it (in this thread) as soon as its call finished."""
         limit = _check_timeout(timeout)
         started = time.monotonic()
         ready = [_prepare(call, tools) for call in calls]
@@ -132,7 +151,12 @@ class DefaultExecutor:
             # The common turn: one sync call and no timeout. It runs right here, as below, minus the
             # bookkeeping of a batch.
             tool, kwargs = ready[0]
-            return [contextvars.copy_context().run(_run_sync, tool, kwargs, calls[0], None, None)]
+            only = contextvars.copy_context().run(_run_sync, tool, kwargs, calls[0], None, None)
+            if on_result is not None:
+                on_result(only)
+            return [only]
+        if on_result is not None:
+            return self._execute_reporting(calls, ready, limit, started, on_result)
         deadline = None if limit is None else started + limit
         results: list[ToolResult | None] = [None] * len(calls)
         jobs: list[_Job] = []
@@ -163,8 +187,18 @@ class DefaultExecutor:
                     results[i] = _timeout_result(call, tool, timeout, started)
         return _all(results)
 
-    async def aexecute(self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float) -> list[ToolResult]:
-        """Run every call concurrently: async tools on this loop, sync tools in the pool."""
+    async def aexecute(
+        self,
+        calls: Sequence[ToolCall],
+        tools: Mapping[str, Tool],
+        timeout: float,
+        *,
+        on_result: OnResult | None = None,
+    ) -> list[ToolResult]:
+        """Run every call concurrently: async tools on this loop, sync tools in the pool. With ``on_result``,
+        each result is given to it (on this loop) as soon as its call finished."""
+        if on_result is not None:
+            return await self._aexecute_reporting(calls, tools, timeout, on_result)
         limit = _check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         # Found and validated here, as in execute: unknown names and bad input need no task.
@@ -196,6 +230,65 @@ class DefaultExecutor:
             )
         ran = iter(await asyncio.gather(*running))
         return [result if result is not None else next(ran) for result in results]
+
+    def _execute_reporting(
+        self,
+        calls: Sequence[ToolCall],
+        ready: list[ToolResult | tuple[Tool, dict[str, Any]]],
+        limit: float | None,
+        started: float,
+        on_result: OnResult,
+    ) -> list[ToolResult]:
+        """``execute`` reporting each result as it comes: every call in the pool (none inline: a call
+        running in this thread would hold back the others' reports), this thread waiting for the next."""
+        deadline = None if limit is None else started + limit
+        results: list[ToolResult | None] = [None] * len(calls)
+        jobs: list[_Job] = []
+        for i, (call, prepared) in enumerate(zip(calls, ready, strict=True)):
+            if isinstance(prepared, ToolResult):
+                results[i] = prepared
+                on_result(prepared)
+                continue
+            tool, kwargs = prepared
+            runner = _run_async_in_thread if tool.is_async else _run_sync
+            jobs.append((i, tool, call, _bind(runner, tool, kwargs, call, limit, deadline)))
+        if not jobs:
+            return _all(results)
+        pool, futures = self._submit([job for *_, job in jobs])
+        pending = {fut: job for fut, job in zip(futures, jobs, strict=True)}
+        while pending:  # each round takes at least one future out, or ends at the deadline
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+            if not done:  # the deadline passed: every call still running timed out
+                for fut, (i, tool, call, _) in pending.items():
+                    self._abandon(fut, pool)
+                    results[i] = _timeout_result(call, tool, limit, started)
+                    on_result(results[i])  # type: ignore[arg-type]
+                break
+            dying: BaseException | None = None
+            for fut in done:  # the finished ones committed first, then a call's KeyboardInterrupt goes up
+                i = pending.pop(fut)[0]
+                if fut.exception() is not None:
+                    dying = dying or fut.exception()
+                    continue
+                results[i] = result = fut.result()
+                on_result(result)
+            if dying is not None:
+                raise dying
+        return _all(results)
+
+    async def _aexecute_reporting(
+        self, calls: Sequence[ToolCall], tools: Mapping[str, Tool], timeout: float, on_result: OnResult
+    ) -> list[ToolResult]:
+        """``aexecute`` reporting each result as it comes (each call's own, as one call of a batch)."""
+
+        async def reported(call: ToolCall) -> ToolResult:
+            (result,) = await self.aexecute([call], tools, timeout)
+            on_result(result)
+            return result
+
+        # Each call under its own timeout from now: what ``aexecute`` gives every call of a batch.
+        return list(await asyncio.gather(*(reported(call) for call in calls)))
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -456,6 +549,50 @@ def _timeout_result(call: ToolCall, tool: Tool, timeout: float | None, started: 
     result = error_result(call, ToolTimeoutError(tool.name, timeout or 0.0))
     result.duration_ms = (time.monotonic() - started) * 1000
     return result
+
+
+_REPORTS: dict[type, bool] = {}
+
+
+def _reports(executor: object) -> bool:
+    """Whether ``executor``'s ``execute``/``aexecute`` take ``on_result`` (asked once per class)."""
+    kind = type(executor)
+    known = _REPORTS.get(kind)
+    if known is None:
+        try:
+            known = "on_result" in inspect.signature(kind.execute).parameters  # type: ignore[attr-defined]
+            known = known and "on_result" in inspect.signature(kind.aexecute).parameters  # type: ignore[attr-defined]
+        except (AttributeError, TypeError, ValueError):
+            known = False
+        _REPORTS[kind] = known
+    return known
+
+
+def _reporting(executor: ToolExecutor, on_result: OnResult | None) -> dict[str, Any]:
+    """The keyword that gives ``executor`` the ``on_result`` callback, when there is one and it takes it."""
+    return {"on_result": on_result} if on_result is not None and _reports(executor) else {}
+
+
+def run_calls(
+    executor: ToolExecutor,
+    calls: Sequence[ToolCall],
+    tools: Mapping[str, Tool],
+    timeout: float,
+    on_result: OnResult | None,
+) -> list[ToolResult]:
+    """``executor.execute``, given ``on_result`` when there is one and the executor takes it."""
+    return executor.execute(calls, tools, timeout, **_reporting(executor, on_result))
+
+
+async def arun_calls(
+    executor: ToolExecutor,
+    calls: Sequence[ToolCall],
+    tools: Mapping[str, Tool],
+    timeout: float,
+    on_result: OnResult | None,
+) -> list[ToolResult]:
+    """``executor.aexecute``, given ``on_result`` when there is one and the executor takes it."""
+    return await executor.aexecute(calls, tools, timeout, **_reporting(executor, on_result))
 
 
 def _all(results: list[ToolResult | None]) -> list[ToolResult]:
