@@ -48,7 +48,7 @@ class Policy(BaseModel):
     continuation: ContinuationStrategy = Field(
         "auto",
         description="how to ask for the rest of a cut-off text: prefill the partial assistant turn, "
-        "send a user prompt, or auto (prefill, falling back to prompt when the model rejects prefill)",
+        "send a user prompt, or auto (prefill where the model's request rules take one, else prompt)",
     )
     continuation_prompt: str = Field(
         DEFAULT_CONTINUATION_PROMPT, description="the user message that asks for the rest of a cut-off text"

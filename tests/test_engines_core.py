@@ -260,13 +260,10 @@ def test_the_learned_prefill_memory_is_not_consulted() -> None:
     """A replay must start as the first run did, whatever the worker learned from other conversations since:
     prefill or prompt is the model's request rules' alone (agentfsm.wire.models)."""
     a = Agent(client=Simulator([]).async_client(), model="claude-haiku-4-5", logger=None)
-    models.remember_prefill_refused("claude-haiku-4-5")
-    try:
-        conv = DurableConversation(a, start(), ListEngine().steps())
-        assert conv.runstate.continuation_mode == "prefill"
-        assert a.start("hi", asynchronous=True).runstate.continuation_mode == "prompt"  # an ordinary run does use it
-    finally:
-        models.forget_learned()
+    models.remember_prefill_refused("claude-haiku-4-5", by=a)
+    conv = DurableConversation(a, start(), ListEngine().steps())
+    assert conv.runstate.continuation_mode == "prefill"
+    assert a.start("hi", asynchronous=True).runstate.continuation_mode == "prompt"  # an ordinary run does use it
     sonnet = Agent(client=Simulator([]).async_client(), logger=None)  # the default model refuses prefill: prompts
     assert DurableConversation(sonnet, start(), ListEngine().steps()).runstate.continuation_mode == "prompt"
 

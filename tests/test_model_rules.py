@@ -11,7 +11,6 @@ real ``anthropic`` client over HTTP (its in-process transport) to the simulator.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,6 @@ from agentfsm.wire import models
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 DEFAULT = "claude-sonnet-5-5"
 DOC = " ".join(f"Sentence number {i} of a long answer." for i in range(40))
-
-
-@pytest.fixture(autouse=True)
-def _table_alone() -> Iterator[None]:
-    """What a process learned of models refusing prefill (the safety net) is forgotten before and after."""
-    models.forget_learned()
-    yield
-    models.forget_learned()
 
 
 @tool
@@ -115,7 +106,7 @@ def test_docs_11_lists_the_table_as_the_data_has_it() -> None:
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_continuation_on_the_default_model_sends_no_prefill_and_never_eats_a_400(driver: str) -> None:
-    for _process in range(2):  # a new agent (as in a new process) chooses the same way: nothing is learned
+    for _process in range(2):  # a new agent (as in a new process) chooses the same way: from the table
         sim = Simulator([r.writer(DOC)] * 40)
         agent = Agent(client=client_for(sim, driver, max_retries=0), policy=Policy(max_tokens=80, max_continuations=30))
         events: list[StreamEvent] = []

@@ -15,7 +15,6 @@ from agentfsm.machine.streaming import ResultEvent, StreamEvent, TransitionEvent
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.testing import DRIVERS, client_for, drive, shown_text
-from agentfsm.wire import models
 from agentfsm.wire.caching import unmarked
 
 CALLS: list[dict[str, Any]] = []
@@ -198,17 +197,10 @@ def test_text_continuation_by_prompt_keeps_roles_alternating() -> None:
 
 def test_auto_falls_back_to_prompt_when_the_model_rejects_prefill_and_remembers() -> None:
     """The safety net: the model's request rules (agentfsm.wire.models) say claude-haiku-4-5 takes a prefill, and
-    this server refuses it: one 400, prompts for the rest of the run, and the process remembers the model."""
+    this server refuses it: one 400, prompts for the rest of the run, and the agent remembers the model."""
     sim = Simulator([r.writer(DOC)] * 40, prefill_unsupported=["claude-haiku-4-5"])
     a = agent(sim, policy=Policy(max_tokens=80, max_continuations=19))
-    try:
-        result = a.run("Write.")
-        _falls_back_once_and_remembers(a, sim, result)
-    finally:
-        models.forget_learned()
-
-
-def _falls_back_once_and_remembers(a: Driven, sim: Simulator, result: RunResult) -> None:
+    result = a.run("Write.")
     assert result.final_state == "done" and result.text == DOC
     rejected = [q for q in sim.requests if q.messages[-1]["role"] == "assistant"]
     assert len(rejected) == 1  # one prefill attempt, answered 400, then prompts

@@ -25,7 +25,7 @@ durable steps and everything else plain code that replays:
 
 Replay must decide as the first run did, so nothing the workflow reads may
 change between runs: wall time is read inside the steps (a budget on
-``max_wall_seconds`` sees the recorded times), and what the process learned of
+``max_wall_seconds`` sees the recorded times), and what the agent learned of
 models that reject prefill (which grows as other conversations run) is not
 consulted: prefill or prompt is the model's request rules' (``wire.models``).
 Events are not emitted twice: while the engine replays, events are
@@ -376,11 +376,11 @@ class DurableConversation(Conversation):
         # they were logged, observed and streamed when they happened.
         self._replayed = EventLog(self.id, None, agent.secrets())
         self._replayed.raw = self.log.raw
-        # Prefill or prompt from the policy and the model's request rules alone: what a process learned of models
+        # Prefill or prompt from the policy and the model's request rules alone: what an agent learned of models
         # that reject prefill differs between workers and grows over time, and a replay must start as the first
         # run did.
         if self.policy.continuation == "auto":
-            allowed = models.prefill_allowed(self.model, learned=False)
+            allowed = models.prefill_allowed(self.model)
             self.runstate.continuation_mode = "prefill" if allowed else "prompt"
         self._first_at: float | None = None
         self._last_at = 0.0

@@ -118,7 +118,8 @@ def stop_over_budget(conv: Conversation) -> None:
 def switch_to_prompt(conv: Conversation) -> None:
     """The model refused our prefill: continue with a user prompt, now and for the rest of the run."""
     conv.runstate.continuation_mode = "prompt"
-    models.remember_prefill_refused(conv.model)  # the safety net: the model's rules said it accepts prefill
+    # the safety net: the model's rules (agentfsm.wire.models) said it accepts prefill; the agent remembers
+    models.remember_prefill_refused(conv.model, by=conv.agent)
     conv.runstate.prefill_was_rejected = False
     conv.runstate.error = None
     conv.messages.append({"role": "user", "content": conv.policy.continuation_prompt})
@@ -187,7 +188,8 @@ def continue_text(conv: Conversation) -> None:
     conv.counters.continuations += 1
     if (
         conv.runstate.continuation_mode == "prefill"
-        and (conv.policy.continuation != "auto" or models.prefill_allowed(conv.model))  # the model now asked
+        # auto: the model asked now (after a fallback, another) must take a prefill
+        and (conv.policy.continuation != "auto" or models.prefill_allowed(conv.model, by=conv.agent))
         and _prefillable(conv.messages[-1])
     ):
         conv.runstate.pending_kind = "prefill"

@@ -145,7 +145,7 @@ class Conversation:
         if state is None:
             history = messages or []
             # auto: prefill only where the model's request rules accept it (agentfsm.wire.models), never a 400 first
-            auto_prompt = self.policy.continuation == "auto" and not models.prefill_allowed(agent.model)
+            auto_prompt = self.policy.continuation == "auto" and not models.prefill_allowed(agent.model, by=agent)
             state = RunState.model_construct(
                 messages=history,
                 model=agent.model,

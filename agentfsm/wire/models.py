@@ -28,7 +28,7 @@ How the machine uses a row (``agentfsm.machine``):
   model, and a fallback that fails on them would defeat its purpose.
 * **safety net** — a model whose row accepts prefill but whose server refuses one (a row that is wrong, a
   proxy serving another model under the name) still gets the old recovery: the 400 is caught once, the run
-  goes on by prompt (``continuation.fallback``) and the process remembers it (``remember_prefill_refused``).
+  goes on by prompt (``continuation.fallback``) and the agent remembers it (``remember_prefill_refused``).
 
 A name not in the table (a fine-tune, a newer model) gets ``DEFAULT``: the strictest row (everything the
 newest models refuse, refused). Older ids (``agentfsm.sim.lineup.LEGACY_MODELS``: Claude 3.x, Sonnet 4.0 and
@@ -39,6 +39,7 @@ their model's row.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -282,7 +283,8 @@ DEFAULT = _row("(any other model)", _STRICT, notes="not in the table: the strict
 #: Older ids (``agentfsm.sim.lineup.LEGACY_MODELS``): everything accepted, as those models did.
 LEGACY = _row("(an older model)", _OPEN, notes="Claude 3.x and 4.0-4.5 ids outside the SDK's lineup")
 
-_learned_prefill_refusals: set[str] = set()
+#: The safety net's memory: per agent (weakly held), the models whose server refused a prefill their rules allow.
+_learned: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _base_name(model: str) -> str:
@@ -312,23 +314,18 @@ def rules_for(model: str) -> ModelRules:
     return DEFAULT
 
 
-def prefill_allowed(model: str, *, learned: bool = True) -> bool:
-    """Whether a continuation may prefill on ``model``: its row accepts prefill and (with ``learned``) this process
-    has not seen the model refuse one (``remember_prefill_refused``)."""
+def prefill_allowed(model: str, *, by: Any = None) -> bool:
+    """Whether a continuation may prefill on ``model``: its row accepts prefill and (given ``by``, an agent) that
+    agent has not seen the model refuse one (``remember_prefill_refused``)."""
     if not rules_for(model).prefill:
         return False
-    return not (learned and model in _learned_prefill_refusals)
+    return by is None or model not in _learned.get(by, ())
 
 
-def remember_prefill_refused(model: str) -> None:
-    """The safety net: ``model``'s row accepts prefill but its server refused one; later runs in this process
-    continue by prompt from the start."""
-    _learned_prefill_refusals.add(model)
-
-
-def forget_learned() -> None:
-    """Forget every refusal ``remember_prefill_refused`` recorded (tests start from the table alone)."""
-    _learned_prefill_refusals.clear()
+def remember_prefill_refused(model: str, *, by: Any) -> None:
+    """The safety net: ``model``'s row accepts prefill but its server refused one; ``by`` (the agent) continues by
+    prompt from the start in its later runs."""
+    _learned.setdefault(by, set()).add(model)
 
 
 # --- what a request carries, against the rules ------------------------------------------------------------------
