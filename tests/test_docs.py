@@ -100,6 +100,7 @@ GUIDES = [
     "11-configuration.md",
     "12-troubleshooting.md",
     "13-mcp-and-typed-output.md",
+    "15-exploring-and-evaluating.md",
 ]
 
 NEEDS_POSTGRES, BEYOND_SCHEMA, REAL_API = "needs postgres", "beyond schema", "real API"
