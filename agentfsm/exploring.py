@@ -620,11 +620,12 @@ class _Explorer:
             letters += [_CLOSER.source] * (CLOSING if any("did not end" in p for p in run.problems) else 0)
         crash = path.crash_before_save
         client = "async_client" if self.driver.startswith("a") else "client"
+        crashed = any(c for _, c in run.calls)
         lines = [
             f"# {run.problems[0]}",
-            "import contextlib" if any(c for _, c in run.calls) else "",
+            "import contextlib" if crashed else "",
             "from agentfsm import MemoryStore",
-            "from agentfsm.exploring import Crash, CrashingStore, carry_on",
+            f"from agentfsm.exploring import {'Crash, ' if crashed else ''}CrashingStore, carry_on",
             "from agentfsm.sim import Simulator, replies as r",
             f"from {module} import {self.cls.__qualname__}",
             "",

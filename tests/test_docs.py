@@ -101,6 +101,7 @@ GUIDES = [
     "12-troubleshooting.md",
     "13-mcp-and-typed-output.md",
     "14-debugging-and-evaluating.md",
+    "15-exploring-and-evaluating.md",
 ]
 
 NEEDS_POSTGRES, BEYOND_SCHEMA, REAL_API = "needs postgres", "beyond schema", "real API"
