@@ -330,7 +330,7 @@ class Steps(Protocol):
         ...
 
     async def tools(self, conv: DurableConversation, calls: list[ToolCall]) -> ToolsRecord:
-        """One batch of tool calls as a durable step that knows whether an earlier attempt started it."""
+        """A reply's tool calls, each a durable step that knows whether an earlier attempt started it."""
         ...
 
     async def end(self, conv: DurableConversation) -> None:

@@ -126,7 +126,7 @@ _MIRROR: dict[str, StoreMirror | None] = {"mirror": None}
 
 
 class _TemporalSteps:
-    """``core.Steps`` on Temporal: requests and tool batches as activities."""
+    """``core.Steps`` on Temporal: requests and tool calls as activities."""
 
     def __init__(self, owner: ConversationWorkflow, start: StartInput) -> None:
         self.owner = owner

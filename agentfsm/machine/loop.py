@@ -22,7 +22,7 @@ Everything else — the plan, counting the turn, resending a broken stream
 exactly-once ledger, firing transitions, stopping to wait — happens here and
 in ``core``, the same for every runner. The runners only do I/O:
 ``agentfsm.machine.drivers`` (run, arun, stream, astream), the durable engines
-(``agentfsm.engines.core``: each request and each tool batch a durable step)
+(``agentfsm.engines.core``: each request and each tool call a durable step)
 and ``agentfsm.batch`` (one loop per conversation, requests answered from a
 batch). A behaviour added here reaches all of them.
 """
