@@ -161,7 +161,6 @@ def agent_with_client(agent: Agent, client: anthropic.Anthropic | anthropic.Asyn
         made._aclient = client
     else:
         made._client = client
-    made._no_prefill = set()
     return made
 
 

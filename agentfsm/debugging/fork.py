@@ -37,6 +37,7 @@ from agentfsm.machine.state import Counters, ForkedFrom
 from agentfsm.observe.ui.history import history_at
 from agentfsm.stores.base import Snapshot, Store
 from agentfsm.tools.executor import ToolExecutor
+from agentfsm.wire import models
 from agentfsm.wire.api import RequestFailure, reply_from
 from agentfsm.wire.messages import blocks, opens_with_compaction, text_of, tool_use_ids, validate_history
 
@@ -226,7 +227,7 @@ def start_fork(
 ) -> Conversation:
     """Save the fork of ``parent`` at ``at`` under ``agent``'s settings and return it loaded, ready to run."""
     fid = new_fork_id(store, parent.conversation_id, new_id)
-    auto_prompt = agent.policy.continuation == "auto" and agent.prefill_unsupported(agent.model)
+    auto_prompt = agent.policy.continuation == "auto" and not models.prefill_allowed(agent.model, by=agent)
     mode = "prompt" if agent.policy.continuation == "prompt" or auto_prompt else "prefill"
     snap = fork_snapshot(
         parent,

@@ -55,9 +55,7 @@ if TYPE_CHECKING:
     from agentfsm.machine.conversation import Conversation
 
 
-def shape(
-    conv: Conversation, params: dict[str, Any], betas: tuple[str, ...]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+def shape(conv: Conversation, params: dict[str, Any], betas: tuple[str, ...]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The request ``params`` (the full history) as the run's transport sends it, and its betas."""
     run = conv.runstate
     if conv.policy.transport != "thread":

@@ -112,4 +112,3 @@ def without_cache_control(value: Any) -> Any:
     if isinstance(value, list):
         return [without_cache_control(v) for v in value]
     return value
-
