@@ -495,3 +495,52 @@ def test_a_server_that_cannot_thread_the_run_gets_the_full_history_from_then_on(
     assert [THREADS_BETA in h.get("anthropic-beta", "") for h in server.headers] == [True, False, False]
     assert [e.data["reason"] for e in events if e.event == "thread.lost"] == ["thread_unsupported_request"]
     assert all("thread" in p for p in server.problems)  # the vendored schema predates `thread`; nothing else
+
+
+RESUME_IN_A_CHILD = """
+import sys
+import anthropic
+from agentfsm import Agent, Policy, tool
+from agentfsm.stores.sqlite import SQLiteStore
+
+@tool
+def add(a: int, b: int) -> int:
+    \"\"\"Add two numbers.\"\"\"
+    return a + b
+
+@tool(needs_approval=True)
+def danger() -> str:
+    \"\"\"Do something a person approves.\"\"\"
+    return "done it"
+
+url, db, conversation = sys.argv[1:4]
+client = anthropic.Anthropic(base_url=url, api_key="sk-ant-sim-0000000000000000", max_retries=0)
+agent = Agent(client, tools=[add, danger], policy=Policy(transport="thread"), logger=None)
+print(agent.resume(conversation, store=SQLiteStore(db), approve=True).final_state)
+"""
+
+
+@pytest.mark.slow  # starts a process
+def test_a_resume_in_a_child_process_continues_the_thread(tmp_path: Path) -> None:
+    sim = Simulator([*tool_turns(1), r.tool_use("danger", {}), r.text("Done.")])
+
+    @tool(needs_approval=True)
+    def danger() -> str:
+        """Do something a person approves."""
+        return "done it"
+
+    db = tmp_path / "runs.db"
+    with served(sim) as client:
+        first = Agent(client, tools=[add, danger], policy=THREAD, logger=None).run("Go.", store=SQLiteStore(db))
+        assert first.waiting is not None
+        url = str(client.base_url).rstrip("/")
+        child = subprocess.run(
+            [sys.executable, "-c", RESUME_IN_A_CHILD, url, str(db), first.conversation_id],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "done"
+    assert kinds(sim) == ["create", "continue+1", "continue+1"]
+    stored = SQLiteStore(db).load(first.conversation_id)
+    assert stored.thread is not None  # the thread is the one the first process created
+    assert stored.thread.thread_id == sim.requests[1].body["thread"]["previous_message_id"]

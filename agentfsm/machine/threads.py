@@ -46,9 +46,9 @@ from agentfsm.wire.threads import (
     THREADS_BETA,
     UNSUPPORTED_CODE,
     ThreadPosition,
+    chain,
     fields_digest,
-    held_after,
-    held_digest,
+    reply_turn,
 )
 
 if TYPE_CHECKING:
@@ -69,12 +69,22 @@ def shape(conv: Conversation, params: dict[str, Any], betas: tuple[str, ...]) ->
     betas = betas if THREADS_BETA in betas else (*betas, THREADS_BETA)
     messages: list[dict[str, Any]] = params["messages"]
     fields = fields_digest(params)
+    held = position.held if position.previous_message_id is not None and position.held <= len(messages) else -1
+    sent = len(messages) - 1 if messages and messages[-1].get("role") == "assistant" else len(messages)
+    # One pass over the history: its fingerprint where the server's ends, and where this request's new turn starts.
+    digest, at_held = "", None
+    for i in range(max(held, sent) + 1):
+        if i == held:
+            at_held = digest
+        if i == sent:
+            position.sent_digest = digest
+        if i < len(messages):
+            digest = chain(digest, messages[i])
     if (
-        position.previous_message_id is not None
+        at_held is not None
+        and at_held == position.digest
         and position.fields == fields
         and position.model == params.get("model")
-        and len(messages) >= position.held
-        and held_digest(messages[: position.held]) == position.digest
     ):
         position.sending = "continue"
         shaped = {k: v for k, v in params.items() if k not in CREATE_ONLY_FIELDS}
@@ -101,10 +111,10 @@ def note_reply(conv: Conversation, outcome: api.Reply | api.RequestFailure, sent
     if sending == "full" or outcome.id is None or outcome.stop_reason == "refusal" or fallback:
         position.previous_message_id = None  # nothing to continue: the next threaded turn creates a thread
         return
-    held = held_after(sent, outcome.content)
+    resumed = sent[-1] if sent and sent[-1].get("role") == "assistant" else None
     position.previous_message_id = outcome.id
-    position.held = len(held)
-    position.digest = held_digest(held)
+    position.held = len(sent) if resumed is not None else len(sent) + 1
+    position.digest = chain(position.sent_digest, reply_turn(resumed, outcome.content))
     if sending == "create":
         position.thread_id = outcome.id
 

@@ -102,7 +102,7 @@ EVENT_NAMES: dict[str, str] = {
     "(refusal, overloaded, rate_limited), position in the chain, credit_token",
     "output.invalid": "a reply's output did not validate against the agent's output_type: mode (native or tool), "
     "errors, retry (the retry it is sent back for; None when none is left and the run fails)",
-    "thread.lost": 'the server\'s message thread could not be continued (Policy.transport="thread"): the same turn '
+    "thread.lost": "the run's message thread (Policy.transport thread) could not be continued: the same turn "
     "is sent again with the full history, on a new thread (or on none, for thread_unsupported_request): reason "
     "(the API's error_code), previous_message_id, status_code",
     # The Message Batches API (agentfsm.batch.BatchRunner). The runner's own events carry the run's id

@@ -16,7 +16,7 @@ cannot thread this request at all (the SDK then sends it, and every later turn,
 without a thread). Read off the installed SDK, ``anthropic/lib/threads/``.
 
 ``ThreadPosition`` is where a run stands on its thread, kept in ``RunState``;
-``held_digest`` fingerprints the history the server holds, so the machine
+``chain`` fingerprints the history the server holds, so the machine
 continues a thread only while that history is exactly a prefix of what it
 would send (``agentfsm.machine.threads``).
 """
@@ -59,6 +59,8 @@ class ThreadPosition(BaseModel):
     thread_id: str | None = None
     held: int = Field(0, ge=0)
     digest: str = ""
+    #: The fingerprint of the request in flight's full history, but a final assistant turn it resumes.
+    sent_digest: str = ""
     fields: str = ""
     model: str = ""
     sending: Literal["create", "continue", "full"] | None = None
@@ -69,17 +71,21 @@ def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def held_digest(messages: Sequence[Mapping[str, Any]]) -> str:
-    """A fingerprint of ``messages`` as sent: equal fingerprints, equal histories (cache marks aside, which
-    apply to the request that sent them, not to the history the server keeps)."""
-    h = hashlib.sha256()
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):  # the same message as one text block (how a cache mark is put on it)
-            message = {**message, "content": [{"type": "text", "text": content}]}
-        h.update(_canonical(without_cache_control(message)))
-        h.update(b"\n")
-    return h.hexdigest()
+def _message_bytes(message: Mapping[str, Any]) -> bytes:
+    """A message as compared: string content as one text block (how a cache mark is put on it), cache marks
+    taken out (they apply to the request that sent them, not to the history the server keeps)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        message = {**message, "content": [{"type": "text", "text": content}]}
+    text = _canonical(message)
+    if b'"cache_control"' in text:  # rare (the request's one or two marks): only then the slow walk
+        text = _canonical(without_cache_control(message))
+    return text
+
+
+def chain(digest: str, message: Mapping[str, Any]) -> str:
+    """The fingerprint of a history whose fingerprint was ``digest``, with ``message`` appended."""
+    return hashlib.sha256(digest.encode() + hashlib.sha256(_message_bytes(message)).digest()).hexdigest()
 
 
 def fields_digest(params: Mapping[str, Any]) -> str:
@@ -90,15 +96,18 @@ def fields_digest(params: Mapping[str, Any]) -> str:
 def held_after(sent: Sequence[Mapping[str, Any]], content: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The history the server holds once a request with the full history ``sent`` is answered with
     ``content``: the reply appended, or merged into a final assistant turn it continues (a resumed pause)."""
-    messages = [dict(m) for m in sent]
-    if messages and messages[-1].get("role") == "assistant":
-        last = messages[-1]
-        old = last.get("content")
-        old_blocks = [{"type": "text", "text": old}] if isinstance(old, str) else list(old or [])
-        messages[-1] = {"role": "assistant", "content": old_blocks + list(content)}
-    else:
-        messages.append({"role": "assistant", "content": list(content)})
-    return messages
+    resumed = bool(sent) and sent[-1].get("role") == "assistant"
+    kept = [dict(m) for m in (sent[:-1] if resumed else sent)]
+    return [*kept, reply_turn(sent[-1] if resumed else None, content)]
+
+
+def reply_turn(resumed: Mapping[str, Any] | None, content: list[dict[str, Any]]) -> dict[str, Any]:
+    """The assistant turn a reply makes on the server: ``content``, after the final assistant turn it resumes."""
+    if resumed is None:
+        return {"role": "assistant", "content": list(content)}
+    old = resumed.get("content")
+    old_blocks = [{"type": "text", "text": old}] if isinstance(old, str) else list(old or [])
+    return {"role": "assistant", "content": old_blocks + list(content)}
 
 
 def without_cache_control(value: Any) -> Any:
