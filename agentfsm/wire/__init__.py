@@ -5,4 +5,5 @@
 * ``caching`` — where prompt-caching breakpoints go on the wire copy of a request
 * ``pricing`` — prices per model and the cost of a reply
 * ``structured`` — structured outputs: ``output_config.format``, its schema rules, the models that take it
+* ``models``  — each model's request rules (prefill, forced tool_choice, sampling, thinking), from the official pages
 """
