@@ -302,9 +302,12 @@ PROMPTS: list[str | list[dict[str, Any]]] = [
 def cases(draw: st.DrawFn) -> Case:
     # Each knob from a list whose first value is the typical one (drawn most, and shrunk towards).
     # Haiku 4.5 accepts a prefill; Sonnet 5.5 refuses one by its request rules (agentfsm.wire.models): "auto"
-    # continues by prompt from the start there, and "prefill" on it is a ConfigurationError, never drawn.
+    # continues by prompt from the start there, and "prefill" on it (or on its fallback model) is a
+    # ConfigurationError, never drawn.
     model = draw(st.sampled_from(["claude-haiku-4-5", "claude-haiku-4-5", "claude-sonnet-5-5"]))
-    strategies = ["auto", "prompt"] if default_prefill_unsupported(model) else ["auto", "prompt", "prefill"]
+    fallback = draw(st.sampled_from([None, "claude-haiku-4-5", "claude-sonnet-5-5"]))
+    refusing = default_prefill_unsupported(model) or (fallback is not None and default_prefill_unsupported(fallback))
+    strategies = ["auto", "prompt"] if refusing else ["auto", "prompt", "prefill"]
     policy = Policy(
         max_turns=draw(st.sampled_from([8, 5, 3, 2, 1, 12, 10])),
         max_continuations=draw(st.sampled_from([2, 1, 0, 3])),
@@ -313,7 +316,7 @@ def cases(draw: st.DrawFn) -> Case:
         max_tokens=draw(st.sampled_from([1024, 64])),
         max_tokens_ladder=draw(st.sampled_from([(4096,), (4096, 16384), ()])),
         continuation=draw(st.sampled_from(strategies)),
-        fallback_model=draw(st.sampled_from([None, "claude-haiku-4-5", "claude-sonnet-5-5"])),
+        fallback_model=fallback,
         stream_retries=draw(st.sampled_from([1, 2, 0])),
         stream_retry_backoff=0.0,
         max_tool_result_chars=draw(st.sampled_from([100_000, 1000, 200, None])),
