@@ -2,9 +2,9 @@
 
 No API key and no network: the real ``anthropic`` client talks to the
 in-process simulator. The run visits tool_use, pause_turn, a tool call cut
-off by max_tokens and retried on a higher rung, a text continuation (with
-the fallback from prefill to a prompt, as models from Claude 4.6 on reject
-prefill), and end_turn.
+off by max_tokens and retried on a higher rung, a text continuation (by
+prompt from the start: the model's request rules refuse prefill, as on the
+models from Claude 4.6 on), and end_turn.
 """
 
 from __future__ import annotations

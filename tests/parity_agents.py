@@ -411,6 +411,36 @@ def overload_chain_wire(bodies: list[dict[str, Any]], result: RunResult) -> None
     assert result.turn_models == [(2, FALLBACK_MODEL)] and list(result.usage_by_model) == [FALLBACK_MODEL]
 
 
+# 8c. refusal fallback to a stricter model: the retry is made fit for the fallback's request rules
+# (agentfsm.wire.models): Opus 5 takes thinking disabled, Sonnet 5.5 refuses it and has between_tools instead.
+
+STRICT_MODEL = "claude-sonnet-5-5"
+
+
+class AdaptedRefusalAgent(Agent):
+    model = "claude-opus-5"
+    tools = [count]
+    request_params = {"thinking": {"type": "disabled"}}
+    policy = Policy(fallback_model=STRICT_MODEL)
+
+
+def adapted_refusal_model(request: SimRequest) -> ScriptedReply:
+    if answered(request):
+        return r.text("Counted on the fallback model.")
+    if request.model == AdaptedRefusalAgent.model:
+        return r.refusal(text="I can't", credit_token=True)
+    return calls(("count", {"label": "a"}), request=request)
+
+
+def adapted_refusal_wire(bodies: list[dict[str, Any]], result: RunResult) -> None:
+    """The agent's own request as written; every request on the fallback model with between_tools in its place."""
+    assert [b["model"] for b in bodies] == ["claude-opus-5", STRICT_MODEL, STRICT_MODEL]
+    assert bodies[0]["thinking"] == {"type": "disabled"}
+    assert bodies[1]["thinking"] == bodies[2]["thinking"] == {"type": "between_tools"}
+    adapted = [e.data for e in result.events if e.event == "request.adapted"]
+    assert [a["changed"] for a in adapted] == [["thinking disabled -> between_tools"]] * 2
+
+
 # 9. a wait and its resume: a dangerous call stops the run until someone approves it.
 
 
@@ -761,6 +791,12 @@ SCENARIOS: dict[str, Scenario] = {
             ["requesting", "requesting", "tool_use", "requesting", "end_turn", "done"], 3,
             {("count", "a"): 1},
             wire=overload_chain_wire,
+
+
+            "refusal_fallback_adapted", AdaptedRefusalAgent, adapted_refusal_model, "Count a.", "done", "end_turn",
+            ["requesting", "refusal", "requesting", "tool_use", "requesting", "end_turn", "done"], 3,
+            {("count", "a"): 1}, beyond_schema=True,
+            wire=adapted_refusal_wire,
         ),
         Scenario(
             "wait_and_resume", WaitAgent, wait_model, "Delete /tmp/old.log.", "done", "end_turn",

@@ -206,7 +206,7 @@ def test_demo_events_replay_to_the_demo_trace(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(["replay", str(events)]) == 0
     out = capsys.readouterr().out
-    assert "done (end_turn), 7 requests, 13 transitions" in out
+    assert "done (end_turn), 6 requests, 12 transitions" in out  # continued by prompt: no prefill 400 on the way
     assert "tool_use → requesting ×2" in out and "--retry_larger--> requesting" in out
 
 

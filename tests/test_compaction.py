@@ -54,6 +54,8 @@ AUTO_EDIT = {"edits": [{"type": "compact_20260112"}]}
 def strip_newer(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` without the fields the vendored schema predates."""
     clean = {k: copy.deepcopy(v) for k, v in body.items() if k not in NEWER_PARAMS}
+    if isinstance(clean.get("thinking"), dict) and clean["thinking"].get("type") == "between_tools":
+        del clean["thinking"]  # Sonnet 5.5's lowest thinking setting: in the SDK's types, newer than the schema
     for message in clean.get("messages") or []:
         if isinstance(message.get("content"), list):
             message["content"] = [

@@ -301,6 +301,13 @@ PROMPTS: list[str | list[dict[str, Any]]] = [
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     # Each knob from a list whose first value is the typical one (drawn most, and shrunk towards).
+    # Haiku 4.5 accepts a prefill; Sonnet 5.5 refuses one by its request rules (agentfsm.wire.models): "auto"
+    # continues by prompt from the start there, and "prefill" on it (or on its fallback model) is a
+    # ConfigurationError, never drawn.
+    model = draw(st.sampled_from(["claude-haiku-4-5", "claude-haiku-4-5", "claude-sonnet-5-5"]))
+    fallback = draw(st.sampled_from([None, "claude-haiku-4-5", "claude-sonnet-5-5"]))
+    refusing = default_prefill_unsupported(model) or (fallback is not None and default_prefill_unsupported(fallback))
+    strategies = ["auto", "prompt"] if refusing else ["auto", "prompt", "prefill"]
     policy = Policy(
         max_turns=draw(st.sampled_from([8, 5, 3, 2, 1, 12, 10])),
         max_continuations=draw(st.sampled_from([2, 1, 0, 3])),
@@ -308,8 +315,8 @@ def cases(draw: st.DrawFn) -> Case:
         max_empty_retries=draw(st.sampled_from([1, 2, 0])),
         max_tokens=draw(st.sampled_from([1024, 64])),
         max_tokens_ladder=draw(st.sampled_from([(4096,), (4096, 16384), ()])),
-        continuation=draw(st.sampled_from(["auto", "prompt", "prefill"])),
-        fallback_model=draw(st.sampled_from([None, "claude-haiku-4-5", "claude-sonnet-5-5"])),
+        continuation=draw(st.sampled_from(strategies)),
+        fallback_model=fallback,
         stream_retries=draw(st.sampled_from([1, 2, 0])),
         stream_retry_backoff=0.0,
         max_tool_result_chars=draw(st.sampled_from([100_000, 1000, 200, None])),
@@ -322,8 +329,7 @@ def cases(draw: st.DrawFn) -> Case:
     return Case(
         script=script,
         policy=policy,
-        # Opus 4.5 accepts a prefill; Sonnet 5.5 rejects one (and then "auto" continues by prompt).
-        model=draw(st.sampled_from(["claude-haiku-4-5", "claude-haiku-4-5", "claude-sonnet-5-5"])),
+        model=model,
         prompt=draw(st.sampled_from([*PROMPTS[:3], *PROMPTS])),
         max_retries=0 if dropped else draw(st.sampled_from([0, 1])),
     )
@@ -409,7 +415,8 @@ def predict(case: Case, streamed: bool) -> Prediction:
     pending = "caller_prefill" if history[-1]["role"] == "assistant" else None
     after_tools = _only_tool_results(history[-1])
     model = case.model
-    mode = "prompt" if p.continuation == "prompt" else "prefill"
+    auto_prompt = p.continuation == "auto" and default_prefill_unsupported(model)  # chosen up front, no 400
+    mode = "prompt" if p.continuation == "prompt" or auto_prompt else "prefill"
     nudges = continuations = pauses = rung = 0
     fallback_used = False
     position = 0
@@ -532,7 +539,9 @@ def predict(case: Case, streamed: bool) -> Prediction:
                 out.loops["continuations"] += 1
                 after_tools = False
                 final = _blocks(history[-1])[-1]
-                if mode == "prefill" and final["type"] == "text" and final["text"].rstrip():
+                # auto asks the model of the moment (after a refusal fallback, another) whether it takes a prefill
+                allowed = p.continuation != "auto" or not default_prefill_unsupported(model)
+                if mode == "prefill" and allowed and final["type"] == "text" and final["text"].rstrip():
                     pending = "prefill"
                 else:
                     history.append({"role": "user", "content": p.continuation_prompt})

@@ -153,6 +153,12 @@ def test_a_parameter_the_model_refuses_is_a_configuration_error_before_any_reque
     assert sim.requests == []
 
 
+def test_a_prefill_strategy_is_checked_against_the_fallback_model_too() -> None:
+    policy = Policy(continuation="prefill", fallback_model=DEFAULT)
+    with pytest.raises(ConfigurationError, match=r"^claude-sonnet-5-5 answers HTTP 400 to Policy\(continuation"):
+        Agent(client=Simulator([]).client(), model="claude-haiku-4-5", policy=policy, logger=None)
+
+
 @pytest.mark.parametrize(
     ("model", "params"),
     [

@@ -55,6 +55,8 @@ def static_params(agent: Agent, local: Sequence[Tool | dict[str, Any]]) -> dict[
     check_request_params(agent.policy, agent.request_params)
     # What the agent's model refuses, before any request (agentfsm.wire.models); a fallback's request is adapted.
     models.check_request(agent.model, agent.request_params, continuation=agent.policy.continuation)
+    if agent.policy.fallback_model and agent.policy.continuation == "prefill":  # a prefill is not adapted: refused
+        models.check_request(agent.policy.fallback_model, {}, continuation="prefill")
     params.update(agent.request_params)
     return params
 

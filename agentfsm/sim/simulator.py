@@ -71,6 +71,10 @@ class Simulator:
     using a script item; otherwise the script answers it (``replies.compaction``).
     ``fallbacks_unsupported`` names the models that reject a ``fallbacks`` list
     (prefixes or a predicate; default: all but ``claude-<family>-5…``).
+    A request carrying what its model refuses by its request rules
+    (``agentfsm.wire.models``: a prefill, a forced ``tool_choice``, sampling
+    parameters, a thinking budget, ``thinking`` disabled) is the API's 400;
+    ``prefill_unsupported`` (prefixes or a predicate) overrides the prefill rule.
     Refusals scripted with ``credit_token=True`` mint fallback credit tokens,
     which ``credits`` redeems (see ``agentfsm.sim.serverside``).
     It also speaks the Message Batches API (``sim.batches``, see

@@ -1,8 +1,10 @@
 """The Messages API's own request validation, as HTTP 400 messages.
 
 Only the rules an agent loop can break are modelled, with the wording the real
-API uses (taken from recorded error bodies). ``validate`` returns the first
-problem found, or ``None`` for a request the real API would accept.
+API uses (taken from recorded error bodies), and what each model refuses by its
+request rules (``agentfsm.wire.models``, the table the machine reads too).
+``validate`` returns the first problem found, or ``None`` for a request the real
+API would accept.
 """
 
 from __future__ import annotations

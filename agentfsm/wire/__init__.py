@@ -6,4 +6,5 @@
 * ``pricing`` — prices per model and the cost of a reply
 * ``structured`` — structured outputs: ``output_config.format``, its schema rules, the models that take it
 * ``threads`` — message threads on the wire: the beta, the rejections, where a run stands on its thread
+* ``models`` — each model's request rules (prefill, forced tool_choice, sampling, thinking), from the official pages
 """

@@ -107,6 +107,11 @@ def _row(model: str, base: ModelRules, **changes: Any) -> ModelRules:
     return replace(base, model=model, **changes)
 
 
+def _rows(models: tuple[str, ...], base: ModelRules, **changes: Any) -> list[ModelRules]:
+    """One row per model of a family that shares its rules (a model and its dated id, Fable and Mythos)."""
+    return [_row(model, base, **changes) for model in models]
+
+
 #: The newest models' rules: what Sonnet 5.5 (the default model) refuses, with thinking always on.
 _STRICT = ModelRules(
     model="",
@@ -118,15 +123,12 @@ _STRICT = ModelRules(
     thinking_default="always",
     thinking_text_by_default=False,
 )
-_GEN_4_7 = ModelRules(
-    model="",
-    prefill=False,
+#: Claude Opus 4.7 and 4.8, Sonnet 5, Opus 5: no prefill, budget or sampling; forced tool_choice and disabled taken.
+_GEN_4_7 = replace(
+    _STRICT,
     forced_tool_choice=True,
-    sampling="refused",
-    thinking_budget=False,
     thinking_disabled=True,
     thinking_default="off",
-    thinking_text_by_default=False,
     sources=(WORKING_WITH_MESSAGES, MIGRATION_GUIDE, THINKING_TROUBLESHOOTING),
 )
 _OPEN = ModelRules(
@@ -174,41 +176,32 @@ RULES: dict[str, ModelRules] = {
             "errors; thinking text omitted by default. Forced tool use is not among its breaking changes: "
             "accepted. The page says nothing of thinking disabled: refused (conservative).",
         ),
-        *(
-            _row(
-                name,
-                _STRICT,
-                sources=(FABLE_5_2, FABLE_5_1),
-                notes="the changes from Fable 5.1 lift none of its refusals: thinking disabled and budget_tokens are "
-                "400s, forced tool_choice (any/tool) is a 400; adaptive thinking always on. "
-                + _PREFILL_NOTE
-                + " "
-                + _SAMPLING_NOTE,
-            )
-            for name in ("claude-fable-5-2", "claude-mythos-5-2")
+        *_rows(
+            ("claude-fable-5-2", "claude-mythos-5-2"),
+            _STRICT,
+            sources=(FABLE_5_2, FABLE_5_1),
+            notes="the changes from Fable 5.1 lift none of its refusals: thinking disabled and budget_tokens are "
+            "400s, forced tool_choice (any/tool) is a 400; adaptive thinking always on. "
+            + _PREFILL_NOTE
+            + " "
+            + _SAMPLING_NOTE,
         ),
-        *(
-            _row(
-                name,
-                _STRICT,
-                sources=(FABLE_5_1, OPUS_5_5),
-                notes="thinking disabled and budget_tokens are 400s; tool_choice auto/none only, any/tool a 400. "
-                + _PREFILL_NOTE
-                + " "
-                + _SAMPLING_NOTE,
-            )
-            for name in ("claude-fable-5-1", "claude-mythos-5-1")
+        *_rows(
+            ("claude-fable-5-1", "claude-mythos-5-1"),
+            _STRICT,
+            sources=(FABLE_5_1, OPUS_5_5),
+            notes="thinking disabled and budget_tokens are 400s; tool_choice auto/none only, any/tool a 400. "
+            + _PREFILL_NOTE
+            + " "
+            + _SAMPLING_NOTE,
         ),
-        *(
-            _row(
-                name,
-                _STRICT,
-                forced_tool_choice=True,
-                sources=(FABLE_5, FABLE_5_1),
-                notes="thinking disabled and budget_tokens are 400s; forced tool use became an error only in 5.1 "
-                "(accepted here). " + _PREFILL_NOTE + " " + _SAMPLING_NOTE,
-            )
-            for name in ("claude-fable-5", "claude-mythos-5")
+        *_rows(
+            ("claude-fable-5", "claude-mythos-5"),
+            _STRICT,
+            forced_tool_choice=True,
+            sources=(FABLE_5, FABLE_5_1),
+            notes="thinking disabled and budget_tokens are 400s; forced tool use became an error only in 5.1 "
+            "(accepted here). " + _PREFILL_NOTE + " " + _SAMPLING_NOTE,
         ),
         _row(
             "claude-sonnet-5",
@@ -226,14 +219,10 @@ RULES: dict[str, ModelRules] = {
             notes="thinking on by default; disabled accepted at effort high or below; forced tool use accepted "
             "(changed only in Opus 5.5). " + _PREFILL_NOTE + " " + _SAMPLING_NOTE,
         ),
-        *(
-            _row(
-                name,
-                _GEN_4_7,
-                notes="budget_tokens a 400 from Claude 4.7 on; sampling parameters removed in Opus 4.7. "
-                + _PREFILL_NOTE,
-            )
-            for name in ("claude-opus-4-8", "claude-opus-4-7")
+        *_rows(
+            ("claude-opus-4-8", "claude-opus-4-7"),
+            _GEN_4_7,
+            notes="budget_tokens a 400 from Claude 4.7 on; sampling parameters removed in Opus 4.7. " + _PREFILL_NOTE,
         ),
         _row(
             "claude-mythos-preview",
@@ -244,36 +233,27 @@ RULES: dict[str, ModelRules] = {
             notes="supports both thinking modes (budget accepted); rejects prefill. The pages read here say nothing "
             "of forced tool_choice, sampling or thinking disabled: refused (conservative).",
         ),
-        *(
-            _row(
-                name,
-                _OPEN,
-                prefill=False,
-                sources=(MIGRATION_GUIDE, THINKING_TROUBLESHOOTING),
-                notes="prefill removal: a 400 on Claude 4.6 models; budget_tokens deprecated but accepted.",
-            )
-            for name in ("claude-opus-4-6", "claude-sonnet-4-6")
+        *_rows(
+            ("claude-opus-4-6", "claude-sonnet-4-6"),
+            _OPEN,
+            prefill=False,
+            sources=(MIGRATION_GUIDE, THINKING_TROUBLESHOOTING),
+            notes="prefill removal: a 400 on Claude 4.6 models; budget_tokens deprecated but accepted.",
         ),
-        *(
-            _row(
-                name,
-                _OPEN,
-                sampling="one_of",
-                sources=(HAIKU_4_5, THINKING_TROUBLESHOOTING),
-                notes="temperature or top_p, not both (a 400); extended thinking (budget) its only thinking mode.",
-            )
-            for name in ("claude-haiku-4-5", "claude-haiku-4-5-20251001")
+        *_rows(
+            ("claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+            _OPEN,
+            sampling="one_of",
+            sources=(HAIKU_4_5, THINKING_TROUBLESHOOTING),
+            notes="temperature or top_p, not both (a 400); extended thinking (budget) its only thinking mode.",
         ),
-        *(
-            _row(
-                name,
-                _OPEN,
-                sampling="one_of",
-                sources=(THINKING_TROUBLESHOOTING, MIGRATION_GUIDE),
-                notes="prefill accepted (removed from 4.6 on); extended thinking its only mode. The pages read here "
-                "say nothing of its sampling: temperature or top_p, not both, as on Haiku 4.5 (conservative).",
-            )
-            for name in ("claude-opus-4-5", "claude-opus-4-5-20251101")
+        *_rows(
+            ("claude-opus-4-5", "claude-opus-4-5-20251101"),
+            _OPEN,
+            sampling="one_of",
+            sources=(THINKING_TROUBLESHOOTING, MIGRATION_GUIDE),
+            notes="prefill accepted (removed from 4.6 on); extended thinking its only mode. The pages read here "
+            "say nothing of its sampling: temperature or top_p, not both, as on Haiku 4.5 (conservative).",
         ),
     )
 }
