@@ -16,13 +16,15 @@ from debugging_runs import RAN, STEPS, agent, lookup, model, record, store_at
 from agentfsm import Agent, ConfigurationError, Policy
 from agentfsm.cli import main
 from agentfsm.debugging import Comparison
-from agentfsm.debugging.recording import REFUSED
+from agentfsm.debugging.recording import REFUSED, RecordedExecutor, Recording
 from agentfsm.errors import RecordingMismatchError
 from agentfsm.machine.state import ForkedFrom
 from agentfsm.result import RunResult
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.testing import DRIVERS, client_for, drive
+from agentfsm.tools.executor import shared_executor
 from agentfsm.wire.caching import unmarked
 
 pytestmark = pytest.mark.beyond_schema  # the recorded run compacts (the compaction parameter)
@@ -199,3 +201,24 @@ def test_rerun_on_postgresql(postgres_database: str) -> None:
         )
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_recorded_executor_answers_under_every_driver(store: SQLiteStore, driver: str) -> None:
+    """A rerun runs synchronously; its executor is an executor like any, which every driver reaches."""
+    script = [r.tool_use("lookup", {"q": "a"}), r.text("Found.")]
+    Agent(client=Simulator(script).client(), model="claude-haiku-4-5", tools=[lookup], logger=None).run(
+        "Find a.", store=store, conversation_id="rec"
+    )
+    RAN.clear()
+    snap = store.load("rec")
+    executor = RecordedExecutor(
+        Recording(snap.messages), shared_executor(), "fail", original_id="rec", conversation_id="replay"
+    )
+    sim = Simulator(script)
+    agent = Agent(
+        client=client_for(sim, driver), model="claude-haiku-4-5", tools=[lookup], executor=executor, logger=None
+    )
+    result = drive(agent, "Find a.", driver)
+    assert RAN == [] and result.text == "Found." and results_sent(result) == ["found a (1)"]
+    assert [c.name for c in executor.replayed] == ["lookup"] and executor.ran_live == []
