@@ -84,7 +84,7 @@ def test_at_every_step_the_forks_history_is_the_originals_prefix_byte_for_byte(
         assert _json([*fork.replaced_messages, *fork.messages]) == _json(want), at
         assert fork.replaced_messages == transcript[:offset]
         assert fork.forked_from == ForkedFrom(conversation_id="orig", step=at)
-        assert (fork.trace, fork.usage.total_tokens, fork.cost_usd, fork.counters.turns) == ([], 0, 0.0, 0)
+        assert (list(fork.trace), fork.usage.total_tokens, fork.cost_usd, fork.counters.turns) == ([], 0, 0.0, 0)
     assert cut == [5, 6, 7]
     assert len(sim.requests) == 5  # forking sent nothing
 
@@ -244,8 +244,9 @@ def test_fork_snapshot_needs_no_agent_code(recorded: Snapshot) -> None:
         recorded.graph,
     )
     assert snap.messages[-1]["role"] == "user" and snap.pending_kind is None
-    with pytest.raises(ForkError, match="edited history"):
-        fork_snapshot(recorded, 13, new_id="bare", edit=lambda m: [])
+    for junk in ([], "Hello", [None], [{"role": "user", "content": [1]}]):
+        with pytest.raises(ForkError, match="the edited history is not one the API accepts: invalid message history"):
+            fork_snapshot(recorded, 13, new_id="bare", edit=lambda m, junk=junk: junk)  # type: ignore[misc]
 
 
 def test_runs_fork_on_the_command_line(
