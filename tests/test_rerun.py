@@ -69,7 +69,7 @@ def test_a_rerun_answers_every_call_from_the_recording_and_runs_no_tool(
 ) -> None:
     payer = agent(sim)
     before = store.load("orig")
-    rerun = payer.rerun("orig", store=store, model="claude-sonnet-4-5", new_id="again")
+    rerun = payer.rerun("orig", store=store, model="claude-sonnet-4-6", new_id="again")
     # it stops at the wait, as the original did (a person decides a wait); carried on, the recording answers pay
     assert rerun.result.final_state == "waiting" and rerun.result.waiting == "awaiting_tool_approval"
     rerun = rerun.resume(approve=True)
@@ -89,7 +89,7 @@ def test_a_rerun_answers_every_call_from_the_recording_and_runs_no_tool(
 def test_a_rerun_on_another_model_diverges_and_the_comparison_says_where_and_what_each_cost(
     store: SQLiteStore, sim: Simulator, original: RunResult
 ) -> None:
-    rerun = agent(sim).rerun("orig", store=store, model="claude-opus-4-1")
+    rerun = agent(sim).rerun("orig", store=store, model="claude-opus-4-6")
     c = rerun.comparison
     assert isinstance(c, Comparison) and RAN == []
     assert c.diverged_at == 1  # opus answers at once: step 1 goes to end_turn, not tool_use
@@ -97,12 +97,12 @@ def test_a_rerun_on_another_model_diverges_and_the_comparison_says_where_and_wha
     assert c.rerun.steps == ["requesting --end_turn--> end_turn", "end_turn --finish--> done"]
     assert c.rerun.path == ["requesting", "end_turn", "done"]
     assert (c.original.text, c.rerun.text) == ("Part one, part two.", "I know without looking.")
-    assert (c.original.model, c.rerun.model) == ("claude-sonnet-4-5", "claude-opus-4-1")
+    assert (c.original.model, c.rerun.model) == ("claude-sonnet-4-6", "claude-opus-4-6")
     assert c.original.cost_usd == original.cost_usd and c.rerun.cost_usd == rerun.result.cost_usd
     assert c.rerun.cost_usd is not None and c.rerun.cost_usd > 0 and not c.same_text
     table = c.table()
     assert "paths: diverge at step 1: requesting --tool_use--> tool_use  vs  requesting --end_turn--> end_turn" in table
-    assert "claude-opus-4-1" in table and "'I know without looking.'" in table
+    assert "claude-opus-4-6" in table and "'I know without looking.'" in table
     assert Comparison.model_validate_json(c.model_dump_json()) == c
 
 
@@ -174,7 +174,7 @@ def test_runs_rerun_on_the_command_line(
 ) -> None:
     where = str(tmp_path / "runs.db")
     args = ["runs", "rerun", "orig", "--agent", "debugging_runs:Payer", "--sim", "debugging_runs:model"]
-    assert main([*args, "--model", "claude-opus-4-1", "--new-id", "cli", "--store", where]) == 0
+    assert main([*args, "--model", "claude-opus-4-6", "--new-id", "cli", "--store", where]) == 0
     out = capsys.readouterr().out
     assert "paths: diverge at step 1: requesting --tool_use--> tool_use  vs  requesting --end_turn--> end_turn" in out
     assert "tool calls: 0 from the recording, 0 live, 0 refused" in out
