@@ -7,7 +7,7 @@ The model is a function of the request (so one simulator answers the original, i
 3. ``pay(amount=5)`` — a tool that needs approval: the run waits in ``awaiting_tool_approval``; approved, it runs;
 4. ``Part one,`` cut at max_tokens, continued by prompt: `` part two.``
 
-On ``claude-opus-4-1`` the model answers at once without a tool (a rerun that diverges at step 1); on
+On ``claude-opus-4-6`` the model answers at once without a tool (a rerun that diverges at step 1); on
 ``claude-haiku-4-5`` it looks up ``"b"`` (a call the recording has no result for) and then answers with what the
 lookup said.
 """
@@ -55,7 +55,7 @@ def model(request: SimRequest) -> ScriptedReply:
     name = request.body["model"]
     if messages[0]["role"] == "user":  # not compacted yet
         results = [b for b in blocks(last) if b.get("type") == "tool_result"]
-        if name == "claude-opus-4-1":
+        if name == "claude-opus-4-6":
             return r.text("I know without looking.")
         if name == "claude-haiku-4-5":
             return r.text(f"The lookup said: {results[0]['content']}") if results else r.tool_use("lookup", {"q": "b"})
@@ -66,7 +66,7 @@ def model(request: SimRequest) -> ScriptedReply:
 
 
 class Payer(Agent):
-    model = "claude-sonnet-4-5"
+    model = "claude-sonnet-4-6"
     tools = [lookup, pay]
     policy = Policy(compact_at_input_tokens=60, continuation="prompt")
 

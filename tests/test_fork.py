@@ -84,7 +84,7 @@ def test_at_every_step_the_forks_history_is_the_originals_prefix_byte_for_byte(
         assert _json([*fork.replaced_messages, *fork.messages]) == _json(want), at
         assert fork.replaced_messages == transcript[:offset]
         assert fork.forked_from == ForkedFrom(conversation_id="orig", step=at)
-        assert (fork.trace, fork.usage.total_tokens, fork.cost_usd, fork.counters.turns) == ([], 0, 0.0, 0)
+        assert (list(fork.trace), fork.usage.total_tokens, fork.cost_usd, fork.counters.turns) == ([], 0, 0.0, 0)
     assert cut == [5, 6, 7]
     assert len(sim.requests) == 5  # forking sent nothing
 
@@ -140,15 +140,15 @@ def test_a_fork_runs_under_its_overrides(store: SQLiteStore, sim: Simulator, rec
         "orig",
         store=store,
         at=8,
-        model="claude-opus-4-1",
+        model="claude-opus-4-6",
         system="Be brief.",
         policy=Policy(continuation="prompt", max_tokens=2048),
     )
-    assert conv.id.startswith("orig-fork-") and payer.model == "claude-sonnet-4-5"  # the agent is unchanged
+    assert conv.id.startswith("orig-fork-") and payer.model == "claude-sonnet-4-6"  # the agent is unchanged
     conv.run()
     body = sim.requests[5].body
-    assert (body["model"], body["system"], body["max_tokens"]) == ("claude-opus-4-1", "Be brief.", 2048)
-    assert store.load(conv.id).model == "claude-opus-4-1"
+    assert (body["model"], body["system"], body["max_tokens"]) == ("claude-opus-4-6", "Be brief.", 2048)
+    assert store.load(conv.id).model == "claude-opus-4-6"
 
 
 def test_an_edit_changes_the_forks_history_and_one_that_breaks_the_wire_rules_is_refused(
@@ -244,8 +244,9 @@ def test_fork_snapshot_needs_no_agent_code(recorded: Snapshot) -> None:
         recorded.graph,
     )
     assert snap.messages[-1]["role"] == "user" and snap.pending_kind is None
-    with pytest.raises(ForkError, match="edited history"):
-        fork_snapshot(recorded, 13, new_id="bare", edit=lambda m: [])
+    for junk in ([], "Hello", [None], [{"role": "user", "content": [1]}]):
+        with pytest.raises(ForkError, match="the edited history is not one the API accepts: invalid message history"):
+            fork_snapshot(recorded, 13, new_id="bare", edit=lambda m, junk=junk: junk)  # type: ignore[misc]
 
 
 def test_runs_fork_on_the_command_line(
@@ -253,13 +254,13 @@ def test_runs_fork_on_the_command_line(
 ) -> None:
     where = str(tmp_path / "runs.db")
     code = main(
-        ["runs", "fork", "orig", "--at", "8", "--model", "claude-opus-4-1", "--new-id", "cli", "--store", where]
+        ["runs", "fork", "orig", "--at", "8", "--model", "claude-opus-4-6", "--new-id", "cli", "--store", where]
     )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "forked orig at step 8 as cli" in out and "agent.resume('cli', store=...)" in out
     fork = store.load("cli")
-    assert fork.model == "claude-opus-4-1" and fork.forked_from == ForkedFrom(conversation_id="orig", step=8)
+    assert fork.model == "claude-opus-4-6" and fork.forked_from == ForkedFrom(conversation_id="orig", step=8)
     assert main(["runs", "list", "--store", where]) == 0
     listed = capsys.readouterr().out
     assert "orig@8" in listed.splitlines()[[line.split()[0] for line in listed.splitlines()].index("cli")]
@@ -268,7 +269,7 @@ def test_runs_fork_on_the_command_line(
     assert main(["runs", "fork", "orig", "--at", "99", "--store", where]) == 1
     assert "at=99 is not a step of its trace" in capsys.readouterr().err
     result = agent(sim).resume("cli", store=store)
-    assert result.final_state == "done" and sim.requests[-1].body["model"] == "claude-opus-4-1"
+    assert result.final_state == "done" and sim.requests[-1].body["model"] == "claude-opus-4-6"
 
 
 @pytest.mark.slow

@@ -16,13 +16,15 @@ from debugging_runs import RAN, STEPS, agent, lookup, model, record, store_at
 from agentfsm import Agent, ConfigurationError, Policy
 from agentfsm.cli import main
 from agentfsm.debugging import Comparison
-from agentfsm.debugging.recording import REFUSED
+from agentfsm.debugging.recording import REFUSED, RecordedExecutor, Recording
 from agentfsm.errors import RecordingMismatchError
 from agentfsm.machine.state import ForkedFrom
 from agentfsm.result import RunResult
 from agentfsm.sim import Simulator
 from agentfsm.sim import replies as r
 from agentfsm.stores.sqlite import SQLiteStore
+from agentfsm.testing import DRIVERS, client_for, drive
+from agentfsm.tools.executor import shared_executor
 from agentfsm.wire.caching import unmarked
 
 pytestmark = pytest.mark.beyond_schema  # the recorded run compacts (the compaction parameter)
@@ -67,7 +69,7 @@ def test_a_rerun_answers_every_call_from_the_recording_and_runs_no_tool(
 ) -> None:
     payer = agent(sim)
     before = store.load("orig")
-    rerun = payer.rerun("orig", store=store, model="claude-sonnet-4-5", new_id="again")
+    rerun = payer.rerun("orig", store=store, model="claude-sonnet-4-6", new_id="again")
     # it stops at the wait, as the original did (a person decides a wait); carried on, the recording answers pay
     assert rerun.result.final_state == "waiting" and rerun.result.waiting == "awaiting_tool_approval"
     rerun = rerun.resume(approve=True)
@@ -87,7 +89,7 @@ def test_a_rerun_answers_every_call_from_the_recording_and_runs_no_tool(
 def test_a_rerun_on_another_model_diverges_and_the_comparison_says_where_and_what_each_cost(
     store: SQLiteStore, sim: Simulator, original: RunResult
 ) -> None:
-    rerun = agent(sim).rerun("orig", store=store, model="claude-opus-4-1")
+    rerun = agent(sim).rerun("orig", store=store, model="claude-opus-4-6")
     c = rerun.comparison
     assert isinstance(c, Comparison) and RAN == []
     assert c.diverged_at == 1  # opus answers at once: step 1 goes to end_turn, not tool_use
@@ -95,12 +97,12 @@ def test_a_rerun_on_another_model_diverges_and_the_comparison_says_where_and_wha
     assert c.rerun.steps == ["requesting --end_turn--> end_turn", "end_turn --finish--> done"]
     assert c.rerun.path == ["requesting", "end_turn", "done"]
     assert (c.original.text, c.rerun.text) == ("Part one, part two.", "I know without looking.")
-    assert (c.original.model, c.rerun.model) == ("claude-sonnet-4-5", "claude-opus-4-1")
+    assert (c.original.model, c.rerun.model) == ("claude-sonnet-4-6", "claude-opus-4-6")
     assert c.original.cost_usd == original.cost_usd and c.rerun.cost_usd == rerun.result.cost_usd
     assert c.rerun.cost_usd is not None and c.rerun.cost_usd > 0 and not c.same_text
     table = c.table()
     assert "paths: diverge at step 1: requesting --tool_use--> tool_use  vs  requesting --end_turn--> end_turn" in table
-    assert "claude-opus-4-1" in table and "'I know without looking.'" in table
+    assert "claude-opus-4-6" in table and "'I know without looking.'" in table
     assert Comparison.model_validate_json(c.model_dump_json()) == c
 
 
@@ -172,7 +174,7 @@ def test_runs_rerun_on_the_command_line(
 ) -> None:
     where = str(tmp_path / "runs.db")
     args = ["runs", "rerun", "orig", "--agent", "debugging_runs:Payer", "--sim", "debugging_runs:model"]
-    assert main([*args, "--model", "claude-opus-4-1", "--new-id", "cli", "--store", where]) == 0
+    assert main([*args, "--model", "claude-opus-4-6", "--new-id", "cli", "--store", where]) == 0
     out = capsys.readouterr().out
     assert "paths: diverge at step 1: requesting --tool_use--> tool_use  vs  requesting --end_turn--> end_turn" in out
     assert "tool calls: 0 from the recording, 0 live, 0 refused" in out
@@ -199,3 +201,24 @@ def test_rerun_on_postgresql(postgres_database: str) -> None:
         )
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_recorded_executor_answers_under_every_driver(store: SQLiteStore, driver: str) -> None:
+    """A rerun runs synchronously; its executor is an executor like any, which every driver reaches."""
+    script = [r.tool_use("lookup", {"q": "a"}), r.text("Found.")]
+    Agent(client=Simulator(script).client(), model="claude-haiku-4-5", tools=[lookup], logger=None).run(
+        "Find a.", store=store, conversation_id="rec"
+    )
+    RAN.clear()
+    snap = store.load("rec")
+    executor = RecordedExecutor(
+        Recording(snap.messages), shared_executor(), "fail", original_id="rec", conversation_id="replay"
+    )
+    sim = Simulator(script)
+    agent = Agent(
+        client=client_for(sim, driver), model="claude-haiku-4-5", tools=[lookup], executor=executor, logger=None
+    )
+    result = drive(agent, "Find a.", driver)
+    assert RAN == [] and result.text == "Found." and results_sent(result) == ["found a (1)"]
+    assert [c.name for c in executor.replayed] == ["lookup"] and executor.ran_live == []

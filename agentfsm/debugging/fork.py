@@ -112,10 +112,11 @@ def fork_snapshot(
     if edit is not None:
         edited = edit(messages)
         messages = messages if edited is None else edited
-    calls = tool_use_ids(messages[-1]) if isinstance(messages, list) and messages else []
-    pending = bool(calls) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
     try:
-        validate_history(messages, stored=pending)
+        validate_history(messages, stored=True)  # every rule but those about the last message
+        pending = messages[-1]["role"] == "assistant" and bool(tool_use_ids(messages[-1]))
+        if not pending:  # then it must be a history to send as it is
+            validate_history(messages)
     except InvalidHistoryError as exc:
         where = "the edited history" if edit is not None else f"the history after step {at}"
         raise ForkError(cid, f"{where} is not one the API accepts: {exc}") from None
