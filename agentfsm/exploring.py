@@ -311,7 +311,7 @@ class _Run:
     waiting_calls: tuple[str, ...] = ()
     saves: int = 0
     segment_start: int = 0  # saves made before the path's last letter was asked for
-    ended_by_script_exhaustion: bool = False
+    segment_end: int = 0  # and before it asked beyond its letters (the closing replies' saves are not crashed)
 
 
 class _Counting:
@@ -442,12 +442,21 @@ class _Explorer:
 
             return item
 
+        snaps: list[Snapshot | None] = []  # the stored state where the path asked beyond its letters
+
         def ask(request: SimRequest) -> ScriptedReply:
             asked.append(request)
             saves_then.append(store.saves)
+            snaps.append(_load(store.inner))
             raise _NeedReply
 
-        tail: list[Any] = [_CLOSER.reply] * CLOSING if closing else [ask]
+        def close(request: SimRequest) -> ScriptedReply | ErrorReply:  # at the depth: where it asked; a closing reply
+            asked.append(request)
+            saves_then.append(store.saves)
+            snaps.append(_load(store.inner))
+            return _CLOSER.reply
+
+        tail: list[Any] = [close, *[_CLOSER.reply] * (CLOSING - 1)] if closing else [ask]
         sim = Simulator([*(answer(x.reply) for x in path.letters), *tail], auto_compact=True)
         counts: dict[str, int] = {}
         decisions = list(path.decisions)
@@ -481,20 +490,20 @@ class _Explorer:
             run.problems.append("the path did not end: too many resumes")
         run.saves = store.saves
         self.check(run, sim, counts, store)
-        snap = _load(store.inner)
         left = self.depth - len(path.letters)
         n = len(path.letters)
         run.segment_start = saves_then[n - 1] if 0 < n <= len(saves_then) else 0
-        if run.asks == "reply" and not run.problems:
-            # requests sent since the last save: a broken stream's resend is not a transition
-            since = sum(1 for k in saves_then if k == saves_then[-1]) if saves_then else 0
-            run.key = ("reply", _steering(snap), _shape(asked[-1].messages), asked[-1].max_tokens, since, left)
-        elif run.result is not None and run.result.final_state == "waiting" and not run.problems:
+        run.segment_end = saves_then[n] if closing and len(saves_then) > n else store.saves
+        if run.problems:
+            return run
+        if run.result is not None and run.result.final_state == "waiting":
             run.asks = "decision"
             run.waiting_calls = tuple(c.id for c in run.result.pending_tool_calls)
-            run.key = ("decision", _steering(snap), left, len(path.decisions))
-        if run.asks == "end" and any((q.error or "").startswith("simulator script exhausted") for q in sim.requests):
-            run.ended_by_script_exhaustion = True
+            run.key = ("decision", _steering(_load(store.inner)), left, len(path.decisions))
+        elif asked:  # it asked for a reply beyond its letters (and, at the depth, was answered by the closing ones)
+            # requests sent since the last save: a broken stream's resend is not a transition
+            since = sum(1 for k in saves_then if k == saves_then[-1])
+            run.key = ("reply", _steering(snaps[-1]), _shape(asked[-1].messages), asked[-1].max_tokens, since, left)
         return run
 
     def check(self, run: _Run, sim: Simulator, counts: dict[str, int], store: CrashingStore) -> None:
@@ -557,24 +566,21 @@ class _Explorer:
         return self.found
 
     def expand(self, path: Path, may_crash: bool) -> list[tuple[Path, bool]]:
-        run = self.visit(path, closing=False)
+        run = self.visit(path)
         if run is None:
             return []
         children: list[tuple[Path, bool]] = []
         if may_crash:
-            for n in range(max(run.segment_start, 1) + 1, run.saves + 1):
+            for n in range(max(run.segment_start, 1) + 1, run.segment_end + 1):
                 crashed = Path(path.letters, path.decisions, n)
                 self.found.crashes += 1
-                again = self.visit(crashed, closing=False)
+                again = self.visit(crashed)
                 if again is not None:
                     children += self.children(crashed, again, False)
         return self.children(path, run, may_crash) + children
 
     def children(self, path: Path, run: _Run, may_crash: bool) -> list[tuple[Path, bool]]:
         if run.asks == "reply":
-            if len(path.letters) >= self.depth:
-                self.visit(path, closing=True)
-                return []
             return [(Path((*path.letters, x), path.decisions, path.crash_before_save), may_crash) for x in self.letters]
         if run.asks == "decision" and run.result is not None and len(path.decisions) < self.depth:
             state = run.result.waiting or ""
@@ -587,15 +593,16 @@ class _Explorer:
             return [(Path(path.letters, (*path.decisions, d), path.crash_before_save), may_crash) for d in ways]
         return []
 
-    def visit(self, path: Path, closing: bool) -> _Run | None:
+    def visit(self, path: Path) -> _Run | None:
         """Replay ``path``: None when it is merged, broken (reported) or ended; else where it asks to go on."""
         self.found.paths += 1
-        run = self.replay(path, closing)
+        run = self.replay(path, closing=len(path.letters) >= self.depth)
         if run.problems:
             self.report(path, run)
             return None
-        if run.asks == "end" or run.key is None:
+        if run.asks == "end":
             self.found.ended += 1
+        if run.key is None:  # ended before it asked for more: only its crashes are left to try
             return run if path.crash_before_save is None and self.crashes else None
         if self.merge and run.key in self.seen:
             self.found.merged += 1
@@ -615,8 +622,8 @@ class _Explorer:
     def script(self, path: Path, run: _Run) -> str:
         module = self.cls.__module__
         letters = [x.source for x in path.letters]
-        if len(path.letters) >= self.depth and run.asks != "reply":
-            letters += [_CLOSER.source] * (CLOSING if any("did not end" in p for p in run.problems) else 0)
+        if len(path.letters) >= self.depth:  # the closing replies
+            letters += [_CLOSER.source] * CLOSING
         crash = path.crash_before_save
         client = "async_client" if self.driver.startswith("a") else "client"
         crashed = any(c for _, c in run.calls)

@@ -63,7 +63,7 @@ def test_a_seeded_bug_is_found_and_its_script_reproduces_it() -> None:
     bug = found.counterexamples[0]
     assert bug.path == "tool_use:lookup"
     assert any("InvalidActionError" in p for p in bug.problems), bug.problems
-    assert "Simulator([r.tool_use('lookup', {'key': 'x'})]" in bug.script
+    assert """Simulator([r.tool_use('lookup', {'key': 'x'}), r.text("Done."), """ in bug.script  # closing replies
     with pytest.raises(InvalidActionError, match="forget_the_calls"):
         exec(compile(bug.script, "counterexample.py", "exec"), {})
 
