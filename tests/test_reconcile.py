@@ -284,3 +284,24 @@ def test_the_executor_reports_each_result_as_it_finishes() -> None:
         gate.clear()
         results = asyncio.run(executor.aexecute(calls, {"slow": slow, "quick": quick}, 5.0, on_result=on_result))
         assert [r.tool_use_id for r in results] == ["s", "q"] and seen == ["q", "s"]
+
+
+def test_the_batch_runner_reconciles_a_call_in_doubt(tmp_path: Path) -> None:
+    """The batch runner carries a crashed conversation on from the same store: the same ledger, the same check."""
+    from agentfsm.batch import BatchRunner
+
+    store = STORE["s"] = SignallingStore(tmp_path / "runs.db")
+    sim = _sim()
+    tools = [lookup, _pay(_not_happened)]
+    with pytest.raises(KeyboardInterrupt):
+        Agent(client=sim.client(), tools=tools).run("pay ana", store=store, conversation_id=CONV)
+    runner = BatchRunner(
+        Agent(client=sim.client(), tools=tools), store=SQLiteStore(tmp_path / "runs.db"), poll_interval=0
+    )
+    with capture_events() as captured:
+        result = runner.run({CONV: "pay ana"})[CONV]
+    assert result.final_state == "done" and RAN == ["lookup", "pay#1", "pay#2"]
+    assert [(e.data["tool_use_id"], e.data["outcome"]) for e in captured if e.event == "tool.reconciled"] == [
+        ("toolu_pay", "not_happened")
+    ]
+    assert [b["content"] for b in result.messages[2]["content"]] == ["found ana", "paid 5"]
