@@ -66,8 +66,8 @@ def count(label: str) -> str:
 def count_keyed(label: str, ctx: ToolContext) -> str:
     """Count one call of the given label."""
     _kill_once(f"before:{label}")
-    with (_dir() / "tool.log").open("a") as f:  # the label and the call it ran for: what ``counted`` reads
-        f.write(f"{label} {ctx.tool_use_id}\n")
+    with (_dir() / "tool.log").open("a") as f:  # the label and the call's key: what ``counted`` reads
+        f.write(f"{label} {ctx.idempotency_key}\n")
         f.flush()
         os.fsync(f.fileno())
     _kill_once(f"tool:{label}")
@@ -75,11 +75,12 @@ def count_keyed(label: str, ctx: ToolContext) -> str:
 
 
 def counted(ctx: ToolContext) -> str | None:
-    """``count_keyed``'s reconcile check: the log says whether the call's effect happened."""
+    """``count_keyed``'s reconcile check: the log says whether the call's effect happened (found by the call's
+    key, so only if the worker that takes over gives the call the key it ran with)."""
     log = _dir() / "tool.log"
     for line in log.read_text().splitlines() if log.exists() else []:
-        label, _, call_id = line.partition(" ")
-        if call_id == ctx.tool_use_id:
+        label, _, key = line.partition(" ")
+        if key == ctx.idempotency_key:
             return f"counted {label}"
     return None
 

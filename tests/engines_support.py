@@ -146,7 +146,7 @@ def executions(folder: Path) -> dict[str, int]:
     found: dict[str, int] = {}
     log = folder / "tool.log"
     for line in log.read_text().splitlines() if log.exists() else []:
-        label = line.split(" ")[0]  # a line is the label, then (for ``count_keyed``) the call's id
+        label = line.split(" ")[0]  # a line is the label, then (for ``count_keyed``) the call's key
         found[label] = found.get(label, 0) + 1
     return found
 

@@ -82,8 +82,8 @@ def count(label: str, ctx: ToolContext) -> str:
         assert B_COMMITTED.wait(10), "b's result was never committed on its own"
     CALLS.append(label)
     if LOG is not None:
-        with LOG.open("a") as f:  # one line per real execution: the label, and the call it ran for
-            f.write(f"{label} {ctx.tool_use_id}\n")
+        with LOG.open("a") as f:  # one line per real execution: the label, and the key of the call it ran for
+            f.write(f"{label} {ctx.idempotency_key}\n")
             f.flush()
             os.fsync(f.fileno())
     if DELAY:
@@ -95,7 +95,7 @@ def count(label: str, ctx: ToolContext) -> str:
 
 
 def logged(log: Path | None = None) -> list[tuple[str, str]]:
-    """The real executions, in order: (label, tool_use_id) per line of the log file."""
+    """The real executions, in order: (label, idempotency key) per line of the log file."""
     log = log or LOG
     if log is None or not log.exists():
         return []
@@ -103,9 +103,10 @@ def logged(log: Path | None = None) -> list[tuple[str, str]]:
 
 
 def counted(ctx: ToolContext) -> str | None:
-    """``count``'s reconcile check: the log says whether the call's effect happened (and so what it returned)."""
-    for label, call_id in logged():
-        if call_id == ctx.tool_use_id:
+    """``count``'s reconcile check: the log says whether the call's effect happened (and so what it returned),
+    found by the call's key: a resume in another process finds it only if the key is the one the call ran with."""
+    for label, key in logged():
+        if key == ctx.idempotency_key:
             return f"counted {label}"
     return None
 

@@ -99,7 +99,13 @@ def _sim() -> Simulator:
 
 
 def _crash_then_resume(
-    tmp_path: Path, reconcile: Callable[[ToolContext], Any] | None, policy: Policy | None = None, *, aio: bool = False
+    tmp_path: Path,
+    reconcile: Callable[[ToolContext], Any] | None,
+    policy: Policy | None = None,
+    *,
+    aio: bool = False,
+    kind: type[Agent] = Agent,
+    looked_up: str = "found ana",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run until ``pay`` kills the worker, resume in a new agent; the tool results sent, and the events."""
     store = STORE["s"] = SignallingStore(tmp_path / "runs.db")
@@ -107,11 +113,11 @@ def _crash_then_resume(
     tools = [lookup, _pay(reconcile)]
     policy = policy or Policy()
     with pytest.raises(KeyboardInterrupt):
-        Agent(client=sim.client(), tools=tools, policy=policy).run("pay ana", store=store, conversation_id=CONV)
+        kind(client=sim.client(), tools=tools, policy=policy).run("pay ana", store=store, conversation_id=CONV)
     assert RAN == ["lookup", "pay#1"]
     stored = store.load(CONV)
     assert set(stored.tool_results) == {"toolu_look"} and stored.tools_started == ["toolu_pay"]  # only pay in doubt
-    again = Agent(client=sim.async_client() if aio else sim.client(), tools=tools, policy=policy)
+    again = kind(client=sim.async_client() if aio else sim.client(), tools=tools, policy=policy)
     with capture_events() as captured:
         if aio:
             result = asyncio.run(again.aresume(CONV, store=SQLiteStore(tmp_path / "runs.db")))
@@ -120,7 +126,7 @@ def _crash_then_resume(
     assert result.final_state == "done"
     events = [{"event": e.event, **e.data} for e in captured]
     sent = {b["tool_use_id"]: b for b in result.messages[2]["content"]}
-    assert sent["toolu_look"]["content"] == "found ana" and not sent["toolu_look"].get("is_error")
+    assert sent["toolu_look"]["content"] == looked_up and not sent["toolu_look"].get("is_error")
     return sent, events
 
 
@@ -207,6 +213,21 @@ def test_a_check_that_times_out_is_the_unknown_answer(tmp_path: Path) -> None:
     assert event["outcome"] == "unknown" and "tool timeout (0.2 s)" in event["reason"]
 
 
+class Reviewing(Agent):
+    """An after_tool hook that marks every result it saw."""
+
+    def after_tool(self, call: ToolCall, result: ToolResult, conv: Any) -> ToolResult:
+        return ToolResult(tool_use_id=call.id, content=f"reviewed: {result.content}")
+
+
+def test_after_tool_reviews_a_result_committed_before_the_crash(tmp_path: Path) -> None:
+    """The ledger keeps a result as the executor made it: on resume after_tool is asked about it (it never was:
+    the worker died before the reply's calls all finished), as about the one reconciled."""
+    sent, _ = _crash_then_resume(tmp_path, _happened, kind=Reviewing, looked_up="reviewed: found ana")
+    assert RAN == ["lookup", "pay#1"]
+    assert sent["toolu_pay"]["content"] == "reviewed: charge ch_1 exists: paid 5"
+
+
 def test_reconcile_must_be_a_function() -> None:
     with pytest.raises(ConfigurationError, match="reconcile must be a function"):
         tool(reconcile=cast(Any, "yes"), description="Pay.")(_pay_body)
@@ -263,3 +284,24 @@ def test_the_executor_reports_each_result_as_it_finishes() -> None:
         gate.clear()
         results = asyncio.run(executor.aexecute(calls, {"slow": slow, "quick": quick}, 5.0, on_result=on_result))
         assert [r.tool_use_id for r in results] == ["s", "q"] and seen == ["q", "s"]
+
+
+def test_the_batch_runner_reconciles_a_call_in_doubt(tmp_path: Path) -> None:
+    """The batch runner carries a crashed conversation on from the same store: the same ledger, the same check."""
+    from agentfsm.batch import BatchRunner
+
+    store = STORE["s"] = SignallingStore(tmp_path / "runs.db")
+    sim = _sim()
+    tools = [lookup, _pay(_not_happened)]
+    with pytest.raises(KeyboardInterrupt):
+        Agent(client=sim.client(), tools=tools).run("pay ana", store=store, conversation_id=CONV)
+    runner = BatchRunner(
+        Agent(client=sim.client(), tools=tools), store=SQLiteStore(tmp_path / "runs.db"), poll_interval=0
+    )
+    with capture_events() as captured:
+        result = runner.run({CONV: "pay ana"})[CONV]
+    assert result.final_state == "done" and RAN == ["lookup", "pay#1", "pay#2"]
+    assert [(e.data["tool_use_id"], e.data["outcome"]) for e in captured if e.event == "tool.reconciled"] == [
+        ("toolu_pay", "not_happened")
+    ]
+    assert [b["content"] for b in result.messages[2]["content"]] == ["found ana", "paid 5"]

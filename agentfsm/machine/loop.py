@@ -82,7 +82,8 @@ def step(conv: Conversation) -> Steps:
             core.reconciled(conv, settled, (yield Reconcile(settled.to_check, core.tool_timeout(conv))))
         ran = (yield RunTools(plan.transition, settled.to_run, core.commit_call(conv))) if settled.to_run else []
         core.commit_tools(conv, ran)  # what was not committed call by call
-        held = [settled.results[i] for i in settled.committed]  # from the ledger, not yet seen by after_tool
+        # From the ledger (committed before a crash), as the executor made them: after_tool has not seen them.
+        held = [settled.results[c.id] for c in screened.plan.calls if c.id in settled.committed]
         results = yield from around.review(conv, screened, [*held, *ran])  # after_tool
         core.finish_tools(conv, plan, settled, [*screened.answered, *results])
         yield from fire(conv, plan.transition)

@@ -158,18 +158,7 @@ class DefaultExecutor:
         if on_result is not None:
             return self._execute_reporting(calls, ready, limit, started, on_result)
         deadline = None if limit is None else started + limit
-        results: list[ToolResult | None] = [None] * len(calls)
-        jobs: list[_Job] = []
-        for i, (call, prepared) in enumerate(zip(calls, ready, strict=True)):
-            if isinstance(prepared, ToolResult):
-                results[i] = prepared
-                continue
-            tool, kwargs = prepared
-            if tool.is_async:
-                job = _bind(_run_async_in_thread, tool, kwargs, call, limit, deadline)
-            else:
-                job = _bind(_run_sync, tool, kwargs, call, limit, deadline)
-            jobs.append((i, tool, call, job))
+        results, jobs = _jobs(calls, ready, limit, deadline)
         # No timeout can fire: one call runs here, without a thread hop, while the others run in the pool.
         inline = _inline_job(jobs) if limit is None else None
         pooled = [j for j in jobs if j is not inline]
@@ -242,16 +231,10 @@ class DefaultExecutor:
         """``execute`` reporting each result as it comes: every call in the pool (none inline: a call
         running in this thread would hold back the others' reports), this thread waiting for the next."""
         deadline = None if limit is None else started + limit
-        results: list[ToolResult | None] = [None] * len(calls)
-        jobs: list[_Job] = []
-        for i, (call, prepared) in enumerate(zip(calls, ready, strict=True)):
-            if isinstance(prepared, ToolResult):
-                results[i] = prepared
-                on_result(prepared)
-                continue
-            tool, kwargs = prepared
-            runner = _run_async_in_thread if tool.is_async else _run_sync
-            jobs.append((i, tool, call, _bind(runner, tool, kwargs, call, limit, deadline)))
+        results, jobs = _jobs(calls, ready, limit, deadline)
+        for result in results:
+            if result is not None:  # found and judged here (an unknown tool, invalid input): finished already
+                on_result(result)
         if not jobs:
             return _all(results)
         pool, futures = self._submit([job for *_, job in jobs])
@@ -364,6 +347,25 @@ class DefaultExecutor:
 
 
 # --- what runs for one call --------------------------------------------------------
+
+
+def _jobs(
+    calls: Sequence[ToolCall],
+    ready: list[ToolResult | tuple[Tool, dict[str, Any]]],
+    limit: float | None,
+    deadline: float | None,
+) -> tuple[list[ToolResult | None], list[_Job]]:
+    """The batch's results so far (those ``_prepare`` answered) and a job for each call left to run."""
+    results: list[ToolResult | None] = [None] * len(calls)
+    jobs: list[_Job] = []
+    for i, (call, prepared) in enumerate(zip(calls, ready, strict=True)):
+        if isinstance(prepared, ToolResult):
+            results[i] = prepared
+            continue
+        tool, kwargs = prepared
+        runner = _run_async_in_thread if tool.is_async else _run_sync
+        jobs.append((i, tool, call, _bind(runner, tool, kwargs, call, limit, deadline)))
+    return results, jobs
 
 
 def _inline_job(jobs: Sequence[_Job]) -> _Job | None:
