@@ -791,8 +791,8 @@ SCENARIOS: dict[str, Scenario] = {
             ["requesting", "requesting", "tool_use", "requesting", "end_turn", "done"], 3,
             {("count", "a"): 1},
             wire=overload_chain_wire,
-
-
+        ),
+        Scenario(
             "refusal_fallback_adapted", AdaptedRefusalAgent, adapted_refusal_model, "Count a.", "done", "end_turn",
             ["requesting", "refusal", "requesting", "tool_use", "requesting", "end_turn", "done"], 3,
             {("count", "a"): 1}, beyond_schema=True,
