@@ -78,7 +78,7 @@ def test_list_shows_one_line_per_conversation(store_file: str, capsys: pytest.Ca
     assert lines[0].split() == ["ID", "STATE", "FINISHED", "TURNS", "UPDATED", "FORKED", "AGENT"]
     done = next(line for line in lines if line.startswith("conv_done"))
     crashed = next(line for line in lines if line.startswith("conv_crashed"))
-    assert done.split()[1:4] == ["done", "yes", "8"] and done.endswith("agentfsm.agent:Agent")
+    assert done.split()[1:4] == ["done", "yes", "7"] and done.endswith("agentfsm.agent:Agent")
     assert crashed.split()[1:4] == ["tool_use", "no", "3"]
     assert len(lines) == 3
 
@@ -101,7 +101,7 @@ def test_show_describes_a_finished_conversation(store_file: str, capsys: pytest.
     assert main(["runs", "show", "conv_done", "--store", store_file]) == 0
     out = capsys.readouterr().out
     assert "conversation : conv_done" in out and "state        : done (end_turn)" in out
-    assert "turns        : 8 (continuations 3, pause resumes 1" in out
+    assert "turns        : 7 (continuations 3, pause resumes 1" in out
     assert 'tool_use count({"label": "b"})' in out and "tool_result [" in out and '"counted b"' in out
     assert "requesting --pause_turn--> pause_turn" in out and "end_turn --finish--> done" in out
     messages = SQLiteStore(store_file).load("conv_done").messages

@@ -226,7 +226,7 @@ def test_list_summarises_every_conversation(backend: Backend) -> None:
     _crashed(store, 4, "crashed")
     runs = {s.conversation_id: s for s in backend.store().list()}
     assert set(runs) == {"finished", "crashed"}
-    assert runs["finished"].state == "done" and runs["finished"].finished and runs["finished"].turns == 8
+    assert runs["finished"].state == "done" and runs["finished"].finished and runs["finished"].turns == 7
     assert runs["crashed"].state == "requesting" and not runs["crashed"].finished and runs["crashed"].turns == 3
     assert runs["finished"].agent == "agentfsm.agent:Agent"
     assert all(s.problem is None and s.updated_at > 0 for s in runs.values())
