@@ -421,6 +421,10 @@ def predict(case: Case, streamed: bool) -> Prediction:
     fallback_used = False
     position = 0
 
+    def can_hop() -> bool:
+        """The fallback chain (``fallback_model``, a chain of one) has a model left for this request."""
+        return p.fallback_model is not None and not fallback_used and p.fallback_model != model
+
     def end(state: str, reason: str | None, status: int | None = None) -> Prediction:
         out.final_state, out.reason, out.status, out.history = state, reason, status, history
         return out
@@ -488,8 +492,17 @@ def predict(case: Case, streamed: bool) -> Prediction:
                     out.turns += 1
                     out.loops["stream_retries"] += 1
                     continue
+                if case.script[index].fault == "error_event" and can_hop():  # type: ignore[index, union-attr]
+                    kind = "hop"  # an overloaded_error event, its resends spent: down the fallback chain
+                    break
                 return end("failed", "api_error", None)
             break
+        if kind == "hop" or (kind == "error" and status in (429, 529) and can_hop()):
+            # Overloaded or rate limited after the SDK's retries: the same request on the fallback model, kept
+            # for the rest of the run (a chain of one, sticky).
+            fallback_used, model = True, p.fallback_model  # type: ignore[assignment]
+            out.loops["hops"] += 1
+            continue
         if kind == "error":
             if pending == "prefill" and p.continuation == "auto" and default_prefill_unsupported(model):
                 mode, pending = "prompt", "prompt"
@@ -571,10 +584,11 @@ def predict(case: Case, streamed: bool) -> Prediction:
                 continue
             return end("truncated", "max_pause_resumes")
         if stop == "refusal":
-            if p.fallback_model is not None and not fallback_used and p.fallback_model != model:
+            if can_hop():
                 out.gone.append(index)
-                fallback_used, model = True, p.fallback_model
+                fallback_used, model = True, p.fallback_model  # type: ignore[assignment]
                 out.loops["fallbacks"] += 1
+                out.loops["hops"] += 1
                 continue
             keep(content)
             return end("refused", "refusal")
@@ -672,6 +686,7 @@ def check(case: Case, driver: str, schema_problems: list[str], *, counted: bool 
         "empty.nudged": ("nudges", p.max_empty_retries),
         "ladder.climbed": ("ladder", len(p.max_tokens_ladder)),
         "refusal.fallback": ("fallbacks", 1),
+        "fallback.hop": ("hops", 1),
         "continuation.fallback": ("prefill_fallbacks", 1),
         "request.retried": ("stream_retries", p.max_turns * p.stream_retries),
     }
