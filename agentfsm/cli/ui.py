@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from agentfsm.errors import AgentfsmError, ConfigurationError
@@ -144,6 +146,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         import webbrowser
 
         webbrowser.open(server.url)
+    _stop_on_ctrl_c()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -151,3 +154,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     finally:
         server.close()
     return 0
+
+
+def _stop_on_ctrl_c() -> None:
+    """Make "Ctrl-C to stop" true even in a process started with SIGINT ignored or blocked (both are inherited
+    across exec from whatever started it): the server runs in the foreground until interrupted."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
